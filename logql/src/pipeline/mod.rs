@@ -1,0 +1,1 @@
+//! TODO: the per-entry log pipeline.

@@ -1,0 +1,1 @@
+//! tovlog: a log database that speaks Grafana Loki's API.

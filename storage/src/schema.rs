@@ -1,0 +1,53 @@
+//! The Arrow schema of the logs table, defined once. Head snapshots, Parquet chunks and
+//! the DataFusion table provider all use exactly this schema.
+//!
+//! | column      | type                         | meaning                                  |
+//! |-------------|------------------------------|------------------------------------------|
+//! | `stream_id` | UInt64, not null             | [`crate::StreamId`] (label fingerprint)  |
+//! | `ts`        | Int64, not null              | entry timestamp, ns since the epoch      |
+//! | `line`      | Utf8, not null               | the log line                             |
+//! | `metadata`  | Map<Utf8, Utf8>, nullable    | structured metadata (`keys`, `values`)   |
+
+use std::sync::{Arc, OnceLock};
+
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
+
+/// Column name of the stream id.
+pub const STREAM_ID: &str = "stream_id";
+/// Column name of the timestamp (ns).
+pub const TS: &str = "ts";
+/// Column name of the log line.
+pub const LINE: &str = "line";
+/// Column name of the structured metadata map.
+pub const METADATA: &str = "metadata";
+
+/// The map entry struct type of the `metadata` column.
+pub fn metadata_entries_field() -> Arc<Field> {
+    Arc::new(Field::new(
+        "entries",
+        DataType::Struct(Fields::from(vec![
+            Field::new("keys", DataType::Utf8, false),
+            Field::new("values", DataType::Utf8, true),
+        ])),
+        false,
+    ))
+}
+
+/// The logs table schema.
+pub fn logs_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            Arc::new(Schema::new(vec![
+                Field::new(STREAM_ID, DataType::UInt64, false),
+                Field::new(TS, DataType::Int64, false),
+                Field::new(LINE, DataType::Utf8, false),
+                Field::new(
+                    METADATA,
+                    DataType::Map(metadata_entries_field(), false),
+                    true,
+                ),
+            ]))
+        })
+        .clone()
+}
