@@ -1,1 +1,18 @@
 //! tovlog: a log database that speaks Grafana Loki's API.
+//!
+//! ```text
+//!  push (protobuf+snappy | JSON, gzip) ─► ingest (validate, limits) ─► storage: WAL ─► head ─► Parquet chunks
+//!  LogQL ─► tovlog-logql (parse, validate) ─► query engine (DataFusion over head + chunks) ─► Loki JSON
+//! ```
+//!
+//! The binary (`main.rs`) only parses the command line and calls [`server::start`]; tests and
+//! benchmarks start the same server in-process.
+
+pub mod cli;
+pub mod config;
+pub mod ingest;
+pub mod query;
+pub mod server;
+pub mod telemetry;
+
+pub use config::Config;

@@ -1,1 +1,22 @@
-fn main() {}
+//! The `tovlog` binary: parse the command line, load the configuration, serve.
+
+use clap::Parser;
+use tovlog::cli::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let (check_only, args) = match cli.command {
+        Some(Command::Serve(a)) => (false, a.or(cli.serve)),
+        Some(Command::CheckConfig(a)) => (true, a.or(cli.serve)),
+        None => (false, cli.serve),
+    };
+    let config = args.load()?;
+    if check_only {
+        std::io::Write::write_all(&mut std::io::stdout(), serde_yaml::to_string(&config)?.as_bytes())?;
+        return Ok(());
+    }
+    tovlog::telemetry::init(&config.log);
+    let server = tovlog::server::start(config, tovlog::server::shutdown_signal()).await?;
+    server.wait().await
+}

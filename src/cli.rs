@@ -1,0 +1,71 @@
+//! Command line: `tovlog [serve] [--listen ADDR] [--data-dir DIR] [--config FILE]`,
+//! and `tovlog check-config`.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+/// tovlog: a log database that speaks Grafana Loki's API (push, LogQL, labels).
+#[derive(Debug, Parser)]
+#[command(name = "tovlog", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do; serving is the default.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options of `serve`, accepted without the subcommand too.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+    /// Load and validate the configuration, print it as YAML with every default filled in, exit.
+    CheckConfig(ServeArgs),
+}
+
+/// Options shared by `serve` and `check-config`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// Address to serve the HTTP API on [default: 127.0.0.1:3100, or `listen` from the config file].
+    #[arg(long, value_name = "ADDR", env = "TOVLOG_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the WAL, indexes and (with the default local object store) chunk files
+    /// [default: ./data, or `storage.data_dir` from the config file].
+    #[arg(long, value_name = "DIR", env = "TOVLOG_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// YAML configuration file; every key is documented in docs/configuration.md. Flags override it.
+    #[arg(long, short = 'c', value_name = "FILE", env = "TOVLOG_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// Merge with `other` (subcommand args win over top-level ones).
+    pub fn or(self, other: ServeArgs) -> ServeArgs {
+        ServeArgs {
+            listen: self.listen.or(other.listen),
+            data_dir: self.data_dir.or(other.data_dir),
+            config: self.config.or(other.config),
+        }
+    }
+
+    /// The effective configuration: defaults, then the file, then flags.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(dir) = &self.data_dir {
+            config.storage.data_dir = dir.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}

@@ -1,0 +1,159 @@
+//! The HTTP server: application state, router assembly, layers and graceful shutdown.
+//!
+//! ```text
+//!  client ──► axum router ──► routes/push   ──► ingest::Ingester ──► storage (WAL, head)
+//!                         ├─► routes/query  ──► query::QueryEngine ──► storage (scan)
+//!                         ├─► routes/labels ──► storage label index
+//!                         └─► routes/status (ready, metrics, buildinfo, format_query)
+//! ```
+
+pub mod error;
+pub mod params;
+mod routes;
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use axum::{extract::DefaultBodyLimit, Router};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tovlog_storage::Storage;
+use tower_http::{compression::CompressionLayer, trace::TraceLayer};
+
+use crate::{
+    config::Config,
+    ingest::Ingester,
+    query::{QueryEngine, QueryLimits},
+    telemetry::Metrics,
+};
+
+/// Shared state of all handlers: cheap to clone (`Arc`s only), nothing global.
+#[derive(Clone)]
+pub struct AppState {
+    /// The configuration the server runs with.
+    pub config: Arc<Config>,
+    /// Storage engine.
+    pub storage: Arc<Storage>,
+    /// Write path.
+    pub ingester: Arc<Ingester>,
+    /// Read path.
+    pub engine: QueryEngine,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// Open storage (replaying the WAL) and build the state.
+    pub async fn open(config: Config) -> anyhow::Result<AppState> {
+        let storage = Storage::open(config.storage.clone()).await?;
+        let metrics = Arc::new(Metrics::default());
+        let ingester = Arc::new(Ingester::new(storage.clone(), config.limits_config.clone(), metrics.clone()));
+        let limits = QueryLimits {
+            max_entries_limit_per_query: config.limits_config.max_entries_limit_per_query,
+            max_query_series: config.limits_config.max_query_series,
+            query_timeout: config.query.timeout,
+            max_memory_bytes: usize::try_from(config.query.max_memory).unwrap_or(usize::MAX),
+        };
+        let engine = QueryEngine::new(storage.clone(), limits);
+        Ok(AppState { config: Arc::new(config), storage, ingester, engine, metrics })
+    }
+}
+
+/// The router with every route and layer.
+pub fn app(state: AppState) -> Router {
+    let body_limit = usize::try_from(state.config.max_request_body).unwrap_or(usize::MAX);
+    routes::router()
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CompressionLayer::new())
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// A server running in this process (used by `main` and by tests).
+pub struct RunningServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:3100`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stop accepting, finish in-flight requests, flush the head, and wait.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await?
+    }
+
+    /// Wait until the server stops by itself (signal).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await?
+    }
+}
+
+/// Open storage, bind `config.listen` and serve until `signal` resolves or `shutdown` is called;
+/// then flush the head to chunks.
+pub async fn start(config: Config, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<RunningServer> {
+    let listener = TcpListener::bind(config.listen).await?;
+    start_on(config, listener, signal).await
+}
+
+/// As [`start`], on an already bound listener.
+pub async fn start_on(
+    config: Config,
+    listener: TcpListener,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<RunningServer> {
+    let state = AppState::open(config).await?;
+    let addr = listener.local_addr()?;
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let storage = state.storage.clone();
+    let router = app(state);
+    let task = tokio::spawn(async move {
+        tracing::info!(%addr, "serving");
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    _ = signal => {},
+                    _ = stop_rx => {},
+                }
+                tracing::info!("shutting down: draining requests");
+            })
+            .await?;
+        tracing::info!("flushing head to chunks");
+        storage.shutdown().await?;
+        tracing::info!("shutdown complete");
+        Ok(())
+    });
+    Ok(RunningServer { addr, stop: Some(stop_tx), task })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,1 @@
+//! Crash safety (enabled with the query engine).
