@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 
+use super::hints::LabelHints;
 use super::labels::{sanitize_label_key, LabelsBuilder, DUPLICATE_SUFFIX};
 use crate::ast::LabelExtraction;
 use crate::Error;
@@ -23,6 +24,8 @@ pub(crate) enum JsonErr {
     MalformedObject,
     UnknownValueType,
     MalformedStringEscape,
+    /// Not an error: every hinted label was found, stop walking.
+    FoundAll,
 }
 
 impl JsonErr {
@@ -36,6 +39,7 @@ impl JsonErr {
             }
             JsonErr::UnknownValueType => "Unknown value type",
             JsonErr::MalformedStringEscape => "Encountered an invalid escape sequence in a string",
+            JsonErr::FoundAll => "found all required labels",
         }
     }
 }
@@ -294,12 +298,18 @@ fn append_sanitized(to: &mut String, key: &str) {
     }
 }
 
-/// Set an implicitly parsed label: suffix on collision, skip if already extracted.
-fn set_implicit(lb: &mut LabelsBuilder, name: &mut String, value: &str) {
+/// Set an implicitly parsed label: suffix on collision, skip if not hinted or already
+/// extracted (first writer wins).
+pub(crate) fn set_implicit(
+    lb: &mut LabelsBuilder,
+    hints: &LabelHints,
+    name: &mut String,
+    value: &str,
+) {
     if lb.collides(name) {
         name.push_str(DUPLICATE_SUFFIX);
     }
-    if lb.extracted(name) {
+    if !hints.should_extract(name) || lb.extracted(name) {
         return;
     }
     lb.set_parsed(name, value);
@@ -310,18 +320,22 @@ fn set_implicit(lb: &mut LabelsBuilder, name: &mut String, value: &str) {
 pub(crate) struct JsonParser;
 
 impl JsonParser {
-    pub(crate) fn process(&self, line: &str, lb: &mut LabelsBuilder) {
+    pub(crate) fn process(&self, line: &str, lb: &mut LabelsBuilder, hints: &LabelHints) {
+        if hints.no_labels(lb) {
+            return;
+        }
         let mut prefix = String::new();
         let mut name = String::new();
-        if let Err(e) = Self::walk(line, lb, &mut prefix, &mut name) {
-            lb.set_err(ERR_JSON);
-            lb.set_error_details(e.message());
+        match Self::walk(line, lb, hints, &mut prefix, &mut name) {
+            Ok(()) | Err(JsonErr::FoundAll) => {}
+            Err(e) => hints.add_err(lb, ERR_JSON, Some(e.message())),
         }
     }
 
     fn walk(
         data: &str,
         lb: &mut LabelsBuilder,
+        hints: &LabelHints,
         prefix: &mut String,
         name: &mut String,
     ) -> Result<(), JsonErr> {
@@ -338,16 +352,30 @@ impl JsonParser {
                         prefix.push('_');
                     }
                     append_sanitized(prefix, key);
-                    let r = Self::walk(value, lb, prefix, name);
+                    let r = if hints.should_extract_prefix(prefix) {
+                        Self::walk(value, lb, hints, prefix, name)
+                    } else {
+                        Ok(())
+                    };
                     prefix.truncate(len);
                     return r;
                 }
-                JsonType::Array | JsonType::Null => return Ok(()),
+                JsonType::Array | JsonType::Null => {
+                    return if hints.all_required_extracted(lb) {
+                        Err(JsonErr::FoundAll)
+                    } else {
+                        Ok(())
+                    };
+                }
             };
             if prefix.is_empty() {
                 sanitize_label_key(key, name);
                 if name.is_empty() {
-                    return Ok(());
+                    return if hints.all_required_extracted(lb) {
+                        Err(JsonErr::FoundAll)
+                    } else {
+                        Ok(())
+                    };
                 }
             } else {
                 name.clear();
@@ -357,7 +385,10 @@ impl JsonParser {
                 }
                 append_sanitized(name, key);
             }
-            set_implicit(lb, name, &value_text);
+            set_implicit(lb, hints, name, &value_text);
+            if hints.all_required_extracted(lb) {
+                return Err(JsonErr::FoundAll);
+            }
             Ok(())
         })
     }
@@ -527,12 +558,15 @@ impl JsonExpressionParser {
         Ok(JsonExpressionParser { ids, paths })
     }
 
-    pub(crate) fn process(&self, line: &str, lb: &mut LabelsBuilder) {
+    pub(crate) fn process(&self, line: &str, lb: &mut LabelsBuilder, hints: &LabelHints) {
         let Some(&first) = line.as_bytes().first() else {
             return;
         };
+        if hints.no_labels(lb) {
+            return;
+        }
         if !matches!(first, b'"' | b'{' | b'[') {
-            lb.set_err(ERR_JSON);
+            hints.add_err(lb, ERR_JSON, None);
             return;
         }
         let mut matches = 0;
@@ -556,10 +590,7 @@ impl JsonExpressionParser {
                     matches += 1;
                 }
                 Ok(None) => {}
-                Err(e) => {
-                    lb.set_err(ERR_JSON);
-                    lb.set_error_details(e.message());
-                }
+                Err(e) => hints.add_err(lb, ERR_JSON, Some(e.message())),
             }
         }
         if matches < self.ids.len() {
@@ -574,13 +605,16 @@ impl JsonExpressionParser {
 
 /// `| unpack`: string values become labels and `_entry` replaces the line, but only when
 /// the line was packed (has `_entry`), as in Loki.
-pub(crate) fn unpack(line: &str, lb: &mut LabelsBuilder) -> Option<String> {
-    if line.is_empty() {
+pub(crate) fn unpack(line: &str, lb: &mut LabelsBuilder, hints: &LabelHints) -> Option<String> {
+    if line.is_empty() || hints.no_labels(lb) {
         return None;
     }
     if !line.starts_with('{') {
-        lb.set_err(ERR_JSON);
-        lb.set_error_details("expecting json object(6), but it is not");
+        hints.add_err(
+            lb,
+            ERR_JSON,
+            Some("expecting json object(6), but it is not"),
+        );
         return None;
     }
     let mut entry: Option<String> = None;
@@ -597,7 +631,7 @@ pub(crate) fn unpack(line: &str, lb: &mut LabelsBuilder) -> Option<String> {
         if lb.collides(&name) {
             name.push_str(DUPLICATE_SUFFIX);
         }
-        if lb.extracted(&name) {
+        if !hints.should_extract(&name) || lb.extracted(&name) {
             return Ok(());
         }
         let mut sanitized = String::new();
@@ -606,8 +640,7 @@ pub(crate) fn unpack(line: &str, lb: &mut LabelsBuilder) -> Option<String> {
         Ok(())
     });
     if let Err(e) = r {
-        lb.set_err(ERR_JSON);
-        lb.set_error_details(e.message());
+        hints.add_err(lb, ERR_JSON, Some(e.message()));
         return None;
     }
     let entry = entry?;
@@ -630,7 +663,7 @@ mod tests {
     fn run_json(stream: &[(&str, &str)], line: &str) -> Vec<(String, String)> {
         let mut lb = LabelsBuilder::new();
         lb.reset(&pairs(stream), &[]);
-        JsonParser.process(line, &mut lb);
+        JsonParser.process(line, &mut lb, &LabelHints::all());
         lb.labels()
     }
 
@@ -729,7 +762,11 @@ mod tests {
         ])?;
         let mut lb = LabelsBuilder::new();
         lb.reset(&[], &[]);
-        p.process(r#"{"a":{"b":["q",2]},"x y":"v","n":3}"#, &mut lb);
+        p.process(
+            r#"{"a":{"b":["q",2]},"x y":"v","n":3}"#,
+            &mut lb,
+            &LabelHints::all(),
+        );
         assert_eq!(
             lb.labels(),
             pairs(&[
@@ -752,6 +789,7 @@ mod tests {
         let out = unpack(
             r#"{"app":"x","foo":"bar","n":1,"_entry":"the line"}"#,
             &mut lb,
+            &LabelHints::all(),
         );
         assert_eq!(out.as_deref(), Some("the line"));
         assert_eq!(
@@ -759,9 +797,12 @@ mod tests {
             pairs(&[("app", "a"), ("app_extracted", "x"), ("foo", "bar")])
         );
         lb.reset(&pairs(&[("app", "a")]), &[]);
-        assert_eq!(unpack(r#"{"foo":"bar"}"#, &mut lb), None);
+        assert_eq!(
+            unpack(r#"{"foo":"bar"}"#, &mut lb, &LabelHints::all()),
+            None
+        );
         assert_eq!(lb.labels(), pairs(&[("app", "a")]));
-        assert_eq!(unpack("nope", &mut lb), None);
+        assert_eq!(unpack("nope", &mut lb, &LabelHints::all()), None);
         assert!(lb.has_error());
     }
 }

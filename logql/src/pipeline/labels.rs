@@ -341,7 +341,7 @@ impl LabelsBuilder {
     pub(crate) fn names(&self) -> Vec<String> {
         let mut out = Vec::new();
         self.for_each(|n, _, _| {
-            if n != ERROR_LABEL && n != ERROR_DETAILS_LABEL {
+            if n != ERROR_LABEL && n != ERROR_DETAILS_LABEL && n != super::PRESERVE_ERROR_LABEL {
                 out.push(n.to_string());
             }
         });

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 
+use super::hints::LabelHints;
 use super::labels::{sanitize_label_key, LabelsBuilder, DUPLICATE_SUFFIX};
 use crate::ast::LabelExtraction;
 use crate::Error;
@@ -233,15 +234,18 @@ impl LogfmtParser {
         })
     }
 
-    pub(crate) fn process(&self, line: &str, lb: &mut LabelsBuilder) {
+    pub(crate) fn process(&self, line: &str, lb: &mut LabelsBuilder, hints: &LabelHints) {
+        if hints.no_labels(lb) {
+            return;
+        }
         if self.params.is_empty() {
-            self.process_all(line, lb);
+            self.process_all(line, lb, hints);
         } else {
-            self.process_params(line, lb);
+            self.process_params(line, lb, hints);
         }
     }
 
-    fn process_all(&self, line: &str, lb: &mut LabelsBuilder) {
+    fn process_all(&self, line: &str, lb: &mut LabelsBuilder, hints: &LabelHints) {
         let mut dec = Decoder::new(line);
         let mut key = String::new();
         while !dec.eol() {
@@ -259,7 +263,7 @@ impl LogfmtParser {
             if lb.collides(&key) {
                 key.push_str(DUPLICATE_SUFFIX);
             }
-            if lb.extracted(&key) {
+            if !hints.should_extract(&key) || lb.extracted(&key) {
                 continue;
             }
             let value = dec.value.as_deref().unwrap_or("");
@@ -271,16 +275,18 @@ impl LogfmtParser {
             } else {
                 lb.set_parsed(&key, value);
             }
+            if hints.all_required_extracted(lb) {
+                break;
+            }
         }
         if self.strict {
             if let Some(e) = &dec.err {
-                lb.set_err(ERR_LOGFMT);
-                lb.set_error_details(e);
+                hints.add_err(lb, ERR_LOGFMT, Some(e));
             }
         }
     }
 
-    fn process_params(&self, line: &str, lb: &mut LabelsBuilder) {
+    fn process_params(&self, line: &str, lb: &mut LabelsBuilder, hints: &LabelHints) {
         for (id, _) in &self.params {
             if !lb.collides(id) {
                 lb.set_parsed(id, "");
@@ -321,8 +327,7 @@ impl LogfmtParser {
         }
         if self.strict {
             if let Some(e) = &dec.err {
-                lb.set_err(ERR_LOGFMT);
-                lb.set_error_details(e);
+                hints.add_err(lb, ERR_LOGFMT, Some(e));
             }
         }
     }
@@ -341,7 +346,7 @@ mod tests {
     fn run(p: &LogfmtParser, stream: &[(&str, &str)], line: &str) -> Vec<(String, String)> {
         let mut lb = LabelsBuilder::new();
         lb.reset(&pairs(stream), &[]);
-        p.process(line, &mut lb);
+        p.process(line, &mut lb, &LabelHints::all());
         lb.labels()
     }
 

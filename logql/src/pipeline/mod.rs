@@ -29,6 +29,7 @@
 mod convert;
 mod drop_keep;
 mod format;
+mod hints;
 mod ip;
 mod json;
 mod label_filter;
@@ -41,6 +42,7 @@ mod unwrap;
 
 use std::borrow::Cow;
 
+pub use hints::{LabelHints, PRESERVE_ERROR_LABEL};
 pub use labels::{CategorizedLabels, LabelsBuilder, ERROR_DETAILS_LABEL, ERROR_LABEL};
 pub use line_filter::LineFilterChain;
 pub use unwrap::SampleExtractor;
@@ -91,20 +93,17 @@ impl PatternStage {
         Ok(PatternStage { pattern })
     }
 
-    fn process(&self, line: &str, lb: &mut LabelsBuilder) {
+    fn process(&self, line: &str, lb: &mut LabelsBuilder, hints: &LabelHints) {
+        if hints.no_labels(lb) {
+            return;
+        }
         let mut caps: Vec<&str> = Vec::with_capacity(self.pattern.names().len());
         self.pattern.captures(line, &mut caps);
         let mut key = String::new();
         for (name, value) in self.pattern.names().iter().zip(caps) {
             key.clear();
             key.push_str(name);
-            if lb.collides(&key) {
-                key.push_str(labels::DUPLICATE_SUFFIX);
-            }
-            if lb.extracted(&key) {
-                continue;
-            }
-            lb.set_parsed(&key, value);
+            json::set_implicit(lb, hints, &mut key, value);
         }
     }
 }
@@ -116,11 +115,21 @@ pub struct Pipeline {
     leading: LineFilterChain,
     /// Everything after the leading filters, in order.
     stages: Vec<CompiledStage>,
+    /// Which labels parsers must extract (metric queries).
+    hints: LabelHints,
 }
 
 impl Pipeline {
     /// Compile the stages. Errors carry Loki's wording (bad regex, bad template, …).
+    /// Every parser extracts every label (use for log queries).
     pub fn new(stages: &[ast::Stage]) -> Result<Pipeline, Error> {
+        Self::with_hints(stages, LabelHints::all())
+    }
+
+    /// Compile the stages of a metric query with Loki's parser hints (see
+    /// [`LabelHints::for_range_aggregation`]): parsers extract only what the query needs,
+    /// which also decides whether unparseable lines get `__error__`.
+    pub fn with_hints(stages: &[ast::Stage], hints: LabelHints) -> Result<Pipeline, Error> {
         let mut leading = LineFilterChain::default();
         let mut compiled: Vec<CompiledStage> = Vec::new();
         for stage in stages {
@@ -169,6 +178,7 @@ impl Pipeline {
         Ok(Pipeline {
             leading,
             stages: compiled,
+            hints,
         })
     }
 
@@ -192,13 +202,13 @@ impl Pipeline {
                         return None;
                     }
                 }
-                CompiledStage::Json(p) => p.process(&cur, lb),
-                CompiledStage::JsonExpr(p) => p.process(&cur, lb),
-                CompiledStage::Logfmt(p) => p.process(&cur, lb),
-                CompiledStage::Regexp(p) => p.process(&cur, lb),
-                CompiledStage::Pattern(p) => p.process(&cur, lb),
+                CompiledStage::Json(p) => p.process(&cur, lb, &self.hints),
+                CompiledStage::JsonExpr(p) => p.process(&cur, lb, &self.hints),
+                CompiledStage::Logfmt(p) => p.process(&cur, lb, &self.hints),
+                CompiledStage::Regexp(p) => p.process(&cur, lb, &self.hints),
+                CompiledStage::Pattern(p) => p.process(&cur, lb, &self.hints),
                 CompiledStage::Unpack => {
-                    if let Some(entry) = json::unpack(&cur, lb) {
+                    if let Some(entry) = json::unpack(&cur, lb, &self.hints) {
                         cur = Cow::Owned(entry);
                     }
                 }

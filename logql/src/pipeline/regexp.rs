@@ -3,6 +3,7 @@
 
 use regex::Regex;
 
+use super::hints::LabelHints;
 use super::labels::{sanitize_label_key, LabelsBuilder, DUPLICATE_SUFFIX};
 use super::line_filter::regex_error;
 use crate::Error;
@@ -49,7 +50,7 @@ impl RegexpParser {
         Ok(RegexpParser { re, names })
     }
 
-    pub(crate) fn process(&self, line: &str, lb: &mut LabelsBuilder) {
+    pub(crate) fn process(&self, line: &str, lb: &mut LabelsBuilder, hints: &LabelHints) {
         let Some(caps) = self.re.captures(line) else {
             return;
         };
@@ -62,7 +63,7 @@ impl RegexpParser {
             if lb.collides(&key) {
                 key.push_str(DUPLICATE_SUFFIX);
             }
-            if lb.extracted(&key) {
+            if !hints.should_extract(&key) || lb.extracted(&key) {
                 continue;
             }
             lb.set_parsed(&key, value);
@@ -79,11 +80,11 @@ mod tests {
         let p = RegexpParser::new(r"^(?P<level>[A-Z]+) (?P<msg>.*)$")?;
         let mut lb = LabelsBuilder::new();
         lb.reset(&[("level".to_string(), "x".to_string())], &[]);
-        p.process("INFO hello world", &mut lb);
+        p.process("INFO hello world", &mut lb, &LabelHints::all());
         assert_eq!(lb.get("level_extracted"), Some("INFO"));
         assert_eq!(lb.get("msg"), Some("hello world"));
         lb.reset(&[], &[]);
-        p.process("no match here", &mut lb);
+        p.process("no match here", &mut lb, &LabelHints::all());
         assert!(lb.is_unchanged());
         Ok(())
     }

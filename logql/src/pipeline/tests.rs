@@ -886,3 +886,110 @@ fn golden_replay() -> Result<(), String> {
         Err(failures.join("\n\n"))
     }
 }
+
+fn range_agg(
+    op: crate::ast::RangeOp,
+    stages: Vec<Stage>,
+    grouping: Option<crate::ast::Grouping>,
+) -> crate::ast::RangeAggregation {
+    crate::ast::RangeAggregation {
+        op,
+        param: None,
+        range: crate::ast::LogRange {
+            log: crate::ast::LogExpr {
+                selector: vec![],
+                pipeline: stages,
+            },
+            range_ns: 7_200_000_000_000,
+            offset_ns: 0,
+            unwrap: None,
+        },
+        grouping,
+    }
+}
+
+fn sum_by(labels: &[&str], inner: &crate::ast::RangeAggregation) -> crate::ast::VectorAggregation {
+    crate::ast::VectorAggregation {
+        op: crate::ast::VectorOp::Sum,
+        param: None,
+        expr: Box::new(crate::ast::SampleExpr::Range(inner.clone())),
+        grouping: Some(crate::ast::Grouping {
+            without: false,
+            labels: labels.iter().map(|s| s.to_string()).collect(),
+        }),
+    }
+}
+
+/// Run a hinted pipeline over `job`'s entries with ts in (from, to]; return label sets.
+fn hinted_labels(job: &str, from: i64, to: i64, p: &Pipeline) -> Vec<Labels> {
+    let mut lb = LabelsBuilder::new();
+    let mut out = Vec::new();
+    for e in dataset() {
+        if e.ts <= from || e.ts > to || !e.stream.iter().any(|(k, v)| k == "job" && v == job) {
+            continue;
+        }
+        lb.reset(&e.stream, &e.meta);
+        if p.process(e.ts, &e.line, &mut lb).is_some() {
+            out.push(lb.labels());
+        }
+    }
+    out
+}
+
+#[test]
+fn hints_match_goldens_130_and_136() -> Result<(), Error> {
+    use crate::ast::RangeOp;
+    let end = 1_763_604_000_000_000_000i64;
+    let from = end - 7_200_000_000_000;
+    // 130: sum by (__error__) (count_over_time({job="tovplay-backend"} | json [2h]))
+    let agg = range_agg(RangeOp::CountOverTime, vec![json()], None);
+    let hints = LabelHints::for_range_aggregation(&agg, Some(&sum_by(&["__error__"], &agg)));
+    let p = Pipeline::with_hints(&[json()], hints)?;
+    let rows = hinted_labels("tovplay-backend", from, end, &p);
+    let errors = rows
+        .iter()
+        .filter(|l| l.iter().any(|(k, _)| k == "__error__"))
+        .count();
+    assert_eq!((rows.len() - errors, errors), (9100, 4));
+    // Errors were asked for: they are marked so the evaluator keeps them.
+    assert!(rows.iter().any(|l| l
+        .iter()
+        .any(|(k, v)| k == PRESERVE_ERROR_LABEL && v == "true")));
+    // Nothing else is parsed.
+    assert!(rows.iter().all(|l| !l.iter().any(|(k, _)| k == "level")));
+
+    // 136: sum by (username) (…| json …) keeps full stream labels plus the error.
+    let hints = LabelHints::for_range_aggregation(&agg, Some(&sum_by(&["username"], &agg)));
+    let p = Pipeline::with_hints(&[json()], hints)?;
+    let rows = hinted_labels("tovplay-backend", from, end, &p);
+    let want = pairs(&[
+        ("__error__", "JSONParserErr"),
+        (
+            "__error_details__",
+            "Value looks like object, but can't find closing '}' symbol",
+        ),
+        ("env", "prod"),
+        ("host", "app-1"),
+        ("job", "tovplay-backend"),
+        ("service_name", "tovplay-backend"),
+    ]);
+    assert!(rows.contains(&want));
+    assert!(rows
+        .iter()
+        .filter(|l| !l.iter().any(|(k, _)| k == "__error__"))
+        .all(|l| l.iter().any(|(k, _)| k == "username") && !l.iter().any(|(k, _)| k == "level")));
+
+    // sum(count_over_time(… | json …)): nothing parsed, so no error at all.
+    let plain_sum = crate::ast::VectorAggregation {
+        grouping: None,
+        ..sum_by(&[], &agg)
+    };
+    let hints = LabelHints::for_range_aggregation(&agg, Some(&plain_sum));
+    let p = Pipeline::with_hints(&[json()], hints)?;
+    let rows = hinted_labels("tovplay-backend", from, end, &p);
+    assert_eq!(rows.len(), 9104);
+    assert!(rows
+        .iter()
+        .all(|l| !l.iter().any(|(k, _)| k == "__error__")));
+    Ok(())
+}
