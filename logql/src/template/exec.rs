@@ -21,7 +21,13 @@ pub(crate) struct Exec<'a, 'o> {
     name: &'a str,
     src: &'a str,
     ctx: &'a TemplateContext<'a>,
+    /// `$` (slot 0): the label map.
+    root: Value<'a>,
+    /// Declared variables by slot; index 0 is unused (`$` is `root`). Empty, so not
+    /// allocated, for templates without variables.
     vars: Vec<Value<'a>>,
+    /// Argument stack shared by all function calls of this execution.
+    args: Vec<Value<'a>>,
     out: &'o mut String,
 }
 
@@ -35,31 +41,51 @@ pub(crate) fn execute<'a>(
     ctx: &'a TemplateContext<'a>,
     out: &mut String,
 ) -> EResult<()> {
-    let mut vars = vec![Value::Nil; tree.slots];
+    let vars = if tree.slots > 1 {
+        vec![Value::Nil; tree.slots]
+    } else {
+        Vec::new()
+    };
     let root = Value::Labels(ctx.labels);
-    if let Some(v) = vars.first_mut() {
-        *v = root.clone();
-    }
     let mut ex = Exec {
         name,
         src,
         ctx,
+        root: root.clone(),
         vars,
+        args: Vec::new(),
         out,
     };
     ex.walk(&tree.root, &root).map(|_| ())
 }
 
 impl<'a> Exec<'a, '_> {
+    fn var(&self, slot: usize) -> Value<'a> {
+        if slot == 0 {
+            return self.root.clone();
+        }
+        self.vars.get(slot).cloned().unwrap_or(Value::Nil)
+    }
+
+    fn set_var(&mut self, slot: usize, v: Value<'a>) {
+        if let Some(var) = self.vars.get_mut(slot) {
+            *var = v;
+        }
+    }
+
     /// Go's location prefix for an execution error at `op`.
     fn err_at(&self, op: &Operand, msg: impl std::fmt::Display) -> String {
-        let before = &self.src[..op.start.min(self.src.len())];
+        self.err_span(op.start, op.end, msg)
+    }
+
+    fn err_span(&self, start: usize, end: usize, msg: impl std::fmt::Display) -> String {
+        let before = &self.src[..start.min(self.src.len())];
         let line = 1 + before.matches('\n').count();
         let col = match before.rfind('\n') {
-            Some(nl) => op.start - nl - 1,
-            None => op.start,
+            Some(nl) => start - nl - 1,
+            None => start,
         };
-        let text = self.src.get(op.start..op.end).unwrap_or("").trim();
+        let text = self.src.get(start..end).unwrap_or("").trim();
         format!(
             "template: {}:{line}:{col}: executing \"{}\" at <{text}>: {msg}",
             self.name, self.name
@@ -153,10 +179,10 @@ impl<'a> Exec<'a, '_> {
         for (key, elem) in items {
             match b.pipe.decl.as_slice() {
                 [] => {}
-                [e] => self.vars[*e] = elem.clone(),
+                [e] => self.set_var(*e, elem.clone()),
                 [k, e, ..] => {
-                    self.vars[*k] = key;
-                    self.vars[*e] = elem.clone();
+                    self.set_var(*k, key);
+                    self.set_var(*e, elem.clone());
                 }
             }
             match self.walk(&b.list, &elem)? {
@@ -175,9 +201,7 @@ impl<'a> Exec<'a, '_> {
         let v = last.unwrap_or(Value::Nil);
         if set_decl {
             for slot in &pipe.decl {
-                if let Some(var) = self.vars.get_mut(*slot) {
-                    *var = v.clone();
-                }
+                self.set_var(*slot, v.clone());
             }
         }
         Ok(v)
@@ -200,7 +224,7 @@ impl<'a> Exec<'a, '_> {
         match &first.arg {
             Arg::Field(chain) => self.chain(first, dot.clone(), chain, has_args),
             Arg::Var { slot, chain } => {
-                let base = self.vars.get(*slot).cloned().unwrap_or(Value::Nil);
+                let base = self.var(*slot);
                 self.chain(first, base, chain, has_args)
             }
             Arg::Chain { inner, chain } => {
@@ -277,7 +301,7 @@ impl<'a> Exec<'a, '_> {
             Arg::Dot => Ok(dot.clone()),
             Arg::Field(chain) => self.chain(op, dot.clone(), chain, false),
             Arg::Var { slot, chain } => {
-                let base = self.vars.get(*slot).cloned().unwrap_or(Value::Nil);
+                let base = self.var(*slot);
                 self.chain(op, base, chain, false)
             }
             Arg::Chain { inner, chain } => {
@@ -404,17 +428,46 @@ impl<'a> Exec<'a, '_> {
             }
             return Ok(last.unwrap_or(v));
         }
-        let mut vals = Vec::with_capacity(n);
+        // Arguments go on the shared stack; nested calls push above and pop back to `base`.
+        let base = self.args.len();
+        let filled = self.push_args(fop, &sig, args, dot, last, n);
+        let result = match filled {
+            Ok(()) => {
+                let regex = cmd.and_then(|c| c.regex.as_ref());
+                f.call(&mut self.args[base..], self.ctx, regex)
+            }
+            Err(e) => {
+                self.args.truncate(base);
+                return Err(e);
+            }
+        };
+        self.args.truncate(base);
+        // Go reports a failing call at the whole command (`at <div 1 0>`).
+        let (start, end) = match cmd.map(|c| c.args.as_slice()) {
+            Some([first, .., last]) => (first.start, last.end),
+            _ => (fop.start, fop.end),
+        };
+        result.map_err(|e| self.err_span(start, end, format!("error calling {}: {e}", f.name())))
+    }
+
+    fn push_args(
+        &mut self,
+        fop: &'a Operand,
+        sig: &super::funcs::Sig,
+        args: &'a [Operand],
+        dot: &Value<'a>,
+        last: Option<Value<'a>>,
+        n: usize,
+    ) -> EResult<()> {
         for (k, op) in args.iter().enumerate() {
-            vals.push(self.eval_arg(op, sig.kind(k), dot)?);
+            let v = self.eval_arg(op, sig.kind(k), dot)?;
+            self.args.push(v);
         }
         if let Some(v) = last {
             let v = self.check(fop, v, sig.kind(n - 1))?;
-            vals.push(v);
+            self.args.push(v);
         }
-        let regex = cmd.and_then(|c| c.regex.as_ref());
-        f.call(vals, self.ctx, regex)
-            .map_err(|e| self.err_at(fop, format!("error calling {}: {e}", f.name())))
+        Ok(())
     }
 }
 

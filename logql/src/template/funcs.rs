@@ -194,7 +194,7 @@ impl Func {
     /// `regex` is argument 0 compiled at parse time, when it was a literal.
     pub fn call<'a>(
         self,
-        mut a: Vec<Value<'a>>,
+        a: &mut [Value<'a>],
         ctx: &TemplateContext<'a>,
         regex: Option<&Regex>,
     ) -> Result<Value<'a>, String> {
@@ -256,12 +256,12 @@ impl Func {
             Line => Value::str(ctx.line),
             Timestamp => Value::Time(GoTime::from_unix_ns(ctx.ts_ns)),
             ToLowerGo | Lower => map_str(
-                take(&mut a, 0),
+                take(a, 0),
                 |s| s.to_lowercase(),
                 |s| !s.chars().any(char::is_uppercase),
             ),
             ToUpperGo | Upper => map_str(
-                take(&mut a, 0),
+                take(a, 0),
                 |s| s.to_uppercase(),
                 |s| !s.chars().any(char::is_lowercase),
             ),
@@ -276,27 +276,25 @@ impl Func {
             }
             TrimGo => {
                 let cut = str_arg(&a, 1).into_owned();
-                sub_str(take(&mut a, 0), |s| s.trim_matches(|c| cut.contains(c)))
+                sub_str(take(a, 0), |s| s.trim_matches(|c| cut.contains(c)))
             }
             TrimLeftGo => {
                 let cut = str_arg(&a, 1).into_owned();
-                sub_str(take(&mut a, 0), |s| {
-                    s.trim_start_matches(|c| cut.contains(c))
-                })
+                sub_str(take(a, 0), |s| s.trim_start_matches(|c| cut.contains(c)))
             }
             TrimRightGo => {
                 let cut = str_arg(&a, 1).into_owned();
-                sub_str(take(&mut a, 0), |s| s.trim_end_matches(|c| cut.contains(c)))
+                sub_str(take(a, 0), |s| s.trim_end_matches(|c| cut.contains(c)))
             }
             TrimPrefixGo => {
                 let p = str_arg(&a, 1).into_owned();
-                sub_str(take(&mut a, 0), |s| s.strip_prefix(&*p).unwrap_or(s))
+                sub_str(take(a, 0), |s| s.strip_prefix(&*p).unwrap_or(s))
             }
             TrimSuffixGo => {
                 let p = str_arg(&a, 1).into_owned();
-                sub_str(take(&mut a, 0), |s| s.strip_suffix(&*p).unwrap_or(s))
+                sub_str(take(a, 0), |s| s.strip_suffix(&*p).unwrap_or(s))
             }
-            TrimSpaceGo | Trim => sub_str(take(&mut a, 0), str::trim),
+            TrimSpaceGo | Trim => sub_str(take(a, 0), str::trim),
             RegexReplaceAll | RegexReplaceAllLiteral => {
                 let compiled;
                 let re = match regex {
@@ -340,7 +338,7 @@ impl Func {
             UnixToTime => Value::Time(unix_to_time(&str_arg(&a, 0))?),
             AlignLeft | AlignRight => {
                 let count = int_arg(&a, 0);
-                let s = take(&mut a, 1);
+                let s = take(a, 1);
                 let Value::Str(s) = s else { return Ok(s) };
                 let n = s.chars().count();
                 if count < 0 || n == count as usize {
@@ -365,37 +363,41 @@ impl Func {
                 Err(e) => e,
             }),
             Title => Value::string(title(&str_arg(&a, 0))),
+            // Loki ships rune-based versions of sprig's byte-based `trunc`/`substr`
+            // (same results on ASCII; never splits a UTF-8 sequence, never panics).
             Trunc => {
                 let c = int_arg(&a, 0);
-                let s = take(&mut a, 1);
+                let s = take(a, 1);
                 let Value::Str(s) = s else { return Ok(s) };
-                let len = s.len() as i64;
-                if c < 0 && len + c > 0 {
-                    byte_slice(s, (len + c) as usize, s_len(len))
-                } else if c >= 0 && len > c {
-                    byte_slice(s, 0, c as usize)
+                let n = s.chars().count() as i64;
+                if c < 0 && n + c > 0 {
+                    char_slice(s, (n + c) as usize, n as usize)
+                } else if c >= 0 && n > c {
+                    char_slice(s, 0, c as usize)
                 } else {
                     Value::Str(s)
                 }
             }
             Substr => {
-                let (start, end) = (int_arg(&a, 0), int_arg(&a, 1));
-                let s = take(&mut a, 2);
+                let (mut start, mut end) = (int_arg(&a, 0), int_arg(&a, 1));
+                let s = take(a, 2);
                 let Value::Str(s) = s else { return Ok(s) };
-                let len = s.len() as i64;
-                let (from, to) = if start < 0 {
-                    (0, end)
-                } else if end < 0 || end > len {
-                    (start, len)
+                let n = s.chars().count() as i64;
+                end = end.min(n);
+                start = start.min(n);
+                if start < 0 {
+                    if end < 0 {
+                        Value::str("")
+                    } else {
+                        char_slice(s, 0, end as usize)
+                    }
+                } else if end < 0 {
+                    char_slice(s, start as usize, n as usize)
+                } else if start > end {
+                    Value::str("")
                 } else {
-                    (start, end)
-                };
-                if from < 0 || to < 0 || from > to || to > len {
-                    return Err(format!(
-                        "runtime error: slice bounds out of range [{from}:{to}]"
-                    ));
+                    char_slice(s, start as usize, end as usize)
                 }
-                byte_slice(s, from as usize, to as usize)
             }
             Contains => Value::Bool(str_arg(&a, 1).contains(&*str_arg(&a, 0))),
             HasPrefix => Value::Bool(str_arg(&a, 1).starts_with(&*str_arg(&a, 0))),
@@ -416,15 +418,15 @@ impl Func {
             }
             TrimAll => {
                 let cut = str_arg(&a, 0).into_owned();
-                sub_str(take(&mut a, 1), |s| s.trim_matches(|c| cut.contains(c)))
+                sub_str(take(a, 1), |s| s.trim_matches(|c| cut.contains(c)))
             }
             TrimSuffix => {
                 let p = str_arg(&a, 0).into_owned();
-                sub_str(take(&mut a, 1), |s| s.strip_suffix(&*p).unwrap_or(s))
+                sub_str(take(a, 1), |s| s.strip_suffix(&*p).unwrap_or(s))
             }
             TrimPrefix => {
                 let p = str_arg(&a, 0).into_owned();
-                sub_str(take(&mut a, 1), |s| s.strip_prefix(&*p).unwrap_or(s))
+                sub_str(take(a, 1), |s| s.strip_prefix(&*p).unwrap_or(s))
             }
             ToInt => Value::Int(to_int64(arg(&a, 0))),
             ToFloat64 => Value::Float(to_f64(arg(&a, 0))),
@@ -488,16 +490,12 @@ impl Func {
             Now => Value::Time(GoTime::now()),
             UnixEpoch => Value::string(time_arg(&a, 0).secs.to_string()),
             Default => match a.get(1) {
-                Some(given) if !given.is_empty() => take(&mut a, 1),
-                _ => take(&mut a, 0),
+                Some(given) if !given.is_empty() => take(a, 1),
+                _ => take(a, 0),
             },
         };
         Ok(v)
     }
-}
-
-fn s_len(len: i64) -> usize {
-    len as usize
 }
 
 fn arg<'v, 'a>(a: &'v [Value<'a>], k: usize) -> &'v Value<'a> {
@@ -563,6 +561,15 @@ fn byte_slice(s: Cow<'_, str>, from: usize, to: usize) -> Value<'_> {
         Cow::Owned(o) => {
             Value::string(String::from_utf8_lossy(&o.as_bytes()[from..to]).into_owned())
         }
+    }
+}
+
+/// Characters `from..to` of `s`, borrowing when `s` is borrowed.
+fn char_slice(s: Cow<'_, str>, from: usize, to: usize) -> Value<'_> {
+    let byte_at = |s: &str, k: usize| s.char_indices().nth(k).map_or(s.len(), |(i, _)| i);
+    match s {
+        Cow::Borrowed(b) => Value::str(&b[byte_at(b, from)..byte_at(b, to)]),
+        Cow::Owned(o) => Value::string(o[byte_at(&o, from)..byte_at(&o, to)].to_string()),
     }
 }
 
@@ -1007,7 +1014,8 @@ fn unix_to_time(epoch: &str) -> Result<GoTime, String> {
         13 => GoTime::from_unix(0, i.saturating_mul(1_000_000)),
         16 => GoTime::from_unix(0, i.saturating_mul(1_000)),
         19 => GoTime::from_unix(0, i),
-        _ => return Err(format!("unable to parse time '{epoch}'")),
+        // Loki wraps a nil error here, which Go prints as `%!w(<nil>)`.
+        _ => return Err(format!("unable to parse time '{epoch}': %!w(<nil>)")),
     })
 }
 
