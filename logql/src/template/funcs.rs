@@ -213,23 +213,23 @@ impl Func {
                 .cloned()
                 .or_else(|| a.last().cloned())
                 .unwrap_or(Value::Nil),
-            Not => Value::Bool(!arg(&a, 0).truthy()),
-            Len => Value::Int(length(arg(&a, 0))?),
-            Index => index(&a)?,
-            Slice => slice(&a)?,
+            Not => Value::Bool(!arg(a, 0).truthy()),
+            Len => Value::Int(length(arg(a, 0))?),
+            Index => index(a)?,
+            Slice => slice(a)?,
             Print => {
                 let mut s = String::new();
-                printf::sprint(&mut s, &a);
+                printf::sprint(&mut s, a);
                 Value::string(s)
             }
             Println => {
                 let mut s = String::new();
-                printf::sprintln(&mut s, &a);
+                printf::sprintln(&mut s, a);
                 Value::string(s)
             }
             Printf => {
                 let mut s = String::new();
-                printf::sprintf(&mut s, &str_arg(&a, 0), a.get(1..).unwrap_or_default());
+                printf::sprintf(&mut s, &str_arg(a, 0), a.get(1..).unwrap_or_default());
                 Value::string(s)
             }
             Eq => {
@@ -245,14 +245,14 @@ impl Func {
                 }
                 Value::Bool(any)
             }
-            Ne => Value::Bool(!eq(arg(&a, 0), arg(&a, 1))?),
-            Lt => Value::Bool(lt(arg(&a, 0), arg(&a, 1))?),
-            Le => Value::Bool(lt(arg(&a, 0), arg(&a, 1))? || eq(arg(&a, 0), arg(&a, 1))?),
-            Gt => Value::Bool(!(lt(arg(&a, 0), arg(&a, 1))? || eq(arg(&a, 0), arg(&a, 1))?)),
-            Ge => Value::Bool(!lt(arg(&a, 0), arg(&a, 1))?),
-            UrlQuery => Value::string(query_escape(&eval_args(&a))),
-            Html => Value::string(html_escape(&eval_args(&a))),
-            Js => Value::string(js_escape(&eval_args(&a))),
+            Ne => Value::Bool(!eq(arg(a, 0), arg(a, 1))?),
+            Lt => Value::Bool(lt(arg(a, 0), arg(a, 1))?),
+            Le => Value::Bool(lt(arg(a, 0), arg(a, 1))? || eq(arg(a, 0), arg(a, 1))?),
+            Gt => Value::Bool(!(lt(arg(a, 0), arg(a, 1))? || eq(arg(a, 0), arg(a, 1))?)),
+            Ge => Value::Bool(!lt(arg(a, 0), arg(a, 1))?),
+            UrlQuery => Value::string(query_escape(&eval_args(a))),
+            Html => Value::string(html_escape(&eval_args(a))),
+            Js => Value::string(js_escape(&eval_args(a))),
             Line => Value::str(ctx.line),
             Timestamp => Value::Time(GoTime::from_unix_ns(ctx.ts_ns)),
             ToLowerGo | Lower => map_str(
@@ -266,8 +266,8 @@ impl Func {
                 |s| !s.chars().any(char::is_lowercase),
             ),
             ReplaceGo => {
-                let n = int_arg(&a, 3);
-                let (s, old, new) = (str_arg(&a, 0), str_arg(&a, 1), str_arg(&a, 2));
+                let n = int_arg(a, 3);
+                let (s, old, new) = (str_arg(a, 0), str_arg(a, 1), str_arg(a, 2));
                 Value::string(if n < 0 {
                     s.replace(&*old, &new)
                 } else {
@@ -275,23 +275,23 @@ impl Func {
                 })
             }
             TrimGo => {
-                let cut = str_arg(&a, 1).into_owned();
+                let cut = str_arg(a, 1).into_owned();
                 sub_str(take(a, 0), |s| s.trim_matches(|c| cut.contains(c)))
             }
             TrimLeftGo => {
-                let cut = str_arg(&a, 1).into_owned();
+                let cut = str_arg(a, 1).into_owned();
                 sub_str(take(a, 0), |s| s.trim_start_matches(|c| cut.contains(c)))
             }
             TrimRightGo => {
-                let cut = str_arg(&a, 1).into_owned();
+                let cut = str_arg(a, 1).into_owned();
                 sub_str(take(a, 0), |s| s.trim_end_matches(|c| cut.contains(c)))
             }
             TrimPrefixGo => {
-                let p = str_arg(&a, 1).into_owned();
+                let p = str_arg(a, 1).into_owned();
                 sub_str(take(a, 0), |s| s.strip_prefix(&*p).unwrap_or(s))
             }
             TrimSuffixGo => {
-                let p = str_arg(&a, 1).into_owned();
+                let p = str_arg(a, 1).into_owned();
                 sub_str(take(a, 0), |s| s.strip_suffix(&*p).unwrap_or(s))
             }
             TrimSpaceGo | Trim => sub_str(take(a, 0), str::trim),
@@ -300,12 +300,12 @@ impl Func {
                 let re = match regex {
                     Some(r) => r,
                     None => {
-                        compiled = compile(&str_arg(&a, 0))?;
+                        compiled = compile(&str_arg(a, 0))?;
                         &compiled
                     }
                 };
-                let s = str_arg(&a, 1);
-                let repl = str_arg(&a, 2);
+                let s = str_arg(a, 1);
+                let repl = str_arg(a, 2);
                 let out = if self == RegexReplaceAll {
                     re.replace_all(&s, &*repl)
                 } else {
@@ -318,26 +318,26 @@ impl Func {
                 let re = match regex {
                     Some(r) => r,
                     None => {
-                        compiled = compile(&str_arg(&a, 0))?;
+                        compiled = compile(&str_arg(a, 0))?;
                         &compiled
                     }
                 };
-                Value::Int(re.find_iter(&str_arg(&a, 1)).count() as i64)
+                Value::Int(re.find_iter(&str_arg(a, 1)).count() as i64)
             }
-            UrlDecode => Value::string(query_unescape(&str_arg(&a, 0))?),
-            UrlEncode => Value::string(query_escape(&str_arg(&a, 0))),
-            Bytes => Value::Float(parse_bytes(&str_arg(&a, 0))?),
-            Duration | DurationSeconds => Value::Float(time::parse_duration_secs(&str_arg(&a, 0))?),
-            UnixEpochMillis => Value::string(time_arg(&a, 0).unix_milli().to_string()),
-            UnixEpochNanos => Value::string(time_arg(&a, 0).unix_nano().to_string()),
+            UrlDecode => Value::string(query_unescape(&str_arg(a, 0))?),
+            UrlEncode => Value::string(query_escape(&str_arg(a, 0))),
+            Bytes => Value::Float(parse_bytes(&str_arg(a, 0))?),
+            Duration | DurationSeconds => Value::Float(time::parse_duration_secs(&str_arg(a, 0))?),
+            UnixEpochMillis => Value::string(time_arg(a, 0).unix_milli().to_string()),
+            UnixEpochNanos => Value::string(time_arg(a, 0).unix_nano().to_string()),
             ToDateInZone => {
                 // Only UTC is known (no tz database); Go falls back to UTC for unknown zones too.
-                let t = time::parse(&str_arg(&a, 0), &str_arg(&a, 2)).unwrap_or_else(GoTime::zero);
+                let t = time::parse(&str_arg(a, 0), &str_arg(a, 2)).unwrap_or_else(GoTime::zero);
                 Value::Time(t)
             }
-            UnixToTime => Value::Time(unix_to_time(&str_arg(&a, 0))?),
+            UnixToTime => Value::Time(unix_to_time(&str_arg(a, 0))?),
             AlignLeft | AlignRight => {
-                let count = int_arg(&a, 0);
+                let count = int_arg(a, 0);
                 let s = take(a, 1);
                 let Value::Str(s) = s else { return Ok(s) };
                 let n = s.chars().count();
@@ -356,17 +356,17 @@ impl Func {
                     Value::string(s.chars().skip(n - count as usize).collect())
                 }
             }
-            B64Enc => Value::string(b64_encode(str_arg(&a, 0).as_bytes())),
-            B64Dec => Value::string(match b64_decode(&str_arg(&a, 0)) {
+            B64Enc => Value::string(b64_encode(str_arg(a, 0).as_bytes())),
+            B64Dec => Value::string(match b64_decode(&str_arg(a, 0)) {
                 Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
                 // sprig returns the error text as the result.
                 Err(e) => e,
             }),
-            Title => Value::string(title(&str_arg(&a, 0))),
+            Title => Value::string(title(&str_arg(a, 0))),
             // Loki ships rune-based versions of sprig's byte-based `trunc`/`substr`
             // (same results on ASCII; never splits a UTF-8 sequence, never panics).
             Trunc => {
-                let c = int_arg(&a, 0);
+                let c = int_arg(a, 0);
                 let s = take(a, 1);
                 let Value::Str(s) = s else { return Ok(s) };
                 let n = s.chars().count() as i64;
@@ -379,7 +379,7 @@ impl Func {
                 }
             }
             Substr => {
-                let (mut start, mut end) = (int_arg(&a, 0), int_arg(&a, 1));
+                let (mut start, mut end) = (int_arg(a, 0), int_arg(a, 1));
                 let s = take(a, 2);
                 let Value::Str(s) = s else { return Ok(s) };
                 let n = s.chars().count() as i64;
@@ -399,42 +399,42 @@ impl Func {
                     char_slice(s, start as usize, end as usize)
                 }
             }
-            Contains => Value::Bool(str_arg(&a, 1).contains(&*str_arg(&a, 0))),
-            HasPrefix => Value::Bool(str_arg(&a, 1).starts_with(&*str_arg(&a, 0))),
-            HasSuffix => Value::Bool(str_arg(&a, 1).ends_with(&*str_arg(&a, 0))),
+            Contains => Value::Bool(str_arg(a, 1).contains(&*str_arg(a, 0))),
+            HasPrefix => Value::Bool(str_arg(a, 1).starts_with(&*str_arg(a, 0))),
+            HasSuffix => Value::Bool(str_arg(a, 1).ends_with(&*str_arg(a, 0))),
             Indent | Nindent => {
-                let pad = " ".repeat(int_arg(&a, 0).max(0) as usize);
-                let body = str_arg(&a, 1).replace('\n', &format!("\n{pad}"));
+                let pad = " ".repeat(int_arg(a, 0).max(0) as usize);
+                let body = str_arg(a, 1).replace('\n', &format!("\n{pad}"));
                 let nl = if self == Nindent { "\n" } else { "" };
                 Value::string(format!("{nl}{pad}{body}"))
             }
-            Replace => Value::string(str_arg(&a, 2).replace(&*str_arg(&a, 0), &str_arg(&a, 1))),
+            Replace => Value::string(str_arg(a, 2).replace(&*str_arg(a, 0), &str_arg(a, 1))),
             Repeat => {
-                let n = int_arg(&a, 0);
+                let n = int_arg(a, 0);
                 if n < 0 {
                     return Err("strings: negative Repeat count".into());
                 }
-                Value::string(str_arg(&a, 1).repeat(n as usize))
+                Value::string(str_arg(a, 1).repeat(n as usize))
             }
             TrimAll => {
-                let cut = str_arg(&a, 0).into_owned();
+                let cut = str_arg(a, 0).into_owned();
                 sub_str(take(a, 1), |s| s.trim_matches(|c| cut.contains(c)))
             }
             TrimSuffix => {
-                let p = str_arg(&a, 0).into_owned();
+                let p = str_arg(a, 0).into_owned();
                 sub_str(take(a, 1), |s| s.strip_suffix(&*p).unwrap_or(s))
             }
             TrimPrefix => {
-                let p = str_arg(&a, 0).into_owned();
+                let p = str_arg(a, 0).into_owned();
                 sub_str(take(a, 1), |s| s.strip_prefix(&*p).unwrap_or(s))
             }
-            ToInt => Value::Int(to_int64(arg(&a, 0))),
-            ToFloat64 => Value::Float(to_f64(arg(&a, 0))),
+            ToInt => Value::Int(to_int64(arg(a, 0))),
+            ToFloat64 => Value::Float(to_f64(arg(a, 0))),
             Add => Value::Int(a.iter().map(to_int64).fold(0i64, i64::wrapping_add)),
-            Sub => Value::Int(to_int64(arg(&a, 0)).wrapping_sub(to_int64(arg(&a, 1)))),
+            Sub => Value::Int(to_int64(arg(a, 0)).wrapping_sub(to_int64(arg(a, 1)))),
             Mul => Value::Int(a.iter().map(to_int64).fold(1i64, i64::wrapping_mul)),
             Div | Mod => {
-                let (x, y) = (to_int64(arg(&a, 0)), to_int64(arg(&a, 1)));
+                let (x, y) = (to_int64(arg(a, 0)), to_int64(arg(a, 1)));
                 if y == 0 {
                     return Err("runtime error: integer divide by zero".into());
                 }
@@ -444,16 +444,16 @@ impl Func {
                     x.wrapping_rem(y)
                 })
             }
-            AddF | SubF | MulF | DivF => Value::Float(decimal_fold(self, &a)?),
+            AddF | SubF | MulF | DivF => Value::Float(decimal_fold(self, a)?),
             Max => Value::Int(a.iter().map(to_int64).max().unwrap_or(0)),
             Min => Value::Int(a.iter().map(to_int64).min().unwrap_or(0)),
             MaxF => Value::Float(a.iter().map(to_f64).fold(f64::NEG_INFINITY, go_max)),
             MinF => Value::Float(a.iter().map(to_f64).fold(f64::INFINITY, go_min)),
-            Ceil => Value::Float(to_f64(arg(&a, 0)).ceil()),
-            Floor => Value::Float(to_f64(arg(&a, 0)).floor()),
+            Ceil => Value::Float(to_f64(arg(a, 0)).ceil()),
+            Floor => Value::Float(to_f64(arg(a, 0)).floor()),
             Round => {
-                let val = to_f64(arg(&a, 0));
-                let pow = 10f64.powf(int_arg(&a, 1) as f64);
+                let val = to_f64(arg(a, 0));
+                let pow = 10f64.powf(int_arg(a, 1) as f64);
                 let round_on = match a.get(2) {
                     Some(Value::Float(f)) => *f,
                     _ => 0.5,
@@ -467,11 +467,11 @@ impl Func {
                 };
                 Value::Float(r / pow)
             }
-            FromJson => serde_json::from_str::<serde_json::Value>(&str_arg(&a, 0))
+            FromJson => serde_json::from_str::<serde_json::Value>(&str_arg(a, 0))
                 .map(Value::from_json)
                 .unwrap_or(Value::Nil),
             Date => {
-                let t = match arg(&a, 1) {
+                let t = match arg(a, 1) {
                     Value::Time(t) => *t,
                     Value::Int(i) => GoTime::from_unix(*i, 0),
                     _ => GoTime::now(),
@@ -482,13 +482,13 @@ impl Func {
                     utc: true,
                     ..t
                 };
-                Value::string(t.format(&str_arg(&a, 0)))
+                Value::string(t.format(&str_arg(a, 0)))
             }
             ToDate => Value::Time(
-                time::parse(&str_arg(&a, 0), &str_arg(&a, 1)).unwrap_or_else(GoTime::zero),
+                time::parse(&str_arg(a, 0), &str_arg(a, 1)).unwrap_or_else(GoTime::zero),
             ),
             Now => Value::Time(GoTime::now()),
-            UnixEpoch => Value::string(time_arg(&a, 0).secs.to_string()),
+            UnixEpoch => Value::string(time_arg(a, 0).secs.to_string()),
             Default => match a.get(1) {
                 Some(given) if !given.is_empty() => take(a, 1),
                 _ => take(a, 0),
