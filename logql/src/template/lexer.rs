@@ -434,33 +434,35 @@ fn go_rune(c: char) -> String {
 }
 
 /// Decodes the body of a Go interpreted string (`quote` = `"`) or character (`'`) literal.
+/// `\x` and octal escapes are bytes, as in Go; a result that is not UTF-8 is repaired.
 pub(crate) fn unquote(body: &str, quote: char) -> Result<String, ()> {
-    let mut out = String::with_capacity(body.len());
-    let mut it = body.chars().peekable();
+    let mut out: Vec<u8> = Vec::with_capacity(body.len());
+    let mut it = body.chars();
+    let mut utf8 = [0u8; 4];
     while let Some(c) = it.next() {
         if c != '\\' {
             if c == quote {
                 return Err(());
             }
-            out.push(c);
+            out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
             continue;
         }
         let e = it.next().ok_or(())?;
         let simple = match e {
-            'a' => Some('\x07'),
-            'b' => Some('\x08'),
-            'f' => Some('\x0c'),
-            'n' => Some('\n'),
-            'r' => Some('\r'),
-            't' => Some('\t'),
-            'v' => Some('\x0b'),
-            '\\' => Some('\\'),
-            '\'' if quote == '\'' => Some('\''),
-            '"' if quote == '"' => Some('"'),
+            'a' => Some(0x07),
+            'b' => Some(0x08),
+            'f' => Some(0x0c),
+            'n' => Some(b'\n'),
+            'r' => Some(b'\r'),
+            't' => Some(b'\t'),
+            'v' => Some(0x0b),
+            '\\' => Some(b'\\'),
+            '\'' if quote == '\'' => Some(b'\''),
+            '"' if quote == '"' => Some(b'"'),
             _ => None,
         };
-        if let Some(s) = simple {
-            out.push(s);
+        if let Some(b) = simple {
+            out.push(b);
             continue;
         }
         let (n, radix) = match e {
@@ -476,16 +478,16 @@ pub(crate) fn unquote(body: &str, quote: char) -> Result<String, ()> {
             v = v * radix + d;
         }
         if e == 'x' || radix == 8 {
-            if v > 255 {
-                return Err(());
-            }
-            // A byte escape: Go strings may hold arbitrary bytes; we keep valid text.
-            out.push(char::from_u32(v).ok_or(())?);
+            out.push(u8::try_from(v).map_err(|_| ())?);
         } else {
-            out.push(char::from_u32(v).ok_or(())?);
+            let c = char::from_u32(v).ok_or(())?;
+            out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
         }
     }
-    Ok(out)
+    Ok(match String::from_utf8(out) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -545,6 +547,7 @@ mod tests {
 
     #[test]
     fn strings_decode_go_escapes() {
+        assert_eq!(kinds(r#"{{"\xc3\xa9\101"}}"#)[1], Tok::Str("éA".into()));
         assert_eq!(
             kinds(r#"{{"a\tb\x41\u00e9"}}"#)[1],
             Tok::Str("a\tbAé".into())

@@ -438,7 +438,8 @@ pub(crate) fn parse(layout: &str, value: &str) -> Option<GoTime> {
             Std::LongMonth | Std::Month => {
                 let idx = LONG_MONTHS.iter().position(|m| {
                     let name = if std == Std::Month { &m[..3] } else { m };
-                    v.len() >= name.len() && v[..name.len()].eq_ignore_ascii_case(name)
+                    v.get(..name.len())
+                        .is_some_and(|p| p.eq_ignore_ascii_case(name))
                 })?;
                 let len = if std == Std::Month {
                     3
@@ -451,7 +452,8 @@ pub(crate) fn parse(layout: &str, value: &str) -> Option<GoTime> {
             Std::LongWeekDay | Std::WeekDay => {
                 let idx = LONG_DAYS.iter().position(|d| {
                     let name = if std == Std::WeekDay { &d[..3] } else { d };
-                    v.len() >= name.len() && v[..name.len()].eq_ignore_ascii_case(name)
+                    v.get(..name.len())
+                        .is_some_and(|p| p.eq_ignore_ascii_case(name))
                 })?;
                 let len = if std == Std::WeekDay {
                     3
@@ -737,6 +739,7 @@ mod tests {
         );
         assert_eq!(parse("2006-01-02", "2023-02-29"), None);
         assert_eq!(parse("2006-01-02", "2023-02-01x"), None);
+        assert_eq!(parse("Jan 2006", "Jaé 2006"), None);
         let t = parse("Jan 2 2006 3:04PM", "Mar 5 2020 1:30PM");
         assert_eq!(
             t.map(|t| t.format("2006-01-02 15:04")),
