@@ -586,3 +586,96 @@ fn template_is_send_sync_and_reusable() -> Result<(), String> {
     assert!(Template::parse("abc")?.is_constant());
     Ok(())
 }
+
+/// The template of the first `line_format` stage of a LogQL query (`"…"` or `` `…` ``).
+fn line_format_template(query: &str) -> Option<String> {
+    let rest = &query[query.find("line_format ")? + "line_format ".len()..];
+    if let Some(body) = rest.strip_prefix('`') {
+        return Some(body[..body.find('`')?].to_string());
+    }
+    let body = rest.strip_prefix('"')?;
+    let mut escaped = false;
+    let end = body.char_indices().find(|&(_, c)| {
+        let close = c == '"' && !escaped;
+        escaped = c == '\\' && !escaped;
+        close
+    })?;
+    // These queries only use JSON-compatible escapes.
+    serde_json::from_str(&format!("\"{}\"", &body[..end.0])).ok()
+}
+
+/// Replays every recorded `line_format` result in the Loki goldens: the labels are the
+/// recorded stream (line_format leaves labels alone), the line and time come from the
+/// dataset, and the output must equal what Loki returned.
+#[test]
+fn conformance_goldens_line_format() -> Result<(), String> {
+    use std::collections::HashMap;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/conformance");
+    let read = |p: std::path::PathBuf| {
+        std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let json = |s: &str| serde_json::from_str::<serde_json::Value>(s).map_err(|e| e.to_string());
+
+    let mut lines: HashMap<String, String> = HashMap::new();
+    let dir = std::fs::read_dir(root.join("dataset")).map_err(|e| e.to_string())?;
+    for file in dir {
+        let path = file.map_err(|e| e.to_string())?.path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let push = json(&read(path)?)?;
+            for stream in push["streams"].as_array().into_iter().flatten() {
+                for v in stream["values"].as_array().into_iter().flatten() {
+                    if let (Some(ts), Some(line)) = (v[0].as_str(), v[1].as_str()) {
+                        lines.insert(ts.to_string(), line.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    let goldens = json(&read(root.join("loki-goldens.json"))?)?;
+    let mut checked = 0;
+    for case in goldens.as_array().into_iter().flatten() {
+        let query = case["params"]["query"].as_str().unwrap_or_default();
+        let Some(src) = line_format_template(query) else {
+            continue;
+        };
+        if case["expect"]["status"] != 200 {
+            continue;
+        }
+        let id = case["id"].as_str().unwrap_or_default();
+        let tmpl = Template::parse(&src).map_err(|e| format!("{id}: {e}"))?;
+        for stream in case["expect"]["json"]["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let lb = Labels(
+                stream["stream"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect(),
+            );
+            for v in stream["values"].as_array().into_iter().flatten() {
+                let ts = v[0].as_str().unwrap_or_default();
+                let want = v[1].as_str().unwrap_or_default();
+                let line = lines
+                    .get(ts)
+                    .ok_or_else(|| format!("{id}: no dataset line at {ts}"))?;
+                let ts_ns: i64 = ts.parse().map_err(|_| format!("{id}: bad ts {ts}"))?;
+                let got = tmpl
+                    .execute(&TemplateContext {
+                        line,
+                        ts_ns,
+                        labels: &lb,
+                    })
+                    .map_err(|e| format!("{id}: {e}"))?;
+                assert_eq!(got, want, "{id} at {ts}");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 60, "only {checked} golden lines checked");
+    Ok(())
+}
