@@ -1,4 +1,4 @@
-//! TODO: owned by the LogQL parser work.
+//! TODO
 use crate::{ast::Expr, Error};
 
 /// Check a parsed expression with Loki's semantic rules.
