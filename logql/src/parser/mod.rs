@@ -15,7 +15,7 @@ mod metric;
 mod pipeline;
 mod selector;
 
-pub(crate) use metric::{binop_symbol, fold};
+pub(crate) use metric::binop_symbol;
 
 use std::cell::RefCell;
 use std::iter::Enumerate;
