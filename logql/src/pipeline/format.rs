@@ -20,10 +20,6 @@ fn simple_key(src: &str) -> Option<String> {
     super::is_valid_label_name(name).then(|| name.to_string())
 }
 
-fn template_error(e: String) -> Error {
-    Error::Template(e)
-}
-
 /// `| line_format "…"`.
 #[derive(Debug, Clone)]
 pub(crate) struct LineFormat {
@@ -35,7 +31,8 @@ impl LineFormat {
     pub(crate) fn new(src: &str) -> Result<LineFormat, Error> {
         Ok(LineFormat {
             simple: simple_key(src),
-            template: Template::parse(src).map_err(template_error)?,
+            template: Template::parse_named("line", src)
+                .map_err(|e| Error::Template(format!("invalid line template: {e}")))?,
         })
     }
 
@@ -92,7 +89,7 @@ impl LabelFormat {
                 LabelFormatSrc::Rename(s) => FormatSrc::Rename(s.clone()),
                 LabelFormatSrc::Template(t) => FormatSrc::Template {
                     simple: simple_key(t),
-                    template: Template::parse(t).map_err(|e| {
+                    template: Template::parse_named("label", t).map_err(|e| {
                         Error::Template(format!("invalid template for label '{}': {e}", op.dst))
                     })?,
                 },

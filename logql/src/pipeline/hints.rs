@@ -8,10 +8,11 @@
 
 use crate::ast::{self, LabelFilterExpr, LabelFormatSrc, RangeOp, Stage, VectorOp};
 
+use super::label_filter::LabelFilter;
 use super::labels::{LabelsBuilder, DUPLICATE_SUFFIX, ERROR_LABEL};
 
 /// Which labels the parsers of a pipeline must extract.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct LabelHints {
     /// Parse nothing (unless `required` is set).
     no_labels: bool,
@@ -19,6 +20,22 @@ pub struct LabelHints {
     required: Vec<String>,
     /// `__error__` is needed: parsers mark their errors with `__preserve_error__="true"`.
     preserve_error: bool,
+    /// Whether single-label filters of the pipeline run as soon as a parser sets their
+    /// label (Loki's `ShouldContinueParsingLine`); filled in by `Pipeline::with_hints`.
+    early_filtering: bool,
+    early: Vec<(String, LabelFilter)>,
+}
+
+impl Default for LabelHints {
+    fn default() -> LabelHints {
+        LabelHints {
+            no_labels: false,
+            required: Vec::new(),
+            preserve_error: false,
+            early_filtering: true,
+            early: Vec::new(),
+        }
+    }
 }
 
 /// Label set by parsers when errors were explicitly asked for (`by (__error__)`); the
@@ -185,22 +202,64 @@ impl LabelHints {
             if unique.is_empty() {
                 return LabelHints {
                     no_labels: true,
+                    early_filtering: false,
                     ..LabelHints::default()
                 };
             }
             return LabelHints {
-                no_labels: false,
                 required: unique,
                 preserve_error,
+                ..LabelHints::default()
             };
         }
         if without || groups.is_empty() {
             return LabelHints::default();
         }
+        // With a known grouping Loki's hints carry no label filters.
         LabelHints {
-            no_labels: false,
             required: unique,
             preserve_error,
+            early_filtering: false,
+            ..LabelHints::default()
+        }
+    }
+
+    /// Attach the pipeline's single-label filters for early evaluation (Loki evaluates a
+    /// label filter on one label as soon as a parser sets that label, even when a later
+    /// stage would change the label; `| json | label_format level=… | level="x"` thus
+    /// filters on the parsed value).
+    pub(crate) fn attach_filters(&mut self, stages: &[ast::Stage]) -> Result<(), crate::Error> {
+        self.early.clear();
+        if !self.early_filtering {
+            return Ok(());
+        }
+        for s in stages {
+            let Stage::LabelFilter(mut e) = s.clone() else {
+                continue;
+            };
+            while let LabelFilterExpr::Paren(inner) = e {
+                e = *inner;
+            }
+            let name = match &e {
+                LabelFilterExpr::And { .. }
+                | LabelFilterExpr::Or(..)
+                | LabelFilterExpr::Paren(_) => continue,
+                LabelFilterExpr::String { name, .. }
+                | LabelFilterExpr::Number { name, .. }
+                | LabelFilterExpr::Duration { name, .. }
+                | LabelFilterExpr::Bytes { name, .. }
+                | LabelFilterExpr::Ip { name, .. } => name.clone(),
+            };
+            self.early.push((name, LabelFilter::new(&e)?));
+        }
+        Ok(())
+    }
+
+    /// Loki's `ShouldContinueParsingLine`: run the first single-label filter on `name`.
+    pub(crate) fn should_continue(&self, name: &str, lb: &mut LabelsBuilder) -> bool {
+        match self.early.iter().find(|(n, _)| n == name) {
+            Some((_, f)) => f.process(lb),
+            None => true,
         }
     }
 

@@ -26,6 +26,8 @@ pub(crate) enum JsonErr {
     MalformedStringEscape,
     /// Not an error: every hinted label was found, stop walking.
     FoundAll,
+    /// Not an error: an early label filter rejected the line.
+    Mismatch,
 }
 
 impl JsonErr {
@@ -40,6 +42,7 @@ impl JsonErr {
             JsonErr::UnknownValueType => "Unknown value type",
             JsonErr::MalformedStringEscape => "Encountered an invalid escape sequence in a string",
             JsonErr::FoundAll => "found all required labels",
+            JsonErr::Mismatch => "found a label with a matcher that didn't match",
         }
     }
 }
@@ -299,20 +302,22 @@ fn append_sanitized(to: &mut String, key: &str) {
 }
 
 /// Set an implicitly parsed label: suffix on collision, skip if not hinted or already
-/// extracted (first writer wins).
+/// extracted (first writer wins). `false` when an early label filter rejects the line.
+#[must_use]
 pub(crate) fn set_implicit(
     lb: &mut LabelsBuilder,
     hints: &LabelHints,
     name: &mut String,
     value: &str,
-) {
+) -> bool {
     if lb.collides(name) {
         name.push_str(DUPLICATE_SUFFIX);
     }
     if !hints.should_extract(name) || lb.extracted(name) {
-        return;
+        return true;
     }
     lb.set_parsed(name, value);
+    hints.should_continue(name, lb)
 }
 
 /// `| json` without parameters.
@@ -320,16 +325,19 @@ pub(crate) fn set_implicit(
 pub(crate) struct JsonParser;
 
 impl JsonParser {
-    pub(crate) fn process(&self, line: &str, lb: &mut LabelsBuilder, hints: &LabelHints) {
+    /// `false` = the line is dropped (an early label filter did not match).
+    pub(crate) fn process(&self, line: &str, lb: &mut LabelsBuilder, hints: &LabelHints) -> bool {
         if hints.no_labels(lb) {
-            return;
+            return true;
         }
         let mut prefix = String::new();
         let mut name = String::new();
         match Self::walk(line, lb, hints, &mut prefix, &mut name) {
             Ok(()) | Err(JsonErr::FoundAll) => {}
+            Err(JsonErr::Mismatch) => return false,
             Err(e) => hints.add_err(lb, ERR_JSON, Some(e.message())),
         }
+        true
     }
 
     fn walk(
@@ -385,7 +393,9 @@ impl JsonParser {
                 }
                 append_sanitized(name, key);
             }
-            set_implicit(lb, hints, name, &value_text);
+            if !set_implicit(lb, hints, name, &value_text) {
+                return Err(JsonErr::Mismatch);
+            }
             if hints.all_required_extracted(lb) {
                 return Err(JsonErr::FoundAll);
             }
@@ -604,10 +614,14 @@ impl JsonExpressionParser {
 }
 
 /// `| unpack`: string values become labels and `_entry` replaces the line, but only when
-/// the line was packed (has `_entry`), as in Loki.
-pub(crate) fn unpack(line: &str, lb: &mut LabelsBuilder, hints: &LabelHints) -> Option<String> {
+/// the line was packed (has `_entry`), as in Loki. `Err` = dropped by an early filter.
+pub(crate) fn unpack(
+    line: &str,
+    lb: &mut LabelsBuilder,
+    hints: &LabelHints,
+) -> Result<Option<String>, ()> {
     if line.is_empty() || hints.no_labels(lb) {
-        return None;
+        return Ok(None);
     }
     if !line.starts_with('{') {
         hints.add_err(
@@ -615,7 +629,7 @@ pub(crate) fn unpack(line: &str, lb: &mut LabelsBuilder, hints: &LabelHints) -> 
             ERR_JSON,
             Some("expecting json object(6), but it is not"),
         );
-        return None;
+        return Ok(None);
     }
     let mut entry: Option<String> = None;
     let mut pending: Vec<(String, String)> = Vec::new();
@@ -641,13 +655,18 @@ pub(crate) fn unpack(line: &str, lb: &mut LabelsBuilder, hints: &LabelHints) -> 
     });
     if let Err(e) = r {
         hints.add_err(lb, ERR_JSON, Some(e.message()));
-        return None;
+        return Ok(None);
     }
-    let entry = entry?;
+    let Some(entry) = entry else {
+        return Ok(None);
+    };
     for (n, v) in &pending {
         lb.set_parsed(n, v);
+        if !hints.should_continue(n, lb) {
+            return Err(());
+        }
     }
-    Some(entry)
+    Ok(Some(entry))
 }
 
 #[cfg(test)]
@@ -663,7 +682,7 @@ mod tests {
     fn run_json(stream: &[(&str, &str)], line: &str) -> Vec<(String, String)> {
         let mut lb = LabelsBuilder::new();
         lb.reset(&pairs(stream), &[]);
-        JsonParser.process(line, &mut lb, &LabelHints::all());
+        assert!(JsonParser.process(line, &mut lb, &LabelHints::all()));
         lb.labels()
     }
 
@@ -791,7 +810,7 @@ mod tests {
             &mut lb,
             &LabelHints::all(),
         );
-        assert_eq!(out.as_deref(), Some("the line"));
+        assert_eq!(out, Ok(Some("the line".to_string())));
         assert_eq!(
             lb.labels(),
             pairs(&[("app", "a"), ("app_extracted", "x"), ("foo", "bar")])
@@ -799,10 +818,10 @@ mod tests {
         lb.reset(&pairs(&[("app", "a")]), &[]);
         assert_eq!(
             unpack(r#"{"foo":"bar"}"#, &mut lb, &LabelHints::all()),
-            None
+            Ok(None)
         );
         assert_eq!(lb.labels(), pairs(&[("app", "a")]));
-        assert_eq!(unpack("nope", &mut lb, &LabelHints::all()), None);
+        assert_eq!(unpack("nope", &mut lb, &LabelHints::all()), Ok(None));
         assert!(lb.has_error());
     }
 }

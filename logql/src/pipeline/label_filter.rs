@@ -220,7 +220,7 @@ mod tests {
         let f = LabelFilter::new(expr)?;
         let mut lb = LabelsBuilder::new();
         lb.reset(&[("app".to_string(), "a".to_string())], &[]);
-        p.process(line, &mut lb, &crate::pipeline::LabelHints::all());
+        let _ = p.process(line, &mut lb, &crate::pipeline::LabelHints::all());
         Ok(f.process(&mut lb).then_some(lb))
     }
 

@@ -255,7 +255,7 @@ impl LabelsBuilder {
     }
 
     /// Labels in Loki's "unsorted labels" order, each with its category.
-    fn for_each(&self, mut f: impl FnMut(&str, &str, Category)) {
+    fn for_each<'s>(&'s self, mut f: impl FnMut(&'s str, &'s str, Category)) {
         for (n, v) in &self.base {
             if self.del.iter().any(|d| d == n)
                 || self.meta.iter().any(|(m, _)| m == n)
@@ -366,6 +366,13 @@ impl LabelLookup for LabelsBuilder {
             _ => self.get(name),
         }
     }
+
+    fn all(&self) -> Vec<(&str, &str)> {
+        let mut out: Vec<(&str, &str)> = Vec::new();
+        self.for_each(|n, v, _| out.push((n, v)));
+        out.sort_by(|a, b| a.0.cmp(b.0));
+        out
+    }
 }
 
 /// A frozen copy of the labels, as `label_format` templates see them.
@@ -377,6 +384,16 @@ impl LabelLookup for SnapshotLookup<'_> {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    fn all(&self) -> Vec<(&str, &str)> {
+        let mut out: Vec<(&str, &str)> = self
+            .0
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(b.0));
+        out
     }
 }
 

@@ -234,18 +234,20 @@ impl LogfmtParser {
         })
     }
 
-    pub(crate) fn process(&self, line: &str, lb: &mut LabelsBuilder, hints: &LabelHints) {
+    /// `false` = the line is dropped (an early label filter did not match).
+    pub(crate) fn process(&self, line: &str, lb: &mut LabelsBuilder, hints: &LabelHints) -> bool {
         if hints.no_labels(lb) {
-            return;
+            return true;
         }
         if self.params.is_empty() {
-            self.process_all(line, lb, hints);
+            self.process_all(line, lb, hints)
         } else {
             self.process_params(line, lb, hints);
+            true
         }
     }
 
-    fn process_all(&self, line: &str, lb: &mut LabelsBuilder, hints: &LabelHints) {
+    fn process_all(&self, line: &str, lb: &mut LabelsBuilder, hints: &LabelHints) -> bool {
         let mut dec = Decoder::new(line);
         let mut key = String::new();
         while !dec.eol() {
@@ -275,6 +277,9 @@ impl LogfmtParser {
             } else {
                 lb.set_parsed(&key, value);
             }
+            if !hints.should_continue(&key, lb) {
+                return false;
+            }
             if hints.all_required_extracted(lb) {
                 break;
             }
@@ -282,8 +287,10 @@ impl LogfmtParser {
         if self.strict {
             if let Some(e) = &dec.err {
                 hints.add_err(lb, ERR_LOGFMT, Some(e));
+                return hints.should_continue(super::labels::ERROR_LABEL, lb);
             }
         }
+        true
     }
 
     fn process_params(&self, line: &str, lb: &mut LabelsBuilder, hints: &LabelHints) {
@@ -346,7 +353,7 @@ mod tests {
     fn run(p: &LogfmtParser, stream: &[(&str, &str)], line: &str) -> Vec<(String, String)> {
         let mut lb = LabelsBuilder::new();
         lb.reset(&pairs(stream), &[]);
-        p.process(line, &mut lb, &LabelHints::all());
+        assert!(p.process(line, &mut lb, &LabelHints::all()));
         lb.labels()
     }
 

@@ -93,9 +93,10 @@ impl PatternStage {
         Ok(PatternStage { pattern })
     }
 
-    fn process(&self, line: &str, lb: &mut LabelsBuilder, hints: &LabelHints) {
+    /// `false` = the line is dropped (an early label filter did not match).
+    fn process(&self, line: &str, lb: &mut LabelsBuilder, hints: &LabelHints) -> bool {
         if hints.no_labels(lb) {
-            return;
+            return true;
         }
         let mut caps: Vec<&str> = Vec::with_capacity(self.pattern.names().len());
         self.pattern.captures(line, &mut caps);
@@ -103,8 +104,11 @@ impl PatternStage {
         for (name, value) in self.pattern.names().iter().zip(caps) {
             key.clear();
             key.push_str(name);
-            json::set_implicit(lb, hints, &mut key, value);
+            if !json::set_implicit(lb, hints, &mut key, value) {
+                return false;
+            }
         }
+        true
     }
 }
 
@@ -129,7 +133,8 @@ impl Pipeline {
     /// Compile the stages of a metric query with Loki's parser hints (see
     /// [`LabelHints::for_range_aggregation`]): parsers extract only what the query needs,
     /// which also decides whether unparseable lines get `__error__`.
-    pub fn with_hints(stages: &[ast::Stage], hints: LabelHints) -> Result<Pipeline, Error> {
+    pub fn with_hints(stages: &[ast::Stage], mut hints: LabelHints) -> Result<Pipeline, Error> {
+        hints.attach_filters(stages)?;
         let mut leading = LineFilterChain::default();
         let mut compiled: Vec<CompiledStage> = Vec::new();
         for stage in stages {
@@ -202,16 +207,32 @@ impl Pipeline {
                         return None;
                     }
                 }
-                CompiledStage::Json(p) => p.process(&cur, lb, &self.hints),
-                CompiledStage::JsonExpr(p) => p.process(&cur, lb, &self.hints),
-                CompiledStage::Logfmt(p) => p.process(&cur, lb, &self.hints),
-                CompiledStage::Regexp(p) => p.process(&cur, lb, &self.hints),
-                CompiledStage::Pattern(p) => p.process(&cur, lb, &self.hints),
-                CompiledStage::Unpack => {
-                    if let Some(entry) = json::unpack(&cur, lb, &self.hints) {
-                        cur = Cow::Owned(entry);
+                CompiledStage::Json(p) => {
+                    if !p.process(&cur, lb, &self.hints) {
+                        return None;
                     }
                 }
+                CompiledStage::JsonExpr(p) => p.process(&cur, lb, &self.hints),
+                CompiledStage::Logfmt(p) => {
+                    if !p.process(&cur, lb, &self.hints) {
+                        return None;
+                    }
+                }
+                CompiledStage::Regexp(p) => {
+                    if !p.process(&cur, lb, &self.hints) {
+                        return None;
+                    }
+                }
+                CompiledStage::Pattern(p) => {
+                    if !p.process(&cur, lb, &self.hints) {
+                        return None;
+                    }
+                }
+                CompiledStage::Unpack => match json::unpack(&cur, lb, &self.hints) {
+                    Ok(Some(entry)) => cur = Cow::Owned(entry),
+                    Ok(None) => {}
+                    Err(()) => return None,
+                },
                 CompiledStage::LabelFilter(f) => {
                     if !f.process(lb) {
                         return None;

@@ -50,9 +50,10 @@ impl RegexpParser {
         Ok(RegexpParser { re, names })
     }
 
-    pub(crate) fn process(&self, line: &str, lb: &mut LabelsBuilder, hints: &LabelHints) {
+    /// `false` = the line is dropped (an early label filter did not match).
+    pub(crate) fn process(&self, line: &str, lb: &mut LabelsBuilder, hints: &LabelHints) -> bool {
         let Some(caps) = self.re.captures(line) else {
-            return;
+            return true;
         };
         let mut key = String::new();
         for (i, name) in &self.names {
@@ -67,7 +68,11 @@ impl RegexpParser {
                 continue;
             }
             lb.set_parsed(&key, value);
+            if !hints.should_continue(&key, lb) {
+                return false;
+            }
         }
+        true
     }
 }
 
@@ -80,11 +85,11 @@ mod tests {
         let p = RegexpParser::new(r"^(?P<level>[A-Z]+) (?P<msg>.*)$")?;
         let mut lb = LabelsBuilder::new();
         lb.reset(&[("level".to_string(), "x".to_string())], &[]);
-        p.process("INFO hello world", &mut lb, &LabelHints::all());
+        assert!(p.process("INFO hello world", &mut lb, &LabelHints::all()));
         assert_eq!(lb.get("level_extracted"), Some("INFO"));
         assert_eq!(lb.get("msg"), Some("hello world"));
         lb.reset(&[], &[]);
-        p.process("no match here", &mut lb, &LabelHints::all());
+        assert!(p.process("no match here", &mut lb, &LabelHints::all()));
         assert!(lb.is_unchanged());
         Ok(())
     }

@@ -993,3 +993,163 @@ fn hints_match_goldens_130_and_136() -> Result<(), Error> {
         .all(|l| !l.iter().any(|(k, _)| k == "__error__")));
     Ok(())
 }
+
+/// Nanoseconds from a Loki time parameter (ns integer, float seconds or RFC 3339).
+fn loki_time(v: &str) -> Option<i64> {
+    if v.contains('T') {
+        return chrono::DateTime::parse_from_rfc3339(v)
+            .ok()
+            .and_then(|t| t.timestamp_nanos_opt());
+    }
+    if v.contains('.') || v.len() <= 10 {
+        return v.parse::<f64>().ok().map(|s| (s * 1e9) as i64);
+    }
+    v.parse().ok()
+}
+
+fn selector_matches(sel: &[crate::ast::Matcher], stream: &Labels) -> bool {
+    sel.iter().all(|m| {
+        let v = stream
+            .iter()
+            .find(|(k, _)| *k == m.name)
+            .map_or("", |(_, v)| v.as_str());
+        let re = || regex::Regex::new(&format!("^(?s:{})$", m.value)).map(|r| r.is_match(v));
+        match m.op {
+            MatchOp::Eq => v == m.value,
+            MatchOp::Neq => v != m.value,
+            MatchOp::Re => re().unwrap_or(false),
+            MatchOp::Nre => !re().unwrap_or(true),
+        }
+    })
+}
+
+/// Every recorded log query (streams result) replayed through the real parser and the
+/// pipeline.
+#[test]
+fn golden_replay_all_log_queries() -> Result<(), String> {
+    let mut failures = Vec::new();
+    let mut ran = 0;
+    for case in goldens() {
+        if case["path"] != "/loki/api/v1/query_range"
+            || case["expect"]["status"] != 200
+            || case["expect"]["json"]["data"]["resultType"] != "streams"
+        {
+            continue;
+        }
+        let id = case["id"].as_str().unwrap_or_default();
+        let params = &case["params"];
+        let query = params["query"].as_str().unwrap_or_default();
+        let expr = match crate::parse(query) {
+            Ok(crate::ast::Expr::Log(l)) => l,
+            other => {
+                failures.push(format!("{id}: parse gave {other:?}"));
+                continue;
+            }
+        };
+        let time = |k: &str| params[k].as_str().and_then(loki_time);
+        let (Some(start), Some(end)) = (time("start"), time("end")) else {
+            continue;
+        };
+        let limit = params["limit"]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100usize);
+        let forward = params["direction"].as_str() == Some("forward");
+        let categorize = case["headers"]
+            .get("X-Loki-Response-Encoding-Flags")
+            .is_some();
+        let p = match Pipeline::new(&expr.pipeline) {
+            Ok(p) => p,
+            Err(e) => {
+                failures.push(format!("{id}: {e}"));
+                continue;
+            }
+        };
+        let mut lb = LabelsBuilder::new();
+        let mut rows: Vec<Row> = Vec::new();
+        for e in dataset() {
+            if e.ts < start || e.ts >= end || !selector_matches(&expr.selector, &e.stream) {
+                continue;
+            }
+            lb.reset(&e.stream, &e.meta);
+            let Some(line) = p.process(e.ts, &e.line, &mut lb) else {
+                continue;
+            };
+            let cat = categorize.then(|| {
+                let c = lb.categorized();
+                (c.structured_metadata, c.parsed)
+            });
+            rows.push((lb.labels(), e.ts, line.into_owned(), cat));
+        }
+        if forward {
+            rows.sort_by_key(|r| r.1);
+        } else {
+            rows.sort_by_key(|r| std::cmp::Reverse(r.1));
+        }
+        rows.dedup();
+        // Entries tied on the cut-off timestamp may be ordered differently; keep them all
+        // and compare only the ones before the cut-off strictly.
+        let cut_ts = rows.get(limit.saturating_sub(1)).map(|r| r.1);
+        let want = expected_rows(case);
+        let got: BTreeSet<Row> = rows
+            .into_iter()
+            .enumerate()
+            .filter(|(i, r)| *i < limit || Some(r.1) == cut_ts)
+            .map(|(_, r)| r)
+            .collect();
+        ran += 1;
+        let ok = want.is_subset(&got)
+            && got
+                .iter()
+                .filter(|r| !want.contains(r))
+                .all(|r| Some(r.1) == cut_ts);
+        if !ok {
+            let missing: Vec<_> = want.difference(&got).take(2).collect();
+            let extra: Vec<_> = got.difference(&want).take(2).collect();
+            failures.push(format!(
+                "{id} `{query}`: {} rows vs {} expected\n  missing: {missing:?}\n  extra: {extra:?}",
+                got.len(),
+                want.len()
+            ));
+        }
+    }
+    if ran < 40 {
+        failures.push(format!("only {ran} cases ran"));
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("\n"))
+    }
+}
+
+#[test]
+fn single_label_filters_run_when_the_parser_sets_the_label() -> Result<(), Error> {
+    // Loki checks `level="error"` as soon as `json` sets `level` (golden 085), so a later
+    // label_format that lower-cases the value cannot rescue the line.
+    let stages = [
+        json(),
+        Stage::LabelFormat(vec![LabelFormatOp {
+            dst: "level".into(),
+            src: LabelFormatSrc::Rename("lvl".into()),
+        }]),
+        eq("level", "error"),
+    ];
+    let out = run(&stages, &[], &[r#"{"level":"ERROR","lvl":"error"}"#])?;
+    assert!(out.is_empty());
+    // Trees (and/or) are not checked early.
+    let stages = [
+        json(),
+        Stage::LabelFormat(vec![LabelFormatOp {
+            dst: "level".into(),
+            src: LabelFormatSrc::Rename("lvl".into()),
+        }]),
+        lf(or(
+            s("level", MatchOp::Eq, "error"),
+            s("level", MatchOp::Eq, "x"),
+        )),
+    ];
+    let out = run(&stages, &[], &[r#"{"level":"ERROR","lvl":"error"}"#])?;
+    assert_eq!(out.len(), 1);
+    Ok(())
+}
