@@ -330,9 +330,14 @@ impl JsonParser {
         if hints.no_labels(lb) {
             return true;
         }
-        let mut prefix = String::new();
-        let mut name = String::new();
-        match Self::walk(line, lb, hints, &mut prefix, &mut name) {
+        // Reuse the builder's scratch strings: no allocation per line in steady state.
+        let mut prefix = std::mem::take(&mut lb.scratch_a);
+        let mut name = std::mem::take(&mut lb.scratch_b);
+        prefix.clear();
+        let r = Self::walk(line, lb, hints, &mut prefix, &mut name);
+        lb.scratch_a = prefix;
+        lb.scratch_b = name;
+        match r {
             Ok(()) | Err(JsonErr::FoundAll) => {}
             Err(JsonErr::Mismatch) => return false,
             Err(e) => hints.add_err(lb, ERR_JSON, Some(e.message())),

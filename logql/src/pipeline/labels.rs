@@ -44,6 +44,9 @@ pub struct LabelsBuilder {
     spare: Vec<String>,
     /// Scratch for `label_format` template snapshots.
     pub(crate) snapshot: Vec<(String, String)>,
+    /// Scratch strings parsers borrow for key building (kept to avoid per-line allocation).
+    pub(crate) scratch_a: String,
+    pub(crate) scratch_b: String,
 }
 
 /// A label set split into Loki's categories (`categorize-labels` responses).
@@ -291,6 +294,42 @@ impl LabelsBuilder {
         out
     }
 
+    /// [`LabelsBuilder::labels`] into a reused vector: existing strings are overwritten in
+    /// place, so a caller that keeps `out` across entries allocates nothing in steady state.
+    pub fn labels_into(&self, out: &mut Vec<(String, String)>) {
+        let mut refs: Vec<(&str, &str)> = Vec::with_capacity(out.len().max(8));
+        self.for_each(|n, v, _| refs.push((n, v)));
+        refs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        out.truncate(refs.len());
+        let common = out.len();
+        for (dst, (n, v)) in out.iter_mut().zip(&refs) {
+            dst.0.clear();
+            dst.0.push_str(n);
+            dst.1.clear();
+            dst.1.push_str(v);
+        }
+        out.extend(
+            refs[common..]
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string())),
+        );
+    }
+
+    /// A hash of the final label set (same as hashing [`LabelsBuilder::labels`]), without
+    /// copying any string: lets callers find the output stream of an entry cheaply.
+    pub fn labels_hash(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut refs: Vec<(&str, &str)> = Vec::with_capacity(16);
+        self.for_each(|n, v, _| refs.push((n, v)));
+        refs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for (n, v) in refs {
+            n.hash(&mut h);
+            v.hash(&mut h);
+        }
+        h.finish()
+    }
+
     /// Same labels split into Loki's categories for `categorize-labels` responses.
     pub fn categorized(&self) -> CategorizedLabels {
         let mut out = CategorizedLabels::default();
@@ -501,6 +540,15 @@ mod tests {
         assert_eq!(lb.labels(), pairs(&[("a", "1"), ("b", "2")]));
         lb.reset(&pairs(&[("c", "3")]), &[]);
         assert_eq!(lb.labels(), pairs(&[("c", "3")]));
+        let mut out = pairs(&[("x", "y"), ("z", "w")]);
+        lb.set_parsed("a", "1");
+        lb.labels_into(&mut out);
+        assert_eq!(out, lb.labels());
+        let h = lb.labels_hash();
+        lb.set_parsed("a", "2");
+        assert_ne!(h, lb.labels_hash());
+        lb.set_parsed("a", "1");
+        assert_eq!(h, lb.labels_hash());
     }
 
     #[test]

@@ -248,8 +248,21 @@ impl LogfmtParser {
     }
 
     fn process_all(&self, line: &str, lb: &mut LabelsBuilder, hints: &LabelHints) -> bool {
+        // Reuse the builder's scratch string: no allocation per line in steady state.
+        let mut key = std::mem::take(&mut lb.scratch_a);
+        let keep = self.scan_all(line, lb, hints, &mut key);
+        lb.scratch_a = key;
+        keep
+    }
+
+    fn scan_all(
+        &self,
+        line: &str,
+        lb: &mut LabelsBuilder,
+        hints: &LabelHints,
+        key: &mut String,
+    ) -> bool {
         let mut dec = Decoder::new(line);
-        let mut key = String::new();
         while !dec.eol() {
             if !dec.scan_keyval() {
                 if self.strict {
@@ -258,14 +271,14 @@ impl LogfmtParser {
                 continue;
             }
             let Some(raw) = dec.key else { continue };
-            sanitize_label_key(raw, &mut key);
+            sanitize_label_key(raw, key);
             if key.is_empty() {
                 continue;
             }
-            if lb.collides(&key) {
+            if lb.collides(key) {
                 key.push_str(DUPLICATE_SUFFIX);
             }
-            if !hints.should_extract(&key) || lb.extracted(&key) {
+            if !hints.should_extract(key) || lb.extracted(key) {
                 continue;
             }
             let value = dec.value.as_deref().unwrap_or("");
@@ -273,11 +286,11 @@ impl LogfmtParser {
                 continue;
             }
             if value.contains('\u{fffd}') {
-                lb.set_parsed(&key, &value.replace('\u{fffd}', " "));
+                lb.set_parsed(key, &value.replace('\u{fffd}', " "));
             } else {
-                lb.set_parsed(&key, value);
+                lb.set_parsed(key, value);
             }
-            if !hints.should_continue(&key, lb) {
+            if !hints.should_continue(key, lb) {
                 return false;
             }
             if hints.all_required_extracted(lb) {

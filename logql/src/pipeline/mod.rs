@@ -137,10 +137,26 @@ impl Pipeline {
         hints.attach_filters(stages)?;
         let mut leading = LineFilterChain::default();
         let mut compiled: Vec<CompiledStage> = Vec::new();
+        // Line filters commute with stages that neither change the line nor filter on
+        // labels, so those after parsers, label_format, drop and keep are hoisted into the
+        // leading chain (cheaper, and pushable into scans). Never past a label filter,
+        // line_format, decolorize or unpack.
+        let mut hoistable = true;
         for stage in stages {
+            hoistable &= matches!(
+                stage,
+                ast::Stage::LineFilter(_)
+                    | ast::Stage::Json(_)
+                    | ast::Stage::Logfmt { .. }
+                    | ast::Stage::Regexp(_)
+                    | ast::Stage::Pattern(_)
+                    | ast::Stage::LabelFormat(_)
+                    | ast::Stage::Drop(_)
+                    | ast::Stage::Keep(_)
+            );
             let c = match stage {
                 ast::Stage::LineFilter(f) => {
-                    if compiled.is_empty() {
+                    if hoistable {
                         leading.push(f)?;
                         continue;
                     }
@@ -256,8 +272,9 @@ impl Pipeline {
         Some(cur)
     }
 
-    /// The line filters that come before any other stage (safe to run first, e.g.
-    /// pushed into a scan).
+    /// The line filters that can run before every other stage (safe to run first, e.g.
+    /// pushed into a scan): the leading ones plus those that only follow parsers,
+    /// `label_format`, `drop` or `keep`.
     pub fn leading_line_filters(&self) -> &LineFilterChain {
         &self.leading
     }

@@ -317,12 +317,20 @@ fn leading_filters_and_line_filter_only() -> Result<(), Error> {
     assert!(p.is_line_filter_only());
     assert!(p.leading_line_filters().matches("ab"));
     assert!(!p.leading_line_filters().matches("a"));
+    // Filters after a parser are hoisted; after a label filter they are not.
     let q = Pipeline::new(&[contains(&["a"]), json(), contains(&["b"])])?;
     assert!(!q.is_line_filter_only());
-    assert!(q.leading_line_filters().matches("a"));
+    assert!(!q.leading_line_filters().matches("a"));
+    assert!(q.leading_line_filters().matches("ab"));
     let mut lb = LabelsBuilder::new();
     lb.reset(&[], &[]);
     assert!(q.process(0, "a", &mut lb).is_none());
+    let r = Pipeline::new(&[json(), eq("x", ""), contains(&["b"])])?;
+    assert!(r.leading_line_filters().is_empty());
+    lb.reset(&[], &[]);
+    assert!(r.process(0, "a", &mut lb).is_none());
+    lb.reset(&[], &[]);
+    assert!(r.process(0, "b", &mut lb).is_some());
     Ok(())
 }
 
