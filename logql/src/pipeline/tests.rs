@@ -1161,3 +1161,203 @@ fn single_label_filters_run_when_the_parser_sets_the_label() -> Result<(), Error
     assert_eq!(out.len(), 1);
     Ok(())
 }
+
+/// Aggregate samples of one window the way Loki's range functions do.
+fn range_fn(op: crate::ast::RangeOp, param: Option<f64>, vals: &mut [f64]) -> f64 {
+    use crate::ast::RangeOp as R;
+    let n = vals.len() as f64;
+    let mean = vals.iter().sum::<f64>() / n;
+    let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+    match op {
+        R::CountOverTime => n,
+        R::SumOverTime => vals.iter().sum(),
+        R::AvgOverTime => mean,
+        R::MaxOverTime => vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        R::MinOverTime => vals.iter().copied().fold(f64::INFINITY, f64::min),
+        R::StdvarOverTime => var,
+        R::StddevOverTime => var.sqrt(),
+        R::QuantileOverTime => {
+            vals.sort_by(f64::total_cmp);
+            let rank = param.unwrap_or(0.5) * (n - 1.0);
+            let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
+            vals[lo] + (vals[hi] - vals[lo]) * (rank - rank.floor())
+        }
+        _ => f64::NAN,
+    }
+}
+
+/// Metric goldens whose shape is `f(…[R]) by (g)` or `sum by (g) (count_over_time(…))`:
+/// checks the pipeline with parser hints and the sample extractor end to end.
+#[test]
+fn golden_replay_metric_queries() -> Result<(), String> {
+    use crate::ast::{Expr, SampleExpr};
+    let ids = [
+        "101-range_agg",
+        "102-range_agg",
+        "106-range_agg",
+        "107-range_agg",
+        "108-range_agg",
+        "109-range_agg",
+        "111-range_agg",
+        "112-range_agg",
+        "116-range_agg",
+        "128-range_agg",
+        "129-range_agg",
+        "130-range_agg",
+        "132-range_agg",
+        "133-range_agg",
+        "135-range_agg",
+        "172-instant",
+        "176-instant",
+        "182-instant",
+    ];
+    let mut failures = Vec::new();
+    for id in ids {
+        let Some(case) = goldens().iter().find(|c| c["id"] == id) else {
+            failures.push(format!("{id}: missing"));
+            continue;
+        };
+        let params = &case["params"];
+        let query = params["query"].as_str().unwrap_or_default();
+        let Ok(Expr::Sample(expr)) = crate::parse(query) else {
+            failures.push(format!("{id}: does not parse"));
+            continue;
+        };
+        let (agg, parent) = match &expr {
+            SampleExpr::Range(a) => (a.clone(), None),
+            SampleExpr::Vector(v) => match v.expr.as_ref() {
+                SampleExpr::Range(a) => (a.clone(), Some(v.clone())),
+                _ => continue,
+            },
+            _ => continue,
+        };
+        let grouping = parent
+            .as_ref()
+            .map(|p| {
+                p.grouping.clone().unwrap_or(crate::ast::Grouping {
+                    without: false,
+                    labels: vec![],
+                })
+            })
+            .or_else(|| agg.grouping.clone());
+        let time = |k: &str| params[k].as_str().and_then(loki_time);
+        let (start, end, step) = match time("time") {
+            Some(t) => (t, t, 1),
+            None => (
+                time("start").unwrap_or(0),
+                time("end").unwrap_or(0),
+                params["step"]
+                    .as_str()
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .unwrap_or(1)
+                    * 1_000_000_000,
+            ),
+        };
+        let hints = LabelHints::for_range_aggregation(&agg, parent.as_ref());
+        let p = Pipeline::with_hints(&agg.range.log.pipeline, hints).map_err(|e| e.to_string())?;
+        let ex = match &agg.range.unwrap {
+            Some(u) => Some(SampleExtractor::new(u).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        // Samples: (ts, grouping key, value)
+        let mut samples: Vec<(i64, Labels, f64)> = Vec::new();
+        let mut lb = LabelsBuilder::new();
+        for e in dataset() {
+            if e.ts <= start - agg.range.range_ns
+                || e.ts > end
+                || !selector_matches(&agg.range.log.selector, &e.stream)
+            {
+                continue;
+            }
+            lb.reset(&e.stream, &e.meta);
+            if p.process(e.ts, &e.line, &mut lb).is_none() {
+                continue;
+            }
+            let v = match &ex {
+                Some(x) => match x.extract(&mut lb) {
+                    Some(v) => v,
+                    None => continue,
+                },
+                None => 1.0,
+            };
+            let labels = lb.labels();
+            let key: Labels = match &grouping {
+                Some(g) if !g.without => labels
+                    .into_iter()
+                    .filter(|(k, _)| g.labels.contains(k))
+                    .collect(),
+                _ => labels,
+            };
+            samples.push((e.ts, key, v));
+        }
+        // Evaluate at each step.
+        let mut got: std::collections::BTreeMap<(Labels, i64), f64> = Default::default();
+        let mut t = start;
+        while t <= end {
+            let mut groups: std::collections::BTreeMap<Labels, Vec<f64>> = Default::default();
+            for (ts, key, v) in &samples {
+                if *ts > t - agg.range.range_ns && *ts <= t {
+                    groups.entry(key.clone()).or_default().push(*v);
+                }
+            }
+            for (key, mut vals) in groups {
+                let v = match &parent {
+                    // sum by (…) (count_over_time(…)): pooled count per group.
+                    Some(_) => vals.len() as f64,
+                    None => range_fn(agg.op, agg.param, &mut vals),
+                };
+                got.insert((key, t / 1_000_000_000), v);
+            }
+            t += step;
+        }
+        let mut want: std::collections::BTreeMap<(Labels, i64), f64> = Default::default();
+        for r in case["expect"]["json"]["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let labels = labels_of(&r["metric"]);
+            let points: Vec<&Value> = match r.get("value") {
+                Some(v) => vec![v],
+                None => r["values"]
+                    .as_array()
+                    .map(|a| a.iter().collect())
+                    .unwrap_or_default(),
+            };
+            for pt in points {
+                let ts = pt[0].as_i64().unwrap_or(0);
+                let v = pt[1]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(f64::NAN);
+                want.insert((labels.clone(), ts), v);
+            }
+        }
+        if want.is_empty() {
+            failures.push(format!("{id}: no expected points"));
+        }
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1.0);
+        let same = got.len() == want.len()
+            && got
+                .iter()
+                .all(|(k, v)| want.get(k).is_some_and(|w| close(*v, *w)));
+        if !same {
+            let diff: Vec<_> = want
+                .iter()
+                .filter(|(k, w)| !got.get(*k).is_some_and(|v| close(*v, **w)))
+                .take(3)
+                .map(|(k, w)| (k, w, got.get(k)))
+                .collect();
+            failures.push(format!(
+                "{id} `{query}`: {} points vs {} expected; first differences {diff:?}",
+                got.len(),
+                want.len()
+            ));
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("\n"))
+    }
+}
