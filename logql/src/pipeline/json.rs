@@ -234,6 +234,10 @@ pub(crate) fn unescape(s: &str) -> Option<String> {
             'u' => {
                 let hex = |at: usize| -> Option<u32> {
                     let h = s.get(at..at + 4)?;
+                    // from_str_radix would accept a sign; JSON wants exactly 4 hex digits.
+                    if !h.bytes().all(|c| c.is_ascii_hexdigit()) {
+                        return None;
+                    }
                     u32::from_str_radix(h, 16).ok()
                 };
                 let first = hex(i + 2)?;
@@ -719,6 +723,19 @@ mod tests {
                 ("sp_ace", "é\n"),
             ])
         );
+    }
+
+    #[test]
+    fn unescape_rules() {
+        assert_eq!(
+            unescape(r#"a\"b\u00e9\ud83d\ude00"#).as_deref(),
+            Some("a\"bé😀")
+        );
+        assert_eq!(unescape(r"\ud83d").as_deref(), Some("\u{fffd}"));
+        assert_eq!(unescape(r"\u+123"), None);
+        assert_eq!(unescape(r"\x"), None);
+        assert_eq!(label_string(r"bad\x"), "");
+        assert_eq!(label_string(r"lone\ud800!"), "lone !");
     }
 
     #[test]

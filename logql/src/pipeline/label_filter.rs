@@ -31,7 +31,7 @@ pub(crate) enum StringMatcher {
 impl StringMatcher {
     pub(crate) fn new(op: MatchOp, value: &str) -> Result<StringMatcher, Error> {
         let anchored = || {
-            Regex::new(&format!("^(?s:{value})$"))
+            Regex::new(&format!("^(?s:{})$", super::line_filter::go_regex(value)))
                 .map_err(|e| Error::Validate(format!("error parsing regexp: {}", regex_error(&e))))
         };
         Ok(match op {

@@ -5,6 +5,8 @@
 //! becomes a substring search, and `(?i)literal` an ASCII case-insensitive search (falling
 //! back to the regex on non-ASCII lines, where Unicode case folding may differ).
 
+use std::borrow::Cow;
+
 use memchr::memmem;
 use regex::Regex;
 
@@ -96,9 +98,65 @@ fn is_plain_literal(s: &str) -> bool {
     })
 }
 
-/// Compile a regex with Loki's error wording.
+/// Rewrite Go RE2 syntax where the `regex` crate differs: Go's Perl classes (`\d \w \s`
+/// and negations) and word boundaries are ASCII-only, the crate's are Unicode-aware.
+/// Nested classes are valid in the crate's syntax, so `[\d_]` becomes `[[0-9]_]`.
+pub(crate) fn go_regex(src: &str) -> Cow<'_, str> {
+    if !src.contains('\\') {
+        return Cow::Borrowed(src);
+    }
+    let mut out = String::with_capacity(src.len() + 16);
+    let mut chars = src.chars();
+    let mut class_depth = 0usize;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let Some(n) = chars.next() else {
+                    out.push('\\');
+                    break;
+                };
+                match n {
+                    'd' => out.push_str("[0-9]"),
+                    'D' => out.push_str("[^0-9]"),
+                    'w' => out.push_str("[0-9A-Za-z_]"),
+                    'W' => out.push_str("[^0-9A-Za-z_]"),
+                    's' => out.push_str(r"[\t\n\f\r ]"),
+                    'S' => out.push_str(r"[^\t\n\f\r ]"),
+                    'b' if class_depth == 0 => out.push_str(r"(?-u:\b)"),
+                    'B' if class_depth == 0 => out.push_str(r"(?-u:\B)"),
+                    // `\Q…\E` quotes a literal in RE2; the crate has no such syntax.
+                    'Q' => {
+                        let rest = chars.as_str();
+                        let (lit, tail) = match rest.find(r"\E") {
+                            Some(i) => (&rest[..i], &rest[i + 2..]),
+                            None => (rest, ""),
+                        };
+                        out.push_str(&regex::escape(lit));
+                        chars = tail.chars();
+                    }
+                    _ => {
+                        out.push('\\');
+                        out.push(n);
+                    }
+                }
+            }
+            '[' => {
+                class_depth += 1;
+                out.push(c);
+            }
+            ']' => {
+                class_depth = class_depth.saturating_sub(1);
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Compile a regex (Go RE2 syntax) with Loki's error wording.
 pub(crate) fn compile_regex(src: &str) -> Result<Regex, Error> {
-    Regex::new(src)
+    Regex::new(&go_regex(src))
         .map_err(|e| Error::Validate(format!("error parsing regexp: {}", regex_error(&e))))
 }
 
@@ -297,6 +355,26 @@ mod tests {
         let pat = LineFilterChain::new(&[lf(LineFilterOp::NotPattern, &["<_> error <_>"])])?;
         assert!(pat.matches("all good"));
         assert!(!pat.matches("an error here"));
+        Ok(())
+    }
+
+    #[test]
+    fn perl_classes_are_ascii_like_go() -> Result<(), Error> {
+        let d = compile_regex(r"^\d+$")?;
+        assert!(d.is_match("123"));
+        assert!(!d.is_match("١٢٣")); // Arabic-Indic digits are not \d in Go
+        let w = compile_regex(r"^[\w.]+\s\S$")?;
+        assert!(w.is_match("a_b.c x"));
+        assert!(!w.is_match("é x"));
+        let b = compile_regex(r"\bfoo\b")?;
+        assert!(b.is_match("a foo b"));
+        assert!(!b.is_match("afoo"));
+        assert_eq!(go_regex(r"a\\d"), r"a\\d");
+        assert_eq!(go_regex(r"[^\D]"), r"[^[^0-9]]");
+        assert!(compile_regex(r"[^\D]")?.is_match("5"));
+        let q = compile_regex(r"^\Qa.b\E\d$")?;
+        assert!(q.is_match("a.b1") && !q.is_match("axb1"));
+        assert!(compile_regex(r"\Q(x")?.is_match("(x"));
         Ok(())
     }
 

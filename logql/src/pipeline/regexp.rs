@@ -18,7 +18,7 @@ pub(crate) struct RegexpParser {
 
 impl RegexpParser {
     pub(crate) fn new(src: &str) -> Result<RegexpParser, Error> {
-        let re = Regex::new(src)
+        let re = Regex::new(&super::line_filter::go_regex(src))
             .map_err(|e| Error::Validate(format!("error parsing regexp: {}", regex_error(&e))))?;
         let mut names = Vec::new();
         let mut key = String::new();
