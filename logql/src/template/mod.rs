@@ -77,6 +77,24 @@ impl Template {
         &self.src
     }
 
+    /// The label name when the template is exactly one `{{ .name }}` action: its output is
+    /// that label's value ("" when missing). Loki short-cuts this case; callers may too.
+    pub fn single_field(&self) -> Option<&str> {
+        match self.tree.root.as_slice() {
+            [parse::Node::Action(pipe)] if pipe.decl.is_empty() => match pipe.cmds.as_slice() {
+                [cmd] => match cmd.args.as_slice() {
+                    [parse::Operand {
+                        arg: parse::Arg::Field(chain),
+                        ..
+                    }] if chain.len() == 1 => chain.first().map(String::as_str),
+                    _ => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// True when the template has no actions, so its output is the text itself.
     pub fn is_constant(&self) -> bool {
         self.tree

@@ -498,6 +498,11 @@ fn time_functions() -> Result<(), String> {
     );
     assert_eq!(r(r#"{{ date "2006" 0 }}"#)?, "1970");
     assert!(r(r#"{{ unixToTime "123" }}"#).is_err());
+    let lb = labels(&[("ts", "2025-11-20T01:59:59.697371Z")]);
+    let src = r#"{{ toDateInZone "2006-01-02T15:04:05.999999999Z" "UTC" .ts | unixEpochMillis }}"#;
+    assert_eq!(run(src, &lb)?, "1763603999697");
+    let src = r#"{{ .ts | toDate "2006-01-02T15:04:05Z07:00" | date "Jan _2 15:04:05.000" }}"#;
+    assert_eq!(run(src, &lb)?, "Nov 20 01:59:59.697");
     let now = r(r#"{{ now | date "2006" }}"#)?;
     assert!(now.len() == 4 && now.as_str() >= "2024", "{now}");
     Ok(())
@@ -584,6 +589,12 @@ fn template_is_send_sync_and_reusable() -> Result<(), String> {
         assert_eq!(buf, format!("{a}-{line}"));
     }
     assert!(Template::parse("abc")?.is_constant());
+    assert_eq!(
+        Template::parse("{{ .message }}")?.single_field(),
+        Some("message")
+    );
+    assert_eq!(Template::parse("{{ .a.b }}")?.single_field(), None);
+    assert_eq!(Template::parse("x{{ .a }}")?.single_field(), None);
     Ok(())
 }
 
