@@ -403,18 +403,20 @@ impl<'a> Exec<'a, '_> {
         let n = args.len() + usize::from(last.is_some());
         let fixed = sig.params.len();
         if n < fixed || (sig.variadic.is_none() && n != fixed) {
-            let at_least = if sig.variadic.is_some() {
-                "at least "
-            } else {
-                ""
-            };
-            return Err(self.err_at(
-                fop,
+            // Go's wording; for variadic functions it counts only the written arguments.
+            let msg = if sig.variadic.is_some() {
                 format!(
-                    "wrong number of args for {}: want {at_least}{fixed} got {n}",
+                    "wrong number of args for {}: want at least {fixed} got {}",
+                    f.name(),
+                    args.len()
+                )
+            } else {
+                format!(
+                    "wrong number of args for {}: want {fixed} got {n}",
                     f.name()
-                ),
-            ));
+                )
+            };
+            return Err(self.err_at(fop, msg));
         }
         // `and`/`or` stop at the first operand that decides the result (Go ≥ 1.18).
         if matches!(f, Func::And | Func::Or) {
@@ -481,7 +483,8 @@ fn ideal<'a>(n: &Number) -> Value<'a> {
     }
 }
 
-/// The argument-less `time.Time` methods templates commonly use (`(__timestamp__).Unix`).
+/// The argument-less `time.Time` methods with int/time results (`(__timestamp__).Unix`).
+/// `Month`/`Weekday` (named types) and methods taking arguments are not supported.
 fn time_method<'a>(t: &super::time::GoTime, name: &str) -> Option<Value<'a>> {
     Some(match name {
         "Unix" => Value::Int(t.secs),
@@ -493,6 +496,12 @@ fn time_method<'a>(t: &super::time::GoTime, name: &str) -> Option<Value<'a>> {
             ..*t
         }),
         "Nanosecond" => Value::Int(i64::from(t.nsec)),
+        "Year" => Value::Int(t.fields().year),
+        "YearDay" => Value::Int(i64::from(t.fields().yday)),
+        "Day" => Value::Int(i64::from(t.fields().day)),
+        "Hour" => Value::Int(i64::from(t.fields().hour)),
+        "Minute" => Value::Int(i64::from(t.fields().min)),
+        "Second" => Value::Int(i64::from(t.fields().sec)),
         "String" => Value::string(t.go_string()),
         _ => return None,
     })

@@ -498,6 +498,11 @@ fn time_functions() -> Result<(), String> {
     );
     assert_eq!(r(r#"{{ date "2006" 0 }}"#)?, "1970");
     assert!(r(r#"{{ unixToTime "123" }}"#).is_err());
+    assert_eq!(r("{{ (__timestamp__).Year }}-{{ (__timestamp__).YearDay }} {{ (__timestamp__).Hour }}:{{ (__timestamp__).Minute }}:{{ (__timestamp__).Second }}")?, "2025-324 1:59:59");
+    let e = r(r#"{{ (__timestamp__).Format "2006" }}"#)
+        .err()
+        .unwrap_or_default();
+    assert!(e.contains("can't evaluate field Format"), "{e}");
     let lb = labels(&[("ts", "2025-11-20T01:59:59.697371Z")]);
     let src = r#"{{ toDateInZone "2006-01-02T15:04:05.999999999Z" "UTC" .ts | unixEpochMillis }}"#;
     assert_eq!(run(src, &lb)?, "1763603999697");
