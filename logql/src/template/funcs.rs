@@ -1178,7 +1178,8 @@ fn b64_decode(s: &str) -> Result<Vec<u8>, String> {
             v = (v << 6) | d;
         }
         if quad.len() < 4 {
-            return Err(err(quad.last().map(|q| q.0 + 1).unwrap_or(s.len())));
+            // Go reports the offset where the incomplete quantum starts.
+            return Err(err(quad.first().map_or(s.len(), |q| q.0)));
         }
         let bytes = [(v >> 16) as u8, (v >> 8) as u8, v as u8];
         out.extend_from_slice(&bytes[..3 - pad]);
@@ -1221,7 +1222,7 @@ mod tests {
         assert_eq!(b64_decode("aGVsbG8="), Ok(b"hello".to_vec()));
         assert_eq!(
             b64_decode("aGVsbG8"),
-            Err("illegal base64 data at input byte 7".into())
+            Err("illegal base64 data at input byte 4".into())
         );
         assert_eq!(
             b64_decode("a$=="),
