@@ -28,10 +28,15 @@ pub(crate) struct Exec<'a, 'o> {
     vars: Vec<Value<'a>>,
     /// Argument stack shared by all function calls of this execution.
     args: Vec<Value<'a>>,
+    /// Range iterations so far, against [`MAX_RANGE_ITERATIONS`].
+    iterations: u64,
     out: &'o mut String,
 }
 
 type EResult<T> = Result<T, String>;
+
+/// Range iterations allowed per execution (all loops together).
+const MAX_RANGE_ITERATIONS: u64 = 1_000_000;
 
 /// Runs `tree` and appends its output to `out`.
 pub(crate) fn execute<'a>(
@@ -54,6 +59,7 @@ pub(crate) fn execute<'a>(
         root: root.clone(),
         vars,
         args: Vec::new(),
+        iterations: 0,
         out,
     };
     ex.walk(&tree.root, &root).map(|_| ())
@@ -135,23 +141,32 @@ impl<'a> Exec<'a, '_> {
 
     fn range(&mut self, b: &'a Branch, dot: &Value<'a>) -> EResult<()> {
         let v = self.eval_pipe(&b.pipe, dot, false)?;
-        // Materialise (key, element) pairs; collections here are small (fromJson, labels).
-        let items: Vec<(Value<'a>, Value<'a>)> = match &v {
-            Value::List(l) => l
-                .iter()
-                .enumerate()
-                .map(|(i, e)| (Value::Int(i as i64), e.clone()))
-                .collect(),
-            Value::Map(m) => m
-                .iter()
-                .map(|(k, e)| (Value::string(k.clone()), e.clone()))
-                .collect(),
+        let mut any = false;
+        match &v {
+            Value::List(l) => {
+                for (i, e) in l.iter().enumerate() {
+                    any = true;
+                    if self.iterate(b, Value::Int(i as i64), e.clone())? {
+                        break;
+                    }
+                }
+            }
+            Value::Map(m) => {
+                for (k, e) in m.iter() {
+                    any = true;
+                    if self.iterate(b, Value::string(k.clone()), e.clone())? {
+                        break;
+                    }
+                }
+            }
             Value::Labels(l) => {
                 let l: &'a dyn super::LabelLookup = *l;
-                l.all()
-                    .into_iter()
-                    .map(|(k, e)| (Value::string(k.to_string()), Value::string(e.to_string())))
-                    .collect()
+                for (k, e) in l.all() {
+                    any = true;
+                    if self.iterate(b, Value::str(k), Value::str(e))? {
+                        break;
+                    }
+                }
             }
             Value::Int(n) => {
                 if b.pipe.decl.len() > 1 {
@@ -160,9 +175,15 @@ impl<'a> Exec<'a, '_> {
                         self.name
                     ));
                 }
-                (0..*n).map(|i| (Value::Int(i), Value::Int(i))).collect()
+                for i in 0..*n {
+                    any = true;
+                    if self.iterate(b, Value::Int(i), Value::Int(i))? {
+                        break;
+                    }
+                }
             }
-            Value::Nil => Vec::new(),
+            // Go: ranging over nothing runs the else branch.
+            Value::Nil => {}
             other => {
                 let mut s = String::new();
                 printf::write_value(&mut s, other);
@@ -171,26 +192,32 @@ impl<'a> Exec<'a, '_> {
                     self.name
                 ));
             }
-        };
-        if items.is_empty() {
-            self.walk(&b.else_list, dot)?;
-            return Ok(());
         }
-        for (key, elem) in items {
-            match b.pipe.decl.as_slice() {
-                [] => {}
-                [e] => self.set_var(*e, elem.clone()),
-                [k, e, ..] => {
-                    self.set_var(*k, key);
-                    self.set_var(*e, elem.clone());
-                }
-            }
-            match self.walk(&b.list, &elem)? {
-                Flow::Break => break,
-                Flow::Normal | Flow::Continue => {}
-            }
+        if !any {
+            self.walk(&b.else_list, dot)?;
         }
         Ok(())
+    }
+
+    /// One range iteration; returns true on `{{break}}`.
+    fn iterate(&mut self, b: &'a Branch, key: Value<'a>, elem: Value<'a>) -> EResult<bool> {
+        self.iterations += 1;
+        if self.iterations > MAX_RANGE_ITERATIONS {
+            // Not in Go: a guard so one entry cannot pin a query thread (`range 1e12`).
+            return Err(format!(
+                "template: {}: more than {MAX_RANGE_ITERATIONS} range iterations",
+                self.name
+            ));
+        }
+        match b.pipe.decl.as_slice() {
+            [] => {}
+            [e] => self.set_var(*e, elem.clone()),
+            [k, e, ..] => {
+                self.set_var(*k, key);
+                self.set_var(*e, elem.clone());
+            }
+        }
+        Ok(matches!(self.walk(&b.list, &elem)?, Flow::Break))
     }
 
     fn eval_pipe(&mut self, pipe: &'a Pipe, dot: &Value<'a>, set_decl: bool) -> EResult<Value<'a>> {

@@ -344,6 +344,7 @@ impl Func {
                 if count < 0 || n == count as usize {
                     Value::Str(s)
                 } else if n < count as usize {
+                    check_size(count as usize)?;
                     let pad = " ".repeat(count as usize - n);
                     Value::string(if self == AlignLeft {
                         format!("{s}{pad}")
@@ -403,7 +404,10 @@ impl Func {
             HasPrefix => Value::Bool(str_arg(a, 1).starts_with(&*str_arg(a, 0))),
             HasSuffix => Value::Bool(str_arg(a, 1).ends_with(&*str_arg(a, 0))),
             Indent | Nindent => {
-                let pad = " ".repeat(int_arg(a, 0).max(0) as usize);
+                let spaces = int_arg(a, 0).max(0) as usize;
+                let lines = str_arg(a, 1).matches('\n').count() + 1;
+                check_size(spaces.saturating_mul(lines))?;
+                let pad = " ".repeat(spaces);
                 let body = str_arg(a, 1).replace('\n', &format!("\n{pad}"));
                 let nl = if self == Nindent { "\n" } else { "" };
                 Value::string(format!("{nl}{pad}{body}"))
@@ -414,7 +418,9 @@ impl Func {
                 if n < 0 {
                     return Err("strings: negative Repeat count".into());
                 }
-                Value::string(str_arg(a, 1).repeat(n as usize))
+                let s = str_arg(a, 1);
+                check_size((n as usize).saturating_mul(s.len()))?;
+                Value::string(s.repeat(n as usize))
             }
             TrimAll => {
                 let cut = str_arg(a, 0).into_owned();
@@ -496,6 +502,19 @@ impl Func {
         };
         Ok(v)
     }
+}
+
+/// Largest string a function may build. Not in Go: it keeps one entry from exhausting
+/// memory (`repeat 1000000000 "x"`).
+const MAX_RESULT_BYTES: usize = 16 << 20;
+
+fn check_size(n: usize) -> Result<(), String> {
+    if n > MAX_RESULT_BYTES {
+        return Err(format!(
+            "result of {n} bytes exceeds the {MAX_RESULT_BYTES} byte limit"
+        ));
+    }
+    Ok(())
 }
 
 fn arg<'v, 'a>(a: &'v [Value<'a>], k: usize) -> &'v Value<'a> {

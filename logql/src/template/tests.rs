@@ -556,6 +556,10 @@ fn execution_errors() {
     let e = run("{{ .a.b }}", &lb).err().unwrap_or_default();
     assert!(e.ends_with("can't evaluate field b in type string"), "{e}");
     assert!(err(r#"{{ index "abc" 5 }}"#).contains("index out of range: 5"));
+    assert!(err("{{ range 1000000000000 }}{{ end }}").contains("range iterations"));
+    assert!(err(r#"{{ repeat 1000000000 "xy" }}"#).contains("byte limit"));
+    assert!(err(r#"{{ alignLeft 1000000000 "x" }}"#).contains("byte limit"));
+    assert!(err(r#"{{ range "abc" }}{{ end }}"#).contains("range can't iterate over abc"));
 }
 
 #[test]
