@@ -168,7 +168,7 @@ impl<'a> Exec<'a, '_> {
                     }
                 }
             }
-            Value::Int(n) => {
+            Value::Int(n) | Value::Int64(n) => {
                 if b.pipe.decl.len() > 1 {
                     return Err(format!(
                         "template: {}: can't use {n} to iterate over more than one variable",
@@ -514,9 +514,9 @@ fn ideal<'a>(n: &Number) -> Value<'a> {
 /// `Month`/`Weekday` (named types) and methods taking arguments are not supported.
 fn time_method<'a>(t: &super::time::GoTime, name: &str) -> Option<Value<'a>> {
     Some(match name {
-        "Unix" => Value::Int(t.secs),
-        "UnixMilli" => Value::Int(t.unix_milli()),
-        "UnixNano" => Value::Int(t.unix_nano()),
+        "Unix" => Value::Int64(t.secs),
+        "UnixMilli" => Value::Int64(t.unix_milli()),
+        "UnixNano" => Value::Int64(t.unix_nano()),
         "UTC" => Value::Time(super::time::GoTime {
             offset: 0,
             utc: true,

@@ -436,23 +436,23 @@ impl Func {
             }
             ToInt => Value::Int(to_int64(arg(a, 0))),
             ToFloat64 => Value::Float(to_f64(arg(a, 0))),
-            Add => Value::Int(a.iter().map(to_int64).fold(0i64, i64::wrapping_add)),
-            Sub => Value::Int(to_int64(arg(a, 0)).wrapping_sub(to_int64(arg(a, 1)))),
-            Mul => Value::Int(a.iter().map(to_int64).fold(1i64, i64::wrapping_mul)),
+            Add => Value::Int64(a.iter().map(to_int64).fold(0i64, i64::wrapping_add)),
+            Sub => Value::Int64(to_int64(arg(a, 0)).wrapping_sub(to_int64(arg(a, 1)))),
+            Mul => Value::Int64(a.iter().map(to_int64).fold(1i64, i64::wrapping_mul)),
             Div | Mod => {
                 let (x, y) = (to_int64(arg(a, 0)), to_int64(arg(a, 1)));
                 if y == 0 {
                     return Err("runtime error: integer divide by zero".into());
                 }
-                Value::Int(if self == Div {
+                Value::Int64(if self == Div {
                     x.wrapping_div(y)
                 } else {
                     x.wrapping_rem(y)
                 })
             }
             AddF | SubF | MulF | DivF => Value::Float(decimal_fold(self, a)?),
-            Max => Value::Int(a.iter().map(to_int64).max().unwrap_or(0)),
-            Min => Value::Int(a.iter().map(to_int64).min().unwrap_or(0)),
+            Max => Value::Int64(a.iter().map(to_int64).max().unwrap_or(0)),
+            Min => Value::Int64(a.iter().map(to_int64).min().unwrap_or(0)),
             MaxF => Value::Float(a.iter().map(to_f64).fold(f64::NEG_INFINITY, go_max)),
             MinF => Value::Float(a.iter().map(to_f64).fold(f64::INFINITY, go_min)),
             Ceil => Value::Float(to_f64(arg(a, 0)).ceil()),
@@ -479,7 +479,7 @@ impl Func {
             Date => {
                 let t = match arg(a, 1) {
                     Value::Time(t) => *t,
-                    Value::Int(i) => GoTime::from_unix(*i, 0),
+                    Value::Int(i) | Value::Int64(i) => GoTime::from_unix(*i, 0),
                     _ => GoTime::now(),
                 };
                 // sprig formats in Local, which is UTC for Loki.
@@ -620,7 +620,7 @@ fn length(v: &Value<'_>) -> Result<i64, String> {
 
 fn index_int(v: &Value<'_>) -> Result<i64, String> {
     match v {
-        Value::Int(i) => Ok(*i),
+        Value::Int(i) | Value::Int64(i) => Ok(*i),
         Value::Nil => Err("cannot index slice/array with nil".into()),
         other => Err(format!(
             "cannot index slice/array with type {}",
@@ -725,7 +725,7 @@ enum Basic {
 fn basic(v: &Value<'_>) -> Basic {
     match v {
         Value::Bool(_) => Basic::Bool,
-        Value::Int(_) => Basic::Int,
+        Value::Int(_) | Value::Int64(_) => Basic::Int,
         Value::Float(_) => Basic::Float,
         Value::Str(_) => Basic::Str,
         _ => Basic::Other,
@@ -744,7 +744,7 @@ fn eq(x: &Value<'_>, y: &Value<'_>) -> Result<bool, String> {
     }
     Ok(match (x, y) {
         (Value::Bool(a), Value::Bool(b)) => a == b,
-        (Value::Int(a), Value::Int(b)) => a == b,
+        (Value::Int(a) | Value::Int64(a), Value::Int(b) | Value::Int64(b)) => a == b,
         (Value::Float(a), Value::Float(b)) => a == b,
         (Value::Str(a), Value::Str(b)) => a == b,
         (Value::Nil, Value::Nil) => true,
@@ -764,7 +764,7 @@ fn lt(x: &Value<'_>, y: &Value<'_>) -> Result<bool, String> {
         return Err("incompatible types for comparison".into());
     }
     Ok(match (x, y) {
-        (Value::Int(a), Value::Int(b)) => a < b,
+        (Value::Int(a) | Value::Int64(a), Value::Int(b) | Value::Int64(b)) => a < b,
         (Value::Float(a), Value::Float(b)) => a < b,
         (Value::Str(a), Value::Str(b)) => a < b,
         _ => return Err("invalid type for comparison".into()),
@@ -774,7 +774,7 @@ fn lt(x: &Value<'_>, y: &Value<'_>) -> Result<bool, String> {
 /// spf13/cast `ToInt64` as sprig uses it: failures give 0.
 pub(crate) fn to_int64(v: &Value<'_>) -> i64 {
     match v {
-        Value::Int(i) => *i,
+        Value::Int(i) | Value::Int64(i) => *i,
         Value::Float(f) => *f as i64,
         Value::Bool(b) => i64::from(*b),
         Value::Str(s) => parse_go_int(trim_zero_decimal(s)).unwrap_or(0),
@@ -785,7 +785,7 @@ pub(crate) fn to_int64(v: &Value<'_>) -> i64 {
 /// spf13/cast `ToFloat64`: failures give 0.
 pub(crate) fn to_f64(v: &Value<'_>) -> f64 {
     match v {
-        Value::Int(i) => *i as f64,
+        Value::Int(i) | Value::Int64(i) => *i as f64,
         Value::Float(f) => *f,
         Value::Bool(b) => f64::from(u8::from(*b)),
         Value::Str(s) => s.parse().unwrap_or(0.0),

@@ -699,3 +699,23 @@ fn conformance_goldens_line_format() -> Result<(), String> {
     assert!(checked >= 60, "only {checked} golden lines checked");
     Ok(())
 }
+
+#[test]
+fn sprig_math_returns_int64() {
+    // sprig's integer math gives int64, which Go refuses where an int is expected.
+    assert_eq!(
+        ok(r#"{{ printf "%T %T %T" (add 1 2) (len "x") (int "3") }}"#),
+        "int64 int int"
+    );
+    let e = err(r#"{{ trunc (add 1 2) "abcdef" }}"#);
+    assert!(
+        e.ends_with("wrong type for value; expected int; got int64"),
+        "{e}"
+    );
+    assert_eq!(
+        ok(
+            r#"{{ trunc (int (add 1 2)) "abcdef" }} {{ eq (add 1 1) 2 }} {{ lt (len "ab") (sub 5 1) }}"#
+        ),
+        "abc true true"
+    );
+}
