@@ -637,7 +637,7 @@ fn index<'a>(a: &[Value<'a>]) -> Result<Value<'a>, String> {
             Value::List(l) => {
                 let i = index_int(idx)?;
                 if i < 0 || i as usize >= l.len() {
-                    return Err(format!("error calling index: index out of range: {i}"));
+                    return Err(format!("index out of range: {i}"));
                 }
                 l[i as usize].clone()
             }
@@ -645,7 +645,7 @@ fn index<'a>(a: &[Value<'a>]) -> Result<Value<'a>, String> {
                 let i = index_int(idx)?;
                 match s.as_bytes().get(i as usize) {
                     Some(b) if i >= 0 => Value::Int(i64::from(*b)),
-                    _ => return Err(format!("error calling index: index out of range: {i}")),
+                    _ => return Err(format!("index out of range: {i}")),
                 }
             }
             Value::Map(m) => match idx {

@@ -555,7 +555,10 @@ fn execution_errors() {
     let lb = labels(&[("a", "x")]);
     let e = run("{{ .a.b }}", &lb).err().unwrap_or_default();
     assert!(e.ends_with("can't evaluate field b in type string"), "{e}");
-    assert!(err(r#"{{ index "abc" 5 }}"#).contains("index out of range: 5"));
+    assert_eq!(
+        err(r#"{{ index "abc" 5 }}"#),
+        r#"template: line:1:3: executing "line" at <index "abc" 5>: error calling index: index out of range: 5"#
+    );
     assert!(err("{{ range 1000000000000 }}{{ end }}").contains("range iterations"));
     assert!(err(r#"{{ repeat 1000000000 "xy" }}"#).contains("byte limit"));
     assert!(err(r#"{{ alignLeft 1000000000 "x" }}"#).contains("byte limit"));
