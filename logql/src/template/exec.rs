@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 use super::funcs::{Func, Kind};
-use super::parse::{Arg, Branch, Cmd, Node, Number, Operand, Pipe, Tree};
+use super::parse::{Arg, Branch, Cmd, Node, Number, Operand, Pipe, TemplateCall, Tree};
 use super::printf;
 use super::value::Value;
 use super::TemplateContext;
@@ -30,10 +30,18 @@ pub(crate) struct Exec<'a, 'o> {
     args: Vec<Value<'a>>,
     /// Range iterations so far, against [`MAX_RANGE_ITERATIONS`].
     iterations: u64,
+    /// Named templates, for `{{template}}`.
+    tree: &'a Tree,
+    /// Nesting of `{{template}}` calls, against [`MAX_TEMPLATE_DEPTH`].
+    depth: usize,
     out: &'o mut String,
 }
 
 type EResult<T> = Result<T, String>;
+
+/// Nesting allowed for `{{template}}` calls. Go allows 100000 frames; ours recurse on the
+/// native stack, so the limit is lower.
+const MAX_TEMPLATE_DEPTH: usize = 200;
 
 /// Range iterations allowed per execution (all loops together).
 const MAX_RANGE_ITERATIONS: u64 = 1_000_000;
@@ -60,6 +68,8 @@ pub(crate) fn execute<'a>(
         vars,
         args: Vec::new(),
         iterations: 0,
+        tree,
+        depth: 0,
         out,
     };
     ex.walk(&tree.root, &root).map(|_| ())
@@ -132,6 +142,7 @@ impl<'a> Exec<'a, '_> {
                     }
                 }
                 Node::Range(b) => self.range(b, dot)?,
+                Node::Template(call) => self.call_template(call, dot)?,
                 Node::Break => return Ok(Flow::Break),
                 Node::Continue => return Ok(Flow::Continue),
             }
@@ -197,6 +208,46 @@ impl<'a> Exec<'a, '_> {
             self.walk(&b.else_list, dot)?;
         }
         Ok(())
+    }
+
+    /// `{{template "name" pipeline}}`: runs a named template with the pipeline as its dot
+    /// and `$`, in its own variable scope.
+    fn call_template(&mut self, call: &'a TemplateCall, dot: &Value<'a>) -> EResult<()> {
+        let (root, slots) = match self.tree.defs.get(&call.name) {
+            Some(def) => (&def.root, def.slots),
+            None if call.name == self.name => (&self.tree.root, self.tree.slots),
+            None => {
+                return Err(self.err_span(
+                    call.pos,
+                    call.pos,
+                    format!("template {} not defined", printf::quote(&call.name, false)),
+                ))
+            }
+        };
+        let new_dot = match &call.pipe {
+            Some(p) => self.eval_pipe(p, dot, true)?,
+            None => Value::Nil,
+        };
+        if self.depth >= MAX_TEMPLATE_DEPTH {
+            return Err(self.err_span(
+                call.pos,
+                call.pos,
+                format!("exceeded maximum template depth ({MAX_TEMPLATE_DEPTH})"),
+            ));
+        }
+        let vars = if slots > 1 {
+            vec![Value::Nil; slots]
+        } else {
+            Vec::new()
+        };
+        let saved_vars = std::mem::replace(&mut self.vars, vars);
+        let saved_root = std::mem::replace(&mut self.root, new_dot.clone());
+        self.depth += 1;
+        let result = self.walk(root, &new_dot);
+        self.depth -= 1;
+        self.vars = saved_vars;
+        self.root = saved_root;
+        result.map(|_| ())
     }
 
     /// One range iteration; returns true on `{{break}}`.

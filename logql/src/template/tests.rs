@@ -575,7 +575,7 @@ fn parse_errors() {
         "{{ .a | }}",
         "{{ ( 1 }}",
         "{{ 1 | 2 }}",
-        "{{ define \"x\" }}{{ end }}",
+        "{{ define \"x\" }}",
     ] {
         assert!(Template::parse(src).is_err(), "{src}");
     }
@@ -721,4 +721,32 @@ fn sprig_math_returns_int64() {
         ),
         "abc true true"
     );
+}
+
+#[test]
+fn define_template_and_block() {
+    let lb = labels(&[("a", "A")]);
+    let r = |src: &str| run(src, &lb).unwrap_or_else(|e| e);
+    assert_eq!(
+        r(r#"{{ define "t" }}<{{ . }}>{{ end }}{{ template "t" .a }}{{ template "t" "x" }}"#),
+        "<A><x>"
+    );
+    // Use before definition, and `$` is the template's own dot.
+    assert_eq!(
+        r(r#"{{ template "t" 5 }}{{ define "t" }}{{ $ }}{{ $v := 1 }}{{ $v }}{{ end }}"#),
+        "51"
+    );
+    assert_eq!(r(r#"[{{ block "b" .a }}{{ . | lower }}{{ end }}]"#), "[a]");
+    assert_eq!(
+        r(r#"{{ template "t" }}{{ define "t" }}{{ . }}{{ end }}"#),
+        "<no value>"
+    );
+    assert!(r(r#"{{ template "nope" }}"#).ends_with(r#"template "nope" not defined"#));
+    assert!(
+        r(r#"{{ define "r" }}{{ template "r" }}{{ end }}{{ template "r" }}"#)
+            .contains("maximum template depth")
+    );
+    assert!(Template::parse(r#"{{ if 1 }}{{ define "x" }}{{ end }}{{ end }}"#).is_err());
+    assert!(Template::parse(r#"{{ define "x" }}a{{ end }}{{ define "x" }}b{{ end }}"#).is_err());
+    assert!(Template::parse(r#"{{ define "x" }}{{ $y }}{{ end }}{{ $y := 1 }}"#).is_err());
 }
