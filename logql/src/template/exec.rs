@@ -41,7 +41,7 @@ type EResult<T> = Result<T, String>;
 
 /// Nesting allowed for `{{template}}` calls. Go allows 100000 frames; ours recurse on the
 /// native stack, so the limit is lower.
-const MAX_TEMPLATE_DEPTH: usize = 200;
+const MAX_TEMPLATE_DEPTH: usize = 10;
 
 /// Range iterations allowed per execution (all loops together).
 const MAX_RANGE_ITERATIONS: u64 = 1_000_000;

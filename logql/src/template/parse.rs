@@ -124,6 +124,7 @@ pub(crate) fn parse(name: &str, src: &str) -> Result<Tree, String> {
         slots: 1,
         range_depth: 0,
         defs: std::collections::HashMap::new(),
+        depth: 0,
     };
     let result = p.parse_top().and_then(|(root, term)| match term {
         Term::Eof => Ok(root),
@@ -158,7 +159,13 @@ struct Parser {
     slots: usize,
     range_depth: usize,
     defs: std::collections::HashMap<String, Def>,
+    /// Current nesting of parentheses and control structures, against [`MAX_DEPTH`].
+    depth: usize,
 }
+
+/// Nesting allowed in a template (Go has a similar "max expression depth"); parsing and
+/// execution recurse on the native stack.
+const MAX_DEPTH: usize = 100;
 
 const EOF: Token = Token {
     kind: Tok::Eof,
@@ -254,6 +261,13 @@ impl Parser {
 
     /// Parses a named template body in a fresh variable scope (`$` only), through `{{end}}`.
     fn named_body(&mut self, context: &str) -> PResult<Def> {
+        self.enter()?;
+        let r = self.named_body_inner(context);
+        self.depth -= 1;
+        r
+    }
+
+    fn named_body_inner(&mut self, context: &str) -> PResult<Def> {
         let saved_vars = std::mem::replace(&mut self.vars, vec![("$".to_string(), 0)]);
         let saved_slots = std::mem::replace(&mut self.slots, 1);
         let saved_depth = std::mem::replace(&mut self.range_depth, 0);
@@ -379,6 +393,22 @@ impl Parser {
 
     /// `if`/`with`/`range` after the keyword, through the matching `{{end}}`.
     fn control(&mut self, kind: &'static str) -> PResult<Branch> {
+        self.enter()?;
+        let r = self.control_inner(kind);
+        self.depth -= 1;
+        r
+    }
+
+    fn enter(&mut self) -> PResult<()> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            self.depth -= 1;
+            return Err(("max expression depth exceeded".into(), self.peek().pos));
+        }
+        Ok(())
+    }
+
+    fn control_inner(&mut self, kind: &'static str) -> PResult<Branch> {
         let mark = self.vars.len();
         let pipe = self.pipeline(kind, false)?;
         if kind == "range" {
@@ -445,6 +475,13 @@ impl Parser {
 
     /// A pipeline up to `}}` (or `)` when `paren`), including declarations.
     fn pipeline(&mut self, context: &str, paren: bool) -> PResult<Pipe> {
+        self.enter()?;
+        let r = self.pipeline_inner(context, paren);
+        self.depth -= 1;
+        r
+    }
+
+    fn pipeline_inner(&mut self, context: &str, paren: bool) -> PResult<Pipe> {
         let start = self.peek().pos;
         // Declarations: `$x :=`, `$x =`, and `$i, $e :=` in range.
         let mut pending: Vec<(String, usize, bool)> = Vec::new();
@@ -797,5 +834,18 @@ mod tests {
         assert_eq!(number("0x1F").ok().and_then(|n| n.int), Some(31));
         assert_eq!(number("'a'").ok().and_then(|n| n.int), Some(97));
         assert!(number("99999999999999999999").is_err());
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let deep = format!("{{{{ {}1{} }}}}", "(".repeat(5000), ")".repeat(5000));
+        assert_eq!(
+            err(&deep),
+            "template: line:1: max expression depth exceeded"
+        );
+        let ifs = "{{ if 1 }}".repeat(5000);
+        assert_eq!(err(&ifs), "template: line:1: max expression depth exceeded");
+        let ok = format!("{{{{ {}1{} }}}}", "(".repeat(50), ")".repeat(50));
+        assert!(parse("line", &ok).is_ok());
     }
 }

@@ -750,3 +750,15 @@ fn define_template_and_block() {
     assert!(Template::parse(r#"{{ define "x" }}a{{ end }}{{ define "x" }}b{{ end }}"#).is_err());
     assert!(Template::parse(r#"{{ define "x" }}{{ $y }}{{ end }}{{ $y := 1 }}"#).is_err());
 }
+
+#[test]
+fn worst_case_nesting_fits_the_stack() -> Result<(), String> {
+    // 97 nested ifs inside a template that recurses to the depth limit: must error, not crash.
+    let body = format!("{}x{}", "{{ if 1 }}".repeat(97), "{{ end }}".repeat(97));
+    let src = String::from(r#"{{ define "r" }}"#)
+        + &body
+        + r#"{{ template "r" }}{{ end }}{{ template "r" }}"#;
+    let e = run(&src, &labels(&[])).err().unwrap_or_default();
+    assert!(e.contains("maximum template depth"), "{e}");
+    Ok(())
+}
