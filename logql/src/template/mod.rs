@@ -16,6 +16,14 @@
 //! ```
 //!
 //! Labels are read with Loki's `missingkey=zero`: a missing label is the empty string.
+//!
+//! Known departures from Go/Loki: named IANA zones in `toDateInZone` are read as UTC (no tz
+//! database; Loki's `Local` is UTC anyway); `time.Time` methods with arguments (`.Format`)
+//! and `Month`/`Weekday` are not available; `%x`/`%b` on floats print as bad verbs; Go
+//! strings may hold invalid UTF-8, ours are repaired. Guards Go lacks, so one entry cannot
+//! pin a thread or exhaust memory: 1,000,000 range iterations per execution, 16 MiB per
+//! string built by `repeat`/`indent`/`alignLeft`/`alignRight`, nesting depth 100, template
+//! recursion depth 10.
 
 mod exec;
 mod funcs;
