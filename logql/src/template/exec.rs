@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 use super::funcs::{Func, Kind};
-use super::parse::{Arg, Branch, Cmd, Node, Number, Operand, Pipe, Tree};
+use super::parse::{Arg, Branch, Cmd, Node, Number, Operand, Pipe, TemplateCall, Tree};
 use super::printf;
 use super::value::Value;
 use super::TemplateContext;
@@ -28,10 +28,23 @@ pub(crate) struct Exec<'a, 'o> {
     vars: Vec<Value<'a>>,
     /// Argument stack shared by all function calls of this execution.
     args: Vec<Value<'a>>,
+    /// Range iterations so far, against [`MAX_RANGE_ITERATIONS`].
+    iterations: u64,
+    /// Named templates, for `{{template}}`.
+    tree: &'a Tree,
+    /// Nesting of `{{template}}` calls, against [`MAX_TEMPLATE_DEPTH`].
+    depth: usize,
     out: &'o mut String,
 }
 
 type EResult<T> = Result<T, String>;
+
+/// Nesting allowed for `{{template}}` calls. Go allows 100000 frames; ours recurse on the
+/// native stack, so the limit is lower.
+const MAX_TEMPLATE_DEPTH: usize = 10;
+
+/// Range iterations allowed per execution (all loops together).
+const MAX_RANGE_ITERATIONS: u64 = 1_000_000;
 
 /// Runs `tree` and appends its output to `out`.
 pub(crate) fn execute<'a>(
@@ -54,6 +67,9 @@ pub(crate) fn execute<'a>(
         root: root.clone(),
         vars,
         args: Vec::new(),
+        iterations: 0,
+        tree,
+        depth: 0,
         out,
     };
     ex.walk(&tree.root, &root).map(|_| ())
@@ -126,6 +142,7 @@ impl<'a> Exec<'a, '_> {
                     }
                 }
                 Node::Range(b) => self.range(b, dot)?,
+                Node::Template(call) => self.call_template(call, dot)?,
                 Node::Break => return Ok(Flow::Break),
                 Node::Continue => return Ok(Flow::Continue),
             }
@@ -135,34 +152,49 @@ impl<'a> Exec<'a, '_> {
 
     fn range(&mut self, b: &'a Branch, dot: &Value<'a>) -> EResult<()> {
         let v = self.eval_pipe(&b.pipe, dot, false)?;
-        // Materialise (key, element) pairs; collections here are small (fromJson, labels).
-        let items: Vec<(Value<'a>, Value<'a>)> = match &v {
-            Value::List(l) => l
-                .iter()
-                .enumerate()
-                .map(|(i, e)| (Value::Int(i as i64), e.clone()))
-                .collect(),
-            Value::Map(m) => m
-                .iter()
-                .map(|(k, e)| (Value::string(k.clone()), e.clone()))
-                .collect(),
+        let mut any = false;
+        match &v {
+            Value::List(l) => {
+                for (i, e) in l.iter().enumerate() {
+                    any = true;
+                    if self.iterate(b, Value::Int(i as i64), e.clone())? {
+                        break;
+                    }
+                }
+            }
+            Value::Map(m) => {
+                for (k, e) in m.iter() {
+                    any = true;
+                    if self.iterate(b, Value::string(k.clone()), e.clone())? {
+                        break;
+                    }
+                }
+            }
             Value::Labels(l) => {
                 let l: &'a dyn super::LabelLookup = *l;
-                l.all()
-                    .into_iter()
-                    .map(|(k, e)| (Value::string(k.to_string()), Value::string(e.to_string())))
-                    .collect()
+                for (k, e) in l.all() {
+                    any = true;
+                    if self.iterate(b, Value::str(k), Value::str(e))? {
+                        break;
+                    }
+                }
             }
-            Value::Int(n) => {
+            Value::Int(n) | Value::Int64(n) => {
                 if b.pipe.decl.len() > 1 {
                     return Err(format!(
                         "template: {}: can't use {n} to iterate over more than one variable",
                         self.name
                     ));
                 }
-                (0..*n).map(|i| (Value::Int(i), Value::Int(i))).collect()
+                for i in 0..*n {
+                    any = true;
+                    if self.iterate(b, Value::Int(i), Value::Int(i))? {
+                        break;
+                    }
+                }
             }
-            Value::Nil => Vec::new(),
+            // Go: ranging over nothing runs the else branch.
+            Value::Nil => {}
             other => {
                 let mut s = String::new();
                 printf::write_value(&mut s, other);
@@ -171,26 +203,72 @@ impl<'a> Exec<'a, '_> {
                     self.name
                 ));
             }
-        };
-        if items.is_empty() {
-            self.walk(&b.else_list, dot)?;
-            return Ok(());
         }
-        for (key, elem) in items {
-            match b.pipe.decl.as_slice() {
-                [] => {}
-                [e] => self.set_var(*e, elem.clone()),
-                [k, e, ..] => {
-                    self.set_var(*k, key);
-                    self.set_var(*e, elem.clone());
-                }
-            }
-            match self.walk(&b.list, &elem)? {
-                Flow::Break => break,
-                Flow::Normal | Flow::Continue => {}
-            }
+        if !any {
+            self.walk(&b.else_list, dot)?;
         }
         Ok(())
+    }
+
+    /// `{{template "name" pipeline}}`: runs a named template with the pipeline as its dot
+    /// and `$`, in its own variable scope.
+    fn call_template(&mut self, call: &'a TemplateCall, dot: &Value<'a>) -> EResult<()> {
+        let (root, slots) = match self.tree.defs.get(&call.name) {
+            Some(def) => (&def.root, def.slots),
+            None if call.name == self.name => (&self.tree.root, self.tree.slots),
+            None => {
+                return Err(self.err_span(
+                    call.pos,
+                    call.pos,
+                    format!("template {} not defined", printf::quote(&call.name, false)),
+                ))
+            }
+        };
+        let new_dot = match &call.pipe {
+            Some(p) => self.eval_pipe(p, dot, true)?,
+            None => Value::Nil,
+        };
+        if self.depth >= MAX_TEMPLATE_DEPTH {
+            return Err(self.err_span(
+                call.pos,
+                call.pos,
+                format!("exceeded maximum template depth ({MAX_TEMPLATE_DEPTH})"),
+            ));
+        }
+        let vars = if slots > 1 {
+            vec![Value::Nil; slots]
+        } else {
+            Vec::new()
+        };
+        let saved_vars = std::mem::replace(&mut self.vars, vars);
+        let saved_root = std::mem::replace(&mut self.root, new_dot.clone());
+        self.depth += 1;
+        let result = self.walk(root, &new_dot);
+        self.depth -= 1;
+        self.vars = saved_vars;
+        self.root = saved_root;
+        result.map(|_| ())
+    }
+
+    /// One range iteration; returns true on `{{break}}`.
+    fn iterate(&mut self, b: &'a Branch, key: Value<'a>, elem: Value<'a>) -> EResult<bool> {
+        self.iterations += 1;
+        if self.iterations > MAX_RANGE_ITERATIONS {
+            // Not in Go: a guard so one entry cannot pin a query thread (`range 1e12`).
+            return Err(format!(
+                "template: {}: more than {MAX_RANGE_ITERATIONS} range iterations",
+                self.name
+            ));
+        }
+        match b.pipe.decl.as_slice() {
+            [] => {}
+            [e] => self.set_var(*e, elem.clone()),
+            [k, e, ..] => {
+                self.set_var(*k, key);
+                self.set_var(*e, elem.clone());
+            }
+        }
+        Ok(matches!(self.walk(&b.list, &elem)?, Flow::Break))
     }
 
     fn eval_pipe(&mut self, pipe: &'a Pipe, dot: &Value<'a>, set_decl: bool) -> EResult<Value<'a>> {
@@ -403,18 +481,20 @@ impl<'a> Exec<'a, '_> {
         let n = args.len() + usize::from(last.is_some());
         let fixed = sig.params.len();
         if n < fixed || (sig.variadic.is_none() && n != fixed) {
-            let at_least = if sig.variadic.is_some() {
-                "at least "
-            } else {
-                ""
-            };
-            return Err(self.err_at(
-                fop,
+            // Go's wording; for variadic functions it counts only the written arguments.
+            let msg = if sig.variadic.is_some() {
                 format!(
-                    "wrong number of args for {}: want {at_least}{fixed} got {n}",
+                    "wrong number of args for {}: want at least {fixed} got {}",
+                    f.name(),
+                    args.len()
+                )
+            } else {
+                format!(
+                    "wrong number of args for {}: want {fixed} got {n}",
                     f.name()
-                ),
-            ));
+                )
+            };
+            return Err(self.err_at(fop, msg));
         }
         // `and`/`or` stop at the first operand that decides the result (Go ≥ 1.18).
         if matches!(f, Func::And | Func::Or) {
@@ -481,18 +561,25 @@ fn ideal<'a>(n: &Number) -> Value<'a> {
     }
 }
 
-/// The argument-less `time.Time` methods templates commonly use (`(__timestamp__).Unix`).
+/// The argument-less `time.Time` methods with int/time results (`(__timestamp__).Unix`).
+/// `Month`/`Weekday` (named types) and methods taking arguments are not supported.
 fn time_method<'a>(t: &super::time::GoTime, name: &str) -> Option<Value<'a>> {
     Some(match name {
-        "Unix" => Value::Int(t.secs),
-        "UnixMilli" => Value::Int(t.unix_milli()),
-        "UnixNano" => Value::Int(t.unix_nano()),
+        "Unix" => Value::Int64(t.secs),
+        "UnixMilli" => Value::Int64(t.unix_milli()),
+        "UnixNano" => Value::Int64(t.unix_nano()),
         "UTC" => Value::Time(super::time::GoTime {
             offset: 0,
             utc: true,
             ..*t
         }),
         "Nanosecond" => Value::Int(i64::from(t.nsec)),
+        "Year" => Value::Int(t.fields().year),
+        "YearDay" => Value::Int(i64::from(t.fields().yday)),
+        "Day" => Value::Int(i64::from(t.fields().day)),
+        "Hour" => Value::Int(i64::from(t.fields().hour)),
+        "Minute" => Value::Int(i64::from(t.fields().min)),
+        "Second" => Value::Int(i64::from(t.fields().sec)),
         "String" => Value::string(t.go_string()),
         _ => return None,
     })

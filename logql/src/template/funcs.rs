@@ -344,6 +344,7 @@ impl Func {
                 if count < 0 || n == count as usize {
                     Value::Str(s)
                 } else if n < count as usize {
+                    check_size(count as usize)?;
                     let pad = " ".repeat(count as usize - n);
                     Value::string(if self == AlignLeft {
                         format!("{s}{pad}")
@@ -403,7 +404,10 @@ impl Func {
             HasPrefix => Value::Bool(str_arg(a, 1).starts_with(&*str_arg(a, 0))),
             HasSuffix => Value::Bool(str_arg(a, 1).ends_with(&*str_arg(a, 0))),
             Indent | Nindent => {
-                let pad = " ".repeat(int_arg(a, 0).max(0) as usize);
+                let spaces = int_arg(a, 0).max(0) as usize;
+                let lines = str_arg(a, 1).matches('\n').count() + 1;
+                check_size(spaces.saturating_mul(lines))?;
+                let pad = " ".repeat(spaces);
                 let body = str_arg(a, 1).replace('\n', &format!("\n{pad}"));
                 let nl = if self == Nindent { "\n" } else { "" };
                 Value::string(format!("{nl}{pad}{body}"))
@@ -414,7 +418,9 @@ impl Func {
                 if n < 0 {
                     return Err("strings: negative Repeat count".into());
                 }
-                Value::string(str_arg(a, 1).repeat(n as usize))
+                let s = str_arg(a, 1);
+                check_size((n as usize).saturating_mul(s.len()))?;
+                Value::string(s.repeat(n as usize))
             }
             TrimAll => {
                 let cut = str_arg(a, 0).into_owned();
@@ -430,23 +436,23 @@ impl Func {
             }
             ToInt => Value::Int(to_int64(arg(a, 0))),
             ToFloat64 => Value::Float(to_f64(arg(a, 0))),
-            Add => Value::Int(a.iter().map(to_int64).fold(0i64, i64::wrapping_add)),
-            Sub => Value::Int(to_int64(arg(a, 0)).wrapping_sub(to_int64(arg(a, 1)))),
-            Mul => Value::Int(a.iter().map(to_int64).fold(1i64, i64::wrapping_mul)),
+            Add => Value::Int64(a.iter().map(to_int64).fold(0i64, i64::wrapping_add)),
+            Sub => Value::Int64(to_int64(arg(a, 0)).wrapping_sub(to_int64(arg(a, 1)))),
+            Mul => Value::Int64(a.iter().map(to_int64).fold(1i64, i64::wrapping_mul)),
             Div | Mod => {
                 let (x, y) = (to_int64(arg(a, 0)), to_int64(arg(a, 1)));
                 if y == 0 {
                     return Err("runtime error: integer divide by zero".into());
                 }
-                Value::Int(if self == Div {
+                Value::Int64(if self == Div {
                     x.wrapping_div(y)
                 } else {
                     x.wrapping_rem(y)
                 })
             }
             AddF | SubF | MulF | DivF => Value::Float(decimal_fold(self, a)?),
-            Max => Value::Int(a.iter().map(to_int64).max().unwrap_or(0)),
-            Min => Value::Int(a.iter().map(to_int64).min().unwrap_or(0)),
+            Max => Value::Int64(a.iter().map(to_int64).max().unwrap_or(0)),
+            Min => Value::Int64(a.iter().map(to_int64).min().unwrap_or(0)),
             MaxF => Value::Float(a.iter().map(to_f64).fold(f64::NEG_INFINITY, go_max)),
             MinF => Value::Float(a.iter().map(to_f64).fold(f64::INFINITY, go_min)),
             Ceil => Value::Float(to_f64(arg(a, 0)).ceil()),
@@ -473,7 +479,7 @@ impl Func {
             Date => {
                 let t = match arg(a, 1) {
                     Value::Time(t) => *t,
-                    Value::Int(i) => GoTime::from_unix(*i, 0),
+                    Value::Int(i) | Value::Int64(i) => GoTime::from_unix(*i, 0),
                     _ => GoTime::now(),
                 };
                 // sprig formats in Local, which is UTC for Loki.
@@ -496,6 +502,19 @@ impl Func {
         };
         Ok(v)
     }
+}
+
+/// Largest string a function may build. Not in Go: it keeps one entry from exhausting
+/// memory (`repeat 1000000000 "x"`).
+const MAX_RESULT_BYTES: usize = 16 << 20;
+
+fn check_size(n: usize) -> Result<(), String> {
+    if n > MAX_RESULT_BYTES {
+        return Err(format!(
+            "result of {n} bytes exceeds the {MAX_RESULT_BYTES} byte limit"
+        ));
+    }
+    Ok(())
 }
 
 fn arg<'v, 'a>(a: &'v [Value<'a>], k: usize) -> &'v Value<'a> {
@@ -601,7 +620,7 @@ fn length(v: &Value<'_>) -> Result<i64, String> {
 
 fn index_int(v: &Value<'_>) -> Result<i64, String> {
     match v {
-        Value::Int(i) => Ok(*i),
+        Value::Int(i) | Value::Int64(i) => Ok(*i),
         Value::Nil => Err("cannot index slice/array with nil".into()),
         other => Err(format!(
             "cannot index slice/array with type {}",
@@ -618,7 +637,7 @@ fn index<'a>(a: &[Value<'a>]) -> Result<Value<'a>, String> {
             Value::List(l) => {
                 let i = index_int(idx)?;
                 if i < 0 || i as usize >= l.len() {
-                    return Err(format!("error calling index: index out of range: {i}"));
+                    return Err(format!("index out of range: {i}"));
                 }
                 l[i as usize].clone()
             }
@@ -626,7 +645,7 @@ fn index<'a>(a: &[Value<'a>]) -> Result<Value<'a>, String> {
                 let i = index_int(idx)?;
                 match s.as_bytes().get(i as usize) {
                     Some(b) if i >= 0 => Value::Int(i64::from(*b)),
-                    _ => return Err(format!("error calling index: index out of range: {i}")),
+                    _ => return Err(format!("index out of range: {i}")),
                 }
             }
             Value::Map(m) => match idx {
@@ -706,7 +725,7 @@ enum Basic {
 fn basic(v: &Value<'_>) -> Basic {
     match v {
         Value::Bool(_) => Basic::Bool,
-        Value::Int(_) => Basic::Int,
+        Value::Int(_) | Value::Int64(_) => Basic::Int,
         Value::Float(_) => Basic::Float,
         Value::Str(_) => Basic::Str,
         _ => Basic::Other,
@@ -725,7 +744,7 @@ fn eq(x: &Value<'_>, y: &Value<'_>) -> Result<bool, String> {
     }
     Ok(match (x, y) {
         (Value::Bool(a), Value::Bool(b)) => a == b,
-        (Value::Int(a), Value::Int(b)) => a == b,
+        (Value::Int(a) | Value::Int64(a), Value::Int(b) | Value::Int64(b)) => a == b,
         (Value::Float(a), Value::Float(b)) => a == b,
         (Value::Str(a), Value::Str(b)) => a == b,
         (Value::Nil, Value::Nil) => true,
@@ -745,7 +764,7 @@ fn lt(x: &Value<'_>, y: &Value<'_>) -> Result<bool, String> {
         return Err("incompatible types for comparison".into());
     }
     Ok(match (x, y) {
-        (Value::Int(a), Value::Int(b)) => a < b,
+        (Value::Int(a) | Value::Int64(a), Value::Int(b) | Value::Int64(b)) => a < b,
         (Value::Float(a), Value::Float(b)) => a < b,
         (Value::Str(a), Value::Str(b)) => a < b,
         _ => return Err("invalid type for comparison".into()),
@@ -755,7 +774,7 @@ fn lt(x: &Value<'_>, y: &Value<'_>) -> Result<bool, String> {
 /// spf13/cast `ToInt64` as sprig uses it: failures give 0.
 pub(crate) fn to_int64(v: &Value<'_>) -> i64 {
     match v {
-        Value::Int(i) => *i,
+        Value::Int(i) | Value::Int64(i) => *i,
         Value::Float(f) => *f as i64,
         Value::Bool(b) => i64::from(*b),
         Value::Str(s) => parse_go_int(trim_zero_decimal(s)).unwrap_or(0),
@@ -766,7 +785,7 @@ pub(crate) fn to_int64(v: &Value<'_>) -> i64 {
 /// spf13/cast `ToFloat64`: failures give 0.
 pub(crate) fn to_f64(v: &Value<'_>) -> f64 {
     match v {
-        Value::Int(i) => *i as f64,
+        Value::Int(i) | Value::Int64(i) => *i as f64,
         Value::Float(f) => *f,
         Value::Bool(b) => f64::from(u8::from(*b)),
         Value::Str(s) => s.parse().unwrap_or(0.0),
@@ -1178,7 +1197,8 @@ fn b64_decode(s: &str) -> Result<Vec<u8>, String> {
             v = (v << 6) | d;
         }
         if quad.len() < 4 {
-            return Err(err(quad.last().map(|q| q.0 + 1).unwrap_or(s.len())));
+            // Go reports the offset where the incomplete quantum starts.
+            return Err(err(quad.first().map_or(s.len(), |q| q.0)));
         }
         let bytes = [(v >> 16) as u8, (v >> 8) as u8, v as u8];
         out.extend_from_slice(&bytes[..3 - pad]);
@@ -1221,7 +1241,7 @@ mod tests {
         assert_eq!(b64_decode("aGVsbG8="), Ok(b"hello".to_vec()));
         assert_eq!(
             b64_decode("aGVsbG8"),
-            Err("illegal base64 data at input byte 7".into())
+            Err("illegal base64 data at input byte 4".into())
         );
         assert_eq!(
             b64_decode("a$=="),

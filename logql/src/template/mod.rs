@@ -16,6 +16,14 @@
 //! ```
 //!
 //! Labels are read with Loki's `missingkey=zero`: a missing label is the empty string.
+//!
+//! Known departures from Go/Loki: named IANA zones in `toDateInZone` are read as UTC (no tz
+//! database; Loki's `Local` is UTC anyway); `time.Time` methods with arguments (`.Format`)
+//! and `Month`/`Weekday` are not available; `%x`/`%b` on floats print as bad verbs; Go
+//! strings may hold invalid UTF-8, ours are repaired. Guards Go lacks, so one entry cannot
+//! pin a thread or exhaust memory: 1,000,000 range iterations per execution, 16 MiB per
+//! string built by `repeat`/`indent`/`alignLeft`/`alignRight`, nesting depth 100, template
+//! recursion depth 10.
 
 mod exec;
 mod funcs;
@@ -75,6 +83,24 @@ impl Template {
     /// The template source.
     pub fn source(&self) -> &str {
         &self.src
+    }
+
+    /// The label name when the template is exactly one `{{ .name }}` action: its output is
+    /// that label's value ("" when missing). Loki short-cuts this case; callers may too.
+    pub fn single_field(&self) -> Option<&str> {
+        match self.tree.root.as_slice() {
+            [parse::Node::Action(pipe)] if pipe.decl.is_empty() => match pipe.cmds.as_slice() {
+                [cmd] => match cmd.args.as_slice() {
+                    [parse::Operand {
+                        arg: parse::Arg::Field(chain),
+                        ..
+                    }] if chain.len() == 1 => chain.first().map(String::as_str),
+                    _ => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        }
     }
 
     /// True when the template has no actions, so its output is the text itself.

@@ -1,6 +1,6 @@
 //! Parser from tokens to the template tree, following Go's `text/template/parse`: actions,
-//! `if`/`else if`/`with`/`else with`/`range` (with `break`/`continue`), pipelines with
-//! variable declarations, parenthesised pipelines and field chains.
+//! `if`/`else if`/`with`/`else with`/`range` (with `break`/`continue`), `define`/`template`/
+//! `block`, pipelines with variable declarations, parenthesised pipelines and field chains.
 //!
 //! Like Go it rejects unknown functions and undefined variables at parse time. Variables are
 //! resolved here to fixed slots, so execution never looks a name up.
@@ -21,6 +21,23 @@ pub(crate) enum Node {
     Range(Box<Branch>),
     Break,
     Continue,
+    /// `{{template "name" pipeline}}` (also what `{{block}}` leaves in place).
+    Template(Box<TemplateCall>),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct TemplateCall {
+    pub name: String,
+    pub pipe: Option<Pipe>,
+    /// Source offset of the action, for errors.
+    pub pos: usize,
+}
+
+/// A template defined with `{{define}}` or `{{block}}`: its own nodes and variable slots.
+#[derive(Debug, Clone)]
+pub(crate) struct Def {
+    pub root: Vec<Node>,
+    pub slots: usize,
 }
 
 /// The shared shape of `if`, `with` and `range`.
@@ -91,6 +108,8 @@ pub(crate) struct Number {
 pub(crate) struct Tree {
     pub root: Vec<Node>,
     pub slots: usize,
+    /// Named templates from `{{define}}`/`{{block}}`.
+    pub defs: std::collections::HashMap<String, Def>,
 }
 
 /// Parses `src`; errors are formatted like Go's (`template: line:1: ...`).
@@ -104,8 +123,10 @@ pub(crate) fn parse(name: &str, src: &str) -> Result<Tree, String> {
         vars: vec![("$".to_string(), 0)],
         slots: 1,
         range_depth: 0,
+        defs: std::collections::HashMap::new(),
+        depth: 0,
     };
-    let result = p.parse_list().and_then(|(root, term)| match term {
+    let result = p.parse_top().and_then(|(root, term)| match term {
         Term::Eof => Ok(root),
         Term::End(pos) => Err(("unexpected {{end}}".to_string(), pos)),
         Term::Else(pos) => Err(("unexpected {{else}}".to_string(), pos)),
@@ -114,6 +135,7 @@ pub(crate) fn parse(name: &str, src: &str) -> Result<Tree, String> {
         Ok(root) => Ok(Tree {
             root,
             slots: p.slots,
+            defs: p.defs,
         }),
         Err((msg, pos)) => Err(format!("template: {name}:{}: {msg}", line_of(pos))),
     }
@@ -136,7 +158,14 @@ struct Parser {
     vars: Vec<(String, usize)>,
     slots: usize,
     range_depth: usize,
+    defs: std::collections::HashMap<String, Def>,
+    /// Current nesting of parentheses and control structures, against [`MAX_DEPTH`].
+    depth: usize,
 }
+
+/// Nesting allowed in a template (Go has a similar "max expression depth"); parsing and
+/// execution recurse on the native stack.
+const MAX_DEPTH: usize = 100;
 
 const EOF: Token = Token {
     kind: Tok::Eof,
@@ -172,29 +201,132 @@ impl Parser {
         }
     }
 
+    /// The top-level list, where `{{define}}` may appear.
+    fn parse_top(&mut self) -> PResult<(Vec<Node>, Term)> {
+        let mut nodes = Vec::new();
+        loop {
+            if self.peek().kind == Tok::LeftDelim && self.peek_at(1).kind == Tok::Keyword("define")
+            {
+                self.i += 2;
+                self.definition()?;
+                continue;
+            }
+            let (mut part, term) = self.parse_list_until_define()?;
+            nodes.append(&mut part);
+            if let Some(term) = term {
+                return Ok((nodes, term));
+            }
+        }
+    }
+
+    /// Like `parse_list`, but stops (returning `None`) before a `{{define`.
+    fn parse_list_until_define(&mut self) -> PResult<(Vec<Node>, Option<Term>)> {
+        let mut nodes = Vec::new();
+        loop {
+            if self.peek().kind == Tok::LeftDelim && self.peek_at(1).kind == Tok::Keyword("define")
+            {
+                return Ok((nodes, None));
+            }
+            match self.list_item()? {
+                Ok(node) => nodes.push(node),
+                Err(term) => return Ok((nodes, Some(term))),
+            }
+        }
+    }
+
+    /// One text or action node, or the terminator that ends the list.
+    fn list_item(&mut self) -> PResult<Result<Node, Term>> {
+        let t = self.next();
+        match t.kind {
+            Tok::Eof => Ok(Err(Term::Eof)),
+            Tok::Text(s) => Ok(Ok(Node::Text(s))),
+            Tok::LeftDelim => {
+                let kw = self.peek().clone();
+                match kw.kind {
+                    Tok::Keyword("end") => {
+                        self.next();
+                        self.expect_right_delim("end")?;
+                        Ok(Err(Term::End(kw.pos)))
+                    }
+                    Tok::Keyword("else") => {
+                        self.next();
+                        Ok(Err(Term::Else(kw.pos)))
+                    }
+                    _ => Ok(Ok(self.action()?)),
+                }
+            }
+            other => Err((format!("unexpected {}", describe(&other)), t.pos)),
+        }
+    }
+
+    /// Parses a named template body in a fresh variable scope (`$` only), through `{{end}}`.
+    fn named_body(&mut self, context: &str) -> PResult<Def> {
+        self.enter()?;
+        let r = self.named_body_inner(context);
+        self.depth -= 1;
+        r
+    }
+
+    fn named_body_inner(&mut self, context: &str) -> PResult<Def> {
+        let saved_vars = std::mem::replace(&mut self.vars, vec![("$".to_string(), 0)]);
+        let saved_slots = std::mem::replace(&mut self.slots, 1);
+        let saved_depth = std::mem::replace(&mut self.range_depth, 0);
+        let listed = self.parse_list();
+        self.vars = saved_vars;
+        let slots = std::mem::replace(&mut self.slots, saved_slots);
+        self.range_depth = saved_depth;
+        let (root, term) = listed?;
+        match term {
+            Term::End(_) => Ok(Def { root, slots }),
+            Term::Else(pos) => Err((format!("unexpected {{{{else}}}} in {context}"), pos)),
+            Term::Eof => Err(("unexpected EOF".into(), self.peek().pos)),
+        }
+    }
+
+    fn add_def(&mut self, name: String, def: Def, pos: usize) -> PResult<()> {
+        let empty = |d: &Def| {
+            d.root
+                .iter()
+                .all(|n| matches!(n, Node::Text(t) if t.trim().is_empty()))
+        };
+        match self.defs.get(&name) {
+            Some(old) if !empty(old) && !empty(&def) => Err((
+                format!("template: multiple definition of template {}", quote(&name)),
+                pos,
+            )),
+            Some(old) if empty(&def) && !empty(old) => Ok(()),
+            _ => {
+                self.defs.insert(name, def);
+                Ok(())
+            }
+        }
+    }
+
+    /// `{{define "name"}}…{{end}}` after the keyword.
+    fn definition(&mut self) -> PResult<()> {
+        let (name, pos) = self.template_name("define clause")?;
+        self.expect_right_delim("define clause")?;
+        let def = self.named_body("define clause")?;
+        self.add_def(name, def, pos)
+    }
+
+    fn template_name(&mut self, context: &str) -> PResult<(String, usize)> {
+        let t = self.next();
+        match t.kind {
+            Tok::Str(s) => Ok((s, t.pos)),
+            other => Err((
+                format!("unexpected {} in {context}", describe(&other)),
+                t.pos,
+            )),
+        }
+    }
+
     fn parse_list(&mut self) -> PResult<(Vec<Node>, Term)> {
         let mut nodes = Vec::new();
         loop {
-            let t = self.next();
-            match t.kind {
-                Tok::Eof => return Ok((nodes, Term::Eof)),
-                Tok::Text(s) => nodes.push(Node::Text(s)),
-                Tok::LeftDelim => {
-                    let kw = self.peek().clone();
-                    match kw.kind {
-                        Tok::Keyword("end") => {
-                            self.next();
-                            self.expect_right_delim("end")?;
-                            return Ok((nodes, Term::End(kw.pos)));
-                        }
-                        Tok::Keyword("else") => {
-                            self.next();
-                            return Ok((nodes, Term::Else(kw.pos)));
-                        }
-                        _ => nodes.push(self.action()?),
-                    }
-                }
-                other => return Err((format!("unexpected {}", describe(&other)), t.pos)),
+            match self.list_item()? {
+                Ok(node) => nodes.push(node),
+                Err(term) => return Ok((nodes, term)),
             }
         }
     }
@@ -227,16 +359,56 @@ impl Parser {
                     Node::Continue
                 })
             }
-            Tok::Keyword(kw) => Err((
-                format!("{{{{{kw}}}}} is not supported in log templates"),
-                t.pos,
-            )),
+            Tok::Keyword("template") => {
+                self.next();
+                let (name, _) = self.template_name("template clause")?;
+                let pipe = if self.peek().kind == Tok::RightDelim {
+                    self.next();
+                    None
+                } else {
+                    Some(self.pipeline("template clause", false)?)
+                };
+                Ok(Node::Template(Box::new(TemplateCall {
+                    name,
+                    pipe,
+                    pos: t.pos,
+                })))
+            }
+            Tok::Keyword("block") => {
+                self.next();
+                let (name, pos) = self.template_name("block clause")?;
+                let pipe = self.pipeline("block clause", false)?;
+                let def = self.named_body("block clause")?;
+                self.add_def(name.clone(), def, pos)?;
+                Ok(Node::Template(Box::new(TemplateCall {
+                    name,
+                    pipe: Some(pipe),
+                    pos: t.pos,
+                })))
+            }
+            Tok::Keyword(kw) => Err((format!("unexpected <{kw}> in command"), t.pos)),
             _ => Ok(Node::Action(self.pipeline("command", false)?)),
         }
     }
 
     /// `if`/`with`/`range` after the keyword, through the matching `{{end}}`.
     fn control(&mut self, kind: &'static str) -> PResult<Branch> {
+        self.enter()?;
+        let r = self.control_inner(kind);
+        self.depth -= 1;
+        r
+    }
+
+    fn enter(&mut self) -> PResult<()> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            self.depth -= 1;
+            return Err(("max expression depth exceeded".into(), self.peek().pos));
+        }
+        Ok(())
+    }
+
+    fn control_inner(&mut self, kind: &'static str) -> PResult<Branch> {
         let mark = self.vars.len();
         let pipe = self.pipeline(kind, false)?;
         if kind == "range" {
@@ -303,6 +475,13 @@ impl Parser {
 
     /// A pipeline up to `}}` (or `)` when `paren`), including declarations.
     fn pipeline(&mut self, context: &str, paren: bool) -> PResult<Pipe> {
+        self.enter()?;
+        let r = self.pipeline_inner(context, paren);
+        self.depth -= 1;
+        r
+    }
+
+    fn pipeline_inner(&mut self, context: &str, paren: bool) -> PResult<Pipe> {
         let start = self.peek().pos;
         // Declarations: `$x :=`, `$x =`, and `$i, $e :=` in range.
         let mut pending: Vec<(String, usize, bool)> = Vec::new();
@@ -655,5 +834,18 @@ mod tests {
         assert_eq!(number("0x1F").ok().and_then(|n| n.int), Some(31));
         assert_eq!(number("'a'").ok().and_then(|n| n.int), Some(97));
         assert!(number("99999999999999999999").is_err());
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let deep = format!("{{{{ {}1{} }}}}", "(".repeat(5000), ")".repeat(5000));
+        assert_eq!(
+            err(&deep),
+            "template: line:1: max expression depth exceeded"
+        );
+        let ifs = "{{ if 1 }}".repeat(5000);
+        assert_eq!(err(&ifs), "template: line:1: max expression depth exceeded");
+        let ok = format!("{{{{ {}1{} }}}}", "(".repeat(50), ")".repeat(50));
+        assert!(parse("line", &ok).is_ok());
     }
 }

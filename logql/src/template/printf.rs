@@ -28,7 +28,7 @@ struct Flags {
 pub(crate) fn write_value(out: &mut String, v: &Value<'_>) {
     match v {
         Value::Str(s) => out.push_str(s),
-        Value::Int(i) => {
+        Value::Int(i) | Value::Int64(i) => {
             let _ = write!(out, "{i}");
         }
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -114,7 +114,7 @@ pub(crate) fn sprintf(out: &mut String, format: &str, args: &[Value<'_>]) {
         if i < end && b[i] == b'*' {
             i += 1;
             match args.get(arg_num) {
-                Some(Value::Int(n)) => {
+                Some(Value::Int(n) | Value::Int64(n)) => {
                     if *n < 0 {
                         f.minus = true;
                         f.zero = false;
@@ -159,8 +159,10 @@ pub(crate) fn sprintf(out: &mut String, format: &str, args: &[Value<'_>]) {
             if i < end && b[i] == b'*' {
                 i += 1;
                 match args.get(arg_num) {
-                    Some(Value::Int(n)) if *n >= 0 => f.prec = Some((*n).min(1_000_000) as usize),
-                    Some(Value::Int(_)) => f.prec = None,
+                    Some(Value::Int(n) | Value::Int64(n)) if *n >= 0 => {
+                        f.prec = Some((*n).min(1_000_000) as usize)
+                    }
+                    Some(Value::Int(_) | Value::Int64(_)) => f.prec = None,
                     _ => out.push_str("%!(BADPREC)"),
                 }
                 arg_num += 1;
@@ -300,7 +302,7 @@ fn print_arg(out: &mut String, v: &Value<'_>, verb: char, f: Flags) {
             't' | 'v' => pad(out, if *b { "true" } else { "false" }, f),
             _ => bad_verb(out, v, verb, f),
         },
-        Value::Int(i) => fmt_integer(out, v, *i, verb, f),
+        Value::Int(i) | Value::Int64(i) => fmt_integer(out, v, *i, verb, f),
         Value::Float(x) => match verb {
             'v' => fmt_float(out, *x, 'g', None, f),
             'g' | 'G' | 'e' | 'E' | 'f' | 'F' => {

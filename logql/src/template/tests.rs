@@ -498,6 +498,16 @@ fn time_functions() -> Result<(), String> {
     );
     assert_eq!(r(r#"{{ date "2006" 0 }}"#)?, "1970");
     assert!(r(r#"{{ unixToTime "123" }}"#).is_err());
+    assert_eq!(r("{{ (__timestamp__).Year }}-{{ (__timestamp__).YearDay }} {{ (__timestamp__).Hour }}:{{ (__timestamp__).Minute }}:{{ (__timestamp__).Second }}")?, "2025-324 1:59:59");
+    let e = r(r#"{{ (__timestamp__).Format "2006" }}"#)
+        .err()
+        .unwrap_or_default();
+    assert!(e.contains("can't evaluate field Format"), "{e}");
+    let lb = labels(&[("ts", "2025-11-20T01:59:59.697371Z")]);
+    let src = r#"{{ toDateInZone "2006-01-02T15:04:05.999999999Z" "UTC" .ts | unixEpochMillis }}"#;
+    assert_eq!(run(src, &lb)?, "1763603999697");
+    let src = r#"{{ .ts | toDate "2006-01-02T15:04:05Z07:00" | date "Jan _2 15:04:05.000" }}"#;
+    assert_eq!(run(src, &lb)?, "Nov 20 01:59:59.697");
     let now = r(r#"{{ now | date "2006" }}"#)?;
     assert!(now.len() == 4 && now.as_str() >= "2024", "{now}");
     Ok(())
@@ -545,7 +555,14 @@ fn execution_errors() {
     let lb = labels(&[("a", "x")]);
     let e = run("{{ .a.b }}", &lb).err().unwrap_or_default();
     assert!(e.ends_with("can't evaluate field b in type string"), "{e}");
-    assert!(err(r#"{{ index "abc" 5 }}"#).contains("index out of range: 5"));
+    assert_eq!(
+        err(r#"{{ index "abc" 5 }}"#),
+        r#"template: line:1:3: executing "line" at <index "abc" 5>: error calling index: index out of range: 5"#
+    );
+    assert!(err("{{ range 1000000000000 }}{{ end }}").contains("range iterations"));
+    assert!(err(r#"{{ repeat 1000000000 "xy" }}"#).contains("byte limit"));
+    assert!(err(r#"{{ alignLeft 1000000000 "x" }}"#).contains("byte limit"));
+    assert!(err(r#"{{ range "abc" }}{{ end }}"#).contains("range can't iterate over abc"));
 }
 
 #[test]
@@ -558,7 +575,7 @@ fn parse_errors() {
         "{{ .a | }}",
         "{{ ( 1 }}",
         "{{ 1 | 2 }}",
-        "{{ define \"x\" }}{{ end }}",
+        "{{ define \"x\" }}",
     ] {
         assert!(Template::parse(src).is_err(), "{src}");
     }
@@ -584,6 +601,12 @@ fn template_is_send_sync_and_reusable() -> Result<(), String> {
         assert_eq!(buf, format!("{a}-{line}"));
     }
     assert!(Template::parse("abc")?.is_constant());
+    assert_eq!(
+        Template::parse("{{ .message }}")?.single_field(),
+        Some("message")
+    );
+    assert_eq!(Template::parse("{{ .a.b }}")?.single_field(), None);
+    assert_eq!(Template::parse("x{{ .a }}")?.single_field(), None);
     Ok(())
 }
 
@@ -677,5 +700,65 @@ fn conformance_goldens_line_format() -> Result<(), String> {
         }
     }
     assert!(checked >= 60, "only {checked} golden lines checked");
+    Ok(())
+}
+
+#[test]
+fn sprig_math_returns_int64() {
+    // sprig's integer math gives int64, which Go refuses where an int is expected.
+    assert_eq!(
+        ok(r#"{{ printf "%T %T %T" (add 1 2) (len "x") (int "3") }}"#),
+        "int64 int int"
+    );
+    let e = err(r#"{{ trunc (add 1 2) "abcdef" }}"#);
+    assert!(
+        e.ends_with("wrong type for value; expected int; got int64"),
+        "{e}"
+    );
+    assert_eq!(
+        ok(
+            r#"{{ trunc (int (add 1 2)) "abcdef" }} {{ eq (add 1 1) 2 }} {{ lt (len "ab") (sub 5 1) }}"#
+        ),
+        "abc true true"
+    );
+}
+
+#[test]
+fn define_template_and_block() {
+    let lb = labels(&[("a", "A")]);
+    let r = |src: &str| run(src, &lb).unwrap_or_else(|e| e);
+    assert_eq!(
+        r(r#"{{ define "t" }}<{{ . }}>{{ end }}{{ template "t" .a }}{{ template "t" "x" }}"#),
+        "<A><x>"
+    );
+    // Use before definition, and `$` is the template's own dot.
+    assert_eq!(
+        r(r#"{{ template "t" 5 }}{{ define "t" }}{{ $ }}{{ $v := 1 }}{{ $v }}{{ end }}"#),
+        "51"
+    );
+    assert_eq!(r(r#"[{{ block "b" .a }}{{ . | lower }}{{ end }}]"#), "[a]");
+    assert_eq!(
+        r(r#"{{ template "t" }}{{ define "t" }}{{ . }}{{ end }}"#),
+        "<no value>"
+    );
+    assert!(r(r#"{{ template "nope" }}"#).ends_with(r#"template "nope" not defined"#));
+    assert!(
+        r(r#"{{ define "r" }}{{ template "r" }}{{ end }}{{ template "r" }}"#)
+            .contains("maximum template depth")
+    );
+    assert!(Template::parse(r#"{{ if 1 }}{{ define "x" }}{{ end }}{{ end }}"#).is_err());
+    assert!(Template::parse(r#"{{ define "x" }}a{{ end }}{{ define "x" }}b{{ end }}"#).is_err());
+    assert!(Template::parse(r#"{{ define "x" }}{{ $y }}{{ end }}{{ $y := 1 }}"#).is_err());
+}
+
+#[test]
+fn worst_case_nesting_fits_the_stack() -> Result<(), String> {
+    // 97 nested ifs inside a template that recurses to the depth limit: must error, not crash.
+    let body = format!("{}x{}", "{{ if 1 }}".repeat(97), "{{ end }}".repeat(97));
+    let src = String::from(r#"{{ define "r" }}"#)
+        + &body
+        + r#"{{ template "r" }}{{ end }}{{ template "r" }}"#;
+    let e = run(&src, &labels(&[])).err().unwrap_or_default();
+    assert!(e.contains("maximum template depth"), "{e}");
     Ok(())
 }

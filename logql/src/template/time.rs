@@ -72,7 +72,7 @@ impl GoTime {
     }
 
     /// Civil fields in the time's own zone.
-    fn fields(&self) -> Fields {
+    pub(crate) fn fields(&self) -> Fields {
         let local = self.secs + i64::from(self.offset);
         let days = local.div_euclid(86_400);
         let sod = local.rem_euclid(86_400);
@@ -204,15 +204,18 @@ fn sign_abs(v: i32) -> (char, i32) {
     }
 }
 
-struct Fields {
-    year: i64,
-    month: u32,
-    day: u32,
-    hour: u32,
-    min: u32,
-    sec: u32,
-    weekday: usize,
-    yday: u32,
+/// Civil fields of a time in its own zone.
+pub(crate) struct Fields {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub min: u32,
+    pub sec: u32,
+    /// 0 = Sunday.
+    pub weekday: usize,
+    /// 1-based day of the year.
+    pub yday: u32,
 }
 
 const LONG_MONTHS: [&str; 12] = [

@@ -17,6 +17,9 @@ pub(crate) enum Value<'a> {
     Nil,
     Bool(bool),
     Int(i64),
+    /// Go's `int64`, what sprig's integer math returns. Prints and compares like `Int`,
+    /// but Go refuses it for an `int` parameter.
+    Int64(i64),
     Float(f64),
     Str(Cow<'a, str>),
     Time(GoTime),
@@ -47,6 +50,7 @@ impl<'a> Value<'a> {
             Value::Nil => "<nil>",
             Value::Bool(_) => "bool",
             Value::Int(_) => "int",
+            Value::Int64(_) => "int64",
             Value::Float(_) => "float64",
             Value::Str(_) => "string",
             Value::Time(_) => "time.Time",
@@ -61,7 +65,7 @@ impl<'a> Value<'a> {
         match self {
             Value::Nil => false,
             Value::Bool(b) => *b,
-            Value::Int(i) => *i != 0,
+            Value::Int(i) | Value::Int64(i) => *i != 0,
             Value::Float(f) => *f != 0.0,
             Value::Str(s) => !s.is_empty(),
             Value::Time(_) => true,
