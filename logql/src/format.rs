@@ -314,7 +314,8 @@ fn bytes(v: u64) -> String {
         ("KB", 1000),
     ];
     if v == 0 {
-        return "0B".into();
+        // Not `0B`: Go's scanner reads `0B` as an empty binary literal.
+        return "0KB".into();
     }
     for (unit, mult) in UNITS {
         if v % mult == 0 {
@@ -490,6 +491,16 @@ fn write_operand(f: &mut Formatter<'_>, e: &SampleExpr, parent: BinOp, right: bo
     }
 }
 
+fn write_operand_to(out: &mut String, e: &SampleExpr, parent: BinOp) -> fmt::Result {
+    struct Operand<'a>(&'a SampleExpr, BinOp);
+    impl Display for Operand<'_> {
+        fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+            write_operand(f, self.0, self.1, true)
+        }
+    }
+    write!(out, "{}", Operand(e, parent))
+}
+
 impl Display for BinaryExpr {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         write_operand(f, &self.lhs, self.op, false)?;
@@ -497,11 +508,16 @@ impl Display for BinaryExpr {
         if self.return_bool {
             f.write_str(" bool")?;
         }
+        let mut rhs = String::new();
+        write_operand_to(&mut rhs, &self.rhs, self.op)?;
         if let Some(m) = &self.matching {
             write!(f, " {m}")?;
+            // `group_left (` would read the right operand's parenthesis as the label list.
+            if m.group.as_ref().is_some_and(|g| g.include.is_empty()) && rhs.starts_with('(') {
+                f.write_str(" ()")?;
+            }
         }
-        f.write_char(' ')?;
-        write_operand(f, &self.rhs, self.op, true)
+        write!(f, " {rhs}")
     }
 }
 
@@ -601,5 +617,6 @@ mod tests {
         assert_eq!(bytes(1024), "1KiB");
         assert_eq!(bytes(1_500_000), "1500KB");
         assert_eq!(bytes(7), "7B");
+        assert_eq!(bytes(0), "0KB");
     }
 }

@@ -8,7 +8,7 @@ use nom::Parser;
 
 use super::pipeline::{pipeline, signed_number, unwrap};
 use super::selector::selector;
-use super::{fail, fail_hard, ident, parse_float, string, t, Input, PResult};
+use super::{fail, fail_hard, ident, nested, parse_float, string, t, Input, PResult};
 use crate::ast::{
     BinOp, BinaryExpr, Expr, GroupModifier, Grouping, LabelReplace, LogExpr, LogRange,
     RangeAggregation, RangeOp, SampleExpr, VectorAggregation, VectorMatching, VectorOp,
@@ -79,6 +79,10 @@ pub(crate) fn binop_symbol(op: BinOp) -> &'static str {
 
 /// Precedence climbing over binary operators.
 fn expr(i: Input<'_>, min_prec: u8) -> PResult<'_, Node> {
+    nested(i, |i| expr_inner(i, min_prec))
+}
+
+fn expr_inner(i: Input<'_>, min_prec: u8) -> PResult<'_, Node> {
     let (mut i, mut lhs) = primary(i)?;
     while let Some((op, prec)) = binop_of(i.tok()) {
         if prec < min_prec {
@@ -452,6 +456,10 @@ fn opt_unwrap(i: Input<'_>) -> PResult<'_, Option<crate::ast::Unwrap>> {
 
 /// A log range in any of Loki's placements.
 fn log_range(i: Input<'_>) -> PResult<'_, LogRange> {
+    nested(i, log_range_inner)
+}
+
+fn log_range_inner(i: Input<'_>) -> PResult<'_, LogRange> {
     if let Tok::LParen = i.tok() {
         let i = i.advance(1);
         if let Tok::LParen = i.tok() {

@@ -5,7 +5,7 @@ use nom::combinator::cut;
 use nom::Parser;
 
 use super::selector::{match_op, matcher};
-use super::{fail, fail_hard, ident, parse_float, string, t, Input, PResult};
+use super::{fail, fail_hard, ident, nested, parse_float, string, t, Input, PResult};
 use crate::ast::{
     CmpOp, LabelExtraction, LabelFilterExpr, LabelFormatOp, LabelFormatSrc, LabelSelect,
     LineFilter, LineFilterOp, LineFilterValue, MatchOp, Stage, Unwrap, UnwrapConv,
@@ -218,6 +218,10 @@ fn named_matchers(mut i: Input<'_>) -> PResult<'_, Vec<LabelSelect>> {
 /// right of the comma the right operand. Hence:
 /// `E := T (or T)*`, `T := U (and U)*`, `U := P [(","|juxtaposition) E]`.
 pub(super) fn label_filter(i: Input<'_>) -> PResult<'_, LabelFilterExpr> {
+    nested(i, label_filter_inner)
+}
+
+fn label_filter_inner(i: Input<'_>) -> PResult<'_, LabelFilterExpr> {
     let (mut i, mut lhs) = lf_and(i)?;
     while let Tok::Kw(Kw::Or) = i.tok() {
         let (rest, rhs) = cut(lf_and).parse(i.advance(1))?;
