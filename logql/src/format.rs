@@ -269,7 +269,9 @@ impl Display for LabelFilterExpr {
             LabelFilterExpr::String { name, op, value } => {
                 write!(f, "{name}{op}{}", go_quote(value))
             }
-            LabelFilterExpr::Number { name, op, value } => write!(f, "{name}{op}{}", number(*value)),
+            LabelFilterExpr::Number { name, op, value } => {
+                write!(f, "{name}{op}{}", number(*value))
+            }
             LabelFilterExpr::Duration { name, op, value_ns } => {
                 write!(f, "{name}{op}{}", duration(*value_ns))
             }
@@ -318,7 +320,7 @@ fn bytes(v: u64) -> String {
         return "0KB".into();
     }
     for (unit, mult) in UNITS {
-        if v % mult == 0 {
+        if v.checked_rem(mult) == Some(0) {
             return format!("{}{unit}", v / mult);
         }
     }
@@ -464,7 +466,11 @@ impl Display for VectorMatching {
             self.labels.join(", ")
         )?;
         if let Some(g) = &self.group {
-            f.write_str(if g.left { " group_left" } else { " group_right" })?;
+            f.write_str(if g.left {
+                " group_left"
+            } else {
+                " group_right"
+            })?;
             if !g.include.is_empty() {
                 write!(f, " ({})", g.include.join(", "))?;
             }
@@ -585,14 +591,19 @@ mod tests {
             r#"sum by (host) (count_over_time({job="a"}[5m]))"#
         );
         assert_eq!(
-            canon(r#"quantile_over_time(0.99, {a="b"} | json | unwrap duration(d) | __error__="" [10m] offset 1h) by (x, y)"#),
+            canon(
+                r#"quantile_over_time(0.99, {a="b"} | json | unwrap duration(d) | __error__="" [10m] offset 1h) by (x, y)"#
+            ),
             r#"quantile_over_time(0.99, {a="b"} | json | unwrap duration(d) | __error__="" [10m] offset 1h) by (x, y)"#
         );
         assert_eq!(
             canon(r#"{a="b"} | x > 1.5MB, y < 250ms or z == 3"#),
             r#"{a="b"} | x>1500KB, y<250ms or z==3"#
         );
-        assert_eq!(canon("(1 + 2) * x"), "ERR parse error at line 1, col 11: syntax error: unexpected IDENTIFIER");
+        assert_eq!(
+            canon("(1 + 2) * x"),
+            "ERR parse error at line 1, col 11: syntax error: unexpected IDENTIFIER"
+        );
         assert_eq!(canon("2 ^ 3 ^ 2"), "512");
     }
 

@@ -216,9 +216,9 @@ fn literal_folding() {
 
 #[test]
 fn binary_precedence_and_modifiers() {
-    let SampleExpr::Binary(b) =
-        sample(r#"rate({a="b"}[1m]) + rate({a="b"}[1m]) * on (x) group_left (y) rate({a="b"}[1m]) > bool 1"#)
-    else {
+    let SampleExpr::Binary(b) = sample(
+        r#"rate({a="b"}[1m]) + rate({a="b"}[1m]) * on (x) group_left (y) rate({a="b"}[1m]) > bool 1"#,
+    ) else {
         panic!("not binary")
     };
     assert_eq!(b.op, BinOp::Gt);
@@ -256,18 +256,22 @@ fn range_placements_accepted_by_loki() {
     ] {
         assert_eq!(parse(q).map(|e| format(&e)), base, "{q}");
     }
-    let SampleExpr::Range(r) = sample(r#"sum_over_time(({a="b"})[5m] offset 1m | unwrap x)"#) else {
+    let SampleExpr::Range(r) = sample(r#"sum_over_time(({a="b"})[5m] offset 1m | unwrap x)"#)
+    else {
         panic!()
     };
     assert_eq!(r.range.offset_ns, 60_000_000_000);
     assert_eq!(r.range.unwrap.map(|u| u.label), Some("x".into()));
-    let SampleExpr::Range(r) =
-        sample(r#"avg_over_time({a="b"}[5m] offset -30s | logfmt | unwrap bytes(x) | __error__="") by (h)"#)
-    else {
+    let SampleExpr::Range(r) = sample(
+        r#"avg_over_time({a="b"}[5m] offset -30s | logfmt | unwrap bytes(x) | __error__="") by (h)"#,
+    ) else {
         panic!()
     };
     assert_eq!(r.range.offset_ns, -30_000_000_000);
-    assert_eq!(r.range.unwrap.as_ref().map(|u| u.conv), Some(UnwrapConv::Bytes));
+    assert_eq!(
+        r.range.unwrap.as_ref().map(|u| u.conv),
+        Some(UnwrapConv::Bytes)
+    );
     assert_eq!(r.range.unwrap.map(|u| u.post_filters.len()), Some(1));
 }
 
@@ -285,13 +289,17 @@ fn vector_aggregation_grouping_prefix_and_suffix() {
             labels: vec!["h".into()]
         })
     );
-    assert!(matches!(sample(r#"sum by (count) (count_over_time({a="b"}[1m]))"#), SampleExpr::Vector(_)));
+    assert!(matches!(
+        sample(r#"sum by (count) (count_over_time({a="b"}[1m]))"#),
+        SampleExpr::Vector(_)
+    ));
 }
 
 #[test]
 fn comments_and_case_insensitive_keywords() {
     let a = parse("sum(count_over_time({a=\"b\"} |= \"x\" [1m])) # trailing\n").map(|e| format(&e));
-    let b = parse("SUM(/* c */Count_Over_Time({a=\"b\"} // x\n |= \"x\" [1m]))").map(|e| format(&e));
+    let b =
+        parse("SUM(/* c */Count_Over_Time({a=\"b\"} // x\n |= \"x\" [1m]))").map(|e| format(&e));
     // As in Loki, a comment between a function word and `(` makes the word a plain name.
     assert!(parse("sum /* c */ (vector(1))").is_err());
     assert_eq!(a, b);
@@ -386,7 +394,14 @@ fn rejected_queries() {
         assert_eq!(err(q), want, "{q}");
     }
     let big = format!("{{a=\"{}\"}}", "x".repeat(131_072));
-    assert!(matches!(parse(&big), Err(Error::Parse { line: 0, col: 0, .. })));
+    assert!(matches!(
+        parse(&big),
+        Err(Error::Parse {
+            line: 0,
+            col: 0,
+            ..
+        })
+    ));
     assert_eq!(
         err(&big),
         format!("parse error : input size too long ({} > 131072)", big.len())
@@ -417,9 +432,17 @@ fn deep_nesting_checks() {
     let deep = 60_000;
     for q in [
         format!("{}vector(1){}", "(".repeat(deep), ")".repeat(deep)),
-        format!("{{a=\"b\"}} | {}x=\"1\"{}", "(".repeat(deep), ")".repeat(deep)),
+        format!(
+            "{{a=\"b\"}} | {}x=\"1\"{}",
+            "(".repeat(deep),
+            ")".repeat(deep)
+        ),
         format!("vector(1){}", " ^ vector(1)".repeat(deep / 10)),
-        format!("{}vector(1){}", "sum(".repeat(deep / 4), ")".repeat(deep / 4)),
+        format!(
+            "{}vector(1){}",
+            "sum(".repeat(deep / 4),
+            ")".repeat(deep / 4)
+        ),
     ] {
         let e = err(&q);
         assert!(e.contains("nested more than 256 levels"), "{e}");
@@ -455,7 +478,17 @@ const NAMES: [&str; 12] = [
     "app", "job", "level", "host", "status", "_x", "a1", "Env", "rate", "count", "bytes", "vector",
 ];
 const STRS: [&str; 11] = [
-    "", "x", "a\"b", "back\\slash", "new\nline", "tab\t", "é✓", "\u{1}\u{7f}", "{{.a}}", "(?P<x>\\d+)", "`raw`",
+    "",
+    "x",
+    "a\"b",
+    "back\\slash",
+    "new\nline",
+    "tab\t",
+    "é✓",
+    "\u{1}\u{7f}",
+    "{{.a}}",
+    "(?P<x>\\d+)",
+    "`raw`",
 ];
 const NUMS: [f64; 8] = [0.0, 1.0, 2.5, -3.0, 1e-7, 123_456_789.0, 0.1, 1e21];
 const DURS: [i64; 9] = [
@@ -489,7 +522,14 @@ fn match_op(r: &mut Rng) -> MatchOp {
     r.pick(&[MatchOp::Eq, MatchOp::Neq, MatchOp::Re, MatchOp::Nre])
 }
 fn cmp_op(r: &mut Rng) -> CmpOp {
-    r.pick(&[CmpOp::Eq, CmpOp::Neq, CmpOp::Gt, CmpOp::Ge, CmpOp::Lt, CmpOp::Le])
+    r.pick(&[
+        CmpOp::Eq,
+        CmpOp::Neq,
+        CmpOp::Gt,
+        CmpOp::Ge,
+        CmpOp::Lt,
+        CmpOp::Le,
+    ])
 }
 fn labels(r: &mut Rng) -> Vec<String> {
     (0..r.below(3)).map(|_| name(r)).collect()
@@ -530,7 +570,10 @@ fn lf_leaf(r: &mut Rng) -> LabelFilterExpr {
 // P := leaf | Paren(E). `closed` forbids a trailing comma chain (it would swallow what follows).
 fn lf_e(r: &mut Rng, depth: u32, closed: bool) -> LabelFilterExpr {
     if depth > 0 && r.below(4) == 0 {
-        LabelFilterExpr::Or(Box::new(lf_e(r, depth - 1, true)), Box::new(lf_t(r, depth - 1, closed)))
+        LabelFilterExpr::Or(
+            Box::new(lf_e(r, depth - 1, true)),
+            Box::new(lf_t(r, depth - 1, closed)),
+        )
     } else {
         lf_t(r, depth, closed)
     }
@@ -767,7 +810,8 @@ fn sample_expr(r: &mut Rng, depth: u32) -> SampleExpr {
             let op = r.pick(&VECTOR_OPS);
             SampleExpr::Vector(VectorAggregation {
                 op,
-                param: matches!(op, VectorOp::Topk | VectorOp::Bottomk).then(|| r.pick(&[1.0, 3.0, 10.0])),
+                param: matches!(op, VectorOp::Topk | VectorOp::Bottomk)
+                    .then(|| r.pick(&[1.0, 3.0, 10.0])),
                 expr: Box::new(sample_expr(r, depth - 1)),
                 grouping: grouping(r),
             })

@@ -210,17 +210,7 @@ fn bin_modifiers(i: Input<'_>) -> PResult<'_, (bool, Option<VectorMatching>)> {
             (i, Some(GroupModifier { left, include }))
         }
     };
-    Ok((
-        i,
-        (
-            return_bool,
-            Some(VectorMatching {
-                on,
-                labels,
-                group,
-            }),
-        ),
-    ))
+    Ok((i, (return_bool, Some(VectorMatching { on, labels, group }))))
 }
 
 /// `( )` or `( a, b, … )`.
@@ -371,7 +361,8 @@ fn vector_aggregation(i: Input<'_>, op: VectorOp) -> PResult<'_, VectorAggregati
     let (i, _) = cut(t(Tok::LParen)).parse(i)?;
     let (i, param_text) = number_param(i);
     let param = param_text.map(|text| {
-        if matches!(op, VectorOp::Topk | VectorOp::Bottomk) && !text.bytes().all(|b| b.is_ascii_digit())
+        if matches!(op, VectorOp::Topk | VectorOp::Bottomk)
+            && !text.bytes().all(|b| b.is_ascii_digit())
         {
             i.defer(Error::parse_msg(format!(
                 "invalid parameter {}({text},",

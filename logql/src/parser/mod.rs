@@ -301,7 +301,9 @@ pub(crate) fn parse_float(text: &str) -> Result<f64, String> {
     }
     match text.parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(v),
-        Ok(_) => Err(format!("strconv.ParseFloat: parsing {q}: value out of range")),
+        Ok(_) => Err(format!(
+            "strconv.ParseFloat: parsing {q}: value out of range"
+        )),
         Err(_) => Err(format!("strconv.ParseFloat: parsing {q}: invalid syntax")),
     }
 }

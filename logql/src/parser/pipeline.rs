@@ -168,7 +168,10 @@ fn label_format_ops(mut i: Input<'_>) -> PResult<'_, Vec<LabelFormatOp>> {
         let (rest, dst) = cut(ident).parse(i)?;
         let (rest, _) = cut(t(Tok::Eq)).parse(rest)?;
         let (rest, src) = match rest.tok() {
-            Tok::Ident => (rest.advance(1), LabelFormatSrc::Rename(rest.token().text.into())),
+            Tok::Ident => (
+                rest.advance(1),
+                LabelFormatSrc::Rename(rest.token().text.into()),
+            ),
             Tok::Str(s) => (rest.advance(1), LabelFormatSrc::Template(s.clone())),
             _ => return fail_hard(rest),
         };
