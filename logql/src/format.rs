@@ -296,6 +296,9 @@ fn number(v: f64) -> String {
         "NaN".into()
     } else if v.is_infinite() {
         if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else if v == 0.0 {
+        // Never `-0`: Loki's lexer reads `-0` as a duration (Go's `time.ParseDuration` accepts it).
+        "0".into()
     } else {
         format!("{v}")
     }
