@@ -269,7 +269,9 @@ impl Display for LabelFilterExpr {
             LabelFilterExpr::String { name, op, value } => {
                 write!(f, "{name}{op}{}", go_quote(value))
             }
-            LabelFilterExpr::Number { name, op, value } => write!(f, "{name}{op}{}", number(*value)),
+            LabelFilterExpr::Number { name, op, value } => {
+                write!(f, "{name}{op}{}", number(*value))
+            }
             LabelFilterExpr::Duration { name, op, value_ns } => {
                 write!(f, "{name}{op}{}", duration(*value_ns))
             }
@@ -294,6 +296,9 @@ fn number(v: f64) -> String {
         "NaN".into()
     } else if v.is_infinite() {
         if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else if v == 0.0 {
+        // Never `-0`: Loki's lexer reads `-0` as a duration (Go's `time.ParseDuration` accepts it).
+        "0".into()
     } else {
         format!("{v}")
     }
@@ -314,10 +319,11 @@ fn bytes(v: u64) -> String {
         ("KB", 1000),
     ];
     if v == 0 {
-        return "0B".into();
+        // Not `0B`: Go's scanner reads `0B` as an empty binary literal.
+        return "0KB".into();
     }
     for (unit, mult) in UNITS {
-        if v % mult == 0 {
+        if v.checked_rem(mult) == Some(0) {
             return format!("{}{unit}", v / mult);
         }
     }
@@ -463,7 +469,11 @@ impl Display for VectorMatching {
             self.labels.join(", ")
         )?;
         if let Some(g) = &self.group {
-            f.write_str(if g.left { " group_left" } else { " group_right" })?;
+            f.write_str(if g.left {
+                " group_left"
+            } else {
+                " group_right"
+            })?;
             if !g.include.is_empty() {
                 write!(f, " ({})", g.include.join(", "))?;
             }
@@ -490,6 +500,16 @@ fn write_operand(f: &mut Formatter<'_>, e: &SampleExpr, parent: BinOp, right: bo
     }
 }
 
+fn write_operand_to(out: &mut String, e: &SampleExpr, parent: BinOp) -> fmt::Result {
+    struct Operand<'a>(&'a SampleExpr, BinOp);
+    impl Display for Operand<'_> {
+        fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+            write_operand(f, self.0, self.1, true)
+        }
+    }
+    write!(out, "{}", Operand(e, parent))
+}
+
 impl Display for BinaryExpr {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         write_operand(f, &self.lhs, self.op, false)?;
@@ -497,11 +517,16 @@ impl Display for BinaryExpr {
         if self.return_bool {
             f.write_str(" bool")?;
         }
+        let mut rhs = String::new();
+        write_operand_to(&mut rhs, &self.rhs, self.op)?;
         if let Some(m) = &self.matching {
             write!(f, " {m}")?;
+            // `group_left (` would read the right operand's parenthesis as the label list.
+            if m.group.as_ref().is_some_and(|g| g.include.is_empty()) && rhs.starts_with('(') {
+                f.write_str(" ()")?;
+            }
         }
-        f.write_char(' ')?;
-        write_operand(f, &self.rhs, self.op, true)
+        write!(f, " {rhs}")
     }
 }
 
@@ -569,14 +594,19 @@ mod tests {
             r#"sum by (host) (count_over_time({job="a"}[5m]))"#
         );
         assert_eq!(
-            canon(r#"quantile_over_time(0.99, {a="b"} | json | unwrap duration(d) | __error__="" [10m] offset 1h) by (x, y)"#),
+            canon(
+                r#"quantile_over_time(0.99, {a="b"} | json | unwrap duration(d) | __error__="" [10m] offset 1h) by (x, y)"#
+            ),
             r#"quantile_over_time(0.99, {a="b"} | json | unwrap duration(d) | __error__="" [10m] offset 1h) by (x, y)"#
         );
         assert_eq!(
             canon(r#"{a="b"} | x > 1.5MB, y < 250ms or z == 3"#),
             r#"{a="b"} | x>1500KB, y<250ms or z==3"#
         );
-        assert_eq!(canon("(1 + 2) * x"), "ERR parse error at line 1, col 11: syntax error: unexpected IDENTIFIER");
+        assert_eq!(
+            canon("(1 + 2) * x"),
+            "ERR parse error at line 1, col 11: syntax error: unexpected IDENTIFIER"
+        );
         assert_eq!(canon("2 ^ 3 ^ 2"), "512");
     }
 
@@ -601,5 +631,6 @@ mod tests {
         assert_eq!(bytes(1024), "1KiB");
         assert_eq!(bytes(1_500_000), "1500KB");
         assert_eq!(bytes(7), "7B");
+        assert_eq!(bytes(0), "0KB");
     }
 }

@@ -625,7 +625,9 @@ impl<'a> Lexer<'a> {
     /// loosely: conversion reports invalid forms later, as Loki does.
     fn scan_go_number(&mut self) {
         let rest = self.rest().as_bytes();
-        if rest.len() > 1 && rest[0] == b'0' && matches!(rest[1], b'x' | b'X' | b'o' | b'O' | b'b' | b'B')
+        if rest.len() > 1
+            && rest[0] == b'0'
+            && matches!(rest[1], b'x' | b'X' | b'o' | b'O' | b'b' | b'B')
         {
             self.bump();
             self.bump();
@@ -682,7 +684,9 @@ impl<'a> Lexer<'a> {
     }
 
     fn run_len(&self, f: impl Fn(char) -> bool) -> usize {
-        self.rest().find(|c: char| !f(c)).unwrap_or(self.rest().len())
+        self.rest()
+            .find(|c: char| !f(c))
+            .unwrap_or(self.rest().len())
     }
 
     fn advance_bytes(&mut self, n: usize) {
@@ -726,7 +730,11 @@ impl<'a> Lexer<'a> {
                 let s = self.src[self.pos..self.pos + i].to_string();
                 self.advance_bytes(i + 1);
                 // Go drops carriage returns from raw strings.
-                Tok::Str(if s.contains('\r') { s.replace('\r', "") } else { s })
+                Tok::Str(if s.contains('\r') {
+                    s.replace('\r', "")
+                } else {
+                    s
+                })
             }
             None => {
                 self.advance_bytes(self.rest().len());
@@ -974,9 +982,12 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ','))
         .unwrap_or(s.len());
     let num: String = s[..num_end].chars().filter(|&c| c != ',').collect();
-    let f: f64 = num
-        .parse()
-        .map_err(|_| format!("strconv.ParseFloat: parsing {}: invalid syntax", go_quote(&num)))?;
+    let f: f64 = num.parse().map_err(|_| {
+        format!(
+            "strconv.ParseFloat: parsing {}: invalid syntax",
+            go_quote(&num)
+        )
+    })?;
     let unit = s[num_end..].trim().to_ascii_lowercase();
     let m: u64 = match unit.as_str() {
         "" | "b" => 1,
@@ -1072,7 +1083,10 @@ mod tests {
                 Tok::Ident
             ]
         );
-        assert_eq!(kinds("sum without(a)")[0], Tok::Func(Func::Vector(VectorOp::Sum)));
+        assert_eq!(
+            kinds("sum without(a)")[0],
+            Tok::Func(Func::Vector(VectorOp::Sum))
+        );
         assert_eq!(kinds("sum bar")[0], Tok::Ident);
         assert_eq!(kinds("JSON")[0], Tok::Kw(Kw::Json));
     }
@@ -1097,21 +1111,36 @@ mod tests {
             Tok::Error("not a valid duration string: \" 5m \"".into())
         );
         assert_eq!(kinds("--strict")[0], Tok::Flag);
-        assert_eq!(kinds("2-1"), vec![Tok::Number, Tok::Sub, Tok::Number, Tok::Eof]);
+        assert_eq!(
+            kinds("2-1"),
+            vec![Tok::Number, Tok::Sub, Tok::Number, Tok::Eof]
+        );
     }
 
     #[test]
     fn strings_follow_go_rules() {
-        assert_eq!(kinds(r#""a\"b\n\x41\u00e9""#)[0], Tok::Str("a\"b\nAé".into()));
-        assert_eq!(kinds(r#""\w""#)[0], Tok::Error("invalid char escape".into()));
-        assert_eq!(kinds("\"a\nb\"")[0], Tok::Error("literal not terminated".into()));
+        assert_eq!(
+            kinds(r#""a\"b\n\x41\u00e9""#)[0],
+            Tok::Str("a\"b\nAé".into())
+        );
+        assert_eq!(
+            kinds(r#""\w""#)[0],
+            Tok::Error("invalid char escape".into())
+        );
+        assert_eq!(
+            kinds("\"a\nb\"")[0],
+            Tok::Error("literal not terminated".into())
+        );
         assert_eq!(kinds("`a\\w\nb`")[0], Tok::Str("a\\w\nb".into()));
         assert_eq!(kinds("'a'")[0], Tok::Ident);
     }
 
     #[test]
     fn comments_are_skipped() {
-        assert_eq!(kinds("# c\n{ // x\n/* y */}"), vec![Tok::LBrace, Tok::RBrace, Tok::Eof]);
+        assert_eq!(
+            kinds("# c\n{ // x\n/* y */}"),
+            vec![Tok::LBrace, Tok::RBrace, Tok::Eof]
+        );
         assert_eq!(
             kinds("/* open")[0],
             Tok::Error("comment not terminated".into())
@@ -1121,7 +1150,10 @@ mod tests {
     #[test]
     fn positions_match_go_scanner() {
         let t = lex("rate({a=\"b\"}[5x])");
-        let r = t.iter().find(|t| matches!(t.tok, Tok::Error(_))).map(|t| (t.line, t.col));
+        let r = t
+            .iter()
+            .find(|t| matches!(t.tok, Tok::Error(_)))
+            .map(|t| (t.line, t.col));
         assert_eq!(r, Some((0, 13)));
         let t = lex("{a=\"b\"}\n  |= \"x\"");
         assert_eq!((t[5].line, t[5].col), (0, 3));
@@ -1130,7 +1162,15 @@ mod tests {
 
     #[test]
     fn quote_round_trips() {
-        for s in ["plain", "q\"uote", "back\\slash", "nl\ntab\t", "\u{1}\u{7f}", "é✓", "\u{2028}"] {
+        for s in [
+            "plain",
+            "q\"uote",
+            "back\\slash",
+            "nl\ntab\t",
+            "\u{1}\u{7f}",
+            "é✓",
+            "\u{2028}",
+        ] {
             let q = go_quote(s);
             assert_eq!(kinds(&q)[0], Tok::Str(s.to_string()), "{q}");
         }

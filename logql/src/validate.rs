@@ -59,16 +59,17 @@ fn collect_logs<'a>(s: &'a SampleExpr, out: &mut Vec<&'a LogExpr>) {
 /// Go's `regexp` error text for an invalid pattern, or `None` when it compiles.
 pub fn regex_error(pattern: &str) -> Option<String> {
     use regex_syntax::ast::ErrorKind as K;
-    let ast_err = match regex_syntax::ast::parse::Parser::new().parse(pattern) {
-        Ok(_) => None,
-        Err(e) => Some(e),
-    };
+    let ast_err = regex_syntax::ast::parse::Parser::new().parse(pattern).err();
     let Some(e) = ast_err else {
         return match regex::Regex::new(pattern) {
             Ok(_) => None,
             Err(e) => Some(format!(
                 "error parsing regexp: {}",
-                e.to_string().lines().last().unwrap_or("invalid regexp").trim()
+                e.to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or("invalid regexp")
+                    .trim()
             )),
         };
     };
@@ -79,7 +80,9 @@ pub fn regex_error(pattern: &str) -> Option<String> {
     if at.is_empty() {
         // Zero-width spans point at the offending character.
         let rest = pattern.get(span.start.offset..).unwrap_or("");
-        at = rest.get(..rest.chars().next().map_or(0, char::len_utf8)).unwrap_or("");
+        at = rest
+            .get(..rest.chars().next().map_or(0, char::len_utf8))
+            .unwrap_or("");
     }
     let (code, text): (&str, &str) = match e.kind() {
         K::GroupUnclosed => ("missing closing )", pattern),
@@ -90,16 +93,23 @@ pub fn regex_error(pattern: &str) -> Option<String> {
         ),
         K::RepetitionMissing => ("missing argument to repetition operator", at),
         K::RepetitionCountInvalid | K::RepetitionCountDecimalEmpty => ("invalid repeat count", at),
-        K::EscapeUnrecognized | K::UnsupportedBackreference | K::EscapeHexInvalid
-        | K::EscapeHexInvalidDigit | K::EscapeHexEmpty => ("invalid escape sequence", at),
+        K::EscapeUnrecognized
+        | K::UnsupportedBackreference
+        | K::EscapeHexInvalid
+        | K::EscapeHexInvalidDigit
+        | K::EscapeHexEmpty => ("invalid escape sequence", at),
         K::EscapeUnexpectedEof => ("trailing backslash at end of expression", ""),
         K::ClassRangeInvalid => ("invalid character class range", at),
-        K::GroupNameInvalid | K::GroupNameEmpty | K::GroupNameUnexpectedEof
+        K::GroupNameInvalid
+        | K::GroupNameEmpty
+        | K::GroupNameUnexpectedEof
         | K::GroupNameDuplicate { .. } => ("invalid named capture", at),
-        K::UnsupportedLookAround | K::FlagUnrecognized | K::FlagDanglingNegation
-        | K::FlagRepeatedNegation { .. } | K::FlagUnexpectedEof | K::FlagDuplicate { .. } => {
-            ("invalid or unsupported Perl syntax", at)
-        }
+        K::UnsupportedLookAround
+        | K::FlagUnrecognized
+        | K::FlagDanglingNegation
+        | K::FlagRepeatedNegation { .. }
+        | K::FlagUnexpectedEof
+        | K::FlagDuplicate { .. } => ("invalid or unsupported Perl syntax", at),
         K::NestLimitExceeded(_) => ("expression nests too deeply", pattern),
         _ => {
             return Some(format!("error parsing regexp: {}", e.kind()));
@@ -207,7 +217,9 @@ fn pattern_nodes(p: &str) -> Vec<PatternNode<'_>> {
                 .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
                 .count();
             let end = i + 1 + name_len;
-            let valid_start = b.get(i + 1).is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_');
+            let valid_start = b
+                .get(i + 1)
+                .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_');
             if name_len > 0 && valid_start && b.get(end) == Some(&b'>') {
                 out.push(PatternNode::Capture(&p[i + 1..end]));
                 i = end + 1;
@@ -397,10 +409,7 @@ fn check_range_rules(op: RangeOp, grouped: bool, range: &LogRange) -> Result<(),
         for f in &u.post_filters {
             check_label_filter_regexes(f)?;
         }
-        if matches!(
-            op,
-            R::CountOverTime | R::BytesOverTime | R::BytesRate
-        ) {
+        if matches!(op, R::CountOverTime | R::BytesOverTime | R::BytesRate) {
             return Err(Error::parse_msg(format!(
                 "invalid aggregation {name} with unwrap"
             )));
@@ -444,7 +453,10 @@ fn line_filter_error(f: &LineFilter) -> Option<String> {
                     return Some("ip: invalid operation".into());
                 }
                 if !valid_ip_pattern(p) {
-                    return Some(format!("ip: invalid pattern: {}", crate::lexer::go_quote(p)));
+                    return Some(format!(
+                        "ip: invalid pattern: {}",
+                        crate::lexer::go_quote(p)
+                    ));
                 }
             }
             LineFilterValue::Str(s) => match f.op {
@@ -503,7 +515,8 @@ fn stage_checks(stages: &[Stage]) -> Result<(), Error> {
                     for op in ops {
                         if let LabelFormatSrc::Template(t) = &op.src {
                             if let Err(e) = Template::parse(t) {
-                                found = Some(format!("invalid template for label '{}': {e}", op.dst));
+                                found =
+                                    Some(format!("invalid template for label '{}': {e}", op.dst));
                                 break;
                             }
                         }
@@ -533,7 +546,13 @@ mod tests {
 
     #[test]
     fn selectors_need_a_non_empty_matcher() {
-        for q in [r#"{}"#, r#"{a=""}"#, r#"{a!="x"}"#, r#"{a=~".*"}"#, r#"{a!~".+"}"#] {
+        for q in [
+            r#"{}"#,
+            r#"{a=""}"#,
+            r#"{a!="x"}"#,
+            r#"{a=~".*"}"#,
+            r#"{a!~".+"}"#,
+        ] {
             assert_eq!(err(q), format!("parse error : {ERR_NEED_MATCHER}"), "{q}");
         }
         assert_eq!(err(r#"{a=~".+"}"#), r#"OK {a=~".+"}"#);
@@ -653,7 +672,13 @@ mod tests {
 
     #[test]
     fn ip_patterns() {
-        for ok in ["1.2.3.4", "10.0.0.0/8", "1.2.3.4-1.2.3.9", "::1", "2001:db8::/32"] {
+        for ok in [
+            "1.2.3.4",
+            "10.0.0.0/8",
+            "1.2.3.4-1.2.3.9",
+            "::1",
+            "2001:db8::/32",
+        ] {
             assert!(valid_ip_pattern(ok), "{ok}");
         }
         for bad in ["nope", "1.2.3.4/33", "1.2.3.4-::1", "1.2.3"] {

@@ -59,7 +59,8 @@ fn accepted_queries_parse_and_round_trip() {
         if c.status != 200 && !NOT_PARSE_ERRORS.contains(&short_id(&c.id)) {
             continue;
         }
-        let expr = parse(&c.query).unwrap_or_else(|e| panic!("{}: {:?} failed: {e}", c.id, c.query));
+        let expr =
+            parse(&c.query).unwrap_or_else(|e| panic!("{}: {:?} failed: {e}", c.id, c.query));
         let text = format(&expr);
         let again = parse_expr(&text)
             .unwrap_or_else(|e| panic!("{}: formatted {text:?} failed: {e}", c.id));
@@ -88,7 +89,9 @@ fn rejected_queries_fail_with_lokis_message() {
         }
         checked.push(id.to_string());
     }
-    for want in ["110", "117", "118", "121", "212", "213", "215", "216", "217", "218"] {
+    for want in [
+        "110", "117", "118", "121", "212", "213", "215", "216", "217", "218",
+    ] {
         assert!(checked.iter().any(|c| c == want), "case {want} not checked");
     }
 }

@@ -8,7 +8,7 @@ use nom::Parser;
 
 use super::pipeline::{pipeline, signed_number, unwrap};
 use super::selector::selector;
-use super::{fail, fail_hard, ident, parse_float, string, t, Input, PResult};
+use super::{fail, fail_hard, ident, nested, parse_float, string, t, Input, PResult};
 use crate::ast::{
     BinOp, BinaryExpr, Expr, GroupModifier, Grouping, LabelReplace, LogExpr, LogRange,
     RangeAggregation, RangeOp, SampleExpr, VectorAggregation, VectorMatching, VectorOp,
@@ -79,6 +79,10 @@ pub(crate) fn binop_symbol(op: BinOp) -> &'static str {
 
 /// Precedence climbing over binary operators.
 fn expr(i: Input<'_>, min_prec: u8) -> PResult<'_, Node> {
+    nested(i, |i| expr_inner(i, min_prec))
+}
+
+fn expr_inner(i: Input<'_>, min_prec: u8) -> PResult<'_, Node> {
     let (mut i, mut lhs) = primary(i)?;
     while let Some((op, prec)) = binop_of(i.tok()) {
         if prec < min_prec {
@@ -206,17 +210,7 @@ fn bin_modifiers(i: Input<'_>) -> PResult<'_, (bool, Option<VectorMatching>)> {
             (i, Some(GroupModifier { left, include }))
         }
     };
-    Ok((
-        i,
-        (
-            return_bool,
-            Some(VectorMatching {
-                on,
-                labels,
-                group,
-            }),
-        ),
-    ))
+    Ok((i, (return_bool, Some(VectorMatching { on, labels, group }))))
 }
 
 /// `( )` or `( a, b, … )`.
@@ -367,7 +361,8 @@ fn vector_aggregation(i: Input<'_>, op: VectorOp) -> PResult<'_, VectorAggregati
     let (i, _) = cut(t(Tok::LParen)).parse(i)?;
     let (i, param_text) = number_param(i);
     let param = param_text.map(|text| {
-        if matches!(op, VectorOp::Topk | VectorOp::Bottomk) && !text.bytes().all(|b| b.is_ascii_digit())
+        if matches!(op, VectorOp::Topk | VectorOp::Bottomk)
+            && !text.bytes().all(|b| b.is_ascii_digit())
         {
             i.defer(Error::parse_msg(format!(
                 "invalid parameter {}({text},",
@@ -452,6 +447,10 @@ fn opt_unwrap(i: Input<'_>) -> PResult<'_, Option<crate::ast::Unwrap>> {
 
 /// A log range in any of Loki's placements.
 fn log_range(i: Input<'_>) -> PResult<'_, LogRange> {
+    nested(i, log_range_inner)
+}
+
+fn log_range_inner(i: Input<'_>) -> PResult<'_, LogRange> {
     if let Tok::LParen = i.tok() {
         let i = i.advance(1);
         if let Tok::LParen = i.tok() {

@@ -17,7 +17,7 @@ mod selector;
 
 pub(crate) use metric::binop_symbol;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::iter::Enumerate;
 use std::slice::Iter;
 
@@ -30,6 +30,11 @@ use crate::Error;
 
 /// Loki rejects queries of this many bytes or more.
 pub const MAX_QUERY_BYTES: usize = 131_072;
+
+/// Deepest nesting of parentheses, function calls, right-associative chains and label
+/// filter groups. Loki's table-driven parser has no such limit; a recursive descent needs
+/// one so a hostile query cannot overflow the stack of the request thread.
+pub const MAX_NESTING: u32 = 256;
 
 /// Parse a query into an AST (no semantic validation).
 pub fn parse_expr(query: &str) -> Result<Expr, Error> {
@@ -90,6 +95,31 @@ fn syntax_error(toks: &[Token<'_>], pos: usize) -> Error {
 pub(crate) struct Ctx {
     /// The first error Loki would raise only after a successful parse.
     deferred: RefCell<Option<Error>>,
+    /// Current recursion depth (see [`MAX_NESTING`]).
+    depth: Cell<u32>,
+}
+
+/// Runs `f` one nesting level deeper, failing beyond [`MAX_NESTING`].
+pub(crate) fn nested<'t, O>(
+    i: Input<'t>,
+    f: impl FnOnce(Input<'t>) -> PResult<'t, O>,
+) -> PResult<'t, O> {
+    let depth = i.ctx.depth.get();
+    if depth >= MAX_NESTING {
+        let t = i.token();
+        return Err(nom::Err::Failure(PErr {
+            pos: i.pos,
+            custom: Some(Error::Parse {
+                line: t.line,
+                col: t.col,
+                msg: format!("syntax error: expression nested more than {MAX_NESTING} levels deep"),
+            }),
+        }));
+    }
+    i.ctx.depth.set(depth + 1);
+    let out = f(i);
+    i.ctx.depth.set(depth);
+    out
 }
 
 /// The parser input: a window on the token vector. It always contains the final
@@ -271,7 +301,9 @@ pub(crate) fn parse_float(text: &str) -> Result<f64, String> {
     }
     match text.parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(v),
-        Ok(_) => Err(format!("strconv.ParseFloat: parsing {q}: value out of range")),
+        Ok(_) => Err(format!(
+            "strconv.ParseFloat: parsing {q}: value out of range"
+        )),
         Err(_) => Err(format!("strconv.ParseFloat: parsing {q}: invalid syntax")),
     }
 }

@@ -5,7 +5,7 @@ use nom::combinator::cut;
 use nom::Parser;
 
 use super::selector::{match_op, matcher};
-use super::{fail, fail_hard, ident, parse_float, string, t, Input, PResult};
+use super::{fail, fail_hard, ident, nested, parse_float, string, t, Input, PResult};
 use crate::ast::{
     CmpOp, LabelExtraction, LabelFilterExpr, LabelFormatOp, LabelFormatSrc, LabelSelect,
     LineFilter, LineFilterOp, LineFilterValue, MatchOp, Stage, Unwrap, UnwrapConv,
@@ -168,7 +168,10 @@ fn label_format_ops(mut i: Input<'_>) -> PResult<'_, Vec<LabelFormatOp>> {
         let (rest, dst) = cut(ident).parse(i)?;
         let (rest, _) = cut(t(Tok::Eq)).parse(rest)?;
         let (rest, src) = match rest.tok() {
-            Tok::Ident => (rest.advance(1), LabelFormatSrc::Rename(rest.token().text.into())),
+            Tok::Ident => (
+                rest.advance(1),
+                LabelFormatSrc::Rename(rest.token().text.into()),
+            ),
             Tok::Str(s) => (rest.advance(1), LabelFormatSrc::Template(s.clone())),
             _ => return fail_hard(rest),
         };
@@ -218,6 +221,10 @@ fn named_matchers(mut i: Input<'_>) -> PResult<'_, Vec<LabelSelect>> {
 /// right of the comma the right operand. Hence:
 /// `E := T (or T)*`, `T := U (and U)*`, `U := P [(","|juxtaposition) E]`.
 pub(super) fn label_filter(i: Input<'_>) -> PResult<'_, LabelFilterExpr> {
+    nested(i, label_filter_inner)
+}
+
+fn label_filter_inner(i: Input<'_>) -> PResult<'_, LabelFilterExpr> {
     let (mut i, mut lhs) = lf_and(i)?;
     while let Tok::Kw(Kw::Or) = i.tok() {
         let (rest, rhs) = cut(lf_and).parse(i.advance(1))?;

@@ -57,4 +57,3 @@ pub(super) fn selector(i: Input<'_>) -> PResult<'_, Vec<Matcher>> {
         }
     }
 }
-
