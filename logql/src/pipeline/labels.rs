@@ -47,6 +47,7 @@ pub struct LabelsBuilder {
     /// Scratch strings parsers borrow for key building (kept to avoid per-line allocation).
     pub(crate) scratch_a: String,
     pub(crate) scratch_b: String,
+    pub(crate) scratch_ranges: Vec<(usize, usize)>,
 }
 
 /// A label set split into Loki's categories (`categorize-labels` responses).

@@ -98,17 +98,24 @@ impl PatternStage {
         if hints.no_labels(lb) {
             return true;
         }
-        let mut caps: Vec<&str> = Vec::with_capacity(self.pattern.names().len());
+        // Scratch buffers live in the builder: no allocation per line in steady state.
+        let mut caps = std::mem::take(&mut lb.scratch_ranges);
+        let mut key = std::mem::take(&mut lb.scratch_a);
         self.pattern.captures(line, &mut caps);
-        let mut key = String::new();
-        for (name, value) in self.pattern.names().iter().zip(caps) {
+        let mut keep = true;
+        for (name, &(start, end)) in self.pattern.names().iter().zip(caps.iter()) {
             key.clear();
             key.push_str(name);
+            // Ranges come from memmem matches of UTF-8 needles: always char boundaries.
+            let value = line.get(start..end).unwrap_or("");
             if !json::set_implicit(lb, hints, &mut key, value) {
-                return false;
+                keep = false;
+                break;
             }
         }
-        true
+        lb.scratch_ranges = caps;
+        lb.scratch_a = key;
+        keep
     }
 }
 

@@ -125,9 +125,12 @@ impl Pattern {
 
     /// Extract the named captures of `line` (Loki's `Matches`). A leading literal must
     /// start the line; a literal that cannot be found makes the current capture take the
-    /// rest of the line. Returns the captured values in name order (possibly fewer).
-    pub(crate) fn captures<'a>(&self, line: &'a str, out: &mut Vec<&'a str>) {
+    /// rest of the line. Writes the byte ranges of the captured values in name order
+    /// (possibly fewer) into `out`, a buffer the caller reuses.
+    pub(crate) fn captures(&self, line: &str, out: &mut Vec<(usize, usize)>) {
         out.clear();
+        // `input` is always a suffix of `line`: its start offset is the length difference.
+        let at = |s: &str| line.len() - s.len();
         if line.is_empty() || self.nodes.is_empty() {
             return;
         }
@@ -150,7 +153,7 @@ impl Pattern {
             };
             if nodes.len() == 1 {
                 if name.is_some() {
-                    out.push(input);
+                    out.push((at(input), line.len()));
                 }
                 return;
             }
@@ -161,7 +164,7 @@ impl Pattern {
             match f.find(input.as_bytes()) {
                 None => {
                     if name.is_some() {
-                        out.push(input);
+                        out.push((at(input), line.len()));
                     }
                     return;
                 }
@@ -169,7 +172,7 @@ impl Pattern {
                     // Literal boundaries fall on char boundaries: the needle is valid UTF-8.
                     let end = i + f.needle().len();
                     if name.is_some() {
-                        out.push(&input[..i]);
+                        out.push((at(input), at(input) + i));
                     }
                     input = &input[end..];
                 }
@@ -207,8 +210,10 @@ mod tests {
     fn missing_literal_makes_capture_take_the_rest() -> Result<(), String> {
         let p = Pattern::for_parser("<a> x <b> y")?;
         let mut out = Vec::new();
-        p.captures("1 x 2 z", &mut out);
-        assert_eq!(out, vec!["1", "2 z"]);
+        let line = "1 x 2 z";
+        p.captures(line, &mut out);
+        let got: Vec<&str> = out.iter().map(|&(a, b)| &line[a..b]).collect();
+        assert_eq!(got, vec!["1", "2 z"]);
         assert_eq!(p.names(), &["a".to_string(), "b".to_string()]);
         Ok(())
     }
@@ -217,8 +222,10 @@ mod tests {
     fn leading_literal_must_start_line() -> Result<(), String> {
         let p = Pattern::for_parser("[<_>] <level> [<c>]")?;
         let mut out = Vec::new();
-        p.captures("[2024] INFO [main] rest", &mut out);
-        assert_eq!(out, vec!["INFO", "main"]);
+        let line = "[2024] INFO [main] rest";
+        p.captures(line, &mut out);
+        let got: Vec<&str> = out.iter().map(|&(a, b)| &line[a..b]).collect();
+        assert_eq!(got, vec!["INFO", "main"]);
         p.captures("x[2024] INFO [main]", &mut out);
         assert!(out.is_empty());
         Ok(())
