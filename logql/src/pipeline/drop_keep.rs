@@ -20,7 +20,8 @@ fn compile(selects: &[LabelSelect]) -> Result<Vec<NamedMatcher>, Error> {
             Ok(NamedMatcher {
                 name: s.name.clone(),
                 matcher: match &s.matcher {
-                    Some((op, v)) => Some(StringMatcher::new(*op, v)?),
+                    // Prometheus label matcher semantics.
+                    Some((op, v)) => Some(StringMatcher::new(*op, v, true)?),
                     None => None,
                 },
             })

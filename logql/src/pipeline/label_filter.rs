@@ -18,8 +18,7 @@ use crate::Error;
 /// `__error__` value of failed conversions in label filters.
 pub(crate) const ERR_LABEL_FILTER: &str = "LabelFilterErr";
 
-/// A compiled string matcher with Prometheus semantics (regexes fully anchored, `.`
-/// matching newlines).
+/// A compiled string matcher; regexes are fully anchored.
 #[derive(Debug, Clone)]
 pub(crate) enum StringMatcher {
     Eq(String),
@@ -29,10 +28,16 @@ pub(crate) enum StringMatcher {
 }
 
 impl StringMatcher {
-    pub(crate) fn new(op: MatchOp, value: &str) -> Result<StringMatcher, Error> {
+    /// `dot_nl`: `.` also matches `\n`, as in Prometheus label matchers (`drop`/`keep`);
+    /// Loki's label filter regexes are anchored with `^(?:…)$` and keep Go's default.
+    pub(crate) fn new(op: MatchOp, value: &str, dot_nl: bool) -> Result<StringMatcher, Error> {
+        let flags = if dot_nl { "?s:" } else { "?:" };
         let anchored = || {
-            Regex::new(&format!("^(?s:{})$", super::line_filter::go_regex(value)))
-                .map_err(|e| Error::Validate(format!("error parsing regexp: {}", regex_error(&e))))
+            Regex::new(&format!(
+                "^({flags}{})$",
+                super::line_filter::go_regex(value)
+            ))
+            .map_err(|e| Error::Validate(format!("error parsing regexp: {}", regex_error(&e))))
         };
         Ok(match op {
             MatchOp::Eq => StringMatcher::Eq(value.to_string()),
@@ -109,7 +114,7 @@ impl LabelFilter {
             LabelFilterExpr::Paren(inner) => LabelFilter::new(inner)?,
             LabelFilterExpr::String { name, op, value } => LabelFilter::String {
                 name: name.clone(),
-                m: StringMatcher::new(*op, value)?,
+                m: StringMatcher::new(*op, value, false)?,
             },
             LabelFilterExpr::Number { name, op, value } => LabelFilter::Number {
                 name: name.clone(),
@@ -281,6 +286,8 @@ mod tests {
         assert!(logfmt_then(&s("nope", MatchOp::Eq, ""), "x=1")?.is_some());
         assert!(logfmt_then(&s("x", MatchOp::Re, "1|2"), "x=1")?.is_some());
         assert!(logfmt_then(&s("x", MatchOp::Re, "1"), "x=12")?.is_none());
+        assert!(logfmt_then(&s("x", MatchOp::Re, "a|b"), "x=a")?.is_some());
+        assert!(logfmt_then(&s("x", MatchOp::Re, "a|b"), "x=ab")?.is_none());
         assert!(logfmt_then(&s("__error__", MatchOp::Eq, ""), "x=1")?.is_some());
         let ip = LabelFilterExpr::Ip {
             name: "ip".into(),
