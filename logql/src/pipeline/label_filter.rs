@@ -1,4 +1,4 @@
-//! Label filters (`| a="b" and c > 1 …`) compiled from [`ast::LabelFilterExpr`] trees.
+//! Label filters (`| a="b" and c > 1 …`) compiled from [`crate::ast::LabelFilterExpr`] trees.
 //!
 //! String predicates compare a missing label as `""` and are the only ones that see
 //! `__error__`. Numeric, duration and bytes predicates drop the line when the label is
