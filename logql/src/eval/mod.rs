@@ -43,6 +43,9 @@
 //!   `resultType: "matrix"`. Series come sorted by labels, except instant queries containing
 //!   `sort`/`sort_desc`, which come in value order (as Loki). Point timestamps are the exact step
 //!   timestamps in ns; Loki prints them as seconds truncated to milliseconds.
+//! - Range queries: Loki's query frontend aligns the steps before evaluation (start rounded
+//!   down, end rounded up to a multiple of the step; goldens 125, 127, 190, g07). Build the
+//!   steps with [`Steps::range_aligned`]. Instant queries are not aligned.
 
 mod binary;
 mod funcs;
@@ -80,6 +83,31 @@ impl Steps {
             start_ns: ts_ns,
             end_ns: ts_ns,
             step_ns: 0,
+        }
+    }
+
+    /// Steps of a metric range query as Loki's query frontend runs it: the start is rounded
+    /// down and the end rounded up to a multiple of the step (`metricQuerySplitter`), so a
+    /// range query can have a point after `end_ns`. `step_ns` must be positive.
+    pub fn range_aligned(start_ns: i64, end_ns: i64, step_ns: i64) -> Steps {
+        if step_ns <= 0 {
+            return Steps {
+                start_ns,
+                end_ns,
+                step_ns,
+            };
+        }
+        let start = start_ns - start_ns.rem_euclid(step_ns);
+        let rem = end_ns.rem_euclid(step_ns);
+        let end = if rem == 0 {
+            end_ns
+        } else {
+            end_ns.saturating_add(step_ns - rem)
+        };
+        Steps {
+            start_ns: start,
+            end_ns: end,
+            step_ns,
         }
     }
 

@@ -681,3 +681,13 @@ fn hints_follow_loki_extractor_rules() {
     );
     assert!(!leaf_hints(&lf, Some(&sum(None))).skip_parsers);
 }
+
+#[test]
+fn range_steps_align_like_lokis_frontend() {
+    // Golden 125: start 1763596817 s, end 1763603987 s, step 300 s.
+    let st = Steps::range_aligned(1_763_596_817 * S, 1_763_603_987 * S, 300 * S);
+    assert_eq!(st.start_ns, 1_763_596_800 * S);
+    assert_eq!(st.end_ns, 1_763_604_000 * S);
+    let aligned = Steps::range_aligned(600 * S, 1200 * S, 300 * S);
+    assert_eq!((aligned.start_ns, aligned.end_ns), (600 * S, 1200 * S));
+}
