@@ -61,6 +61,9 @@ use crate::ast::{
 };
 use crate::Error;
 
+/// Loki's limit on `(end − start) / step`.
+const MAX_POINTS_PER_SERIES: usize = 11_000;
+
 /// A label set, sorted by name.
 pub type Labels = Vec<(String, String)>;
 
@@ -234,7 +237,9 @@ pub fn evaluate(
         ));
     }
     let n = steps.count();
-    if u32::try_from(n).is_err() {
+    // Loki's resolution limit: (end − start) / step > 11000 is rejected (it also keeps step
+    // indices well inside u32).
+    if n > MAX_POINTS_PER_SERIES + 1 {
         return Err(Error::Validate(
             "exceeded maximum resolution of 11,000 points per time series. Try increasing the value of the step parameter"
                 .to_string(),
