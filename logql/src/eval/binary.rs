@@ -162,6 +162,13 @@ fn vector_vector(
     let lsteps = by_step(&lhs, n_steps);
     let rsteps = by_step(&rhs, n_steps);
     let mut out = Assembler::new();
+    // Output series index per input series (set operators keep the input labels).
+    let mut lhs_out: Vec<Option<usize>> = vec![None; lhs.len()];
+    let mut rhs_out: Vec<Option<usize>> = vec![None; rhs.len()];
+    let slot =
+        |out: &mut Assembler, cache: &mut Vec<Option<usize>>, side: &[SeriesVals], i: usize| {
+            *cache[i].get_or_insert_with(|| out.series_index(&side[i].labels))
+        };
 
     match b.op {
         BinOp::And | BinOp::Unless => {
@@ -170,7 +177,8 @@ fn vector_vector(
                 if r.is_empty() {
                     if !keep_matched {
                         for &(i, v) in l {
-                            out.push(lhs[i].labels.clone(), k as u32, v);
+                            let at = slot(&mut out, &mut lhs_out, &lhs, i);
+                            out.push_at(at, k as u32, v);
                         }
                     }
                     continue;
@@ -178,7 +186,8 @@ fn vector_vector(
                 let right: HashSet<u32> = r.iter().map(|&(j, _)| rsig[j]).collect();
                 for &(i, v) in l {
                     if right.contains(&lsig[i]) == keep_matched {
-                        out.push(lhs[i].labels.clone(), k as u32, v);
+                        let at = slot(&mut out, &mut lhs_out, &lhs, i);
+                        out.push_at(at, k as u32, v);
                     }
                 }
             }
@@ -187,11 +196,13 @@ fn vector_vector(
             for (k, (l, r)) in lsteps.iter().zip(&rsteps).enumerate() {
                 let left: HashSet<u32> = l.iter().map(|&(i, _)| lsig[i]).collect();
                 for &(i, v) in l {
-                    out.push(lhs[i].labels.clone(), k as u32, v);
+                    let at = slot(&mut out, &mut lhs_out, &lhs, i);
+                    out.push_at(at, k as u32, v);
                 }
                 for &(j, v) in r {
                     if !left.contains(&rsig[j]) {
-                        out.push(rhs[j].labels.clone(), k as u32, v);
+                        let at = slot(&mut out, &mut rhs_out, &rhs, j);
+                        out.push_at(at, k as u32, v);
                     }
                 }
             }
@@ -212,6 +223,8 @@ fn vector_vector(
             } else {
                 (&lhs, &rhs, &lsig, &rsig, &lsteps, &rsteps)
             };
+            // Output series per matched (many, one) pair, computed once.
+            let mut pair_out: HashMap<(usize, usize), usize> = HashMap::new();
             for k in 0..n_steps {
                 let mut one_by_sig: HashMap<u32, (usize, f64)> = HashMap::new();
                 for &(j, v) in &one_steps[k] {
@@ -226,13 +239,17 @@ fn vector_vector(
                         )));
                     }
                 }
-                let mut matched: HashMap<u32, HashSet<Labels>> = HashMap::new();
+                // Per matched signature: the output series already produced at this step.
+                let mut matched: HashMap<u32, HashSet<usize>> = HashMap::new();
                 for &(i, v) in &many_steps[k] {
                     let Some(&(j, w)) = one_by_sig.get(&many_sig[i]) else {
                         continue;
                     };
-                    let metric =
-                        result_metric(&many[i].labels, &one[j].labels, matching, card, include);
+                    let at = *pair_out.entry((i, j)).or_insert_with(|| {
+                        let metric =
+                            result_metric(&many[i].labels, &one[j].labels, matching, card, include);
+                        out.series_index(&metric)
+                    });
                     match card {
                         Card::OneToOne => {
                             if matched.insert(many_sig[i], HashSet::new()).is_some() {
@@ -243,8 +260,7 @@ fn vector_vector(
                             }
                         }
                         _ => {
-                            let seen = matched.entry(many_sig[i]).or_default();
-                            if !seen.insert(metric.clone()) {
+                            if !matched.entry(many_sig[i]).or_default().insert(at) {
                                 return Err(Error::Validate(
                                     "multiple matches for labels: grouping labels must ensure unique matches"
                                         .to_string(),
@@ -259,7 +275,7 @@ fn vector_vector(
                         (v, w)
                     };
                     if let Some(value) = merge(b.op, l, r, b.return_bool, l) {
-                        out.push(metric, k as u32, value);
+                        out.push_at(at, k as u32, value);
                     }
                 }
             }

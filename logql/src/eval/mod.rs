@@ -499,18 +499,27 @@ impl Assembler {
         }
     }
 
+    /// Index of the output series for `labels`, created if needed. Callers that emit many
+    /// points for one label set keep the index and use [`Assembler::push_at`].
+    pub(crate) fn series_index(&mut self, labels: &Labels) -> usize {
+        if let Some(&i) = self.index.get(labels) {
+            return i;
+        }
+        self.out.push(SeriesVals {
+            labels: labels.clone(),
+            points: Vec::new(),
+        });
+        self.index.insert(labels.clone(), self.out.len() - 1);
+        self.out.len() - 1
+    }
+
     pub(crate) fn push(&mut self, labels: Labels, k: u32, v: f64) {
-        let i = match self.index.get(&labels) {
-            Some(&i) => i,
-            None => {
-                self.out.push(SeriesVals {
-                    labels: labels.clone(),
-                    points: Vec::new(),
-                });
-                self.index.insert(labels, self.out.len() - 1);
-                self.out.len() - 1
-            }
-        };
+        let i = self.series_index(&labels);
+        self.push_at(i, k, v);
+    }
+
+    /// Adds a point to the series at `i` (from [`Assembler::series_index`]).
+    pub(crate) fn push_at(&mut self, i: usize, k: u32, v: f64) {
         let points = &mut self.out[i].points;
         match points.last() {
             Some(&(last, _)) if last >= k => {
@@ -537,8 +546,11 @@ impl Assembler {
         }
     }
 
+    /// The series, in order of first appearance; series that received no point are dropped.
     pub(crate) fn finish(self) -> Vec<SeriesVals> {
-        self.out
+        let mut out = self.out;
+        out.retain(|s| !s.points.is_empty());
+        out
     }
 }
 
