@@ -253,12 +253,51 @@ impl Window {
     }
 
     fn apply(&self, samples: &[(i64, f64)], func: &RangeFn) -> Vec<(u32, f64)> {
+        match func {
+            RangeFn::Min => return self.extremum(samples, false),
+            RangeFn::Max => return self.extremum(samples, true),
+            _ => {}
+        }
         let prefix = func.needs_prefix().then(|| Prefix::new(samples));
         let mut points = Vec::new();
         let mut scratch = Vec::new();
         self.for_each_window(samples, |k, lo, hi| {
             let (_, end) = self.bounds(k);
             let v = func.eval(samples, lo, hi, end, prefix.as_ref(), &mut scratch);
+            points.push((k as u32, v));
+        });
+        points
+    }
+}
+
+impl Window {
+    /// min/max over sliding windows with a monotonic deque of sample indices: O(samples +
+    /// points). NaN samples are ignored unless a window holds nothing else (then NaN), which is
+    /// what Loki's `if v < min || isNaN(min)` loop computes.
+    fn extremum(&self, samples: &[(i64, f64)], largest: bool) -> Vec<(u32, f64)> {
+        let mut points = Vec::new();
+        let mut deque: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
+        let mut next = 0usize;
+        self.for_each_window(samples, |k, lo, hi| {
+            while next < hi {
+                let v = samples[next].1;
+                if !v.is_nan() {
+                    while let Some(&back) = deque.back() {
+                        let b = samples[back].1;
+                        let dominated = if largest { b <= v } else { b >= v };
+                        if !dominated {
+                            break;
+                        }
+                        deque.pop_back();
+                    }
+                    deque.push_back(next);
+                }
+                next += 1;
+            }
+            while deque.front().is_some_and(|&f| f < lo) {
+                deque.pop_front();
+            }
+            let v = deque.front().map_or(f64::NAN, |&i| samples[i].1);
             points.push((k as u32, v));
         });
         points
@@ -711,7 +750,12 @@ mod tests {
                 1 => 200 * S,
                 _ => (rand(20) as i64) * S / 2,
             };
-            samples.push((ts, rand(1000) as f64 / 10.0));
+            let v = match rand(50) {
+                0 => f64::NAN,
+                1 => f64::INFINITY,
+                _ => rand(1000) as f64 / 10.0,
+            };
+            samples.push((ts, v));
         }
         let funcs = [
             RangeFn::Count,
