@@ -2,9 +2,9 @@
 //!
 //! The engine reads storage, runs the log pipeline and hands this module the raw samples of
 //! every range-aggregation leaf through [`RangeInput`]. Everything from there to the final
-//! result lives here: sliding windows and range functions ([`range`]), vector aggregations
-//! ([`vector`]), binary operators and vector matching ([`binary`]), `label_replace` and
-//! `vector()` ([`funcs`]).
+//! result lives here: sliding windows and range functions (`range.rs`), vector aggregations
+//! (`vector.rs`), binary operators and vector matching (`binary.rs`), `label_replace` and
+//! `vector()` (`funcs.rs`), label helpers and Loki's error texts (`labels.rs`).
 //!
 //! Internally a vector is a list of series whose points are `(step index, value)`, sparse and
 //! in step order; a step index `k` stands for `t_k = start + k·step`.
@@ -27,6 +27,10 @@
 //! 4. Any other sample with `__error__` (including `LabelFilterErr`, `SampleExtractionErr`,
 //!    `TemplateFormatErr`, which are never preserved) fails the query with Loki's
 //!    "pipeline error: …" text, at the first step whose window contains it.
+//!
+//! Known gap: with hints, Loki's `json` parser stops as soon as every needed label is found, so
+//! a line truncated after those keys does not error there; a full parse (ours) flags it. That
+//! only matters for queries that fail anyway on other bad lines in the dataset.
 //!
 //! This reproduces the goldens: `count_over_time({…}|json[…])` fails on bad lines,
 //! `sum(count_over_time({…}|json[…]))` does not, `sum by (username)(…|json…)` (136) fails,
