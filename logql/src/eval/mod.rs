@@ -349,6 +349,30 @@ pub fn leaf_hints(agg: &RangeAggregation, parent: Option<&VectorAggregation>) ->
     }
 }
 
+/// Every range-aggregation leaf of `expr` with its hints, in evaluation order, so an engine can
+/// plan its reads before calling [`evaluate`].
+pub fn range_leaves(expr: &SampleExpr) -> Vec<(&RangeAggregation, LeafHints)> {
+    fn walk<'a>(
+        expr: &'a SampleExpr,
+        parent: Option<&'a VectorAggregation>,
+        out: &mut Vec<(&'a RangeAggregation, LeafHints)>,
+    ) {
+        match expr {
+            SampleExpr::Range(agg) => out.push((agg, leaf_hints(agg, parent))),
+            SampleExpr::Vector(va) => walk(&va.expr, Some(va), out),
+            SampleExpr::Binary(b) => {
+                walk(&b.lhs, None, out);
+                walk(&b.rhs, None, out);
+            }
+            SampleExpr::LabelReplace(lr) => walk(&lr.expr, None, out),
+            SampleExpr::Literal(_) | SampleExpr::VectorLiteral(_) => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(expr, None, &mut out);
+    out
+}
+
 /// Label names the stages of a pipeline read (Loki's `RequiredLabelNames`).
 fn required_labels(stages: &[Stage]) -> Vec<String> {
     let mut out = Vec::new();

@@ -691,3 +691,65 @@ fn range_steps_align_like_lokis_frontend() {
     let aligned = Steps::range_aligned(600 * S, 1200 * S, 300 * S);
     assert_eq!((aligned.start_ns, aligned.end_ns), (600 * S, 1200 * S));
 }
+
+#[test]
+fn range_leaves_carry_parent_hints() {
+    let inner = SampleExpr::Range(range(RangeOp::CountOverTime, json(), 60, 0));
+    let expr = binop(
+        BinOp::Div,
+        false,
+        vagg(VectorOp::Sum, None, inner.clone()),
+        vagg(VectorOp::Max, None, inner),
+    );
+    let leaves = range_leaves(&expr);
+    assert_eq!(leaves.len(), 2);
+    assert!(leaves[0].1.skip_parsers);
+    assert!(!leaves[1].1.skip_parsers);
+}
+
+#[test]
+fn range_level_without_and_pooled_first_last() -> Result<(), Error> {
+    let series = vec![
+        raw(
+            &[("app", "a"), ("pod", "1")],
+            &[(10 * S, 1.0), (30 * S, 3.0)],
+        ),
+        raw(
+            &[("app", "a"), ("pod", "2")],
+            &[(20 * S, 2.0), (40 * S, 4.0)],
+        ),
+    ];
+    let mut agg = range(RangeOp::LastOverTime, vec![], 60, 0);
+    agg.range.unwrap = Some(Unwrap {
+        conv: UnwrapConv::None,
+        label: "v".into(),
+        post_filters: vec![],
+    });
+    agg.grouping = Some(Grouping {
+        without: true,
+        labels: vec!["pod".into()],
+    });
+    let st = Steps::instant(60 * S);
+    let out = vector_of(evaluate(
+        &SampleExpr::Range(agg.clone()),
+        &st,
+        &mut Fixed::new(series.clone()),
+        &no_limit(),
+    )?);
+    assert_eq!(
+        out,
+        vec![Series {
+            labels: l(&[("app", "a")]),
+            points: vec![(60 * S, 4.0)]
+        }]
+    );
+    agg.op = RangeOp::FirstOverTime;
+    let out = vector_of(evaluate(
+        &SampleExpr::Range(agg),
+        &st,
+        &mut Fixed::new(series),
+        &no_limit(),
+    )?);
+    assert_eq!(out[0].points, vec![(60 * S, 1.0)]);
+    Ok(())
+}
