@@ -1,0 +1,1 @@
+//! Engine-level tests over a real storage: placeholder until storage lands.
