@@ -57,21 +57,19 @@ fn collect_logs<'a>(s: &'a SampleExpr, out: &mut Vec<&'a LogExpr>) {
 }
 
 /// Go's `regexp` error text for an invalid pattern, or `None` when it compiles.
+///
+/// Only parses the pattern (AST and HIR): building the automaton would cost far more than
+/// the whole query parse, and the pipeline compiles it later anyway.
 pub fn regex_error(pattern: &str) -> Option<String> {
     use regex_syntax::ast::ErrorKind as K;
-    let ast_err = regex_syntax::ast::parse::Parser::new().parse(pattern).err();
-    let Some(e) = ast_err else {
-        return match regex::Regex::new(pattern) {
-            Ok(_) => None,
-            Err(e) => Some(format!(
-                "error parsing regexp: {}",
-                e.to_string()
-                    .lines()
-                    .last()
-                    .unwrap_or("invalid regexp")
-                    .trim()
-            )),
-        };
+    let e = match regex_syntax::ast::parse::Parser::new().parse(pattern) {
+        Ok(ast) => {
+            return regex_syntax::hir::translate::Translator::new()
+                .translate(pattern, &ast)
+                .err()
+                .map(|e| format!("error parsing regexp: {}", e.kind()));
+        }
+        Err(e) => e,
     };
     let span = e.span();
     let mut at = pattern
@@ -276,11 +274,20 @@ fn matches_empty(m: &Matcher) -> bool {
     match m.op {
         MatchOp::Eq => m.value.is_empty(),
         MatchOp::Neq => !m.value.is_empty(),
-        MatchOp::Re | MatchOp::Nre => {
-            let re = regex::Regex::new(&format!("^(?s:{})$", m.value));
-            let hit = re.map(|r| r.is_match("")).unwrap_or(false);
-            hit == (m.op == MatchOp::Re)
-        }
+        MatchOp::Re | MatchOp::Nre => regex_matches_empty(&m.value) == (m.op == MatchOp::Re),
+    }
+}
+
+/// Whether the fully anchored regex matches `""`. Decided from the parsed pattern when it
+/// has no assertions (the common case, and much cheaper than compiling it).
+fn regex_matches_empty(pattern: &str) -> bool {
+    let hir = regex_syntax::ParserBuilder::new()
+        .dot_matches_new_line(true)
+        .build()
+        .parse(pattern);
+    match hir {
+        Ok(h) if h.properties().look_set().is_empty() => h.properties().minimum_len() == Some(0),
+        _ => regex::Regex::new(&format!("^(?s:{pattern})$")).is_ok_and(|r| r.is_match("")),
     }
 }
 
@@ -582,6 +589,12 @@ mod tests {
             Some("error parsing regexp: missing argument to repetition operator: `*`")
         );
         assert_eq!(regex_error("a.*b"), None);
+        assert!(regex_matches_empty(".*"));
+        assert!(regex_matches_empty("a|"));
+        assert!(!regex_matches_empty(".+"));
+        assert!(!regex_matches_empty("a*b"));
+        assert!(regex_matches_empty("^$"));
+        assert!(!regex_matches_empty(r"\b"));
     }
 
     #[test]
