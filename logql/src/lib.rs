@@ -12,6 +12,7 @@
 
 pub mod ast;
 pub mod error;
+pub mod eval;
 pub mod format;
 pub mod lexer;
 pub mod parser;

@@ -1,1 +1,301 @@
-//! TODO: the per-entry log pipeline.
+//! The per-entry log pipeline: line filters, parsers (`json`, `logfmt`, `regexp`,
+//! `pattern`, `unpack`), label filters, formatting stages and `drop`/`keep`, compiled once
+//! per query into a [`Pipeline`] and run on every entry with a reusable [`LabelsBuilder`].
+//! `| unwrap` of metric queries is the [`SampleExtractor`].
+//!
+//! Behaviour follows Grafana Loki (`pkg/logql/log`), including its error labels
+//! (`JSONParserErr`, `LogfmtParserErr`, `LabelFilterErr`, `TemplateFormatErr`,
+//! `SampleExtractionErr`). Everything that can be precomputed (regexes, substring finders,
+//! templates, patterns) is, in [`Pipeline::new`]; `process` allocates only when a stage
+//! creates new text.
+//!
+//! ```
+//! use tovlog_logql::ast::{LineFilter, LineFilterOp, LineFilterValue, Stage};
+//! use tovlog_logql::pipeline::{LabelsBuilder, Pipeline};
+//!
+//! let stages = vec![
+//!     Stage::LineFilter(LineFilter { op: LineFilterOp::Contains, values: vec![LineFilterValue::Str("err".into())] }),
+//!     Stage::Logfmt { strict: false, keep_empty: false, params: vec![] },
+//! ];
+//! let p = Pipeline::new(&stages).unwrap();
+//! let mut lb = LabelsBuilder::new();
+//! lb.reset(&[("app".into(), "a".into())], &[]);
+//! assert!(p.process(0, "level=err msg=x", &mut lb).is_some());
+//! assert_eq!(lb.get("level"), Some("err"));
+//! lb.reset(&[("app".into(), "a".into())], &[]);
+//! assert!(p.process(0, "level=info", &mut lb).is_none());
+//! ```
+
+mod convert;
+mod drop_keep;
+mod format;
+mod hints;
+mod ip;
+mod json;
+mod label_filter;
+mod labels;
+mod line_filter;
+mod logfmt;
+mod pattern;
+mod regexp;
+mod unwrap;
+
+use std::borrow::Cow;
+
+pub use hints::{LabelHints, PRESERVE_ERROR_LABEL};
+pub use labels::{CategorizedLabels, LabelsBuilder, ERROR_DETAILS_LABEL, ERROR_LABEL};
+pub use line_filter::LineFilterChain;
+pub use unwrap::SampleExtractor;
+
+use crate::ast;
+use crate::Error;
+
+/// Prometheus label-name syntax `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub(crate) fn is_valid_label_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
+/// One compiled stage.
+#[derive(Debug, Clone)]
+enum CompiledStage {
+    LineFilters(LineFilterChain),
+    Json(json::JsonParser),
+    JsonExpr(json::JsonExpressionParser),
+    Logfmt(logfmt::LogfmtParser),
+    Regexp(regexp::RegexpParser),
+    Pattern(PatternStage),
+    Unpack,
+    LabelFilter(label_filter::LabelFilter),
+    LineFormat(format::LineFormat),
+    LabelFormat(format::LabelFormat),
+    Decolorize(format::Decolorize),
+    Drop(drop_keep::Drop),
+    Keep(drop_keep::Keep),
+}
+
+/// `| pattern "…"`.
+#[derive(Debug, Clone)]
+struct PatternStage {
+    pattern: pattern::Pattern,
+}
+
+impl PatternStage {
+    fn new(src: &str) -> Result<PatternStage, Error> {
+        let pattern = pattern::Pattern::for_parser(src).map_err(Error::Validate)?;
+        for n in pattern.names() {
+            if !is_valid_label_name(n) {
+                return Err(Error::Validate(format!("invalid capture label name '{n}'")));
+            }
+        }
+        Ok(PatternStage { pattern })
+    }
+
+    /// `false` = the line is dropped (an early label filter did not match).
+    fn process(&self, line: &str, lb: &mut LabelsBuilder, hints: &LabelHints) -> bool {
+        if hints.no_labels(lb) {
+            return true;
+        }
+        // Scratch buffers live in the builder: no allocation per line in steady state.
+        let mut caps = std::mem::take(&mut lb.scratch_ranges);
+        let mut key = std::mem::take(&mut lb.scratch_a);
+        self.pattern.captures(line, &mut caps);
+        let mut keep = true;
+        for (name, &(start, end)) in self.pattern.names().iter().zip(caps.iter()) {
+            key.clear();
+            key.push_str(name);
+            // Ranges come from memmem matches of UTF-8 needles: always char boundaries.
+            let value = line.get(start..end).unwrap_or("");
+            if !json::set_implicit(lb, hints, &mut key, value) {
+                keep = false;
+                break;
+            }
+        }
+        lb.scratch_ranges = caps;
+        lb.scratch_a = key;
+        keep
+    }
+}
+
+/// Compiled log pipeline; Send + Sync; built once per query, used from many threads.
+#[derive(Debug, Clone, Default)]
+pub struct Pipeline {
+    /// Line filters before any other stage (safe to run first, e.g. pushed into a scan).
+    leading: LineFilterChain,
+    /// Everything after the leading filters, in order.
+    stages: Vec<CompiledStage>,
+    /// Which labels parsers must extract (metric queries).
+    hints: LabelHints,
+}
+
+impl Pipeline {
+    /// Compile the stages. Errors carry Loki's wording (bad regex, bad template, …).
+    /// Every parser extracts every label (use for log queries).
+    pub fn new(stages: &[ast::Stage]) -> Result<Pipeline, Error> {
+        Self::with_hints(stages, LabelHints::all())
+    }
+
+    /// Compile the stages of a metric query with Loki's parser hints (see
+    /// [`LabelHints::for_range_aggregation`]): parsers extract only what the query needs,
+    /// which also decides whether unparseable lines get `__error__`.
+    pub fn with_hints(stages: &[ast::Stage], mut hints: LabelHints) -> Result<Pipeline, Error> {
+        hints.attach_filters(stages)?;
+        let mut leading = LineFilterChain::default();
+        let mut compiled: Vec<CompiledStage> = Vec::new();
+        // Line filters commute with stages that neither change the line nor filter on
+        // labels, so those after parsers, label_format, drop and keep are hoisted into the
+        // leading chain (cheaper, and pushable into scans). Never past a label filter,
+        // line_format, decolorize or unpack.
+        let mut hoistable = true;
+        for stage in stages {
+            hoistable &= matches!(
+                stage,
+                ast::Stage::LineFilter(_)
+                    | ast::Stage::Json(_)
+                    | ast::Stage::Logfmt { .. }
+                    | ast::Stage::Regexp(_)
+                    | ast::Stage::Pattern(_)
+                    | ast::Stage::LabelFormat(_)
+                    | ast::Stage::Drop(_)
+                    | ast::Stage::Keep(_)
+            );
+            let c = match stage {
+                ast::Stage::LineFilter(f) => {
+                    if hoistable {
+                        leading.push(f)?;
+                        continue;
+                    }
+                    // Merge consecutive filters into one chain.
+                    if let Some(CompiledStage::LineFilters(chain)) = compiled.last_mut() {
+                        chain.push(f)?;
+                        continue;
+                    }
+                    CompiledStage::LineFilters(LineFilterChain::new(std::slice::from_ref(f))?)
+                }
+                ast::Stage::Json(params) if params.is_empty() => {
+                    CompiledStage::Json(json::JsonParser)
+                }
+                ast::Stage::Json(params) => {
+                    CompiledStage::JsonExpr(json::JsonExpressionParser::new(params)?)
+                }
+                ast::Stage::Logfmt {
+                    strict,
+                    keep_empty,
+                    params,
+                } => {
+                    CompiledStage::Logfmt(logfmt::LogfmtParser::new(*strict, *keep_empty, params)?)
+                }
+                ast::Stage::Regexp(re) => CompiledStage::Regexp(regexp::RegexpParser::new(re)?),
+                ast::Stage::Pattern(p) => CompiledStage::Pattern(PatternStage::new(p)?),
+                ast::Stage::Unpack => CompiledStage::Unpack,
+                ast::Stage::LabelFilter(e) => {
+                    CompiledStage::LabelFilter(label_filter::LabelFilter::new(e)?)
+                }
+                ast::Stage::LineFormat(t) => CompiledStage::LineFormat(format::LineFormat::new(t)?),
+                ast::Stage::LabelFormat(ops) => {
+                    CompiledStage::LabelFormat(format::LabelFormat::new(ops)?)
+                }
+                ast::Stage::Decolorize => CompiledStage::Decolorize(format::Decolorize::new()?),
+                ast::Stage::Drop(s) => CompiledStage::Drop(drop_keep::Drop::new(s)?),
+                ast::Stage::Keep(s) => CompiledStage::Keep(drop_keep::Keep::new(s)?),
+            };
+            compiled.push(c);
+        }
+        Ok(Pipeline {
+            leading,
+            stages: compiled,
+            hints,
+        })
+    }
+
+    /// Run all stages on one entry. `None` = the entry is filtered out. Otherwise the
+    /// output line (changed by line_format/decolorize/unpack; borrowed when unchanged).
+    /// `lb` must have been `reset` for this entry.
+    pub fn process<'a>(
+        &self,
+        ts_ns: i64,
+        line: &'a str,
+        lb: &mut LabelsBuilder,
+    ) -> Option<Cow<'a, str>> {
+        if !self.leading.matches(line) {
+            return None;
+        }
+        let mut cur: Cow<'a, str> = Cow::Borrowed(line);
+        for stage in &self.stages {
+            match stage {
+                CompiledStage::LineFilters(chain) => {
+                    if !chain.matches(&cur) {
+                        return None;
+                    }
+                }
+                CompiledStage::Json(p) => {
+                    if !p.process(&cur, lb, &self.hints) {
+                        return None;
+                    }
+                }
+                CompiledStage::JsonExpr(p) => p.process(&cur, lb, &self.hints),
+                CompiledStage::Logfmt(p) => {
+                    if !p.process(&cur, lb, &self.hints) {
+                        return None;
+                    }
+                }
+                CompiledStage::Regexp(p) => {
+                    if !p.process(&cur, lb, &self.hints) {
+                        return None;
+                    }
+                }
+                CompiledStage::Pattern(p) => {
+                    if !p.process(&cur, lb, &self.hints) {
+                        return None;
+                    }
+                }
+                CompiledStage::Unpack => match json::unpack(&cur, lb, &self.hints) {
+                    Ok(Some(entry)) => cur = Cow::Owned(entry),
+                    Ok(None) => {}
+                    Err(()) => return None,
+                },
+                CompiledStage::LabelFilter(f) => {
+                    if !f.process(lb) {
+                        return None;
+                    }
+                }
+                CompiledStage::LineFormat(f) => {
+                    if let Some(new_line) = f.process(ts_ns, &cur, lb) {
+                        cur = Cow::Owned(new_line);
+                    }
+                }
+                CompiledStage::LabelFormat(f) => f.process(ts_ns, &cur, lb),
+                CompiledStage::Decolorize(d) => {
+                    if let Some(new_line) = d.process(&cur) {
+                        cur = Cow::Owned(new_line);
+                    }
+                }
+                CompiledStage::Drop(d) => d.process(lb),
+                CompiledStage::Keep(k) => k.process(lb),
+            }
+        }
+        Some(cur)
+    }
+
+    /// The line filters that can run before every other stage (safe to run first, e.g.
+    /// pushed into a scan): the leading ones plus those that only follow parsers,
+    /// `label_format`, `drop` or `keep`.
+    pub fn leading_line_filters(&self) -> &LineFilterChain {
+        &self.leading
+    }
+
+    /// True when the pipeline has only line filters (labels and line are never changed).
+    pub fn is_line_filter_only(&self) -> bool {
+        self.stages.is_empty()
+    }
+
+    /// True when the pipeline has no stage at all.
+    pub fn is_empty(&self) -> bool {
+        self.leading.is_empty() && self.stages.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests;

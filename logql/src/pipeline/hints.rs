@@ -1,0 +1,376 @@
+//! Parser hints for metric queries ([`LabelHints`]), after Loki's `ParserHint`.
+//!
+//! A metric query rarely needs every label: `sum(count_over_time({…} | json [5m]))` needs
+//! none and `sum by (status) (…)` only `status`. Loki then skips or shortens parsing, and
+//! that is observable: a line that is not JSON makes no `__error__` when nothing is
+//! parsed, and parsing stops (without error) once all needed labels are found. Log
+//! queries use no hints (everything is extracted).
+
+use crate::ast::{self, LabelFilterExpr, LabelFormatSrc, RangeOp, Stage, VectorOp};
+
+use super::label_filter::LabelFilter;
+use super::labels::{LabelsBuilder, DUPLICATE_SUFFIX, ERROR_LABEL};
+
+/// Which labels the parsers of a pipeline must extract.
+#[derive(Debug, Clone)]
+pub struct LabelHints {
+    /// Parse nothing (unless `required` is set).
+    no_labels: bool,
+    /// Only these names (empty = all).
+    required: Vec<String>,
+    /// `__error__` is needed: parsers mark their errors with `__preserve_error__="true"`.
+    preserve_error: bool,
+    /// Whether single-label filters of the pipeline run as soon as a parser sets their
+    /// label (Loki's `ShouldContinueParsingLine`); filled in by `Pipeline::with_hints`.
+    early_filtering: bool,
+    early: Vec<(String, LabelFilter)>,
+}
+
+impl Default for LabelHints {
+    fn default() -> LabelHints {
+        LabelHints {
+            no_labels: false,
+            required: Vec::new(),
+            preserve_error: false,
+            early_filtering: true,
+            early: Vec::new(),
+        }
+    }
+}
+
+/// Label set by parsers when errors were explicitly asked for (`by (__error__)`); the
+/// metric evaluator must not fail on series carrying it with value `"true"`.
+pub const PRESERVE_ERROR_LABEL: &str = "__preserve_error__";
+
+fn filter_names(e: &LabelFilterExpr, out: &mut Vec<String>) {
+    match e {
+        LabelFilterExpr::And { lhs, rhs, .. } | LabelFilterExpr::Or(lhs, rhs) => {
+            filter_names(lhs, out);
+            filter_names(rhs, out);
+        }
+        LabelFilterExpr::Paren(inner) => filter_names(inner, out),
+        LabelFilterExpr::String { name, .. }
+        | LabelFilterExpr::Number { name, .. }
+        | LabelFilterExpr::Duration { name, .. }
+        | LabelFilterExpr::Bytes { name, .. }
+        | LabelFilterExpr::Ip { name, .. } => out.push(name.clone()),
+    }
+}
+
+/// Field names a template reads (`.name`). An over-approximation is harmless: it only
+/// makes parsers extract a little more.
+fn template_fields(src: &str, out: &mut Vec<String>) {
+    let b = src.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'.' && i + 1 < b.len() && (b[i + 1].is_ascii_alphabetic() || b[i + 1] == b'_') {
+            let start = i + 1;
+            let mut j = start;
+            while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+                j += 1;
+            }
+            out.push(src[start..j].to_string());
+            i = j;
+        } else {
+            i += 1;
+        }
+    }
+}
+
+/// Loki's `RequiredLabelNames` of a pipeline: labels read by label filters and formatters.
+fn required_label_names(stages: &[Stage], post_filters: &[LabelFilterExpr]) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in stages {
+        match s {
+            Stage::LabelFilter(e) => filter_names(e, &mut out),
+            Stage::LineFormat(t) => template_fields(t, &mut out),
+            Stage::LabelFormat(ops) => {
+                for op in ops {
+                    match &op.src {
+                        LabelFormatSrc::Rename(src) => out.push(src.clone()),
+                        LabelFormatSrc::Template(t) => template_fields(t, &mut out),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for f in post_filters {
+        filter_names(f, &mut out);
+    }
+    out
+}
+
+impl LabelHints {
+    /// No hints: every parser extracts everything (log queries).
+    pub fn all() -> LabelHints {
+        LabelHints::default()
+    }
+
+    /// Hints for the pipeline of a range aggregation. `parent` is the vector aggregation
+    /// directly around it, if any: a `sum` pushes its grouping down into `count_over_time`,
+    /// `rate`, `bytes_over_time`, `bytes_rate` and `sum_over_time` that have no grouping of
+    /// their own (Loki's `canInjectVectorGrouping`).
+    pub fn for_range_aggregation(
+        agg: &ast::RangeAggregation,
+        parent: Option<&ast::VectorAggregation>,
+    ) -> LabelHints {
+        // A vector aggregation without a clause groups by nothing (Loki gives it an empty
+        // grouping), so `sum(count_over_time(…))` needs no labels at all.
+        let empty = ast::Grouping {
+            without: false,
+            labels: Vec::new(),
+        };
+        let mut grouping = agg.grouping.as_ref();
+        if let Some(p) = parent {
+            let injectable = matches!(
+                agg.op,
+                RangeOp::BytesOverTime
+                    | RangeOp::BytesRate
+                    | RangeOp::SumOverTime
+                    | RangeOp::Rate
+                    | RangeOp::CountOverTime
+            );
+            if p.op == VectorOp::Sum && injectable && agg.grouping.is_none() {
+                grouping = Some(p.grouping.as_ref().unwrap_or(&empty));
+            }
+        }
+        let (mut groups, mut without, mut no_labels) = match grouping {
+            Some(g) => (
+                g.labels.clone(),
+                g.without,
+                g.labels.is_empty() && !g.without,
+            ),
+            None => (Vec::new(), false, false),
+        };
+        if agg.op == RangeOp::AbsentOverTime {
+            no_labels = true;
+        }
+        let post: &[LabelFilterExpr] = agg
+            .range
+            .unwrap
+            .as_ref()
+            .map_or(&[], |u| u.post_filters.as_slice());
+        let required = required_label_names(&agg.range.log.pipeline, post);
+        let metric_label = agg.range.unwrap.as_ref().map(|u| u.label.clone());
+        if let Some(label) = &metric_label {
+            if groups.is_empty() || without {
+                without = true;
+                groups.push(label.clone());
+            }
+        }
+        Self::build(
+            &required,
+            &groups,
+            without,
+            no_labels,
+            metric_label.as_deref(),
+        )
+    }
+
+    /// Loki's `NewParserHint`.
+    fn build(
+        required: &[String],
+        groups: &[String],
+        without: bool,
+        no_labels: bool,
+        metric_label: Option<&str>,
+    ) -> LabelHints {
+        let mut hints: Vec<String> = Vec::new();
+        let all = required
+            .iter()
+            .chain(groups)
+            .map(String::as_str)
+            .chain(metric_label);
+        for l in all {
+            if l.is_empty() {
+                continue;
+            }
+            hints.push(l.to_string());
+            if let Some(base) = l.strip_suffix(DUPLICATE_SUFFIX) {
+                hints.push(base.to_string());
+            }
+        }
+        let mut unique: Vec<String> = Vec::with_capacity(hints.len());
+        for h in hints {
+            if !unique.contains(&h) {
+                unique.push(h);
+            }
+        }
+        let preserve_error = unique.iter().any(|h| h == ERROR_LABEL);
+        if no_labels {
+            if unique.is_empty() {
+                return LabelHints {
+                    no_labels: true,
+                    early_filtering: false,
+                    ..LabelHints::default()
+                };
+            }
+            return LabelHints {
+                required: unique,
+                preserve_error,
+                ..LabelHints::default()
+            };
+        }
+        if without || groups.is_empty() {
+            return LabelHints::default();
+        }
+        // With a known grouping Loki's hints carry no label filters.
+        LabelHints {
+            required: unique,
+            preserve_error,
+            early_filtering: false,
+            ..LabelHints::default()
+        }
+    }
+
+    /// Attach the pipeline's single-label filters for early evaluation (Loki evaluates a
+    /// label filter on one label as soon as a parser sets that label, even when a later
+    /// stage would change the label; `| json | label_format level=… | level="x"` thus
+    /// filters on the parsed value).
+    pub(crate) fn attach_filters(&mut self, stages: &[ast::Stage]) -> Result<(), crate::Error> {
+        self.early.clear();
+        if !self.early_filtering {
+            return Ok(());
+        }
+        for s in stages {
+            let Stage::LabelFilter(mut e) = s.clone() else {
+                continue;
+            };
+            while let LabelFilterExpr::Paren(inner) = e {
+                e = *inner;
+            }
+            let name = match &e {
+                LabelFilterExpr::And { .. }
+                | LabelFilterExpr::Or(..)
+                | LabelFilterExpr::Paren(_) => continue,
+                LabelFilterExpr::String { name, .. }
+                | LabelFilterExpr::Number { name, .. }
+                | LabelFilterExpr::Duration { name, .. }
+                | LabelFilterExpr::Bytes { name, .. }
+                | LabelFilterExpr::Ip { name, .. } => name.clone(),
+            };
+            self.early.push((name, LabelFilter::new(&e)?));
+        }
+        Ok(())
+    }
+
+    /// Loki's `ShouldContinueParsingLine`: run the first single-label filter on `name`.
+    pub(crate) fn should_continue(&self, name: &str, lb: &mut LabelsBuilder) -> bool {
+        match self.early.iter().find(|(n, _)| n == name) {
+            Some((_, f)) => f.process(lb),
+            None => true,
+        }
+    }
+
+    /// True when no hint restricts extraction.
+    pub fn is_all(&self) -> bool {
+        !self.no_labels && self.required.is_empty()
+    }
+
+    pub(crate) fn should_extract(&self, key: &str) -> bool {
+        self.required.is_empty() || self.required.iter().any(|r| r == key)
+    }
+
+    pub(crate) fn should_extract_prefix(&self, prefix: &str) -> bool {
+        self.required.is_empty() || self.required.iter().any(|r| r.starts_with(prefix))
+    }
+
+    pub(crate) fn all_required_extracted(&self, lb: &LabelsBuilder) -> bool {
+        !self.required.is_empty() && self.required.iter().all(|r| lb.extracted(r))
+    }
+
+    /// Parsers skip the line entirely.
+    pub(crate) fn no_labels(&self, lb: &LabelsBuilder) -> bool {
+        self.no_labels || self.all_required_extracted(lb)
+    }
+
+    /// Set the parser error labels (Loki's `addErrLabel`).
+    pub(crate) fn add_err(&self, lb: &mut LabelsBuilder, err: &str, details: Option<&str>) {
+        lb.set_err(err);
+        if let Some(d) = details {
+            lb.set_error_details(d);
+        }
+        if self.preserve_error {
+            lb.set_parsed(PRESERVE_ERROR_LABEL, "true");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ast::{Grouping, LogExpr, LogRange, MatchOp, Matcher, VectorAggregation};
+
+    fn agg(op: RangeOp, stages: Vec<Stage>, grouping: Option<Grouping>) -> ast::RangeAggregation {
+        ast::RangeAggregation {
+            op,
+            param: None,
+            range: LogRange {
+                log: LogExpr {
+                    selector: vec![Matcher {
+                        name: "job".into(),
+                        op: MatchOp::Eq,
+                        value: "x".into(),
+                    }],
+                    pipeline: stages,
+                },
+                range_ns: 60_000_000_000,
+                offset_ns: 0,
+                unwrap: None,
+            },
+            grouping,
+        }
+    }
+
+    fn sum(grouping: Option<Grouping>, inner: &ast::RangeAggregation) -> VectorAggregation {
+        VectorAggregation {
+            op: VectorOp::Sum,
+            param: None,
+            expr: Box::new(ast::SampleExpr::Range(inner.clone())),
+            grouping,
+        }
+    }
+
+    fn by(labels: &[&str]) -> Option<Grouping> {
+        Some(Grouping {
+            without: false,
+            labels: labels.iter().map(|s| s.to_string()).collect(),
+        })
+    }
+
+    #[test]
+    fn sum_without_grouping_parses_nothing() {
+        let a = agg(RangeOp::CountOverTime, vec![Stage::Json(vec![])], None);
+        let h = LabelHints::for_range_aggregation(&a, Some(&sum(None, &a)));
+        assert!(h.no_labels);
+        let h = LabelHints::for_range_aggregation(&a, Some(&sum(by(&[]), &a)));
+        assert!(h.no_labels);
+        let h = LabelHints::for_range_aggregation(&a, None);
+        assert!(h.is_all());
+    }
+
+    #[test]
+    fn sum_by_restricts_to_groups_and_filters() {
+        let a = agg(
+            RangeOp::CountOverTime,
+            vec![
+                Stage::Json(vec![]),
+                Stage::LabelFilter(LabelFilterExpr::String {
+                    name: "action".into(),
+                    op: MatchOp::Eq,
+                    value: "DELETE".into(),
+                }),
+            ],
+            None,
+        );
+        let h = LabelHints::for_range_aggregation(&a, Some(&sum(by(&["user_id"]), &a)));
+        assert_eq!(
+            h.required,
+            vec!["action".to_string(), "user_id".to_string()]
+        );
+        assert!(h.should_extract("action") && !h.should_extract("level"));
+        let e = LabelHints::for_range_aggregation(&a, Some(&sum(by(&["__error__"]), &a)));
+        assert!(e.preserve_error);
+    }
+}
