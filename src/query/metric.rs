@@ -23,9 +23,9 @@ use datafusion::physical_plan::execute_stream;
 use futures::StreamExt;
 use serde_json::Value;
 
-use tovlog_logql::ast::{RangeAggregation, RangeOp, SampleExpr, VectorOp};
-use tovlog_logql::eval::{self, EvalLimits, RangeInput, RawSeries, Steps};
-use tovlog_logql::pipeline::{Pipeline, SampleExtractor};
+use tovlog_logql::ast::{RangeAggregation, RangeOp, SampleExpr, VectorAggregation};
+use tovlog_logql::eval::{self, EvalLimits, LeafHints, RangeInput, RawSeries, Steps};
+use tovlog_logql::pipeline::{LabelHints, Pipeline, SampleExtractor};
 
 use super::encode;
 use super::exec::{Interner, LabelReduce, PipelineMode, SampleValue};
@@ -39,18 +39,11 @@ pub(super) async fn run(
     req: &QueryRequest,
     started: Instant,
 ) -> Result<Value, QueryError> {
+    // Range queries run on step-aligned bounds, as Loki's query frontend splits them.
     let steps = if req.instant {
-        Steps {
-            start_ns: req.end_ns,
-            end_ns: req.end_ns,
-            step_ns: 0,
-        }
+        Steps::instant(req.end_ns)
     } else {
-        Steps {
-            start_ns: req.start_ns,
-            end_ns: req.end_ns,
-            step_ns: req.step_ns,
-        }
+        Steps::range_aligned(req.start_ns, req.end_ns, req.step_ns)
     };
     let limits = EvalLimits {
         max_series: qc.limits.max_query_series,
@@ -60,11 +53,10 @@ pub(super) async fn run(
     // The evaluator is synchronous and pulls its inputs; it runs on a blocking thread
     // that drives each storage read to completion on the runtime.
     let (result, failure) = tokio::task::spawn_blocking(move || {
-        let hints = reduction_hints(&expr);
         let mut input = EngineInput {
             qc: input_qc,
             handle,
-            hints,
+            leaves: leaves(&expr),
             cache: Vec::new(),
             failure: None,
         };
@@ -87,60 +79,24 @@ pub(super) async fn run(
     Ok(encode::envelope(result_type, result, false, &stats))
 }
 
-/// Range aggregation leaves with the label reduction allowed for each (by address).
-struct Hint {
+/// A range aggregation leaf of the query with the vector aggregation directly around it
+/// (Loki derives parser hints and grouping push-down from that parent).
+struct Leaf {
     addr: usize,
     agg: RangeAggregation,
-    reduce: LabelReduce,
+    parent: Option<VectorAggregation>,
 }
 
-/// Range functions whose value over merged series is the sum of the per-series values.
-fn additive(op: RangeOp) -> bool {
-    matches!(
-        op,
-        RangeOp::CountOverTime
-            | RangeOp::Rate
-            | RangeOp::BytesOverTime
-            | RangeOp::BytesRate
-            | RangeOp::SumOverTime
-    )
-}
-
-fn grouping_reduce(g: &tovlog_logql::ast::Grouping) -> LabelReduce {
-    if g.without {
-        LabelReduce::Without(g.labels.clone())
-    } else {
-        LabelReduce::By(g.labels.clone())
-    }
-}
-
-/// Walk the expression and decide the reduction of every range aggregation leaf.
-fn reduction_hints(expr: &SampleExpr) -> Vec<Hint> {
-    fn walk(e: &SampleExpr, parent: Option<LabelReduce>, out: &mut Vec<Hint>) {
+/// Every range aggregation leaf of `expr` with its direct parent.
+fn leaves(expr: &SampleExpr) -> Vec<Leaf> {
+    fn walk(e: &SampleExpr, parent: Option<&VectorAggregation>, out: &mut Vec<Leaf>) {
         match e {
-            SampleExpr::Range(r) => {
-                let reduce = match (&r.grouping, parent) {
-                    (Some(g), _) => grouping_reduce(g),
-                    (None, Some(p)) if additive(r.op) => p,
-                    _ => LabelReduce::Keep,
-                };
-                out.push(Hint {
-                    addr: r as *const RangeAggregation as usize,
-                    agg: r.clone(),
-                    reduce,
-                });
-            }
-            SampleExpr::Vector(v) => {
-                let hint = if v.op == VectorOp::Sum {
-                    Some(match &v.grouping {
-                        Some(g) => grouping_reduce(g),
-                        None => LabelReduce::By(Vec::new()),
-                    })
-                } else {
-                    None
-                };
-                walk(&v.expr, hint, out);
-            }
+            SampleExpr::Range(r) => out.push(Leaf {
+                addr: r as *const RangeAggregation as usize,
+                agg: r.clone(),
+                parent: parent.cloned(),
+            }),
+            SampleExpr::Vector(v) => walk(&v.expr, Some(v), out),
             SampleExpr::Binary(b) => {
                 walk(&b.lhs, None, out);
                 walk(&b.rhs, None, out);
@@ -154,29 +110,38 @@ fn reduction_hints(expr: &SampleExpr) -> Vec<Hint> {
     out
 }
 
+/// The label reduction the evaluator's extractor grouping allows at the source.
+fn reduce_of(hints: &LeafHints) -> LabelReduce {
+    match &hints.grouping {
+        Some(g) if g.without => LabelReduce::Without(g.labels.clone()),
+        Some(g) => LabelReduce::By(g.labels.clone()),
+        None => LabelReduce::Keep,
+    }
+}
+
 /// The evaluator's view of storage.
 struct EngineInput {
     qc: Arc<QueryContext>,
     handle: tokio::runtime::Handle,
-    hints: Vec<Hint>,
-    cache: Vec<(RangeAggregation, Steps, LabelReduce, Vec<RawSeries>)>,
+    leaves: Vec<Leaf>,
+    cache: Vec<(RangeAggregation, Steps, LeafHints, Vec<RawSeries>)>,
     /// The engine failure behind an error handed to the evaluator (kept to report it
     /// with its own kind: timeout, memory, internal).
     failure: Option<QueryError>,
 }
 
 impl EngineInput {
-    /// The reduction for `agg`: by address when it is a node of the query, otherwise by
+    /// The parent of `agg`: by address when it is a node of the query, otherwise by
     /// structure when every equal leaf agrees, otherwise none.
-    fn reduce_for(&self, agg: &RangeAggregation) -> LabelReduce {
+    fn parent_of(&self, agg: &RangeAggregation) -> Option<VectorAggregation> {
         let addr = agg as *const RangeAggregation as usize;
-        if let Some(h) = self.hints.iter().find(|h| h.addr == addr) {
-            return h.reduce.clone();
+        if let Some(l) = self.leaves.iter().find(|l| l.addr == addr) {
+            return l.parent.clone();
         }
-        let mut equal = self.hints.iter().filter(|h| &h.agg == agg);
+        let mut equal = self.leaves.iter().filter(|l| &l.agg == agg);
         match equal.next() {
-            Some(first) if equal.all(|h| h.reduce == first.reduce) => first.reduce.clone(),
-            _ => LabelReduce::Keep,
+            Some(first) if equal.all(|l| l.parent == first.parent) => first.parent.clone(),
+            _ => None,
         }
     }
 }
@@ -187,24 +152,40 @@ impl RangeInput for EngineInput {
         agg: &RangeAggregation,
         steps: &Steps,
     ) -> Result<Vec<RawSeries>, tovlog_logql::Error> {
+        let parent = self.parent_of(agg);
+        let hints = eval::leaf_hints(agg, parent.as_ref());
+        self.input_with_hints(agg, &hints, steps)
+    }
+
+    fn input_with_hints(
+        &mut self,
+        agg: &RangeAggregation,
+        hints: &LeafHints,
+        steps: &Steps,
+    ) -> Result<Vec<RawSeries>, tovlog_logql::Error> {
         if let Some(f) = &self.failure {
             return Err(tovlog_logql::Error::Validate(f.to_string()));
         }
-        let reduce = self.reduce_for(agg);
         if let Some((_, _, _, series)) = self
             .cache
             .iter()
-            .find(|(a, s, r, _)| a == agg && s == steps && *r == reduce)
+            .find(|(a, s, h, _)| a == agg && s == steps && h == hints)
         {
             return Ok(series.clone());
         }
-        let fetched = self
-            .handle
-            .block_on(fetch_range(&self.qc, agg, steps, reduce.clone()));
+        let parent = self.parent_of(agg);
+        let label_hints = LabelHints::for_range_aggregation(agg, parent.as_ref());
+        let fetched = self.handle.block_on(fetch_range(
+            &self.qc,
+            agg,
+            steps,
+            label_hints,
+            reduce_of(hints),
+        ));
         match fetched {
             Ok(series) => {
                 self.cache
-                    .push((agg.clone(), steps.clone(), reduce, series.clone()));
+                    .push((agg.clone(), *steps, hints.clone(), series.clone()));
                 Ok(series)
             }
             Err(e) => {
@@ -221,6 +202,7 @@ async fn fetch_range(
     qc: &QueryContext,
     agg: &RangeAggregation,
     steps: &Steps,
+    label_hints: LabelHints,
     reduce: LabelReduce,
 ) -> Result<Vec<RawSeries>, QueryError> {
     let range = &agg.range;
@@ -235,7 +217,8 @@ async fn fetch_range(
         .saturating_sub(range.offset_ns)
         .saturating_add(1);
     let bad = |e: tovlog_logql::Error| QueryError::BadRequest(e.to_string());
-    let pipeline = Arc::new(Pipeline::new(&range.log.pipeline).map_err(bad)?);
+    let pipeline =
+        Arc::new(Pipeline::with_hints(&range.log.pipeline, label_hints).map_err(bad)?);
     let value = match (agg.op, &range.unwrap) {
         (RangeOp::BytesOverTime | RangeOp::BytesRate, _) => SampleValue::LineBytes,
         (_, Some(unwrap)) => SampleValue::Unwrap(Arc::new(SampleExtractor::new(unwrap).map_err(bad)?)),
@@ -295,50 +278,35 @@ async fn fetch_range(
 mod tests {
     use super::*;
 
-    fn hints_of(q: &str) -> Vec<LabelReduce> {
-        let Ok(tovlog_logql::ast::Expr::Sample(e)) = tovlog_logql::parse(q) else {
-            panic!("not a metric query: {q}");
-        };
-        reduction_hints(&e).into_iter().map(|h| h.reduce).collect()
+    fn parse(q: &str) -> SampleExpr {
+        match tovlog_logql::parse(q) {
+            Ok(tovlog_logql::ast::Expr::Sample(e)) => e,
+            other => panic!("not a metric query: {q}: {other:?}"),
+        }
     }
 
     #[test]
-    fn sums_over_additive_functions_are_pushed_down() {
-        assert_eq!(
-            hints_of(r#"sum(count_over_time({a="b"}[5m]))"#),
-            vec![LabelReduce::By(vec![])]
-        );
-        assert_eq!(
-            hints_of(r#"sum by (host) (rate({a="b"} | json [5m]))"#),
-            vec![LabelReduce::By(vec!["host".into()])]
-        );
-        assert_eq!(
-            hints_of(r#"sum without (host) (bytes_over_time({a="b"}[5m]))"#),
-            vec![LabelReduce::Without(vec!["host".into()])]
-        );
+    fn leaves_know_their_parent() {
+        let e = parse(r#"sum by (host) (count_over_time({a="b"}[5m])) / count_over_time({a="c"}[5m])"#);
+        let l = leaves(&e);
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[0].parent.as_ref().map(|p| p.op), Some(tovlog_logql::ast::VectorOp::Sum));
+        assert!(l[1].parent.is_none());
     }
 
     #[test]
-    fn non_additive_or_non_sum_parents_keep_labels() {
-        assert_eq!(
-            hints_of(r#"max by (host) (count_over_time({a="b"}[5m]))"#),
-            vec![LabelReduce::Keep]
-        );
-        assert_eq!(
-            hints_of(r#"sum(max_over_time({a="b"} | logfmt | unwrap x [5m]))"#),
-            vec![LabelReduce::Keep]
-        );
-        assert_eq!(
-            hints_of(r#"count_over_time({a="b"}[5m]) * 2"#),
-            vec![LabelReduce::Keep]
-        );
-    }
-
-    #[test]
-    fn range_grouping_is_pushed_down() {
-        assert_eq!(
-            hints_of(r#"quantile_over_time(0.99, {a="b"} | json | unwrap d [5m]) by (host)"#),
-            vec![LabelReduce::By(vec!["host".into()])]
-        );
+    fn sum_grouping_becomes_a_source_reduction() {
+        let e = parse(r#"sum by (host) (rate({a="b"} | json [5m]))"#);
+        let l = leaves(&e);
+        let h = eval::leaf_hints(&l[0].agg, l[0].parent.as_ref());
+        assert_eq!(reduce_of(&h), LabelReduce::By(vec!["host".into()]));
+        let e = parse(r#"max by (host) (count_over_time({a="b"}[5m]))"#);
+        let l = leaves(&e);
+        let h = eval::leaf_hints(&l[0].agg, l[0].parent.as_ref());
+        assert_eq!(reduce_of(&h), LabelReduce::Keep);
+        let e = parse(r#"sum(count_over_time({a="b"}[5m]))"#);
+        let l = leaves(&e);
+        let h = eval::leaf_hints(&l[0].agg, l[0].parent.as_ref());
+        assert_eq!(reduce_of(&h), LabelReduce::By(vec![]));
     }
 }

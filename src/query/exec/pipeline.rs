@@ -376,41 +376,54 @@ fn read_metadata(map: Option<&MapArray>, row: usize, buf: &mut Vec<(String, Stri
     n
 }
 
-/// The error labels the evaluator needs to see whatever the grouping.
-const ERROR_LABELS: [&str; 2] = ["__error__", "__error_details__"];
+/// Label the pipeline's parsers add when parser errors are explicitly asked for; the
+/// evaluator decides preservation from its own hints, so it never reaches a series.
+const PRESERVE_ERROR_LABEL: &str = tovlog_logql::pipeline::PRESERVE_ERROR_LABEL;
 
-/// Reduce a full label set.
+/// Reduce a label set without errors.
 fn reduce_labels(labels: Vec<(String, String)>, reduce: &LabelReduce) -> Vec<(String, String)> {
     match reduce {
         LabelReduce::Keep => labels,
         LabelReduce::By(names) => labels
             .into_iter()
-            .filter(|(k, _)| names.iter().any(|n| n == k) || ERROR_LABELS.contains(&k.as_str()))
+            .filter(|(k, _)| names.iter().any(|n| n == k))
             .collect(),
         LabelReduce::Without(names) => labels
             .into_iter()
-            .filter(|(k, _)| !names.iter().any(|n| n == k) || ERROR_LABELS.contains(&k.as_str()))
+            .filter(|(k, _)| !names.iter().any(|n| n == k))
             .collect(),
     }
 }
 
-/// The reduced labels of the current entry, reading only what `By` needs.
+/// The series labels of the current entry. Entries with a pipeline error keep their full
+/// label set: the evaluator either drops the error labels, keeps such series whole or
+/// fails the query with them, exactly as without the reduction.
 fn series_labels(lb: &LabelsBuilder, reduce: &LabelReduce) -> Vec<(String, String)> {
+    if lb.has_error() || *reduce == LabelReduce::Keep {
+        let mut labels = lb.labels();
+        labels.retain(|(k, _)| k != PRESERVE_ERROR_LABEL);
+        return labels;
+    }
     match reduce {
         LabelReduce::By(names) => {
+            // Read only the grouping labels instead of materialising the full set.
             let mut out: Vec<(String, String)> = Vec::with_capacity(names.len());
-            for n in names.iter().map(String::as_str).chain(ERROR_LABELS) {
+            for n in names {
                 if out.iter().any(|(k, _)| k == n) {
                     continue;
                 }
                 if let Some(v) = lb.get(n) {
-                    out.push((n.to_owned(), v.to_owned()));
+                    out.push((n.clone(), v.to_owned()));
                 }
             }
             out.sort();
             out
         }
-        other => reduce_labels(lb.labels(), other),
+        other => {
+            let mut labels = reduce_labels(lb.labels(), other);
+            labels.retain(|(k, _)| k != PRESERVE_ERROR_LABEL);
+            labels
+        }
     }
 }
 
@@ -577,20 +590,34 @@ mod tests {
     }
 
     #[test]
-    fn reduction_keeps_error_labels() {
-        let labels = vec![
-            p("__error__", "JSONParserErr"),
-            p("host", "a"),
-            p("level", "info"),
-        ];
+    fn reduction_filters_names() {
+        let labels = vec![p("host", "a"), p("level", "info"), p("pod", "x")];
         assert_eq!(
             reduce_labels(labels.clone(), &LabelReduce::By(vec!["level".into()])),
-            vec![p("__error__", "JSONParserErr"), p("level", "info")]
+            vec![p("level", "info")]
         );
         assert_eq!(
-            reduce_labels(labels.clone(), &LabelReduce::Without(vec!["level".into(), "__error__".into()])),
-            vec![p("__error__", "JSONParserErr"), p("host", "a")]
+            reduce_labels(labels.clone(), &LabelReduce::Without(vec!["level".into()])),
+            vec![p("host", "a"), p("pod", "x")]
         );
         assert_eq!(reduce_labels(labels.clone(), &LabelReduce::Keep), labels);
+    }
+
+    #[test]
+    fn error_entries_keep_full_labels() {
+        let mut lb = LabelsBuilder::new();
+        lb.reset(&[p("host", "a"), p("job", "j")], &[]);
+        assert_eq!(
+            series_labels(&lb, &LabelReduce::By(vec!["host".into()])),
+            vec![p("host", "a")]
+        );
+        let stages = vec![tovlog_logql::ast::Stage::Json(vec![])];
+        let pipeline = Pipeline::new(&stages).unwrap();
+        lb.reset(&[p("host", "a"), p("job", "j")], &[]);
+        assert!(pipeline.process(0, "{not json", &mut lb).is_some());
+        assert!(lb.has_error());
+        let labels = series_labels(&lb, &LabelReduce::By(vec!["host".into()]));
+        assert!(labels.iter().any(|(k, v)| k == "__error__" && v == "JSONParserErr"));
+        assert!(labels.iter().any(|(k, _)| k == "job"));
     }
 }
