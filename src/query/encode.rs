@@ -264,7 +264,10 @@ mod tests {
 
     #[test]
     fn range_scalar_becomes_matrix_and_instant_scalar_uses_ms() {
-        let v = eval::Value::Scalar(vec![(1_000_000_000_000_000_000, 7.0), (1_000_000_600_000_000_000, 7.0)]);
+        let v = eval::Value::Scalar(vec![
+            (1_000_000_000_000_000_000, 7.0),
+            (1_000_000_600_000_000_000, 7.0),
+        ]);
         let (t, r) = metric_result(&v, false);
         assert_eq!(t, "matrix");
         assert_eq!(
@@ -319,8 +322,16 @@ mod tests {
         let s = StreamResult {
             labels: vec![("job".into(), "a".into()), ("trace_id".into(), "t1".into())],
             entries: vec![
-                EncodedEntry { ts_ns: 2, line: "two".into(), category: 0 },
-                EncodedEntry { ts_ns: 1, line: "one".into(), category: 1 },
+                EncodedEntry {
+                    ts_ns: 2,
+                    line: "two".into(),
+                    category: 0,
+                },
+                EncodedEntry {
+                    ts_ns: 1,
+                    line: "one".into(),
+                    category: 1,
+                },
             ],
             categories: vec![
                 Categories {

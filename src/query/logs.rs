@@ -169,12 +169,14 @@ async fn top_rows(
         let boundary_ts = rows.last().map(|r| r.ts);
         let before = rows.len();
         rows.dedup_by(|later, earlier| {
-            later.ts == earlier.ts && later.line == earlier.line && later.labels.labels == earlier.labels.labels
+            later.ts == earlier.ts
+                && later.line == earlier.line
+                && later.labels.labels == earlier.labels.labels
         });
         StatsCollector::add(&qc.stats.duplicates, (before - rows.len()) as u64);
         rows.truncate(need);
-        let exact = fetched < fetch
-            || (rows.len() == need && Some(rows[need - 1].ts) != boundary_ts);
+        let exact =
+            fetched < fetch || (rows.len() == need && Some(rows[need - 1].ts) != boundary_ts);
         if exact {
             return Ok(rows);
         }
@@ -315,9 +317,15 @@ mod tests {
     #[test]
     fn windows_cover_the_range_from_the_reading_end() {
         let w = windows(0, 120 * MIN, Direction::Backward);
-        assert_eq!(w, vec![(105 * MIN, 120 * MIN), (45 * MIN, 105 * MIN), (0, 45 * MIN)]);
+        assert_eq!(
+            w,
+            vec![(105 * MIN, 120 * MIN), (45 * MIN, 105 * MIN), (0, 45 * MIN)]
+        );
         let w = windows(0, 120 * MIN, Direction::Forward);
-        assert_eq!(w, vec![(0, 15 * MIN), (15 * MIN, 75 * MIN), (75 * MIN, 120 * MIN)]);
+        assert_eq!(
+            w,
+            vec![(0, 15 * MIN), (15 * MIN, 75 * MIN), (75 * MIN, 120 * MIN)]
+        );
         assert_eq!(windows(0, 5 * MIN, Direction::Backward), vec![(0, 5 * MIN)]);
         assert!(windows(10, 10, Direction::Forward).is_empty());
         // A week: contiguous, no gaps, no overlap.
@@ -343,7 +351,7 @@ mod tests {
 
     #[test]
     fn ties_order_by_labels_in_both_directions() {
-        let mut rows = vec![row(1, "b0", "b"), row(1, "a0", "a"), row(2, "a1", "a")];
+        let mut rows = [row(1, "b0", "b"), row(1, "a0", "a"), row(2, "a1", "a")];
         rows.sort_by(|a, b| cmp_rows(a, b, Direction::Forward));
         let lines: Vec<_> = rows.iter().map(|r| r.line.as_str()).collect();
         assert_eq!(lines, ["a0", "b0", "a1"]);

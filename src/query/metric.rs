@@ -217,11 +217,12 @@ async fn fetch_range(
         .saturating_sub(range.offset_ns)
         .saturating_add(1);
     let bad = |e: tovlog_logql::Error| QueryError::BadRequest(e.to_string());
-    let pipeline =
-        Arc::new(Pipeline::with_hints(&range.log.pipeline, label_hints).map_err(bad)?);
+    let pipeline = Arc::new(Pipeline::with_hints(&range.log.pipeline, label_hints).map_err(bad)?);
     let value = match (agg.op, &range.unwrap) {
         (RangeOp::BytesOverTime | RangeOp::BytesRate, _) => SampleValue::LineBytes,
-        (_, Some(unwrap)) => SampleValue::Unwrap(Arc::new(SampleExtractor::new(unwrap).map_err(bad)?)),
+        (_, Some(unwrap)) => {
+            SampleValue::Unwrap(Arc::new(SampleExtractor::new(unwrap).map_err(bad)?))
+        }
         (_, None) => SampleValue::One,
     };
     let interner = Interner::new();
@@ -249,10 +250,24 @@ async fn fetch_range(
             .try_grow(batch.num_rows() * std::mem::size_of::<(i64, f64)>())
             .map_err(datafusion_error)?;
         let internal = || QueryError::Internal("bad sample batch".into());
-        let keys = batch.column(0).as_primitive_opt::<UInt32Type>().ok_or_else(internal)?;
-        let ts = batch.column(1).as_primitive_opt::<Int64Type>().ok_or_else(internal)?;
-        let values = batch.column(2).as_primitive_opt::<Float64Type>().ok_or_else(internal)?;
-        for ((k, t), v) in keys.values().iter().zip(ts.values().iter()).zip(values.values().iter()) {
+        let keys = batch
+            .column(0)
+            .as_primitive_opt::<UInt32Type>()
+            .ok_or_else(internal)?;
+        let ts = batch
+            .column(1)
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(internal)?;
+        let values = batch
+            .column(2)
+            .as_primitive_opt::<Float64Type>()
+            .ok_or_else(internal)?;
+        for ((k, t), v) in keys
+            .values()
+            .iter()
+            .zip(ts.values().iter())
+            .zip(values.values().iter())
+        {
             let k = *k as usize;
             if k >= per_key.len() {
                 per_key.resize_with(k + 1, Vec::new);
@@ -287,10 +302,14 @@ mod tests {
 
     #[test]
     fn leaves_know_their_parent() {
-        let e = parse(r#"sum by (host) (count_over_time({a="b"}[5m])) / count_over_time({a="c"}[5m])"#);
+        let e =
+            parse(r#"sum by (host) (count_over_time({a="b"}[5m])) / count_over_time({a="c"}[5m])"#);
         let l = leaves(&e);
         assert_eq!(l.len(), 2);
-        assert_eq!(l[0].parent.as_ref().map(|p| p.op), Some(tovlog_logql::ast::VectorOp::Sum));
+        assert_eq!(
+            l[0].parent.as_ref().map(|p| p.op),
+            Some(tovlog_logql::ast::VectorOp::Sum)
+        );
         assert!(l[1].parent.is_none());
     }
 

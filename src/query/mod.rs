@@ -144,8 +144,8 @@ impl QueryEngine {
     /// Run a query; returns the full Loki JSON body `{"status":"success","data":{…}}`.
     pub async fn query(&self, req: QueryRequest) -> Result<serde_json::Value, QueryError> {
         let started = Instant::now();
-        let expr = tovlog_logql::parse(&req.query)
-            .map_err(|e| QueryError::BadRequest(e.to_string()))?;
+        let expr =
+            tovlog_logql::parse(&req.query).map_err(|e| QueryError::BadRequest(e.to_string()))?;
         if req.instant && !expr.is_sample() {
             return Err(QueryError::BadRequest(INSTANT_LOG_QUERY_ERROR.to_owned()));
         }

@@ -204,7 +204,10 @@ pub async fn build_scan(
         Arc::clone(&qc.cancelled),
     )?);
     if processed.output_partitioning().partition_count() > 1 {
-        Ok(Some((Arc::new(CoalescePartitionsExec::new(processed)), streams)))
+        Ok(Some((
+            Arc::new(CoalescePartitionsExec::new(processed)),
+            streams,
+        )))
     } else {
         Ok(Some((processed, streams)))
     }

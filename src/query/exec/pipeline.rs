@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use datafusion::arrow::array::{
-    new_null_array, Array, ArrayBuilder, ArrayRef, AsArray, Float64Builder, Int64Array, Int64Builder,
-    MapArray, RecordBatch, StringArray, StringBuilder, UInt32Builder, UInt64Array,
+    new_null_array, Array, ArrayBuilder, ArrayRef, AsArray, Float64Builder, Int64Array,
+    Int64Builder, MapArray, RecordBatch, StringArray, StringBuilder, UInt32Builder, UInt64Array,
     UInt64Builder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, UInt64Type};
@@ -28,8 +28,8 @@ use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan,
-    ExecutionPlanProperties, PhysicalExpr, PlanProperties, ReplaceChildrenOptions,
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
+    PhysicalExpr, PlanProperties, ReplaceChildrenOptions,
 };
 use futures::StreamExt;
 
@@ -325,7 +325,9 @@ impl<'a> Input<'a> {
             let idx = batch.schema_ref().index_of(name)?;
             Ok(batch.column(idx))
         };
-        let bad = |what: &str| DataFusionError::Internal(format!("scan column {what} has the wrong type"));
+        let bad = |what: &str| {
+            DataFusionError::Internal(format!("scan column {what} has the wrong type"))
+        };
         Ok(Input {
             stream_ids: col(STREAM_ID)?
                 .as_primitive_opt::<UInt64Type>()
@@ -335,7 +337,12 @@ impl<'a> Input<'a> {
                 .ok_or_else(|| bad(TS))?,
             lines: col(LINE)?.as_string_opt::<i32>().ok_or_else(|| bad(LINE))?,
             metadata: match batch.schema_ref().index_of(METADATA) {
-                Ok(idx) => Some(batch.column(idx).as_map_opt().ok_or_else(|| bad(METADATA))?),
+                Ok(idx) => Some(
+                    batch
+                        .column(idx)
+                        .as_map_opt()
+                        .ok_or_else(|| bad(METADATA))?,
+                ),
                 Err(_) => None,
             },
         })
@@ -362,7 +369,11 @@ fn read_metadata(map: Option<&MapArray>, row: usize, buf: &mut Vec<(String, Stri
     let mut n = 0;
     for j in start..end {
         let k = keys.value(j);
-        let v = if values.is_valid(j) { values.value(j) } else { "" };
+        let v = if values.is_valid(j) {
+            values.value(j)
+        } else {
+            ""
+        };
         if n < buf.len() {
             buf[n].0.clear();
             buf[n].0.push_str(k);
@@ -477,7 +488,9 @@ impl PartitionState {
             let ts = input.ts.value(row);
             let nmeta = read_metadata(input.metadata, row, &mut self.meta);
             self.lb.reset(stream, &self.meta[..nmeta]);
-            let Some(line) = self.pipeline.process(ts, input.lines.value(row), &mut self.lb)
+            let Some(line) = self
+                .pipeline
+                .process(ts, input.lines.value(row), &mut self.lb)
             else {
                 continue;
             };
@@ -617,7 +630,9 @@ mod tests {
         assert!(pipeline.process(0, "{not json", &mut lb).is_some());
         assert!(lb.has_error());
         let labels = series_labels(&lb, &LabelReduce::By(vec!["host".into()]));
-        assert!(labels.iter().any(|(k, v)| k == "__error__" && v == "JSONParserErr"));
+        assert!(labels
+            .iter()
+            .any(|(k, v)| k == "__error__" && v == "JSONParserErr"));
         assert!(labels.iter().any(|(k, _)| k == "job"));
     }
 }
