@@ -429,3 +429,191 @@ fn parameter_parsing_matches_loki() {
     assert_eq!(parse_step("1m0s"), Some(60_000_000_000));
     assert_eq!(parse_step("450.5"), Some(450_500_000_000));
 }
+
+/// A store with `n` synthetic JSON lines in two streams, one per millisecond from `T0`.
+async fn synthetic_storage(dir: &Path, n: usize) -> Arc<Storage> {
+    let storage = Storage::open(StorageConfig {
+        data_dir: dir.to_path_buf(),
+        ..StorageConfig::default()
+    })
+    .await
+    .expect("open storage");
+    let mut streams = Vec::new();
+    for host in ["a", "b"] {
+        let entries = (0..n / 2)
+            .map(|i| Entry {
+                ts_ns: T0 + (i as i64) * 2_000_000 + i64::from(host == "b") * 1_000_000,
+                line: format!(
+                    r#"{{"level":"info","status":{},"n":{i},"msg":"req {host}"}}"#,
+                    200 + i % 3
+                ),
+                metadata: Vec::new(),
+            })
+            .collect();
+        streams.push(PushStream {
+            labels: LabelSet::new(vec![
+                ("job".to_owned(), "synth".to_owned()),
+                ("host".to_owned(), host.to_owned()),
+            ]),
+            entries,
+        });
+    }
+    storage.append(TENANT, streams).await.expect("append");
+    storage
+}
+
+const T0: i64 = 1_763_596_800_000_000_000;
+const SEC: i64 = 1_000_000_000;
+
+fn range_request(
+    query: &str,
+    start_ns: i64,
+    end_ns: i64,
+    step_ns: i64,
+    limit: u32,
+) -> QueryRequest {
+    QueryRequest {
+        tenant: TENANT.to_owned(),
+        query: query.to_owned(),
+        start_ns,
+        end_ns,
+        step_ns,
+        limit,
+        direction: Direction::Backward,
+        instant: false,
+        categorize_labels: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_limit_fails_the_query_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = synthetic_storage(dir.path(), 200_000).await;
+    let engine = QueryEngine::new(
+        storage,
+        QueryLimits {
+            max_memory_bytes: 1 << 20,
+            ..QueryLimits::default()
+        },
+    );
+    // 200k samples of 16 bytes cannot be held in 1 MiB.
+    let req = range_request(
+        r#"count_over_time({job="synth"}[10m])"#,
+        T0,
+        T0 + 600 * SEC,
+        60 * SEC,
+        100,
+    );
+    match engine.query(req).await {
+        Err(QueryError::TooLarge(msg)) => assert!(msg.contains("memory"), "{msg}"),
+        other => panic!("expected a memory error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_is_reported_as_such() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = synthetic_storage(dir.path(), 200_000).await;
+    let engine = QueryEngine::new(
+        storage,
+        QueryLimits {
+            query_timeout: Duration::from_nanos(1),
+            ..QueryLimits::default()
+        },
+    );
+    let req = range_request(
+        r#"sum by (status) (count_over_time({job="synth"} | json [10m]))"#,
+        T0,
+        T0 + 600 * SEC,
+        60 * SEC,
+        100,
+    );
+    assert!(matches!(
+        engine.query(req).await,
+        Err(QueryError::Timeout(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_and_direction_over_many_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = synthetic_storage(dir.path(), 200_000).await;
+    let engine = QueryEngine::new(storage, QueryLimits::default());
+    let end = T0 + 200 * SEC;
+    // Backward: the newest 5 entries across both streams, interleaved by time.
+    let body = engine
+        .query(range_request(r#"{job="synth"}"#, T0, end, 0, 5))
+        .await
+        .expect("query");
+    let mut ts: Vec<i64> = body["data"]["result"]
+        .as_array()
+        .expect("streams")
+        .iter()
+        .flat_map(|s| s["values"].as_array().expect("values").clone())
+        .map(|v| v[0].as_str().expect("ts").parse().expect("int"))
+        .collect();
+    ts.sort_unstable();
+    let want: Vec<i64> = (0..5)
+        .map(|i| T0 + 199_995_000_000 + i * 1_000_000)
+        .collect();
+    assert_eq!(ts, want);
+    assert_eq!(body["data"]["stats"]["summary"]["totalEntriesReturned"], 5);
+    // Forward with a pipeline: the oldest 3 lines whose status is 201.
+    let mut req = range_request(r#"{job="synth"} | json | status=201"#, T0, end, 0, 3);
+    req.direction = Direction::Forward;
+    let body = engine.query(req).await.expect("query");
+    let result = body["data"]["result"].as_array().expect("streams");
+    let mut got: Vec<(String, String)> = result
+        .iter()
+        .flat_map(|s| {
+            s["values"]
+                .as_array()
+                .expect("values")
+                .iter()
+                .map(|v| {
+                    (
+                        v[0].as_str().expect("ts").to_owned(),
+                        v[1].as_str().expect("line").to_owned(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got.len(), 3);
+    assert!(got.iter().all(|(_, l)| l.contains(r#""status":201"#)));
+    assert_eq!(got[0].0, (T0 + 2_000_000).to_string());
+    // Every stream carries the parsed labels.
+    assert!(result.iter().all(|s| s["stream"]["status"] == "201"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_sum_over_many_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = synthetic_storage(dir.path(), 200_000).await;
+    let engine = QueryEngine::new(storage, QueryLimits::default());
+    // Instant: the last minute holds 60k entries (one per ms), split over statuses.
+    let mut req = range_request(
+        r#"sum by (status) (count_over_time({job="synth"} | json [1m]))"#,
+        0,
+        T0 + 100 * SEC,
+        0,
+        100,
+    );
+    req.instant = true;
+    let body = engine.query(req).await.expect("query");
+    let result = body["data"]["result"].as_array().expect("vector");
+    assert_eq!(body["data"]["resultType"], "vector");
+    assert_eq!(result.len(), 3);
+    let total: f64 = result
+        .iter()
+        .map(|s| {
+            s["value"][1]
+                .as_str()
+                .expect("v")
+                .parse::<f64>()
+                .expect("f")
+        })
+        .sum();
+    assert_eq!(total, 60_000.0);
+}
