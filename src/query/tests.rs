@@ -57,14 +57,20 @@ fn parse_push(body: &Value) -> Vec<PushStream> {
     out
 }
 
-async fn loaded_storage(dir: &Path) -> Arc<Storage> {
-    // Other settings keep their defaults, whatever fields the storage config grows.
-    #[allow(clippy::needless_update)]
-    let config = StorageConfig {
+/// Storage settings for a test store in `dir`; other settings keep their defaults,
+/// whatever fields the storage config grows.
+#[allow(clippy::needless_update)]
+fn storage_config(dir: &Path) -> StorageConfig {
+    StorageConfig {
         data_dir: dir.to_path_buf(),
         ..StorageConfig::default()
-    };
-    let storage = Storage::open(config).await.expect("open storage");
+    }
+}
+
+async fn loaded_storage(dir: &Path) -> Arc<Storage> {
+    let storage = Storage::open(storage_config(dir))
+        .await
+        .expect("open storage");
     let mut files: Vec<PathBuf> = std::fs::read_dir(conformance_dir().join("dataset"))
         .expect("dataset dir")
         .map(|e| e.expect("dir entry").path())
@@ -432,12 +438,9 @@ fn parameter_parsing_matches_loki() {
 
 /// A store with `n` synthetic JSON lines in two streams, one per millisecond from `T0`.
 async fn synthetic_storage(dir: &Path, n: usize) -> Arc<Storage> {
-    let storage = Storage::open(StorageConfig {
-        data_dir: dir.to_path_buf(),
-        ..StorageConfig::default()
-    })
-    .await
-    .expect("open storage");
+    let storage = Storage::open(storage_config(dir))
+        .await
+        .expect("open storage");
     let mut streams = Vec::new();
     for host in ["a", "b"] {
         let entries = (0..n / 2)
