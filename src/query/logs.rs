@@ -17,6 +17,8 @@ use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{Int64Type, UInt64Type};
 use datafusion::physical_expr::expressions::col;
 use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
+use datafusion::physical_optimizer::filter_pushdown::FilterPushdown;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::{collect, ExecutionPlan};
 use serde_json::Value;
@@ -137,9 +139,11 @@ async fn top_rows(
             qc,
             log,
             Arc::clone(pipeline),
-            PipelineMode::Log {
+            // Line-filter-only pipelines need no per-row work: rows keep the storage
+            // schema and labels are derived for the survivors of the limit only.
+            (!pipeline.is_line_filter_only()).then_some(PipelineMode::Log {
                 categorize: req.categorize_labels,
-            },
+            }),
             Interner::new(),
             start_ns,
             end_ns,
@@ -160,6 +164,11 @@ async fn top_rows(
         .ok_or_else(|| QueryError::Internal("empty sort ordering".into()))?;
         let sort: Arc<dyn ExecutionPlan> =
             Arc::new(SortExec::new(ordering, plan).with_fetch(Some(fetch)));
+        // Let the TopK's dynamic bound on `ts` reach the scan (through the line filter)
+        // so chunks and row groups that cannot beat the current top rows are skipped.
+        let sort = FilterPushdown::new_post_optimization()
+            .optimize(sort, qc.session.state().config_options())
+            .map_err(datafusion_error)?;
         let batches = collect(sort, qc.session.task_ctx())
             .await
             .map_err(datafusion_error)?;
@@ -212,12 +221,17 @@ fn materialize(
             .as_primitive_opt::<UInt64Type>()
             .ok_or_else(|| internal(LOG_STREAM_ID))?;
         let metadata = column(LOG_METADATA)?.as_map_opt();
-        let labels = column(LOG_LABELS)?
-            .as_string_opt::<i32>()
-            .ok_or_else(|| internal(LOG_LABELS))?;
+        // Absent when the pipeline did not run (line filters only).
+        let labels = match column(LOG_LABELS) {
+            Ok(c) => Some(
+                c.as_string_opt::<i32>()
+                    .ok_or_else(|| internal(LOG_LABELS))?,
+            ),
+            Err(_) => None,
+        };
         for row in 0..batch.num_rows() {
-            let entry_labels = if labels.is_valid(row) {
-                decode_labels(labels.value(row)).ok_or_else(|| internal("labels"))?
+            let entry_labels = if let Some(l) = labels.filter(|l| l.is_valid(row)) {
+                decode_labels(l.value(row)).ok_or_else(|| internal("labels"))?
             } else {
                 let Some(stream) = streams.0.get(&sids.value(row)) else {
                     continue;

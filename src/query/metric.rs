@@ -230,7 +230,7 @@ async fn fetch_range(
         qc,
         &range.log,
         pipeline,
-        PipelineMode::Sample { value, reduce },
+        Some(PipelineMode::Sample { value, reduce }),
         Arc::clone(&interner),
         start_ns,
         end_ns,

@@ -150,14 +150,15 @@ pub fn datafusion_error(e: DataFusionError) -> QueryError {
 /// Message of the error execution nodes raise once the query was cancelled.
 pub const QUERY_CANCELLED: &str = "tovlog query cancelled";
 
-/// Build `scan ─► LineFilterExec ─► PipelineExec ─► [CoalescePartitionsExec]` for one
+/// Build `scan ─► LineFilterExec ─► [PipelineExec] ─► [CoalescePartitionsExec]` for one
 /// log selector over `[start_ns, end_ns)`, with the labels of the streams it reads.
-/// `None` when no stream matches.
+/// Without a `mode` the rows keep the storage schema (only the leading line filters
+/// run). `None` when no stream matches.
 pub async fn build_scan(
     qc: &QueryContext,
     log: &ast::LogExpr,
     pipeline: Arc<Pipeline>,
-    mode: PipelineMode,
+    mode: Option<PipelineMode>,
     interner: Arc<Interner>,
     start_ns: i64,
     end_ns: i64,
@@ -194,15 +195,18 @@ pub async fn build_scan(
         Arc::clone(&qc.stats),
     )?);
     let streams = Arc::new(streams);
-    let processed: Arc<dyn ExecutionPlan> = Arc::new(PipelineExec::try_new(
-        filtered,
-        pipeline,
-        mode,
-        Arc::clone(&streams),
-        interner,
-        Arc::clone(&qc.stats),
-        Arc::clone(&qc.cancelled),
-    )?);
+    let processed: Arc<dyn ExecutionPlan> = match mode {
+        Some(mode) => Arc::new(PipelineExec::try_new(
+            filtered,
+            pipeline,
+            mode,
+            Arc::clone(&streams),
+            interner,
+            Arc::clone(&qc.stats),
+            Arc::clone(&qc.cancelled),
+        )?),
+        None => filtered,
+    };
     if processed.output_partitioning().partition_count() > 1 {
         Ok(Some((
             Arc::new(CoalescePartitionsExec::new(processed)),

@@ -8,9 +8,11 @@ use std::sync::Arc;
 use datafusion::arrow::array::BooleanBufferBuilder;
 use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
+use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::filter_pushdown::{FilterDescription, FilterPushdownPhase};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr, PlanProperties,
@@ -158,6 +160,18 @@ impl ExecutionPlan for LineFilterExec {
                 datafusion::physical_plan::ChildrenPropertiesMode::Recompute,
             ),
         )
+    }
+
+    fn gather_filters_for_pushdown(
+        &self,
+        _phase: FilterPushdownPhase,
+        parent_filters: Vec<Arc<dyn PhysicalExpr>>,
+        _config: &ConfigOptions,
+    ) -> Result<FilterDescription> {
+        // Rows are only removed, never changed: any filter above (e.g. the dynamic
+        // timestamp bound of a TopK sort) holds the same below, where the scan can use
+        // it to skip row groups.
+        FilterDescription::from_children(parent_filters, &self.children())
     }
 
     fn execute(
