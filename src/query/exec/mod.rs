@@ -16,9 +16,12 @@ pub use pipeline::{
     LOG_LINE, LOG_METADATA, LOG_STREAM_ID, LOG_TS, SAMPLE_KEY, SAMPLE_TS, SAMPLE_VALUE,
 };
 
+/// The labels of one stream, sorted by name, shared.
+pub type StreamLabels = Arc<Vec<(String, String)>>;
+
 /// Labels of the streams a scan reads, by stream id.
 #[derive(Debug, Default, Clone)]
-pub struct StreamMap(pub HashMap<u64, Arc<Vec<(String, String)>>>);
+pub struct StreamMap(pub HashMap<u64, StreamLabels>);
 
 /// Interns label sets to dense `u32` ids so metric rows carry a number instead of strings
 /// and grouping into series is an index lookup. Shared by all partitions of a query.

@@ -36,7 +36,7 @@ use futures::StreamExt;
 use tovlog_logql::pipeline::{LabelsBuilder, Pipeline, SampleExtractor};
 use tovlog_storage::schema::{metadata_entries_field, LINE, METADATA, STREAM_ID, TS};
 
-use super::{encode_labels, EntryLabels, Interner, StreamMap};
+use super::{encode_labels, EntryLabels, Interner, StreamLabels, StreamMap};
 use crate::query::plan::QUERY_CANCELLED;
 use crate::query::stats::StatsCollector;
 
@@ -349,6 +349,33 @@ impl<'a> Input<'a> {
     }
 }
 
+/// Stream lookup with a one-entry cache: scans deliver rows grouped by stream, so the
+/// hash lookup runs once per run of rows instead of once per row.
+struct StreamLookup<'a> {
+    streams: &'a StreamMap,
+    last: Option<(u64, &'a StreamLabels)>,
+}
+
+impl<'a> StreamLookup<'a> {
+    fn new(streams: &'a StreamMap) -> StreamLookup<'a> {
+        StreamLookup {
+            streams,
+            last: None,
+        }
+    }
+
+    fn get(&mut self, sid: u64) -> Option<&'a StreamLabels> {
+        if let Some((id, labels)) = self.last {
+            if id == sid {
+                return Some(labels);
+            }
+        }
+        let labels = self.streams.0.get(&sid)?;
+        self.last = Some((sid, labels));
+        Some(labels)
+    }
+}
+
 /// Copy row `row`'s structured metadata into `buf` (reusing its strings); returns the count.
 fn read_metadata(map: Option<&MapArray>, row: usize, buf: &mut Vec<(String, String)>) -> usize {
     let Some(map) = map else { return 0 };
@@ -480,9 +507,11 @@ impl PartitionState {
         let mut line_b = StringBuilder::with_capacity(n, 64 * n);
         let mut sid_b = UInt64Builder::with_capacity(n);
         let mut labels_b = StringBuilder::with_capacity(n, 128 * n);
+        let streams = Arc::clone(&self.streams);
+        let mut lookup = StreamLookup::new(&streams);
         for row in 0..n {
             let sid = input.stream_ids.value(row);
-            let Some(stream) = self.streams.0.get(&sid) else {
+            let Some(stream) = lookup.get(sid) else {
                 continue;
             };
             let ts = input.ts.value(row);
@@ -535,9 +564,12 @@ impl PartitionState {
         let mut val_b = Float64Builder::with_capacity(n);
         let filter_only = self.pipeline.is_line_filter_only();
         let unwrap = matches!(value, SampleValue::Unwrap(_));
+        let streams = Arc::clone(&self.streams);
+        let mut lookup = StreamLookup::new(&streams);
+        let mut last_key: Option<(u64, u32)> = None;
         for row in 0..n {
             let sid = input.stream_ids.value(row);
-            let Some(stream) = self.streams.0.get(&sid) else {
+            let Some(stream) = lookup.get(sid) else {
                 continue;
             };
             let ts = input.ts.value(row);
@@ -545,12 +577,19 @@ impl PartitionState {
             let nmeta = read_metadata(input.metadata, row, &mut self.meta);
             if filter_only && !unwrap && nmeta == 0 {
                 // The labels are the stream's: one interned id per stream.
-                let key = match self.stream_keys.get(&sid) {
-                    Some(&k) => k,
-                    None => {
-                        let labels = reduce_labels(stream.as_ref().clone(), reduce);
-                        let k = self.interner.intern(labels);
-                        self.stream_keys.insert(sid, k);
+                let key = match last_key {
+                    Some((id, k)) if id == sid => k,
+                    _ => {
+                        let k = match self.stream_keys.get(&sid) {
+                            Some(&k) => k,
+                            None => {
+                                let labels = reduce_labels(stream.as_ref().clone(), reduce);
+                                let k = self.interner.intern(labels);
+                                self.stream_keys.insert(sid, k);
+                                k
+                            }
+                        };
+                        last_key = Some((sid, k));
                         k
                     }
                 };
