@@ -285,6 +285,7 @@ impl ExecutionPlan for PipelineExec {
             lb: LabelsBuilder::new(),
             meta: Vec::new(),
             stream_keys: HashMap::new(),
+            by_cache: ByCache::default(),
             encoded: String::new(),
         };
         let stream = input
@@ -308,6 +309,8 @@ struct PartitionState {
     meta: Vec<(String, String)>,
     /// Interned series id per stream, for rows whose labels are the stream's alone.
     stream_keys: HashMap<u64, u32>,
+    /// Series ids of `by (…)` groupings, found without allocating.
+    by_cache: ByCache,
     encoded: String,
 }
 
@@ -465,6 +468,42 @@ fn series_labels(lb: &LabelsBuilder, reduce: &LabelReduce) -> Vec<(String, Strin
     }
 }
 
+/// Series ids for `by (…)` label reductions, keyed by a hash of the grouping values read
+/// straight from the builder: the hot path of `sum by (x) (count_over_time(… | parser …))`
+/// neither allocates nor takes the interner lock once a group was seen.
+#[derive(Default)]
+struct ByCache {
+    /// Hash of the grouping values → (values, series id) of the groups with that hash.
+    groups: HashMap<u64, Vec<GroupEntry>>,
+}
+
+/// The grouping values of one group (in grouping order) and its series id.
+type GroupEntry = (Vec<Option<String>>, u32);
+
+impl ByCache {
+    fn key(&mut self, lb: &LabelsBuilder, names: &[String], interner: &Interner) -> u32 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for n in names {
+            lb.get(n).hash(&mut h);
+        }
+        let bucket = self.groups.entry(h.finish()).or_default();
+        for (values, key) in bucket.iter() {
+            if names
+                .iter()
+                .zip(values)
+                .all(|(n, v)| lb.get(n) == v.as_deref())
+            {
+                return *key;
+            }
+        }
+        let key = interner.intern(series_labels(lb, &LabelReduce::By(names.to_vec())));
+        let values = names.iter().map(|n| lb.get(n).map(str::to_owned)).collect();
+        bucket.push((values, key));
+        key
+    }
+}
+
 impl PartitionState {
     fn process(&mut self, batch: RecordBatch) -> Result<RecordBatch> {
         if self.cancelled.load(Ordering::Relaxed) {
@@ -619,7 +658,12 @@ impl PartitionState {
                     None => continue,
                 },
             };
-            let key = self.interner.intern(series_labels(&self.lb, reduce));
+            let key = match reduce {
+                LabelReduce::By(names) if !self.lb.has_error() => {
+                    self.by_cache.key(&self.lb, names, &self.interner)
+                }
+                _ => self.interner.intern(series_labels(&self.lb, reduce)),
+            };
             key_b.append_value(key);
             ts_b.append_value(ts);
             val_b.append_value(v);
@@ -639,6 +683,27 @@ mod tests {
 
     fn p(k: &str, v: &str) -> (String, String) {
         (k.to_owned(), v.to_owned())
+    }
+
+    #[test]
+    fn by_cache_matches_interning() {
+        let interner = Interner::new();
+        let mut cache = ByCache::default();
+        let names = vec!["level".to_owned(), "host".to_owned()];
+        let mut lb = LabelsBuilder::new();
+        lb.reset(&[p("host", "a"), p("level", "info"), p("pod", "1")], &[]);
+        let k1 = cache.key(&lb, &names, &interner);
+        lb.reset(&[p("host", "a"), p("level", "info"), p("pod", "2")], &[]);
+        let k2 = cache.key(&lb, &names, &interner);
+        lb.reset(&[p("host", "a"), p("pod", "2")], &[]);
+        let k3 = cache.key(&lb, &names, &interner);
+        assert_eq!(k1, k2);
+        assert_ne!(k1, k3);
+        assert_eq!(
+            interner.sets()[k1 as usize].as_slice(),
+            &[p("host", "a"), p("level", "info")]
+        );
+        assert_eq!(interner.sets()[k3 as usize].as_slice(), &[p("host", "a")]);
     }
 
     #[test]
