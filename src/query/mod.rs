@@ -155,7 +155,7 @@ impl QueryEngine {
             req.tenant.clone(),
             &self.limits,
             Arc::clone(&cancelled),
-        ));
+        )?);
         let timeout = self.limits.query_timeout;
         let run = {
             let qc = Arc::clone(&qc);

@@ -47,14 +47,13 @@ impl QueryContext {
         tenant: String,
         limits: &QueryLimits,
         cancelled: Arc<AtomicBool>,
-    ) -> QueryContext {
+    ) -> Result<QueryContext, QueryError> {
+        // At least 1 MiB: below that not even one batch fits and every query would fail.
         let pool = Arc::new(GreedyMemoryPool::new(limits.max_memory_bytes.max(1 << 20)));
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(pool)
             .build_arc()
-            // Building a runtime with only a memory pool cannot fail; fall back to the
-            // default runtime rather than refusing the query if it ever does.
-            .unwrap_or_default();
+            .map_err(datafusion_error)?;
         let config = SessionConfig::new().with_batch_size(8192);
         let state = SessionStateBuilder::new()
             .with_config(config)
@@ -62,14 +61,14 @@ impl QueryContext {
             .build();
         let session = SessionContext::new_with_state(state);
         storage.register_object_store(&session);
-        QueryContext {
+        Ok(QueryContext {
             storage,
             tenant,
             session,
             stats: StatsCollector::new(),
             cancelled,
             limits: limits.clone(),
-        }
+        })
     }
 
     /// Resolve a selector to the streams with data in `[start_ns, end_ns)`.
