@@ -8,6 +8,7 @@
 //! DataFusion TopK sort (`SortExec` with `fetch`) keeps only the best `limit` rows, so
 //! memory stays bounded however many lines match.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,7 +24,7 @@ use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::{collect, ExecutionPlan};
 use serde_json::Value;
 
-use tovlog_logql::ast::LogExpr;
+use tovlog_logql::ast::{LogExpr, Stage};
 use tovlog_logql::pipeline::{LabelsBuilder, Pipeline};
 
 use super::encode::{self, Categories, EncodedEntry, StreamResult};
@@ -134,14 +135,16 @@ async fn top_rows(
     need: usize,
 ) -> Result<Vec<Row>, QueryError> {
     let mut fetch = need;
+    let deferred = pipeline.is_line_filter_only() || keeps_every_entry(&log.pipeline);
     loop {
         let Some((plan, streams)) = build_scan(
             qc,
             log,
             Arc::clone(pipeline),
-            // Line-filter-only pipelines need no per-row work: rows keep the storage
-            // schema and labels are derived for the survivors of the limit only.
-            (!pipeline.is_line_filter_only()).then_some(PipelineMode::Log {
+            // When the pipeline cannot drop entries beyond its leading line filters, the
+            // limit is decided on raw rows: the rest of the pipeline then runs only on
+            // the survivors (in `materialize`), not on every line of the window.
+            (!deferred).then_some(PipelineMode::Log {
                 categorize: req.categorize_labels,
             }),
             Interner::new(),
@@ -172,8 +175,9 @@ async fn top_rows(
         let batches = collect(sort, qc.session.task_ctx())
             .await
             .map_err(datafusion_error)?;
-        let mut rows = materialize(&batches, &streams, req.categorize_labels)?;
-        let fetched = rows.len();
+        let fetched: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let post = (deferred && !pipeline.is_line_filter_only()).then_some(pipeline.as_ref());
+        let mut rows = materialize(&batches, &streams, req.categorize_labels, post)?;
         rows.sort_by(|a, b| cmp_rows(a, b, req.direction));
         let boundary_ts = rows.last().map(|r| r.ts);
         let before = rows.len();
@@ -193,12 +197,31 @@ async fn top_rows(
     }
 }
 
-/// Turn sorted output batches into rows, computing labels where the pipeline left
-/// them to be derived from the stream and its structured metadata.
+/// True when no stage after the leading line filters can drop an entry: no label filter,
+/// and no line filter after a stage that rewrites the line (those that come earlier run
+/// in the scan as leading filters). `drop`/`keep`, parsers and formatters never drop
+/// entries in log queries.
+fn keeps_every_entry(stages: &[Stage]) -> bool {
+    let mut line_rewritten = false;
+    for stage in stages {
+        match stage {
+            Stage::LabelFilter(_) => return false,
+            Stage::LineFilter(_) if line_rewritten => return false,
+            Stage::LineFormat(_) | Stage::Decolorize | Stage::Unpack => line_rewritten = true,
+            _ => {}
+        }
+    }
+    true
+}
+
+/// Turn sorted output batches into rows, computing labels where the pipeline left them
+/// to be derived from the stream and its structured metadata (running `post`, the
+/// deferred pipeline, first when given).
 fn materialize(
     batches: &[RecordBatch],
     streams: &StreamMap,
     categorize: bool,
+    post: Option<&Pipeline>,
 ) -> Result<Vec<Row>, QueryError> {
     let internal = |what: &str| QueryError::Internal(format!("bad log batch: {what}"));
     let mut lb = LabelsBuilder::new();
@@ -230,6 +253,7 @@ fn materialize(
             Err(_) => None,
         };
         for row in 0..batch.num_rows() {
+            let mut line: Cow<'_, str> = Cow::Borrowed(lines.value(row));
             let entry_labels = if let Some(l) = labels.filter(|l| l.is_valid(row)) {
                 decode_labels(l.value(row)).ok_or_else(|| internal("labels"))?
             } else {
@@ -252,6 +276,13 @@ fn materialize(
                     }
                 }
                 lb.reset(stream, &meta);
+                if let Some(p) = post {
+                    let raw = lines.value(row);
+                    match p.process(ts.value(row), raw, &mut lb) {
+                        Some(out) => line = Cow::Owned(out.into_owned()),
+                        None => continue,
+                    }
+                }
                 if categorize {
                     let c = lb.categorized();
                     EntryLabels {
@@ -268,7 +299,7 @@ fn materialize(
             };
             rows.push(Row {
                 ts: ts.value(row),
-                line: lines.value(row).to_owned(),
+                line: line.into_owned(),
                 labels: entry_labels,
             });
         }
@@ -327,6 +358,24 @@ mod tests {
     use super::*;
 
     const MIN: i64 = 60 * 1_000_000_000;
+
+    #[test]
+    fn entry_dropping_stages_are_recognised() {
+        let keeps = |q: &str| match tovlog_logql::parse(q) {
+            Ok(tovlog_logql::ast::Expr::Log(l)) => keeps_every_entry(&l.pipeline),
+            other => panic!("not a log query: {other:?}"),
+        };
+        assert!(keeps(
+            r#"{a="b"} |= "x" | json | drop __error__, __error_details__"#
+        ));
+        assert!(keeps(
+            r#"{a="b"} | logfmt | line_format "{{.msg}}" | keep level"#
+        ));
+        assert!(keeps(r#"{a="b"} | json |= "x""#));
+        assert!(!keeps(r#"{a="b"} | json | level="error""#));
+        assert!(!keeps(r#"{a="b"} | line_format "{{.msg}}" |= "x""#));
+        assert!(!keeps(r#"{a="b"} | decolorize != "x""#));
+    }
 
     #[test]
     fn windows_cover_the_range_from_the_reading_end() {
