@@ -342,4 +342,32 @@ mod tests {
             (8 + 4 + 11) as u64
         );
     }
+
+    #[test]
+    fn parent_filters_pass_through_to_the_scan() {
+        use datafusion::logical_expr::Operator;
+        use datafusion::physical_expr::expressions::{col, lit, BinaryExpr};
+        use datafusion::physical_plan::empty::EmptyExec;
+        use datafusion::physical_plan::filter_pushdown::PushedDown;
+
+        let scan: Arc<dyn ExecutionPlan> = Arc::new(EmptyExec::new(logs_schema()));
+        let node = LineFilterExec::try_new(
+            scan,
+            Arc::new(Pipeline::new(&[]).expect("pipeline")),
+            StatsCollector::new(),
+        )
+        .expect("node");
+        let ts = col("ts", &logs_schema()).expect("ts column");
+        let filter: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(ts, Operator::Gt, lit(5_i64)));
+        let desc = node
+            .gather_filters_for_pushdown(
+                FilterPushdownPhase::Post,
+                vec![filter],
+                &ConfigOptions::default(),
+            )
+            .expect("description");
+        let per_child = desc.parent_filters();
+        assert_eq!(per_child.len(), 1);
+        assert!(matches!(per_child[0][0].discriminant, PushedDown::Yes));
+    }
 }
