@@ -363,7 +363,7 @@ fn check_sample(s: &SampleExpr) -> Result<(), Error> {
             check_sample(&v.expr)
         }
         SampleExpr::LabelReplace(l) => {
-            if let Some(e) = regex_error(&format!("^(?s:{})$", l.regex)) {
+            if let Some(e) = regex_error(&format!("^(?:{})$", l.regex)) {
                 return Err(Error::parse_msg(format!(
                     "invalid regex in label_replace: {e}"
                 )));
@@ -642,6 +642,14 @@ mod tests {
         assert_eq!(
             err(r#"sum(rate({a="b"}[1m])) or 1"#),
             "parse error : unexpected literal for right leg of logical/set binary operation (or): 1.000000"
+        );
+    }
+
+    #[test]
+    fn label_replace_regex_is_checked() {
+        assert_eq!(
+            err(r#"label_replace(vector(1), "a", "$1", "b", "(")"#),
+            "parse error : invalid regex in label_replace: error parsing regexp: missing closing ): `^(?:()$`"
         );
     }
 
