@@ -116,15 +116,10 @@ pub fn regex_error(pattern: &str) -> Option<String> {
     Some(format!("error parsing regexp: {code}: `{text}`"))
 }
 
-/// A matcher's regex as Prometheus compiles it (`^(?s:…)$`).
-fn matcher_regex_error(value: &str) -> Option<String> {
-    regex_error(value)?;
-    regex_error(&format!("^(?s:{value})$"))
-}
-
 fn check_matcher_regex(op: MatchOp, value: &str) -> Result<(), Error> {
     if matches!(op, MatchOp::Re | MatchOp::Nre) {
-        if let Some(e) = matcher_regex_error(value) {
+        // Prometheus parses the bare pattern first, so errors quote it unanchored.
+        if let Some(e) = regex_error(value) {
             return Err(Error::parse_msg(e));
         }
     }
@@ -363,7 +358,7 @@ fn check_sample(s: &SampleExpr) -> Result<(), Error> {
             check_sample(&v.expr)
         }
         SampleExpr::LabelReplace(l) => {
-            if let Some(e) = regex_error(&format!("^(?s:{})$", l.regex)) {
+            if let Some(e) = regex_error(&format!("^(?:{})$", l.regex)) {
                 return Err(Error::parse_msg(format!(
                     "invalid regex in label_replace: {e}"
                 )));
@@ -642,6 +637,26 @@ mod tests {
         assert_eq!(
             err(r#"sum(rate({a="b"}[1m])) or 1"#),
             "parse error : unexpected literal for right leg of logical/set binary operation (or): 1.000000"
+        );
+    }
+
+    #[test]
+    fn matcher_regexes_are_checked() {
+        assert_eq!(
+            err(r#"{a=~"("}"#),
+            "parse error : error parsing regexp: missing closing ): `(`"
+        );
+        assert_eq!(
+            err(r#"{a="b"} | x!~"[a""#),
+            "parse error : error parsing regexp: missing closing ]: `[a`"
+        );
+    }
+
+    #[test]
+    fn label_replace_regex_is_checked() {
+        assert_eq!(
+            err(r#"label_replace(vector(1), "a", "$1", "b", "(")"#),
+            "parse error : invalid regex in label_replace: error parsing regexp: missing closing ): `^(?:()$`"
         );
     }
 
