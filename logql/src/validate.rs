@@ -57,21 +57,19 @@ fn collect_logs<'a>(s: &'a SampleExpr, out: &mut Vec<&'a LogExpr>) {
 }
 
 /// Go's `regexp` error text for an invalid pattern, or `None` when it compiles.
+///
+/// Only parses the pattern (AST and HIR): building the automaton would cost far more than
+/// the whole query parse, and the pipeline compiles it later anyway.
 pub fn regex_error(pattern: &str) -> Option<String> {
     use regex_syntax::ast::ErrorKind as K;
-    let ast_err = regex_syntax::ast::parse::Parser::new().parse(pattern).err();
-    let Some(e) = ast_err else {
-        return match regex::Regex::new(pattern) {
-            Ok(_) => None,
-            Err(e) => Some(format!(
-                "error parsing regexp: {}",
-                e.to_string()
-                    .lines()
-                    .last()
-                    .unwrap_or("invalid regexp")
-                    .trim()
-            )),
-        };
+    let e = match regex_syntax::ast::parse::Parser::new().parse(pattern) {
+        Ok(ast) => {
+            return regex_syntax::hir::translate::Translator::new()
+                .translate(pattern, &ast)
+                .err()
+                .map(|e| format!("error parsing regexp: {}", e.kind()));
+        }
+        Err(e) => e,
     };
     let span = e.span();
     let mut at = pattern
@@ -118,15 +116,10 @@ pub fn regex_error(pattern: &str) -> Option<String> {
     Some(format!("error parsing regexp: {code}: `{text}`"))
 }
 
-/// A matcher's regex as Prometheus compiles it (`^(?s:…)$`).
-fn matcher_regex_error(value: &str) -> Option<String> {
-    regex_error(value)?;
-    regex_error(&format!("^(?s:{value})$"))
-}
-
 fn check_matcher_regex(op: MatchOp, value: &str) -> Result<(), Error> {
     if matches!(op, MatchOp::Re | MatchOp::Nre) {
-        if let Some(e) = matcher_regex_error(value) {
+        // Prometheus parses the bare pattern first, so errors quote it unanchored.
+        if let Some(e) = regex_error(value) {
             return Err(Error::parse_msg(e));
         }
     }
@@ -276,11 +269,20 @@ fn matches_empty(m: &Matcher) -> bool {
     match m.op {
         MatchOp::Eq => m.value.is_empty(),
         MatchOp::Neq => !m.value.is_empty(),
-        MatchOp::Re | MatchOp::Nre => {
-            let re = regex::Regex::new(&format!("^(?s:{})$", m.value));
-            let hit = re.map(|r| r.is_match("")).unwrap_or(false);
-            hit == (m.op == MatchOp::Re)
-        }
+        MatchOp::Re | MatchOp::Nre => regex_matches_empty(&m.value) == (m.op == MatchOp::Re),
+    }
+}
+
+/// Whether the fully anchored regex matches `""`. Decided from the parsed pattern when it
+/// has no assertions (the common case, and much cheaper than compiling it).
+fn regex_matches_empty(pattern: &str) -> bool {
+    let hir = regex_syntax::ParserBuilder::new()
+        .dot_matches_new_line(true)
+        .build()
+        .parse(pattern);
+    match hir {
+        Ok(h) if h.properties().look_set().is_empty() => h.properties().minimum_len() == Some(0),
+        _ => regex::Regex::new(&format!("^(?s:{pattern})$")).is_ok_and(|r| r.is_match("")),
     }
 }
 
@@ -356,7 +358,7 @@ fn check_sample(s: &SampleExpr) -> Result<(), Error> {
             check_sample(&v.expr)
         }
         SampleExpr::LabelReplace(l) => {
-            if let Some(e) = regex_error(&format!("^(?s:{})$", l.regex)) {
+            if let Some(e) = regex_error(&format!("^(?:{})$", l.regex)) {
                 return Err(Error::parse_msg(format!(
                     "invalid regex in label_replace: {e}"
                 )));
@@ -582,6 +584,12 @@ mod tests {
             Some("error parsing regexp: missing argument to repetition operator: `*`")
         );
         assert_eq!(regex_error("a.*b"), None);
+        assert!(regex_matches_empty(".*"));
+        assert!(regex_matches_empty("a|"));
+        assert!(!regex_matches_empty(".+"));
+        assert!(!regex_matches_empty("a*b"));
+        assert!(regex_matches_empty("^$"));
+        assert!(!regex_matches_empty(r"\b"));
     }
 
     #[test]
@@ -629,6 +637,26 @@ mod tests {
         assert_eq!(
             err(r#"sum(rate({a="b"}[1m])) or 1"#),
             "parse error : unexpected literal for right leg of logical/set binary operation (or): 1.000000"
+        );
+    }
+
+    #[test]
+    fn matcher_regexes_are_checked() {
+        assert_eq!(
+            err(r#"{a=~"("}"#),
+            "parse error : error parsing regexp: missing closing ): `(`"
+        );
+        assert_eq!(
+            err(r#"{a="b"} | x!~"[a""#),
+            "parse error : error parsing regexp: missing closing ]: `[a`"
+        );
+    }
+
+    #[test]
+    fn label_replace_regex_is_checked() {
+        assert_eq!(
+            err(r#"label_replace(vector(1), "a", "$1", "b", "(")"#),
+            "parse error : invalid regex in label_replace: error parsing regexp: missing closing ): `^(?:()$`"
         );
     }
 

@@ -211,7 +211,10 @@ fn literal_folding() {
     assert_eq!(sample("3 > 2"), SampleExpr::Literal(1.0));
     assert_eq!(sample("1 - -1"), SampleExpr::Literal(2.0));
     // Negative zero prints as `0`: `-0` would lex as a duration, as in Loki.
-    assert_eq!(format(&parse("- 0").unwrap_or(Expr::Sample(SampleExpr::Literal(1.0)))), "0");
+    assert_eq!(
+        format(&parse("- 0").unwrap_or(Expr::Sample(SampleExpr::Literal(1.0)))),
+        "0"
+    );
     assert!(parse("-0").is_err());
     // Not folded: vectors.
     assert!(matches!(sample("vector(1) + 1"), SampleExpr::Binary(_)));

@@ -1,86 +1,196 @@
-//! Query engine placeholder with the agreed API (see the engine work); replaced by the real engine.
+//! The query engine: runs LogQL queries over tovlog storage and answers with Loki's
+//! JSON bodies.
+//!
+//! ```text
+//!  QueryRequest ─► parse (tovlog_logql) ─┬─ log query ──► logs::run ──┐
+//!                                        └─ metric ─────► metric::run ┤
+//!                                                                     ▼
+//!                                            encode (streams / matrix / vector / scalar + stats)
+//!
+//!  each storage read = plan::build_scan:
+//!    label index → stream ids → Storage::scan_table ─► LineFilterExec (leading line filters,
+//!    vectorised over the Arrow `line` column) ─► PipelineExec (rest of the pipeline, per batch)
+//!    ─► TopK sort (log queries) / grouping into RawSeries (metric queries)
+//! ```
+//!
+//! Every query gets its own DataFusion session with a memory pool of
+//! [`QueryLimits::max_memory_bytes`], so a heavy query fails with a clear error instead of
+//! exhausting the process, and a timeout of [`QueryLimits::query_timeout`].
+//! The HTTP layer validates parameters and rejects instant log queries before calling in.
 
-use std::{sync::Arc, time::Duration};
+pub mod encode;
+pub mod exec;
+mod logs;
+mod metric;
+mod plan;
+pub mod stats;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tovlog_logql::ast::Expr;
 use tovlog_storage::Storage;
 
-/// Query limits.
-#[derive(Debug, Clone)]
+pub use plan::QueryContext;
+
+/// Resource limits of the engine (Loki's `limits_config` names where they exist).
+#[derive(Debug, Clone, PartialEq)]
 pub struct QueryLimits {
-    /// Largest `limit` of a log query.
+    /// Largest `limit` a log query may ask for (the HTTP layer enforces it; kept for reference).
     pub max_entries_limit_per_query: u32,
     /// Most series a metric query may return.
     pub max_query_series: usize,
-    /// Query timeout.
+    /// Wall-clock limit of one query.
     pub query_timeout: Duration,
-    /// Memory per query.
+    /// Memory one query may use for sorting, grouping and buffered results.
     pub max_memory_bytes: usize,
 }
 
-/// Log query direction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits {
+            max_entries_limit_per_query: 5000,
+            max_query_series: 500,
+            query_timeout: Duration::from_secs(60),
+            max_memory_bytes: 1 << 30,
+        }
+    }
+}
+
+/// Order of entries in a log query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Direction {
     /// Oldest first.
     Forward,
-    /// Newest first.
+    /// Newest first (Loki's default).
+    #[default]
     Backward,
 }
 
-/// A validated query request.
-#[derive(Debug, Clone)]
+/// One query, with parameters already validated by the HTTP layer.
+#[derive(Debug, Clone, PartialEq)]
 pub struct QueryRequest {
     /// Tenant.
     pub tenant: String,
     /// LogQL text.
     pub query: String,
-    /// Start, ns.
+    /// Start, ns (inclusive for log queries; first step for metric queries).
     pub start_ns: i64,
-    /// End, ns.
+    /// End, ns (exclusive for log queries; last step bound for metric queries).
     pub end_ns: i64,
-    /// Step, ns.
+    /// Step, ns (metric range queries).
     pub step_ns: i64,
-    /// Entry limit.
+    /// Entry limit (log queries).
     pub limit: u32,
-    /// Direction.
+    /// Entry order (log queries).
     pub direction: Direction,
-    /// Instant query.
+    /// Instant query (`/query`): evaluated at `end_ns`.
     pub instant: bool,
-    /// `categorize-labels` requested.
+    /// `X-Loki-Response-Encoding-Flags: categorize-labels` was sent.
     pub categorize_labels: bool,
 }
 
-/// Query failures.
-#[derive(Debug, thiserror::Error)]
+/// Why a query failed. `Display` is the text sent to the client.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum QueryError {
-    /// 400
+    /// The query is wrong (parse error, pipeline error, limits of the request): HTTP 400.
     #[error("{0}")]
     BadRequest(String),
-    /// 504
+    /// The query took longer than the configured timeout: HTTP 504.
     #[error("{0}")]
     Timeout(String),
-    /// too large
+    /// The query needs more resources than allowed (memory, series): HTTP 422/400.
     #[error("{0}")]
     TooLarge(String),
-    /// 500
+    /// A failure of tovlog or its storage: HTTP 500.
     #[error("{0}")]
     Internal(String),
 }
 
-/// The engine.
+/// Loki's text for an instant log query.
+pub const INSTANT_LOG_QUERY_ERROR: &str =
+    "log queries are not supported as an instant query type, please change your query to a range query type";
+
+/// The query engine. Cheap to clone.
 #[derive(Clone)]
 pub struct QueryEngine {
-    _storage: Arc<Storage>,
-    _limits: QueryLimits,
+    storage: Arc<Storage>,
+    limits: Arc<QueryLimits>,
+}
+
+impl std::fmt::Debug for QueryEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryEngine")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
 }
 
 impl QueryEngine {
-    /// New engine.
+    /// An engine over `storage` with `limits`.
     pub fn new(storage: Arc<Storage>, limits: QueryLimits) -> QueryEngine {
-        QueryEngine { _storage: storage, _limits: limits }
+        QueryEngine {
+            storage,
+            limits: Arc::new(limits),
+        }
     }
 
-    /// Run a query.
-    pub async fn query(&self, _req: QueryRequest) -> Result<serde_json::Value, QueryError> {
-        Err(QueryError::Internal("query engine not implemented".into()))
+    /// The configured limits.
+    pub fn limits(&self) -> &QueryLimits {
+        &self.limits
+    }
+
+    /// Run a query; returns the full Loki JSON body `{"status":"success","data":{…}}`.
+    pub async fn query(&self, req: QueryRequest) -> Result<serde_json::Value, QueryError> {
+        let started = Instant::now();
+        let expr =
+            tovlog_logql::parse(&req.query).map_err(|e| QueryError::BadRequest(e.to_string()))?;
+        if req.instant && !expr.is_sample() {
+            return Err(QueryError::BadRequest(INSTANT_LOG_QUERY_ERROR.to_owned()));
+        }
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let qc = Arc::new(QueryContext::new(
+            Arc::clone(&self.storage),
+            req.tenant.clone(),
+            &self.limits,
+            Arc::clone(&cancelled),
+        )?);
+        let timeout = self.limits.query_timeout;
+        let run = {
+            let qc = Arc::clone(&qc);
+            async move {
+                match expr {
+                    Expr::Log(log) => logs::run(&qc, &log, &req, started).await,
+                    Expr::Sample(sample) => metric::run(qc, sample, &req, started).await,
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(result) => result,
+            Err(_) => {
+                // Work still running on blocking threads sees the flag and stops.
+                cancelled.store(true, Ordering::Relaxed);
+                Err(QueryError::Timeout(format!(
+                    "query timed out after {}: decrease the duration of the request or add more label matchers to the query",
+                    humanize(timeout)
+                )))
+            }
+        }
     }
 }
+
+/// `1m0s`-like rendering for error texts.
+fn humanize(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 60 {
+        format!("{}m{}s", secs / 60, secs % 60)
+    } else if secs > 0 {
+        format!("{secs}s")
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests;

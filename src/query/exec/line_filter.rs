@@ -1,0 +1,373 @@
+//! `LineFilterExec`: the leading line filters of a pipeline, run over whole Arrow
+//! `line` arrays directly above the storage scan. It also counts the lines and bytes
+//! read, which is what `stats` reports as processed, and normalises the scan's string
+//! encodings (a Parquet reader may hand out `Utf8View`/`LargeUtf8`) to the storage schema
+//! the nodes above expect.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::BooleanBufferBuilder;
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::filter_pushdown::{FilterDescription, FilterPushdownPhase};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr, PlanProperties,
+    ReplaceChildrenOptions,
+};
+use futures::StreamExt;
+
+use tovlog_logql::pipeline::Pipeline;
+use tovlog_storage::schema::{logs_schema, LINE, METADATA};
+
+use crate::query::stats::StatsCollector;
+
+/// Filters rows by the pipeline's leading line filters (pass-through when there are none).
+pub struct LineFilterExec {
+    input: Arc<dyn ExecutionPlan>,
+    pipeline: Arc<Pipeline>,
+    stats: Arc<StatsCollector>,
+    line_idx: usize,
+    /// Output schema and properties when the scan's types differ from the storage schema.
+    normalized: Option<(SchemaRef, Arc<PlanProperties>)>,
+}
+
+/// The scan schema with `line` as Utf8 and `metadata` as the storage map type, or `None`
+/// when it already is.
+fn normalized_schema(input: &SchemaRef) -> Option<SchemaRef> {
+    let storage = logs_schema();
+    let mut changed = false;
+    let fields: Vec<Field> = input
+        .fields()
+        .iter()
+        .map(|f| {
+            let want = match f.name().as_str() {
+                LINE | METADATA => storage
+                    .field_with_name(f.name())
+                    .ok()
+                    .map(|sf| sf.data_type().clone()),
+                _ => None,
+            };
+            match want {
+                Some(t) if &t != f.data_type() => {
+                    changed = true;
+                    Field::new(f.name(), t, f.is_nullable())
+                }
+                _ => f.as_ref().clone(),
+            }
+        })
+        .collect();
+    changed.then(|| Arc::new(Schema::new(fields)))
+}
+
+/// Cast `batch` to `schema` (same column names and order).
+fn normalize_batch(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(Arc::clone(c))
+            } else {
+                Ok(cast(c, f.data_type())?)
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+impl fmt::Debug for LineFilterExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LineFilterExec").finish_non_exhaustive()
+    }
+}
+
+impl LineFilterExec {
+    /// Wrap `input`, which must have a Utf8 `line` column.
+    pub fn try_new(
+        input: Arc<dyn ExecutionPlan>,
+        pipeline: Arc<Pipeline>,
+        stats: Arc<StatsCollector>,
+    ) -> Result<LineFilterExec, crate::query::QueryError> {
+        let line_idx = input.schema().index_of(LINE).map_err(|e| {
+            crate::query::QueryError::Internal(format!("scan has no line column: {e}"))
+        })?;
+        let normalized = normalized_schema(&input.schema()).map(|schema| {
+            let props = input.properties();
+            let props = PlanProperties::new(
+                EquivalenceProperties::new(Arc::clone(&schema)),
+                props.partitioning.clone(),
+                props.emission_type,
+                props.boundedness,
+            );
+            (schema, Arc::new(props))
+        });
+        Ok(LineFilterExec {
+            input,
+            pipeline,
+            stats,
+            line_idx,
+            normalized,
+        })
+    }
+}
+
+impl DisplayAs for LineFilterExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "LineFilterExec: filters={}",
+            !self.pipeline.leading_line_filters().is_empty()
+        )
+    }
+}
+
+/// Filter one batch; counts what was read.
+fn filter_batch(
+    batch: RecordBatch,
+    line_idx: usize,
+    pipeline: &Pipeline,
+    stats: &StatsCollector,
+) -> Result<RecordBatch> {
+    let lines = batch
+        .column(line_idx)
+        .as_string_opt::<i32>()
+        .ok_or_else(|| DataFusionError::Internal("line column is not Utf8".into()))?;
+    let offsets = lines.value_offsets();
+    let bytes = (offsets[offsets.len() - 1] - offsets[0]) as u64;
+    StatsCollector::add(&stats.lines_scanned, batch.num_rows() as u64);
+    StatsCollector::add(&stats.bytes_scanned, bytes);
+    let chain = pipeline.leading_line_filters();
+    if chain.is_empty() {
+        return Ok(batch);
+    }
+    let mut mask = BooleanBufferBuilder::new(lines.len());
+    let mut kept = 0usize;
+    if lines.null_count() == 0 {
+        for i in 0..lines.len() {
+            let keep = chain.matches(lines.value(i));
+            kept += usize::from(keep);
+            mask.append(keep);
+        }
+    } else {
+        for i in 0..lines.len() {
+            let keep = lines.is_valid(i) && chain.matches(lines.value(i));
+            kept += usize::from(keep);
+            mask.append(keep);
+        }
+    }
+    if kept == batch.num_rows() {
+        return Ok(batch);
+    }
+    let mask = BooleanArray::new(mask.finish(), None);
+    Ok(filter_record_batch(&batch, &mask)?)
+}
+
+impl ExecutionPlan for LineFilterExec {
+    fn name(&self) -> &str {
+        "LineFilterExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        // Same schema, partitioning and order as the scan: rows are only removed.
+        match &self.normalized {
+            Some((_, props)) => props,
+            None => self.input.properties(),
+        }
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return Err(DataFusionError::Internal(
+                "LineFilterExec has exactly one child".into(),
+            ));
+        }
+        let node = LineFilterExec::try_new(
+            children.swap_remove(0),
+            Arc::clone(&self.pipeline),
+            Arc::clone(&self.stats),
+        )
+        .map_err(|e| DataFusionError::Internal(e.to_string()))?;
+        Ok(Arc::new(node))
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(
+                datafusion::physical_plan::ChildrenPropertiesMode::Recompute,
+            ),
+        )
+    }
+
+    fn gather_filters_for_pushdown(
+        &self,
+        _phase: FilterPushdownPhase,
+        parent_filters: Vec<Arc<dyn PhysicalExpr>>,
+        _config: &ConfigOptions,
+    ) -> Result<FilterDescription> {
+        // Rows are only removed, never changed: any filter above (e.g. the dynamic
+        // timestamp bound of a TopK sort) holds the same below, where the scan can use
+        // it to skip row groups.
+        FilterDescription::from_children(parent_filters, &self.children())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context)?;
+        let target = self.normalized.as_ref().map(|(s, _)| Arc::clone(s));
+        let schema = target.clone().unwrap_or_else(|| input.schema());
+        let pipeline = Arc::clone(&self.pipeline);
+        let stats = Arc::clone(&self.stats);
+        let line_idx = self.line_idx;
+        let stream = input
+            .map(move |batch| {
+                let batch = match &target {
+                    Some(t) => normalize_batch(batch?, t)?,
+                    None => batch?,
+                };
+                filter_batch(batch, line_idx, &pipeline, &stats)
+            })
+            .filter(|b| futures::future::ready(!matches!(b, Ok(b) if b.num_rows() == 0)));
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{
+        ArrayRef, Int64Array, MapArray, StringArray, StringViewArray, StructArray, UInt64Array,
+    };
+    use datafusion::arrow::buffer::OffsetBuffer;
+    use datafusion::arrow::datatypes::DataType;
+    use tovlog_logql::ast::{LineFilter, LineFilterOp, LineFilterValue, Stage};
+
+    fn view_batch() -> RecordBatch {
+        let entries = tovlog_storage::schema::metadata_entries_field();
+        let DataType::Struct(fields) = entries.data_type().clone() else {
+            unreachable!("map entries are a struct")
+        };
+        let keys: ArrayRef = Arc::new(StringArray::from(vec!["trace_id"]));
+        let values: ArrayRef = Arc::new(StringArray::from(vec!["t1"]));
+        let map = MapArray::new(
+            entries,
+            OffsetBuffer::new(vec![0, 1, 1, 1].into()),
+            StructArray::new(fields, vec![keys, values], None),
+            None,
+            false,
+        );
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("stream_id", DataType::UInt64, false),
+            Field::new("ts", DataType::Int64, false),
+            Field::new("line", DataType::Utf8View, false),
+            Field::new("metadata", map.data_type().clone(), true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(UInt64Array::from(vec![1, 1, 2])),
+                Arc::new(Int64Array::from(vec![1, 2, 3])),
+                Arc::new(StringViewArray::from(vec![
+                    "an error",
+                    "fine",
+                    "error again",
+                ])),
+                Arc::new(map),
+            ],
+        )
+        .expect("batch")
+    }
+
+    #[test]
+    fn view_strings_are_normalised_and_filtered() {
+        let batch = view_batch();
+        let target = normalized_schema(&batch.schema()).expect("needs normalising");
+        assert_eq!(
+            target.field_with_name("line").unwrap().data_type(),
+            &DataType::Utf8
+        );
+        assert!(normalized_schema(&target).is_none());
+        let batch = normalize_batch(batch, &target).expect("cast");
+        let pipeline = Pipeline::new(&[Stage::LineFilter(LineFilter {
+            op: LineFilterOp::Contains,
+            values: vec![LineFilterValue::Str("error".into())],
+        })])
+        .expect("pipeline");
+        let stats = StatsCollector::new();
+        let out = filter_batch(batch, 2, &pipeline, &stats).expect("filter");
+        assert_eq!(out.num_rows(), 2);
+        let lines = out.column(2).as_string::<i32>();
+        assert_eq!(lines.value(0), "an error");
+        assert_eq!(lines.value(1), "error again");
+        assert_eq!(
+            stats
+                .lines_scanned
+                .load(std::sync::atomic::Ordering::Relaxed),
+            3
+        );
+        assert_eq!(
+            stats
+                .bytes_scanned
+                .load(std::sync::atomic::Ordering::Relaxed),
+            (8 + 4 + 11) as u64
+        );
+    }
+
+    #[test]
+    fn parent_filters_pass_through_to_the_scan() {
+        use datafusion::logical_expr::Operator;
+        use datafusion::physical_expr::expressions::{col, lit, BinaryExpr};
+        use datafusion::physical_plan::empty::EmptyExec;
+        use datafusion::physical_plan::filter_pushdown::PushedDown;
+
+        let scan: Arc<dyn ExecutionPlan> = Arc::new(EmptyExec::new(logs_schema()));
+        let node = LineFilterExec::try_new(
+            scan,
+            Arc::new(Pipeline::new(&[]).expect("pipeline")),
+            StatsCollector::new(),
+        )
+        .expect("node");
+        let ts = col("ts", &logs_schema()).expect("ts column");
+        let filter: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(ts, Operator::Gt, lit(5_i64)));
+        let desc = node
+            .gather_filters_for_pushdown(
+                FilterPushdownPhase::Post,
+                vec![filter],
+                &ConfigOptions::default(),
+            )
+            .expect("description");
+        let per_child = desc.parent_filters();
+        assert_eq!(per_child.len(), 1);
+        assert!(matches!(per_child[0][0].discriminant, PushedDown::Yes));
+    }
+}

@@ -1,0 +1,742 @@
+//! `PipelineExec`: runs a compiled LogQL pipeline over scan batches.
+//!
+//! Log mode emits `(ts, line, stream_id, metadata, labels)`: when the pipeline is only
+//! line filters (already applied below by `LineFilterExec`) the batch passes through
+//! untouched and `labels` stays null, so the label set is computed later for the few
+//! rows that survive the limit; otherwise each row runs `Pipeline::process` with one
+//! reused `LabelsBuilder` and its final labels are encoded into `labels`.
+//!
+//! Sample mode emits `(key, ts, value)` for metric queries: `key` is the interned id of
+//! the (possibly pre-grouped) series label set, `value` 1, the line length or the
+//! unwrapped number.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use datafusion::arrow::array::{
+    new_null_array, Array, ArrayBuilder, ArrayRef, AsArray, Float64Builder, Int64Array,
+    Int64Builder, MapArray, RecordBatch, StringArray, StringBuilder, UInt32Builder, UInt64Array,
+    UInt64Builder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, UInt64Type};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
+    PhysicalExpr, PlanProperties, ReplaceChildrenOptions,
+};
+use futures::StreamExt;
+
+use tovlog_logql::pipeline::{LabelsBuilder, Pipeline, SampleExtractor};
+use tovlog_storage::schema::{metadata_entries_field, LINE, METADATA, STREAM_ID, TS};
+
+use super::{encode_labels, EntryLabels, Interner, StreamLabels, StreamMap};
+use crate::query::plan::QUERY_CANCELLED;
+use crate::query::stats::StatsCollector;
+
+/// Log-mode output column: timestamp (ns).
+pub const LOG_TS: &str = "ts";
+/// Log-mode output column: the (possibly rewritten) line.
+pub const LOG_LINE: &str = "line";
+/// Log-mode output column: the stream id.
+pub const LOG_STREAM_ID: &str = "stream_id";
+/// Log-mode output column: structured metadata (only on the pass-through path).
+pub const LOG_METADATA: &str = "metadata";
+/// Log-mode output column: encoded final labels (null on the pass-through path).
+pub const LOG_LABELS: &str = "labels";
+/// Sample-mode output column: interned series id.
+pub const SAMPLE_KEY: &str = "key";
+/// Sample-mode output column: timestamp (ns).
+pub const SAMPLE_TS: &str = "ts";
+/// Sample-mode output column: sample value.
+pub const SAMPLE_VALUE: &str = "value";
+
+/// Schema of log-mode output.
+pub fn log_schema() -> SchemaRef {
+    static S: OnceLock<SchemaRef> = OnceLock::new();
+    S.get_or_init(|| {
+        Arc::new(Schema::new(vec![
+            Field::new(LOG_TS, DataType::Int64, false),
+            Field::new(LOG_LINE, DataType::Utf8, false),
+            Field::new(LOG_STREAM_ID, DataType::UInt64, false),
+            Field::new(
+                LOG_METADATA,
+                DataType::Map(metadata_entries_field(), false),
+                true,
+            ),
+            Field::new(LOG_LABELS, DataType::Utf8, true),
+        ]))
+    })
+    .clone()
+}
+
+/// Schema of sample-mode output.
+pub fn sample_schema() -> SchemaRef {
+    static S: OnceLock<SchemaRef> = OnceLock::new();
+    S.get_or_init(|| {
+        Arc::new(Schema::new(vec![
+            Field::new(SAMPLE_KEY, DataType::UInt32, false),
+            Field::new(SAMPLE_TS, DataType::Int64, false),
+            Field::new(SAMPLE_VALUE, DataType::Float64, false),
+        ]))
+    })
+    .clone()
+}
+
+/// How a metric row's value is obtained.
+#[derive(Clone)]
+pub enum SampleValue {
+    /// 1 per entry (count_over_time, rate, absent_over_time).
+    One,
+    /// The line's byte length after the pipeline (bytes_over_time, bytes_rate).
+    LineBytes,
+    /// `| unwrap …`.
+    Unwrap(Arc<SampleExtractor>),
+}
+
+/// Label reduction applied to metric rows before grouping into series. Only used when
+/// the evaluation above would apply the same grouping anyway; error labels are always
+/// kept so the evaluator still sees pipeline errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LabelReduce {
+    /// Full label set.
+    Keep,
+    /// Only these labels (plus error labels).
+    By(Vec<String>),
+    /// All but these labels.
+    Without(Vec<String>),
+}
+
+/// What the node emits.
+#[derive(Clone)]
+pub enum PipelineMode {
+    /// Log rows.
+    Log {
+        /// Encode categorized labels too.
+        categorize: bool,
+    },
+    /// Metric samples.
+    Sample {
+        /// Value source.
+        value: SampleValue,
+        /// Label reduction.
+        reduce: LabelReduce,
+    },
+}
+
+impl fmt::Debug for PipelineMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PipelineMode::Log { categorize } => write!(f, "Log(categorize={categorize})"),
+            PipelineMode::Sample { value, reduce } => {
+                let v = match value {
+                    SampleValue::One => "one",
+                    SampleValue::LineBytes => "bytes",
+                    SampleValue::Unwrap(_) => "unwrap",
+                };
+                write!(f, "Sample(value={v}, reduce={reduce:?})")
+            }
+        }
+    }
+}
+
+/// Runs the pipeline over its input. See the module docs.
+pub struct PipelineExec {
+    input: Arc<dyn ExecutionPlan>,
+    pipeline: Arc<Pipeline>,
+    mode: PipelineMode,
+    streams: Arc<StreamMap>,
+    interner: Arc<Interner>,
+    stats: Arc<StatsCollector>,
+    cancelled: Arc<AtomicBool>,
+    props: Arc<PlanProperties>,
+}
+
+impl fmt::Debug for PipelineExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PipelineExec")
+            .field("mode", &self.mode)
+            .field("streams", &self.streams.0.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PipelineExec {
+    /// Build over `input` (a scan with the storage logs schema).
+    pub fn try_new(
+        input: Arc<dyn ExecutionPlan>,
+        pipeline: Arc<Pipeline>,
+        mode: PipelineMode,
+        streams: Arc<StreamMap>,
+        interner: Arc<Interner>,
+        stats: Arc<StatsCollector>,
+        cancelled: Arc<AtomicBool>,
+    ) -> Result<PipelineExec, crate::query::QueryError> {
+        let schema = match mode {
+            PipelineMode::Log { .. } => log_schema(),
+            PipelineMode::Sample { .. } => sample_schema(),
+        };
+        let props = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            datafusion::physical_plan::Partitioning::UnknownPartitioning(
+                input.output_partitioning().partition_count(),
+            ),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Ok(PipelineExec {
+            input,
+            pipeline,
+            mode,
+            streams,
+            interner,
+            stats,
+            cancelled,
+            props,
+        })
+    }
+}
+
+impl DisplayAs for PipelineExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "PipelineExec: mode={:?}, line_filter_only={}",
+            self.mode,
+            self.pipeline.is_line_filter_only()
+        )
+    }
+}
+
+impl ExecutionPlan for PipelineExec {
+    fn name(&self) -> &str {
+        "PipelineExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return Err(DataFusionError::Internal(
+                "PipelineExec has exactly one child".into(),
+            ));
+        }
+        let node = PipelineExec::try_new(
+            children.swap_remove(0),
+            Arc::clone(&self.pipeline),
+            self.mode.clone(),
+            Arc::clone(&self.streams),
+            Arc::clone(&self.interner),
+            Arc::clone(&self.stats),
+            Arc::clone(&self.cancelled),
+        )
+        .map_err(|e| DataFusionError::Internal(e.to_string()))?;
+        Ok(Arc::new(node))
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context)?;
+        let schema = Arc::clone(self.props.eq_properties.schema());
+        let mut state = PartitionState {
+            pipeline: Arc::clone(&self.pipeline),
+            mode: self.mode.clone(),
+            streams: Arc::clone(&self.streams),
+            interner: Arc::clone(&self.interner),
+            stats: Arc::clone(&self.stats),
+            cancelled: Arc::clone(&self.cancelled),
+            schema: Arc::clone(&schema),
+            lb: LabelsBuilder::new(),
+            meta: Vec::new(),
+            stream_keys: HashMap::new(),
+            by_cache: ByCache::default(),
+            encoded: String::new(),
+        };
+        let stream = input
+            .map(move |batch| state.process(batch?))
+            .filter(|b| futures::future::ready(!matches!(b, Ok(b) if b.num_rows() == 0)));
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+}
+
+/// Per-partition state: builders and buffers reused across rows and batches.
+struct PartitionState {
+    pipeline: Arc<Pipeline>,
+    mode: PipelineMode,
+    streams: Arc<StreamMap>,
+    interner: Arc<Interner>,
+    stats: Arc<StatsCollector>,
+    cancelled: Arc<AtomicBool>,
+    schema: SchemaRef,
+    lb: LabelsBuilder,
+    /// Structured metadata of the current row; strings are reused across rows.
+    meta: Vec<(String, String)>,
+    /// Interned series id per stream, for rows whose labels are the stream's alone.
+    stream_keys: HashMap<u64, u32>,
+    /// Series ids of `by (…)` groupings, found without allocating.
+    by_cache: ByCache,
+    encoded: String,
+}
+
+/// Columns of an input batch.
+struct Input<'a> {
+    stream_ids: &'a UInt64Array,
+    ts: &'a Int64Array,
+    lines: &'a StringArray,
+    metadata: Option<&'a MapArray>,
+}
+
+impl<'a> Input<'a> {
+    fn of(batch: &'a RecordBatch) -> Result<Input<'a>> {
+        let col = |name: &str| -> Result<&'a ArrayRef> {
+            let idx = batch.schema_ref().index_of(name)?;
+            Ok(batch.column(idx))
+        };
+        let bad = |what: &str| {
+            DataFusionError::Internal(format!("scan column {what} has the wrong type"))
+        };
+        Ok(Input {
+            stream_ids: col(STREAM_ID)?
+                .as_primitive_opt::<UInt64Type>()
+                .ok_or_else(|| bad(STREAM_ID))?,
+            ts: col(TS)?
+                .as_primitive_opt::<Int64Type>()
+                .ok_or_else(|| bad(TS))?,
+            lines: col(LINE)?.as_string_opt::<i32>().ok_or_else(|| bad(LINE))?,
+            metadata: match batch.schema_ref().index_of(METADATA) {
+                Ok(idx) => Some(
+                    batch
+                        .column(idx)
+                        .as_map_opt()
+                        .ok_or_else(|| bad(METADATA))?,
+                ),
+                Err(_) => None,
+            },
+        })
+    }
+}
+
+/// Stream lookup with a one-entry cache: scans deliver rows grouped by stream, so the
+/// hash lookup runs once per run of rows instead of once per row.
+struct StreamLookup<'a> {
+    streams: &'a StreamMap,
+    last: Option<(u64, &'a StreamLabels)>,
+}
+
+impl<'a> StreamLookup<'a> {
+    fn new(streams: &'a StreamMap) -> StreamLookup<'a> {
+        StreamLookup {
+            streams,
+            last: None,
+        }
+    }
+
+    fn get(&mut self, sid: u64) -> Option<&'a StreamLabels> {
+        if let Some((id, labels)) = self.last {
+            if id == sid {
+                return Some(labels);
+            }
+        }
+        let labels = self.streams.0.get(&sid)?;
+        self.last = Some((sid, labels));
+        Some(labels)
+    }
+}
+
+/// Copy row `row`'s structured metadata into `buf` (reusing its strings); returns the count.
+fn read_metadata(map: Option<&MapArray>, row: usize, buf: &mut Vec<(String, String)>) -> usize {
+    let Some(map) = map else { return 0 };
+    if map.is_null(row) {
+        return 0;
+    }
+    let offsets = map.value_offsets();
+    let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+    if start == end {
+        return 0;
+    }
+    let (Some(keys), Some(values)) = (
+        map.keys().as_string_opt::<i32>(),
+        map.values().as_string_opt::<i32>(),
+    ) else {
+        return 0;
+    };
+    let mut n = 0;
+    for j in start..end {
+        let k = keys.value(j);
+        let v = if values.is_valid(j) {
+            values.value(j)
+        } else {
+            ""
+        };
+        if n < buf.len() {
+            buf[n].0.clear();
+            buf[n].0.push_str(k);
+            buf[n].1.clear();
+            buf[n].1.push_str(v);
+        } else {
+            buf.push((k.to_owned(), v.to_owned()));
+        }
+        n += 1;
+    }
+    n
+}
+
+/// Label the pipeline's parsers add when parser errors are explicitly asked for; the
+/// evaluator decides preservation from its own hints, so it never reaches a series.
+const PRESERVE_ERROR_LABEL: &str = tovlog_logql::pipeline::PRESERVE_ERROR_LABEL;
+
+/// Reduce a label set without errors.
+fn reduce_labels(labels: Vec<(String, String)>, reduce: &LabelReduce) -> Vec<(String, String)> {
+    match reduce {
+        LabelReduce::Keep => labels,
+        LabelReduce::By(names) => labels
+            .into_iter()
+            .filter(|(k, _)| names.iter().any(|n| n == k))
+            .collect(),
+        LabelReduce::Without(names) => labels
+            .into_iter()
+            .filter(|(k, _)| !names.iter().any(|n| n == k))
+            .collect(),
+    }
+}
+
+/// The series labels of the current entry. Entries with a pipeline error keep their full
+/// label set: the evaluator either drops the error labels, keeps such series whole or
+/// fails the query with them, exactly as without the reduction.
+fn series_labels(lb: &LabelsBuilder, reduce: &LabelReduce) -> Vec<(String, String)> {
+    if lb.has_error() || *reduce == LabelReduce::Keep {
+        let mut labels = lb.labels();
+        labels.retain(|(k, _)| k != PRESERVE_ERROR_LABEL);
+        return labels;
+    }
+    match reduce {
+        LabelReduce::By(names) => {
+            // Read only the grouping labels instead of materialising the full set.
+            let mut out: Vec<(String, String)> = Vec::with_capacity(names.len());
+            for n in names {
+                if out.iter().any(|(k, _)| k == n) {
+                    continue;
+                }
+                if let Some(v) = lb.get(n) {
+                    out.push((n.clone(), v.to_owned()));
+                }
+            }
+            out.sort();
+            out
+        }
+        other => {
+            let mut labels = reduce_labels(lb.labels(), other);
+            labels.retain(|(k, _)| k != PRESERVE_ERROR_LABEL);
+            labels
+        }
+    }
+}
+
+/// Series ids for `by (…)` label reductions, keyed by a hash of the grouping values read
+/// straight from the builder: the hot path of `sum by (x) (count_over_time(… | parser …))`
+/// neither allocates nor takes the interner lock once a group was seen.
+#[derive(Default)]
+struct ByCache {
+    /// Hash of the grouping values → (values, series id) of the groups with that hash.
+    groups: HashMap<u64, Vec<GroupEntry>>,
+}
+
+/// The grouping values of one group (in grouping order) and its series id.
+type GroupEntry = (Vec<Option<String>>, u32);
+
+impl ByCache {
+    fn key(&mut self, lb: &LabelsBuilder, names: &[String], interner: &Interner) -> u32 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for n in names {
+            lb.get(n).hash(&mut h);
+        }
+        let bucket = self.groups.entry(h.finish()).or_default();
+        for (values, key) in bucket.iter() {
+            if names
+                .iter()
+                .zip(values)
+                .all(|(n, v)| lb.get(n) == v.as_deref())
+            {
+                return *key;
+            }
+        }
+        let key = interner.intern(series_labels(lb, &LabelReduce::By(names.to_vec())));
+        let values = names.iter().map(|n| lb.get(n).map(str::to_owned)).collect();
+        bucket.push((values, key));
+        key
+    }
+}
+
+impl PartitionState {
+    fn process(&mut self, batch: RecordBatch) -> Result<RecordBatch> {
+        if self.cancelled.load(Ordering::Relaxed) {
+            return Err(DataFusionError::Execution(QUERY_CANCELLED.to_owned()));
+        }
+        let out = match &self.mode {
+            PipelineMode::Log { categorize } => {
+                let categorize = *categorize;
+                self.process_log(&batch, categorize)?
+            }
+            PipelineMode::Sample { .. } => self.process_sample(&batch)?,
+        };
+        StatsCollector::add(&self.stats.post_filter_lines, out.num_rows() as u64);
+        Ok(out)
+    }
+
+    fn process_log(&mut self, batch: &RecordBatch, categorize: bool) -> Result<RecordBatch> {
+        let n = batch.num_rows();
+        if self.pipeline.is_line_filter_only() {
+            // Labels are a function of (stream, metadata): compute them only for the rows
+            // that survive the limit. Pass the columns through without copying.
+            let col = |name: &str| -> Result<ArrayRef> {
+                Ok(Arc::clone(batch.column(batch.schema_ref().index_of(name)?)))
+            };
+            let metadata = match batch.schema_ref().index_of(METADATA) {
+                Ok(idx) => Arc::clone(batch.column(idx)),
+                Err(_) => new_null_array(self.schema.field(3).data_type(), n),
+            };
+            let columns = vec![
+                col(TS)?,
+                col(LINE)?,
+                col(STREAM_ID)?,
+                metadata,
+                new_null_array(&DataType::Utf8, n),
+            ];
+            return Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?);
+        }
+        let input = Input::of(batch)?;
+        let mut ts_b = Int64Builder::with_capacity(n);
+        let mut line_b = StringBuilder::with_capacity(n, 64 * n);
+        let mut sid_b = UInt64Builder::with_capacity(n);
+        let mut labels_b = StringBuilder::with_capacity(n, 128 * n);
+        let streams = Arc::clone(&self.streams);
+        let mut lookup = StreamLookup::new(&streams);
+        for row in 0..n {
+            let sid = input.stream_ids.value(row);
+            let Some(stream) = lookup.get(sid) else {
+                continue;
+            };
+            let ts = input.ts.value(row);
+            let nmeta = read_metadata(input.metadata, row, &mut self.meta);
+            self.lb.reset(stream, &self.meta[..nmeta]);
+            let Some(line) = self
+                .pipeline
+                .process(ts, input.lines.value(row), &mut self.lb)
+            else {
+                continue;
+            };
+            let labels = if categorize {
+                let c = self.lb.categorized();
+                EntryLabels {
+                    labels: self.lb.labels(),
+                    structured_metadata: c.structured_metadata,
+                    parsed: c.parsed,
+                }
+            } else {
+                EntryLabels {
+                    labels: self.lb.labels(),
+                    ..EntryLabels::default()
+                }
+            };
+            encode_labels(&labels, &mut self.encoded);
+            ts_b.append_value(ts);
+            line_b.append_value(line.as_ref());
+            sid_b.append_value(sid);
+            labels_b.append_value(&self.encoded);
+        }
+        let rows = ts_b.len();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(ts_b.finish()),
+            Arc::new(line_b.finish()),
+            Arc::new(sid_b.finish()),
+            new_null_array(self.schema.field(3).data_type(), rows),
+            Arc::new(labels_b.finish()),
+        ];
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+
+    fn process_sample(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let PipelineMode::Sample { value, reduce } = &self.mode else {
+            return Err(DataFusionError::Internal("not in sample mode".into()));
+        };
+        let n = batch.num_rows();
+        let input = Input::of(batch)?;
+        let mut key_b = UInt32Builder::with_capacity(n);
+        let mut ts_b = Int64Builder::with_capacity(n);
+        let mut val_b = Float64Builder::with_capacity(n);
+        let filter_only = self.pipeline.is_line_filter_only();
+        let unwrap = matches!(value, SampleValue::Unwrap(_));
+        let streams = Arc::clone(&self.streams);
+        let mut lookup = StreamLookup::new(&streams);
+        let mut last_key: Option<(u64, u32)> = None;
+        for row in 0..n {
+            let sid = input.stream_ids.value(row);
+            let Some(stream) = lookup.get(sid) else {
+                continue;
+            };
+            let ts = input.ts.value(row);
+            let raw_line = input.lines.value(row);
+            let nmeta = read_metadata(input.metadata, row, &mut self.meta);
+            if filter_only && !unwrap && nmeta == 0 {
+                // The labels are the stream's: one interned id per stream.
+                let key = match last_key {
+                    Some((id, k)) if id == sid => k,
+                    _ => {
+                        let k = match self.stream_keys.get(&sid) {
+                            Some(&k) => k,
+                            None => {
+                                let labels = reduce_labels(stream.as_ref().clone(), reduce);
+                                let k = self.interner.intern(labels);
+                                self.stream_keys.insert(sid, k);
+                                k
+                            }
+                        };
+                        last_key = Some((sid, k));
+                        k
+                    }
+                };
+                let v = match value {
+                    SampleValue::LineBytes => raw_line.len() as f64,
+                    _ => 1.0,
+                };
+                key_b.append_value(key);
+                ts_b.append_value(ts);
+                val_b.append_value(v);
+                continue;
+            }
+            self.lb.reset(stream, &self.meta[..nmeta]);
+            let line_len = if filter_only {
+                raw_line.len()
+            } else {
+                match self.pipeline.process(ts, raw_line, &mut self.lb) {
+                    Some(line) => line.len(),
+                    None => continue,
+                }
+            };
+            let v = match value {
+                SampleValue::One => 1.0,
+                SampleValue::LineBytes => line_len as f64,
+                SampleValue::Unwrap(ex) => match ex.extract(&mut self.lb) {
+                    Some(v) => v,
+                    None => continue,
+                },
+            };
+            let key = match reduce {
+                LabelReduce::By(names) if !self.lb.has_error() => {
+                    self.by_cache.key(&self.lb, names, &self.interner)
+                }
+                _ => self.interner.intern(series_labels(&self.lb, reduce)),
+            };
+            key_b.append_value(key);
+            ts_b.append_value(ts);
+            val_b.append_value(v);
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(key_b.finish()),
+            Arc::new(ts_b.finish()),
+            Arc::new(val_b.finish()),
+        ];
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(k: &str, v: &str) -> (String, String) {
+        (k.to_owned(), v.to_owned())
+    }
+
+    #[test]
+    fn by_cache_matches_interning() {
+        let interner = Interner::new();
+        let mut cache = ByCache::default();
+        let names = vec!["level".to_owned(), "host".to_owned()];
+        let mut lb = LabelsBuilder::new();
+        lb.reset(&[p("host", "a"), p("level", "info"), p("pod", "1")], &[]);
+        let k1 = cache.key(&lb, &names, &interner);
+        lb.reset(&[p("host", "a"), p("level", "info"), p("pod", "2")], &[]);
+        let k2 = cache.key(&lb, &names, &interner);
+        lb.reset(&[p("host", "a"), p("pod", "2")], &[]);
+        let k3 = cache.key(&lb, &names, &interner);
+        assert_eq!(k1, k2);
+        assert_ne!(k1, k3);
+        assert_eq!(
+            interner.sets()[k1 as usize].as_slice(),
+            &[p("host", "a"), p("level", "info")]
+        );
+        assert_eq!(interner.sets()[k3 as usize].as_slice(), &[p("host", "a")]);
+    }
+
+    #[test]
+    fn reduction_filters_names() {
+        let labels = vec![p("host", "a"), p("level", "info"), p("pod", "x")];
+        assert_eq!(
+            reduce_labels(labels.clone(), &LabelReduce::By(vec!["level".into()])),
+            vec![p("level", "info")]
+        );
+        assert_eq!(
+            reduce_labels(labels.clone(), &LabelReduce::Without(vec!["level".into()])),
+            vec![p("host", "a"), p("pod", "x")]
+        );
+        assert_eq!(reduce_labels(labels.clone(), &LabelReduce::Keep), labels);
+    }
+
+    #[test]
+    fn error_entries_keep_full_labels() {
+        let mut lb = LabelsBuilder::new();
+        lb.reset(&[p("host", "a"), p("job", "j")], &[]);
+        assert_eq!(
+            series_labels(&lb, &LabelReduce::By(vec!["host".into()])),
+            vec![p("host", "a")]
+        );
+        let stages = vec![tovlog_logql::ast::Stage::Json(vec![])];
+        let pipeline = Pipeline::new(&stages).unwrap();
+        lb.reset(&[p("host", "a"), p("job", "j")], &[]);
+        assert!(pipeline.process(0, "{not json", &mut lb).is_some());
+        assert!(lb.has_error());
+        let labels = series_labels(&lb, &LabelReduce::By(vec!["host".into()]));
+        assert!(labels
+            .iter()
+            .any(|(k, v)| k == "__error__" && v == "JSONParserErr"));
+        assert!(labels.iter().any(|(k, _)| k == "job"));
+    }
+}

@@ -1,0 +1,442 @@
+//! Log queries: the first `limit` entries of `[start, end)` in the query direction,
+//! across streams, deduplicated, grouped into result streams by final label set.
+//!
+//! Early termination works at two levels. The time range is read in windows starting at
+//! the end the direction reads from (1/8 of the range, then four times larger each time),
+//! and reading stops as soon as the windows read hold `limit` entries: a `limit 100`
+//! query over a week reads only the newest slice that has 100 matches. Inside a window a
+//! DataFusion TopK sort (`SortExec` with `fetch`) keeps only the best `limit` rows, so
+//! memory stays bounded however many lines match.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::datatypes::{Int64Type, UInt64Type};
+use datafusion::physical_expr::expressions::col;
+use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
+use datafusion::physical_optimizer::filter_pushdown::FilterPushdown;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::{collect, ExecutionPlan};
+use serde_json::Value;
+
+use tovlog_logql::ast::{LogExpr, Stage};
+use tovlog_logql::pipeline::{LabelsBuilder, Pipeline};
+
+use super::encode::{self, Categories, EncodedEntry, StreamResult};
+use super::exec::{
+    decode_labels, EntryLabels, Interner, PipelineMode, StreamMap, LOG_LABELS, LOG_LINE,
+    LOG_METADATA, LOG_STREAM_ID, LOG_TS,
+};
+use super::plan::{build_scan, datafusion_error, QueryContext};
+use super::stats::StatsCollector;
+use super::{Direction, QueryError, QueryRequest};
+
+/// One entry after the pipeline, with its labels resolved.
+#[derive(Debug, Clone, PartialEq)]
+struct Row {
+    ts: i64,
+    line: String,
+    labels: EntryLabels,
+}
+
+/// Run a log query.
+pub(super) async fn run(
+    qc: &QueryContext,
+    log: &LogExpr,
+    req: &QueryRequest,
+    started: Instant,
+) -> Result<Value, QueryError> {
+    let pipeline =
+        Arc::new(Pipeline::new(&log.pipeline).map_err(|e| QueryError::BadRequest(e.to_string()))?);
+    let limit = req.limit as usize;
+    let mut rows: Vec<Row> = Vec::new();
+    if limit > 0 {
+        for (ws, we) in windows(req.start_ns, req.end_ns, req.direction) {
+            let need = limit - rows.len();
+            let found = top_rows(qc, log, &pipeline, req, ws, we, need).await?;
+            rows.extend(found);
+            if rows.len() >= limit {
+                break;
+            }
+        }
+    }
+    let streams = group_streams(rows, req.categorize_labels);
+    let entries: u64 = streams.iter().map(|s| s.entries.len() as u64).sum();
+    let result = encode::streams_result(&streams, req.categorize_labels);
+    let stats = qc.stats.snapshot(started.elapsed(), entries);
+    Ok(encode::envelope(
+        "streams",
+        result,
+        req.categorize_labels,
+        &stats,
+    ))
+}
+
+/// The time windows to read, in reading order: the first covers 1/8 of the range at
+/// the end the direction starts from, each next one is four times larger.
+fn windows(start_ns: i64, end_ns: i64, direction: Direction) -> Vec<(i64, i64)> {
+    let total = end_ns.saturating_sub(start_ns);
+    if total <= 0 {
+        return Vec::new();
+    }
+    // Short ranges are read at once: a window costs a plan and a scan setup.
+    const MIN_WINDOW_NS: i64 = 10 * 60 * 1_000_000_000;
+    let mut size = (total / 8).max(MIN_WINDOW_NS);
+    let mut out = Vec::new();
+    match direction {
+        Direction::Backward => {
+            let mut hi = end_ns;
+            while hi > start_ns {
+                let lo = hi.saturating_sub(size).max(start_ns);
+                out.push((lo, hi));
+                hi = lo;
+                size = size.saturating_mul(4);
+            }
+        }
+        Direction::Forward => {
+            let mut lo = start_ns;
+            while lo < end_ns {
+                let hi = lo.saturating_add(size).min(end_ns);
+                out.push((lo, hi));
+                lo = hi;
+                size = size.saturating_mul(4);
+            }
+        }
+    }
+    out
+}
+
+/// Ordering of entries in the output: time in the query direction, then labels and
+/// line so ties are deterministic (Loki breaks timestamp ties by labels too).
+fn cmp_rows(a: &Row, b: &Row, direction: Direction) -> std::cmp::Ordering {
+    let by_ts = match direction {
+        Direction::Forward => a.ts.cmp(&b.ts),
+        Direction::Backward => b.ts.cmp(&a.ts),
+    };
+    by_ts
+        .then_with(|| a.labels.labels.cmp(&b.labels.labels))
+        .then_with(|| a.line.cmp(&b.line))
+}
+
+/// The best `need` rows of one window, exactly: deduplicated and with timestamp ties at
+/// the cut resolved (the TopK fetch grows until the cut is unambiguous).
+async fn top_rows(
+    qc: &QueryContext,
+    log: &LogExpr,
+    pipeline: &Arc<Pipeline>,
+    req: &QueryRequest,
+    start_ns: i64,
+    end_ns: i64,
+    need: usize,
+) -> Result<Vec<Row>, QueryError> {
+    let mut fetch = need;
+    let deferred = pipeline.is_line_filter_only() || keeps_every_entry(&log.pipeline);
+    loop {
+        let Some((plan, streams)) = build_scan(
+            qc,
+            log,
+            Arc::clone(pipeline),
+            // When the pipeline cannot drop entries beyond its leading line filters, the
+            // limit is decided on raw rows: the rest of the pipeline then runs only on
+            // the survivors (in `materialize`), not on every line of the window.
+            (!deferred).then_some(PipelineMode::Log {
+                categorize: req.categorize_labels,
+            }),
+            Interner::new(),
+            start_ns,
+            end_ns,
+        )
+        .await?
+        else {
+            return Ok(Vec::new());
+        };
+        let schema = plan.schema();
+        let ts = col(LOG_TS, &schema).map_err(datafusion_error)?;
+        let ordering = LexOrdering::new([PhysicalSortExpr::new(
+            ts,
+            SortOptions {
+                descending: req.direction == Direction::Backward,
+                nulls_first: false,
+            },
+        )])
+        .ok_or_else(|| QueryError::Internal("empty sort ordering".into()))?;
+        let sort: Arc<dyn ExecutionPlan> =
+            Arc::new(SortExec::new(ordering, plan).with_fetch(Some(fetch)));
+        // Let the TopK's dynamic bound on `ts` reach the scan (through the line filter)
+        // so chunks and row groups that cannot beat the current top rows are skipped.
+        let sort = FilterPushdown::new_post_optimization()
+            .optimize(sort, qc.session.state().config_options())
+            .map_err(datafusion_error)?;
+        let batches = collect(sort, qc.session.task_ctx())
+            .await
+            .map_err(datafusion_error)?;
+        let fetched: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let post = (deferred && !pipeline.is_line_filter_only()).then_some(pipeline.as_ref());
+        let mut rows = materialize(&batches, &streams, req.categorize_labels, post)?;
+        rows.sort_by(|a, b| cmp_rows(a, b, req.direction));
+        let boundary_ts = rows.last().map(|r| r.ts);
+        let before = rows.len();
+        rows.dedup_by(|later, earlier| {
+            later.ts == earlier.ts
+                && later.line == earlier.line
+                && later.labels.labels == earlier.labels.labels
+        });
+        StatsCollector::add(&qc.stats.duplicates, (before - rows.len()) as u64);
+        rows.truncate(need);
+        let exact =
+            fetched < fetch || (rows.len() == need && Some(rows[need - 1].ts) != boundary_ts);
+        if exact {
+            return Ok(rows);
+        }
+        fetch = fetch.saturating_mul(2);
+    }
+}
+
+/// True when no stage after the leading line filters can drop an entry: no label filter,
+/// and no line filter after a stage that rewrites the line (those that come earlier run
+/// in the scan as leading filters). `drop`/`keep`, parsers and formatters never drop
+/// entries in log queries.
+fn keeps_every_entry(stages: &[Stage]) -> bool {
+    let mut line_rewritten = false;
+    for stage in stages {
+        match stage {
+            Stage::LabelFilter(_) => return false,
+            Stage::LineFilter(_) if line_rewritten => return false,
+            Stage::LineFormat(_) | Stage::Decolorize | Stage::Unpack => line_rewritten = true,
+            _ => {}
+        }
+    }
+    true
+}
+
+/// Turn sorted output batches into rows, computing labels where the pipeline left them
+/// to be derived from the stream and its structured metadata (running `post`, the
+/// deferred pipeline, first when given).
+fn materialize(
+    batches: &[RecordBatch],
+    streams: &StreamMap,
+    categorize: bool,
+    post: Option<&Pipeline>,
+) -> Result<Vec<Row>, QueryError> {
+    let internal = |what: &str| QueryError::Internal(format!("bad log batch: {what}"));
+    let mut lb = LabelsBuilder::new();
+    let mut rows = Vec::new();
+    for batch in batches {
+        let column = |name: &str| {
+            batch
+                .schema_ref()
+                .index_of(name)
+                .map(|i| batch.column(i))
+                .map_err(|_| internal(name))
+        };
+        let ts = column(LOG_TS)?
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| internal(LOG_TS))?;
+        let lines = column(LOG_LINE)?
+            .as_string_opt::<i32>()
+            .ok_or_else(|| internal(LOG_LINE))?;
+        let sids = column(LOG_STREAM_ID)?
+            .as_primitive_opt::<UInt64Type>()
+            .ok_or_else(|| internal(LOG_STREAM_ID))?;
+        let metadata = column(LOG_METADATA)?.as_map_opt();
+        // Absent when the pipeline did not run (line filters only).
+        let labels = match column(LOG_LABELS) {
+            Ok(c) => Some(
+                c.as_string_opt::<i32>()
+                    .ok_or_else(|| internal(LOG_LABELS))?,
+            ),
+            Err(_) => None,
+        };
+        for row in 0..batch.num_rows() {
+            let mut line: Cow<'_, str> = Cow::Borrowed(lines.value(row));
+            let entry_labels = if let Some(l) = labels.filter(|l| l.is_valid(row)) {
+                decode_labels(l.value(row)).ok_or_else(|| internal("labels"))?
+            } else {
+                let Some(stream) = streams.0.get(&sids.value(row)) else {
+                    continue;
+                };
+                let mut meta = Vec::new();
+                if let Some(map) = metadata {
+                    if map.is_valid(row) {
+                        let entries = map.value(row);
+                        if let (Some(k), Some(v)) = (
+                            entries.column(0).as_string_opt::<i32>(),
+                            entries.column(1).as_string_opt::<i32>(),
+                        ) {
+                            for j in 0..entries.len() {
+                                let val = if v.is_valid(j) { v.value(j) } else { "" };
+                                meta.push((k.value(j).to_owned(), val.to_owned()));
+                            }
+                        }
+                    }
+                }
+                lb.reset(stream, &meta);
+                if let Some(p) = post {
+                    let raw = lines.value(row);
+                    match p.process(ts.value(row), raw, &mut lb) {
+                        Some(out) => line = Cow::Owned(out.into_owned()),
+                        None => continue,
+                    }
+                }
+                if categorize {
+                    let c = lb.categorized();
+                    EntryLabels {
+                        labels: lb.labels(),
+                        structured_metadata: c.structured_metadata,
+                        parsed: c.parsed,
+                    }
+                } else {
+                    EntryLabels {
+                        labels: lb.labels(),
+                        ..EntryLabels::default()
+                    }
+                }
+            };
+            rows.push(Row {
+                ts: ts.value(row),
+                line: line.into_owned(),
+                labels: entry_labels,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// Group ordered rows into result streams by final label set, keeping row order.
+fn group_streams(rows: Vec<Row>, categorize: bool) -> Vec<StreamResult> {
+    let mut index: HashMap<Vec<(String, String)>, usize> = HashMap::new();
+    let mut streams: Vec<StreamResult> = Vec::new();
+    let mut cat_index: Vec<HashMap<Categories, u32>> = Vec::new();
+    for row in rows {
+        let EntryLabels {
+            labels,
+            structured_metadata,
+            parsed,
+        } = row.labels;
+        let si = match index.get(&labels) {
+            Some(&i) => i,
+            None => {
+                let i = streams.len();
+                index.insert(labels.clone(), i);
+                streams.push(StreamResult {
+                    labels,
+                    ..StreamResult::default()
+                });
+                cat_index.push(HashMap::new());
+                i
+            }
+        };
+        let category = if categorize {
+            let cats = Categories {
+                structured_metadata,
+                parsed,
+            };
+            let stream = &mut streams[si];
+            *cat_index[si].entry(cats.clone()).or_insert_with(|| {
+                stream.categories.push(cats);
+                (stream.categories.len() - 1) as u32
+            })
+        } else {
+            0
+        };
+        streams[si].entries.push(EncodedEntry {
+            ts_ns: row.ts,
+            line: row.line,
+            category,
+        });
+    }
+    streams
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60 * 1_000_000_000;
+
+    #[test]
+    fn entry_dropping_stages_are_recognised() {
+        let keeps = |q: &str| match tovlog_logql::parse(q) {
+            Ok(tovlog_logql::ast::Expr::Log(l)) => keeps_every_entry(&l.pipeline),
+            other => panic!("not a log query: {other:?}"),
+        };
+        assert!(keeps(
+            r#"{a="b"} |= "x" | json | drop __error__, __error_details__"#
+        ));
+        assert!(keeps(
+            r#"{a="b"} | logfmt | line_format "{{.msg}}" | keep level"#
+        ));
+        assert!(keeps(r#"{a="b"} | json |= "x""#));
+        assert!(!keeps(r#"{a="b"} | json | level="error""#));
+        assert!(!keeps(r#"{a="b"} | line_format "{{.msg}}" |= "x""#));
+        assert!(!keeps(r#"{a="b"} | decolorize != "x""#));
+    }
+
+    #[test]
+    fn windows_cover_the_range_from_the_reading_end() {
+        let w = windows(0, 120 * MIN, Direction::Backward);
+        assert_eq!(
+            w,
+            vec![(105 * MIN, 120 * MIN), (45 * MIN, 105 * MIN), (0, 45 * MIN)]
+        );
+        let w = windows(0, 120 * MIN, Direction::Forward);
+        assert_eq!(
+            w,
+            vec![(0, 15 * MIN), (15 * MIN, 75 * MIN), (75 * MIN, 120 * MIN)]
+        );
+        assert_eq!(windows(0, 5 * MIN, Direction::Backward), vec![(0, 5 * MIN)]);
+        assert!(windows(10, 10, Direction::Forward).is_empty());
+        // A week: contiguous, no gaps, no overlap.
+        let week = 7 * 24 * 60 * MIN;
+        let w = windows(0, week, Direction::Backward);
+        assert_eq!(w[0].1, week);
+        assert_eq!(w.last().unwrap().0, 0);
+        for pair in w.windows(2) {
+            assert_eq!(pair[0].0, pair[1].1);
+        }
+    }
+
+    fn row(ts: i64, line: &str, job: &str) -> Row {
+        Row {
+            ts,
+            line: line.into(),
+            labels: EntryLabels {
+                labels: vec![("job".into(), job.into())],
+                ..EntryLabels::default()
+            },
+        }
+    }
+
+    #[test]
+    fn ties_order_by_labels_in_both_directions() {
+        let mut rows = [row(1, "b0", "b"), row(1, "a0", "a"), row(2, "a1", "a")];
+        rows.sort_by(|a, b| cmp_rows(a, b, Direction::Forward));
+        let lines: Vec<_> = rows.iter().map(|r| r.line.as_str()).collect();
+        assert_eq!(lines, ["a0", "b0", "a1"]);
+        rows.sort_by(|a, b| cmp_rows(a, b, Direction::Backward));
+        let lines: Vec<_> = rows.iter().map(|r| r.line.as_str()).collect();
+        assert_eq!(lines, ["a1", "a0", "b0"]);
+    }
+
+    #[test]
+    fn grouping_keeps_order_and_shares_categories() {
+        let mut r1 = row(3, "x", "a");
+        r1.labels.structured_metadata = vec![("t".into(), "1".into())];
+        let r2 = row(2, "y", "b");
+        let mut r3 = row(1, "z", "a");
+        r3.labels.structured_metadata = vec![("t".into(), "1".into())];
+        let s = group_streams(vec![r1, r2, r3], true);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].entries.len(), 2);
+        assert_eq!(s[0].entries[0].line, "x");
+        assert_eq!(s[0].entries[1].line, "z");
+        assert_eq!(s[0].categories.len(), 1);
+        assert_eq!(s[0].entries[1].category, 0);
+        assert_eq!(s[1].labels, vec![("job".to_owned(), "b".to_owned())]);
+    }
+}

@@ -1,0 +1,331 @@
+//! Metric queries: the engine side of `tovlog_logql::eval`.
+//!
+//! `eval::evaluate` owns Loki's math (range functions, vector aggregations, binary
+//! operators, series limits); this module supplies its [`RangeInput`]: for each range
+//! aggregation leaf it runs `scan ─► LineFilterExec ─► PipelineExec(sample mode)` over
+//! `(start − offset − range, end − offset]` and groups the rows into sorted
+//! [`RawSeries`] by interned label set.
+//!
+//! Grouping is pushed into the scan where the result cannot change: a range
+//! aggregation's own `by`/`without`, and `sum by/without` directly over an additive
+//! range function (`count_over_time`, `rate`, `bytes_*`, `sum_over_time`), so
+//! `sum(count_over_time({…}[5m]))` produces one input series instead of one per stream
+//! or per parsed label set. Error labels are always kept so the evaluator's pipeline
+//! error rules see exactly what they would without the reduction.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::{Float64Type, Int64Type, UInt32Type};
+use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::physical_plan::execute_stream;
+use futures::StreamExt;
+use serde_json::Value;
+
+use tovlog_logql::ast::{RangeAggregation, RangeOp, SampleExpr, VectorAggregation};
+use tovlog_logql::eval::{self, EvalLimits, LeafHints, RangeInput, RawSeries, Steps};
+use tovlog_logql::pipeline::{LabelHints, Pipeline, SampleExtractor};
+
+use super::encode;
+use super::exec::{Interner, LabelReduce, PipelineMode, SampleValue};
+use super::plan::{build_scan, datafusion_error, QueryContext};
+use super::{QueryError, QueryRequest};
+
+/// Run a metric query.
+pub(super) async fn run(
+    qc: Arc<QueryContext>,
+    expr: SampleExpr,
+    req: &QueryRequest,
+    started: Instant,
+) -> Result<Value, QueryError> {
+    // Range queries run on step-aligned bounds, as Loki's query frontend splits them.
+    let steps = if req.instant {
+        Steps::instant(req.end_ns)
+    } else {
+        Steps::range_aligned(req.start_ns, req.end_ns, req.step_ns)
+    };
+    let limits = EvalLimits {
+        max_series: qc.limits.max_query_series,
+    };
+    let handle = tokio::runtime::Handle::current();
+    let input_qc = Arc::clone(&qc);
+    // The evaluator is synchronous and pulls its inputs; it runs on a blocking thread
+    // that drives each storage read to completion on the runtime.
+    let (result, failure) = tokio::task::spawn_blocking(move || {
+        let mut input = EngineInput {
+            qc: input_qc,
+            handle,
+            leaves: leaves(&expr),
+            cache: Vec::new(),
+            failure: None,
+        };
+        let result = eval::evaluate(&expr, &steps, &mut input, &limits);
+        (result, input.failure)
+    })
+    .await
+    .map_err(|e| QueryError::Internal(format!("metric evaluation failed: {e}")))?;
+    if let Some(failure) = failure {
+        return Err(failure);
+    }
+    let value = result.map_err(|e| QueryError::BadRequest(e.to_string()))?;
+    let samples: u64 = match &value {
+        eval::Value::Vector(series) => series.iter().map(|s| s.points.len() as u64).sum(),
+        eval::Value::Scalar(points) => points.len() as u64,
+    };
+    let (result_type, result) = encode::metric_result(&value, req.instant);
+    let stats = qc.stats.snapshot(started.elapsed(), samples);
+    // Loki sends no encoding flags on metric results, even when they were requested.
+    Ok(encode::envelope(result_type, result, false, &stats))
+}
+
+/// A range aggregation leaf of the query with the vector aggregation directly around it
+/// (Loki derives parser hints and grouping push-down from that parent).
+struct Leaf {
+    addr: usize,
+    agg: RangeAggregation,
+    parent: Option<VectorAggregation>,
+}
+
+/// Every range aggregation leaf of `expr` with its direct parent.
+fn leaves(expr: &SampleExpr) -> Vec<Leaf> {
+    fn walk(e: &SampleExpr, parent: Option<&VectorAggregation>, out: &mut Vec<Leaf>) {
+        match e {
+            SampleExpr::Range(r) => out.push(Leaf {
+                addr: r as *const RangeAggregation as usize,
+                agg: r.clone(),
+                parent: parent.cloned(),
+            }),
+            SampleExpr::Vector(v) => walk(&v.expr, Some(v), out),
+            SampleExpr::Binary(b) => {
+                walk(&b.lhs, None, out);
+                walk(&b.rhs, None, out);
+            }
+            SampleExpr::LabelReplace(l) => walk(&l.expr, None, out),
+            SampleExpr::Literal(_) | SampleExpr::VectorLiteral(_) => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(expr, None, &mut out);
+    out
+}
+
+/// The label reduction the evaluator's extractor grouping allows at the source.
+fn reduce_of(hints: &LeafHints) -> LabelReduce {
+    match &hints.grouping {
+        Some(g) if g.without => LabelReduce::Without(g.labels.clone()),
+        Some(g) => LabelReduce::By(g.labels.clone()),
+        None => LabelReduce::Keep,
+    }
+}
+
+/// The evaluator's view of storage.
+struct EngineInput {
+    qc: Arc<QueryContext>,
+    handle: tokio::runtime::Handle,
+    leaves: Vec<Leaf>,
+    cache: Vec<(RangeAggregation, Steps, LeafHints, Vec<RawSeries>)>,
+    /// The engine failure behind an error handed to the evaluator (kept to report it
+    /// with its own kind: timeout, memory, internal).
+    failure: Option<QueryError>,
+}
+
+impl EngineInput {
+    /// The parent of `agg`: by address when it is a node of the query, otherwise by
+    /// structure when every equal leaf agrees, otherwise none.
+    fn parent_of(&self, agg: &RangeAggregation) -> Option<VectorAggregation> {
+        let addr = agg as *const RangeAggregation as usize;
+        if let Some(l) = self.leaves.iter().find(|l| l.addr == addr) {
+            return l.parent.clone();
+        }
+        let mut equal = self.leaves.iter().filter(|l| &l.agg == agg);
+        match equal.next() {
+            Some(first) if equal.all(|l| l.parent == first.parent) => first.parent.clone(),
+            _ => None,
+        }
+    }
+}
+
+impl RangeInput for EngineInput {
+    fn input(
+        &mut self,
+        agg: &RangeAggregation,
+        steps: &Steps,
+    ) -> Result<Vec<RawSeries>, tovlog_logql::Error> {
+        let parent = self.parent_of(agg);
+        let hints = eval::leaf_hints(agg, parent.as_ref());
+        self.input_with_hints(agg, &hints, steps)
+    }
+
+    fn input_with_hints(
+        &mut self,
+        agg: &RangeAggregation,
+        hints: &LeafHints,
+        steps: &Steps,
+    ) -> Result<Vec<RawSeries>, tovlog_logql::Error> {
+        if let Some(f) = &self.failure {
+            return Err(tovlog_logql::Error::Validate(f.to_string()));
+        }
+        if let Some((_, _, _, series)) = self
+            .cache
+            .iter()
+            .find(|(a, s, h, _)| a == agg && s == steps && h == hints)
+        {
+            return Ok(series.clone());
+        }
+        let parent = self.parent_of(agg);
+        let label_hints = LabelHints::for_range_aggregation(agg, parent.as_ref());
+        let fetched = self.handle.block_on(fetch_range(
+            &self.qc,
+            agg,
+            steps,
+            label_hints,
+            reduce_of(hints),
+        ));
+        match fetched {
+            Ok(series) => {
+                self.cache
+                    .push((agg.clone(), *steps, hints.clone(), series.clone()));
+                Ok(series)
+            }
+            Err(e) => {
+                let err = tovlog_logql::Error::Validate(e.to_string());
+                self.failure = Some(e);
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Read the raw samples of one range aggregation leaf.
+async fn fetch_range(
+    qc: &QueryContext,
+    agg: &RangeAggregation,
+    steps: &Steps,
+    label_hints: LabelHints,
+    reduce: LabelReduce,
+) -> Result<Vec<RawSeries>, QueryError> {
+    let range = &agg.range;
+    // Windows are (t − offset − range, t − offset]; storage ranges are [start, end).
+    let start_ns = steps
+        .start_ns
+        .saturating_sub(range.offset_ns)
+        .saturating_sub(range.range_ns)
+        .saturating_add(1);
+    let end_ns = steps
+        .end_ns
+        .saturating_sub(range.offset_ns)
+        .saturating_add(1);
+    let bad = |e: tovlog_logql::Error| QueryError::BadRequest(e.to_string());
+    let pipeline = Arc::new(Pipeline::with_hints(&range.log.pipeline, label_hints).map_err(bad)?);
+    let value = match (agg.op, &range.unwrap) {
+        (RangeOp::BytesOverTime | RangeOp::BytesRate, _) => SampleValue::LineBytes,
+        (_, Some(unwrap)) => {
+            SampleValue::Unwrap(Arc::new(SampleExtractor::new(unwrap).map_err(bad)?))
+        }
+        (_, None) => SampleValue::One,
+    };
+    let interner = Interner::new();
+    let Some((plan, _streams)) = build_scan(
+        qc,
+        &range.log,
+        pipeline,
+        Some(PipelineMode::Sample { value, reduce }),
+        Arc::clone(&interner),
+        start_ns,
+        end_ns,
+    )
+    .await?
+    else {
+        return Ok(Vec::new());
+    };
+    let mut stream = execute_stream(plan, qc.session.task_ctx()).map_err(datafusion_error)?;
+    // Samples are held until evaluation: account for them in the query's memory pool.
+    let reservation =
+        MemoryConsumer::new("tovlog range samples").register(&qc.session.runtime_env().memory_pool);
+    let mut per_key: Vec<Vec<(i64, f64)>> = Vec::new();
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(datafusion_error)?;
+        reservation
+            .try_grow(batch.num_rows() * std::mem::size_of::<(i64, f64)>())
+            .map_err(datafusion_error)?;
+        let internal = || QueryError::Internal("bad sample batch".into());
+        let keys = batch
+            .column(0)
+            .as_primitive_opt::<UInt32Type>()
+            .ok_or_else(internal)?;
+        let ts = batch
+            .column(1)
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(internal)?;
+        let values = batch
+            .column(2)
+            .as_primitive_opt::<Float64Type>()
+            .ok_or_else(internal)?;
+        for ((k, t), v) in keys
+            .values()
+            .iter()
+            .zip(ts.values().iter())
+            .zip(values.values().iter())
+        {
+            let k = *k as usize;
+            if k >= per_key.len() {
+                per_key.resize_with(k + 1, Vec::new);
+            }
+            per_key[k].push((*t, *v));
+        }
+    }
+    let sets = interner.sets();
+    let mut out = Vec::with_capacity(per_key.len());
+    for (k, mut samples) in per_key.into_iter().enumerate() {
+        if samples.is_empty() {
+            continue;
+        }
+        // Stable: entries with equal timestamps keep their storage order.
+        samples.sort_by_key(|s| s.0);
+        let labels = sets.get(k).map(|l| l.as_ref().clone()).unwrap_or_default();
+        out.push(RawSeries { labels, samples });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(q: &str) -> SampleExpr {
+        match tovlog_logql::parse(q) {
+            Ok(tovlog_logql::ast::Expr::Sample(e)) => e,
+            other => panic!("not a metric query: {q}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn leaves_know_their_parent() {
+        let e =
+            parse(r#"sum by (host) (count_over_time({a="b"}[5m])) / count_over_time({a="c"}[5m])"#);
+        let l = leaves(&e);
+        assert_eq!(l.len(), 2);
+        assert_eq!(
+            l[0].parent.as_ref().map(|p| p.op),
+            Some(tovlog_logql::ast::VectorOp::Sum)
+        );
+        assert!(l[1].parent.is_none());
+    }
+
+    #[test]
+    fn sum_grouping_becomes_a_source_reduction() {
+        let e = parse(r#"sum by (host) (rate({a="b"} | json [5m]))"#);
+        let l = leaves(&e);
+        let h = eval::leaf_hints(&l[0].agg, l[0].parent.as_ref());
+        assert_eq!(reduce_of(&h), LabelReduce::By(vec!["host".into()]));
+        let e = parse(r#"max by (host) (count_over_time({a="b"}[5m]))"#);
+        let l = leaves(&e);
+        let h = eval::leaf_hints(&l[0].agg, l[0].parent.as_ref());
+        assert_eq!(reduce_of(&h), LabelReduce::Keep);
+        let e = parse(r#"sum(count_over_time({a="b"}[5m]))"#);
+        let l = leaves(&e);
+        let h = eval::leaf_hints(&l[0].agg, l[0].parent.as_ref());
+        assert_eq!(reduce_of(&h), LabelReduce::By(vec![]));
+    }
+}

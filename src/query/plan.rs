@@ -1,0 +1,267 @@
+//! Planning of storage reads: the per-query DataFusion session (memory pool), stream
+//! resolution through the label index, and the physical plan
+//! `scan ─► LineFilterExec ─► PipelineExec` shared by log and metric queries.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use datafusion::error::DataFusionError;
+use datafusion::execution::memory_pool::GreedyMemoryPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use tovlog_logql::ast;
+use tovlog_logql::pipeline::Pipeline;
+use tovlog_storage::{MatchOp, Matcher, ScanRequest, Storage};
+
+use super::exec::{Interner, LineFilterExec, PipelineExec, PipelineMode, StreamMap};
+use super::stats::StatsCollector;
+use super::{QueryError, QueryLimits};
+
+/// Everything one running query shares: storage, tenant, its DataFusion session with its
+/// own memory pool, statistics and the cancellation flag.
+pub struct QueryContext {
+    /// The store.
+    pub storage: Arc<Storage>,
+    /// Tenant of the query.
+    pub tenant: String,
+    /// Session with the query's memory pool.
+    pub session: SessionContext,
+    /// Counters for `stats`.
+    pub stats: Arc<StatsCollector>,
+    /// Set when the query timed out; execution nodes stop at the next batch.
+    pub cancelled: Arc<AtomicBool>,
+    /// Limits of the engine.
+    pub limits: QueryLimits,
+}
+
+impl QueryContext {
+    /// A new context: a DataFusion session whose runtime has a greedy memory pool of
+    /// `limits.max_memory_bytes`.
+    pub fn new(
+        storage: Arc<Storage>,
+        tenant: String,
+        limits: &QueryLimits,
+        cancelled: Arc<AtomicBool>,
+    ) -> Result<QueryContext, QueryError> {
+        // At least 1 MiB: below that not even one batch fits and every query would fail.
+        let pool = Arc::new(GreedyMemoryPool::new(limits.max_memory_bytes.max(1 << 20)));
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(pool)
+            .build_arc()
+            .map_err(datafusion_error)?;
+        let config = SessionConfig::new().with_batch_size(8192);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .build();
+        let session = SessionContext::new_with_state(state);
+        storage.register_object_store(&session);
+        Ok(QueryContext {
+            storage,
+            tenant,
+            session,
+            stats: StatsCollector::new(),
+            cancelled,
+            limits: limits.clone(),
+        })
+    }
+
+    /// Resolve a selector to the streams with data in `[start_ns, end_ns)`.
+    pub fn resolve_streams(
+        &self,
+        selector: &[ast::Matcher],
+        start_ns: i64,
+        end_ns: i64,
+    ) -> Result<StreamMap, QueryError> {
+        let matchers = convert_matchers(selector)?;
+        let series = self
+            .storage
+            .series(&self.tenant, &matchers, start_ns, end_ns)
+            .map_err(storage_error)?;
+        StatsCollector::add(&self.stats.streams, series.len() as u64);
+        let mut map = HashMap::with_capacity(series.len());
+        for s in series {
+            map.insert(s.id, Arc::new(s.labels.pairs().to_vec()));
+        }
+        Ok(StreamMap(map))
+    }
+}
+
+/// LogQL matchers to storage matchers (regexes compiled, fully anchored).
+pub fn convert_matchers(selector: &[ast::Matcher]) -> Result<Vec<Matcher>, QueryError> {
+    selector
+        .iter()
+        .map(|m| {
+            let op = match m.op {
+                ast::MatchOp::Eq => MatchOp::Eq,
+                ast::MatchOp::Neq => MatchOp::Neq,
+                ast::MatchOp::Re => MatchOp::Re,
+                ast::MatchOp::Nre => MatchOp::Nre,
+            };
+            Matcher::new(m.name.clone(), op, m.value.clone()).map_err(|e| {
+                QueryError::BadRequest(format!(
+                    "parse error : invalid regex in matcher {}: {e}",
+                    m.name
+                ))
+            })
+        })
+        .collect()
+}
+
+/// A storage failure as a query error.
+pub fn storage_error(e: tovlog_storage::Error) -> QueryError {
+    match e {
+        tovlog_storage::Error::LimitExceeded { what } => {
+            QueryError::TooLarge(format!("limit exceeded: {what}"))
+        }
+        tovlog_storage::Error::DataFusion(e) => datafusion_error(e),
+        other => QueryError::Internal(other.to_string()),
+    }
+}
+
+/// A DataFusion failure as a query error: memory-pool exhaustion is the user's query
+/// being too large, cancellation after a timeout is a timeout, the rest is ours.
+pub fn datafusion_error(e: DataFusionError) -> QueryError {
+    let root = e.find_root();
+    match root {
+        DataFusionError::ResourcesExhausted(msg) => QueryError::TooLarge(format!(
+            "the query needs more memory than the per-query limit allows; narrow the time range or add filters ({msg})"
+        )),
+        DataFusionError::Execution(msg) if msg == QUERY_CANCELLED => {
+            QueryError::Timeout("query timed out".to_owned())
+        }
+        DataFusionError::External(inner) => {
+            if let Some(q) = inner.downcast_ref::<QueryError>() {
+                q.clone()
+            } else {
+                QueryError::Internal(inner.to_string())
+            }
+        }
+        other => QueryError::Internal(other.to_string()),
+    }
+}
+
+/// Message of the error execution nodes raise once the query was cancelled.
+pub const QUERY_CANCELLED: &str = "tovlog query cancelled";
+
+/// Build `scan ─► LineFilterExec ─► [PipelineExec] ─► [CoalescePartitionsExec]` for one
+/// log selector over `[start_ns, end_ns)`, with the labels of the streams it reads.
+/// Without a `mode` the rows keep the storage schema (only the leading line filters
+/// run). `None` when no stream matches.
+pub async fn build_scan(
+    qc: &QueryContext,
+    log: &ast::LogExpr,
+    pipeline: Arc<Pipeline>,
+    mode: Option<PipelineMode>,
+    interner: Arc<Interner>,
+    start_ns: i64,
+    end_ns: i64,
+) -> Result<Option<(Arc<dyn ExecutionPlan>, Arc<StreamMap>)>, QueryError> {
+    if start_ns >= end_ns {
+        return Ok(None);
+    }
+    let streams = qc.resolve_streams(&log.selector, start_ns, end_ns)?;
+    if streams.0.is_empty() {
+        return Ok(None);
+    }
+    let mut ids: Vec<u64> = streams.0.keys().copied().collect();
+    ids.sort_unstable();
+    let provider = qc
+        .storage
+        .scan_table(ScanRequest {
+            tenant: qc.tenant.clone(),
+            streams: ids,
+            start_ns,
+            end_ns,
+        })
+        .map_err(storage_error)?;
+    let state = qc.session.state();
+    let scan = provider
+        .scan(&state, None, &[], None)
+        .await
+        .map_err(datafusion_error)?;
+    StatsCollector::add(&qc.stats.scans, 1);
+    // The leading line filters run first, over whole Arrow string arrays, so the rest of
+    // the pipeline (and everything above it) only sees the lines that can match.
+    let filtered: Arc<dyn ExecutionPlan> = Arc::new(LineFilterExec::try_new(
+        scan,
+        Arc::clone(&pipeline),
+        Arc::clone(&qc.stats),
+    )?);
+    let streams = Arc::new(streams);
+    let processed: Arc<dyn ExecutionPlan> = match mode {
+        Some(mode) => Arc::new(PipelineExec::try_new(
+            filtered,
+            pipeline,
+            mode,
+            Arc::clone(&streams),
+            interner,
+            Arc::clone(&qc.stats),
+            Arc::clone(&qc.cancelled),
+        )?),
+        None => filtered,
+    };
+    if processed.output_partitioning().partition_count() > 1 {
+        Ok(Some((
+            Arc::new(CoalescePartitionsExec::new(processed)),
+            streams,
+        )))
+    } else {
+        Ok(Some((processed, streams)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matchers_convert_with_anchored_regexes() {
+        let sel = vec![
+            ast::Matcher {
+                name: "job".into(),
+                op: ast::MatchOp::Re,
+                value: "tovplay-.*".into(),
+            },
+            ast::Matcher {
+                name: "host".into(),
+                op: ast::MatchOp::Neq,
+                value: "edge-1".into(),
+            },
+        ];
+        let m = convert_matchers(&sel).unwrap();
+        assert_eq!(m.len(), 2);
+        assert!(m[0].matches("tovplay-backend"));
+        assert!(!m[0].matches("x-tovplay-backend"));
+        assert!(m[1].matches("edge-2"));
+        assert!(!m[1].matches("edge-1"));
+    }
+
+    #[test]
+    fn bad_regex_is_a_bad_request() {
+        let sel = vec![ast::Matcher {
+            name: "job".into(),
+            op: ast::MatchOp::Re,
+            value: "(".into(),
+        }];
+        assert!(matches!(
+            convert_matchers(&sel),
+            Err(QueryError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn resource_exhaustion_maps_to_too_large() {
+        let e = DataFusionError::ResourcesExhausted("pool full".into());
+        assert!(matches!(datafusion_error(e), QueryError::TooLarge(_)));
+        let e = DataFusionError::Execution(QUERY_CANCELLED.into());
+        assert!(matches!(datafusion_error(e), QueryError::Timeout(_)));
+        let e = DataFusionError::Internal("x".into());
+        assert!(matches!(datafusion_error(e), QueryError::Internal(_)));
+    }
+}
