@@ -195,11 +195,14 @@ fn volume_grouping(state: &AppState, p: &Params, matchers: &[Matcher]) -> Result
 
 fn group_volumes(g: &VolumeGrouping, vols: &[StreamVolume]) -> BTreeMap<Vec<(String, String)>, u64> {
     let mut groups: BTreeMap<Vec<(String, String)>, u64> = BTreeMap::new();
-    for v in vols.iter().filter(|v| v.bytes > 0) {
+    for v in vols.iter().filter(|v| v.entries > 0) {
+        // Loki's index keeps chunk sizes in whole KiB, so its volumes are per-stream sizes rounded
+        // down to KiB (a tiny stream weighs 0). Reproduced so Grafana shows the same figures.
+        let bytes = v.bytes / 1024 * 1024;
         if g.by_labels {
             for (name, _) in v.series.labels.pairs() {
                 if g.targets.is_empty() || g.targets.contains(name) {
-                    *groups.entry(vec![(name.clone(), String::new())]).or_default() += v.bytes;
+                    *groups.entry(vec![(name.clone(), String::new())]).or_default() += bytes;
                 }
             }
         } else {
@@ -208,7 +211,7 @@ fn group_volumes(g: &VolumeGrouping, vols: &[StreamVolume]) -> BTreeMap<Vec<(Str
                 .iter()
                 .filter_map(|t| v.series.labels.get(t).map(|val| (t.clone(), val.to_string())))
                 .collect();
-            *groups.entry(key).or_default() += v.bytes;
+            *groups.entry(key).or_default() += bytes;
         }
     }
     groups
