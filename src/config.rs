@@ -156,7 +156,10 @@ pub struct QueryConfig {
 
 impl Default for QueryConfig {
     fn default() -> Self {
-        QueryConfig { timeout: Duration::from_secs(300), max_memory: 1 << 30 }
+        QueryConfig {
+            timeout: Duration::from_secs(300),
+            max_memory: 1 << 30,
+        }
     }
 }
 
@@ -172,7 +175,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".into(), json: false }
+        LogConfig {
+            level: "info".into(),
+            json: false,
+        }
     }
 }
 
@@ -210,9 +216,14 @@ pub enum ConfigError {
 impl Config {
     /// Load a YAML file (an empty file means all defaults).
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        Self::from_yaml(&text).map_err(|source| ConfigError::Parse { path: path.display().to_string(), source })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_yaml(&text).map_err(|source| ConfigError::Parse {
+            path: path.display().to_string(),
+            source,
+        })
     }
 
     /// Parse YAML text.
@@ -226,8 +237,11 @@ impl Config {
     /// Reject impossible settings.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits_config;
-        if !(l.ingestion_rate_mb > 0.0) {
-            return Err(ConfigError::Invalid { key: "limits_config.ingestion_rate_mb", msg: "must be > 0".into() });
+        if l.ingestion_rate_mb.is_nan() || l.ingestion_rate_mb <= 0.0 {
+            return Err(ConfigError::Invalid {
+                key: "limits_config.ingestion_rate_mb",
+                msg: "must be > 0".into(),
+            });
         }
         if l.ingestion_burst_size_mb < l.ingestion_rate_mb.min(1.0) {
             return Err(ConfigError::Invalid {
@@ -236,13 +250,22 @@ impl Config {
             });
         }
         if l.max_entries_limit_per_query == 0 {
-            return Err(ConfigError::Invalid { key: "limits_config.max_entries_limit_per_query", msg: "must be > 0".into() });
+            return Err(ConfigError::Invalid {
+                key: "limits_config.max_entries_limit_per_query",
+                msg: "must be > 0".into(),
+            });
         }
         if l.max_query_series == 0 {
-            return Err(ConfigError::Invalid { key: "limits_config.max_query_series", msg: "must be > 0".into() });
+            return Err(ConfigError::Invalid {
+                key: "limits_config.max_query_series",
+                msg: "must be > 0".into(),
+            });
         }
         if self.query.timeout.is_zero() {
-            return Err(ConfigError::Invalid { key: "query.timeout", msg: "must be > 0".into() });
+            return Err(ConfigError::Invalid {
+                key: "query.timeout",
+                msg: "must be > 0".into(),
+            });
         }
         Ok(())
     }
@@ -264,13 +287,17 @@ pub mod duration {
             return None;
         }
         while !rest.is_empty() {
-            let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+            let num_len = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(rest.len());
             if num_len == 0 {
                 return None;
             }
             let value: f64 = rest[..num_len].parse().ok()?;
             rest = &rest[num_len..];
-            let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit() || c == '.')
+                .unwrap_or(rest.len());
             let unit = match &rest[..unit_len] {
                 "ns" => 1e-9,
                 "us" | "µs" => 1e-6,
@@ -292,11 +319,11 @@ pub mod duration {
     /// Print as Go would (`1h30m0s` style is not needed; seconds with unit suffixes).
     pub fn format(d: &Duration) -> String {
         let ms = d.as_millis();
-        if ms % 3_600_000 == 0 && ms > 0 {
+        if ms.is_multiple_of(3_600_000) && ms > 0 {
             format!("{}h", ms / 3_600_000)
-        } else if ms % 60_000 == 0 && ms > 0 {
+        } else if ms.is_multiple_of(60_000) && ms > 0 {
             format!("{}m", ms / 60_000)
-        } else if ms % 1000 == 0 {
+        } else if ms.is_multiple_of(1000) {
             format!("{}s", ms / 1000)
         } else {
             format!("{ms}ms")
@@ -314,7 +341,11 @@ pub mod duration {
         let text = match &v {
             serde_yaml::Value::String(s) => s.clone(),
             serde_yaml::Value::Number(n) => n.to_string(),
-            _ => return Err(serde::de::Error::custom("expected a duration such as 5m or 1h30m")),
+            _ => {
+                return Err(serde::de::Error::custom(
+                    "expected a duration such as 5m or 1h30m",
+                ))
+            }
         };
         parse(&text).ok_or_else(|| serde::de::Error::custom(format!("invalid duration {text:?}")))
     }
@@ -375,7 +406,9 @@ mod tests {
 
     #[test]
     fn partial_file_keeps_other_defaults() -> Result<(), serde_yaml::Error> {
-        let c = Config::from_yaml("auth_enabled: false\nlimits_config:\n  max_query_series: 7\n  max_line_size: 1MB\n")?;
+        let c = Config::from_yaml(
+            "auth_enabled: false\nlimits_config:\n  max_query_series: 7\n  max_line_size: 1MB\n",
+        )?;
         assert!(!c.auth_enabled);
         assert_eq!(c.limits_config.max_query_series, 7);
         assert_eq!(c.limits_config.max_line_size, 1 << 20);

@@ -13,7 +13,10 @@ async fn main() -> anyhow::Result<()> {
     };
     let config = args.load()?;
     if check_only {
-        std::io::Write::write_all(&mut std::io::stdout(), serde_yaml::to_string(&config)?.as_bytes())?;
+        std::io::Write::write_all(
+            &mut std::io::stdout(),
+            serde_yaml::to_string(&config)?.as_bytes(),
+        )?;
         return Ok(());
     }
     tovlog::telemetry::init(&config.log);

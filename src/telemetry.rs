@@ -14,8 +14,14 @@ use crate::{config::LogConfig, ingest::validate::Reason};
 pub fn init(log: &LogConfig) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if log.json { builder.json().try_init() } else { builder.try_init() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if log.json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Counters of the HTTP and ingest layers. Rendered by hand in the Prometheus text format: a
@@ -55,23 +61,71 @@ impl Metrics {
     pub fn render(&self, storage: &StorageMetrics) -> String {
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, kind: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         };
-        counter("tovlog_ingest_lines_received_total", "Log lines accepted.", "counter", self.lines_received.load(Ordering::Relaxed));
+        counter(
+            "tovlog_ingest_lines_received_total",
+            "Log lines accepted.",
+            "counter",
+            self.lines_received.load(Ordering::Relaxed),
+        );
         counter(
             "tovlog_ingest_bytes_received_total",
             "Bytes of accepted lines and structured metadata.",
             "counter",
             self.bytes_received.load(Ordering::Relaxed),
         );
-        counter("tovlog_query_requests_total", "Queries served.", "counter", self.queries.load(Ordering::Relaxed));
-        counter("tovlog_query_errors_total", "Queries that failed.", "counter", self.query_errors.load(Ordering::Relaxed));
-        counter("tovlog_wal_bytes", "Bytes in write-ahead log segments.", "gauge", storage.wal_bytes);
-        counter("tovlog_flushes_total", "Head flushes to chunk files.", "counter", storage.flushes);
-        counter("tovlog_chunk_files", "Chunk files in the store.", "gauge", storage.chunk_files);
-        counter("tovlog_chunk_bytes", "Bytes of chunk files in the store.", "gauge", storage.chunk_bytes);
-        counter("tovlog_head_bytes", "Bytes held in the in-memory head.", "gauge", storage.head_bytes);
-        counter("tovlog_head_entries", "Entries held in the in-memory head.", "gauge", storage.head_entries);
+        counter(
+            "tovlog_query_requests_total",
+            "Queries served.",
+            "counter",
+            self.queries.load(Ordering::Relaxed),
+        );
+        counter(
+            "tovlog_query_errors_total",
+            "Queries that failed.",
+            "counter",
+            self.query_errors.load(Ordering::Relaxed),
+        );
+        counter(
+            "tovlog_wal_bytes",
+            "Bytes in write-ahead log segments.",
+            "gauge",
+            storage.wal_bytes,
+        );
+        counter(
+            "tovlog_flushes_total",
+            "Head flushes to chunk files.",
+            "counter",
+            storage.flushes,
+        );
+        counter(
+            "tovlog_chunk_files",
+            "Chunk files in the store.",
+            "gauge",
+            storage.chunk_files,
+        );
+        counter(
+            "tovlog_chunk_bytes",
+            "Bytes of chunk files in the store.",
+            "gauge",
+            storage.chunk_bytes,
+        );
+        counter(
+            "tovlog_head_bytes",
+            "Bytes held in the in-memory head.",
+            "gauge",
+            storage.head_bytes,
+        );
+        counter(
+            "tovlog_head_entries",
+            "Entries held in the in-memory head.",
+            "gauge",
+            storage.head_entries,
+        );
         let _ = writeln!(
             out,
             "# HELP tovlog_ingest_discarded_entries_total Entries rejected at ingest, by reason.\n# TYPE tovlog_ingest_discarded_entries_total counter"

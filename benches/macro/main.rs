@@ -32,7 +32,12 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args> {
-    let mut a = Args { lines: 1_000_000, dataset: None, skip_queries: false, keep: None };
+    let mut a = Args {
+        lines: 1_000_000,
+        dataset: None,
+        skip_queries: false,
+        keep: None,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -80,7 +85,9 @@ struct Server {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 async fn start(config: &Path, data_dir: &Path) -> Result<Server> {
@@ -116,7 +123,9 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
 }
 
 fn stop(mut server: Server) -> Result<()> {
-    Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status()?;
+    Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()?;
     let status = server.child.wait()?;
     if !status.success() {
         bail!("tovlog exited with {status}");
@@ -148,10 +157,19 @@ async fn push_all(url: &str, files: Vec<PathBuf>) -> Result<()> {
         tasks.push(tokio::spawn(async move {
             for f in mine {
                 let body = tokio::fs::read(&f).await?;
-                let r = client.post(&url).header("content-type", "application/json").body(body).send().await?;
+                let r = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await?;
                 let status = r.status();
                 if status.as_u16() != 204 {
-                    bail!("push of {} → {status}: {}", f.display(), r.text().await.unwrap_or_default());
+                    bail!(
+                        "push of {} → {status}: {}",
+                        f.display(),
+                        r.text().await.unwrap_or_default()
+                    );
                 }
             }
             Ok::<_, anyhow::Error>(())
@@ -174,24 +192,45 @@ fn queries(meta: &Value) -> Vec<Query> {
     let t1 = meta["t_end_ns"].as_i64().unwrap_or(0);
     let cid = meta["planted_cid"].as_str().unwrap_or("");
     let day = |q: &str, extra: &[(&str, &str)]| {
-        let mut p = vec![("query".to_string(), q.to_string()), ("start".into(), t0.to_string()), ("end".into(), t1.to_string())];
+        let mut p = vec![
+            ("query".to_string(), q.to_string()),
+            ("start".into(), t0.to_string()),
+            ("end".into(), t1.to_string()),
+        ];
         p.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         p
     };
     let last_hour = vec![
-        ("query".to_string(), r#"{job="nginx"} |~ "\" 5\\d\\d ""#.to_string()),
+        (
+            "query".to_string(),
+            r#"{job="nginx"} |~ "\" 5\\d\\d ""#.to_string(),
+        ),
         ("start".into(), (t1 - 3_600_000_000_000).to_string()),
         ("end".into(), t1.to_string()),
         ("limit".into(), "1000".into()),
     ];
     vec![
-        Query { id: "Q1", path: "/loki/api/v1/query_range", params: day(r#"{job="tovplay-backend"} |= "needle-7f3a9c""#, &[("limit", "1000")]) },
+        Query {
+            id: "Q1",
+            path: "/loki/api/v1/query_range",
+            params: day(
+                r#"{job="tovplay-backend"} |= "needle-7f3a9c""#,
+                &[("limit", "1000")],
+            ),
+        },
         Query {
             id: "Q2",
             path: "/loki/api/v1/query_range",
-            params: day(&format!(r#"{{job="tovplay-backend"}} | json | correlation_id="{cid}""#), &[("limit", "1000")]),
+            params: day(
+                &format!(r#"{{job="tovplay-backend"}} | json | correlation_id="{cid}""#),
+                &[("limit", "1000")],
+            ),
         },
-        Query { id: "Q3", path: "/loki/api/v1/query_range", params: day(r#"{env="prod"} |= "mallory""#, &[("limit", "100")]) },
+        Query {
+            id: "Q3",
+            path: "/loki/api/v1/query_range",
+            params: day(r#"{env="prod"} |= "mallory""#, &[("limit", "100")]),
+        },
         Query {
             id: "Q4",
             path: "/loki/api/v1/query_range",
@@ -203,7 +242,10 @@ fn queries(meta: &Value) -> Vec<Query> {
         Query {
             id: "Q5",
             path: "/loki/api/v1/query_range",
-            params: day(r#"sum by (user_id) (count_over_time({job="tovplay-backend"} | json | action="DELETE" [5m]))"#, &[("step", "300")]),
+            params: day(
+                r#"sum by (user_id) (count_over_time({job="tovplay-backend"} | json | action="DELETE" [5m]))"#,
+                &[("step", "300")],
+            ),
         },
         Query {
             id: "Q6",
@@ -213,10 +255,29 @@ fn queries(meta: &Value) -> Vec<Query> {
                 &[("step", "300")],
             ),
         },
-        Query { id: "Q7", path: "/loki/api/v1/query_range", params: day(r#"sum(count_over_time({env=~".+"}[5m]))"#, &[("step", "300")]) },
-        Query { id: "Q8", path: "/loki/api/v1/query_range", params: last_hour },
-        Query { id: "Q9a", path: "/loki/api/v1/labels", params: day("", &[]).into_iter().skip(1).collect() },
-        Query { id: "Q9b", path: "/loki/api/v1/label/job/values", params: day("", &[]).into_iter().skip(1).collect() },
+        Query {
+            id: "Q7",
+            path: "/loki/api/v1/query_range",
+            params: day(
+                r#"sum(count_over_time({env=~".+"}[5m]))"#,
+                &[("step", "300")],
+            ),
+        },
+        Query {
+            id: "Q8",
+            path: "/loki/api/v1/query_range",
+            params: last_hour,
+        },
+        Query {
+            id: "Q9a",
+            path: "/loki/api/v1/labels",
+            params: day("", &[]).into_iter().skip(1).collect(),
+        },
+        Query {
+            id: "Q9b",
+            path: "/loki/api/v1/label/job/values",
+            params: day("", &[]).into_iter().skip(1).collect(),
+        },
         Query {
             id: "Q9c",
             path: "/loki/api/v1/series",
@@ -230,7 +291,14 @@ fn queries(meta: &Value) -> Vec<Query> {
 }
 
 fn entries(v: &Value) -> usize {
-    v["data"]["result"].as_array().map(|r| r.iter().map(|s| s["values"].as_array().map_or(0, Vec::len)).sum()).unwrap_or(0)
+    v["data"]["result"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .map(|s| s["values"].as_array().map_or(0, Vec::len))
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 fn matrix_sum(v: &Value) -> f64 {
@@ -257,20 +325,35 @@ fn check(id: &str, v: &Value, truth: &Value) -> String {
             let want: f64 = if id == "Q7" {
                 t("Q7_total") as f64
             } else {
-                truth["Q4_nginx_by_status"].as_object().map(|m| m.values().filter_map(Value::as_f64).sum()).unwrap_or(0.0)
+                truth["Q4_nginx_by_status"]
+                    .as_object()
+                    .map(|m| m.values().filter_map(Value::as_f64).sum())
+                    .unwrap_or(0.0)
             };
             let got = matrix_sum(v);
             (got - want).abs() / want.max(1.0) < 0.01
         }
-        "Q5" => v["data"]["result"].as_array().map(|r| r.len() as u64) == Some(t("Q5_backend_delete_by_user_series")),
-        "Q6" => v["data"]["result"].as_array().is_some_and(|r| !r.is_empty()),
+        "Q5" => {
+            v["data"]["result"].as_array().map(|r| r.len() as u64)
+                == Some(t("Q5_backend_delete_by_user_series"))
+        }
+        "Q6" => v["data"]["result"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty()),
         "Q8" => entries(v) as u64 == t("Q8_nginx_5xx_last_hour").min(1000),
-        "Q9a" => v["data"].as_array().map(|a| a.len()) == truth["Q9_label_names"].as_array().map(|a| a.len()),
+        "Q9a" => {
+            v["data"].as_array().map(|a| a.len())
+                == truth["Q9_label_names"].as_array().map(|a| a.len())
+        }
         "Q9b" => v["data"] == truth["Q9_job_values"],
         "Q9c" => v["data"].as_array().map(|a| a.len() as u64) == Some(t("Q9_nginx_series")),
         _ => false,
     };
-    if ok { "ok".into() } else { "WRONG".into() }
+    if ok {
+        "ok".into()
+    } else {
+        "WRONG".into()
+    }
 }
 
 #[tokio::main]
@@ -283,7 +366,11 @@ async fn main() -> Result<()> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(&data)?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("push-")))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("push-"))
+        })
         .collect();
     files.sort();
 
@@ -314,13 +401,20 @@ async fn main() -> Result<()> {
     if !args.skip_queries {
         let server = start(&config, &data_dir).await?;
         let client = reqwest::Client::new();
-        println!("{:<5} {:>10} {:>12}  answer", "query", "cold s", "warm med s");
+        println!(
+            "{:<5} {:>10} {:>12}  answer",
+            "query", "cold s", "warm med s"
+        );
         for q in queries(&meta) {
             let mut times = Vec::new();
             let mut last = Value::Null;
             for _ in 0..6 {
                 let t = Instant::now();
-                let r = client.get(format!("{}{}", server.url, q.path)).query(&q.params).send().await?;
+                let r = client
+                    .get(format!("{}{}", server.url, q.path))
+                    .query(&q.params)
+                    .send()
+                    .await?;
                 let status = r.status();
                 let body = r.text().await?;
                 times.push(t.elapsed().as_secs_f64());
@@ -334,9 +428,16 @@ async fn main() -> Result<()> {
             let mut warm: Vec<f64> = times[1..].to_vec();
             warm.sort_by(|a, b| a.total_cmp(b));
             let med = warm.get(warm.len() / 2).copied().unwrap_or(f64::NAN);
-            let verdict = if last.get("error").is_some() { last["error"].to_string() } else { check(q.id, &last, &meta["truth"]) };
+            let verdict = if last.get("error").is_some() {
+                last["error"].to_string()
+            } else {
+                check(q.id, &last, &meta["truth"])
+            };
             println!("{:<5} {cold:>10.4} {med:>12.4}  {verdict}", q.id);
-            results.insert(q.id.to_string(), json!({"cold_s": cold, "warm_median_s": med, "answer": verdict}));
+            results.insert(
+                q.id.to_string(),
+                json!({"cold_s": cold, "warm_median_s": med, "answer": verdict}),
+            );
         }
         rss_query = peak_rss_mib(server.child.id()).unwrap_or(f64::NAN);
         stop(server)?;

@@ -170,7 +170,13 @@ pub fn decompress(body: &[u8], encoding: Option<&str>) -> Result<Option<Vec<u8>>
 
 /// Decode a push body by content type (after `decompress`).
 pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<Vec<RawStream>, DecodeError> {
-    let ct = content_type.unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let ct = content_type
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match ct.as_str() {
         "application/x-protobuf" | "application/protobuf" => decode_protobuf(body),
         "" | "application/json" | "text/json" => decode_json(body),
@@ -184,7 +190,9 @@ pub fn decode_protobuf(body: &[u8]) -> Result<Vec<RawStream>, DecodeError> {
     if len > MAX_DECOMPRESSED_BYTES {
         return Err(DecodeError::TooLarge);
     }
-    let raw = snap::raw::Decoder::new().decompress_vec(body).map_err(|e| DecodeError::Snappy(e.to_string()))?;
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|e| DecodeError::Snappy(e.to_string()))?;
     let req = <proto::PushRequest as prost::Message>::decode(raw.as_slice())
         .map_err(|e| DecodeError::Protobuf(e.to_string()))?;
     Ok(req
@@ -198,7 +206,11 @@ pub fn decode_protobuf(body: &[u8]) -> Result<Vec<RawStream>, DecodeError> {
                 .map(|e| {
                     let ts_ns = e
                         .timestamp
-                        .map(|t| t.seconds.saturating_mul(1_000_000_000).saturating_add(i64::from(t.nanos)))
+                        .map(|t| {
+                            t.seconds
+                                .saturating_mul(1_000_000_000)
+                                .saturating_add(i64::from(t.nanos))
+                        })
                         .unwrap_or(0);
                     RawEntry {
                         ts_ns,
@@ -242,9 +254,14 @@ impl<'de> Deserialize<'de> for JsonEntry {
                 f.write_str("an entry [\"<unix ns>\", \"<line>\", {optional metadata}]")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<JsonEntry, A::Error> {
-                let ts: TsValue = seq.next_element()?.ok_or_else(|| A::Error::custom("entry without timestamp"))?;
-                let line: String = seq.next_element()?.ok_or_else(|| A::Error::custom("entry without line"))?;
-                let meta: Option<serde_json::Map<String, serde_json::Value>> = seq.next_element()?;
+                let ts: TsValue = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::custom("entry without timestamp"))?;
+                let line: String = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::custom("entry without line"))?;
+                let meta: Option<serde_json::Map<String, serde_json::Value>> =
+                    seq.next_element()?;
                 if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
                     return Err(A::Error::custom("entry has more than 3 elements"));
                 }
@@ -260,7 +277,11 @@ impl<'de> Deserialize<'de> for JsonEntry {
                         })
                         .collect::<Result<_, _>>()?,
                 };
-                Ok(JsonEntry(RawEntry { ts_ns: ts.0, line, metadata }))
+                Ok(JsonEntry(RawEntry {
+                    ts_ns: ts.0,
+                    line,
+                    metadata,
+                }))
             }
         }
         d.deserialize_seq(V)
@@ -274,15 +295,12 @@ impl<'de> Deserialize<'de> for TsValue {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         match serde_json::Value::deserialize(d)? {
-            serde_json::Value::String(s) => s
-                .trim()
-                .parse::<i64>()
-                .map(TsValue)
-                .map_err(|_| D::Error::custom(format!("invalid timestamp {s:?}: want unix nanoseconds"))),
-            serde_json::Value::Number(n) => n
-                .as_i64()
-                .map(TsValue)
-                .ok_or_else(|| D::Error::custom(format!("invalid timestamp {n}: want unix nanoseconds"))),
+            serde_json::Value::String(s) => s.trim().parse::<i64>().map(TsValue).map_err(|_| {
+                D::Error::custom(format!("invalid timestamp {s:?}: want unix nanoseconds"))
+            }),
+            serde_json::Value::Number(n) => n.as_i64().map(TsValue).ok_or_else(|| {
+                D::Error::custom(format!("invalid timestamp {n}: want unix nanoseconds"))
+            }),
             other => Err(D::Error::custom(format!("invalid timestamp {other}"))),
         }
     }
@@ -290,7 +308,8 @@ impl<'de> Deserialize<'de> for TsValue {
 
 /// Loki JSON.
 pub fn decode_json(body: &[u8]) -> Result<Vec<RawStream>, DecodeError> {
-    let parsed: JsonBody = serde_json::from_slice(body).map_err(|e| DecodeError::Json(e.to_string()))?;
+    let parsed: JsonBody =
+        serde_json::from_slice(body).map_err(|e| DecodeError::Json(e.to_string()))?;
     parsed
         .streams
         .into_iter()
@@ -300,10 +319,15 @@ pub fn decode_json(body: &[u8]) -> Result<Vec<RawStream>, DecodeError> {
                 .into_iter()
                 .map(|(k, v)| match v {
                     serde_json::Value::String(v) => Ok((k, v)),
-                    other => Err(DecodeError::Json(format!("label {k:?} must be a string, got {other}"))),
+                    other => Err(DecodeError::Json(format!(
+                        "label {k:?} must be a string, got {other}"
+                    ))),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(RawStream { labels: RawLabels::Map(labels), entries: s.values.into_iter().map(|e| e.0).collect() })
+            Ok(RawStream {
+                labels: RawLabels::Map(labels),
+                entries: s.values.into_iter().map(|e| e.0).collect(),
+            })
         })
         .collect()
 }
@@ -318,15 +342,30 @@ mod tests {
         let body = br#"{"streams":[{"stream":{"job":"a"},"values":[["5","x"],[6,"y",{"trace_id":"t1"}]]}]}"#;
         let s = decode_json(body)?;
         assert_eq!(s.len(), 1);
-        assert_eq!(s[0].labels, RawLabels::Map(vec![("job".into(), "a".into())]));
-        assert_eq!(s[0].entries[0], RawEntry { ts_ns: 5, line: "x".into(), metadata: vec![] });
-        assert_eq!(s[0].entries[1].metadata, vec![("trace_id".to_string(), "t1".to_string())]);
+        assert_eq!(
+            s[0].labels,
+            RawLabels::Map(vec![("job".into(), "a".into())])
+        );
+        assert_eq!(
+            s[0].entries[0],
+            RawEntry {
+                ts_ns: 5,
+                line: "x".into(),
+                metadata: vec![]
+            }
+        );
+        assert_eq!(
+            s[0].entries[1].metadata,
+            vec![("trace_id".to_string(), "t1".to_string())]
+        );
         Ok(())
     }
 
     #[test]
     fn malformed_json_is_an_error() {
-        assert!(decode_json(b"{\"streams\":[{\"stream\":{},\"values\":[[\"x\",\"y\"]]}]}").is_err());
+        assert!(
+            decode_json(b"{\"streams\":[{\"stream\":{},\"values\":[[\"x\",\"y\"]]}]}").is_err()
+        );
         assert!(decode_json(b"{\"streams\":[{\"stream\":{\"a\":1},\"values\":[]}]}").is_err());
         assert!(decode_json(b"not json").is_err());
         assert!(decode_json(b"{\"streams\":[{\"values\":[[\"1\",\"a\",{},4]]}]}").is_err());
@@ -347,13 +386,16 @@ mod tests {
     #[test]
     fn protobuf_garbage_is_an_error() {
         assert!(decode_protobuf(b"\xff\xff\xff\xff").is_err());
-        let snapped = snap::raw::Encoder::new().compress_vec(b"\x0a\xff\xff\xff\xff\x0f").unwrap_or_default();
+        let snapped = snap::raw::Encoder::new()
+            .compress_vec(b"\x0a\xff\xff\xff\xff\x0f")
+            .unwrap_or_default();
         assert!(decode_protobuf(&snapped).is_err());
     }
 
     #[test]
     fn real_promtail_requests_decode() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/promtail");
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/promtail");
         let mut total = 0;
         for i in 1..=3 {
             let body = std::fs::read(dir.join(format!("req-{i:03}.bin")))?;

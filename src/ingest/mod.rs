@@ -49,7 +49,12 @@ pub struct Ingester {
 impl Ingester {
     /// Build over a storage handle.
     pub fn new(storage: Arc<Storage>, limits: LimitsConfig, metrics: Arc<Metrics>) -> Self {
-        Ingester { storage, limits, metrics, buckets: Mutex::new(HashMap::new()) }
+        Ingester {
+            storage,
+            limits,
+            metrics,
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     fn allow(&self, tenant: &str, bytes: usize) -> bool {
@@ -57,7 +62,10 @@ impl Ingester {
         let burst = self.limits.ingestion_burst_size_mb * 1024.0 * 1024.0;
         let now = Instant::now();
         let mut buckets = self.buckets.lock();
-        let b = buckets.entry(tenant.to_string()).or_insert(Bucket { tokens: burst, last: now });
+        let b = buckets.entry(tenant.to_string()).or_insert(Bucket {
+            tokens: burst,
+            last: now,
+        });
         b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * rate).min(burst);
         b.last = now;
         let need = bytes as f64;
@@ -85,7 +93,8 @@ impl Ingester {
             self.metrics.discarded(r.reason, r.entries as u64);
         }
         if validated.entries > 0 && !self.allow(tenant, validated.bytes) {
-            self.metrics.discarded(Reason::RateLimited, validated.entries as u64);
+            self.metrics
+                .discarded(Reason::RateLimited, validated.entries as u64);
             return Err(PushError::RateLimited(format!(
                 "Ingestion rate limit exceeded for user {tenant} (limit: {} bytes/sec) while attempting to ingest '{}' lines totaling '{}' bytes, reduce log volume or contact your administrator to see if the limit can be increased",
                 (self.limits.ingestion_rate_mb * 1024.0 * 1024.0) as u64,
@@ -102,7 +111,11 @@ impl Ingester {
         if validated.rejections.is_empty() {
             Ok(())
         } else {
-            let msg: Vec<String> = validated.rejections.into_iter().map(|r| r.message).collect();
+            let msg: Vec<String> = validated
+                .rejections
+                .into_iter()
+                .map(|r| r.message)
+                .collect();
             Err(PushError::Partial(msg.join("\n")))
         }
     }

@@ -118,14 +118,21 @@ pub fn parse_label_text(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     let mut rest = inner.trim_start();
     while !rest.is_empty() {
-        let name_end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+        let name_end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
         let name = &rest[..name_end];
         if !valid_label_name(name) {
             return Err(format!("invalid label name at {:?}", truncate(rest, 32)));
         }
         rest = rest[name_end..].trim_start();
-        rest = rest.strip_prefix('=').ok_or_else(|| format!("expected = after label name {name:?}"))?.trim_start();
-        rest = rest.strip_prefix('"').ok_or_else(|| format!("expected quoted value for label {name:?}"))?;
+        rest = rest
+            .strip_prefix('=')
+            .ok_or_else(|| format!("expected = after label name {name:?}"))?
+            .trim_start();
+        rest = rest
+            .strip_prefix('"')
+            .ok_or_else(|| format!("expected quoted value for label {name:?}"))?;
         let mut value = String::new();
         let mut chars = rest.char_indices();
         let mut end = None;
@@ -142,7 +149,9 @@ pub fn parse_label_text(text: &str) -> Result<Vec<(String, String)>, String> {
                     Some((_, '\\')) => value.push('\\'),
                     Some((_, '"')) => value.push('"'),
                     Some((_, '\'')) => value.push('\''),
-                    Some((_, other)) => return Err(format!("invalid escape \\{other} in value of {name:?}")),
+                    Some((_, other)) => {
+                        return Err(format!("invalid escape \\{other} in value of {name:?}"))
+                    }
                     None => return Err(format!("unterminated value of {name:?}")),
                 },
                 c => value.push(c),
@@ -189,7 +198,11 @@ impl<'a> Validator<'a> {
     }
 
     fn reject(out: &mut Validated, reason: Reason, entries: usize, message: String) {
-        out.rejections.push(Rejection { reason, entries, message });
+        out.rejections.push(Rejection {
+            reason,
+            entries,
+            message,
+        });
     }
 
     fn validate_stream(&self, stream: RawStream, out: &mut Validated) {
@@ -198,7 +211,12 @@ impl<'a> Validator<'a> {
             RawLabels::Text(t) => match parse_label_text(&t) {
                 Ok(p) => (p, t),
                 Err(e) => {
-                    Self::reject(out, Reason::InvalidLabels, n, format!("error parsing labels '{t}' with error: {e}"));
+                    Self::reject(
+                        out,
+                        Reason::InvalidLabels,
+                        n,
+                        format!("error parsing labels '{t}' with error: {e}"),
+                    );
                     return;
                 }
             },
@@ -208,7 +226,12 @@ impl<'a> Validator<'a> {
             }
         };
         if pairs.is_empty() {
-            Self::reject(out, Reason::MissingLabels, n, "error at least one label pair is required per stream".into());
+            Self::reject(
+                out,
+                Reason::MissingLabels,
+                n,
+                "error at least one label pair is required per stream".into(),
+            );
             return;
         }
         let l = self.limits;
@@ -219,7 +242,9 @@ impl<'a> Validator<'a> {
                     out,
                     Reason::InvalidLabels,
                     n,
-                    format!("error parsing labels '{text}' with error: invalid label name {name:?}"),
+                    format!(
+                        "error parsing labels '{text}' with error: invalid label name {name:?}"
+                    ),
                 );
                 return;
             }
@@ -233,7 +258,12 @@ impl<'a> Validator<'a> {
                 return;
             }
             if name.len() > l.max_label_name_length {
-                Self::reject(out, Reason::LabelNameTooLong, n, format!("stream '{text}' has label name too long: '{name}'"));
+                Self::reject(
+                    out,
+                    Reason::LabelNameTooLong,
+                    n,
+                    format!("stream '{text}' has label name too long: '{name}'"),
+                );
                 return;
             }
             if value.len() > l.max_label_value_length {
@@ -251,7 +281,11 @@ impl<'a> Validator<'a> {
                 out,
                 Reason::MaxLabelNamesPerSeries,
                 n,
-                format!("stream '{text}' has {} label names; limit {}", pairs.len(), l.max_label_names_per_series),
+                format!(
+                    "stream '{text}' has {} label names; limit {}",
+                    pairs.len(),
+                    l.max_label_names_per_series
+                ),
             );
             return;
         }
@@ -260,9 +294,12 @@ impl<'a> Validator<'a> {
         let labels = LabelSet::new(labels);
         let text = labels.to_string();
 
-        let max_future = self.now_ns.saturating_add(l.creation_grace_period.as_nanos() as i64);
+        let max_future = self
+            .now_ns
+            .saturating_add(l.creation_grace_period.as_nanos() as i64);
         let min_ts = if l.reject_old_samples {
-            self.now_ns.saturating_sub(l.reject_old_samples_max_age.as_nanos() as i64)
+            self.now_ns
+                .saturating_sub(l.reject_old_samples_max_age.as_nanos() as i64)
         } else {
             i64::MIN
         };
@@ -294,7 +331,10 @@ impl<'a> Validator<'a> {
                     out,
                     Reason::TooNew,
                     1,
-                    format!("entry for stream '{text}' has timestamp too new: {}", rfc3339(e.ts_ns)),
+                    format!(
+                        "entry for stream '{text}' has timestamp too new: {}",
+                        rfc3339(e.ts_ns)
+                    ),
                 );
                 continue;
             }
@@ -350,10 +390,19 @@ impl<'a> Validator<'a> {
             }
             if l.discover_log_levels && !e.metadata.iter().any(|(k, _)| k == "detected_level") {
                 let level = detect_level(&labels, &e.metadata, &e.line);
-                e.metadata.push(("detected_level".to_string(), level.to_string()));
+                e.metadata
+                    .push(("detected_level".to_string(), level.to_string()));
             }
-            out.bytes += e.line.len() + e.metadata.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
-            entries.push(Entry { ts_ns: e.ts_ns, line: e.line, metadata: e.metadata });
+            out.bytes += e.line.len()
+                + e.metadata
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len())
+                    .sum::<usize>();
+            entries.push(Entry {
+                ts_ns: e.ts_ns,
+                line: e.line,
+                metadata: e.metadata,
+            });
         }
         if !entries.is_empty() {
             out.entries += entries.len();
@@ -368,32 +417,50 @@ impl<'a> Validator<'a> {
         if list.is_empty() || labels.iter().any(|(k, _)| k == "service_name") {
             return;
         }
-        let found = list
-            .iter()
-            .find_map(|want| labels.iter().find(|(k, v)| k == want && !v.is_empty()).map(|(_, v)| v.clone()));
-        labels.push(("service_name".to_string(), found.unwrap_or_else(|| "unknown_service".to_string())));
+        let found = list.iter().find_map(|want| {
+            labels
+                .iter()
+                .find(|(k, v)| k == want && !v.is_empty())
+                .map(|(_, v)| v.clone())
+        });
+        labels.push((
+            "service_name".to_string(),
+            found.unwrap_or_else(|| "unknown_service".to_string()),
+        ));
     }
 }
 
 fn rfc3339(ts_ns: i64) -> String {
-    chrono::DateTime::from_timestamp(ts_ns.div_euclid(1_000_000_000), ts_ns.rem_euclid(1_000_000_000) as u32)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-        .unwrap_or_else(|| ts_ns.to_string())
+    chrono::DateTime::from_timestamp(
+        ts_ns.div_euclid(1_000_000_000),
+        ts_ns.rem_euclid(1_000_000_000) as u32,
+    )
+    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+    .unwrap_or_else(|| ts_ns.to_string())
 }
 
-const LEVEL_KEYS: [&str; 9] = ["level", "LEVEL", "Level", "severity", "SEVERITY", "Severity", "lvl", "LVL", "Lvl"];
+const LEVEL_KEYS: [&str; 9] = [
+    "level", "LEVEL", "Level", "severity", "SEVERITY", "Severity", "lvl", "LVL", "Lvl",
+];
 
 /// Loki's `discover_log_levels`: a level label or metadata field, a level field in a JSON or
 /// logfmt line, or a level keyword in the text; `unknown` otherwise.
 pub fn detect_level(labels: &LabelSet, metadata: &[(String, String)], line: &str) -> &'static str {
     for key in LEVEL_KEYS {
-        if let Some(v) = labels.get(key).or_else(|| metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())) {
+        if let Some(v) = labels.get(key).or_else(|| {
+            metadata
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        }) {
             return normalize_level(v);
         }
     }
     let trimmed = line.trim_start();
     if trimmed.starts_with('{') {
-        if let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(trimmed) {
+        if let Ok(serde_json::Value::Object(map)) =
+            serde_json::from_str::<serde_json::Value>(trimmed)
+        {
             for key in LEVEL_KEYS {
                 if let Some(serde_json::Value::String(v)) = map.get(key) {
                     return normalize_level(v);
@@ -407,7 +474,7 @@ pub fn detect_level(labels: &LabelSet, metadata: &[(String, String)], line: &str
                 let at_word_start = pos == 0 || line.as_bytes()[pos - 1] == b' ';
                 if at_word_start {
                     let rest = line[pos + pat.len()..].trim_start_matches('"');
-                    let end = rest.find(|c: char| c == ' ' || c == '"').unwrap_or(rest.len());
+                    let end = rest.find([' ', '"']).unwrap_or(rest.len());
                     return normalize_level(&rest[..end]);
                 }
             }
@@ -432,7 +499,8 @@ fn normalize_level(v: &str) -> &'static str {
 fn keyword_level(line: &str) -> &'static str {
     let has = |word: &str| {
         let bytes = line.as_bytes();
-        memchr_word(bytes, word.as_bytes()) || memchr_word(bytes, word.to_ascii_lowercase().as_bytes())
+        memchr_word(bytes, word.as_bytes())
+            || memchr_word(bytes, word.to_ascii_lowercase().as_bytes())
     };
     if has("TRACE") {
         "trace"
@@ -455,7 +523,10 @@ fn keyword_level(line: &str) -> &'static str {
 
 fn memchr_word(hay: &[u8], word: &[u8]) -> bool {
     let mut start = 0;
-    while let Some(pos) = hay.get(start..).and_then(|h| h.windows(word.len()).position(|w| w == word)) {
+    while let Some(pos) = hay
+        .get(start..)
+        .and_then(|h| h.windows(word.len()).position(|w| w == word))
+    {
         let i = start + pos;
         let before_ok = i == 0 || !hay[i - 1].is_ascii_alphanumeric();
         let after = i + word.len();
@@ -476,12 +547,23 @@ mod tests {
     fn raw(labels: &str, lines: &[(i64, &str)]) -> RawStream {
         RawStream {
             labels: RawLabels::Text(labels.to_string()),
-            entries: lines.iter().map(|(t, l)| RawEntry { ts_ns: *t, line: l.to_string(), metadata: vec![] }).collect(),
+            entries: lines
+                .iter()
+                .map(|(t, l)| RawEntry {
+                    ts_ns: *t,
+                    line: l.to_string(),
+                    metadata: vec![],
+                })
+                .collect(),
         }
     }
 
     fn limits() -> LimitsConfig {
-        LimitsConfig { discover_service_name: vec![], discover_log_levels: false, ..LimitsConfig::default() }
+        LimitsConfig {
+            discover_service_name: vec![],
+            discover_log_levels: false,
+            ..LimitsConfig::default()
+        }
     }
 
     #[test]
@@ -489,7 +571,11 @@ mod tests {
         let p = parse_label_text(r#"{job="a", msg="say \"hi\"\n", x_1 = "" }"#)?;
         assert_eq!(
             p,
-            vec![("job".into(), "a".into()), ("msg".into(), "say \"hi\"\n".into()), ("x_1".into(), "".into())]
+            vec![
+                ("job".into(), "a".into()),
+                ("msg".into(), "say \"hi\"\n".into()),
+                ("x_1".into(), "".into())
+            ]
         );
         assert_eq!(parse_label_text("{}")?, vec![]);
         assert!(parse_label_text("{a=b}").is_err());
@@ -500,12 +586,20 @@ mod tests {
 
     #[test]
     fn partial_accept_keeps_good_entries() {
-        let l = LimitsConfig { max_line_size: 10, ..limits() };
-        let v = Validator::new(&l, 1_000).validate(vec![raw("{job=\"a\"}", &[(1, "ok"), (2, "this line is too long")])]);
+        let l = LimitsConfig {
+            max_line_size: 10,
+            ..limits()
+        };
+        let v = Validator::new(&l, 1_000).validate(vec![raw(
+            "{job=\"a\"}",
+            &[(1, "ok"), (2, "this line is too long")],
+        )]);
         assert_eq!(v.entries, 1);
         assert_eq!(v.rejections.len(), 1);
         assert_eq!(v.rejections[0].reason, Reason::LineTooLong);
-        assert!(v.rejections[0].message.contains("max entry size '10' bytes exceeded"));
+        assert!(v.rejections[0]
+            .message
+            .contains("max entry size '10' bytes exceeded"));
     }
 
     #[test]
@@ -518,7 +612,14 @@ mod tests {
         ]);
         assert_eq!(v.entries, 0);
         let reasons: Vec<_> = v.rejections.iter().map(|r| r.reason).collect();
-        assert_eq!(reasons, vec![Reason::MissingLabels, Reason::DuplicateLabelNames, Reason::InvalidLabels]);
+        assert_eq!(
+            reasons,
+            vec![
+                Reason::MissingLabels,
+                Reason::DuplicateLabelNames,
+                Reason::InvalidLabels
+            ]
+        );
     }
 
     #[test]
@@ -529,7 +630,10 @@ mod tests {
         let now = 1_000_000_000_000;
         let v = Validator::new(&l, now).validate(vec![
             raw(&text, &[(1, "x")]),
-            raw("{a=\"b\"}", &[(now + 3_600_000_000_000, "future"), (now, "now")]),
+            raw(
+                "{a=\"b\"}",
+                &[(now + 3_600_000_000_000, "future"), (now, "now")],
+            ),
         ]);
         assert_eq!(v.entries, 1);
         assert_eq!(v.rejections[0].reason, Reason::MaxLabelNamesPerSeries);
@@ -538,19 +642,34 @@ mod tests {
 
     #[test]
     fn service_name_is_discovered() {
-        let l = LimitsConfig { discover_log_levels: false, ..LimitsConfig::default() };
-        let v = Validator::new(&l, 10).validate(vec![raw("{job=\"api\"}", &[(1, "x")]), raw("{foo=\"1\"}", &[(1, "x")])]);
+        let l = LimitsConfig {
+            discover_log_levels: false,
+            ..LimitsConfig::default()
+        };
+        let v = Validator::new(&l, 10).validate(vec![
+            raw("{job=\"api\"}", &[(1, "x")]),
+            raw("{foo=\"1\"}", &[(1, "x")]),
+        ]);
         assert_eq!(v.streams[0].labels.get("service_name"), Some("api"));
-        assert_eq!(v.streams[1].labels.get("service_name"), Some("unknown_service"));
+        assert_eq!(
+            v.streams[1].labels.get("service_name"),
+            Some("unknown_service")
+        );
     }
 
     #[test]
     fn levels_are_detected() {
         let ls = LabelSet::new(vec![("job".into(), "a".into())]);
-        assert_eq!(detect_level(&ls, &[], r#"{"level":"WARNING","x":1}"#), "warn");
+        assert_eq!(
+            detect_level(&ls, &[], r#"{"level":"WARNING","x":1}"#),
+            "warn"
+        );
         assert_eq!(detect_level(&ls, &[], "ts=1 level=error msg=boom"), "error");
         assert_eq!(detect_level(&ls, &[], "2025 INFO started"), "info");
         assert_eq!(detect_level(&ls, &[], "nothing here"), "unknown");
-        assert_eq!(detect_level(&ls, &[("severity".into(), "debug".into())], "x"), "debug");
+        assert_eq!(
+            detect_level(&ls, &[("severity".into(), "debug".into())], "x"),
+            "debug"
+        );
     }
 }

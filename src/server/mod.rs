@@ -45,7 +45,11 @@ impl AppState {
     pub async fn open(config: Config) -> anyhow::Result<AppState> {
         let storage = Storage::open(config.storage.clone()).await?;
         let metrics = Arc::new(Metrics::default());
-        let ingester = Arc::new(Ingester::new(storage.clone(), config.limits_config.clone(), metrics.clone()));
+        let ingester = Arc::new(Ingester::new(
+            storage.clone(),
+            config.limits_config.clone(),
+            metrics.clone(),
+        ));
         let limits = QueryLimits {
             max_entries_limit_per_query: config.limits_config.max_entries_limit_per_query,
             max_query_series: config.limits_config.max_query_series,
@@ -53,7 +57,13 @@ impl AppState {
             max_memory_bytes: usize::try_from(config.query.max_memory).unwrap_or(usize::MAX),
         };
         let engine = QueryEngine::new(storage.clone(), limits);
-        Ok(AppState { config: Arc::new(config), storage, ingester, engine, metrics })
+        Ok(AppState {
+            config: Arc::new(config),
+            storage,
+            ingester,
+            engine,
+            metrics,
+        })
     }
 }
 
@@ -101,7 +111,10 @@ impl RunningServer {
 
 /// Open storage, bind `config.listen` and serve until `signal` resolves or `shutdown` is called;
 /// then flush the head to chunks.
-pub async fn start(config: Config, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<RunningServer> {
+pub async fn start(
+    config: Config,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<RunningServer> {
     let listener = TcpListener::bind(config.listen).await?;
     start_on(config, listener, signal).await
 }
@@ -133,7 +146,11 @@ pub async fn start_on(
         tracing::info!("shutdown complete");
         Ok(())
     });
-    Ok(RunningServer { addr, stop: Some(stop_tx), task })
+    Ok(RunningServer {
+        addr,
+        stop: Some(stop_tx),
+        task,
+    })
 }
 
 /// Resolves on SIGINT or SIGTERM.

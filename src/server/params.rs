@@ -16,7 +16,12 @@ pub struct Params(Vec<(String, String)>);
 
 impl Params {
     /// Collect from the query string and a form body.
-    pub fn collect(method: &Method, query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Params {
+    pub fn collect(
+        method: &Method,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Params {
         let mut pairs: Vec<(String, String)> = query
             .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
             .unwrap_or_default();
@@ -32,12 +37,19 @@ impl Params {
 
     /// First non-empty value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, v)| k == key && !v.is_empty()).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, v)| k == key && !v.is_empty())
+            .map(|(_, v)| v.as_str())
     }
 
     /// Every value of `key`.
     pub fn all(&self, key: &str) -> Vec<&str> {
-        self.0.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect()
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 }
 
@@ -54,7 +66,9 @@ pub fn tenant(headers: &HeaderMap, auth_enabled: bool) -> Result<String, ApiErro
         .filter(|v| !v.is_empty())
         .ok_or(ApiError::NoOrgId)?;
     if id.len() > 150 || id.contains(['/', '\\']) || id == "." || id == ".." || id.contains('|') {
-        return Err(ApiError::BadRequest(format!("tenant ID {id:?} is not supported")));
+        return Err(ApiError::BadRequest(format!(
+            "tenant ID {id:?} is not supported"
+        )));
     }
     Ok(id.to_string())
 }
@@ -75,18 +89,28 @@ pub fn parse_time(value: Option<&str>, default: i64, name: &str) -> Result<i64, 
             if f.is_finite() {
                 let secs = f.trunc();
                 let ms = ((f - secs) * 1000.0).round();
-                return Ok((secs as i64).saturating_mul(1_000_000_000).saturating_add((ms as i64) * 1_000_000));
+                return Ok((secs as i64)
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add((ms as i64) * 1_000_000));
             }
         }
     }
     if let Ok(n) = v.parse::<i64>() {
         let digits = v.trim_start_matches('-').len();
-        return Ok(if digits <= 10 { n.saturating_mul(1_000_000_000) } else { n });
+        return Ok(if digits <= 10 {
+            n.saturating_mul(1_000_000_000)
+        } else {
+            n
+        });
     }
     chrono::DateTime::parse_from_rfc3339(v)
         .ok()
         .and_then(|t| t.timestamp_nanos_opt())
-        .ok_or_else(|| ApiError::BadRequest(format!("invalid {name} parameter: cannot parse {v:?} to a valid timestamp")))
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "invalid {name} parameter: cannot parse {v:?} to a valid timestamp"
+            ))
+        })
 }
 
 /// Loki's step rule: float seconds, else a Prometheus duration (`15000ms`, `5m`, `1m0s`).
@@ -96,13 +120,19 @@ pub fn parse_step(value: &str) -> Result<i64, ApiError> {
     if let Ok(f) = v.parse::<f64>() {
         let ns = f * 1e9;
         if !ns.is_finite() || ns.abs() > i64::MAX as f64 {
-            return Err(ApiError::BadRequest(format!("cannot parse {v:?} to a valid duration")));
+            return Err(ApiError::BadRequest(format!(
+                "cannot parse {v:?} to a valid duration"
+            )));
         }
         return Ok(ns as i64);
     }
     duration::parse(v)
         .map(|d| d.as_nanos().min(i64::MAX as u128) as i64)
-        .ok_or_else(|| ApiError::BadRequest(format!("invalid step parameter: cannot parse {v:?} to a valid duration")))
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "invalid step parameter: cannot parse {v:?} to a valid duration"
+            ))
+        })
 }
 
 /// Loki's default step for a range: `max(1s, floor((end - start) / 250))` in whole seconds.
@@ -117,13 +147,31 @@ mod tests {
 
     #[test]
     fn timestamps_follow_loki_rules() -> Result<(), ApiError> {
-        assert_eq!(parse_time(Some("1763596800000000000"), 0, "start")?, 1_763_596_800_000_000_000);
-        assert_eq!(parse_time(Some("1763596800"), 0, "start")?, 1_763_596_800_000_000_000);
+        assert_eq!(
+            parse_time(Some("1763596800000000000"), 0, "start")?,
+            1_763_596_800_000_000_000
+        );
+        assert_eq!(
+            parse_time(Some("1763596800"), 0, "start")?,
+            1_763_596_800_000_000_000
+        );
         assert_eq!(parse_time(Some("4"), 0, "time")?, 4_000_000_000);
-        assert_eq!(parse_time(Some("4000000000"), 0, "time")?, 4_000_000_000_000_000_000);
-        assert_eq!(parse_time(Some("1763596800.5"), 0, "start")?, 1_763_596_800_500_000_000);
-        assert_eq!(parse_time(Some("2025-11-20T01:00:00Z"), 0, "time")?, 1_763_600_400_000_000_000);
-        assert_eq!(parse_time(Some("2025-11-20T00:00:00.000Z"), 0, "start")?, 1_763_596_800_000_000_000);
+        assert_eq!(
+            parse_time(Some("4000000000"), 0, "time")?,
+            4_000_000_000_000_000_000
+        );
+        assert_eq!(
+            parse_time(Some("1763596800.5"), 0, "start")?,
+            1_763_596_800_500_000_000
+        );
+        assert_eq!(
+            parse_time(Some("2025-11-20T01:00:00Z"), 0, "time")?,
+            1_763_600_400_000_000_000
+        );
+        assert_eq!(
+            parse_time(Some("2025-11-20T00:00:00.000Z"), 0, "start")?,
+            1_763_596_800_000_000_000
+        );
         assert_eq!(parse_time(None, 42, "end")?, 42);
         assert!(parse_time(Some("yesterday"), 0, "start").is_err());
         Ok(())
@@ -146,9 +194,15 @@ mod tests {
         let mut h = HeaderMap::new();
         assert!(matches!(tenant(&h, true), Err(ApiError::NoOrgId)));
         assert_eq!(tenant(&h, false).ok().as_deref(), Some("fake"));
-        h.insert("x-scope-orgid", axum::http::HeaderValue::from_static("team-a"));
+        h.insert(
+            "x-scope-orgid",
+            axum::http::HeaderValue::from_static("team-a"),
+        );
         assert_eq!(tenant(&h, true).ok().as_deref(), Some("team-a"));
-        h.insert("x-scope-orgid", axum::http::HeaderValue::from_static("../x"));
+        h.insert(
+            "x-scope-orgid",
+            axum::http::HeaderValue::from_static("../x"),
+        );
         assert!(tenant(&h, true).is_err());
     }
 }

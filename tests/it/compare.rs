@@ -45,7 +45,9 @@ fn num(v: &Value) -> Option<f64> {
 fn same_num(a: &Value, b: &Value, tol: f64) -> bool {
     match (num(a), num(b)) {
         (Some(x), Some(y)) => {
-            (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= tol * 1f64.max(x.abs()).max(y.abs())
+            (x.is_nan() && y.is_nan())
+                || x == y
+                || (x - y).abs() <= tol * 1f64.max(x.abs()).max(y.abs())
         }
         _ => a == b,
     }
@@ -65,11 +67,20 @@ fn text(v: &Value) -> String {
 
 fn cmp_samples(exp: &[Value], got: &[Value], where_: &str, tol: f64) -> Result<(), String> {
     if exp.len() != got.len() {
-        return Err(format!("{where_}: {} samples expected, {} returned", exp.len(), got.len()));
+        return Err(format!(
+            "{where_}: {} samples expected, {} returned",
+            exp.len(),
+            got.len()
+        ));
     }
     for (e, g) in exp.iter().zip(got) {
-        let ok = e.get(0).zip(g.get(0)).is_some_and(|(a, b)| same_num(a, b, tol))
-            && e.get(1).zip(g.get(1)).is_some_and(|(a, b)| same_num(a, b, tol));
+        let ok = e
+            .get(0)
+            .zip(g.get(0))
+            .is_some_and(|(a, b)| same_num(a, b, tol))
+            && e.get(1)
+                .zip(g.get(1))
+                .is_some_and(|(a, b)| same_num(a, b, tol));
         if !ok {
             return Err(format!("{where_}: sample {e} expected, {g} returned"));
         }
@@ -89,29 +100,54 @@ fn cmp_result(rtype: &str, exp: &Value, got: &Value, tol: f64) -> Result<(), Str
                 .collect();
             let mut gm: BTreeMap<String, Vec<Value>> = BTreeMap::new();
             for s in got {
-                gm.entry(key(&s["stream"])).or_default().extend(s["values"].as_array().unwrap_or(&empty).iter().cloned());
+                gm.entry(key(&s["stream"]))
+                    .or_default()
+                    .extend(s["values"].as_array().unwrap_or(&empty).iter().cloned());
             }
             let ek: BTreeSet<_> = em.keys().collect();
             let gk: BTreeSet<_> = gm.keys().collect();
             if ek != gk {
                 let miss: Vec<_> = ek.difference(&gk).take(2).collect();
                 let extra: Vec<_> = gk.difference(&ek).take(2).collect();
-                return Err(format!("streams differ: missing {miss:?}; unexpected {extra:?}"));
+                return Err(format!(
+                    "streams differ: missing {miss:?}; unexpected {extra:?}"
+                ));
             }
             for (k, ev) in em {
                 let gv = &gm[&k];
                 if ev.len() != gv.len() {
-                    return Err(format!("stream {k}: {} entries expected, {} returned", ev.len(), gv.len()));
+                    return Err(format!(
+                        "stream {k}: {} entries expected, {} returned",
+                        ev.len(),
+                        gv.len()
+                    ));
                 }
                 for (i, (e, g)) in ev.iter().zip(gv).enumerate() {
-                    let e2: Vec<String> = e.as_array().unwrap_or(&empty).iter().take(2).map(text).collect();
-                    let g2: Vec<String> = g.as_array().unwrap_or(&empty).iter().take(2).map(text).collect();
+                    let e2: Vec<String> = e
+                        .as_array()
+                        .unwrap_or(&empty)
+                        .iter()
+                        .take(2)
+                        .map(text)
+                        .collect();
+                    let g2: Vec<String> = g
+                        .as_array()
+                        .unwrap_or(&empty)
+                        .iter()
+                        .take(2)
+                        .map(text)
+                        .collect();
                     if e2 != g2 {
-                        return Err(format!("stream {k} entry {i}: expected {e2:?}, returned {g2:?}"));
+                        return Err(format!(
+                            "stream {k} entry {i}: expected {e2:?}, returned {g2:?}"
+                        ));
                     }
                     if let Some(meta) = e.get(2) {
                         if g.get(2) != Some(meta) {
-                            return Err(format!("stream {k} entry {i}: metadata expected {meta}, returned {:?}", g.get(2)));
+                            return Err(format!(
+                                "stream {k} entry {i}: metadata expected {meta}, returned {:?}",
+                                g.get(2)
+                            ));
                         }
                     }
                 }
@@ -120,8 +156,10 @@ fn cmp_result(rtype: &str, exp: &Value, got: &Value, tol: f64) -> Result<(), Str
         }
         "matrix" | "vector" => {
             let field = if rtype == "matrix" { "values" } else { "value" };
-            let em: BTreeMap<String, &Value> = exp.iter().map(|s| (key(&s["metric"]), &s[field])).collect();
-            let gm: BTreeMap<String, &Value> = got.iter().map(|s| (key(&s["metric"]), &s[field])).collect();
+            let em: BTreeMap<String, &Value> =
+                exp.iter().map(|s| (key(&s["metric"]), &s[field])).collect();
+            let gm: BTreeMap<String, &Value> =
+                got.iter().map(|s| (key(&s["metric"]), &s[field])).collect();
             let ek: BTreeSet<_> = em.keys().collect();
             let gk: BTreeSet<_> = gm.keys().collect();
             if ek != gk {
@@ -136,7 +174,12 @@ fn cmp_result(rtype: &str, exp: &Value, got: &Value, tol: f64) -> Result<(), Str
             for (k, e) in em {
                 let g = gm[&k];
                 if rtype == "matrix" {
-                    cmp_samples(e.as_array().unwrap_or(&empty), g.as_array().unwrap_or(&empty), &k, tol)?;
+                    cmp_samples(
+                        e.as_array().unwrap_or(&empty),
+                        g.as_array().unwrap_or(&empty),
+                        &k,
+                        tol,
+                    )?;
                 } else {
                     cmp_samples(std::slice::from_ref(e), std::slice::from_ref(g), &k, tol)?;
                 }
@@ -152,16 +195,28 @@ fn cmp_result(rtype: &str, exp: &Value, got: &Value, tol: f64) -> Result<(), Str
 pub fn compare(case: &Case, status: u16, body: &str) -> Result<(), String> {
     let exp = &case.expect;
     if status != exp.status {
-        return Err(format!("HTTP {} expected, {status} returned: {}", exp.status, body.chars().take(200).collect::<String>()));
+        return Err(format!(
+            "HTTP {} expected, {status} returned: {}",
+            exp.status,
+            body.chars().take(200).collect::<String>()
+        ));
     }
     let Some(ej) = exp.json.as_ref().filter(|_| exp.status == 200) else {
         return Ok(());
     };
-    let got: Value = serde_json::from_str(body).map_err(|_| format!("response is not JSON: {}", body.chars().take(200).collect::<String>()))?;
+    let got: Value = serde_json::from_str(body).map_err(|_| {
+        format!(
+            "response is not JSON: {}",
+            body.chars().take(200).collect::<String>()
+        )
+    })?;
     if case.path.ends_with("/index/stats") {
         for k in ["streams", "chunks", "entries", "bytes"] {
             if !got.get(k).is_some_and(|v| v.is_u64()) {
-                return Err(format!("index/stats: {k} must be a non-negative integer, got {:?}", got.get(k)));
+                return Err(format!(
+                    "index/stats: {k} must be a non-negative integer, got {:?}",
+                    got.get(k)
+                ));
             }
         }
         let gs = got["streams"].as_u64().unwrap_or(0);
@@ -171,15 +226,28 @@ pub fn compare(case: &Case, status: u16, body: &str) -> Result<(), String> {
         }
         return Ok(());
     }
-    let tol = if case.path.contains("/index/volume") { 0.10 } else { 1e-6 };
+    let tol = if case.path.contains("/index/volume") {
+        0.10
+    } else {
+        1e-6
+    };
     if got.get("status") != ej.get("status") {
-        return Err(format!("status field {:?} expected, {:?} returned", ej.get("status"), got.get("status")));
+        return Err(format!(
+            "status field {:?} expected, {:?} returned",
+            ej.get("status"),
+            got.get("status")
+        ));
     }
     match (ej.get("data"), got.get("data")) {
         (Some(Value::Array(ed)), gd) => {
-            let Some(Value::Array(gd)) = gd else { return Err("data should be a list".into()) };
+            let Some(Value::Array(gd)) = gd else {
+                return Err("data should be a list".into());
+            };
             let norm = |xs: &Vec<Value>| {
-                let mut v: Vec<String> = xs.iter().map(|x| if x.is_object() { key(x) } else { text(x) }).collect();
+                let mut v: Vec<String> = xs
+                    .iter()
+                    .map(|x| if x.is_object() { key(x) } else { text(x) })
+                    .collect();
                 v.sort();
                 v
             };
@@ -198,11 +266,17 @@ pub fn compare(case: &Case, status: u16, body: &str) -> Result<(), String> {
             let gd = gd.ok_or("data missing")?;
             let rt = ed["resultType"].as_str().unwrap_or("");
             if gd.get("resultType").and_then(Value::as_str) != Some(rt) {
-                return Err(format!("resultType {rt:?} expected, {:?} returned", gd.get("resultType")));
+                return Err(format!(
+                    "resultType {rt:?} expected, {:?} returned",
+                    gd.get("resultType")
+                ));
             }
             if let Some(flags) = ed.get("encodingFlags") {
                 if gd.get("encodingFlags") != Some(flags) {
-                    return Err(format!("encodingFlags {flags} expected, {:?} returned", gd.get("encodingFlags")));
+                    return Err(format!(
+                        "encodingFlags {flags} expected, {:?} returned",
+                        gd.get("encodingFlags")
+                    ));
                 }
             }
             if rt == "scalar" {

@@ -38,8 +38,16 @@ async fn run_cases(server: &TestServer, cases: &[Case]) -> anyhow::Result<()> {
     let mut unexpected = Vec::new();
     let mut fixed = Vec::new();
     for case in cases {
-        let params: Vec<(String, String)> = case.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let headers: Vec<(String, String)> = case.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let params: Vec<(String, String)> = case
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let headers: Vec<(String, String)> = case
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let (status, body) = server.get(&case.path, &params, &headers).await?;
         match compare(case, status, &body) {
             Ok(()) => {
@@ -58,7 +66,11 @@ async fn run_cases(server: &TestServer, cases: &[Case]) -> anyhow::Result<()> {
         }
     }
     eprintln!("conformance: {passed} passed, {failed} failed");
-    anyhow::ensure!(unexpected.is_empty(), "cases that must pass failed:\n{}", unexpected.join("\n"));
+    anyhow::ensure!(
+        unexpected.is_empty(),
+        "cases that must pass failed:\n{}",
+        unexpected.join("\n")
+    );
     anyhow::ensure!(
         fixed.is_empty(),
         "cases listed in known-failures.txt now pass; remove them from the list: {fixed:?}"
@@ -70,8 +82,13 @@ async fn run_cases(server: &TestServer, cases: &[Case]) -> anyhow::Result<()> {
 async fn loki_goldens_match() -> anyhow::Result<()> {
     let mut server = TestServer::start(conformance_config()?).await?;
     server.push_dataset().await?;
-    let cases: Vec<Case> = serde_json::from_slice(&std::fs::read(conformance_dir().join("loki-goldens.json"))?)?;
-    anyhow::ensure!(cases.len() >= 159, "expected the 159 recorded cases, found {}", cases.len());
+    let cases: Vec<Case> =
+        serde_json::from_slice(&std::fs::read(conformance_dir().join("loki-goldens.json"))?)?;
+    anyhow::ensure!(
+        cases.len() >= 159,
+        "expected the 159 recorded cases, found {}",
+        cases.len()
+    );
     let result = run_cases(&server, &cases).await;
     server.stop().await?;
     result
@@ -86,17 +103,32 @@ pub async fn replay_promtail(server: &TestServer) -> anyhow::Result<usize> {
         if !bin.exists() {
             break;
         }
-        let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(format!("req-{i:03}.json")))?)?;
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(format!("req-{i:03}.json")))?)?;
         let mut headers = Vec::new();
         for (k, v) in meta["headers"].as_object().into_iter().flatten() {
-            if ["content-type", "content-encoding", "x-scope-orgid", "user-agent"].contains(&k.to_ascii_lowercase().as_str()) {
+            if [
+                "content-type",
+                "content-encoding",
+                "x-scope-orgid",
+                "user-agent",
+            ]
+            .contains(&k.to_ascii_lowercase().as_str())
+            {
                 headers.push((k.clone(), v.as_str().unwrap_or("").to_string()));
             }
         }
-        let hdrs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let hdrs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let path = meta["path"].as_str().unwrap_or("/loki/api/v1/push");
         let (status, body) = server.post(path, std::fs::read(&bin)?, &hdrs).await?;
-        anyhow::ensure!(status == 204, "replay of {} failed: {status} {body}", bin.display());
+        anyhow::ensure!(
+            status == 204,
+            "replay of {} failed: {status} {body}",
+            bin.display()
+        );
         n += 1;
     }
     Ok(n)
@@ -106,8 +138,13 @@ pub async fn replay_promtail(server: &TestServer) -> anyhow::Result<usize> {
 async fn promtail_goldens_match() -> anyhow::Result<()> {
     let mut server = TestServer::start(conformance_config()?).await?;
     let n = replay_promtail(&server).await?;
-    anyhow::ensure!(n == 3, "expected 3 captured Promtail requests, replayed {n}");
-    let cases: Vec<Case> = serde_json::from_slice(&std::fs::read(conformance_dir().join("promtail/goldens.json"))?)?;
+    anyhow::ensure!(
+        n == 3,
+        "expected 3 captured Promtail requests, replayed {n}"
+    );
+    let cases: Vec<Case> = serde_json::from_slice(&std::fs::read(
+        conformance_dir().join("promtail/goldens.json"),
+    )?)?;
     let result = run_cases(&server, &cases).await;
     server.stop().await?;
     result

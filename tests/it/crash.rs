@@ -39,7 +39,9 @@ async fn wait_ready(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// All lines of `{job="crash"}`, with how often each was returned.
@@ -61,7 +63,9 @@ async fn read_back(client: &reqwest::Client, url: &str) -> anyhow::Result<BTreeM
     let mut seen = BTreeMap::new();
     for s in body["data"]["result"].as_array().into_iter().flatten() {
         for v in s["values"].as_array().into_iter().flatten() {
-            *seen.entry(v[1].as_str().unwrap_or("").to_string()).or_insert(0) += 1;
+            *seen
+                .entry(v[1].as_str().unwrap_or("").to_string())
+                .or_insert(0) += 1;
         }
     }
     Ok(seen)
@@ -78,7 +82,9 @@ async fn acknowledged_pushes_survive_sigkill_exactly_once() -> anyhow::Result<()
     let data = dir.path().join("data");
     let port = free_port()?;
     let url = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
     let mut child = spawn(&config, &data, port)?;
     wait_ready(&client, &url).await?;
 
@@ -114,20 +120,37 @@ async fn acknowledged_pushes_survive_sigkill_exactly_once() -> anyhow::Result<()
         t.await?;
     }
     let acked: Vec<String> = acked.lock().map(|a| a.clone()).unwrap_or_default();
-    anyhow::ensure!(acked.len() >= 200, "too few acknowledged entries before the kill: {}", acked.len());
+    anyhow::ensure!(
+        acked.len() >= 200,
+        "too few acknowledged entries before the kill: {}",
+        acked.len()
+    );
 
     let mut child = spawn(&config, &data, port)?;
     wait_ready(&client, &url).await?;
     let seen = read_back(&client, &url).await?;
-    let missing: Vec<&String> = acked.iter().filter(|l| !seen.contains_key(*l)).take(5).collect();
-    assert!(missing.is_empty(), "{} acknowledged entries lost, e.g. {missing:?}", acked.iter().filter(|l| !seen.contains_key(*l)).count());
+    let missing: Vec<&String> = acked
+        .iter()
+        .filter(|l| !seen.contains_key(*l))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged entries lost, e.g. {missing:?}",
+        acked.iter().filter(|l| !seen.contains_key(*l)).count()
+    );
     let doubled: Vec<(&String, &usize)> = seen.iter().filter(|(_, n)| **n > 1).take(5).collect();
-    assert!(doubled.is_empty(), "entries returned more than once: {doubled:?}");
+    assert!(
+        doubled.is_empty(),
+        "entries returned more than once: {doubled:?}"
+    );
     let acked_set: HashSet<&String> = acked.iter().collect();
     assert!(seen.len() >= acked_set.len());
 
     // Graceful stop: SIGTERM flushes and exits 0; a third start still has everything once.
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
     let status = child.wait()?;
     assert!(status.success(), "SIGTERM exit status {status}");
     let mut child = spawn(&config, &data, port)?;

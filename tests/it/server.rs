@@ -64,7 +64,10 @@ impl TestServer {
         params: &[(String, String)],
         headers: &[(String, String)],
     ) -> anyhow::Result<(u16, String)> {
-        let mut req = self.client.get(format!("{}{}", self.url, path)).query(params);
+        let mut req = self
+            .client
+            .get(format!("{}{}", self.url, path))
+            .query(params);
         for (k, v) in headers {
             req = req.header(k.as_str(), v.as_str());
         }
@@ -74,7 +77,12 @@ impl TestServer {
     }
 
     /// POST a body to `path` with headers.
-    pub async fn post(&self, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> anyhow::Result<(u16, String)> {
+    pub async fn post(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<(u16, String)> {
         let mut req = self.client.post(format!("{}{}", self.url, path)).body(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -87,12 +95,27 @@ impl TestServer {
     /// Push every `push-*.json` of the conformance dataset.
     pub async fn push_dataset(&self) -> anyhow::Result<()> {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/dataset");
-        let mut files: Vec<_> = std::fs::read_dir(&dir)?.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        let mut files: Vec<_> = std::fs::read_dir(&dir)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .collect();
         files.sort();
-        for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "json")) {
-            let (status, body) =
-                self.post("/loki/api/v1/push", std::fs::read(f)?, &[("content-type", "application/json")]).await?;
-            anyhow::ensure!(status == 204, "push of {} failed: {status} {body}", f.display());
+        for f in files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "json"))
+        {
+            let (status, body) = self
+                .post(
+                    "/loki/api/v1/push",
+                    std::fs::read(f)?,
+                    &[("content-type", "application/json")],
+                )
+                .await?;
+            anyhow::ensure!(
+                status == 204,
+                "push of {} failed: {status} {body}",
+                f.display()
+            );
         }
         Ok(())
     }

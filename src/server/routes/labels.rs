@@ -21,6 +21,9 @@ use crate::server::{
 
 const HOUR_NS: i64 = 3_600_000_000_000;
 
+/// A group key of `index/volume`: label pairs.
+type GroupKey = Vec<(String, String)>;
+
 /// Labels Grafana and Loki treat as internal: never indexed, so their values are always empty.
 const INTERNAL_LABELS: [&str; 3] = ["__stream_shard__", "__aggregated_metric__", "__tenant_id__"];
 
@@ -28,7 +31,9 @@ const INTERNAL_LABELS: [&str; 3] = ["__stream_shard__", "__aggregated_metric__",
 pub fn selector_matchers(query: &str) -> Result<Vec<Matcher>, ApiError> {
     let expr = tovlog_logql::parse(query).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let Expr::Log(log) = expr else {
-        return Err(ApiError::BadRequest(format!("expected a stream selector, got a metric query: {query}")));
+        return Err(ApiError::BadRequest(format!(
+            "expected a stream selector, got a metric query: {query}"
+        )));
     };
     to_storage_matchers(&log.selector)
 }
@@ -44,8 +49,9 @@ pub fn to_storage_matchers(selector: &[ast::Matcher]) -> Result<Vec<Matcher>, Ap
                 ast::MatchOp::Re => MatchOp::Re,
                 ast::MatchOp::Nre => MatchOp::Nre,
             };
-            Matcher::new(m.name.clone(), op, m.value.clone())
-                .map_err(|e| ApiError::BadRequest(format!("invalid regex in matcher {}: {e}", m.name)))
+            Matcher::new(m.name.clone(), op, m.value.clone()).map_err(|e| {
+                ApiError::BadRequest(format!("invalid regex in matcher {}: {e}", m.name))
+            })
         })
         .collect()
 }
@@ -57,15 +63,28 @@ struct Common {
     end_ns: i64,
 }
 
-fn common(state: &AppState, method: &Method, headers: &HeaderMap, raw: Option<&str>, body: &[u8]) -> Result<Common, ApiError> {
+fn common(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+    raw: Option<&str>,
+    body: &[u8],
+) -> Result<Common, ApiError> {
     let tenant = params::tenant(headers, state.config.auth_enabled)?;
     let p = Params::collect(method, raw, headers, body);
     let end_ns = params::parse_time(p.get("end"), params::now_ns(), "end")?;
     let start_ns = params::parse_time(p.get("start"), end_ns - 6 * HOUR_NS, "start")?;
     if end_ns < start_ns {
-        return Err(ApiError::BadRequest("end timestamp must not be before or equal to start time".into()));
+        return Err(ApiError::BadRequest(
+            "end timestamp must not be before or equal to start time".into(),
+        ));
     }
-    Ok(Common { tenant, params: p, start_ns, end_ns })
+    Ok(Common {
+        tenant,
+        params: p,
+        start_ns,
+        end_ns,
+    })
 }
 
 fn optional_matchers(p: &Params) -> Result<Vec<Matcher>, ApiError> {
@@ -85,7 +104,9 @@ pub async fn labels(
 ) -> Result<Json<Value>, ApiError> {
     let c = common(&state, &method, &headers, raw.as_deref(), &body)?;
     let matchers = optional_matchers(&c.params)?;
-    let names = state.storage.label_names(&c.tenant, &matchers, c.start_ns, c.end_ns)?;
+    let names = state
+        .storage
+        .label_names(&c.tenant, &matchers, c.start_ns, c.end_ns)?;
     Ok(Json(json!({"status": "success", "data": names})))
 }
 
@@ -103,7 +124,9 @@ pub async fn label_values(
         return Ok(Json(json!({"status": "success", "data": []})));
     }
     let matchers = optional_matchers(&c.params)?;
-    let values = state.storage.label_values(&c.tenant, &name, &matchers, c.start_ns, c.end_ns)?;
+    let values = state
+        .storage
+        .label_values(&c.tenant, &name, &matchers, c.start_ns, c.end_ns)?;
     Ok(Json(json!({"status": "success", "data": values})))
 }
 
@@ -121,14 +144,26 @@ pub async fn series(
     selectors.retain(|s| !s.trim().is_empty());
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
-    let groups = if selectors.is_empty() { vec![Vec::new()] } else {
-        selectors.iter().map(|s| selector_matchers(s)).collect::<Result<Vec<_>, _>>()?
+    let groups = if selectors.is_empty() {
+        vec![Vec::new()]
+    } else {
+        selectors
+            .iter()
+            .map(|s| selector_matchers(s))
+            .collect::<Result<Vec<_>, _>>()?
     };
     for matchers in groups {
-        for s in state.storage.series(&c.tenant, &matchers, c.start_ns, c.end_ns)? {
+        for s in state
+            .storage
+            .series(&c.tenant, &matchers, c.start_ns, c.end_ns)?
+        {
             if seen.insert(s.id) {
-                let map: serde_json::Map<String, Value> =
-                    s.labels.pairs().iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+                let map: serde_json::Map<String, Value> = s
+                    .labels
+                    .pairs()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect();
                 out.push(Value::Object(map));
             }
         }
@@ -137,7 +172,9 @@ pub async fn series(
 }
 
 fn required_selector(p: &Params) -> Result<Vec<Matcher>, ApiError> {
-    let q = p.get("query").ok_or_else(|| ApiError::BadRequest("query parameter is required".into()))?;
+    let q = p
+        .get("query")
+        .ok_or_else(|| ApiError::BadRequest("query parameter is required".into()))?;
     selector_matchers(q)
 }
 
@@ -151,11 +188,16 @@ pub async fn index_stats(
 ) -> Result<Json<Value>, ApiError> {
     let c = common(&state, &method, &headers, raw.as_deref(), &body)?;
     let matchers = required_selector(&c.params)?;
-    let vols = state.storage.volumes(&c.tenant, &matchers, c.start_ns, c.end_ns)?;
+    let vols = state
+        .storage
+        .volumes(&c.tenant, &matchers, c.start_ns, c.end_ns)?;
     let streams = vols.iter().filter(|v| v.entries > 0).count();
-    let (chunks, entries, bytes) =
-        vols.iter().fold((0u64, 0u64, 0u64), |a, v| (a.0 + v.chunks, a.1 + v.entries, a.2 + v.bytes));
-    Ok(Json(json!({"streams": streams, "chunks": chunks, "entries": entries, "bytes": bytes})))
+    let (chunks, entries, bytes) = vols.iter().fold((0u64, 0u64, 0u64), |a, v| {
+        (a.0 + v.chunks, a.1 + v.entries, a.2 + v.bytes)
+    });
+    Ok(Json(
+        json!({"streams": streams, "chunks": chunks, "entries": entries, "bytes": bytes}),
+    ))
 }
 
 /// How `index/volume` groups streams.
@@ -165,18 +207,31 @@ struct VolumeGrouping {
     limit: usize,
 }
 
-fn volume_grouping(state: &AppState, p: &Params, matchers: &[Matcher]) -> Result<VolumeGrouping, ApiError> {
+fn volume_grouping(
+    state: &AppState,
+    p: &Params,
+    matchers: &[Matcher],
+) -> Result<VolumeGrouping, ApiError> {
     if !state.config.limits_config.volume_enabled {
         return Err(ApiError::NotFound("volume not enabled".into()));
     }
     let by_labels = match p.get("aggregateBy") {
         None | Some("series") => false,
         Some("labels") => true,
-        Some(other) => return Err(ApiError::BadRequest(format!("invalid aggregateBy {other:?}: use series or labels"))),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "invalid aggregateBy {other:?}: use series or labels"
+            )))
+        }
     };
     let mut targets: Vec<String> = p
         .get("targetLabels")
-        .map(|t| t.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+        .map(|t| {
+            t.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
         .unwrap_or_default();
     if targets.is_empty() && !by_labels {
         for m in matchers {
@@ -186,14 +241,27 @@ fn volume_grouping(state: &AppState, p: &Params, matchers: &[Matcher]) -> Result
         }
     }
     let limit = match p.get("limit") {
-        Some(l) => l.parse::<usize>().map_err(|_| ApiError::BadRequest(format!("invalid limit {l:?}")))?,
+        Some(l) => l
+            .parse::<usize>()
+            .map_err(|_| ApiError::BadRequest(format!("invalid limit {l:?}")))?,
         None => 100,
     };
-    let limit = if limit == 0 { 100 } else { limit.min(state.config.limits_config.volume_max_series) };
-    Ok(VolumeGrouping { by_labels, targets, limit })
+    let limit = if limit == 0 {
+        100
+    } else {
+        limit.min(state.config.limits_config.volume_max_series)
+    };
+    Ok(VolumeGrouping {
+        by_labels,
+        targets,
+        limit,
+    })
 }
 
-fn group_volumes(g: &VolumeGrouping, vols: &[StreamVolume]) -> BTreeMap<Vec<(String, String)>, u64> {
+fn group_volumes(
+    g: &VolumeGrouping,
+    vols: &[StreamVolume],
+) -> BTreeMap<Vec<(String, String)>, u64> {
     let mut groups: BTreeMap<Vec<(String, String)>, u64> = BTreeMap::new();
     for v in vols.iter().filter(|v| v.entries > 0) {
         // Loki's index keeps chunk sizes in whole KiB, so its volumes are per-stream sizes rounded
@@ -202,14 +270,21 @@ fn group_volumes(g: &VolumeGrouping, vols: &[StreamVolume]) -> BTreeMap<Vec<(Str
         if g.by_labels {
             for (name, _) in v.series.labels.pairs() {
                 if g.targets.is_empty() || g.targets.contains(name) {
-                    *groups.entry(vec![(name.clone(), String::new())]).or_default() += bytes;
+                    *groups
+                        .entry(vec![(name.clone(), String::new())])
+                        .or_default() += bytes;
                 }
             }
         } else {
             let key: Vec<(String, String)> = g
                 .targets
                 .iter()
-                .filter_map(|t| v.series.labels.get(t).map(|val| (t.clone(), val.to_string())))
+                .filter_map(|t| {
+                    v.series
+                        .labels
+                        .get(t)
+                        .map(|val| (t.clone(), val.to_string()))
+                })
                 .collect();
             *groups.entry(key).or_default() += bytes;
         }
@@ -218,7 +293,11 @@ fn group_volumes(g: &VolumeGrouping, vols: &[StreamVolume]) -> BTreeMap<Vec<(Str
 }
 
 fn metric(key: &[(String, String)]) -> Value {
-    Value::Object(key.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
+    Value::Object(
+        key.iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect(),
+    )
 }
 
 fn seconds(ts_ns: i64) -> Value {
@@ -240,7 +319,9 @@ pub async fn volume(
     let c = common(&state, &method, &headers, raw.as_deref(), &body)?;
     let matchers = required_selector(&c.params)?;
     let g = volume_grouping(&state, &c.params, &matchers)?;
-    let vols = state.storage.volumes(&c.tenant, &matchers, c.start_ns, c.end_ns)?;
+    let vols = state
+        .storage
+        .volumes(&c.tenant, &matchers, c.start_ns, c.end_ns)?;
     let mut groups: Vec<_> = group_volumes(&g, &vols).into_iter().collect();
     groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     groups.truncate(g.limit);
@@ -248,7 +329,9 @@ pub async fn volume(
         .iter()
         .map(|(k, bytes)| json!({"metric": metric(k), "value": [seconds(c.end_ns), bytes.to_string()]}))
         .collect();
-    Ok(Json(json!({"status": "success", "data": {"resultType": "vector", "result": result}})))
+    Ok(Json(
+        json!({"status": "success", "data": {"resultType": "vector", "result": result}}),
+    ))
 }
 
 /// `GET /loki/api/v1/index/volume_range`: bytes per group per step bucket as a matrix. Bucket k
@@ -279,12 +362,18 @@ pub async fn volume_range(
                 .into(),
         ));
     }
-    let mut series: BTreeMap<Vec<(String, String)>, Vec<(i64, u64)>> = BTreeMap::new();
+    let mut series: BTreeMap<GroupKey, Vec<(i64, u64)>> = BTreeMap::new();
     let mut bucket_start = c.start_ns;
     while bucket_start < c.end_ns {
         let bucket_end = (bucket_start + step_ns).min(c.end_ns);
-        let stamp = if bucket_end >= c.end_ns { c.end_ns } else { bucket_end - 1_000_000 };
-        let vols = state.storage.volumes(&c.tenant, &matchers, bucket_start, bucket_end)?;
+        let stamp = if bucket_end >= c.end_ns {
+            c.end_ns
+        } else {
+            bucket_end - 1_000_000
+        };
+        let vols = state
+            .storage
+            .volumes(&c.tenant, &matchers, bucket_start, bucket_end)?;
         for (k, bytes) in group_volumes(&g, &vols) {
             series.entry(k).or_default().push((stamp, bytes));
         }
@@ -300,9 +389,14 @@ pub async fn volume_range(
     let result: Vec<Value> = ranked
         .iter()
         .map(|(k, points)| {
-            let values: Vec<Value> = points.iter().map(|(t, b)| json!([seconds(*t), b.to_string()])).collect();
+            let values: Vec<Value> = points
+                .iter()
+                .map(|(t, b)| json!([seconds(*t), b.to_string()]))
+                .collect();
             json!({"metric": metric(k), "values": values})
         })
         .collect();
-    Ok(Json(json!({"status": "success", "data": {"resultType": "matrix", "result": result}})))
+    Ok(Json(
+        json!({"status": "success", "data": {"resultType": "matrix", "result": result}}),
+    ))
 }

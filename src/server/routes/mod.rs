@@ -17,20 +17,53 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/loki/api/v1/push", post(push::push))
         .route("/api/prom/push", post(push::push))
-        .route("/loki/api/v1/query_range", get(query::query_range).post(query::query_range))
-        .route("/loki/api/v1/query", get(query::query_instant).post(query::query_instant))
-        .route("/api/prom/query", get(query::legacy_query).post(query::legacy_query))
-        .route("/loki/api/v1/labels", get(labels::labels).post(labels::labels))
-        .route("/loki/api/v1/label", get(labels::labels).post(labels::labels))
-        .route("/loki/api/v1/label/{name}/values", get(labels::label_values).post(labels::label_values))
-        .route("/loki/api/v1/series", get(labels::series).post(labels::series))
+        .route(
+            "/loki/api/v1/query_range",
+            get(query::query_range).post(query::query_range),
+        )
+        .route(
+            "/loki/api/v1/query",
+            get(query::query_instant).post(query::query_instant),
+        )
+        .route(
+            "/api/prom/query",
+            get(query::legacy_query).post(query::legacy_query),
+        )
+        .route(
+            "/loki/api/v1/labels",
+            get(labels::labels).post(labels::labels),
+        )
+        .route(
+            "/loki/api/v1/label",
+            get(labels::labels).post(labels::labels),
+        )
+        .route(
+            "/loki/api/v1/label/{name}/values",
+            get(labels::label_values).post(labels::label_values),
+        )
+        .route(
+            "/loki/api/v1/series",
+            get(labels::series).post(labels::series),
+        )
         .route("/api/prom/label", get(labels::labels))
         .route("/api/prom/label/{name}/values", get(labels::label_values))
         .route("/api/prom/series", get(labels::series).post(labels::series))
-        .route("/loki/api/v1/index/stats", get(labels::index_stats).post(labels::index_stats))
-        .route("/loki/api/v1/index/volume", get(labels::volume).post(labels::volume))
-        .route("/loki/api/v1/index/volume_range", get(labels::volume_range).post(labels::volume_range))
-        .route("/loki/api/v1/format_query", get(status::format_query).post(status::format_query))
+        .route(
+            "/loki/api/v1/index/stats",
+            get(labels::index_stats).post(labels::index_stats),
+        )
+        .route(
+            "/loki/api/v1/index/volume",
+            get(labels::volume).post(labels::volume),
+        )
+        .route(
+            "/loki/api/v1/index/volume_range",
+            get(labels::volume_range).post(labels::volume_range),
+        )
+        .route(
+            "/loki/api/v1/format_query",
+            get(status::format_query).post(status::format_query),
+        )
         .route("/loki/api/v1/status/buildinfo", get(status::buildinfo))
         .route("/ready", get(status::ready))
         .route("/metrics", get(status::metrics))

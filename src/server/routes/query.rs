@@ -28,7 +28,9 @@ fn parse_direction(p: &Params) -> Result<Direction, ApiError> {
         None => Ok(Direction::Backward),
         Some(d) if d == "backward" => Ok(Direction::Backward),
         Some(d) if d == "forward" => Ok(Direction::Forward),
-        Some(d) => Err(ApiError::BadRequest(format!("invalid direction '{d}': use forward or backward"))),
+        Some(d) => Err(ApiError::BadRequest(format!(
+            "invalid direction '{d}': use forward or backward"
+        ))),
     }
 }
 
@@ -36,12 +38,15 @@ fn parse_limit(p: &Params) -> Result<u32, ApiError> {
     match p.get("limit") {
         None => Ok(100),
         Some(v) => {
-            let n: i64 = v
-                .trim()
-                .parse()
-                .map_err(|_| ApiError::BadRequest(format!("invalid limit parameter: cannot parse {v:?} to an integer")))?;
+            let n: i64 = v.trim().parse().map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "invalid limit parameter: cannot parse {v:?} to an integer"
+                ))
+            })?;
             if n <= 0 {
-                return Err(ApiError::BadRequest("limit must be a positive value".into()));
+                return Err(ApiError::BadRequest(
+                    "limit must be a positive value".into(),
+                ));
             }
             Ok(u32::try_from(n).unwrap_or(u32::MAX))
         }
@@ -57,7 +62,9 @@ fn categorize(headers: &HeaderMap) -> bool {
 }
 
 fn parse_query(p: &Params) -> Result<(String, Expr), ApiError> {
-    let q = p.get("query").ok_or_else(|| ApiError::BadRequest("query parameter is required".into()))?;
+    let q = p
+        .get("query")
+        .ok_or_else(|| ApiError::BadRequest("query parameter is required".into()))?;
     let expr = tovlog_logql::parse(q).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     Ok((q.to_string(), expr))
 }
@@ -73,7 +80,13 @@ impl From<QueryError> for ApiError {
 }
 
 /// Checks shared by range and instant queries.
-fn check_limits(state: &AppState, expr: &Expr, limit: u32, start_ns: i64, end_ns: i64) -> Result<(), ApiError> {
+fn check_limits(
+    state: &AppState,
+    expr: &Expr,
+    limit: u32,
+    start_ns: i64,
+    end_ns: i64,
+) -> Result<(), ApiError> {
     let l = &state.config.limits_config;
     if matches!(expr, Expr::Log(_)) && limit > l.max_entries_limit_per_query {
         return Err(ApiError::BadRequest(format!(
@@ -112,13 +125,20 @@ pub async fn query_range(
     run(&state, req).await
 }
 
-fn range_request(state: &AppState, p: &Params, headers: &HeaderMap, tenant: String) -> Result<QueryRequest, ApiError> {
+fn range_request(
+    state: &AppState,
+    p: &Params,
+    headers: &HeaderMap,
+    tenant: String,
+) -> Result<QueryRequest, ApiError> {
     let (query, expr) = parse_query(p)?;
     let now = params::now_ns();
     let end_ns = params::parse_time(p.get("end"), now, "end")?;
     let start_ns = params::parse_time(p.get("start"), end_ns - HOUR_NS, "start")?;
     if end_ns < start_ns {
-        return Err(ApiError::BadRequest("end timestamp must not be before or equal to start time".into()));
+        return Err(ApiError::BadRequest(
+            "end timestamp must not be before or equal to start time".into(),
+        ));
     }
     let step_ns = match p.get("step") {
         Some(s) => params::parse_step(s)?,
@@ -213,7 +233,12 @@ pub async fn legacy_query(
                 .map(|m| {
                     let inner: Vec<String> = m
                         .iter()
-                        .map(|(k, v)| format!("{k}={}", serde_json::to_string(v.as_str().unwrap_or("")).unwrap_or_default()))
+                        .map(|(k, v)| {
+                            format!(
+                                "{k}={}",
+                                serde_json::to_string(v.as_str().unwrap_or("")).unwrap_or_default()
+                            )
+                        })
                         .collect();
                     format!("{{{}}}", inner.join(", "))
                 })
@@ -224,10 +249,17 @@ pub async fn legacy_query(
                 .map(|vals| {
                     vals.iter()
                         .map(|e| {
-                            let ts: i64 = e.get(0).and_then(Value::as_str).and_then(|t| t.parse().ok()).unwrap_or(0);
-                            let ts = chrono::DateTime::from_timestamp(ts.div_euclid(1_000_000_000), ts.rem_euclid(1_000_000_000) as u32)
-                                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-                                .unwrap_or_default();
+                            let ts: i64 = e
+                                .get(0)
+                                .and_then(Value::as_str)
+                                .and_then(|t| t.parse().ok())
+                                .unwrap_or(0);
+                            let ts = chrono::DateTime::from_timestamp(
+                                ts.div_euclid(1_000_000_000),
+                                ts.rem_euclid(1_000_000_000) as u32,
+                            )
+                            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+                            .unwrap_or_default();
                             json!({"ts": ts, "line": e.get(1).cloned().unwrap_or(Value::Null)})
                         })
                         .collect()

@@ -19,7 +19,14 @@ pub async fn ready() -> &'static str {
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let body = state.metrics.render(&state.storage.metrics());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// `GET /loki/api/v1/status/buildinfo` in Loki's shape.
@@ -36,7 +43,8 @@ pub async fn buildinfo() -> Json<serde_json::Value> {
 
 /// `GET /config`: the running configuration as YAML.
 pub async fn config(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let text = serde_yaml::to_string(state.config.as_ref()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let text = serde_yaml::to_string(state.config.as_ref())
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "text/yaml; charset=utf-8")], text).into_response())
 }
 
@@ -48,7 +56,11 @@ pub async fn format_query(
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let p = Params::collect(&method, query.as_deref(), &headers, &body);
-    let q = p.get("query").ok_or_else(|| ApiError::BadRequest("query parameter is required".into()))?;
+    let q = p
+        .get("query")
+        .ok_or_else(|| ApiError::BadRequest("query parameter is required".into()))?;
     let expr = tovlog_logql::parse(q).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    Ok(Json(json!({"status": "success", "data": tovlog_logql::format::format(&expr)})))
+    Ok(Json(
+        json!({"status": "success", "data": tovlog_logql::format::format(&expr)}),
+    ))
 }

@@ -65,7 +65,10 @@ impl fmt::Debug for LogsTable {
             .field("streams", &self.streams.len())
             .field("start_ns", &self.start_ns)
             .field("end_ns", &self.end_ns)
-            .field("head_rows", &self.head.iter().map(|b| b.num_rows()).sum::<usize>())
+            .field(
+                "head_rows",
+                &self.head.iter().map(|b| b.num_rows()).sum::<usize>(),
+            )
             .field("files", &self.files.len())
             .finish()
     }
@@ -157,7 +160,8 @@ impl TableProvider for LogsTable {
                 .with_reorder_filters(true)
                 .with_enable_page_index(true);
             let partitions = state.config().target_partitions().max(1);
-            let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); partitions.min(self.files.len())];
+            let mut groups: Vec<Vec<PartitionedFile>> =
+                vec![Vec::new(); partitions.min(self.files.len())];
             let n_groups = groups.len();
             for (i, f) in self.files.iter().enumerate() {
                 groups[i % n_groups].push(PartitionedFile::new(f.path.clone(), f.size));
@@ -169,7 +173,8 @@ impl TableProvider for LogsTable {
             let parquet = DataSourceExec::from_data_source(builder.build());
             // The Parquet reader filters rows while decoding; the FilterExec keeps the
             // restriction exact whatever the reader decides to push down.
-            let filter = FilterExec::try_new(predicate, parquet)?.with_projection(projection.cloned())?;
+            let filter =
+                FilterExec::try_new(predicate, parquet)?.with_projection(projection.cloned())?;
             inputs.push(Arc::new(filter));
         }
         match inputs.len() {
