@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{Float64Type, Int64Type, UInt32Type};
-use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::physical_plan::execute_stream;
 use futures::StreamExt;
 use serde_json::Value;
@@ -58,6 +58,7 @@ pub(super) async fn run(
             handle,
             leaves: leaves(&expr),
             cache: Vec::new(),
+            held: Vec::new(),
             failure: None,
         };
         let result = eval::evaluate(&expr, &steps, &mut input, &limits);
@@ -124,7 +125,11 @@ struct EngineInput {
     qc: Arc<QueryContext>,
     handle: tokio::runtime::Handle,
     leaves: Vec<Leaf>,
+    /// Inputs of leaves that occur more than once in the query (`x / x`-like), so each is
+    /// read once.
     cache: Vec<(RangeAggregation, Steps, LeafHints, Vec<RawSeries>)>,
+    /// Pool accounting of the inputs handed to the evaluator, held until it finishes.
+    held: Vec<MemoryReservation>,
     /// The engine failure behind an error handed to the evaluator (kept to report it
     /// with its own kind: timeout, memory, internal).
     failure: Option<QueryError>,
@@ -183,9 +188,13 @@ impl RangeInput for EngineInput {
             reduce_of(hints),
         ));
         match fetched {
-            Ok(series) => {
-                self.cache
-                    .push((agg.clone(), *steps, hints.clone(), series.clone()));
+            Ok((series, reservation)) => {
+                self.held.push(reservation);
+                let repeated = self.leaves.iter().filter(|l| &l.agg == agg).count() > 1;
+                if repeated {
+                    self.cache
+                        .push((agg.clone(), *steps, hints.clone(), series.clone()));
+                }
                 Ok(series)
             }
             Err(e) => {
@@ -197,14 +206,15 @@ impl RangeInput for EngineInput {
     }
 }
 
-/// Read the raw samples of one range aggregation leaf.
+/// Read the raw samples of one range aggregation leaf, with the pool reservation that
+/// accounts for them.
 async fn fetch_range(
     qc: &QueryContext,
     agg: &RangeAggregation,
     steps: &Steps,
     label_hints: LabelHints,
     reduce: LabelReduce,
-) -> Result<Vec<RawSeries>, QueryError> {
+) -> Result<(Vec<RawSeries>, MemoryReservation), QueryError> {
     let range = &agg.range;
     // Windows are (t − offset − range, t − offset]; storage ranges are [start, end).
     let start_ns = steps
@@ -225,7 +235,10 @@ async fn fetch_range(
         }
         (_, None) => SampleValue::One,
     };
-    let interner = Interner::new();
+    let runtime = qc.session.runtime_env();
+    let pool = &runtime.memory_pool;
+    let interner =
+        Interner::with_reservation(MemoryConsumer::new("tovlog series labels").register(pool));
     let Some((plan, _streams)) = build_scan(
         qc,
         &range.log,
@@ -237,12 +250,14 @@ async fn fetch_range(
     )
     .await?
     else {
-        return Ok(Vec::new());
+        return Ok((
+            Vec::new(),
+            MemoryConsumer::new("tovlog range samples").register(pool),
+        ));
     };
     let mut stream = execute_stream(plan, qc.session.task_ctx()).map_err(datafusion_error)?;
     // Samples are held until evaluation: account for them in the query's memory pool.
-    let reservation =
-        MemoryConsumer::new("tovlog range samples").register(&qc.session.runtime_env().memory_pool);
+    let reservation = MemoryConsumer::new("tovlog range samples").register(pool);
     let mut per_key: Vec<Vec<(i64, f64)>> = Vec::new();
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(datafusion_error)?;
@@ -286,7 +301,10 @@ async fn fetch_range(
         let labels = sets.get(k).map(|l| l.as_ref().clone()).unwrap_or_default();
         out.push(RawSeries { labels, samples });
     }
-    Ok(out)
+    // The label sets now live in the series: move their accounting over before the
+    // interner (and its reservation) goes away.
+    reservation.grow(interner.reserved_bytes());
+    Ok((out, reservation))
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@ mod pipeline;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use datafusion::error::Result;
+use datafusion::execution::memory_pool::MemoryReservation;
 use parking_lot::Mutex;
 
 pub use line_filter::LineFilterExec;
@@ -25,9 +27,12 @@ pub struct StreamMap(pub HashMap<u64, StreamLabels>);
 
 /// Interns label sets to dense `u32` ids so metric rows carry a number instead of strings
 /// and grouping into series is an index lookup. Shared by all partitions of a query.
+/// With a memory reservation, every new label set is accounted in the query's pool, so a
+/// query with millions of distinct series fails cleanly instead of exhausting memory.
 #[derive(Debug, Default)]
 pub struct Interner {
     inner: Mutex<InternerInner>,
+    reservation: Option<MemoryReservation>,
 }
 
 #[derive(Debug, Default)]
@@ -42,17 +47,40 @@ impl Interner {
         Arc::new(Interner::default())
     }
 
-    /// The id of `labels`, assigning the next one when new.
-    pub fn intern(&self, labels: Vec<(String, String)>) -> u32 {
+    /// A new interner accounting its memory in `reservation`'s pool.
+    pub fn with_reservation(reservation: MemoryReservation) -> Arc<Interner> {
+        Arc::new(Interner {
+            inner: Mutex::default(),
+            reservation: Some(reservation),
+        })
+    }
+
+    /// The id of `labels`, assigning the next one when new. Fails when the memory pool
+    /// cannot hold a new label set.
+    pub fn intern(&self, labels: Vec<(String, String)>) -> Result<u32> {
         let mut inner = self.inner.lock();
         if let Some(&id) = inner.ids.get(&labels) {
-            return id;
+            return Ok(id);
+        }
+        if let Some(r) = &self.reservation {
+            // Strings, their pair slots, the map entry and the Arc: an estimate is enough.
+            let bytes: usize = labels
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 48)
+                .sum::<usize>()
+                + 96;
+            r.try_grow(bytes)?;
         }
         let id = inner.sets.len() as u32;
         let labels = Arc::new(labels);
         inner.sets.push(Arc::clone(&labels));
         inner.ids.insert(labels, id);
-        id
+        Ok(id)
+    }
+
+    /// Bytes accounted for the label sets so far.
+    pub fn reserved_bytes(&self) -> usize {
+        self.reservation.as_ref().map_or(0, MemoryReservation::size)
     }
 
     /// All label sets, indexed by id.
@@ -160,11 +188,33 @@ mod tests {
     #[test]
     fn interner_gives_dense_stable_ids() {
         let i = Interner::new();
-        let a = i.intern(vec![p("a", "1")]);
-        let b = i.intern(vec![p("a", "2")]);
-        let a2 = i.intern(vec![p("a", "1")]);
+        let a = i.intern(vec![p("a", "1")]).unwrap();
+        let b = i.intern(vec![p("a", "2")]).unwrap();
+        let a2 = i.intern(vec![p("a", "1")]).unwrap();
         assert_eq!((a, b, a2), (0, 1, 0));
         assert_eq!(i.len(), 2);
         assert_eq!(i.sets()[1].as_slice(), &[p("a", "2")]);
+    }
+
+    #[test]
+    fn interner_memory_is_accounted() {
+        use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryConsumer, MemoryPool};
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1000));
+        let i = Interner::with_reservation(MemoryConsumer::new("t").register(&pool));
+        let mut failed = false;
+        for n in 0..100 {
+            if i.intern(vec![p("trace_id", &format!("{n:032}"))]).is_err() {
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed, "1000 bytes cannot hold 100 label sets");
+        assert!(pool.reserved() <= 1000);
+        // Known sets are still found without growing.
+        assert_eq!(
+            i.intern(vec![p("trace_id", &format!("{:032}", 0))])
+                .unwrap(),
+            0
+        );
     }
 }

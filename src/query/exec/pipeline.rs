@@ -481,7 +481,7 @@ struct ByCache {
 type GroupEntry = (Vec<Option<String>>, u32);
 
 impl ByCache {
-    fn key(&mut self, lb: &LabelsBuilder, names: &[String], interner: &Interner) -> u32 {
+    fn key(&mut self, lb: &LabelsBuilder, names: &[String], interner: &Interner) -> Result<u32> {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         for n in names {
@@ -494,13 +494,13 @@ impl ByCache {
                 .zip(values)
                 .all(|(n, v)| lb.get(n) == v.as_deref())
             {
-                return *key;
+                return Ok(*key);
             }
         }
-        let key = interner.intern(series_labels(lb, &LabelReduce::By(names.to_vec())));
+        let key = interner.intern(series_labels(lb, &LabelReduce::By(names.to_vec())))?;
         let values = names.iter().map(|n| lb.get(n).map(str::to_owned)).collect();
         bucket.push((values, key));
-        key
+        Ok(key)
     }
 }
 
@@ -623,7 +623,7 @@ impl PartitionState {
                             Some(&k) => k,
                             None => {
                                 let labels = reduce_labels(stream.as_ref().clone(), reduce);
-                                let k = self.interner.intern(labels);
+                                let k = self.interner.intern(labels)?;
                                 self.stream_keys.insert(sid, k);
                                 k
                             }
@@ -660,9 +660,9 @@ impl PartitionState {
             };
             let key = match reduce {
                 LabelReduce::By(names) if !self.lb.has_error() => {
-                    self.by_cache.key(&self.lb, names, &self.interner)
+                    self.by_cache.key(&self.lb, names, &self.interner)?
                 }
-                _ => self.interner.intern(series_labels(&self.lb, reduce)),
+                _ => self.interner.intern(series_labels(&self.lb, reduce))?,
             };
             key_b.append_value(key);
             ts_b.append_value(ts);
@@ -692,11 +692,11 @@ mod tests {
         let names = vec!["level".to_owned(), "host".to_owned()];
         let mut lb = LabelsBuilder::new();
         lb.reset(&[p("host", "a"), p("level", "info"), p("pod", "1")], &[]);
-        let k1 = cache.key(&lb, &names, &interner);
+        let k1 = cache.key(&lb, &names, &interner).unwrap();
         lb.reset(&[p("host", "a"), p("level", "info"), p("pod", "2")], &[]);
-        let k2 = cache.key(&lb, &names, &interner);
+        let k2 = cache.key(&lb, &names, &interner).unwrap();
         lb.reset(&[p("host", "a"), p("pod", "2")], &[]);
-        let k3 = cache.key(&lb, &names, &interner);
+        let k3 = cache.key(&lb, &names, &interner).unwrap();
         assert_eq!(k1, k2);
         assert_ne!(k1, k3);
         assert_eq!(
