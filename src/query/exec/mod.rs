@@ -1,6 +1,5 @@
 //! DataFusion execution nodes of the engine and the small shared structures they use:
-//! the stream-id → labels map of a scan, the label-set interner of metric queries and
-//! the compact label encoding carried through sorts by log queries.
+//! the stream-id → labels map of a scan and the label-set interner of metric queries.
 
 mod line_filter;
 mod pipeline;
@@ -14,8 +13,8 @@ use parking_lot::Mutex;
 
 pub use line_filter::LineFilterExec;
 pub use pipeline::{
-    log_schema, sample_schema, LabelReduce, PipelineExec, PipelineMode, SampleValue, LOG_LABELS,
-    LOG_LINE, LOG_METADATA, LOG_STREAM_ID, LOG_TS, SAMPLE_KEY, SAMPLE_TS, SAMPLE_VALUE,
+    sample_schema, LabelReduce, PipelineExec, PipelineMode, SampleValue, SAMPLE_KEY, SAMPLE_TS,
+    SAMPLE_VALUE,
 };
 
 /// The labels of one stream, sorted by name, shared.
@@ -99,90 +98,12 @@ impl Interner {
     }
 }
 
-/// The labels of one log entry after the pipeline, in Loki's categories.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct EntryLabels {
-    /// Full label set (the entry's stream in the response), sorted by name.
-    pub labels: Vec<(String, String)>,
-    /// Structured metadata part (categorize-labels only).
-    pub structured_metadata: Vec<(String, String)>,
-    /// Parsed part (categorize-labels only).
-    pub parsed: Vec<(String, String)>,
-}
-
-/// Encode entry labels into one string so they travel through DataFusion's sort as a
-/// plain Utf8 column. Format: three sections, each `count;` followed by
-/// `name\0len\0value` items (values may contain anything, names never contain `\0`).
-pub fn encode_labels(l: &EntryLabels, out: &mut String) {
-    use std::fmt::Write;
-    out.clear();
-    for section in [&l.labels, &l.structured_metadata, &l.parsed] {
-        let _ = write!(out, "{};", section.len());
-        for (k, v) in section.iter() {
-            out.push_str(k);
-            out.push('\0');
-            let _ = write!(out, "{}", v.len());
-            out.push('\0');
-            out.push_str(v);
-        }
-    }
-}
-
-/// Inverse of [`encode_labels`]; `None` on malformed input (a bug of ours).
-pub fn decode_labels(s: &str) -> Option<EntryLabels> {
-    let mut rest = s;
-    let mut sections: [Vec<(String, String)>; 3] = Default::default();
-    for section in sections.iter_mut() {
-        let semi = rest.find(';')?;
-        let count: usize = rest[..semi].parse().ok()?;
-        rest = &rest[semi + 1..];
-        section.reserve(count);
-        for _ in 0..count {
-            let z = rest.find('\0')?;
-            let name = &rest[..z];
-            rest = &rest[z + 1..];
-            let z = rest.find('\0')?;
-            let len: usize = rest[..z].parse().ok()?;
-            rest = &rest[z + 1..];
-            let value = rest.get(..len)?;
-            rest = &rest[len..];
-            section.push((name.to_owned(), value.to_owned()));
-        }
-    }
-    if !rest.is_empty() {
-        return None;
-    }
-    let [labels, structured_metadata, parsed] = sections;
-    Some(EntryLabels {
-        labels,
-        structured_metadata,
-        parsed,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn p(k: &str, v: &str) -> (String, String) {
         (k.to_owned(), v.to_owned())
-    }
-
-    #[test]
-    fn labels_roundtrip_with_awkward_values() {
-        let l = EntryLabels {
-            labels: vec![p("a", ""), p("b", "x;1\0y"), p("c", "ünï")],
-            structured_metadata: vec![p("trace_id", "12;3")],
-            parsed: vec![],
-        };
-        let mut s = String::new();
-        encode_labels(&l, &mut s);
-        assert_eq!(decode_labels(&s), Some(l));
-        let empty = EntryLabels::default();
-        encode_labels(&empty, &mut s);
-        assert_eq!(s, "0;0;0;");
-        assert_eq!(decode_labels(&s), Some(empty));
-        assert_eq!(decode_labels("1;a\u{0}5\u{0}ab"), None);
     }
 
     #[test]
