@@ -15,8 +15,17 @@
 //! It knows DataFusion, Parquet and tantivy, but nothing of HTTP or LogQL syntax.
 #![warn(missing_docs)]
 
+pub mod chunk;
+pub mod head;
+pub mod index;
+pub mod manifest;
 pub mod model;
+pub mod scan;
 pub mod schema;
+pub mod store;
+pub mod wal;
+
+mod flush;
 
 pub use model::{Entry, LabelSet, MatchOp, Matcher, PushStream, Series, StreamId, TenantId};
 pub mod config;
@@ -25,10 +34,23 @@ pub mod error;
 pub use config::StorageConfig;
 pub use error::{Error, Result};
 
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::prelude::SessionContext;
+use object_store::ObjectStore;
+use parking_lot::RwLock;
+use tokio::sync::Notify;
+
+use head::Head;
+use index::LabelIndex;
+use manifest::ManifestState;
+use scan::{ChunkFile, LogsTable};
+use wal::Wal;
 
 /// What one `append` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -82,93 +104,447 @@ pub struct StorageMetrics {
     pub head_bytes: u64,
     /// Entries held in the head.
     pub head_entries: u64,
+    /// Chunk files selected by scans so far (after manifest pruning).
+    pub scan_chunk_files: u64,
+    /// Label sets indexed in the label indexes of all tenants.
+    pub indexed_streams: u64,
+}
+
+/// One tenant's state.
+pub(crate) struct Tenant {
+    pub(crate) name: String,
+    /// Object path prefix ([`manifest::tenant_dir`]).
+    pub(crate) dir: String,
+    pub(crate) head: RwLock<Head>,
+    /// Heads being flushed, oldest first, with the WAL segment number they end before.
+    /// Lock order everywhere: `frozen`, then `head`, then `manifest`.
+    pub(crate) frozen: RwLock<Vec<(u64, Arc<Head>)>>,
+    pub(crate) manifest: RwLock<Arc<ManifestState>>,
+    pub(crate) index: LabelIndex,
+}
+
+impl Tenant {
+    fn open(data_dir: &std::path::Path, name: &str, manifest: manifest::Manifest) -> Result<Tenant> {
+        let dir = manifest::tenant_dir(name);
+        let index = LabelIndex::open(&data_dir.join("index").join(&dir))?;
+        Ok(Tenant {
+            name: name.to_string(),
+            dir,
+            head: RwLock::new(Head::default()),
+            frozen: RwLock::new(Vec::new()),
+            manifest: RwLock::new(ManifestState::new(manifest)),
+            index,
+        })
+    }
+
+    /// Streams matching `matchers` with data in `[start, end)`, from head, frozen heads and
+    /// chunks (via the label index and the manifest's per-stream ranges).
+    fn matching_streams(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<HashMap<StreamId, Arc<LabelSet>>> {
+        let mut out: HashMap<StreamId, Arc<LabelSet>> = HashMap::new();
+        let manifest = {
+            let frozen = self.frozen.read();
+            let head = self.head.read();
+            let heads = std::iter::once(&*head).chain(frozen.iter().map(|(_, h)| h.as_ref()));
+            for h in heads {
+                for (id, s) in h.streams() {
+                    if out.contains_key(&id) {
+                        continue;
+                    }
+                    let in_range = s
+                        .time_range()
+                        .is_some_and(|(lo, hi)| lo < end && hi >= start);
+                    if in_range && matchers.iter().all(|m| m.matches_labels(&s.labels)) {
+                        out.insert(id, s.labels.clone());
+                    }
+                }
+            }
+            self.manifest.read().clone()
+        };
+        if !manifest.manifest.chunks.is_empty() {
+            for (id, labels) in self.index.lookup(matchers)? {
+                if !out.contains_key(&id) && manifest.stream_has_data(id, start, end) {
+                    out.insert(id, labels);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Shared state behind [`Storage`] (the background flusher holds a weak reference).
+pub(crate) struct Inner {
+    pub(crate) config: StorageConfig,
+    pub(crate) wal: Wal,
+    /// Appends hold it shared across WAL write + head insert; a flush takes it exclusively
+    /// to rotate the WAL and freeze heads, so no acknowledged entry can sit in an old
+    /// segment while missing from the frozen heads.
+    pub(crate) gate: tokio::sync::RwLock<()>,
+    pub(crate) flush_lock: tokio::sync::Mutex<()>,
+    pub(crate) tenants: RwLock<HashMap<String, Arc<Tenant>>>,
+    pub(crate) listed_tenants: tokio::sync::Mutex<Vec<String>>,
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) store_url: ObjectStoreUrl,
+    pub(crate) closed: AtomicBool,
+    pub(crate) flush_notify: Arc<Notify>,
+    pub(crate) flushes: AtomicU64,
+    pub(crate) head_bytes: AtomicU64,
+    pub(crate) head_entries: AtomicU64,
+    pub(crate) scan_chunk_files: AtomicU64,
+}
+
+impl Inner {
+    fn tenant(&self, name: &str) -> Option<Arc<Tenant>> {
+        self.tenants.read().get(name).cloned()
+    }
+
+    fn tenant_or_create(&self, name: &str) -> Result<Arc<Tenant>> {
+        if let Some(t) = self.tenant(name) {
+            return Ok(t);
+        }
+        let mut tenants = self.tenants.write();
+        if let Some(t) = tenants.get(name) {
+            return Ok(t.clone());
+        }
+        let t = Arc::new(Tenant::open(&self.config.data_dir, name, manifest::Manifest::default())?);
+        tenants.insert(name.to_string(), t.clone());
+        Ok(t)
+    }
 }
 
 /// The storage engine handle. Cheap to share (`Arc<Storage>`).
 pub struct Storage {
-    _private: (),
+    inner: Arc<Inner>,
+    flusher: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        if let Some(task) = self.flusher.lock().take() {
+            task.abort();
+        }
+    }
 }
 
 impl Storage {
     /// Open the store: create directories, replay the WAL into the head, load manifests and
     /// label indexes, start the background flusher.
-    pub async fn open(_config: StorageConfig) -> Result<Arc<Storage>> {
-        Err(Error::Internal("storage not implemented".into()))
+    pub async fn open(config: StorageConfig) -> Result<Arc<Storage>> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::Io {
+            path: config.data_dir.clone(),
+            source: e,
+        })?;
+        let store = store::build(&config)?;
+        let store_url = store::chunk_store_url()?;
+        let listed = manifest::load_tenants(store.as_ref()).await?;
+        let mut tenants: HashMap<String, Arc<Tenant>> = HashMap::new();
+        for name in &listed {
+            let m = manifest::load(store.as_ref(), name).await?;
+            let t = Tenant::open(&config.data_dir, name, m)?;
+            tenants.insert(name.clone(), Arc::new(t));
+        }
+
+        // WAL replay is blocking file I/O.
+        let wal_dir: PathBuf = config.data_dir.join("wal");
+        let wal_config = config.wal.clone();
+        let data_dir = config.data_dir.clone();
+        let (wal, tenants) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let mut tenants = tenants;
+            let mut skipped = 0u64;
+            let (wal, _stats) = Wal::open(&wal_dir, &wal_config, |seq, tenant, streams| {
+                let t = match tenants.get(&tenant) {
+                    Some(t) => t.clone(),
+                    None => {
+                        let t = Arc::new(Tenant::open(&data_dir, &tenant, manifest::Manifest::default())?);
+                        tenants.insert(tenant.clone(), t.clone());
+                        t
+                    }
+                };
+                if seq < t.manifest.read().manifest.flushed_wal_seq {
+                    skipped += 1;
+                    return Ok(());
+                }
+                t.head.write().append(streams);
+                Ok(())
+            })?;
+            if skipped > 0 {
+                tracing::info!(records = skipped, "WAL records already in chunks skipped");
+            }
+            Ok((wal, tenants))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("WAL replay task failed: {e}")))??;
+
+        let (mut bytes, mut entries) = (0u64, 0u64);
+        for t in tenants.values() {
+            let h = t.head.read();
+            bytes += h.bytes() as u64;
+            entries += h.entries() as u64;
+        }
+        let inner = Arc::new(Inner {
+            config,
+            wal,
+            gate: tokio::sync::RwLock::new(()),
+            flush_lock: tokio::sync::Mutex::new(()),
+            tenants: RwLock::new(tenants),
+            listed_tenants: tokio::sync::Mutex::new(listed),
+            store,
+            store_url,
+            closed: AtomicBool::new(false),
+            flush_notify: Arc::new(Notify::new()),
+            flushes: AtomicU64::new(0),
+            head_bytes: AtomicU64::new(bytes),
+            head_entries: AtomicU64::new(entries),
+            scan_chunk_files: AtomicU64::new(0),
+        });
+        let task = tokio::spawn(flush::run_flusher(Arc::downgrade(&inner)));
+        Ok(Arc::new(Storage {
+            inner,
+            flusher: parking_lot::Mutex::new(Some(task)),
+        }))
     }
 
     /// Durably append validated streams for a tenant: when this returns `Ok`, the entries
     /// are in the fsynced WAL (unless fsync is disabled) and visible to queries.
-    pub async fn append(&self, _tenant: &str, _streams: Vec<PushStream>) -> Result<AppendSummary> {
-        Err(Error::Closed)
+    pub async fn append(&self, tenant: &str, streams: Vec<PushStream>) -> Result<AppendSummary> {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        if streams.iter().all(|s| s.entries.is_empty()) {
+            return Ok(AppendSummary::default());
+        }
+        let t = inner.tenant_or_create(tenant)?;
+        let frame = wal::segment::encode_append(tenant, &streams);
+        let summary = {
+            let _gate = inner.gate.read().await;
+            inner.wal.append(frame).await?;
+            let mut head = t.head.write();
+            let (bytes_before, entries_before) = (head.bytes(), head.entries());
+            let summary = head.append(streams);
+            inner
+                .head_bytes
+                .fetch_add((head.bytes() - bytes_before) as u64, Ordering::Relaxed);
+            inner
+                .head_entries
+                .fetch_add((head.entries() - entries_before) as u64, Ordering::Relaxed);
+            summary
+        };
+        if inner.head_bytes.load(Ordering::Relaxed) >= inner.config.head.max_bytes.0 {
+            inner.flush_notify.notify_one();
+        }
+        Ok(summary)
     }
 
     /// Streams of a tenant matching all `matchers` with data in `[start_ns, end_ns)`.
     pub fn series(
         &self,
-        _tenant: &str,
-        _matchers: &[Matcher],
-        _start_ns: i64,
-        _end_ns: i64,
+        tenant: &str,
+        matchers: &[Matcher],
+        start_ns: i64,
+        end_ns: i64,
     ) -> Result<Vec<Series>> {
-        Ok(Vec::new())
+        let Some(t) = self.inner.tenant(tenant) else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<Series> = t
+            .matching_streams(matchers, start_ns, end_ns)?
+            .into_iter()
+            .map(|(id, labels)| Series {
+                id,
+                labels: (*labels).clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
     }
 
     /// Label names of the matching streams (all streams when `matchers` is empty), sorted.
     pub fn label_names(
         &self,
-        _tenant: &str,
-        _matchers: &[Matcher],
-        _start_ns: i64,
-        _end_ns: i64,
+        tenant: &str,
+        matchers: &[Matcher],
+        start_ns: i64,
+        end_ns: i64,
     ) -> Result<Vec<String>> {
-        Ok(Vec::new())
+        let Some(t) = self.inner.tenant(tenant) else {
+            return Ok(Vec::new());
+        };
+        let names: BTreeSet<String> = t
+            .matching_streams(matchers, start_ns, end_ns)?
+            .values()
+            .flat_map(|l| l.pairs().iter().map(|(k, _)| k.clone()))
+            .collect();
+        Ok(names.into_iter().collect())
     }
 
     /// Values of label `name` over the matching streams (all when `matchers` is empty), sorted.
     pub fn label_values(
         &self,
-        _tenant: &str,
-        _name: &str,
-        _matchers: &[Matcher],
-        _start_ns: i64,
-        _end_ns: i64,
+        tenant: &str,
+        name: &str,
+        matchers: &[Matcher],
+        start_ns: i64,
+        end_ns: i64,
     ) -> Result<Vec<String>> {
-        Ok(Vec::new())
+        let Some(t) = self.inner.tenant(tenant) else {
+            return Ok(Vec::new());
+        };
+        let values: BTreeSet<String> = t
+            .matching_streams(matchers, start_ns, end_ns)?
+            .values()
+            .filter_map(|l| l.get(name).filter(|v| !v.is_empty()).map(str::to_string))
+            .collect();
+        Ok(values.into_iter().collect())
     }
 
-    /// Entries and bytes per matching stream in the range.
+    /// Entries and bytes per matching stream in the range. Head data is counted exactly;
+    /// a chunk file counts with all its rows of the stream when the stream's range in it
+    /// overlaps (chunks are at most one window long, so the error is bounded by that).
     pub fn volumes(
         &self,
-        _tenant: &str,
-        _matchers: &[Matcher],
-        _start_ns: i64,
-        _end_ns: i64,
+        tenant: &str,
+        matchers: &[Matcher],
+        start_ns: i64,
+        end_ns: i64,
     ) -> Result<Vec<StreamVolume>> {
-        Ok(Vec::new())
+        let Some(t) = self.inner.tenant(tenant) else {
+            return Ok(Vec::new());
+        };
+        let streams = t.matching_streams(matchers, start_ns, end_ns)?;
+        let mut out = Vec::with_capacity(streams.len());
+        let frozen = t.frozen.read();
+        let head = t.head.read();
+        let manifest = t.manifest.read().clone();
+        for (id, labels) in streams {
+            let (mut entries, mut bytes, mut chunks) = (0u64, 0u64, 0u64);
+            let mut in_head = false;
+            for h in std::iter::once(&*head).chain(frozen.iter().map(|(_, h)| h.as_ref())) {
+                let (n, b) = h.volume(id, start_ns, end_ns);
+                entries += n;
+                bytes += b;
+                in_head |= n > 0;
+            }
+            chunks += u64::from(in_head);
+            for c in &manifest.manifest.chunks {
+                if let Some(s) = c.stream(id) {
+                    if s.min_ts < end_ns && s.max_ts >= start_ns {
+                        entries += s.rows;
+                        bytes += s.line_bytes;
+                        chunks += 1;
+                    }
+                }
+            }
+            out.push(StreamVolume {
+                series: Series {
+                    id,
+                    labels: (*labels).clone(),
+                },
+                entries,
+                bytes,
+                chunks,
+            });
+        }
+        out.sort_by(|a, b| a.series.labels.cmp(&b.series.labels));
+        Ok(out)
     }
 
     /// A DataFusion table over head and chunks holding exactly the requested rows
     /// (schema [`schema::logs_schema`]); stream and time restrictions are applied inside
     /// (Parquet pruning by manifest, row-group statistics and page index).
-    pub fn scan_table(&self, _request: ScanRequest) -> Result<Arc<dyn TableProvider>> {
-        Err(Error::Internal("storage not implemented".into()))
+    pub fn scan_table(&self, request: ScanRequest) -> Result<Arc<dyn TableProvider>> {
+        Ok(Arc::new(self.logs_table(request)?))
+    }
+
+    /// [`Self::scan_table`] with the concrete type, which tells what the scan will read.
+    pub fn logs_table(&self, request: ScanRequest) -> Result<LogsTable> {
+        let ScanRequest {
+            tenant,
+            mut streams,
+            start_ns,
+            end_ns,
+        } = request;
+        streams.sort_unstable();
+        streams.dedup();
+        let url = self.inner.store_url.clone();
+        let Some(t) = self.inner.tenant(&tenant) else {
+            return Ok(LogsTable::new(streams, start_ns, end_ns, Vec::new(), Vec::new(), url));
+        };
+        if streams.is_empty() || start_ns >= end_ns {
+            return Ok(LogsTable::new(streams, start_ns, end_ns, Vec::new(), Vec::new(), url));
+        }
+        let mut batches = Vec::new();
+        let manifest = {
+            let frozen = t.frozen.read();
+            let head = t.head.read();
+            for h in std::iter::once(&*head).chain(frozen.iter().map(|(_, h)| h.as_ref())) {
+                if let Some(b) = h.snapshot(&streams, start_ns, end_ns)? {
+                    batches.push(b);
+                }
+            }
+            t.manifest.read().clone()
+        };
+        let files: Vec<ChunkFile> = manifest
+            .manifest
+            .chunks
+            .iter()
+            .filter(|c| c.overlaps(&streams, start_ns, end_ns))
+            .map(|c| ChunkFile {
+                path: c.path.clone(),
+                size: c.size,
+            })
+            .collect();
+        self.inner
+            .scan_chunk_files
+            .fetch_add(files.len() as u64, Ordering::Relaxed);
+        Ok(LogsTable::new(streams, start_ns, end_ns, batches, files, url))
     }
 
     /// Register the chunk object store with a DataFusion session so scans can read it.
-    pub fn register_object_store(&self, _ctx: &SessionContext) {}
+    pub fn register_object_store(&self, ctx: &SessionContext) {
+        ctx.register_object_store(self.inner.store_url.as_ref(), self.inner.store.clone());
+    }
 
     /// Flush the whole head to chunk files now.
     pub async fn flush(&self) -> Result<()> {
-        Ok(())
+        self.inner.flush_all().await
     }
 
     /// Flush and stop background tasks; later appends fail with [`Error::Closed`].
     pub async fn shutdown(&self) -> Result<()> {
-        Ok(())
+        self.inner.closed.store(true, Ordering::Release);
+        if let Some(task) = self.flusher.lock().take() {
+            task.abort();
+        }
+        let flushed = self.inner.flush_all().await;
+        self.inner.wal.close();
+        flushed
     }
 
     /// Current figures for `/metrics`.
     pub fn metrics(&self) -> StorageMetrics {
-        StorageMetrics::default()
+        let inner = &self.inner;
+        let (mut chunk_files, mut chunk_bytes, mut indexed) = (0u64, 0u64, 0u64);
+        for t in inner.tenants.read().values() {
+            let m = t.manifest.read().clone();
+            chunk_files += m.manifest.chunks.len() as u64;
+            chunk_bytes += m.manifest.chunks.iter().map(|c| c.size).sum::<u64>();
+            indexed += t.index.len() as u64;
+        }
+        StorageMetrics {
+            wal_bytes: inner.wal.bytes(),
+            flushes: inner.flushes.load(Ordering::Relaxed),
+            chunk_files,
+            chunk_bytes,
+            head_bytes: inner.head_bytes.load(Ordering::Relaxed),
+            head_entries: inner.head_entries.load(Ordering::Relaxed),
+            scan_chunk_files: inner.scan_chunk_files.load(Ordering::Relaxed),
+            indexed_streams: indexed,
+        }
     }
 }

@@ -1,0 +1,277 @@
+//! Manifests: per tenant, the list of chunk files with their statistics, so that planning a
+//! query never lists the bucket.
+//!
+//! Layout on the object store (tenant names are percent-encoded into one path segment by
+//! [`tenant_dir`]):
+//!
+//! ```text
+//! tenants.json                          {"version":1,"tenants":["fake", ...]}
+//! <tenant>/manifest.json                Manifest (below), rewritten whole on each flush
+//! <tenant>/<window start, s>/<wal seq:020>.parquet   chunk files
+//! ```
+//!
+//! `manifest.json` holds `flushed_wal_seq`: every WAL record of this tenant in a segment
+//! numbered below it is in the listed chunks, so replay skips those records and no entry
+//! is loaded twice after a restart. The object store's `put` replaces an object atomically
+//! (rename on local disk, single PUT on S3), so a reader sees the old or the new manifest.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::StreamId;
+
+/// Current manifest format version.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// Time range and size of one stream inside one chunk file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamRange {
+    /// Stream id.
+    pub id: StreamId,
+    /// Smallest timestamp, ns.
+    pub min_ts: i64,
+    /// Largest timestamp, ns.
+    pub max_ts: i64,
+    /// Rows.
+    pub rows: u64,
+    /// Bytes of lines (uncompressed).
+    pub line_bytes: u64,
+}
+
+/// One chunk file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkMeta {
+    /// Object path.
+    pub path: String,
+    /// File size in bytes.
+    pub size: u64,
+    /// Smallest timestamp, ns.
+    pub min_ts: i64,
+    /// Largest timestamp, ns.
+    pub max_ts: i64,
+    /// Rows.
+    pub rows: u64,
+    /// Per-stream ranges, sorted by stream id.
+    pub streams: Vec<StreamRange>,
+}
+
+impl ChunkMeta {
+    /// The range of `id` in this file, if it has rows of it.
+    pub fn stream(&self, id: StreamId) -> Option<&StreamRange> {
+        self.streams
+            .binary_search_by_key(&id, |s| s.id)
+            .ok()
+            .map(|i| &self.streams[i])
+    }
+
+    /// Does this file hold rows of any of `ids` (sorted) in `[start, end)`?
+    pub fn overlaps(&self, ids: &[StreamId], start: i64, end: i64) -> bool {
+        if self.min_ts >= end || self.max_ts < start {
+            return false;
+        }
+        ids.iter().any(|&id| {
+            self.stream(id)
+                .is_some_and(|s| s.min_ts < end && s.max_ts >= start)
+        })
+    }
+}
+
+/// The chunk list of one tenant.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Format version.
+    pub version: u32,
+    /// WAL segments below this number are fully in `chunks` for this tenant.
+    pub flushed_wal_seq: u64,
+    /// Chunk files.
+    pub chunks: Vec<ChunkMeta>,
+}
+
+/// A manifest plus lookup structures derived from it; immutable, swapped whole.
+#[derive(Debug, Default)]
+pub struct ManifestState {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// Per stream, the time ranges it has in chunk files.
+    pub stream_ranges: HashMap<StreamId, Vec<(i64, i64)>>,
+}
+
+impl ManifestState {
+    /// Derive the lookups.
+    pub fn new(manifest: Manifest) -> Arc<Self> {
+        let mut stream_ranges: HashMap<StreamId, Vec<(i64, i64)>> = HashMap::new();
+        for chunk in &manifest.chunks {
+            for s in &chunk.streams {
+                stream_ranges.entry(s.id).or_default().push((s.min_ts, s.max_ts));
+            }
+        }
+        Arc::new(ManifestState {
+            manifest,
+            stream_ranges,
+        })
+    }
+
+    /// Does the stream have chunk data in `[start, end)`?
+    pub fn stream_has_data(&self, id: StreamId, start: i64, end: i64) -> bool {
+        self.stream_ranges
+            .get(&id)
+            .is_some_and(|r| r.iter().any(|&(lo, hi)| lo < end && hi >= start))
+    }
+}
+
+/// One path segment for a tenant: `[A-Za-z0-9_-]` kept, everything else `%XX`, so any
+/// tenant id maps to a distinct, safe directory name.
+pub fn tenant_dir(tenant: &str) -> String {
+    let mut out = String::with_capacity(tenant.len());
+    for b in tenant.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if out.is_empty() {
+        out.push_str("%00");
+    }
+    out
+}
+
+fn os_err(path: &ObjectPath, source: object_store::Error) -> Error {
+    Error::ObjectStore {
+        path: path.to_string(),
+        source,
+    }
+}
+
+fn manifest_path(tenant: &str) -> ObjectPath {
+    ObjectPath::from(format!("{}/manifest.json", tenant_dir(tenant)))
+}
+
+fn tenants_path() -> ObjectPath {
+    ObjectPath::from("tenants.json")
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct TenantList {
+    version: u32,
+    tenants: Vec<String>,
+}
+
+async fn get_json<T: for<'de> Deserialize<'de>>(
+    store: &dyn ObjectStore,
+    path: &ObjectPath,
+) -> Result<Option<T>> {
+    match store.get(path).await {
+        Ok(got) => {
+            let bytes = got.bytes().await.map_err(|e| os_err(path, e))?;
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::Corrupt {
+                    path: path.to_string(),
+                    detail: e.to_string(),
+                })
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(os_err(path, e)),
+    }
+}
+
+async fn put_json<T: Serialize>(store: &dyn ObjectStore, path: &ObjectPath, value: &T) -> Result<()> {
+    let body = serde_json::to_vec(value).map_err(|e| Error::Internal(e.to_string()))?;
+    store
+        .put(path, PutPayload::from(body))
+        .await
+        .map_err(|e| os_err(path, e))?;
+    Ok(())
+}
+
+/// The tenants that have manifests.
+pub async fn load_tenants(store: &dyn ObjectStore) -> Result<Vec<String>> {
+    let list: Option<TenantList> = get_json(store, &tenants_path()).await?;
+    Ok(list.map(|l| l.tenants).unwrap_or_default())
+}
+
+/// Record the tenant list.
+pub async fn save_tenants(store: &dyn ObjectStore, tenants: &[String]) -> Result<()> {
+    let list = TenantList {
+        version: MANIFEST_VERSION,
+        tenants: tenants.to_vec(),
+    };
+    put_json(store, &tenants_path(), &list).await
+}
+
+/// A tenant's manifest (empty when it has none yet).
+pub async fn load(store: &dyn ObjectStore, tenant: &str) -> Result<Manifest> {
+    let path = manifest_path(tenant);
+    let manifest: Manifest = get_json(store, &path).await?.unwrap_or_default();
+    if manifest.version > MANIFEST_VERSION {
+        return Err(Error::Corrupt {
+            path: path.to_string(),
+            detail: format!("manifest version {} is newer than this build", manifest.version),
+        });
+    }
+    Ok(manifest)
+}
+
+/// Replace a tenant's manifest.
+pub async fn save(store: &dyn ObjectStore, tenant: &str, manifest: &Manifest) -> Result<()> {
+    put_json(store, &manifest_path(tenant), manifest).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    fn chunk() -> ChunkMeta {
+        ChunkMeta {
+            path: "fake/0/1.parquet".into(),
+            size: 10,
+            min_ts: 100,
+            max_ts: 300,
+            rows: 3,
+            streams: vec![
+                StreamRange { id: 1, min_ts: 100, max_ts: 150, rows: 2, line_bytes: 4 },
+                StreamRange { id: 7, min_ts: 250, max_ts: 300, rows: 1, line_bytes: 2 },
+            ],
+        }
+    }
+
+    #[test]
+    fn overlap_uses_per_stream_ranges() {
+        let c = chunk();
+        assert!(c.overlaps(&[1], 0, 101));
+        assert!(!c.overlaps(&[1], 151, 1000));
+        assert!(c.overlaps(&[1, 7], 151, 1000));
+        assert!(!c.overlaps(&[2], 0, 1000));
+        assert!(!c.overlaps(&[7], 301, 1000));
+    }
+
+    #[test]
+    fn tenant_dirs_are_safe_and_distinct() {
+        assert_eq!(tenant_dir("fake"), "fake");
+        assert_eq!(tenant_dir("a/b"), "a%2Fb");
+        assert_eq!(tenant_dir(".."), "%2E%2E");
+        assert_ne!(tenant_dir("a%2Fb"), tenant_dir("a/b"));
+    }
+
+    #[tokio::test]
+    async fn manifest_round_trips_and_corruption_is_reported() -> Result<()> {
+        let store = InMemory::new();
+        assert_eq!(load(&store, "t").await?, Manifest::default());
+        let m = Manifest { version: 1, flushed_wal_seq: 9, chunks: vec![chunk()] };
+        save(&store, "t", &m).await?;
+        assert_eq!(load(&store, "t").await?, m);
+        store
+            .put(&manifest_path("t"), PutPayload::from_static(b"{not json"))
+            .await
+            .map_err(|e| os_err(&manifest_path("t"), e))?;
+        assert!(matches!(load(&store, "t").await, Err(Error::Corrupt { .. })));
+        Ok(())
+    }
+}
