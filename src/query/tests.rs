@@ -355,9 +355,24 @@ fn status_of(e: &QueryError) -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn loki_goldens_through_the_engine() {
+async fn loki_goldens_through_the_engine_from_the_head() {
     let dir = tempfile::tempdir().expect("tempdir");
     let storage = loaded_storage(dir.path()).await;
+    run_goldens(storage).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loki_goldens_through_the_engine_from_parquet_chunks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = loaded_storage(dir.path()).await;
+    storage.flush().await.expect("flush");
+    let m = storage.metrics();
+    assert!(m.chunk_files > 0, "flush wrote no chunk files");
+    assert_eq!(m.head_entries, 0, "entries left in the head after flush");
+    run_goldens(storage).await;
+}
+
+async fn run_goldens(storage: Arc<Storage>) {
     let limits = QueryLimits {
         max_entries_limit_per_query: 100_000,
         max_query_series: 100_000,
