@@ -30,7 +30,7 @@ use tovlog_storage::schema::{LINE, METADATA, STREAM_ID, TS};
 
 use super::encode::{self, Categories, EncodedEntry, StreamResult};
 use super::exec::{Interner, PipelineMode, StreamMap};
-use super::plan::{build_scan, datafusion_error, QueryContext};
+use super::plan::{build_scan, datafusion_error, QueryContext, ScanColumns, ScanSpec};
 use super::stats::StatsCollector;
 use super::{Direction, QueryError, QueryRequest};
 
@@ -185,16 +185,19 @@ async fn top_rows(
     loop {
         let Some((plan, streams)) = build_scan(
             qc,
-            log,
-            Arc::clone(pipeline),
-            // When the pipeline cannot drop entries beyond its leading line filters, the
-            // limit is decided on raw rows; otherwise PipelineExec drops what the pipeline
-            // drops. Either way lines and labels are computed (in `materialize`) only for
-            // the rows that survive the limit.
-            (!deferred).then_some(PipelineMode::Filter),
-            Interner::new(),
-            start_ns,
-            end_ns,
+            ScanSpec {
+                log,
+                pipeline: Arc::clone(pipeline),
+                // When the pipeline cannot drop entries beyond its leading line filters,
+                // the limit is decided on raw rows; otherwise PipelineExec drops what the
+                // pipeline drops. Either way lines and labels are computed (in
+                // `materialize`) only for the rows that survive the limit.
+                mode: (!deferred).then_some(PipelineMode::Filter),
+                interner: Interner::new(),
+                columns: ScanColumns::All,
+                start_ns,
+                end_ns,
+            },
         )
         .await?
         else {

@@ -29,7 +29,7 @@ use tovlog_logql::pipeline::{LabelHints, Pipeline, SampleExtractor};
 
 use super::encode;
 use super::exec::{Interner, LabelReduce, PipelineMode, SampleValue};
-use super::plan::{build_scan, datafusion_error, QueryContext};
+use super::plan::{build_scan, datafusion_error, QueryContext, ScanColumns, ScanSpec};
 use super::{QueryError, QueryRequest};
 
 /// Run a metric query.
@@ -206,6 +206,20 @@ impl RangeInput for EngineInput {
     }
 }
 
+/// The storage columns a leaf needs. Without labels to keep (everything summed together)
+/// no structured metadata is needed, and without any stage or line-derived value not
+/// even the lines.
+fn scan_columns(pipeline: &Pipeline, value: &SampleValue, reduce: &LabelReduce) -> ScanColumns {
+    let summed_away = matches!(reduce, LabelReduce::By(names) if names.is_empty());
+    if !summed_away || !pipeline.is_line_filter_only() || matches!(value, SampleValue::Unwrap(_)) {
+        ScanColumns::All
+    } else if pipeline.is_empty() && matches!(value, SampleValue::One) {
+        ScanColumns::TimeOnly
+    } else {
+        ScanColumns::NoMetadata
+    }
+}
+
 /// Read the raw samples of one range aggregation leaf, with the pool reservation that
 /// accounts for them.
 async fn fetch_range(
@@ -239,14 +253,18 @@ async fn fetch_range(
     let pool = &runtime.memory_pool;
     let interner =
         Interner::with_reservation(MemoryConsumer::new("tovlog series labels").register(pool));
+    let columns = scan_columns(&pipeline, &value, &reduce);
     let Some((plan, _streams)) = build_scan(
         qc,
-        &range.log,
-        pipeline,
-        Some(PipelineMode::Sample { value, reduce }),
-        Arc::clone(&interner),
-        start_ns,
-        end_ns,
+        ScanSpec {
+            log: &range.log,
+            pipeline,
+            mode: Some(PipelineMode::Sample { value, reduce }),
+            interner: Arc::clone(&interner),
+            columns,
+            start_ns,
+            end_ns,
+        },
     )
     .await?
     else {
@@ -316,6 +334,48 @@ mod tests {
             Ok(tovlog_logql::ast::Expr::Sample(e)) => e,
             other => panic!("not a metric query: {q}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn scans_read_only_needed_columns() {
+        let plain = Pipeline::new(&[]).unwrap();
+        let filtered = Pipeline::new(&[tovlog_logql::ast::Stage::LineFilter(
+            tovlog_logql::ast::LineFilter {
+                op: tovlog_logql::ast::LineFilterOp::Contains,
+                values: vec![tovlog_logql::ast::LineFilterValue::Str("x".into())],
+            },
+        )])
+        .unwrap();
+        let parsed = Pipeline::new(&[tovlog_logql::ast::Stage::Json(vec![])]).unwrap();
+        let none = LabelReduce::By(vec![]);
+        assert_eq!(
+            scan_columns(&plain, &SampleValue::One, &none),
+            ScanColumns::TimeOnly
+        );
+        assert_eq!(
+            scan_columns(&plain, &SampleValue::LineBytes, &none),
+            ScanColumns::NoMetadata
+        );
+        assert_eq!(
+            scan_columns(&filtered, &SampleValue::One, &none),
+            ScanColumns::NoMetadata
+        );
+        assert_eq!(
+            scan_columns(&parsed, &SampleValue::One, &none),
+            ScanColumns::All
+        );
+        assert_eq!(
+            scan_columns(
+                &plain,
+                &SampleValue::One,
+                &LabelReduce::By(vec!["host".into()])
+            ),
+            ScanColumns::All
+        );
+        assert_eq!(
+            scan_columns(&plain, &SampleValue::One, &LabelReduce::Keep),
+            ScanColumns::All
+        );
     }
 
     #[test]

@@ -283,7 +283,8 @@ struct PartitionState {
 struct Input<'a> {
     stream_ids: &'a UInt64Array,
     ts: &'a Int64Array,
-    lines: &'a StringArray,
+    /// Absent when the scan did not read lines (`ScanColumns::TimeOnly`).
+    lines: Option<&'a StringArray>,
     metadata: Option<&'a MapArray>,
 }
 
@@ -303,7 +304,15 @@ impl<'a> Input<'a> {
             ts: col(TS)?
                 .as_primitive_opt::<Int64Type>()
                 .ok_or_else(|| bad(TS))?,
-            lines: col(LINE)?.as_string_opt::<i32>().ok_or_else(|| bad(LINE))?,
+            lines: match batch.schema_ref().index_of(LINE) {
+                Ok(idx) => Some(
+                    batch
+                        .column(idx)
+                        .as_string_opt::<i32>()
+                        .ok_or_else(|| bad(LINE))?,
+                ),
+                Err(_) => None,
+            },
             metadata: match batch.schema_ref().index_of(METADATA) {
                 Ok(idx) => Some(
                     batch
@@ -485,6 +494,9 @@ impl PartitionState {
     fn process_filter(&mut self, batch: RecordBatch) -> Result<RecordBatch> {
         let n = batch.num_rows();
         let input = Input::of(&batch)?;
+        let lines = input
+            .lines
+            .ok_or_else(|| DataFusionError::Internal("log scan without lines".into()))?;
         let streams = Arc::clone(&self.streams);
         let mut lookup = StreamLookup::new(&streams);
         let mut mask = BooleanBufferBuilder::new(n);
@@ -495,7 +507,7 @@ impl PartitionState {
                     let nmeta = read_metadata(input.metadata, row, &mut self.meta);
                     self.lb.reset(stream, &self.meta[..nmeta]);
                     self.pipeline
-                        .process(input.ts.value(row), input.lines.value(row), &mut self.lb)
+                        .process(input.ts.value(row), lines.value(row), &mut self.lb)
                         .is_some()
                 }
                 None => false,
@@ -518,6 +530,10 @@ impl PartitionState {
         };
         let n = batch.num_rows();
         let input = Input::of(batch)?;
+        if input.lines.is_none() {
+            // No LineFilterExec below to count what was read.
+            StatsCollector::add(&self.stats.lines_scanned, n as u64);
+        }
         let mut key_b = UInt32Builder::with_capacity(n);
         let mut ts_b = Int64Builder::with_capacity(n);
         let mut val_b = Float64Builder::with_capacity(n);
@@ -532,7 +548,8 @@ impl PartitionState {
                 continue;
             };
             let ts = input.ts.value(row);
-            let raw_line = input.lines.value(row);
+            // Only a scan without any stage or line-derived value skips the lines.
+            let raw_line = input.lines.map_or("", |l| l.value(row));
             let nmeta = read_metadata(input.metadata, row, &mut self.meta);
             if filter_only && !unwrap && nmeta == 0 {
                 // The labels are the stream's: one interned id per stream.
