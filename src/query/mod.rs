@@ -32,8 +32,6 @@ use std::time::{Duration, Instant};
 use tovlog_logql::ast::Expr;
 use tovlog_storage::Storage;
 
-pub use plan::QueryContext;
-
 /// Resource limits of the engine (Loki's `limits_config` names where they exist).
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryLimits {
@@ -150,7 +148,7 @@ impl QueryEngine {
             return Err(QueryError::BadRequest(INSTANT_LOG_QUERY_ERROR.to_owned()));
         }
         let cancelled = Arc::new(AtomicBool::new(false));
-        let qc = Arc::new(QueryContext::new(
+        let qc = Arc::new(plan::QueryContext::new(
             Arc::clone(&self.storage),
             req.tenant.clone(),
             &self.limits,
