@@ -53,9 +53,11 @@ pub(super) async fn run(
     // The evaluator is synchronous and pulls its inputs; it runs on a blocking thread
     // that drives each storage read to completion on the runtime.
     let (result, failure) = tokio::task::spawn_blocking(move || {
+        let series_guard = series_guard(&expr, &steps, limits.max_series);
         let mut input = EngineInput {
             qc: input_qc,
             handle,
+            series_guard,
             leaves: leaves(&expr),
             cache: Vec::new(),
             held: Vec::new(),
@@ -124,6 +126,8 @@ fn reduce_of(hints: &LeafHints) -> LabelReduce {
 struct EngineInput {
     qc: Arc<QueryContext>,
     handle: tokio::runtime::Handle,
+    /// See [`series_guard`].
+    series_guard: Option<usize>,
     leaves: Vec<Leaf>,
     /// Inputs of leaves that occur more than once in the query (`x / x`-like), so each is
     /// read once.
@@ -186,6 +190,7 @@ impl RangeInput for EngineInput {
             steps,
             label_hints,
             reduce_of(hints),
+            self.series_guard,
         ));
         match fetched {
             Ok((series, reservation)) => {
@@ -204,6 +209,29 @@ impl RangeInput for EngineInput {
             }
         }
     }
+}
+
+/// When the query is a bare range aggregation whose every input series is certain to
+/// produce an output series (no grouping, not `absent_over_time`, steps no wider than the
+/// range so every sample falls in some window), the number of distinct input label sets
+/// is the number of result series: reading can stop with Loki's series-limit error as
+/// soon as it passes the limit, instead of holding millions of series first.
+fn series_guard(expr: &SampleExpr, steps: &Steps, max_series: usize) -> Option<usize> {
+    let SampleExpr::Range(agg) = expr else {
+        return None;
+    };
+    let dense = steps.step_ns == 0 || steps.step_ns <= agg.range.range_ns;
+    (max_series > 0 && agg.grouping.is_none() && agg.op != RangeOp::AbsentOverTime && dense)
+        .then_some(max_series)
+}
+
+/// Loki's text for too many series (same as the evaluator's).
+fn max_series_message(limit: usize) -> String {
+    format!(
+        "maximum number of series ({limit}) reached for a single query; consider reducing query \
+         cardinality by adding more specific stream selectors, reducing the time range, or \
+         aggregating results with functions like sum(), count() or topk()"
+    )
 }
 
 /// The storage columns a leaf needs. Without labels to keep (everything summed together)
@@ -228,6 +256,7 @@ async fn fetch_range(
     steps: &Steps,
     label_hints: LabelHints,
     reduce: LabelReduce,
+    max_series: Option<usize>,
 ) -> Result<(Vec<RawSeries>, MemoryReservation), QueryError> {
     let range = &agg.range;
     // Windows are (t − offset − range, t − offset]; storage ranges are [start, end).
@@ -279,6 +308,11 @@ async fn fetch_range(
     let mut per_key: Vec<Vec<(i64, f64)>> = Vec::new();
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(datafusion_error)?;
+        if let Some(max) = max_series {
+            if interner.len() > max {
+                return Err(QueryError::BadRequest(max_series_message(max)));
+            }
+        }
         reservation
             .try_grow(batch.num_rows() * std::mem::size_of::<(i64, f64)>())
             .map_err(datafusion_error)?;
@@ -376,6 +410,25 @@ mod tests {
             scan_columns(&plain, &SampleValue::One, &LabelReduce::Keep),
             ScanColumns::All
         );
+    }
+
+    #[test]
+    fn series_guard_only_where_series_map_one_to_one() {
+        let inst = Steps::instant(1_000);
+        let min = 60_000_000_000;
+        let range_steps = Steps::range_aligned(0, 10 * min, min);
+        let wide_steps = Steps::range_aligned(0, 10 * min, 10 * min);
+        let q = parse(r#"count_over_time({a="b"}[5m])"#);
+        assert_eq!(series_guard(&q, &inst, 500), Some(500));
+        assert_eq!(series_guard(&q, &range_steps, 500), Some(500));
+        assert_eq!(series_guard(&q, &wide_steps, 500), None);
+        assert_eq!(series_guard(&q, &inst, 0), None);
+        let q = parse(r#"sum(count_over_time({a="b"}[5m]))"#);
+        assert_eq!(series_guard(&q, &inst, 500), None);
+        let q = parse(r#"absent_over_time({a="b"}[5m])"#);
+        assert_eq!(series_guard(&q, &inst, 500), None);
+        let q = parse(r#"max_over_time({a="b"} | unwrap x [5m]) by (h)"#);
+        assert_eq!(series_guard(&q, &inst, 500), None);
     }
 
     #[test]

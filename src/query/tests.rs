@@ -635,3 +635,29 @@ async fn metric_sum_over_many_lines() {
         .sum();
     assert_eq!(total, 60_000.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_limit_stops_high_cardinality_queries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = synthetic_storage(dir.path(), 20_000).await;
+    let engine = QueryEngine::new(storage, QueryLimits::default());
+    // `n` differs on every line: one series per line, far above 500.
+    let mut req = range_request(
+        r#"count_over_time({job="synth"} | json [1m])"#,
+        0,
+        T0 + 20 * SEC,
+        0,
+        100,
+    );
+    req.instant = true;
+    match engine.query(req.clone()).await {
+        Err(QueryError::BadRequest(msg)) => {
+            assert!(msg.contains("maximum number of series (500)"), "{msg}")
+        }
+        other => panic!("expected the series limit, got {other:?}"),
+    }
+    // Aggregated, the same data is fine.
+    req.query = r#"sum by (host) (count_over_time({job="synth"} | json [1m]))"#.to_owned();
+    let body = engine.query(req).await.expect("query");
+    assert_eq!(body["data"]["result"].as_array().map(Vec::len), Some(2));
+}
