@@ -26,15 +26,24 @@ use serde_json::Value;
 
 use tovlog_logql::ast::{LogExpr, Stage};
 use tovlog_logql::pipeline::{LabelsBuilder, Pipeline};
+use tovlog_storage::schema::{LINE, METADATA, STREAM_ID, TS};
 
 use super::encode::{self, Categories, EncodedEntry, StreamResult};
-use super::exec::{
-    decode_labels, EntryLabels, Interner, PipelineMode, StreamMap, LOG_LABELS, LOG_LINE,
-    LOG_METADATA, LOG_STREAM_ID, LOG_TS,
-};
-use super::plan::{build_scan, datafusion_error, QueryContext};
+use super::exec::{Interner, PipelineMode, StreamMap};
+use super::plan::{build_scan, datafusion_error, QueryContext, ScanColumns, ScanSpec};
 use super::stats::StatsCollector;
 use super::{Direction, QueryError, QueryRequest};
+
+/// The labels of one log entry after the pipeline, in Loki's categories.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+struct EntryLabels {
+    /// Full label set (the entry's stream in the response), sorted by name.
+    labels: Vec<(String, String)>,
+    /// Structured metadata part (categorize-labels only).
+    structured_metadata: Vec<(String, String)>,
+    /// Parsed part (categorize-labels only).
+    parsed: Vec<(String, String)>,
+}
 
 /// One entry after the pipeline, with its labels resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,14 +64,17 @@ pub(super) async fn run(
         Arc::new(Pipeline::new(&log.pipeline).map_err(|e| QueryError::BadRequest(e.to_string()))?);
     let limit = req.limit as usize;
     let mut rows: Vec<Row> = Vec::new();
-    if limit > 0 {
-        for (ws, we) in windows(req.start_ns, req.end_ns, req.direction) {
+    if limit > 0 && req.end_ns > req.start_ns {
+        let mut windows = Windows::new(req.start_ns, req.end_ns, req.direction);
+        while let Some((ws, we)) = windows.next_window() {
             let need = limit - rows.len();
             let found = top_rows(qc, log, &pipeline, req, ws, we, need).await?;
+            let n = found.len();
             rows.extend(found);
             if rows.len() >= limit {
                 break;
             }
+            windows.grow(n, limit - rows.len());
         }
     }
     let streams = group_streams(rows, req.categorize_labels);
@@ -77,38 +89,72 @@ pub(super) async fn run(
     ))
 }
 
-/// The time windows to read, in reading order: the first covers 1/8 of the range at
-/// the end the direction starts from, each next one is four times larger.
-fn windows(start_ns: i64, end_ns: i64, direction: Direction) -> Vec<(i64, i64)> {
-    let total = end_ns.saturating_sub(start_ns);
-    if total <= 0 {
-        return Vec::new();
-    }
-    // Short ranges are read at once: a window costs a plan and a scan setup.
-    const MIN_WINDOW_NS: i64 = 10 * 60 * 1_000_000_000;
-    let mut size = (total / 8).max(MIN_WINDOW_NS);
-    let mut out = Vec::new();
-    match direction {
-        Direction::Backward => {
-            let mut hi = end_ns;
-            while hi > start_ns {
-                let lo = hi.saturating_sub(size).max(start_ns);
-                out.push((lo, hi));
-                hi = lo;
-                size = size.saturating_mul(4);
-            }
+/// The time windows a log query reads, in reading order, starting at the end the
+/// direction reads from. The first covers 1/64 of the range (at least a minute); each next
+/// one is sized from the match density seen so far to hold the entries still missing,
+/// and is at least twice the previous one, so sparse matches cost a handful of scans.
+#[derive(Debug)]
+struct Windows {
+    start_ns: i64,
+    end_ns: i64,
+    direction: Direction,
+    /// Where the next window starts (backward: its exclusive end).
+    cursor: i64,
+    size: i64,
+}
+
+impl Windows {
+    const MIN_FIRST_NS: i64 = 60 * 1_000_000_000;
+
+    fn new(start_ns: i64, end_ns: i64, direction: Direction) -> Windows {
+        let total = end_ns.saturating_sub(start_ns);
+        Windows {
+            start_ns,
+            end_ns,
+            direction,
+            cursor: match direction {
+                Direction::Backward => end_ns,
+                Direction::Forward => start_ns,
+            },
+            size: (total / 64).max(Self::MIN_FIRST_NS),
         }
-        Direction::Forward => {
-            let mut lo = start_ns;
-            while lo < end_ns {
-                let hi = lo.saturating_add(size).min(end_ns);
-                out.push((lo, hi));
-                lo = hi;
-                size = size.saturating_mul(4);
+    }
+
+    fn next_window(&mut self) -> Option<(i64, i64)> {
+        match self.direction {
+            Direction::Backward if self.cursor > self.start_ns => {
+                let lo = self.cursor.saturating_sub(self.size).max(self.start_ns);
+                let w = (lo, self.cursor);
+                self.cursor = lo;
+                Some(w)
             }
+            Direction::Forward if self.cursor < self.end_ns => {
+                let hi = self.cursor.saturating_add(self.size).min(self.end_ns);
+                let w = (self.cursor, hi);
+                self.cursor = hi;
+                Some(w)
+            }
+            _ => None,
         }
     }
-    out
+
+    /// Size the next window after one of the current size yielded `found` entries with
+    /// `missing` still wanted.
+    fn grow(&mut self, found: usize, missing: usize) {
+        let doubled = self.size.saturating_mul(2);
+        let estimate = if found == 0 {
+            self.size.saturating_mul(8)
+        } else {
+            // Half again as much as the density suggests, so one more window usually suffices.
+            let f = self.size as f64 * missing as f64 / found as f64 * 1.5;
+            if f >= i64::MAX as f64 {
+                i64::MAX
+            } else {
+                f as i64
+            }
+        };
+        self.size = doubled.max(estimate);
+    }
 }
 
 /// Ordering of entries in the output: time in the query direction, then labels and
@@ -139,24 +185,26 @@ async fn top_rows(
     loop {
         let Some((plan, streams)) = build_scan(
             qc,
-            log,
-            Arc::clone(pipeline),
-            // When the pipeline cannot drop entries beyond its leading line filters, the
-            // limit is decided on raw rows: the rest of the pipeline then runs only on
-            // the survivors (in `materialize`), not on every line of the window.
-            (!deferred).then_some(PipelineMode::Log {
-                categorize: req.categorize_labels,
-            }),
-            Interner::new(),
-            start_ns,
-            end_ns,
+            ScanSpec {
+                log,
+                pipeline: Arc::clone(pipeline),
+                // When the pipeline cannot drop entries beyond its leading line filters,
+                // the limit is decided on raw rows; otherwise PipelineExec drops what the
+                // pipeline drops. Either way lines and labels are computed (in
+                // `materialize`) only for the rows that survive the limit.
+                mode: (!deferred).then_some(PipelineMode::Filter),
+                interner: Interner::new(),
+                columns: ScanColumns::All,
+                start_ns,
+                end_ns,
+            },
         )
         .await?
         else {
             return Ok(Vec::new());
         };
         let schema = plan.schema();
-        let ts = col(LOG_TS, &schema).map_err(datafusion_error)?;
+        let ts = col(TS, &schema).map_err(datafusion_error)?;
         let ordering = LexOrdering::new([PhysicalSortExpr::new(
             ts,
             SortOptions {
@@ -176,7 +224,7 @@ async fn top_rows(
             .await
             .map_err(datafusion_error)?;
         let fetched: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        let post = (deferred && !pipeline.is_line_filter_only()).then_some(pipeline.as_ref());
+        let post = (!pipeline.is_line_filter_only()).then_some(pipeline.as_ref());
         let mut rows = materialize(&batches, &streams, req.categorize_labels, post)?;
         rows.sort_by(|a, b| cmp_rows(a, b, req.direction));
         let boundary_ts = rows.last().map(|r| r.ts);
@@ -214,9 +262,9 @@ fn keeps_every_entry(stages: &[Stage]) -> bool {
     true
 }
 
-/// Turn sorted output batches into rows, computing labels where the pipeline left them
-/// to be derived from the stream and its structured metadata (running `post`, the
-/// deferred pipeline, first when given).
+/// Turn the sorted rows of the limit into entries: run `post` (the pipeline beyond its
+/// leading line filters, when there is one) for the final line and labels, or derive the
+/// labels from the stream and its structured metadata.
 fn materialize(
     batches: &[RecordBatch],
     streams: &StreamMap,
@@ -234,29 +282,19 @@ fn materialize(
                 .map(|i| batch.column(i))
                 .map_err(|_| internal(name))
         };
-        let ts = column(LOG_TS)?
+        let ts = column(TS)?
             .as_primitive_opt::<Int64Type>()
-            .ok_or_else(|| internal(LOG_TS))?;
-        let lines = column(LOG_LINE)?
+            .ok_or_else(|| internal(TS))?;
+        let lines = column(LINE)?
             .as_string_opt::<i32>()
-            .ok_or_else(|| internal(LOG_LINE))?;
-        let sids = column(LOG_STREAM_ID)?
+            .ok_or_else(|| internal(LINE))?;
+        let sids = column(STREAM_ID)?
             .as_primitive_opt::<UInt64Type>()
-            .ok_or_else(|| internal(LOG_STREAM_ID))?;
-        let metadata = column(LOG_METADATA)?.as_map_opt();
-        // Absent when the pipeline did not run (line filters only).
-        let labels = match column(LOG_LABELS) {
-            Ok(c) => Some(
-                c.as_string_opt::<i32>()
-                    .ok_or_else(|| internal(LOG_LABELS))?,
-            ),
-            Err(_) => None,
-        };
+            .ok_or_else(|| internal(STREAM_ID))?;
+        let metadata = column(METADATA).ok().and_then(|c| c.as_map_opt());
         for row in 0..batch.num_rows() {
             let mut line: Cow<'_, str> = Cow::Borrowed(lines.value(row));
-            let entry_labels = if let Some(l) = labels.filter(|l| l.is_valid(row)) {
-                decode_labels(l.value(row)).ok_or_else(|| internal("labels"))?
-            } else {
+            let entry_labels = {
                 let Some(stream) = streams.0.get(&sids.value(row)) else {
                     continue;
                 };
@@ -377,25 +415,50 @@ mod tests {
         assert!(!keeps(r#"{a="b"} | decolorize != "x""#));
     }
 
+    fn all_windows(start: i64, end: i64, d: Direction, found: usize) -> Vec<(i64, i64)> {
+        let mut w = Windows::new(start, end, d);
+        let mut out = Vec::new();
+        while let Some(x) = w.next_window() {
+            out.push(x);
+            w.grow(found, 100);
+        }
+        out
+    }
+
     #[test]
     fn windows_cover_the_range_from_the_reading_end() {
-        let w = windows(0, 120 * MIN, Direction::Backward);
+        // Nothing found: 1/64, then ×8 each time.
+        let w = all_windows(0, 128 * MIN, Direction::Backward, 0);
         assert_eq!(
             w,
-            vec![(105 * MIN, 120 * MIN), (45 * MIN, 105 * MIN), (0, 45 * MIN)]
+            vec![
+                (126 * MIN, 128 * MIN),
+                (110 * MIN, 126 * MIN),
+                (0, 110 * MIN)
+            ]
         );
-        let w = windows(0, 120 * MIN, Direction::Forward);
+        let w = all_windows(0, 128 * MIN, Direction::Forward, 0);
         assert_eq!(
             w,
-            vec![(0, 15 * MIN), (15 * MIN, 75 * MIN), (75 * MIN, 120 * MIN)]
+            vec![(0, 2 * MIN), (2 * MIN, 18 * MIN), (18 * MIN, 128 * MIN)]
         );
-        assert_eq!(windows(0, 5 * MIN, Direction::Backward), vec![(0, 5 * MIN)]);
-        assert!(windows(10, 10, Direction::Forward).is_empty());
-        // A week: contiguous, no gaps, no overlap.
+        // Short ranges are one window.
+        assert_eq!(
+            all_windows(0, MIN / 2, Direction::Backward, 0),
+            vec![(0, MIN / 2)]
+        );
+        assert!(all_windows(10, 10, Direction::Forward, 0).is_empty());
+        // Density-driven: 50 found in 2 minutes, 100 missing → 6 minutes next.
+        let mut w = Windows::new(0, 128 * MIN, Direction::Backward);
+        assert_eq!(w.next_window(), Some((126 * MIN, 128 * MIN)));
+        w.grow(50, 100);
+        assert_eq!(w.next_window(), Some((120 * MIN, 126 * MIN)));
+        // A week: contiguous, no gaps, no overlap, few windows.
         let week = 7 * 24 * 60 * MIN;
-        let w = windows(0, week, Direction::Backward);
+        let w = all_windows(0, week, Direction::Backward, 1);
         assert_eq!(w[0].1, week);
         assert_eq!(w.last().unwrap().0, 0);
+        assert!(w.len() <= 8, "{} windows", w.len());
         for pair in w.windows(2) {
             assert_eq!(pair[0].0, pair[1].1);
         }

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{Float64Type, Int64Type, UInt32Type};
-use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::physical_plan::execute_stream;
 use futures::StreamExt;
 use serde_json::Value;
@@ -29,7 +29,7 @@ use tovlog_logql::pipeline::{LabelHints, Pipeline, SampleExtractor};
 
 use super::encode;
 use super::exec::{Interner, LabelReduce, PipelineMode, SampleValue};
-use super::plan::{build_scan, datafusion_error, QueryContext};
+use super::plan::{build_scan, datafusion_error, QueryContext, ScanColumns, ScanSpec};
 use super::{QueryError, QueryRequest};
 
 /// Run a metric query.
@@ -53,11 +53,14 @@ pub(super) async fn run(
     // The evaluator is synchronous and pulls its inputs; it runs on a blocking thread
     // that drives each storage read to completion on the runtime.
     let (result, failure) = tokio::task::spawn_blocking(move || {
+        let series_guard = series_guard(&expr, &steps, limits.max_series);
         let mut input = EngineInput {
             qc: input_qc,
             handle,
+            series_guard,
             leaves: leaves(&expr),
             cache: Vec::new(),
+            held: Vec::new(),
             failure: None,
         };
         let result = eval::evaluate(&expr, &steps, &mut input, &limits);
@@ -123,8 +126,14 @@ fn reduce_of(hints: &LeafHints) -> LabelReduce {
 struct EngineInput {
     qc: Arc<QueryContext>,
     handle: tokio::runtime::Handle,
+    /// See [`series_guard`].
+    series_guard: Option<usize>,
     leaves: Vec<Leaf>,
+    /// Inputs of leaves that occur more than once in the query (`x / x`-like), so each is
+    /// read once.
     cache: Vec<(RangeAggregation, Steps, LeafHints, Vec<RawSeries>)>,
+    /// Pool accounting of the inputs handed to the evaluator, held until it finishes.
+    held: Vec<MemoryReservation>,
     /// The engine failure behind an error handed to the evaluator (kept to report it
     /// with its own kind: timeout, memory, internal).
     failure: Option<QueryError>,
@@ -181,11 +190,16 @@ impl RangeInput for EngineInput {
             steps,
             label_hints,
             reduce_of(hints),
+            self.series_guard,
         ));
         match fetched {
-            Ok(series) => {
-                self.cache
-                    .push((agg.clone(), *steps, hints.clone(), series.clone()));
+            Ok((series, reservation)) => {
+                self.held.push(reservation);
+                let repeated = self.leaves.iter().filter(|l| &l.agg == agg).count() > 1;
+                if repeated {
+                    self.cache
+                        .push((agg.clone(), *steps, hints.clone(), series.clone()));
+                }
                 Ok(series)
             }
             Err(e) => {
@@ -197,14 +211,53 @@ impl RangeInput for EngineInput {
     }
 }
 
-/// Read the raw samples of one range aggregation leaf.
+/// When the query is a bare range aggregation whose every input series is certain to
+/// produce an output series (no grouping, not `absent_over_time`, steps no wider than the
+/// range so every sample falls in some window), the number of distinct input label sets
+/// is the number of result series: reading can stop with Loki's series-limit error as
+/// soon as it passes the limit, instead of holding millions of series first.
+fn series_guard(expr: &SampleExpr, steps: &Steps, max_series: usize) -> Option<usize> {
+    let SampleExpr::Range(agg) = expr else {
+        return None;
+    };
+    let dense = steps.step_ns == 0 || steps.step_ns <= agg.range.range_ns;
+    (max_series > 0 && agg.grouping.is_none() && agg.op != RangeOp::AbsentOverTime && dense)
+        .then_some(max_series)
+}
+
+/// Loki's text for too many series (same as the evaluator's).
+fn max_series_message(limit: usize) -> String {
+    format!(
+        "maximum number of series ({limit}) reached for a single query; consider reducing query \
+         cardinality by adding more specific stream selectors, reducing the time range, or \
+         aggregating results with functions like sum(), count() or topk()"
+    )
+}
+
+/// The storage columns a leaf needs. Without labels to keep (everything summed together)
+/// no structured metadata is needed, and without any stage or line-derived value not
+/// even the lines.
+fn scan_columns(pipeline: &Pipeline, value: &SampleValue, reduce: &LabelReduce) -> ScanColumns {
+    let summed_away = matches!(reduce, LabelReduce::By(names) if names.is_empty());
+    if !summed_away || !pipeline.is_line_filter_only() || matches!(value, SampleValue::Unwrap(_)) {
+        ScanColumns::All
+    } else if pipeline.is_empty() && matches!(value, SampleValue::One) {
+        ScanColumns::TimeOnly
+    } else {
+        ScanColumns::NoMetadata
+    }
+}
+
+/// Read the raw samples of one range aggregation leaf, with the pool reservation that
+/// accounts for them.
 async fn fetch_range(
     qc: &QueryContext,
     agg: &RangeAggregation,
     steps: &Steps,
     label_hints: LabelHints,
     reduce: LabelReduce,
-) -> Result<Vec<RawSeries>, QueryError> {
+    max_series: Option<usize>,
+) -> Result<(Vec<RawSeries>, MemoryReservation), QueryError> {
     let range = &agg.range;
     // Windows are (t − offset − range, t − offset]; storage ranges are [start, end).
     let start_ns = steps
@@ -225,27 +278,41 @@ async fn fetch_range(
         }
         (_, None) => SampleValue::One,
     };
-    let interner = Interner::new();
+    let runtime = qc.session.runtime_env();
+    let pool = &runtime.memory_pool;
+    let interner =
+        Interner::with_reservation(MemoryConsumer::new("tovlog series labels").register(pool));
+    let columns = scan_columns(&pipeline, &value, &reduce);
     let Some((plan, _streams)) = build_scan(
         qc,
-        &range.log,
-        pipeline,
-        Some(PipelineMode::Sample { value, reduce }),
-        Arc::clone(&interner),
-        start_ns,
-        end_ns,
+        ScanSpec {
+            log: &range.log,
+            pipeline,
+            mode: Some(PipelineMode::Sample { value, reduce }),
+            interner: Arc::clone(&interner),
+            columns,
+            start_ns,
+            end_ns,
+        },
     )
     .await?
     else {
-        return Ok(Vec::new());
+        return Ok((
+            Vec::new(),
+            MemoryConsumer::new("tovlog range samples").register(pool),
+        ));
     };
     let mut stream = execute_stream(plan, qc.session.task_ctx()).map_err(datafusion_error)?;
     // Samples are held until evaluation: account for them in the query's memory pool.
-    let reservation =
-        MemoryConsumer::new("tovlog range samples").register(&qc.session.runtime_env().memory_pool);
+    let reservation = MemoryConsumer::new("tovlog range samples").register(pool);
     let mut per_key: Vec<Vec<(i64, f64)>> = Vec::new();
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(datafusion_error)?;
+        if let Some(max) = max_series {
+            if interner.len() > max {
+                return Err(QueryError::BadRequest(max_series_message(max)));
+            }
+        }
         reservation
             .try_grow(batch.num_rows() * std::mem::size_of::<(i64, f64)>())
             .map_err(datafusion_error)?;
@@ -286,7 +353,10 @@ async fn fetch_range(
         let labels = sets.get(k).map(|l| l.as_ref().clone()).unwrap_or_default();
         out.push(RawSeries { labels, samples });
     }
-    Ok(out)
+    // The label sets now live in the series: move their accounting over before the
+    // interner (and its reservation) goes away.
+    reservation.grow(interner.reserved_bytes());
+    Ok((out, reservation))
 }
 
 #[cfg(test)]
@@ -298,6 +368,67 @@ mod tests {
             Ok(tovlog_logql::ast::Expr::Sample(e)) => e,
             other => panic!("not a metric query: {q}: {other:?}"),
         }
+    }
+
+    #[test]
+    fn scans_read_only_needed_columns() {
+        let plain = Pipeline::new(&[]).unwrap();
+        let filtered = Pipeline::new(&[tovlog_logql::ast::Stage::LineFilter(
+            tovlog_logql::ast::LineFilter {
+                op: tovlog_logql::ast::LineFilterOp::Contains,
+                values: vec![tovlog_logql::ast::LineFilterValue::Str("x".into())],
+            },
+        )])
+        .unwrap();
+        let parsed = Pipeline::new(&[tovlog_logql::ast::Stage::Json(vec![])]).unwrap();
+        let none = LabelReduce::By(vec![]);
+        assert_eq!(
+            scan_columns(&plain, &SampleValue::One, &none),
+            ScanColumns::TimeOnly
+        );
+        assert_eq!(
+            scan_columns(&plain, &SampleValue::LineBytes, &none),
+            ScanColumns::NoMetadata
+        );
+        assert_eq!(
+            scan_columns(&filtered, &SampleValue::One, &none),
+            ScanColumns::NoMetadata
+        );
+        assert_eq!(
+            scan_columns(&parsed, &SampleValue::One, &none),
+            ScanColumns::All
+        );
+        assert_eq!(
+            scan_columns(
+                &plain,
+                &SampleValue::One,
+                &LabelReduce::By(vec!["host".into()])
+            ),
+            ScanColumns::All
+        );
+        assert_eq!(
+            scan_columns(&plain, &SampleValue::One, &LabelReduce::Keep),
+            ScanColumns::All
+        );
+    }
+
+    #[test]
+    fn series_guard_only_where_series_map_one_to_one() {
+        let inst = Steps::instant(1_000);
+        let min = 60_000_000_000;
+        let range_steps = Steps::range_aligned(0, 10 * min, min);
+        let wide_steps = Steps::range_aligned(0, 10 * min, 10 * min);
+        let q = parse(r#"count_over_time({a="b"}[5m])"#);
+        assert_eq!(series_guard(&q, &inst, 500), Some(500));
+        assert_eq!(series_guard(&q, &range_steps, 500), Some(500));
+        assert_eq!(series_guard(&q, &wide_steps, 500), None);
+        assert_eq!(series_guard(&q, &inst, 0), None);
+        let q = parse(r#"sum(count_over_time({a="b"}[5m]))"#);
+        assert_eq!(series_guard(&q, &inst, 500), None);
+        let q = parse(r#"absent_over_time({a="b"}[5m])"#);
+        assert_eq!(series_guard(&q, &inst, 500), None);
+        let q = parse(r#"max_over_time({a="b"} | unwrap x [5m]) by (h)"#);
+        assert_eq!(series_guard(&q, &inst, 500), None);
     }
 
     #[test]

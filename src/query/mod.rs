@@ -8,9 +8,14 @@
 //!                                            encode (streams / matrix / vector / scalar + stats)
 //!
 //!  each storage read = plan::build_scan:
-//!    label index → stream ids → Storage::scan_table ─► LineFilterExec (leading line filters,
-//!    vectorised over the Arrow `line` column) ─► PipelineExec (rest of the pipeline, per batch)
-//!    ─► TopK sort (log queries) / grouping into RawSeries (metric queries)
+//!    label index → stream ids → Storage::scan_table (only the columns needed)
+//!    ─► LineFilterExec (leading line filters, vectorised over the Arrow `line` column)
+//!    ─► PipelineExec (rest of the pipeline, per batch; skipped when it cannot drop rows)
+//!    ─► log queries: TopK sort on `ts` (its dynamic bound reaches the Parquet scan), then
+//!       final lines and labels computed for the surviving rows only; read in time windows
+//!       from the end the direction starts at, stopping once `limit` entries are certain
+//!    ─► metric queries: rows grouped into `eval::RawSeries` by interned label set, with
+//!       `sum by`/range `by` groupings applied at the source; `eval::evaluate` does the math
 //! ```
 //!
 //! Every query gets its own DataFusion session with a memory pool of
@@ -31,8 +36,6 @@ use std::time::{Duration, Instant};
 
 use tovlog_logql::ast::Expr;
 use tovlog_storage::Storage;
-
-pub use plan::QueryContext;
 
 /// Resource limits of the engine (Loki's `limits_config` names where they exist).
 #[derive(Debug, Clone, PartialEq)]
@@ -150,7 +153,7 @@ impl QueryEngine {
             return Err(QueryError::BadRequest(INSTANT_LOG_QUERY_ERROR.to_owned()));
         }
         let cancelled = Arc::new(AtomicBool::new(false));
-        let qc = Arc::new(QueryContext::new(
+        let qc = Arc::new(plan::QueryContext::new(
             Arc::clone(&self.storage),
             req.tenant.clone(),
             &self.limits,

@@ -16,6 +16,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use tovlog_logql::ast;
 use tovlog_logql::pipeline::Pipeline;
+use tovlog_storage::schema::{LINE, METADATA, STREAM_ID, TS};
 use tovlog_storage::{MatchOp, Matcher, ScanRequest, Storage};
 
 use super::exec::{Interner, LineFilterExec, PipelineExec, PipelineMode, StreamMap};
@@ -146,6 +147,36 @@ pub fn datafusion_error(e: DataFusionError) -> QueryError {
     }
 }
 
+/// Which storage columns a scan needs. Reading fewer avoids decoding them: a plain
+/// `sum(count_over_time({…}[5m]))` never touches the lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanColumns {
+    /// Stream id, timestamp, line and structured metadata.
+    All,
+    /// Everything but structured metadata (labels are not needed beyond the stream's).
+    NoMetadata,
+    /// Stream id and timestamp only (no pipeline, no line-derived value, no labels).
+    TimeOnly,
+}
+
+/// What [`build_scan`] reads and how it processes it.
+pub struct ScanSpec<'a> {
+    /// Selector and pipeline.
+    pub log: &'a ast::LogExpr,
+    /// The compiled pipeline of `log`.
+    pub pipeline: Arc<Pipeline>,
+    /// `PipelineExec` mode; `None` runs only the leading line filters.
+    pub mode: Option<PipelineMode>,
+    /// Series interner (sample mode).
+    pub interner: Arc<Interner>,
+    /// Columns to read.
+    pub columns: ScanColumns,
+    /// Inclusive start, ns.
+    pub start_ns: i64,
+    /// Exclusive end, ns.
+    pub end_ns: i64,
+}
+
 /// Message of the error execution nodes raise once the query was cancelled.
 pub const QUERY_CANCELLED: &str = "tovlog query cancelled";
 
@@ -155,13 +186,17 @@ pub const QUERY_CANCELLED: &str = "tovlog query cancelled";
 /// run). `None` when no stream matches.
 pub async fn build_scan(
     qc: &QueryContext,
-    log: &ast::LogExpr,
-    pipeline: Arc<Pipeline>,
-    mode: Option<PipelineMode>,
-    interner: Arc<Interner>,
-    start_ns: i64,
-    end_ns: i64,
+    spec: ScanSpec<'_>,
 ) -> Result<Option<(Arc<dyn ExecutionPlan>, Arc<StreamMap>)>, QueryError> {
+    let ScanSpec {
+        log,
+        pipeline,
+        mode,
+        interner,
+        columns,
+        start_ns,
+        end_ns,
+    } = spec;
     if start_ns >= end_ns {
         return Ok(None);
     }
@@ -181,18 +216,33 @@ pub async fn build_scan(
         })
         .map_err(storage_error)?;
     let state = qc.session.state();
+    let names: &[&str] = match columns {
+        ScanColumns::All => &[STREAM_ID, TS, LINE, METADATA],
+        ScanColumns::NoMetadata => &[STREAM_ID, TS, LINE],
+        ScanColumns::TimeOnly => &[STREAM_ID, TS],
+    };
+    let table_schema = provider.schema();
+    let projection = names
+        .iter()
+        .map(|n| table_schema.index_of(n))
+        .collect::<Result<Vec<usize>, _>>()
+        .map_err(|e| QueryError::Internal(format!("logs table schema: {e}")))?;
     let scan = provider
-        .scan(&state, None, &[], None)
+        .scan(&state, Some(&projection), &[], None)
         .await
         .map_err(datafusion_error)?;
     StatsCollector::add(&qc.stats.scans, 1);
     // The leading line filters run first, over whole Arrow string arrays, so the rest of
     // the pipeline (and everything above it) only sees the lines that can match.
-    let filtered: Arc<dyn ExecutionPlan> = Arc::new(LineFilterExec::try_new(
-        scan,
-        Arc::clone(&pipeline),
-        Arc::clone(&qc.stats),
-    )?);
+    let filtered: Arc<dyn ExecutionPlan> = if columns == ScanColumns::TimeOnly {
+        scan
+    } else {
+        Arc::new(LineFilterExec::try_new(
+            scan,
+            Arc::clone(&pipeline),
+            Arc::clone(&qc.stats),
+        )?)
+    };
     let streams = Arc::new(streams);
     let processed: Arc<dyn ExecutionPlan> = match mode {
         Some(mode) => Arc::new(PipelineExec::try_new(

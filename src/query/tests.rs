@@ -355,9 +355,24 @@ fn status_of(e: &QueryError) -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn loki_goldens_through_the_engine() {
+async fn loki_goldens_through_the_engine_from_the_head() {
     let dir = tempfile::tempdir().expect("tempdir");
     let storage = loaded_storage(dir.path()).await;
+    run_goldens(storage).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loki_goldens_through_the_engine_from_parquet_chunks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = loaded_storage(dir.path()).await;
+    storage.flush().await.expect("flush");
+    let m = storage.metrics();
+    assert!(m.chunk_files > 0, "flush wrote no chunk files");
+    assert_eq!(m.head_entries, 0, "entries left in the head after flush");
+    run_goldens(storage).await;
+}
+
+async fn run_goldens(storage: Arc<Storage>) {
     let limits = QueryLimits {
         max_entries_limit_per_query: 100_000,
         max_query_series: 100_000,
@@ -619,4 +634,30 @@ async fn metric_sum_over_many_lines() {
         })
         .sum();
     assert_eq!(total, 60_000.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_limit_stops_high_cardinality_queries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = synthetic_storage(dir.path(), 20_000).await;
+    let engine = QueryEngine::new(storage, QueryLimits::default());
+    // `n` differs on every line: one series per line, far above 500.
+    let mut req = range_request(
+        r#"count_over_time({job="synth"} | json [1m])"#,
+        0,
+        T0 + 20 * SEC,
+        0,
+        100,
+    );
+    req.instant = true;
+    match engine.query(req.clone()).await {
+        Err(QueryError::BadRequest(msg)) => {
+            assert!(msg.contains("maximum number of series (500)"), "{msg}")
+        }
+        other => panic!("expected the series limit, got {other:?}"),
+    }
+    // Aggregated, the same data is fine.
+    req.query = r#"sum by (host) (count_over_time({job="synth"} | json [1m]))"#.to_owned();
+    let body = engine.query(req).await.expect("query");
+    assert_eq!(body["data"]["result"].as_array().map(Vec::len), Some(2));
 }

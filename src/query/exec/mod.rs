@@ -1,6 +1,5 @@
 //! DataFusion execution nodes of the engine and the small shared structures they use:
-//! the stream-id → labels map of a scan, the label-set interner of metric queries and
-//! the compact label encoding carried through sorts by log queries.
+//! the stream-id → labels map of a scan and the label-set interner of metric queries.
 
 mod line_filter;
 mod pipeline;
@@ -8,12 +7,14 @@ mod pipeline;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use datafusion::error::Result;
+use datafusion::execution::memory_pool::MemoryReservation;
 use parking_lot::Mutex;
 
 pub use line_filter::LineFilterExec;
 pub use pipeline::{
-    log_schema, sample_schema, LabelReduce, PipelineExec, PipelineMode, SampleValue, LOG_LABELS,
-    LOG_LINE, LOG_METADATA, LOG_STREAM_ID, LOG_TS, SAMPLE_KEY, SAMPLE_TS, SAMPLE_VALUE,
+    sample_schema, LabelReduce, PipelineExec, PipelineMode, SampleValue, SAMPLE_KEY, SAMPLE_TS,
+    SAMPLE_VALUE,
 };
 
 /// The labels of one stream, sorted by name, shared.
@@ -25,9 +26,12 @@ pub struct StreamMap(pub HashMap<u64, StreamLabels>);
 
 /// Interns label sets to dense `u32` ids so metric rows carry a number instead of strings
 /// and grouping into series is an index lookup. Shared by all partitions of a query.
+/// With a memory reservation, every new label set is accounted in the query's pool, so a
+/// query with millions of distinct series fails cleanly instead of exhausting memory.
 #[derive(Debug, Default)]
 pub struct Interner {
     inner: Mutex<InternerInner>,
+    reservation: Option<MemoryReservation>,
 }
 
 #[derive(Debug, Default)]
@@ -42,17 +46,40 @@ impl Interner {
         Arc::new(Interner::default())
     }
 
-    /// The id of `labels`, assigning the next one when new.
-    pub fn intern(&self, labels: Vec<(String, String)>) -> u32 {
+    /// A new interner accounting its memory in `reservation`'s pool.
+    pub fn with_reservation(reservation: MemoryReservation) -> Arc<Interner> {
+        Arc::new(Interner {
+            inner: Mutex::default(),
+            reservation: Some(reservation),
+        })
+    }
+
+    /// The id of `labels`, assigning the next one when new. Fails when the memory pool
+    /// cannot hold a new label set.
+    pub fn intern(&self, labels: Vec<(String, String)>) -> Result<u32> {
         let mut inner = self.inner.lock();
         if let Some(&id) = inner.ids.get(&labels) {
-            return id;
+            return Ok(id);
+        }
+        if let Some(r) = &self.reservation {
+            // Strings, their pair slots, the map entry and the Arc: an estimate is enough.
+            let bytes: usize = labels
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 48)
+                .sum::<usize>()
+                + 96;
+            r.try_grow(bytes)?;
         }
         let id = inner.sets.len() as u32;
         let labels = Arc::new(labels);
         inner.sets.push(Arc::clone(&labels));
         inner.ids.insert(labels, id);
-        id
+        Ok(id)
+    }
+
+    /// Bytes accounted for the label sets so far.
+    pub fn reserved_bytes(&self) -> usize {
+        self.reservation.as_ref().map_or(0, MemoryReservation::size)
     }
 
     /// All label sets, indexed by id.
@@ -71,67 +98,6 @@ impl Interner {
     }
 }
 
-/// The labels of one log entry after the pipeline, in Loki's categories.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct EntryLabels {
-    /// Full label set (the entry's stream in the response), sorted by name.
-    pub labels: Vec<(String, String)>,
-    /// Structured metadata part (categorize-labels only).
-    pub structured_metadata: Vec<(String, String)>,
-    /// Parsed part (categorize-labels only).
-    pub parsed: Vec<(String, String)>,
-}
-
-/// Encode entry labels into one string so they travel through DataFusion's sort as a
-/// plain Utf8 column. Format: three sections, each `count;` followed by
-/// `name\0len\0value` items (values may contain anything, names never contain `\0`).
-pub fn encode_labels(l: &EntryLabels, out: &mut String) {
-    use std::fmt::Write;
-    out.clear();
-    for section in [&l.labels, &l.structured_metadata, &l.parsed] {
-        let _ = write!(out, "{};", section.len());
-        for (k, v) in section.iter() {
-            out.push_str(k);
-            out.push('\0');
-            let _ = write!(out, "{}", v.len());
-            out.push('\0');
-            out.push_str(v);
-        }
-    }
-}
-
-/// Inverse of [`encode_labels`]; `None` on malformed input (a bug of ours).
-pub fn decode_labels(s: &str) -> Option<EntryLabels> {
-    let mut rest = s;
-    let mut sections: [Vec<(String, String)>; 3] = Default::default();
-    for section in sections.iter_mut() {
-        let semi = rest.find(';')?;
-        let count: usize = rest[..semi].parse().ok()?;
-        rest = &rest[semi + 1..];
-        section.reserve(count);
-        for _ in 0..count {
-            let z = rest.find('\0')?;
-            let name = &rest[..z];
-            rest = &rest[z + 1..];
-            let z = rest.find('\0')?;
-            let len: usize = rest[..z].parse().ok()?;
-            rest = &rest[z + 1..];
-            let value = rest.get(..len)?;
-            rest = &rest[len..];
-            section.push((name.to_owned(), value.to_owned()));
-        }
-    }
-    if !rest.is_empty() {
-        return None;
-    }
-    let [labels, structured_metadata, parsed] = sections;
-    Some(EntryLabels {
-        labels,
-        structured_metadata,
-        parsed,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,30 +107,35 @@ mod tests {
     }
 
     #[test]
-    fn labels_roundtrip_with_awkward_values() {
-        let l = EntryLabels {
-            labels: vec![p("a", ""), p("b", "x;1\0y"), p("c", "ünï")],
-            structured_metadata: vec![p("trace_id", "12;3")],
-            parsed: vec![],
-        };
-        let mut s = String::new();
-        encode_labels(&l, &mut s);
-        assert_eq!(decode_labels(&s), Some(l));
-        let empty = EntryLabels::default();
-        encode_labels(&empty, &mut s);
-        assert_eq!(s, "0;0;0;");
-        assert_eq!(decode_labels(&s), Some(empty));
-        assert_eq!(decode_labels("1;a\u{0}5\u{0}ab"), None);
-    }
-
-    #[test]
     fn interner_gives_dense_stable_ids() {
         let i = Interner::new();
-        let a = i.intern(vec![p("a", "1")]);
-        let b = i.intern(vec![p("a", "2")]);
-        let a2 = i.intern(vec![p("a", "1")]);
+        let a = i.intern(vec![p("a", "1")]).unwrap();
+        let b = i.intern(vec![p("a", "2")]).unwrap();
+        let a2 = i.intern(vec![p("a", "1")]).unwrap();
         assert_eq!((a, b, a2), (0, 1, 0));
         assert_eq!(i.len(), 2);
         assert_eq!(i.sets()[1].as_slice(), &[p("a", "2")]);
+    }
+
+    #[test]
+    fn interner_memory_is_accounted() {
+        use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryConsumer, MemoryPool};
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1000));
+        let i = Interner::with_reservation(MemoryConsumer::new("t").register(&pool));
+        let mut failed = false;
+        for n in 0..100 {
+            if i.intern(vec![p("trace_id", &format!("{n:032}"))]).is_err() {
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed, "1000 bytes cannot hold 100 label sets");
+        assert!(pool.reserved() <= 1000);
+        // Known sets are still found without growing.
+        assert_eq!(
+            i.intern(vec![p("trace_id", &format!("{:032}", 0))])
+                .unwrap(),
+            0
+        );
     }
 }

@@ -1,10 +1,9 @@
 //! `PipelineExec`: runs a compiled LogQL pipeline over scan batches.
 //!
-//! Log mode emits `(ts, line, stream_id, metadata, labels)`: when the pipeline is only
-//! line filters (already applied below by `LineFilterExec`) the batch passes through
-//! untouched and `labels` stays null, so the label set is computed later for the few
-//! rows that survive the limit; otherwise each row runs `Pipeline::process` with one
-//! reused `LabelsBuilder` and its final labels are encoded into `labels`.
+//! Filter mode (log queries) only decides which rows the pipeline keeps and passes them
+//! on in the storage schema: the rewritten line and final labels are computed again,
+//! after the limit, for the few rows that are returned, so the per-row work here is the
+//! pipeline itself with one reused `LabelsBuilder` and no output allocation.
 //!
 //! Sample mode emits `(key, ts, value)` for metric queries: `key` is the interned id of
 //! the (possibly pre-grouped) series label set, `value` 1, the line length or the
@@ -16,10 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use datafusion::arrow::array::{
-    new_null_array, Array, ArrayBuilder, ArrayRef, AsArray, Float64Builder, Int64Array,
-    Int64Builder, MapArray, RecordBatch, StringArray, StringBuilder, UInt32Builder, UInt64Array,
-    UInt64Builder,
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, Float64Builder, Int64Array,
+    Int64Builder, MapArray, RecordBatch, StringArray, UInt32Builder, UInt64Array,
 };
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, UInt64Type};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
@@ -34,47 +33,18 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use tovlog_logql::pipeline::{LabelsBuilder, Pipeline, SampleExtractor};
-use tovlog_storage::schema::{metadata_entries_field, LINE, METADATA, STREAM_ID, TS};
+use tovlog_storage::schema::{LINE, METADATA, STREAM_ID, TS};
 
-use super::{encode_labels, EntryLabels, Interner, StreamLabels, StreamMap};
+use super::{Interner, StreamLabels, StreamMap};
 use crate::query::plan::QUERY_CANCELLED;
 use crate::query::stats::StatsCollector;
 
-/// Log-mode output column: timestamp (ns).
-pub const LOG_TS: &str = "ts";
-/// Log-mode output column: the (possibly rewritten) line.
-pub const LOG_LINE: &str = "line";
-/// Log-mode output column: the stream id.
-pub const LOG_STREAM_ID: &str = "stream_id";
-/// Log-mode output column: structured metadata (only on the pass-through path).
-pub const LOG_METADATA: &str = "metadata";
-/// Log-mode output column: encoded final labels (null on the pass-through path).
-pub const LOG_LABELS: &str = "labels";
 /// Sample-mode output column: interned series id.
 pub const SAMPLE_KEY: &str = "key";
 /// Sample-mode output column: timestamp (ns).
 pub const SAMPLE_TS: &str = "ts";
 /// Sample-mode output column: sample value.
 pub const SAMPLE_VALUE: &str = "value";
-
-/// Schema of log-mode output.
-pub fn log_schema() -> SchemaRef {
-    static S: OnceLock<SchemaRef> = OnceLock::new();
-    S.get_or_init(|| {
-        Arc::new(Schema::new(vec![
-            Field::new(LOG_TS, DataType::Int64, false),
-            Field::new(LOG_LINE, DataType::Utf8, false),
-            Field::new(LOG_STREAM_ID, DataType::UInt64, false),
-            Field::new(
-                LOG_METADATA,
-                DataType::Map(metadata_entries_field(), false),
-                true,
-            ),
-            Field::new(LOG_LABELS, DataType::Utf8, true),
-        ]))
-    })
-    .clone()
-}
 
 /// Schema of sample-mode output.
 pub fn sample_schema() -> SchemaRef {
@@ -116,11 +86,8 @@ pub enum LabelReduce {
 /// What the node emits.
 #[derive(Clone)]
 pub enum PipelineMode {
-    /// Log rows.
-    Log {
-        /// Encode categorized labels too.
-        categorize: bool,
-    },
+    /// Log rows: only the rows the pipeline keeps, in the input schema.
+    Filter,
     /// Metric samples.
     Sample {
         /// Value source.
@@ -133,7 +100,7 @@ pub enum PipelineMode {
 impl fmt::Debug for PipelineMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PipelineMode::Log { categorize } => write!(f, "Log(categorize={categorize})"),
+            PipelineMode::Filter => write!(f, "Filter"),
             PipelineMode::Sample { value, reduce } => {
                 let v = match value {
                     SampleValue::One => "one",
@@ -179,7 +146,7 @@ impl PipelineExec {
         cancelled: Arc<AtomicBool>,
     ) -> Result<PipelineExec, crate::query::QueryError> {
         let schema = match mode {
-            PipelineMode::Log { .. } => log_schema(),
+            PipelineMode::Filter => input.schema(),
             PipelineMode::Sample { .. } => sample_schema(),
         };
         let props = Arc::new(PlanProperties::new(
@@ -286,7 +253,6 @@ impl ExecutionPlan for PipelineExec {
             meta: Vec::new(),
             stream_keys: HashMap::new(),
             by_cache: ByCache::default(),
-            encoded: String::new(),
         };
         let stream = input
             .map(move |batch| state.process(batch?))
@@ -311,14 +277,14 @@ struct PartitionState {
     stream_keys: HashMap<u64, u32>,
     /// Series ids of `by (…)` groupings, found without allocating.
     by_cache: ByCache,
-    encoded: String,
 }
 
 /// Columns of an input batch.
 struct Input<'a> {
     stream_ids: &'a UInt64Array,
     ts: &'a Int64Array,
-    lines: &'a StringArray,
+    /// Absent when the scan did not read lines (`ScanColumns::TimeOnly`).
+    lines: Option<&'a StringArray>,
     metadata: Option<&'a MapArray>,
 }
 
@@ -338,7 +304,15 @@ impl<'a> Input<'a> {
             ts: col(TS)?
                 .as_primitive_opt::<Int64Type>()
                 .ok_or_else(|| bad(TS))?,
-            lines: col(LINE)?.as_string_opt::<i32>().ok_or_else(|| bad(LINE))?,
+            lines: match batch.schema_ref().index_of(LINE) {
+                Ok(idx) => Some(
+                    batch
+                        .column(idx)
+                        .as_string_opt::<i32>()
+                        .ok_or_else(|| bad(LINE))?,
+                ),
+                Err(_) => None,
+            },
             metadata: match batch.schema_ref().index_of(METADATA) {
                 Ok(idx) => Some(
                     batch
@@ -481,7 +455,7 @@ struct ByCache {
 type GroupEntry = (Vec<Option<String>>, u32);
 
 impl ByCache {
-    fn key(&mut self, lb: &LabelsBuilder, names: &[String], interner: &Interner) -> u32 {
+    fn key(&mut self, lb: &LabelsBuilder, names: &[String], interner: &Interner) -> Result<u32> {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         for n in names {
@@ -494,13 +468,13 @@ impl ByCache {
                 .zip(values)
                 .all(|(n, v)| lb.get(n) == v.as_deref())
             {
-                return *key;
+                return Ok(*key);
             }
         }
-        let key = interner.intern(series_labels(lb, &LabelReduce::By(names.to_vec())));
+        let key = interner.intern(series_labels(lb, &LabelReduce::By(names.to_vec())))?;
         let values = names.iter().map(|n| lb.get(n).map(str::to_owned)).collect();
         bucket.push((values, key));
-        key
+        Ok(key)
     }
 }
 
@@ -510,86 +484,44 @@ impl PartitionState {
             return Err(DataFusionError::Execution(QUERY_CANCELLED.to_owned()));
         }
         let out = match &self.mode {
-            PipelineMode::Log { categorize } => {
-                let categorize = *categorize;
-                self.process_log(&batch, categorize)?
-            }
+            PipelineMode::Filter => self.process_filter(batch)?,
             PipelineMode::Sample { .. } => self.process_sample(&batch)?,
         };
         StatsCollector::add(&self.stats.post_filter_lines, out.num_rows() as u64);
         Ok(out)
     }
 
-    fn process_log(&mut self, batch: &RecordBatch, categorize: bool) -> Result<RecordBatch> {
+    fn process_filter(&mut self, batch: RecordBatch) -> Result<RecordBatch> {
         let n = batch.num_rows();
-        if self.pipeline.is_line_filter_only() {
-            // Labels are a function of (stream, metadata): compute them only for the rows
-            // that survive the limit. Pass the columns through without copying.
-            let col = |name: &str| -> Result<ArrayRef> {
-                Ok(Arc::clone(batch.column(batch.schema_ref().index_of(name)?)))
-            };
-            let metadata = match batch.schema_ref().index_of(METADATA) {
-                Ok(idx) => Arc::clone(batch.column(idx)),
-                Err(_) => new_null_array(self.schema.field(3).data_type(), n),
-            };
-            let columns = vec![
-                col(TS)?,
-                col(LINE)?,
-                col(STREAM_ID)?,
-                metadata,
-                new_null_array(&DataType::Utf8, n),
-            ];
-            return Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?);
-        }
-        let input = Input::of(batch)?;
-        let mut ts_b = Int64Builder::with_capacity(n);
-        let mut line_b = StringBuilder::with_capacity(n, 64 * n);
-        let mut sid_b = UInt64Builder::with_capacity(n);
-        let mut labels_b = StringBuilder::with_capacity(n, 128 * n);
+        let input = Input::of(&batch)?;
+        let lines = input
+            .lines
+            .ok_or_else(|| DataFusionError::Internal("log scan without lines".into()))?;
         let streams = Arc::clone(&self.streams);
         let mut lookup = StreamLookup::new(&streams);
+        let mut mask = BooleanBufferBuilder::new(n);
+        let mut kept = 0usize;
         for row in 0..n {
-            let sid = input.stream_ids.value(row);
-            let Some(stream) = lookup.get(sid) else {
-                continue;
-            };
-            let ts = input.ts.value(row);
-            let nmeta = read_metadata(input.metadata, row, &mut self.meta);
-            self.lb.reset(stream, &self.meta[..nmeta]);
-            let Some(line) = self
-                .pipeline
-                .process(ts, input.lines.value(row), &mut self.lb)
-            else {
-                continue;
-            };
-            let labels = if categorize {
-                let c = self.lb.categorized();
-                EntryLabels {
-                    labels: self.lb.labels(),
-                    structured_metadata: c.structured_metadata,
-                    parsed: c.parsed,
+            let keep = match lookup.get(input.stream_ids.value(row)) {
+                Some(stream) => {
+                    let nmeta = read_metadata(input.metadata, row, &mut self.meta);
+                    self.lb.reset(stream, &self.meta[..nmeta]);
+                    self.pipeline
+                        .process(input.ts.value(row), lines.value(row), &mut self.lb)
+                        .is_some()
                 }
-            } else {
-                EntryLabels {
-                    labels: self.lb.labels(),
-                    ..EntryLabels::default()
-                }
+                None => false,
             };
-            encode_labels(&labels, &mut self.encoded);
-            ts_b.append_value(ts);
-            line_b.append_value(line.as_ref());
-            sid_b.append_value(sid);
-            labels_b.append_value(&self.encoded);
+            kept += usize::from(keep);
+            mask.append(keep);
         }
-        let rows = ts_b.len();
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(ts_b.finish()),
-            Arc::new(line_b.finish()),
-            Arc::new(sid_b.finish()),
-            new_null_array(self.schema.field(3).data_type(), rows),
-            Arc::new(labels_b.finish()),
-        ];
-        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+        if kept == n {
+            return Ok(batch);
+        }
+        Ok(filter_record_batch(
+            &batch,
+            &BooleanArray::new(mask.finish(), None),
+        )?)
     }
 
     fn process_sample(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
@@ -598,6 +530,10 @@ impl PartitionState {
         };
         let n = batch.num_rows();
         let input = Input::of(batch)?;
+        if input.lines.is_none() {
+            // No LineFilterExec below to count what was read.
+            StatsCollector::add(&self.stats.lines_scanned, n as u64);
+        }
         let mut key_b = UInt32Builder::with_capacity(n);
         let mut ts_b = Int64Builder::with_capacity(n);
         let mut val_b = Float64Builder::with_capacity(n);
@@ -612,7 +548,8 @@ impl PartitionState {
                 continue;
             };
             let ts = input.ts.value(row);
-            let raw_line = input.lines.value(row);
+            // Only a scan without any stage or line-derived value skips the lines.
+            let raw_line = input.lines.map_or("", |l| l.value(row));
             let nmeta = read_metadata(input.metadata, row, &mut self.meta);
             if filter_only && !unwrap && nmeta == 0 {
                 // The labels are the stream's: one interned id per stream.
@@ -623,7 +560,7 @@ impl PartitionState {
                             Some(&k) => k,
                             None => {
                                 let labels = reduce_labels(stream.as_ref().clone(), reduce);
-                                let k = self.interner.intern(labels);
+                                let k = self.interner.intern(labels)?;
                                 self.stream_keys.insert(sid, k);
                                 k
                             }
@@ -660,9 +597,9 @@ impl PartitionState {
             };
             let key = match reduce {
                 LabelReduce::By(names) if !self.lb.has_error() => {
-                    self.by_cache.key(&self.lb, names, &self.interner)
+                    self.by_cache.key(&self.lb, names, &self.interner)?
                 }
-                _ => self.interner.intern(series_labels(&self.lb, reduce)),
+                _ => self.interner.intern(series_labels(&self.lb, reduce))?,
             };
             key_b.append_value(key);
             ts_b.append_value(ts);
@@ -692,11 +629,11 @@ mod tests {
         let names = vec!["level".to_owned(), "host".to_owned()];
         let mut lb = LabelsBuilder::new();
         lb.reset(&[p("host", "a"), p("level", "info"), p("pod", "1")], &[]);
-        let k1 = cache.key(&lb, &names, &interner);
+        let k1 = cache.key(&lb, &names, &interner).unwrap();
         lb.reset(&[p("host", "a"), p("level", "info"), p("pod", "2")], &[]);
-        let k2 = cache.key(&lb, &names, &interner);
+        let k2 = cache.key(&lb, &names, &interner).unwrap();
         lb.reset(&[p("host", "a"), p("pod", "2")], &[]);
-        let k3 = cache.key(&lb, &names, &interner);
+        let k3 = cache.key(&lb, &names, &interner).unwrap();
         assert_eq!(k1, k2);
         assert_ne!(k1, k3);
         assert_eq!(
