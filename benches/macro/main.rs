@@ -377,9 +377,11 @@ async fn main() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let data_dir = args.keep.clone().unwrap_or_else(|| tmp.path().join("data"));
     let config = tmp.path().join("bench.yaml");
+    // TOVLOG_BENCH_CONFIG (YAML, e.g. a `storage:` section) is appended to try settings.
+    let extra = std::env::var("TOVLOG_BENCH_CONFIG").unwrap_or_default();
     std::fs::write(
         &config,
-        "auth_enabled: false\nlimits_config:\n  ingestion_rate_mb: 100000\n  ingestion_burst_size_mb: 100000\n  max_query_series: 100000\n  max_entries_limit_per_query: 100000\n  discover_log_levels: false\n",
+        format!("auth_enabled: false\nlimits_config:\n  ingestion_rate_mb: 100000\n  ingestion_burst_size_mb: 100000\n  max_query_series: 100000\n  max_entries_limit_per_query: 100000\n  discover_log_levels: false\n{extra}\n"),
     )?;
 
     let server = start(&config, &data_dir).await?;
