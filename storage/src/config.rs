@@ -41,7 +41,9 @@ impl StorageConfig {
     /// Reject impossible settings, naming the key.
     pub fn validate(&self) -> Result<()> {
         if self.wal.segment_size.0 < 4096 {
-            return Err(Error::Config("wal.segment_size must be at least 4KiB".into()));
+            return Err(Error::Config(
+                "wal.segment_size must be at least 4KiB".into(),
+            ));
         }
         if self.head.max_bytes.0 < 1024 * 1024 {
             return Err(Error::Config("head.max_bytes must be at least 1MiB".into()));
@@ -53,14 +55,18 @@ impl StorageConfig {
             return Err(Error::Config("chunk.window must be at least 1m".into()));
         }
         if self.chunk.row_group_rows < 1024 {
-            return Err(Error::Config("chunk.row_group_rows must be at least 1024".into()));
+            return Err(Error::Config(
+                "chunk.row_group_rows must be at least 1024".into(),
+            ));
         }
         if !(1..=22).contains(&self.chunk.zstd_level) {
             return Err(Error::Config("chunk.zstd_level must be in 1..=22".into()));
         }
         if let ObjectStoreConfig::S3(s3) = &self.object_store {
             if s3.bucket.is_empty() {
-                return Err(Error::Config("object_store.bucket must be set for s3".into()));
+                return Err(Error::Config(
+                    "object_store.bucket must be set for s3".into(),
+                ));
             }
         }
         Ok(())
@@ -151,7 +157,10 @@ impl std::fmt::Debug for S3Config {
             .field("bucket", &self.bucket)
             .field("region", &self.region)
             .field("access_key_id", &self.access_key_id.as_ref().map(|_| "***"))
-            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "***"))
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "***"),
+            )
             .field("allow_http", &self.allow_http)
             .field("path_style", &self.path_style)
             .field("prefix", &self.prefix)
@@ -260,6 +269,8 @@ impl ByteSize {
     }
 }
 
+// `is_multiple_of` needs Rust 1.87; the workspace declares 1.85.
+#[allow(clippy::manual_is_multiple_of)]
 impl Serialize for ByteSize {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let v = self.0;
@@ -309,9 +320,7 @@ impl HumanDuration {
                 .find(|c: char| !(c.is_ascii_digit() || c == '.'))
                 .ok_or_else(|| format!("missing unit in duration {s:?}"))?;
             let (num, tail) = rest.split_at(n_end);
-            let num: f64 = num
-                .parse()
-                .map_err(|_| format!("invalid duration {s:?}"))?;
+            let num: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
             let u_end = tail
                 .find(|c: char| c.is_ascii_digit() || c == '.')
                 .unwrap_or(tail.len());

@@ -75,7 +75,12 @@ impl Inner {
     }
 
     /// Write one frozen head of a tenant and publish it. Returns (rows, files).
-    async fn flush_frozen(&self, tenant: &Arc<Tenant>, seq: u64, head: Arc<Head>) -> Result<(u64, u64)> {
+    async fn flush_frozen(
+        &self,
+        tenant: &Arc<Tenant>,
+        seq: u64,
+        head: Arc<Head>,
+    ) -> Result<(u64, u64)> {
         let window_ns = i64::try_from(self.config.chunk.window.0.as_nanos()).unwrap_or(i64::MAX);
         let (sorted, windows) = {
             let head = head.clone();
@@ -109,7 +114,10 @@ impl Inner {
             self.store
                 .put(&object, PutPayload::from(encoded.data))
                 .await
-                .map_err(|e| Error::ObjectStore { path: path.clone(), source: e })?;
+                .map_err(|e| Error::ObjectStore {
+                    path: path.clone(),
+                    source: e,
+                })?;
             rows += encoded.rows;
             chunks.push(ChunkMeta {
                 path,
@@ -124,7 +132,10 @@ impl Inner {
 
         // Label index first: once the manifest is swapped in, the head no longer answers
         // for these streams.
-        let streams: Vec<_> = head.streams().map(|(id, s)| (id, s.labels.clone())).collect();
+        let streams: Vec<_> = head
+            .streams()
+            .map(|(id, s)| (id, s.labels.clone()))
+            .collect();
         let t = tenant.clone();
         tokio::task::spawn_blocking(move || t.index.add_streams(&streams))
             .await
@@ -136,7 +147,8 @@ impl Inner {
         next.version = manifest::MANIFEST_VERSION;
         next.flushed_wal_seq = next.flushed_wal_seq.max(seq);
         // A retried flush of the same frozen head rewrites the same paths: replace, not add.
-        next.chunks.retain(|c| !chunks.iter().any(|n| n.path == c.path));
+        next.chunks
+            .retain(|c| !chunks.iter().any(|n| n.path == c.path));
         next.chunks.extend(chunks);
         manifest::save(self.store.as_ref(), &tenant.name, &next).await?;
         {
@@ -145,8 +157,10 @@ impl Inner {
             *state = ManifestState::new(next);
             frozen.retain(|(_, h)| !Arc::ptr_eq(h, &head));
         }
-        self.head_bytes.fetch_sub(head.bytes() as u64, Ordering::Relaxed);
-        self.head_entries.fetch_sub(head.entries() as u64, Ordering::Relaxed);
+        self.head_bytes
+            .fetch_sub(head.bytes() as u64, Ordering::Relaxed);
+        self.head_entries
+            .fetch_sub(head.entries() as u64, Ordering::Relaxed);
         Ok((rows, files))
     }
 

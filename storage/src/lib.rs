@@ -124,7 +124,11 @@ pub(crate) struct Tenant {
 }
 
 impl Tenant {
-    fn open(data_dir: &std::path::Path, name: &str, manifest: manifest::Manifest) -> Result<Tenant> {
+    fn open(
+        data_dir: &std::path::Path,
+        name: &str,
+        manifest: manifest::Manifest,
+    ) -> Result<Tenant> {
         let dir = manifest::tenant_dir(name);
         let index = LabelIndex::open(&data_dir.join("index").join(&dir))?;
         Ok(Tenant {
@@ -210,7 +214,11 @@ impl Inner {
         if let Some(t) = tenants.get(name) {
             return Ok(t.clone());
         }
-        let t = Arc::new(Tenant::open(&self.config.data_dir, name, manifest::Manifest::default())?);
+        let t = Arc::new(Tenant::open(
+            &self.config.data_dir,
+            name,
+            manifest::Manifest::default(),
+        )?);
         tenants.insert(name.to_string(), t.clone());
         Ok(t)
     }
@@ -260,7 +268,11 @@ impl Storage {
                 let t = match tenants.get(&tenant) {
                     Some(t) => t.clone(),
                     None => {
-                        let t = Arc::new(Tenant::open(&data_dir, &tenant, manifest::Manifest::default())?);
+                        let t = Arc::new(Tenant::open(
+                            &data_dir,
+                            &tenant,
+                            manifest::Manifest::default(),
+                        )?);
                         tenants.insert(tenant.clone(), t.clone());
                         t
                     }
@@ -473,10 +485,24 @@ impl Storage {
         streams.dedup();
         let url = self.inner.store_url.clone();
         let Some(t) = self.inner.tenant(&tenant) else {
-            return Ok(LogsTable::new(streams, start_ns, end_ns, Vec::new(), Vec::new(), url));
+            return Ok(LogsTable::new(
+                streams,
+                start_ns,
+                end_ns,
+                Vec::new(),
+                Vec::new(),
+                url,
+            ));
         };
         if streams.is_empty() || start_ns >= end_ns {
-            return Ok(LogsTable::new(streams, start_ns, end_ns, Vec::new(), Vec::new(), url));
+            return Ok(LogsTable::new(
+                streams,
+                start_ns,
+                end_ns,
+                Vec::new(),
+                Vec::new(),
+                url,
+            ));
         }
         let mut batches = Vec::new();
         let manifest = {
@@ -502,7 +528,9 @@ impl Storage {
         self.inner
             .scan_chunk_files
             .fetch_add(files.len() as u64, Ordering::Relaxed);
-        Ok(LogsTable::new(streams, start_ns, end_ns, batches, files, url))
+        Ok(LogsTable::new(
+            streams, start_ns, end_ns, batches, files, url,
+        ))
     }
 
     /// Register the chunk object store with a DataFusion session so scans can read it.

@@ -53,7 +53,9 @@ pub fn build(config: &StorageConfig) -> Result<Arc<dyn ObjectStore>> {
             if let Some(secret) = &s3.secret_access_key {
                 b = b.with_secret_access_key(secret);
             }
-            let store = b.build().map_err(|e| Error::Config(format!("object_store (s3): {e}")))?;
+            let store = b
+                .build()
+                .map_err(|e| Error::Config(format!("object_store (s3): {e}")))?;
             if s3.prefix.trim_matches('/').is_empty() {
                 Ok(Arc::new(store))
             } else {

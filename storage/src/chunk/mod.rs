@@ -84,7 +84,8 @@ impl SortedHead {
             while start < idx.len() {
                 let w = stream.entry(idx[start]).ts.div_euclid(window_ns);
                 let end = start
-                    + idx[start..].partition_point(|&i| stream.entry(i).ts.div_euclid(window_ns) == w);
+                    + idx[start..]
+                        .partition_point(|&i| stream.entry(i).ts.div_euclid(window_ns) == w);
                 windows
                     .entry(w.saturating_mul(window_ns))
                     .or_default()
@@ -220,13 +221,20 @@ mod tests {
             labels: LabelSet::new(vec![("job".into(), job.into())]),
             entries: ts
                 .iter()
-                .map(|&t| Entry { ts_ns: t, line: format!("line {t}"), metadata: vec![] })
+                .map(|&t| Entry {
+                    ts_ns: t,
+                    line: format!("line {t}"),
+                    metadata: vec![],
+                })
                 .collect(),
         };
         head.append(vec![mk("b", &[hour + 5, 3, 1]), mk("a", &[2, hour + 1])]);
         let sorted = SortedHead::new(Arc::new(head));
         let windows = sorted.windows(hour);
-        assert_eq!(windows.iter().map(|w| w.start_ns).collect::<Vec<_>>(), [0, hour]);
+        assert_eq!(
+            windows.iter().map(|w| w.start_ns).collect::<Vec<_>>(),
+            [0, hour]
+        );
         let chunk = sorted.encode(&windows[0], &ChunkConfig::default())?;
         assert_eq!((chunk.rows, chunk.min_ts, chunk.max_ts), (3, 1, 3));
         let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(chunk.data))?.build()?;

@@ -24,6 +24,9 @@ use crate::AppendSummary;
 /// Fixed per-entry overhead we account besides the strings (struct + vector slot).
 pub const ENTRY_OVERHEAD: usize = std::mem::size_of::<HeadEntry>() + 8;
 
+/// Structured metadata pairs of one entry.
+pub type MetadataPairs = Box<[(Box<str>, Box<str>)]>;
+
 /// One stored entry.
 #[derive(Debug, Clone)]
 pub struct HeadEntry {
@@ -32,7 +35,7 @@ pub struct HeadEntry {
     /// The line.
     pub line: Box<str>,
     /// Structured metadata in push order; `None` when empty (the common case).
-    pub metadata: Option<Box<[(Box<str>, Box<str>)]>>,
+    pub metadata: Option<MetadataPairs>,
 }
 
 /// The entries of one stream.
@@ -268,7 +271,10 @@ impl Head {
             }
             let idx = stream.sorted_indices(start, end);
             rows += idx.len();
-            line_bytes += idx.iter().map(|&i| stream.entry(i).line.len()).sum::<usize>();
+            line_bytes += idx
+                .iter()
+                .map(|&i| stream.entry(i).line.len())
+                .sum::<usize>();
             selected.push((id, stream, idx));
         }
         if rows == 0 {
@@ -382,7 +388,10 @@ mod tests {
     #[test]
     fn duplicates_are_stored_once_and_out_of_order_is_sorted() -> Result<()> {
         let mut head = Head::default();
-        let s = head.append(vec![push("a", &[(10, "x"), (20, "y"), (10, "x"), (5, "w")])]);
+        let s = head.append(vec![push(
+            "a",
+            &[(10, "x"), (20, "y"), (10, "x"), (5, "w")],
+        )]);
         assert_eq!((s.entries, s.duplicates), (3, 1));
         let s = head.append(vec![push("a", &[(20, "y"), (20, "z")])]);
         assert_eq!((s.entries, s.duplicates), (1, 1));
@@ -390,9 +399,18 @@ mod tests {
         let batch = head
             .snapshot(&[id], 0, 100)?
             .ok_or_else(|| crate::Error::Internal("empty".into()))?;
-        let ts: Vec<i64> = batch.column(1).as_primitive::<Int64Type>().values().to_vec();
+        let ts: Vec<i64> = batch
+            .column(1)
+            .as_primitive::<Int64Type>()
+            .values()
+            .to_vec();
         assert_eq!(ts, [5, 10, 20, 20]);
-        let lines: Vec<&str> = batch.column(2).as_string::<i32>().iter().flatten().collect();
+        let lines: Vec<&str> = batch
+            .column(2)
+            .as_string::<i32>()
+            .iter()
+            .flatten()
+            .collect();
         assert_eq!(lines, ["w", "x", "y", "z"]);
         assert_eq!(head.entries(), 4);
         Ok(())
@@ -401,7 +419,10 @@ mod tests {
     #[test]
     fn snapshot_restricts_streams_and_range() -> Result<()> {
         let mut head = Head::default();
-        head.append(vec![push("a", &[(1, "a1"), (2, "a2"), (3, "a3")]), push("b", &[(2, "b2")])]);
+        head.append(vec![
+            push("a", &[(1, "a1"), (2, "a2"), (3, "a3")]),
+            push("b", &[(2, "b2")]),
+        ]);
         let a = LabelSet::new(vec![("job".into(), "a".into())]).fingerprint();
         let batch = head
             .snapshot(&[a], 2, 3)?

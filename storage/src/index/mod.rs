@@ -156,7 +156,10 @@ impl LabelIndex {
         let _guard = self.write_lock.lock();
         let new: Vec<&(StreamId, Arc<LabelSet>)> = {
             let known = self.known.read();
-            streams.iter().filter(|(id, _)| !known.contains_key(id)).collect()
+            streams
+                .iter()
+                .filter(|(id, _)| !known.contains_key(id))
+                .collect()
         };
         if new.is_empty() {
             return Ok(0);
@@ -171,7 +174,8 @@ impl LabelIndex {
                 doc.add_text(self.fields.pair, format!("{k}={v}"));
                 doc.add_text(self.fields.name, k);
             }
-            let json = serde_json::to_string(labels.pairs()).map_err(|e| Error::Internal(e.to_string()))?;
+            let json = serde_json::to_string(labels.pairs())
+                .map_err(|e| Error::Internal(e.to_string()))?;
             doc.add_text(self.fields.labels, json);
             writer.add_document(doc)?;
         }
@@ -234,7 +238,10 @@ mod tests {
 
     fn ls(pairs: &[(&str, &str)]) -> Arc<LabelSet> {
         Arc::new(LabelSet::new(
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         ))
     }
 
@@ -253,20 +260,34 @@ mod tests {
             (2, ls(&[("job", "api"), ("env", "dev")])),
             (3, ls(&[("job", "web")])),
         ])?;
-        let m = |n: &str, op, v: &str| Matcher::new(n, op, v).map_err(|e| Error::Internal(e.to_string()));
+        let m = |n: &str, op, v: &str| {
+            Matcher::new(n, op, v).map_err(|e| Error::Internal(e.to_string()))
+        };
         assert_eq!(ids(index.lookup(&[m("job", MatchOp::Eq, "api")?])?), [1, 2]);
-        assert_eq!(ids(index.lookup(&[m("env", MatchOp::Neq, "prod")?])?), [2, 3]);
+        assert_eq!(
+            ids(index.lookup(&[m("env", MatchOp::Neq, "prod")?])?),
+            [2, 3]
+        );
         assert_eq!(ids(index.lookup(&[m("env", MatchOp::Re, "p.*")?])?), [1]);
-        assert_eq!(ids(index.lookup(&[m("env", MatchOp::Nre, "p.*|d.*")?])?), [3]);
+        assert_eq!(
+            ids(index.lookup(&[m("env", MatchOp::Nre, "p.*|d.*")?])?),
+            [3]
+        );
         assert_eq!(ids(index.lookup(&[m("env", MatchOp::Eq, "")?])?), [3]);
         assert_eq!(ids(index.lookup(&[m("env", MatchOp::Neq, "")?])?), [1, 2]);
         assert_eq!(ids(index.lookup(&[])?), [1, 2, 3]);
         // Re-adding is a no-op; reopening finds everything again.
-        assert_eq!(index.add_streams(&[(1, ls(&[("job", "api"), ("env", "prod")]))])?, 0);
+        assert_eq!(
+            index.add_streams(&[(1, ls(&[("job", "api"), ("env", "prod")]))])?,
+            0
+        );
         drop(index);
         let index = LabelIndex::open(dir.path())?;
         assert_eq!(index.len(), 3);
-        assert_eq!(index.get(3).map(|l| l.to_string()), Some("{job=\"web\"}".to_string()));
+        assert_eq!(
+            index.get(3).map(|l| l.to_string()),
+            Some("{job=\"web\"}".to_string())
+        );
         Ok(())
     }
 }

@@ -107,7 +107,10 @@ impl ManifestState {
         let mut stream_ranges: HashMap<StreamId, Vec<(i64, i64)>> = HashMap::new();
         for chunk in &manifest.chunks {
             for s in &chunk.streams {
-                stream_ranges.entry(s.id).or_default().push((s.min_ts, s.max_ts));
+                stream_ranges
+                    .entry(s.id)
+                    .or_default()
+                    .push((s.min_ts, s.max_ts));
             }
         }
         Arc::new(ManifestState {
@@ -181,7 +184,11 @@ async fn get_json<T: for<'de> Deserialize<'de>>(
     }
 }
 
-async fn put_json<T: Serialize>(store: &dyn ObjectStore, path: &ObjectPath, value: &T) -> Result<()> {
+async fn put_json<T: Serialize>(
+    store: &dyn ObjectStore,
+    path: &ObjectPath,
+    value: &T,
+) -> Result<()> {
     let body = serde_json::to_vec(value).map_err(|e| Error::Internal(e.to_string()))?;
     store
         .put(path, PutPayload::from(body))
@@ -212,7 +219,10 @@ pub async fn load(store: &dyn ObjectStore, tenant: &str) -> Result<Manifest> {
     if manifest.version > MANIFEST_VERSION {
         return Err(Error::Corrupt {
             path: path.to_string(),
-            detail: format!("manifest version {} is newer than this build", manifest.version),
+            detail: format!(
+                "manifest version {} is newer than this build",
+                manifest.version
+            ),
         });
     }
     Ok(manifest)
@@ -236,8 +246,20 @@ mod tests {
             max_ts: 300,
             rows: 3,
             streams: vec![
-                StreamRange { id: 1, min_ts: 100, max_ts: 150, rows: 2, line_bytes: 4 },
-                StreamRange { id: 7, min_ts: 250, max_ts: 300, rows: 1, line_bytes: 2 },
+                StreamRange {
+                    id: 1,
+                    min_ts: 100,
+                    max_ts: 150,
+                    rows: 2,
+                    line_bytes: 4,
+                },
+                StreamRange {
+                    id: 7,
+                    min_ts: 250,
+                    max_ts: 300,
+                    rows: 1,
+                    line_bytes: 2,
+                },
             ],
         }
     }
@@ -264,14 +286,21 @@ mod tests {
     async fn manifest_round_trips_and_corruption_is_reported() -> Result<()> {
         let store = InMemory::new();
         assert_eq!(load(&store, "t").await?, Manifest::default());
-        let m = Manifest { version: 1, flushed_wal_seq: 9, chunks: vec![chunk()] };
+        let m = Manifest {
+            version: 1,
+            flushed_wal_seq: 9,
+            chunks: vec![chunk()],
+        };
         save(&store, "t", &m).await?;
         assert_eq!(load(&store, "t").await?, m);
         store
             .put(&manifest_path("t"), PutPayload::from_static(b"{not json"))
             .await
             .map_err(|e| os_err(&manifest_path("t"), e))?;
-        assert!(matches!(load(&store, "t").await, Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            load(&store, "t").await,
+            Err(Error::Corrupt { .. })
+        ));
         Ok(())
     }
 }

@@ -32,7 +32,7 @@ use datafusion::error::Result as DfResult;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{col, lit, Expr, TableType};
 use datafusion::physical_plan::empty::EmptyExec;
-use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::filter::FilterExecBuilder;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
 
@@ -65,7 +65,10 @@ impl fmt::Debug for LogsTable {
             .field("streams", &self.streams.len())
             .field("start_ns", &self.start_ns)
             .field("end_ns", &self.end_ns)
-            .field("head_rows", &self.head.iter().map(|b| b.num_rows()).sum::<usize>())
+            .field(
+                "head_rows",
+                &self.head.iter().map(|b| b.num_rows()).sum::<usize>(),
+            )
             .field("files", &self.files.len())
             .finish()
     }
@@ -143,7 +146,7 @@ impl TableProvider for LogsTable {
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !self.head.is_empty() {
             inputs.push(MemorySourceConfig::try_new_exec(
-                &[self.head.clone()],
+                std::slice::from_ref(&self.head),
                 self.schema.clone(),
                 projection.cloned(),
             )?);
@@ -157,7 +160,8 @@ impl TableProvider for LogsTable {
                 .with_reorder_filters(true)
                 .with_enable_page_index(true);
             let partitions = state.config().target_partitions().max(1);
-            let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); partitions.min(self.files.len())];
+            let mut groups: Vec<Vec<PartitionedFile>> =
+                vec![Vec::new(); partitions.min(self.files.len())];
             let n_groups = groups.len();
             for (i, f) in self.files.iter().enumerate() {
                 groups[i % n_groups].push(PartitionedFile::new(f.path.clone(), f.size));
@@ -169,7 +173,9 @@ impl TableProvider for LogsTable {
             let parquet = DataSourceExec::from_data_source(builder.build());
             // The Parquet reader filters rows while decoding; the FilterExec keeps the
             // restriction exact whatever the reader decides to push down.
-            let filter = FilterExec::try_new(predicate, parquet)?.with_projection(projection.cloned())?;
+            let filter = FilterExecBuilder::new(predicate, parquet)
+                .apply_projection(projection.cloned())?
+                .build()?;
             inputs.push(Arc::new(filter));
         }
         match inputs.len() {

@@ -141,7 +141,10 @@ impl Wal {
             }
             let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
-            self.bytes.fetch_sub(len.min(self.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+            self.bytes.fetch_sub(
+                len.min(self.bytes.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
             removed += 1;
         }
         Ok(removed)
@@ -378,7 +381,9 @@ impl Writer {
             return;
         }
         let result = match &self.failed {
-            Some(msg) => Err(Error::Internal(format!("WAL unavailable after earlier failure: {msg}"))),
+            Some(msg) => Err(Error::Internal(format!(
+                "WAL unavailable after earlier failure: {msg}"
+            ))),
             None => {
                 let written = self.file.write_all(buf).and_then(|()| {
                     if self.config.fsync {
@@ -449,14 +454,21 @@ mod tests {
         let dir = tmp.path().join("wal");
         {
             let (wal, _) = Wal::open(&dir, &WalConfig::default(), |_, _, _| Ok(()))?;
-            let s1 = wal.append(segment::encode_append("t", &stream("one", 1))).await?;
+            let s1 = wal
+                .append(segment::encode_append("t", &stream("one", 1)))
+                .await?;
             let new = wal.rotate().await?;
-            let s2 = wal.append(segment::encode_append("t", &stream("two", 2))).await?;
+            let s2 = wal
+                .append(segment::encode_append("t", &stream("two", 2)))
+                .await?;
             assert!(s1 < new && s2 == new);
             wal.close();
         }
         let (seen, stats) = collect(&dir)?;
-        assert_eq!(seen.iter().map(|s| s.1.as_str()).collect::<Vec<_>>(), ["one", "two"]);
+        assert_eq!(
+            seen.iter().map(|s| s.1.as_str()).collect::<Vec<_>>(),
+            ["one", "two"]
+        );
         assert_eq!(stats.truncated, 0);
         Ok(())
     }
@@ -472,7 +484,8 @@ mod tests {
             for i in 0..50 {
                 let wal = wal.clone();
                 tasks.push(tokio::spawn(async move {
-                    wal.append(segment::encode_append("t", &stream(&format!("l{i}"), i))).await
+                    wal.append(segment::encode_append("t", &stream(&format!("l{i}"), i)))
+                        .await
                 }));
             }
             for t in tasks {
@@ -491,24 +504,36 @@ mod tests {
         let dir = tmp.path().join("wal");
         {
             let (wal, _) = Wal::open(&dir, &WalConfig::default(), |_, _, _| Ok(()))?;
-            wal.append(segment::encode_append("t", &stream("kept", 1))).await?;
+            wal.append(segment::encode_append("t", &stream("kept", 1)))
+                .await?;
             wal.close();
         }
         let (_, path) = list_segments(&dir)?
             .into_iter()
             .last()
             .ok_or_else(|| Error::Internal("no segment".into()))?;
-        let good_len = std::fs::metadata(&path).map_err(|e| io_err(&path, e))?.len();
+        let good_len = std::fs::metadata(&path)
+            .map_err(|e| io_err(&path, e))?
+            .len();
         let mut f = OpenOptions::new()
             .append(true)
             .open(&path)
             .map_err(|e| io_err(&path, e))?;
-        f.write_all(&[7, 0, 0, 0, 1, 2, 3, 4, 9, 9]).map_err(|e| io_err(&path, e))?;
+        f.write_all(&[7, 0, 0, 0, 1, 2, 3, 4, 9, 9])
+            .map_err(|e| io_err(&path, e))?;
         drop(f);
         let (seen, stats) = collect(&dir)?;
-        assert_eq!(seen.iter().map(|s| s.1.as_str()).collect::<Vec<_>>(), ["kept"]);
+        assert_eq!(
+            seen.iter().map(|s| s.1.as_str()).collect::<Vec<_>>(),
+            ["kept"]
+        );
         assert_eq!(stats.truncated, 1);
-        assert_eq!(std::fs::metadata(&path).map_err(|e| io_err(&path, e))?.len(), good_len);
+        assert_eq!(
+            std::fs::metadata(&path)
+                .map_err(|e| io_err(&path, e))?
+                .len(),
+            good_len
+        );
         Ok(())
     }
 }

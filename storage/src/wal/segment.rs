@@ -207,7 +207,10 @@ mod tests {
 
     fn sample() -> Vec<PushStream> {
         vec![PushStream {
-            labels: LabelSet::new(vec![("job".into(), "api".into()), ("env".into(), "prod".into())]),
+            labels: LabelSet::new(vec![
+                ("job".into(), "api".into()),
+                ("env".into(), "prod".into()),
+            ]),
             entries: vec![
                 Entry {
                     ts_ns: 1_700_000_000_000_000_000,
@@ -245,7 +248,10 @@ mod tests {
     fn truncated_payload_is_an_error_not_a_panic() {
         let frame = encode_append("t", &sample());
         for cut in FRAME_HEADER..frame.len() - 1 {
-            assert!(decode_append(&frame[FRAME_HEADER..cut]).is_err(), "cut at {cut}");
+            assert!(
+                decode_append(&frame[FRAME_HEADER..cut]).is_err(),
+                "cut at {cut}"
+            );
         }
     }
 
