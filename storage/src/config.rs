@@ -269,6 +269,8 @@ impl ByteSize {
     }
 }
 
+// `is_multiple_of` needs Rust 1.87; the workspace declares 1.85.
+#[allow(clippy::manual_is_multiple_of)]
 impl Serialize for ByteSize {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let v = self.0;

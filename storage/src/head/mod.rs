@@ -24,6 +24,9 @@ use crate::AppendSummary;
 /// Fixed per-entry overhead we account besides the strings (struct + vector slot).
 pub const ENTRY_OVERHEAD: usize = std::mem::size_of::<HeadEntry>() + 8;
 
+/// Structured metadata pairs of one entry.
+pub type MetadataPairs = Box<[(Box<str>, Box<str>)]>;
+
 /// One stored entry.
 #[derive(Debug, Clone)]
 pub struct HeadEntry {
@@ -32,7 +35,7 @@ pub struct HeadEntry {
     /// The line.
     pub line: Box<str>,
     /// Structured metadata in push order; `None` when empty (the common case).
-    pub metadata: Option<Box<[(Box<str>, Box<str>)]>>,
+    pub metadata: Option<MetadataPairs>,
 }
 
 /// The entries of one stream.

@@ -1,0 +1,424 @@
+//! End-to-end tests of the storage engine through its public API: append, read back with
+//! DataFusion, label queries, restart/replay, flush, pruning.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{Int64Type, UInt64Type};
+use datafusion::prelude::{col, SessionContext};
+use tovlog_storage::config::StorageConfig;
+use tovlog_storage::{
+    Entry, Error, LabelSet, MatchOp, Matcher, PushStream, Result, ScanRequest, Storage, StreamId,
+};
+
+fn config(dir: &std::path::Path) -> StorageConfig {
+    StorageConfig {
+        data_dir: dir.to_path_buf(),
+        ..StorageConfig::default()
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> LabelSet {
+    LabelSet::new(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+fn push(pairs: &[(&str, &str)], entries: &[(i64, &str)]) -> PushStream {
+    PushStream {
+        labels: labels(pairs),
+        entries: entries
+            .iter()
+            .map(|(ts, line)| Entry {
+                ts_ns: *ts,
+                line: line.to_string(),
+                metadata: vec![],
+            })
+            .collect(),
+    }
+}
+
+fn m(name: &str, op: MatchOp, value: &str) -> Result<Matcher> {
+    Matcher::new(name, op, value).map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// Read (stream_id, ts, line) rows of a scan, sorted.
+async fn read(
+    storage: &Storage,
+    streams: Vec<StreamId>,
+    start_ns: i64,
+    end_ns: i64,
+) -> Result<Vec<(StreamId, i64, String)>> {
+    let ctx = SessionContext::new();
+    storage.register_object_store(&ctx);
+    let table = storage.scan_table(ScanRequest {
+        tenant: "fake".into(),
+        streams,
+        start_ns,
+        end_ns,
+    })?;
+    ctx.register_table("logs", table)?;
+    let batches = ctx
+        .table("logs")
+        .await?
+        .select_columns(&["stream_id", "ts", "line"])?
+        .sort(vec![
+            col("stream_id").sort(true, false),
+            col("ts").sort(true, false),
+            col("line").sort(true, false),
+        ])?
+        .collect()
+        .await?;
+    let mut out = Vec::new();
+    for b in batches {
+        let ids = b.column(0).as_primitive::<UInt64Type>();
+        let ts = b.column(1).as_primitive::<Int64Type>();
+        let lines = b.column(2).as_string::<i32>();
+        for i in 0..b.num_rows() {
+            out.push((ids.value(i), ts.value(i), lines.value(i).to_string()));
+        }
+    }
+    Ok(out)
+}
+
+fn tmp() -> Result<tempfile::TempDir> {
+    tempfile::tempdir().map_err(|e| Error::Internal(e.to_string()))
+}
+
+#[tokio::test]
+async fn appended_entries_read_back_from_head_and_chunks() -> Result<()> {
+    let dir = tmp()?;
+    let storage = Storage::open(config(dir.path())).await?;
+    let a = labels(&[("job", "api")]).fingerprint();
+    let b = labels(&[("job", "web")]).fingerprint();
+    let s = storage
+        .append(
+            "fake",
+            vec![
+                push(&[("job", "api")], &[(10, "a10"), (30, "a30"), (20, "a20")]),
+                push(&[("job", "web")], &[(15, "b15")]),
+            ],
+        )
+        .await?;
+    assert_eq!((s.entries, s.duplicates, s.bytes), (4, 0, 12));
+    let head_rows = read(&storage, vec![a], 0, 100).await?;
+    assert_eq!(
+        head_rows.iter().map(|r| r.2.as_str()).collect::<Vec<_>>(),
+        ["a10", "a20", "a30"]
+    );
+    storage.flush().await?;
+    assert_eq!(storage.metrics().head_entries, 0);
+    assert_eq!(storage.metrics().chunk_files, 1);
+    storage
+        .append("fake", vec![push(&[("job", "api")], &[(25, "a25")])])
+        .await?;
+    // Half from the chunk, half from the head; the range end is exclusive.
+    let rows = read(&storage, vec![a, b], 15, 30).await?;
+    let mut expected = vec![
+        (a, 20, "a20".to_string()),
+        (a, 25, "a25".into()),
+        (b, 15, "b15".into()),
+    ];
+    expected.sort();
+    assert_eq!(rows, expected);
+    Ok(())
+}
+
+#[tokio::test]
+async fn duplicates_are_stored_once_and_out_of_order_is_accepted() -> Result<()> {
+    let dir = tmp()?;
+    let storage = Storage::open(config(dir.path())).await?;
+    let id = labels(&[("job", "api")]).fingerprint();
+    storage
+        .append(
+            "fake",
+            vec![push(&[("job", "api")], &[(50, "x"), (40, "y")])],
+        )
+        .await?;
+    let s = storage
+        .append(
+            "fake",
+            vec![push(&[("job", "api")], &[(50, "x"), (50, "x2"), (10, "z")])],
+        )
+        .await?;
+    assert_eq!((s.entries, s.duplicates), (2, 1));
+    let rows = read(&storage, vec![id], 0, 100).await?;
+    assert_eq!(
+        rows.iter().map(|r| (r.1, r.2.as_str())).collect::<Vec<_>>(),
+        [(10, "z"), (40, "y"), (50, "x"), (50, "x2")]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn label_queries_answer_each_matcher_from_head_and_index() -> Result<()> {
+    let dir = tmp()?;
+    let storage = Storage::open(config(dir.path())).await?;
+    storage
+        .append(
+            "fake",
+            vec![
+                push(&[("job", "api"), ("env", "prod")], &[(100, "1")]),
+                push(&[("job", "api"), ("env", "dev")], &[(200, "2")]),
+            ],
+        )
+        .await?;
+    storage.flush().await?;
+    // One stream only in the head.
+    storage
+        .append("fake", vec![push(&[("job", "web")], &[(300, "3")])])
+        .await?;
+
+    let jobs = |s: Vec<tovlog_storage::Series>| -> Vec<String> {
+        s.into_iter().map(|s| s.labels.to_string()).collect()
+    };
+    assert_eq!(
+        jobs(storage.series("fake", &[m("job", MatchOp::Eq, "api")?], 0, 1000)?),
+        ["{env=\"dev\", job=\"api\"}", "{env=\"prod\", job=\"api\"}"]
+    );
+    assert_eq!(
+        jobs(storage.series("fake", &[m("env", MatchOp::Neq, "prod")?], 0, 1000)?),
+        ["{env=\"dev\", job=\"api\"}", "{job=\"web\"}"]
+    );
+    assert_eq!(
+        jobs(storage.series("fake", &[m("job", MatchOp::Re, "w.*|x")?], 0, 1000)?),
+        ["{job=\"web\"}"]
+    );
+    assert_eq!(
+        jobs(storage.series("fake", &[m("env", MatchOp::Nre, "d.*")?], 0, 1000)?),
+        ["{env=\"prod\", job=\"api\"}", "{job=\"web\"}"]
+    );
+    // Time range: only the dev stream has data in [150, 250).
+    assert_eq!(
+        jobs(storage.series("fake", &[], 150, 250)?),
+        ["{env=\"dev\", job=\"api\"}"]
+    );
+    assert_eq!(storage.label_names("fake", &[], 0, 1000)?, ["env", "job"]);
+    assert_eq!(storage.label_names("fake", &[], 250, 1000)?, ["job"]);
+    assert_eq!(
+        storage.label_values("fake", "job", &[], 0, 1000)?,
+        ["api", "web"]
+    );
+    assert_eq!(
+        storage.label_values("fake", "env", &[m("job", MatchOp::Eq, "api")?], 0, 150)?,
+        ["prod"]
+    );
+    assert!(storage.series("other-tenant", &[], 0, 1000)?.is_empty());
+    let vols = storage.volumes("fake", &[m("job", MatchOp::Re, ".+")?], 0, 1000)?;
+    assert_eq!(
+        vols.iter()
+            .map(|v| (v.entries, v.bytes, v.chunks))
+            .collect::<Vec<_>>(),
+        [(1, 1, 1); 3]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn restart_replays_the_wal_exactly_once() -> Result<()> {
+    let dir = tmp()?;
+    let id = labels(&[("job", "api")]).fingerprint();
+    {
+        let storage = Storage::open(config(dir.path())).await?;
+        storage
+            .append(
+                "fake",
+                vec![push(&[("job", "api")], &[(1, "one"), (2, "two")])],
+            )
+            .await?;
+        storage
+            .append("fake", vec![push(&[("job", "api")], &[(3, "three")])])
+            .await?;
+        // Dropped without flush or shutdown, like a crash after the acknowledgements.
+    }
+    {
+        let storage = Storage::open(config(dir.path())).await?;
+        let rows = read(&storage, vec![id], 0, 10).await?;
+        assert_eq!(rows.len(), 3);
+        storage.flush().await?;
+        storage
+            .append("fake", vec![push(&[("job", "api")], &[(4, "four")])])
+            .await?;
+    }
+    let storage = Storage::open(config(dir.path())).await?;
+    let rows = read(&storage, vec![id], 0, 10).await?;
+    assert_eq!(
+        rows.iter().map(|r| r.2.as_str()).collect::<Vec<_>>(),
+        ["one", "two", "three", "four"]
+    );
+    assert_eq!(storage.series("fake", &[], 0, 10)?.len(), 1);
+    storage.shutdown().await?;
+    assert!(matches!(
+        storage
+            .append("fake", vec![push(&[("job", "api")], &[(5, "five")])])
+            .await,
+        Err(Error::Closed)
+    ));
+    let storage = Storage::open(config(dir.path())).await?;
+    assert_eq!(read(&storage, vec![id], 0, 10).await?.len(), 4);
+    assert_eq!(storage.metrics().head_entries, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn torn_wal_tail_is_truncated_on_open() -> Result<()> {
+    let dir = tmp()?;
+    let id = labels(&[("job", "api")]).fingerprint();
+    {
+        let storage = Storage::open(config(dir.path())).await?;
+        storage
+            .append("fake", vec![push(&[("job", "api")], &[(1, "kept")])])
+            .await?;
+    }
+    let wal_dir = dir.path().join("wal");
+    let mut segments: Vec<_> = std::fs::read_dir(&wal_dir)
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    segments.sort();
+    let last = segments
+        .last()
+        .ok_or_else(|| Error::Internal("no segment".into()))?;
+    let mut data = std::fs::read(last).map_err(|e| Error::Internal(e.to_string()))?;
+    data.extend_from_slice(&[200, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3]);
+    std::fs::write(last, data).map_err(|e| Error::Internal(e.to_string()))?;
+    let storage = Storage::open(config(dir.path())).await?;
+    let rows = read(&storage, vec![id], 0, 10).await?;
+    assert_eq!(
+        rows.iter().map(|r| r.2.as_str()).collect::<Vec<_>>(),
+        ["kept"]
+    );
+    storage
+        .append("fake", vec![push(&[("job", "api")], &[(2, "after")])])
+        .await?;
+    assert_eq!(read(&storage, vec![id], 0, 10).await?.len(), 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn scans_only_touch_overlapping_chunk_files() -> Result<()> {
+    let dir = tmp()?;
+    let storage = Storage::open(config(dir.path())).await?;
+    let hour = 3_600_000_000_000i64;
+    let a = labels(&[("job", "api")]).fingerprint();
+    let b = labels(&[("job", "web")]).fingerprint();
+    // Three hourly windows → three files; stream b only in the last one.
+    storage
+        .append(
+            "fake",
+            vec![
+                push(
+                    &[("job", "api")],
+                    &[(10, "h0"), (hour + 10, "h1"), (2 * hour + 10, "h2")],
+                ),
+                push(&[("job", "web")], &[(2 * hour + 20, "w2")]),
+            ],
+        )
+        .await?;
+    storage.flush().await?;
+    assert_eq!(storage.metrics().chunk_files, 3);
+
+    let table = storage.logs_table(ScanRequest {
+        tenant: "fake".into(),
+        streams: vec![a],
+        start_ns: hour,
+        end_ns: 2 * hour,
+    })?;
+    assert_eq!(table.files().len(), 1);
+    assert!(table.files()[0]
+        .path
+        .contains(&(hour / 1_000_000_000).to_string()));
+    let table = storage.logs_table(ScanRequest {
+        tenant: "fake".into(),
+        streams: vec![b],
+        start_ns: 0,
+        end_ns: 3 * hour,
+    })?;
+    assert_eq!(table.files().len(), 1);
+    let before = storage.metrics().scan_chunk_files;
+    let rows = read(&storage, vec![a], hour, 3 * hour).await?;
+    assert_eq!(
+        rows.iter().map(|r| r.2.as_str()).collect::<Vec<_>>(),
+        ["h1", "h2"]
+    );
+    assert_eq!(storage.metrics().scan_chunk_files - before, 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn structured_metadata_survives_flush() -> Result<()> {
+    let dir = tmp()?;
+    let storage = Storage::open(config(dir.path())).await?;
+    let id = labels(&[("job", "api")]).fingerprint();
+    let mut s = push(&[("job", "api")], &[(1, "with"), (2, "without")]);
+    s.entries[0].metadata = vec![
+        ("trace_id".into(), "t1".into()),
+        ("user".into(), "u".into()),
+    ];
+    storage.append("fake", vec![s]).await?;
+    storage.flush().await?;
+    let ctx = SessionContext::new();
+    storage.register_object_store(&ctx);
+    ctx.register_table(
+        "logs",
+        storage.scan_table(ScanRequest {
+            tenant: "fake".into(),
+            streams: vec![id],
+            start_ns: 0,
+            end_ns: 10,
+        })?,
+    )?;
+    let batches = ctx
+        .table("logs")
+        .await?
+        .sort(vec![col("ts").sort(true, false)])?
+        .collect()
+        .await?;
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 2);
+    let map = batches[0].column(3).as_map();
+    assert!(!map.is_null(0));
+    assert!(map.is_null(1));
+    let keys = map.value(0);
+    let entries = keys.column(0).as_string::<i32>();
+    let values = keys.column(1).as_string::<i32>();
+    assert_eq!(
+        entries.iter().flatten().collect::<Vec<_>>(),
+        ["trace_id", "user"]
+    );
+    assert_eq!(values.iter().flatten().collect::<Vec<_>>(), ["t1", "u"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_appends_share_the_wal_and_all_land() -> Result<()> {
+    let dir = tmp()?;
+    let storage = Storage::open(config(dir.path())).await?;
+    let mut tasks = Vec::new();
+    for c in 0..8 {
+        let storage: Arc<Storage> = storage.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20 {
+                let line = format!("c{c} i{i}");
+                storage
+                    .append(
+                        "fake",
+                        vec![push(
+                            &[("job", "api")],
+                            &[(i64::from(c * 100 + i), line.as_str())],
+                        )],
+                    )
+                    .await?;
+            }
+            Ok::<_, Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| Error::Internal(e.to_string()))??;
+    }
+    assert_eq!(storage.metrics().head_entries, 160);
+    Ok(())
+}
