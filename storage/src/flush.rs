@@ -161,7 +161,28 @@ impl Inner {
             .fetch_sub(head.bytes() as u64, Ordering::Relaxed);
         self.head_entries
             .fetch_sub(head.entries() as u64, Ordering::Relaxed);
+        self.head_space.notify_waiters();
         Ok((rows, files))
+    }
+
+    /// Write stall: while the head (active plus frozen, still being written) holds twice
+    /// `head.max_bytes`, appends wait for a flush to release memory. Ingest that outruns
+    /// chunk encoding would otherwise grow the head without bound; with the stall, memory
+    /// stays near `2 × max_bytes` and pushes slow down to the flush rate instead.
+    pub(crate) async fn wait_for_head_space(&self) -> Result<()> {
+        let limit = self.config.head.max_bytes.0.saturating_mul(2);
+        loop {
+            let released = self.head_space.notified();
+            if self.closed.load(Ordering::Acquire) {
+                return Err(Error::Closed);
+            }
+            if self.head_bytes.load(Ordering::Relaxed) < limit {
+                return Ok(());
+            }
+            self.flush_notify.notify_one();
+            // The timeout only guards against a missed wake-up; flushes notify every waiter.
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(100), released).await;
+        }
     }
 
     async fn ensure_tenant_listed(&self, name: &str) -> Result<()> {

@@ -195,6 +195,8 @@ pub(crate) struct Inner {
     pub(crate) store_url: ObjectStoreUrl,
     pub(crate) closed: AtomicBool,
     pub(crate) flush_notify: Arc<Notify>,
+    /// Woken whenever a flush releases head memory; stalled appends wait on it.
+    pub(crate) head_space: Notify,
     pub(crate) flushes: AtomicU64,
     pub(crate) head_bytes: AtomicU64,
     pub(crate) head_entries: AtomicU64,
@@ -309,6 +311,7 @@ impl Storage {
             store_url,
             closed: AtomicBool::new(false),
             flush_notify: Arc::new(Notify::new()),
+            head_space: Notify::new(),
             flushes: AtomicU64::new(0),
             head_bytes: AtomicU64::new(bytes),
             head_entries: AtomicU64::new(entries),
@@ -331,6 +334,7 @@ impl Storage {
         if streams.iter().all(|s| s.entries.is_empty()) {
             return Ok(AppendSummary::default());
         }
+        inner.wait_for_head_space().await?;
         let t = inner.tenant_or_create(tenant)?;
         let frame = wal::segment::encode_append(tenant, &streams);
         let summary = {
