@@ -32,8 +32,11 @@ pub struct HeadEntry {
     /// The line.
     pub line: Box<str>,
     /// Structured metadata in push order; `None` when empty (the common case).
-    pub metadata: Option<Box<[(Box<str>, Box<str>)]>>,
+    pub metadata: Option<Metadata>,
 }
+
+/// Structured metadata pairs (name, value) of one entry, compactly boxed.
+pub type Metadata = Box<[(Box<str>, Box<str>)]>;
 
 /// The entries of one stream.
 #[derive(Debug)]

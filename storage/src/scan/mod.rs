@@ -32,7 +32,7 @@ use datafusion::error::Result as DfResult;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{col, lit, Expr, TableType};
 use datafusion::physical_plan::empty::EmptyExec;
-use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::filter::FilterExecBuilder;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
 
@@ -146,7 +146,7 @@ impl TableProvider for LogsTable {
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !self.head.is_empty() {
             inputs.push(MemorySourceConfig::try_new_exec(
-                &[self.head.clone()],
+                std::slice::from_ref(&self.head),
                 self.schema.clone(),
                 projection.cloned(),
             )?);
@@ -173,8 +173,9 @@ impl TableProvider for LogsTable {
             let parquet = DataSourceExec::from_data_source(builder.build());
             // The Parquet reader filters rows while decoding; the FilterExec keeps the
             // restriction exact whatever the reader decides to push down.
-            let filter =
-                FilterExec::try_new(predicate, parquet)?.with_projection(projection.cloned())?;
+            let filter = FilterExecBuilder::new(predicate, parquet)
+                .apply_projection(projection.cloned())?
+                .build()?;
             inputs.push(Arc::new(filter));
         }
         match inputs.len() {
