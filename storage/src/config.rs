@@ -275,11 +275,11 @@ impl Serialize for ByteSize {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let v = self.0;
         const MIB: u64 = 1024 * 1024;
-        if v > 0 && v % (1024 * MIB) == 0 {
+        if v > 0 && v.is_multiple_of(1024 * MIB) {
             s.serialize_str(&format!("{}GiB", v / (1024 * MIB)))
-        } else if v > 0 && v % MIB == 0 {
+        } else if v > 0 && v.is_multiple_of(MIB) {
             s.serialize_str(&format!("{}MiB", v / MIB))
-        } else if v > 0 && v % 1024 == 0 {
+        } else if v > 0 && v.is_multiple_of(1024) {
             s.serialize_str(&format!("{}KiB", v / 1024))
         } else {
             s.serialize_u64(v)
