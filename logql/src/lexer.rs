@@ -912,62 +912,10 @@ pub fn parse_prom_duration(s: &str) -> Result<i64, String> {
     Ok(total as i64)
 }
 
-/// Go `time.ParseDuration` (`1.5h`, `300ms`, `-2m3s`, units `ns us µs μs ms s m h`).
+/// Go `time.ParseDuration` (`1.5h`, `300ms`, `-2m3s`, units `ns us µs μs ms s m h`), in ns.
+/// One implementation serves the parser and the pipeline (`unwrap duration()`, label filters).
 pub fn parse_go_duration(s: &str) -> Result<i64, String> {
-    let err = || format!("time: invalid duration {}", go_quote(s));
-    let mut rest = s;
-    let mut neg = false;
-    if let Some(r) = rest.strip_prefix('-') {
-        neg = true;
-        rest = r;
-    } else if let Some(r) = rest.strip_prefix('+') {
-        rest = r;
-    }
-    if rest == "0" {
-        return Ok(0);
-    }
-    if rest.is_empty() {
-        return Err(err());
-    }
-    let mut total: f64 = 0.0;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let num = &rest[..num_len];
-        if num.is_empty() || num == "." || num.matches('.').count() > 1 {
-            return Err(err());
-        }
-        let v: f64 = num.parse().map_err(|_| err())?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let mult: f64 = match unit {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            "" => return Err(format!("time: missing unit in duration {}", go_quote(s))),
-            _ => {
-                return Err(format!(
-                    "time: unknown unit {} in duration {}",
-                    go_quote(unit),
-                    go_quote(s)
-                ))
-            }
-        };
-        total += v * mult;
-        if total > 9.223_372_036_854_775e18 {
-            return Err(err());
-        }
-    }
-    let ns = total.round() as i64;
-    Ok(if neg { -ns } else { ns })
+    crate::pipeline::convert::parse_go_duration(s)
 }
 
 /// Loki's duration literal rule: Prometheus syntax first, then Go's.
