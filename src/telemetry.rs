@@ -115,6 +115,24 @@ impl Metrics {
             storage.chunk_bytes,
         );
         counter(
+            "tovlog_chunk_files_uncompacted",
+            "Chunk files written by a flush and not compacted yet.",
+            "gauge",
+            storage.uncompacted_files,
+        );
+        counter(
+            "tovlog_compactions_total",
+            "Time windows compacted.",
+            "counter",
+            storage.compactions,
+        );
+        counter(
+            "tovlog_chunk_files_pending_delete",
+            "Chunk files replaced by compaction, waiting to be deleted.",
+            "gauge",
+            storage.pending_deletes,
+        );
+        counter(
             "tovlog_head_bytes",
             "Bytes held in the in-memory head.",
             "gauge",

@@ -7,7 +7,8 @@
 //! 1. generates the dataset with `gen.py` (or reuses `--dataset`),
 //! 2. starts the release `tovlog` binary as a child process (WAL fsync on) on a temp data dir,
 //! 3. pushes every body through the HTTP API with 2 concurrent clients: lines/s and raw MB/s,
-//! 4. stops it with SIGTERM (graceful: the head is flushed) and measures bytes on disk per line,
+//! 4. flushes (`POST /flush`) and measures bytes on disk per line, waits for the background
+//!    compactor to re-encode every window, stops it with SIGTERM and measures again,
 //! 5. restarts it and runs Q1–Q9 (one cold run, then the median of 5 warm runs), checking each
 //!    answer against `meta.json`,
 //! 6. prints a table and one JSON line with every figure, plus the peak RSS of the server.
@@ -131,6 +132,30 @@ fn stop(mut server: Server) -> Result<()> {
         bail!("tovlog exited with {status}");
     }
     Ok(())
+}
+
+/// Wait until every chunk file is compacted and every replaced file deleted.
+async fn wait_for_compaction(client: &reqwest::Client, url: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    while Instant::now() < deadline {
+        let text = client
+            .get(format!("{url}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let gauge = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+        };
+        if gauge("tovlog_chunk_files_uncompacted ") == Some(0)
+            && gauge("tovlog_chunk_files_pending_delete ") == Some(0)
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    bail!("compaction did not finish within an hour")
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
@@ -378,7 +403,12 @@ async fn main() -> Result<()> {
     let data_dir = args.keep.clone().unwrap_or_else(|| tmp.path().join("data"));
     let config = tmp.path().join("bench.yaml");
     // TOVLOG_BENCH_CONFIG (YAML, e.g. a `storage:` section) is appended to try settings.
-    let extra = std::env::var("TOVLOG_BENCH_CONFIG").unwrap_or_default();
+    let mut extra = std::env::var("TOVLOG_BENCH_CONFIG").unwrap_or_default();
+    if !extra.contains("storage:") {
+        // Compact as soon as a window is written, two windows at a time, and delete
+        // replaced files at once (no queries run during ingest).
+        extra.push_str("\nstorage:\n  compaction:\n    min_age: 1m\n    check_interval: 1s\n    delete_delay: 0s\n    concurrency: 2\n");
+    }
     std::fs::write(
         &config,
         format!("auth_enabled: false\nlimits_config:\n  ingestion_rate_mb: 100000\n  ingestion_burst_size_mb: 100000\n  max_query_series: 100000\n  max_entries_limit_per_query: 100000\n  discover_log_levels: false\n{extra}\n"),
@@ -389,20 +419,31 @@ async fn main() -> Result<()> {
     push_all(&server.url, files).await?;
     let ingest_s = t.elapsed().as_secs_f64();
     let rss_ingest = peak_rss_mib(server.child.id()).unwrap_or(f64::NAN);
+    let client = reqwest::Client::new();
+    let r = client.post(format!("{}/flush", server.url)).send().await?;
+    if !r.status().is_success() {
+        bail!("flush failed: {}", r.status());
+    }
+    let disk_flushed = dir_bytes(&data_dir);
+    let t = Instant::now();
+    wait_for_compaction(&client, &server.url).await?;
+    let compaction_s = t.elapsed().as_secs_f64();
+    let rss_compaction = peak_rss_mib(server.child.id()).unwrap_or(f64::NAN);
     stop(server)?;
     let disk = dir_bytes(&data_dir);
     let lines_per_s = lines as f64 / ingest_s;
     let mb_per_s = raw_bytes as f64 / ingest_s / 1e6;
     let bytes_per_line = disk as f64 / lines.max(1) as f64;
+    let flushed_per_line = disk_flushed as f64 / lines.max(1) as f64;
     println!("ingest: {lines} lines in {ingest_s:.2}s = {lines_per_s:.0} lines/s, {mb_per_s:.1} MB/s raw");
-    println!("disk:   {disk} bytes after flush = {bytes_per_line:.1} bytes/line");
-    println!("rss:    peak {rss_ingest:.0} MiB during ingest");
+    println!("disk:   {disk_flushed} bytes after flush = {flushed_per_line:.1} bytes/line");
+    println!("disk:   {disk} bytes after compaction ({compaction_s:.1}s more) = {bytes_per_line:.1} bytes/line");
+    println!("rss:    peak {rss_ingest:.0} MiB during ingest, {rss_compaction:.0} MiB through compaction");
 
     let mut results = serde_json::Map::new();
     let mut rss_query = f64::NAN;
     if !args.skip_queries {
         let server = start(&config, &data_dir).await?;
-        let client = reqwest::Client::new();
         println!(
             "{:<5} {:>10} {:>12}  answer",
             "query", "cold s", "warm med s"
@@ -448,6 +489,8 @@ async fn main() -> Result<()> {
         "{}",
         json!({"lines": lines, "ingest_s": ingest_s, "lines_per_s": lines_per_s, "raw_mb_per_s": mb_per_s,
                "disk_bytes": disk, "bytes_per_line": bytes_per_line, "peak_rss_ingest_mib": rss_ingest,
+               "disk_bytes_flushed": disk_flushed, "bytes_per_line_flushed": flushed_per_line,
+               "compaction_s": compaction_s, "peak_rss_compaction_mib": rss_compaction,
                "peak_rss_query_mib": rss_query, "queries": results})
     );
     Ok(())

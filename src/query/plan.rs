@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use datafusion::catalog::TableProvider;
 use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -15,8 +16,9 @@ use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use tovlog_logql::ast;
-use tovlog_logql::pipeline::Pipeline;
+use tovlog_logql::pipeline::{FieldNeedle, Pipeline};
 use tovlog_storage::schema::{LINE, METADATA, STREAM_ID, TS};
+use tovlog_storage::textindex::TextNeedle;
 use tovlog_storage::{MatchOp, Matcher, ScanRequest, Storage};
 
 use super::exec::{Interner, LineFilterExec, PipelineExec, PipelineMode, StreamMap};
@@ -206,15 +208,52 @@ pub async fn build_scan(
     }
     let mut ids: Vec<u64> = streams.0.keys().copied().collect();
     ids.sort_unstable();
-    let provider = qc
-        .storage
-        .scan_table(ScanRequest {
-            tenant: qc.tenant.clone(),
-            streams: ids,
-            start_ns,
-            end_ns,
-        })
-        .map_err(storage_error)?;
+    // Literals every matching line contains let the trigram indexes skip blocks; so do the
+    // values of `| json | k="v"` filters, unless a selected stream has a label `k` (which
+    // then decides instead of the line).
+    let mut field_needles: Vec<FieldNeedle> = Vec::new();
+    let mut needles: Vec<TextNeedle> = Vec::new();
+    if columns != ScanColumns::TimeOnly {
+        needles = pipeline
+            .leading_line_filters()
+            .required_substrings()
+            .into_iter()
+            .map(TextNeedle::literal)
+            .collect();
+        field_needles = pipeline
+            .field_needles()
+            .iter()
+            .filter(|n| {
+                !streams
+                    .0
+                    .values()
+                    .any(|labels| labels.iter().any(|(k, _)| *k == n.label))
+            })
+            .cloned()
+            .collect();
+        if columns == ScanColumns::All {
+            needles.extend(field_needles.iter().map(|n| TextNeedle {
+                bytes: n.value.clone(),
+                or_escaped: true,
+            }));
+        } else {
+            // Without metadata the row check would not be exact.
+            field_needles.clear();
+        }
+    }
+    let provider: Arc<dyn TableProvider> = Arc::new(
+        qc.storage
+            .logs_table_with_needles(
+                ScanRequest {
+                    tenant: qc.tenant.clone(),
+                    streams: ids,
+                    start_ns,
+                    end_ns,
+                },
+                needles,
+            )
+            .map_err(storage_error)?,
+    );
     let state = qc.session.state();
     let names: &[&str] = match columns {
         ScanColumns::All => &[STREAM_ID, TS, LINE, METADATA],
@@ -237,11 +276,10 @@ pub async fn build_scan(
     let filtered: Arc<dyn ExecutionPlan> = if columns == ScanColumns::TimeOnly {
         scan
     } else {
-        Arc::new(LineFilterExec::try_new(
-            scan,
-            Arc::clone(&pipeline),
-            Arc::clone(&qc.stats),
-        )?)
+        Arc::new(
+            LineFilterExec::try_new(scan, Arc::clone(&pipeline), Arc::clone(&qc.stats))?
+                .with_field_needles(&field_needles),
+        )
     };
     let streams = Arc::new(streams);
     let processed: Arc<dyn ExecutionPlan> = match mode {

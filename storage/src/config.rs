@@ -23,6 +23,8 @@ pub struct StorageConfig {
     pub head: HeadConfig,
     /// Parquet chunk settings.
     pub chunk: ChunkConfig,
+    /// Background compaction settings.
+    pub compaction: CompactionConfig,
 }
 
 impl Default for StorageConfig {
@@ -33,6 +35,7 @@ impl Default for StorageConfig {
             wal: WalConfig::default(),
             head: HeadConfig::default(),
             chunk: ChunkConfig::default(),
+            compaction: CompactionConfig::default(),
         }
     }
 }
@@ -61,6 +64,21 @@ impl StorageConfig {
         }
         if !(1..=22).contains(&self.chunk.zstd_level) {
             return Err(Error::Config("chunk.zstd_level must be in 1..=22".into()));
+        }
+        if !(1..=22).contains(&self.compaction.zstd_level) {
+            return Err(Error::Config(
+                "compaction.zstd_level must be in 1..=22".into(),
+            ));
+        }
+        if self.compaction.concurrency == 0 {
+            return Err(Error::Config(
+                "compaction.concurrency must be at least 1".into(),
+            ));
+        }
+        if self.compaction.max_file_bytes.0 < 1024 * 1024 {
+            return Err(Error::Config(
+                "compaction.max_file_bytes must be at least 1MiB".into(),
+            ));
         }
         if let ObjectStoreConfig::S3(s3) = &self.object_store {
             if s3.bucket.is_empty() {
@@ -225,7 +243,8 @@ pub struct ChunkConfig {
     /// Largest data page of the `line` column; bigger pages compress better, smaller ones
     /// let the page index skip more. Default `1MiB`.
     pub line_page_bytes: ByteSize,
-    /// zstd level of all columns. Default `6`.
+    /// zstd level of all columns of flushed files. Default `3`: flushes must keep up with
+    /// ingest, and the compactor re-encodes every window strongly a minute later.
     pub zstd_level: i32,
 }
 
@@ -235,7 +254,52 @@ impl Default for ChunkConfig {
             window: HumanDuration(Duration::from_secs(3600)),
             row_group_rows: 128 * 1024,
             line_page_bytes: ByteSize(1024 * 1024),
-            zstd_level: 6,
+            zstd_level: 3,
+        }
+    }
+}
+
+/// Background compaction: once a time window stops receiving flushes, its chunk files are
+/// merged into one (rows re-sorted, exact duplicates dropped) and re-encoded with a strong
+/// zstd level on a low-priority thread. Flushes stay fast; data at rest ends up small.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompactionConfig {
+    /// Run the compactor. Default `true`.
+    pub enabled: bool,
+    /// A window is compacted once its newest uncompacted file is this old. Default `1m`.
+    pub min_age: HumanDuration,
+    /// zstd level of compacted files. Default `16` (about 5 MB/s of raw lines per core;
+    /// decompression is as fast as at low levels).
+    pub zstd_level: i32,
+    /// Largest data page of the `line` column in compacted files. Default `2MiB` (4MiB
+    /// saves another 0.5 byte per line but makes recent-data queries read more).
+    pub line_page_bytes: ByteSize,
+    /// A compacted file is closed and a new one started past this size; compacted files
+    /// of at least half this size are not merged again. Bounds the compactor's memory.
+    /// Default `256MiB`.
+    pub max_file_bytes: ByteSize,
+    /// Replaced files are deleted this long after the manifest stops listing them, so
+    /// queries that planned against the old manifest can finish. Keep it above
+    /// `query.timeout`. Default `10m`.
+    pub delete_delay: HumanDuration,
+    /// How often the compactor looks for work. Default `10s`.
+    pub check_interval: HumanDuration,
+    /// Windows compacted at the same time, each on its own low-priority thread. Default `1`.
+    pub concurrency: usize,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        CompactionConfig {
+            enabled: true,
+            min_age: HumanDuration(Duration::from_secs(60)),
+            zstd_level: 16,
+            line_page_bytes: ByteSize(2 * 1024 * 1024),
+            max_file_bytes: ByteSize(256 * 1024 * 1024),
+            delete_delay: HumanDuration(Duration::from_secs(600)),
+            check_interval: HumanDuration(Duration::from_secs(10)),
+            concurrency: 1,
         }
     }
 }

@@ -126,6 +126,9 @@ impl Inner {
                 max_ts: encoded.max_ts,
                 rows: encoded.rows,
                 streams: encoded.streams,
+                compacted: false,
+                created_ms: manifest::now_ms(),
+                text_index_bytes: None,
             });
         }
         drop(sorted);
@@ -142,6 +145,7 @@ impl Inner {
             .map_err(join_err)??;
 
         self.ensure_tenant_listed(&tenant.name).await?;
+        let _edit = self.manifest_lock.lock().await;
         let mut next = tenant.manifest.read().manifest.clone();
         let files = chunks.len() as u64;
         next.version = manifest::MANIFEST_VERSION;

@@ -23,8 +23,10 @@ pub mod model;
 pub mod scan;
 pub mod schema;
 pub mod store;
+pub mod textindex;
 pub mod wal;
 
+mod compact;
 mod flush;
 
 pub use model::{Entry, LabelSet, MatchOp, Matcher, PushStream, Series, StreamId, TenantId};
@@ -108,6 +110,14 @@ pub struct StorageMetrics {
     pub scan_chunk_files: u64,
     /// Label sets indexed in the label indexes of all tenants.
     pub indexed_streams: u64,
+    /// Chunk files written by a flush and not compacted yet.
+    pub uncompacted_files: u64,
+    /// Windows compacted so far.
+    pub compactions: u64,
+    /// Windows waiting for compaction at the last compactor pass.
+    pub compaction_pending: u64,
+    /// Replaced chunk files waiting for deletion.
+    pub pending_deletes: u64,
 }
 
 /// One tenant's state.
@@ -189,6 +199,8 @@ pub(crate) struct Inner {
     /// segment while missing from the frozen heads.
     pub(crate) gate: tokio::sync::RwLock<()>,
     pub(crate) flush_lock: tokio::sync::Mutex<()>,
+    /// Serialises manifest edits (flush publishing, compaction swapping, deletions).
+    pub(crate) manifest_lock: tokio::sync::Mutex<()>,
     pub(crate) tenants: RwLock<HashMap<String, Arc<Tenant>>>,
     pub(crate) listed_tenants: tokio::sync::Mutex<Vec<String>>,
     pub(crate) store: Arc<dyn ObjectStore>,
@@ -201,6 +213,9 @@ pub(crate) struct Inner {
     pub(crate) head_bytes: AtomicU64,
     pub(crate) head_entries: AtomicU64,
     pub(crate) scan_chunk_files: AtomicU64,
+    pub(crate) compactions: AtomicU64,
+    pub(crate) compaction_pending: AtomicU64,
+    pub(crate) text_indexes: Arc<scan::TextIndexCache>,
 }
 
 impl Inner {
@@ -229,12 +244,13 @@ impl Inner {
 /// The storage engine handle. Cheap to share (`Arc<Storage>`).
 pub struct Storage {
     inner: Arc<Inner>,
-    flusher: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Background flusher and compactor.
+    tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for Storage {
     fn drop(&mut self) {
-        if let Some(task) = self.flusher.lock().take() {
+        for task in self.tasks.lock().drain(..) {
             task.abort();
         }
     }
@@ -300,11 +316,13 @@ impl Storage {
             bytes += h.bytes() as u64;
             entries += h.entries() as u64;
         }
+        let text_indexes = Arc::new(scan::TextIndexCache::new(store.clone(), 256 << 20));
         let inner = Arc::new(Inner {
             config,
             wal,
             gate: tokio::sync::RwLock::new(()),
             flush_lock: tokio::sync::Mutex::new(()),
+            manifest_lock: tokio::sync::Mutex::new(()),
             tenants: RwLock::new(tenants),
             listed_tenants: tokio::sync::Mutex::new(listed),
             store,
@@ -316,11 +334,21 @@ impl Storage {
             head_bytes: AtomicU64::new(bytes),
             head_entries: AtomicU64::new(entries),
             scan_chunk_files: AtomicU64::new(0),
+            compactions: AtomicU64::new(0),
+            compaction_pending: AtomicU64::new(0),
+            text_indexes,
         });
-        let task = tokio::spawn(flush::run_flusher(Arc::downgrade(&inner)));
+        // Before any flush or compaction writes: files of interrupted writes go.
+        if let Err(e) = inner.remove_orphans().await {
+            tracing::error!(error = %e, "orphan chunk cleanup failed; continuing");
+        }
+        let mut tasks = vec![tokio::spawn(flush::run_flusher(Arc::downgrade(&inner)))];
+        if inner.config.compaction.enabled {
+            tasks.push(tokio::spawn(compact::run_compactor(Arc::downgrade(&inner))));
+        }
         Ok(Arc::new(Storage {
             inner,
-            flusher: parking_lot::Mutex::new(Some(task)),
+            tasks: parking_lot::Mutex::new(tasks),
         }))
     }
 
@@ -527,6 +555,8 @@ impl Storage {
             .map(|c| ChunkFile {
                 path: c.path.clone(),
                 size: c.size,
+                rows: c.rows,
+                text_index: c.text_index_bytes.is_some(),
             })
             .collect();
         self.inner
@@ -535,6 +565,19 @@ impl Storage {
         Ok(LogsTable::new(
             streams, start_ns, end_ns, batches, files, url,
         ))
+    }
+
+    /// [`Self::logs_table`] reading only rows that may contain every one of `needles`
+    /// (case-sensitive substrings every wanted line has), as far as the chunk files'
+    /// trigram indexes tell. Rows without them may still come back: filter exactly.
+    pub fn logs_table_with_needles(
+        &self,
+        request: ScanRequest,
+        needles: Vec<textindex::TextNeedle>,
+    ) -> Result<LogsTable> {
+        Ok(self
+            .logs_table(request)?
+            .with_needles(needles, self.inner.text_indexes.clone()))
     }
 
     /// Register the chunk object store with a DataFusion session so scans can read it.
@@ -547,10 +590,16 @@ impl Storage {
         self.inner.flush_all().await
     }
 
+    /// Run one compaction pass now (windows past `compaction.min_age`, due deletions).
+    /// Returns the number of windows compacted.
+    pub async fn compact(&self) -> Result<usize> {
+        self.inner.compact_once().await
+    }
+
     /// Flush and stop background tasks; later appends fail with [`Error::Closed`].
     pub async fn shutdown(&self) -> Result<()> {
         self.inner.closed.store(true, Ordering::Release);
-        if let Some(task) = self.flusher.lock().take() {
+        for task in self.tasks.lock().drain(..) {
             task.abort();
         }
         let flushed = self.inner.flush_all().await;
@@ -562,8 +611,11 @@ impl Storage {
     pub fn metrics(&self) -> StorageMetrics {
         let inner = &self.inner;
         let (mut chunk_files, mut chunk_bytes, mut indexed) = (0u64, 0u64, 0u64);
+        let (mut pending_deletes, mut uncompacted_files) = (0u64, 0u64);
         for t in inner.tenants.read().values() {
             let m = t.manifest.read().clone();
+            uncompacted_files += m.manifest.chunks.iter().filter(|c| !c.compacted).count() as u64;
+            pending_deletes += m.manifest.pending_deletes.len() as u64;
             chunk_files += m.manifest.chunks.len() as u64;
             chunk_bytes += m.manifest.chunks.iter().map(|c| c.size).sum::<u64>();
             indexed += t.index.len() as u64;
@@ -577,6 +629,10 @@ impl Storage {
             head_entries: inner.head_entries.load(Ordering::Relaxed),
             scan_chunk_files: inner.scan_chunk_files.load(Ordering::Relaxed),
             indexed_streams: indexed,
+            uncompacted_files,
+            compactions: inner.compactions.load(Ordering::Relaxed),
+            compaction_pending: inner.compaction_pending.load(Ordering::Relaxed),
+            pending_deletes,
         }
     }
 }

@@ -273,6 +273,20 @@ impl LineFilterChain {
         self.filters.iter().all(|f| f.matches(line))
     }
 
+    /// Byte strings every line passing the chain contains (case-sensitive): the literal of
+    /// each positive filter with a single substring alternative (`|= "x"`, or `|~ "x"` with
+    /// a plain-literal regex). A scan may skip any data known to lack one of them.
+    pub fn required_substrings(&self) -> Vec<Vec<u8>> {
+        self.filters
+            .iter()
+            .filter(|f| !f.negated && f.alternatives.len() == 1)
+            .filter_map(|f| match &f.alternatives[0] {
+                Matcher::Substring(finder) => Some(finder.needle().to_vec()),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub(crate) fn push(&mut self, f: &LineFilter) -> Result<(), Error> {
         self.filters.push(CompiledFilter::new(f)?);
         Ok(())
@@ -305,6 +319,23 @@ mod tests {
             lf(LineFilterOp::NotContains, &["debug"]),
         ])?;
         assert_eq!(run(&chain, &["err x", "warn debug", "info"]), vec!["err x"]);
+        Ok(())
+    }
+
+    #[test]
+    fn required_substrings_come_only_from_positive_single_literals() -> Result<(), Error> {
+        let chain = LineFilterChain::new(&[
+            lf(LineFilterOp::Contains, &["needle"]),
+            lf(LineFilterOp::Contains, &["a", "b"]),
+            lf(LineFilterOp::NotContains, &["skip"]),
+            lf(LineFilterOp::Regex, &["plain-literal"]),
+            lf(LineFilterOp::Regex, &["x.*y"]),
+            lf(LineFilterOp::Regex, &["(?i)mixed"]),
+        ])?;
+        assert_eq!(
+            chain.required_substrings(),
+            vec![b"needle".to_vec(), b"plain-literal".to_vec()]
+        );
         Ok(())
     }
 

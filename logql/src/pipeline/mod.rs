@@ -36,6 +36,7 @@ mod label_filter;
 mod labels;
 mod line_filter;
 mod logfmt;
+mod needles;
 mod pattern;
 mod regexp;
 mod unwrap;
@@ -45,6 +46,7 @@ use std::borrow::Cow;
 pub use hints::{LabelHints, PRESERVE_ERROR_LABEL};
 pub use labels::{CategorizedLabels, LabelsBuilder, ERROR_DETAILS_LABEL, ERROR_LABEL};
 pub use line_filter::LineFilterChain;
+pub use needles::{field_needles, FieldNeedle};
 pub use unwrap::SampleExtractor;
 
 use crate::ast;
@@ -128,6 +130,8 @@ pub struct Pipeline {
     stages: Vec<CompiledStage>,
     /// Which labels parsers must extract (metric queries).
     hints: LabelHints,
+    /// Label equalities after parsers that imply a substring of the line.
+    field_needles: Vec<FieldNeedle>,
 }
 
 impl Pipeline {
@@ -207,6 +211,7 @@ impl Pipeline {
             leading,
             stages: compiled,
             hints,
+            field_needles: field_needles(stages),
         })
     }
 
@@ -284,6 +289,12 @@ impl Pipeline {
     /// `label_format`, `drop` or `keep`.
     pub fn leading_line_filters(&self) -> &LineFilterChain {
         &self.leading
+    }
+
+    /// Label equalities after parsers whose value every kept line contains, unless it is
+    /// escaped in the line or the label is shadowed (see [`FieldNeedle`]).
+    pub fn field_needles(&self) -> &[FieldNeedle] {
+        &self.field_needles
     }
 
     /// True when the pipeline has only line filters (labels and line are never changed).

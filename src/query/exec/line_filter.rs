@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::BooleanBufferBuilder;
-use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, MapArray, RecordBatch};
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::config::ConfigOptions;
@@ -23,11 +23,40 @@ use datafusion::physical_plan::{
     ReplaceChildrenOptions,
 };
 use futures::StreamExt;
+use memchr::memmem;
 
-use tovlog_logql::pipeline::Pipeline;
+use tovlog_logql::pipeline::{FieldNeedle, Pipeline};
 use tovlog_storage::schema::{logs_schema, LINE, METADATA};
 
 use crate::query::stats::StatsCollector;
+
+/// Field needles checked per row: `(label, value finder)`. A row is dropped when, for one
+/// of them, its line lacks the value and has no backslash (so nothing is escaped) and its
+/// structured metadata has no such key: the pipeline's label filter would drop it anyway
+/// (see [`tovlog_logql::pipeline::FieldNeedle`]).
+#[derive(Default)]
+struct FieldPrefilter {
+    needles: Vec<(String, memmem::Finder<'static>)>,
+    metadata_idx: Option<usize>,
+}
+
+impl FieldPrefilter {
+    /// Whether row `i` may pass.
+    fn keep(&self, line: &str, metadata: Option<&MapArray>, i: usize) -> bool {
+        self.needles.iter().all(|(label, finder)| {
+            let bytes = line.as_bytes();
+            finder.find(bytes).is_some()
+                || memchr::memchr(b'\\', bytes).is_some()
+                || metadata.is_some_and(|m| {
+                    m.is_valid(i)
+                        && m.value(i)
+                            .column(0)
+                            .as_string_opt::<i32>()
+                            .is_none_or(|keys| keys.iter().any(|k| k == Some(label.as_str())))
+                })
+        })
+    }
+}
 
 /// Filters rows by the pipeline's leading line filters (pass-through when there are none).
 pub struct LineFilterExec {
@@ -35,6 +64,7 @@ pub struct LineFilterExec {
     pipeline: Arc<Pipeline>,
     stats: Arc<StatsCollector>,
     line_idx: usize,
+    fields: Arc<FieldPrefilter>,
     /// Output schema and properties when the scan's types differ from the storage schema.
     normalized: Option<(SchemaRef, Arc<PlanProperties>)>,
 }
@@ -115,8 +145,26 @@ impl LineFilterExec {
             pipeline,
             stats,
             line_idx,
+            fields: Arc::new(FieldPrefilter::default()),
             normalized,
         })
+    }
+
+    /// Also drop rows that cannot satisfy these field needles. Needles whose label is a
+    /// stream label must not be given (the stream label, not the line, decides). Without
+    /// a metadata column in the input nothing is added: the check would not be exact.
+    pub fn with_field_needles(mut self, needles: &[FieldNeedle]) -> Self {
+        let Ok(metadata_idx) = self.input.schema().index_of(METADATA) else {
+            return self;
+        };
+        self.fields = Arc::new(FieldPrefilter {
+            needles: needles
+                .iter()
+                .map(|n| (n.label.clone(), memmem::Finder::new(&n.value).into_owned()))
+                .collect(),
+            metadata_idx: Some(metadata_idx),
+        });
+        self
     }
 }
 
@@ -135,6 +183,7 @@ fn filter_batch(
     batch: RecordBatch,
     line_idx: usize,
     pipeline: &Pipeline,
+    fields: &FieldPrefilter,
     stats: &StatsCollector,
 ) -> Result<RecordBatch> {
     let lines = batch
@@ -146,23 +195,21 @@ fn filter_batch(
     StatsCollector::add(&stats.lines_scanned, batch.num_rows() as u64);
     StatsCollector::add(&stats.bytes_scanned, bytes);
     let chain = pipeline.leading_line_filters();
-    if chain.is_empty() {
+    if chain.is_empty() && fields.needles.is_empty() {
         return Ok(batch);
     }
+    let metadata = fields
+        .metadata_idx
+        .and_then(|i| batch.column(i).as_map_opt());
     let mut mask = BooleanBufferBuilder::new(lines.len());
     let mut kept = 0usize;
-    if lines.null_count() == 0 {
-        for i in 0..lines.len() {
-            let keep = chain.matches(lines.value(i));
-            kept += usize::from(keep);
-            mask.append(keep);
-        }
-    } else {
-        for i in 0..lines.len() {
-            let keep = lines.is_valid(i) && chain.matches(lines.value(i));
-            kept += usize::from(keep);
-            mask.append(keep);
-        }
+    for i in 0..lines.len() {
+        let keep = lines.is_valid(i) && {
+            let line = lines.value(i);
+            chain.matches(line) && fields.keep(line, metadata, i)
+        };
+        kept += usize::from(keep);
+        mask.append(keep);
     }
     if kept == batch.num_rows() {
         return Ok(batch);
@@ -205,12 +252,13 @@ impl ExecutionPlan for LineFilterExec {
                 "LineFilterExec has exactly one child".into(),
             ));
         }
-        let node = LineFilterExec::try_new(
+        let mut node = LineFilterExec::try_new(
             children.swap_remove(0),
             Arc::clone(&self.pipeline),
             Arc::clone(&self.stats),
         )
         .map_err(|e| DataFusionError::Internal(e.to_string()))?;
+        node.fields = Arc::clone(&self.fields);
         Ok(Arc::new(node))
     }
 
@@ -248,6 +296,7 @@ impl ExecutionPlan for LineFilterExec {
         let schema = target.clone().unwrap_or_else(|| input.schema());
         let pipeline = Arc::clone(&self.pipeline);
         let stats = Arc::clone(&self.stats);
+        let fields = Arc::clone(&self.fields);
         let line_idx = self.line_idx;
         let stream = input
             .map(move |batch| {
@@ -255,7 +304,7 @@ impl ExecutionPlan for LineFilterExec {
                     Some(t) => normalize_batch(batch?, t)?,
                     None => batch?,
                 };
-                filter_batch(batch, line_idx, &pipeline, &stats)
+                filter_batch(batch, line_idx, &pipeline, &fields, &stats)
             })
             .filter(|b| futures::future::ready(!matches!(b, Ok(b) if b.num_rows() == 0)));
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
@@ -324,7 +373,8 @@ mod tests {
         })])
         .expect("pipeline");
         let stats = StatsCollector::new();
-        let out = filter_batch(batch, 2, &pipeline, &stats).expect("filter");
+        let out =
+            filter_batch(batch, 2, &pipeline, &FieldPrefilter::default(), &stats).expect("filter");
         assert_eq!(out.num_rows(), 2);
         let lines = out.column(2).as_string::<i32>();
         assert_eq!(lines.value(0), "an error");
@@ -341,6 +391,37 @@ mod tests {
                 .load(std::sync::atomic::Ordering::Relaxed),
             (8 + 4 + 11) as u64
         );
+    }
+
+    #[test]
+    fn field_needles_keep_lines_with_the_value_or_shadowing_metadata() {
+        let batch = view_batch();
+        let target = normalized_schema(&batch.schema()).expect("needs normalising");
+        let batch = normalize_batch(batch, &target).expect("cast");
+        let pipeline = Pipeline::new(&[]).expect("pipeline");
+        let run = |label: &str, value: &str| {
+            let fields = FieldPrefilter {
+                needles: vec![(label.into(), memmem::Finder::new(value).into_owned())],
+                metadata_idx: Some(3),
+            };
+            let out = filter_batch(batch.clone(), 2, &pipeline, &fields, &StatsCollector::new())
+                .expect("filter");
+            let lines = out.column(2).as_string::<i32>();
+            (0..out.num_rows())
+                .map(|i| lines.value(i).to_string())
+                .collect::<Vec<_>>()
+        };
+        // The line has the value; or metadata has the label (row 0: trace_id).
+        assert_eq!(run("user", "fine"), ["fine"]);
+        assert_eq!(run("trace_id", "zzz"), ["an error"]);
+        assert_eq!(run("user", "error"), ["an error", "error again"]);
+        assert!(run("user", "absent").is_empty());
+        let fields = FieldPrefilter {
+            needles: vec![("user".into(), memmem::Finder::new("bob").into_owned())],
+            metadata_idx: None,
+        };
+        assert!(fields.keep(r#"{"user":"\u0062ob"}"#, None, 0));
+        assert!(!fields.keep(r#"{"user":"alice"}"#, None, 0));
     }
 
     #[test]

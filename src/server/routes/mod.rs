@@ -66,6 +66,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/loki/api/v1/status/buildinfo", get(status::buildinfo))
         .route("/ready", get(status::ready))
+        .route("/flush", post(status::flush).get(status::flush))
         .route("/metrics", get(status::metrics))
         .route("/config", get(status::config))
 }

@@ -3,7 +3,7 @@
 use axum::{
     body::Bytes,
     extract::{RawQuery, State},
-    http::{header, HeaderMap, Method},
+    http::{header, HeaderMap, Method, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
@@ -14,6 +14,13 @@ use crate::server::{error::ApiError, params::Params, AppState};
 /// `GET /ready`: the server binds only after the WAL is replayed, so answering means ready.
 pub async fn ready() -> &'static str {
     "ready\n"
+}
+
+/// `POST /flush` (Loki's ingester endpoint): write the whole head to chunk files now;
+/// 204 once they are published.
+pub async fn flush(State(state): State<AppState>) -> Result<StatusCode, ApiError> {
+    state.storage.flush().await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /metrics`: Prometheus text format.

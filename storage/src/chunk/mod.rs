@@ -15,17 +15,9 @@
 //!   pages by stream id and timestamp. Key-value metadata `tovlog.format = 1` and
 //!   `tovlog.window_start_ns` identify the file.
 //!
-//! Needle search (next step). The layout leaves room for per-row-group token filters:
-//! a tokenizer splits each line into lowercase tokens; the writer adds a `tokens` column
-//! (`List<Utf8>` of distinct tokens, written with a Parquet split-block bloom filter and
-//! no page data kept beyond the filter) — or, equivalently, a sidecar object
-//! `<chunk>.bloom` holding one bloom filter per row group, recorded in [`ChunkMeta`]. A
-//! `|= "needle"` query then tokenises the needle and DataFusion's bloom-filter pruning
-//! (`bloom_filter_on_read`) or our own pre-check skips row groups whose filter rejects any
-//! needle token, before any `line` page is read. Because rows are sorted by stream, row
-//! groups are stream-local and the filters stay small and selective.
-//!
-//! [`ChunkMeta`]: crate::manifest::ChunkMeta
+//! Needle search: the compactor writes a trigram block index beside each compacted file
+//! (see [`crate::textindex`]); because rows are sorted by stream, blocks are stream-local
+//! and their filters stay small and selective.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -102,7 +94,12 @@ impl SortedHead {
     /// Encode one window as a Parquet file; returns the bytes and per-stream statistics.
     /// CPU-heavy: run on a blocking thread.
     pub fn encode(&self, window: &WindowPlan, config: &ChunkConfig) -> Result<EncodedChunk> {
-        let props = writer_properties(config, window.start_ns)?;
+        let props = writer_properties(
+            config.row_group_rows,
+            config.zstd_level,
+            config.line_page_bytes.0 as usize,
+            window.start_ns,
+        )?;
         let mut writer = ArrowWriter::try_new(Vec::new(), logs_schema(), Some(props))?;
         let mut stats = Vec::with_capacity(window.parts.len());
         let mut builder = BatchBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 160);
@@ -169,16 +166,23 @@ pub struct EncodedChunk {
     pub streams: Vec<StreamRange>,
 }
 
-fn writer_properties(config: &ChunkConfig, window_start_ns: i64) -> Result<WriterProperties> {
-    let level = ZstdLevel::try_new(config.zstd_level)?;
+/// Writer settings of a chunk file (see the module doc); the compactor uses them too, with
+/// its own level and page size.
+pub(crate) fn writer_properties(
+    row_group_rows: usize,
+    zstd_level: i32,
+    line_page_bytes: usize,
+    window_start_ns: i64,
+) -> Result<WriterProperties> {
+    let level = ZstdLevel::try_new(zstd_level)?;
     let line = ColumnPath::from(LINE);
     let ts = ColumnPath::from(TS);
     Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
-        .set_max_row_group_row_count(Some(config.row_group_rows))
+        .set_max_row_group_row_count(Some(row_group_rows))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_column_dictionary_enabled(line.clone(), false)
-        .set_column_data_page_size_limit(line.clone(), config.line_page_bytes.0 as usize)
+        .set_column_data_page_size_limit(line.clone(), line_page_bytes)
         .set_column_dictionary_enabled(ts.clone(), false)
         .set_column_encoding(ts, Encoding::DELTA_BINARY_PACKED)
         // Lines are long; min/max of a line column prunes nothing, keep the index small.

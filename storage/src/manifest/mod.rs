@@ -58,6 +58,15 @@ pub struct ChunkMeta {
     pub rows: u64,
     /// Per-stream ranges, sorted by stream id.
     pub streams: Vec<StreamRange>,
+    /// Written by the compactor (strong zstd, merged window); flush output is not.
+    #[serde(default)]
+    pub compacted: bool,
+    /// When the file was written, ms since the epoch (0 for files from older versions).
+    #[serde(default)]
+    pub created_ms: u64,
+    /// Size of the file's trigram index ([`crate::textindex`]), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_index_bytes: Option<u64>,
 }
 
 impl ChunkMeta {
@@ -90,6 +99,33 @@ pub struct Manifest {
     pub flushed_wal_seq: u64,
     /// Chunk files.
     pub chunks: Vec<ChunkMeta>,
+    /// Files replaced by compaction, deleted once `after_ms` (ms since the epoch) has
+    /// passed. Recorded here so a restart still deletes them.
+    #[serde(default)]
+    pub pending_deletes: Vec<PendingDelete>,
+}
+
+/// A chunk file no longer listed, waiting for in-flight queries before it is deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingDelete {
+    /// Object path.
+    pub path: String,
+    /// Delete at or after this time, ms since the epoch.
+    pub after_ms: u64,
+}
+
+impl ChunkMeta {
+    /// The time-window directory of the file (`<tenant>/<window start, s>`).
+    pub fn window_dir(&self) -> &str {
+        self.path.rsplit_once('/').map_or("", |(dir, _)| dir)
+    }
+}
+
+/// Milliseconds since the epoch now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A manifest plus lookup structures derived from it; immutable, swapped whole.
@@ -261,6 +297,9 @@ mod tests {
                     line_bytes: 2,
                 },
             ],
+            compacted: false,
+            created_ms: 0,
+            text_index_bytes: None,
         }
     }
 
@@ -290,6 +329,10 @@ mod tests {
             version: 1,
             flushed_wal_seq: 9,
             chunks: vec![chunk()],
+            pending_deletes: vec![PendingDelete {
+                path: "fake/0/0.parquet".into(),
+                after_ms: 5,
+            }],
         };
         save(&store, "t", &m).await?;
         assert_eq!(load(&store, "t").await?, m);

@@ -16,7 +16,9 @@
 //! restriction is exact, so the provider answers every query filter `Unsupported` and lets
 //! DataFusion apply those on top.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
@@ -36,8 +38,15 @@ use datafusion::physical_plan::filter::FilterExecBuilder;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
 
+use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
+use datafusion::error::DataFusionError;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use parquet::arrow::arrow_reader::RowSelection;
+
 use crate::model::StreamId;
 use crate::schema::{logs_schema, STREAM_ID, TS};
+use crate::textindex::{self, TextIndex, TextNeedle};
 
 /// A chunk file to read.
 #[derive(Debug, Clone)]
@@ -46,6 +55,64 @@ pub struct ChunkFile {
     pub path: String,
     /// Size in bytes.
     pub size: u64,
+    /// Rows in the file.
+    pub rows: u64,
+    /// Whether it has a trigram index ([`crate::textindex`]).
+    pub text_index: bool,
+}
+
+/// Loads trigram indexes and keeps them in memory (they are small: about half a byte per
+/// row), so a repeated needle query reads no index twice.
+pub struct TextIndexCache {
+    store: Arc<dyn ObjectStore>,
+    entries: parking_lot::Mutex<HashMap<String, Arc<TextIndex>>>,
+    bytes: AtomicUsize,
+    capacity: usize,
+}
+
+impl TextIndexCache {
+    /// A cache over `store` holding at most about `capacity` bytes.
+    pub fn new(store: Arc<dyn ObjectStore>, capacity: usize) -> TextIndexCache {
+        TextIndexCache {
+            store,
+            entries: parking_lot::Mutex::new(HashMap::new()),
+            bytes: AtomicUsize::new(0),
+            capacity,
+        }
+    }
+
+    /// The index of chunk file `chunk_path`.
+    pub async fn get(&self, chunk_path: &str) -> crate::Result<Arc<TextIndex>> {
+        if let Some(hit) = self.entries.lock().get(chunk_path) {
+            return Ok(hit.clone());
+        }
+        let path = textindex::index_path(chunk_path);
+        let object = ObjectPath::from(path.as_str());
+        let os_err = |e| crate::Error::ObjectStore {
+            path: path.clone(),
+            source: e,
+        };
+        let data = self
+            .store
+            .get(&object)
+            .await
+            .map_err(os_err)?
+            .bytes()
+            .await
+            .map_err(os_err)?;
+        let index = Arc::new(TextIndex::decode(&path, &data)?);
+        let size = index.memory_size();
+        let mut entries = self.entries.lock();
+        if self.bytes.load(Ordering::Relaxed) + size > self.capacity {
+            // Rarely reached (a day of 5M lines needs ~3 MiB); start over rather than
+            // track recency.
+            entries.clear();
+            self.bytes.store(0, Ordering::Relaxed);
+        }
+        entries.insert(chunk_path.to_string(), index.clone());
+        self.bytes.fetch_add(size, Ordering::Relaxed);
+        Ok(index)
+    }
 }
 
 /// The table [`crate::Storage::scan_table`] returns.
@@ -57,6 +124,9 @@ pub struct LogsTable {
     head: Vec<RecordBatch>,
     files: Vec<ChunkFile>,
     store_url: ObjectStoreUrl,
+    /// Byte strings every wanted row contains; trigram indexes skip blocks lacking one.
+    needles: Vec<TextNeedle>,
+    indexes: Option<Arc<TextIndexCache>>,
 }
 
 impl fmt::Debug for LogsTable {
@@ -95,7 +165,48 @@ impl LogsTable {
             head,
             files,
             store_url,
+            needles: Vec::new(),
+            indexes: None,
         }
+    }
+
+    /// Read only rows that may contain every one of `needles` (case-sensitive substrings),
+    /// using the trigram indexes of files that have one, loaded through `indexes`. Rows
+    /// without the needles may still be returned: callers filter exactly.
+    pub fn with_needles(mut self, needles: Vec<TextNeedle>, indexes: Arc<TextIndexCache>) -> Self {
+        self.needles = needles.into_iter().filter(|n| n.bytes.len() >= 3).collect();
+        self.indexes = Some(indexes);
+        self
+    }
+
+    /// The files to read, each with the rows its trigram index cannot rule out (`None`:
+    /// all rows). Files whose index rules out every row are left out.
+    async fn file_selections(&self) -> DfResult<Vec<(&ChunkFile, Option<RowSelection>)>> {
+        let mut out = Vec::with_capacity(self.files.len());
+        for f in &self.files {
+            let index = match &self.indexes {
+                Some(cache) if f.text_index && !self.needles.is_empty() => cache
+                    .get(&f.path)
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?,
+                _ => {
+                    out.push((f, None));
+                    continue;
+                }
+            };
+            let ranges =
+                index.candidate_rows(&self.streams, self.start_ns, self.end_ns, &self.needles);
+            if ranges.is_empty() {
+                continue;
+            }
+            let total = usize::try_from(f.rows).unwrap_or(usize::MAX);
+            let selection = RowSelection::from_consecutive_ranges(
+                ranges.iter().map(|r| r.start as usize..r.end as usize),
+                total,
+            );
+            out.push((f, Some(selection)));
+        }
+        Ok(out)
     }
 
     /// Chunk files this table reads.
@@ -151,7 +262,12 @@ impl TableProvider for LogsTable {
                 projection.cloned(),
             )?);
         }
-        if !self.files.is_empty() && !self.streams.is_empty() {
+        let files = if self.streams.is_empty() {
+            Vec::new()
+        } else {
+            self.file_selections().await?
+        };
+        if !files.is_empty() {
             let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
             let predicate = state.create_physical_expr(self.restriction(), &df_schema)?;
             let source = ParquetSource::new(self.schema.clone())
@@ -161,10 +277,14 @@ impl TableProvider for LogsTable {
                 .with_enable_page_index(true);
             let partitions = state.config().target_partitions().max(1);
             let mut groups: Vec<Vec<PartitionedFile>> =
-                vec![Vec::new(); partitions.min(self.files.len())];
+                vec![Vec::new(); partitions.min(files.len())];
             let n_groups = groups.len();
-            for (i, f) in self.files.iter().enumerate() {
-                groups[i % n_groups].push(PartitionedFile::new(f.path.clone(), f.size));
+            for (i, (f, selection)) in files.into_iter().enumerate() {
+                let mut file = PartitionedFile::new(f.path.clone(), f.size);
+                if let Some(selection) = selection {
+                    file = file.with_extension(ParquetRowSelection::new(selection));
+                }
+                groups[i % n_groups].push(file);
             }
             let mut builder = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source));
             for g in groups {

@@ -1,0 +1,93 @@
+//! Field needles: `| json | k="v"` keeps only lines whose parsed `k` is `v`, and a parser
+//! takes label values from the line, so such a line contains `v` — unless the encoder
+//! escaped part of it (then the line has a backslash) or `k` came from elsewhere (a stream
+//! label or structured metadata, which shadow parsed labels). Scans use this to skip lines
+//! and blocks that cannot match before anything is parsed; the pipeline still decides.
+
+use crate::ast::{LabelFilterExpr, MatchOp, Stage};
+
+/// A label equality a line must satisfy after parsing, with the value it implies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldNeedle {
+    /// The label the filter tests.
+    pub label: String,
+    /// Its required value: the line contains it unless escaped or shadowed.
+    pub value: Vec<u8>,
+}
+
+/// The field needles of a pipeline: `name = "value"` conjuncts (non-empty value, not a
+/// `__…__` label) of label filters that follow only line filters, `json` and `logfmt`.
+pub fn field_needles(stages: &[Stage]) -> Vec<FieldNeedle> {
+    let mut parsed = false;
+    let mut out = Vec::new();
+    for stage in stages {
+        match stage {
+            Stage::LineFilter(_) => {}
+            Stage::Json(_) | Stage::Logfmt { .. } => parsed = true,
+            Stage::LabelFilter(expr) if parsed => conjuncts(expr, &mut out),
+            // Label filters before any parser test stream labels or metadata only; every
+            // other stage can rename labels or rewrite the line.
+            Stage::LabelFilter(_) => {}
+            _ => break,
+        }
+    }
+    out
+}
+
+fn conjuncts(expr: &LabelFilterExpr, out: &mut Vec<FieldNeedle>) {
+    match expr {
+        LabelFilterExpr::And { lhs, rhs, .. } => {
+            conjuncts(lhs, out);
+            conjuncts(rhs, out);
+        }
+        LabelFilterExpr::Paren(inner) => conjuncts(inner, out),
+        LabelFilterExpr::String {
+            name,
+            op: MatchOp::Eq,
+            value,
+        } if !value.is_empty() && !name.starts_with("__") => out.push(FieldNeedle {
+            label: name.clone(),
+            value: value.as_bytes().to_vec(),
+        }),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parser::parse_expr;
+
+    fn needles(q: &str) -> Vec<(String, String)> {
+        let expr = match parse_expr(q) {
+            Ok(e) => e,
+            Err(e) => panic!("{q}: {e}"),
+        };
+        let stages = match &expr {
+            crate::ast::Expr::Log(l) => l.pipeline.clone(),
+            other => panic!("not a log query: {other:?}"),
+        };
+        field_needles(&stages)
+            .into_iter()
+            .map(|n| (n.label, String::from_utf8_lossy(&n.value).into_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn equalities_after_parsers_only() {
+        assert_eq!(
+            needles(r#"{a="b"} |= "x" | json | cid="c1" and (user="u" , status=~"5..")"#),
+            vec![("cid".into(), "c1".into()), ("user".into(), "u".into())]
+        );
+        assert_eq!(needles(r#"{a="b"} | logfmt | level="warn""#).len(), 1);
+        // Before a parser, after a rewrite, alternatives, negations, empties, __error__.
+        assert!(needles(r#"{a="b"} | cid="c1" "#).is_empty());
+        assert!(needles(r#"{a="b"} | json | label_format cid=other | cid="c1""#).is_empty());
+        assert!(needles(r#"{a="b"} | json | line_format "{{.x}}" | cid="c1""#).is_empty());
+        assert!(needles(r#"{a="b"} | json | cid="c1" or cid="c2""#).is_empty());
+        assert!(needles(r#"{a="b"} | json | cid!="c1""#).is_empty());
+        assert!(needles(r#"{a="b"} | json | cid="""#).is_empty());
+        assert!(needles(r#"{a="b"} | json | __error__="JSONParserErr""#).is_empty());
+        assert!(needles(r#"{a="b"} | regexp "(?P<cid>.*)" | cid="c1""#).is_empty());
+    }
+}

@@ -1,0 +1,655 @@
+//! Background compaction: merge each time window's chunk files into one and re-encode it
+//! with a strong zstd level.
+//!
+//! Flushes write one file per window per flush at a fast zstd level so ingest keeps up.
+//! Once a window's newest uncompacted file is `compaction.min_age` old, the compactor:
+//! 1. reads the window's uncompacted files (and compacted ones under half of
+//!    `max_file_bytes`) and k-way merges their rows by `(stream_id, ts)`, dropping exact
+//!    duplicates (same stream, timestamp and line) — this also removes the duplicates a
+//!    flush cannot see, where a re-sent entry arrives after its first copy was flushed;
+//! 2. writes the result with `compaction.zstd_level` and `line_page_bytes` on a thread
+//!    with the lowest CPU priority, so ingest and queries win any contention, plus the
+//!    file's trigram block index ([`crate::textindex`]);
+//! 3. swaps the manifest (inputs out, outputs in) under the manifest lock, and records the
+//!    inputs as pending deletes. They are deleted `delete_delay` later, when no query
+//!    planned against the old manifest can still be reading them.
+//!
+//! A crash before step 3 leaves an unlisted output file; [`Inner::remove_orphans`] deletes
+//! such files at start-up. A crash after it leaves pending deletes in the manifest, done
+//! on the next pass. No row is ever unlisted: the swap is one atomic manifest write.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{Int64Type, UInt64Type};
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt, PutPayload};
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::ArrowWriter;
+
+use crate::chunk::writer_properties;
+use crate::error::{Error, Result};
+use crate::manifest::{self, ChunkMeta, ManifestState, PendingDelete, StreamRange};
+use crate::schema::logs_schema;
+use crate::textindex::{self, TextIndexBuilder};
+use crate::{Inner, Tenant};
+
+/// Rows per merged output batch.
+const OUT_ROWS: usize = 16 * 1024;
+/// Rows per batch read from an input file.
+const IN_ROWS: usize = 8 * 1024;
+
+fn os_err(path: &str, source: object_store::Error) -> Error {
+    Error::ObjectStore {
+        path: path.to_string(),
+        source,
+    }
+}
+
+/// One window's worth of compaction work.
+struct Job {
+    tenant: Arc<Tenant>,
+    window_dir: String,
+    window_start_ns: i64,
+    inputs: Vec<ChunkMeta>,
+}
+
+/// One output file of a merge, with its trigram index.
+struct Output {
+    data: Vec<u8>,
+    text_index: Vec<u8>,
+    meta: ChunkMeta,
+}
+
+impl Inner {
+    /// Windows ready for compaction, oldest first.
+    fn compaction_jobs(&self) -> Vec<Job> {
+        let cfg = &self.config.compaction;
+        let now = manifest::now_ms();
+        let min_age = cfg.min_age.0.as_millis() as u64;
+        let keep = cfg.max_file_bytes.0 / 2;
+        let mut jobs = Vec::new();
+        let tenants: Vec<Arc<Tenant>> = self.tenants.read().values().cloned().collect();
+        for tenant in tenants {
+            let state = tenant.manifest.read().clone();
+            let mut windows: BTreeMap<&str, Vec<&ChunkMeta>> = BTreeMap::new();
+            for c in &state.manifest.chunks {
+                windows.entry(c.window_dir()).or_default().push(c);
+            }
+            for (dir, files) in windows {
+                let fresh: Vec<&&ChunkMeta> = files.iter().filter(|c| !c.compacted).collect();
+                let newest = fresh.iter().map(|c| c.created_ms).max();
+                let Some(newest) = newest else {
+                    continue;
+                };
+                if now.saturating_sub(newest) < min_age {
+                    continue;
+                }
+                let Some(window_start_ns) = dir
+                    .rsplit('/')
+                    .next()
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .map(|s| s.saturating_mul(1_000_000_000))
+                else {
+                    tracing::warn!(window = dir, "chunk directory is not a window; skipped");
+                    continue;
+                };
+                let inputs = files
+                    .iter()
+                    .filter(|c| !c.compacted || c.size < keep)
+                    .map(|c| (*c).clone())
+                    .collect();
+                jobs.push(Job {
+                    tenant: tenant.clone(),
+                    window_dir: dir.to_string(),
+                    window_start_ns,
+                    inputs,
+                });
+            }
+        }
+        jobs.sort_by_key(|j| j.window_start_ns);
+        jobs
+    }
+
+    /// Run every due compaction and deletion once. Returns the windows compacted.
+    pub(crate) async fn compact_once(&self) -> Result<usize> {
+        self.delete_due().await?;
+        let jobs = self.compaction_jobs();
+        self.compaction_pending
+            .store(jobs.len() as u64, Ordering::Relaxed);
+        let mut done = 0;
+        let concurrency = self.config.compaction.concurrency.max(1);
+        let mut jobs = jobs.into_iter();
+        loop {
+            let batch: Vec<Job> = jobs.by_ref().take(concurrency).collect();
+            if batch.is_empty() {
+                break;
+            }
+            let results =
+                futures::future::join_all(batch.into_iter().map(|job| self.compact_window(job)))
+                    .await;
+            for r in results {
+                r?;
+                done += 1;
+                self.compaction_pending.fetch_sub(1, Ordering::Relaxed);
+            }
+            if self.closed.load(Ordering::Acquire) {
+                break;
+            }
+        }
+        Ok(done)
+    }
+
+    async fn compact_window(&self, job: Job) -> Result<()> {
+        let started = Instant::now();
+        let mut inputs = Vec::with_capacity(job.inputs.len());
+        for c in &job.inputs {
+            let got = self
+                .store
+                .get(&ObjectPath::from(c.path.as_str()))
+                .await
+                .map_err(|e| os_err(&c.path, e))?;
+            inputs.push(got.bytes().await.map_err(|e| os_err(&c.path, e))?);
+        }
+        let cfg = self.config.compaction.clone();
+        let row_group_rows = self.config.chunk.row_group_rows;
+        let window_start_ns = job.window_start_ns;
+        let stamp = manifest::now_ms();
+        let dir = job.window_dir.clone();
+        // The merge runs on its own thread at the lowest CPU priority: compaction is
+        // deferred work and must never slow ingest or queries down.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("tovlog-compact".into())
+            .spawn(move || {
+                lower_thread_priority();
+                let merged = merge(
+                    inputs,
+                    &MergeSettings {
+                        row_group_rows,
+                        zstd_level: cfg.zstd_level,
+                        line_page_bytes: cfg.line_page_bytes.0 as usize,
+                        max_file_bytes: cfg.max_file_bytes.0 as usize,
+                        window_start_ns,
+                    },
+                );
+                let _ = tx.send(merged);
+                release_free_memory();
+            })
+            .map_err(|e| Error::Internal(format!("cannot start compaction thread: {e}")))?;
+        let (outputs, duplicates) = rx
+            .await
+            .map_err(|_| Error::Internal("compaction thread ended without a result".into()))??;
+
+        let mut metas = Vec::with_capacity(outputs.len());
+        for (n, out) in outputs.into_iter().enumerate() {
+            let path = format!("{dir}/c{stamp:013}-{n:03}.parquet");
+            let mut meta = out.meta;
+            meta.path = path.clone();
+            meta.size = out.data.len() as u64;
+            meta.created_ms = stamp;
+            meta.text_index_bytes = Some(out.text_index.len() as u64);
+            let index = textindex::index_path(&path);
+            self.store
+                .put(
+                    &ObjectPath::from(index.as_str()),
+                    PutPayload::from(out.text_index),
+                )
+                .await
+                .map_err(|e| os_err(&index, e))?;
+            self.store
+                .put(&ObjectPath::from(path.as_str()), PutPayload::from(out.data))
+                .await
+                .map_err(|e| os_err(&path, e))?;
+            metas.push(meta);
+        }
+
+        let before: u64 = job.inputs.iter().map(|c| c.size).sum();
+        let after: u64 = metas.iter().map(|c| c.size).sum();
+        let delete_after = manifest::now_ms()
+            .saturating_add(self.config.compaction.delete_delay.0.as_millis() as u64);
+        {
+            let _edit = self.manifest_lock.lock().await;
+            let mut next = job.tenant.manifest.read().manifest.clone();
+            let replaced: HashSet<&str> = job.inputs.iter().map(|c| c.path.as_str()).collect();
+            let listed = next
+                .chunks
+                .iter()
+                .filter(|c| replaced.contains(c.path.as_str()))
+                .count();
+            if listed != replaced.len() {
+                // Cannot happen with one compactor; never drop rows on a surprise.
+                for m in &metas {
+                    for p in [m.path.clone(), textindex::index_path(&m.path)] {
+                        let _ = self.store.delete(&ObjectPath::from(p.as_str())).await;
+                    }
+                }
+                return Err(Error::Internal(format!(
+                    "compaction of {dir}: input files changed underneath"
+                )));
+            }
+            next.chunks.retain(|c| !replaced.contains(c.path.as_str()));
+            next.chunks.extend(metas);
+            for c in &job.inputs {
+                let mut paths = vec![c.path.clone()];
+                if c.text_index_bytes.is_some() {
+                    paths.push(textindex::index_path(&c.path));
+                }
+                next.pending_deletes
+                    .extend(paths.into_iter().map(|path| PendingDelete {
+                        path,
+                        after_ms: delete_after,
+                    }));
+            }
+            manifest::save(self.store.as_ref(), &job.tenant.name, &next).await?;
+            *job.tenant.manifest.write() = ManifestState::new(next);
+        }
+        self.compactions.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            window = %job.window_dir,
+            files_in = job.inputs.len(),
+            bytes_in = before,
+            bytes_out = after,
+            duplicates,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "window compacted"
+        );
+        Ok(())
+    }
+
+    /// Delete replaced files whose delay has passed, then drop them from the manifests.
+    async fn delete_due(&self) -> Result<()> {
+        let now = manifest::now_ms();
+        let tenants: Vec<Arc<Tenant>> = self.tenants.read().values().cloned().collect();
+        for tenant in tenants {
+            let due: Vec<String> = tenant
+                .manifest
+                .read()
+                .manifest
+                .pending_deletes
+                .iter()
+                .filter(|p| p.after_ms <= now)
+                .map(|p| p.path.clone())
+                .collect();
+            if due.is_empty() {
+                continue;
+            }
+            for path in &due {
+                match self.store.delete(&ObjectPath::from(path.as_str())).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(os_err(path, e)),
+                }
+            }
+            let _edit = self.manifest_lock.lock().await;
+            let mut next = tenant.manifest.read().manifest.clone();
+            next.pending_deletes.retain(|p| !due.contains(&p.path));
+            manifest::save(self.store.as_ref(), &tenant.name, &next).await?;
+            *tenant.manifest.write() = ManifestState::new(next);
+        }
+        Ok(())
+    }
+
+    /// Delete chunk files no manifest lists or will delete: outputs of a compaction or
+    /// flush that crashed before its manifest edit (the WAL still holds what such a flush
+    /// wrote; a compaction's inputs are still listed). Run only at start-up, before the
+    /// flusher and compactor start: a file they are writing is not listed yet.
+    pub(crate) async fn remove_orphans(&self) -> Result<usize> {
+        let _edit = self.manifest_lock.lock().await;
+        let tenants: Vec<Arc<Tenant>> = self.tenants.read().values().cloned().collect();
+        let mut removed = 0;
+        for tenant in tenants {
+            let state = tenant.manifest.read().clone();
+            let known: HashSet<String> = state
+                .manifest
+                .chunks
+                .iter()
+                .flat_map(|c| {
+                    let index = c.text_index_bytes.map(|_| textindex::index_path(&c.path));
+                    std::iter::once(c.path.clone()).chain(index)
+                })
+                .chain(
+                    state
+                        .manifest
+                        .pending_deletes
+                        .iter()
+                        .map(|p| p.path.clone()),
+                )
+                .collect();
+            let prefix = ObjectPath::from(tenant.dir.as_str());
+            let listed: Vec<_> = self
+                .store
+                .list(Some(&prefix))
+                .try_collect()
+                .await
+                .map_err(|e| os_err(tenant.dir.as_str(), e))?;
+            for object in listed {
+                let path = object.location.to_string();
+                let chunk_file = path.ends_with(".parquet") || path.ends_with(".tri");
+                if chunk_file && !known.contains(&path) {
+                    match self.store.delete(&object.location).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => removed += 1,
+                        Err(e) => return Err(os_err(&path, e)),
+                    }
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::warn!(
+                files = removed,
+                "unlisted chunk files from an interrupted write removed"
+            );
+        }
+        Ok(removed)
+    }
+}
+
+/// The background compactor. Holds only a weak reference, so dropping the storage stops it.
+pub(crate) async fn run_compactor(inner: Weak<Inner>) {
+    let interval = match inner.upgrade() {
+        Some(i) => i.config.compaction.check_interval.0,
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        if inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(e) = inner.compact_once().await {
+            tracing::error!(error = %e, "compaction failed; will retry");
+        }
+    }
+}
+
+/// Put the calling thread at the lowest CPU priority (nice 19).
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: setpriority with PRIO_PROCESS and who = 0 only changes the nice value of
+        // the calling thread (Linux threads are tasks); it reads no memory of ours. No
+        // crate wraps this one call; failure only means normal priority.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+        if rc != 0 {
+            tracing::debug!("could not lower compaction thread priority");
+        }
+    }
+}
+
+/// Hand freed heap memory back to the OS. The zstd contexts of strong levels take tens of
+/// MiB per page and glibc keeps such freed blocks in the thread's arena, so without this
+/// the process would hold the compactor's peak forever.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim only returns free pages of the allocator to the kernel; it
+        // touches no memory of ours. No crate wraps it.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+}
+
+struct MergeSettings {
+    row_group_rows: usize,
+    zstd_level: i32,
+    line_page_bytes: usize,
+    max_file_bytes: usize,
+    window_start_ns: i64,
+}
+
+/// A read position in one input file.
+struct Cursor {
+    reader: ParquetRecordBatchReader,
+    batch: RecordBatch,
+    /// Index of `batch` in the merge's list of live batches.
+    slot: usize,
+    row: usize,
+}
+
+impl Cursor {
+    fn key(&self) -> (u64, i64) {
+        let ids = self.batch.column(0).as_primitive::<UInt64Type>();
+        let ts = self.batch.column(1).as_primitive::<Int64Type>();
+        (ids.value(self.row), ts.value(self.row))
+    }
+}
+
+/// Writes merged rows into files of at most `max_file_bytes`, tracking statistics.
+struct Sink<'a> {
+    settings: &'a MergeSettings,
+    writer: Option<ArrowWriter<Vec<u8>>>,
+    index: Option<TextIndexBuilder>,
+    meta: ChunkMeta,
+    outputs: Vec<Output>,
+}
+
+impl Sink<'_> {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if self.writer.is_none() {
+            let props = writer_properties(
+                self.settings.row_group_rows,
+                self.settings.zstd_level,
+                self.settings.line_page_bytes,
+                self.settings.window_start_ns,
+            )?;
+            self.writer = Some(ArrowWriter::try_new(
+                Vec::new(),
+                logs_schema(),
+                Some(props),
+            )?);
+            self.index = Some(TextIndexBuilder::default());
+        }
+        let ids = batch.column(0).as_primitive::<UInt64Type>();
+        let ts = batch.column(1).as_primitive::<Int64Type>();
+        let lines = batch.column(2).as_string::<i32>();
+        let metadata = batch.column(3).as_map();
+        for i in 0..batch.num_rows() {
+            let (id, t) = (ids.value(i), ts.value(i));
+            let line = lines.value(i);
+            let len = line.len() as u64;
+            if let Some(index) = self.index.as_mut() {
+                let row = u32::try_from(self.meta.rows)
+                    .map_err(|_| Error::Internal("compacted file exceeds 2^32 rows".into()))?;
+                if metadata.is_valid(i) {
+                    let entries = metadata.value(i);
+                    let values = entries.column(1).as_string::<i32>();
+                    index.push(
+                        row,
+                        id,
+                        t,
+                        line.as_bytes(),
+                        values.iter().flatten().map(str::as_bytes),
+                    );
+                } else {
+                    index.push(row, id, t, line.as_bytes(), []);
+                }
+            }
+            let m = &mut self.meta;
+            m.rows += 1;
+            m.min_ts = m.min_ts.min(t);
+            m.max_ts = m.max_ts.max(t);
+            match m.streams.last_mut() {
+                Some(s) if s.id == id => {
+                    s.min_ts = s.min_ts.min(t);
+                    s.max_ts = s.max_ts.max(t);
+                    s.rows += 1;
+                    s.line_bytes += len;
+                }
+                _ => m.streams.push(StreamRange {
+                    id,
+                    min_ts: t,
+                    max_ts: t,
+                    rows: 1,
+                    line_bytes: len,
+                }),
+            }
+        }
+        let full = match self.writer.as_mut() {
+            Some(w) => {
+                w.write(batch)?;
+                w.bytes_written() + w.in_progress_size() >= self.settings.max_file_bytes
+            }
+            None => false,
+        };
+        if full {
+            self.finish_file()?;
+        }
+        Ok(())
+    }
+
+    fn finish_file(&mut self) -> Result<()> {
+        if let Some(w) = self.writer.take() {
+            let data = w.into_inner()?;
+            let text_index = self
+                .index
+                .take()
+                .map(|b| b.finish().encode())
+                .unwrap_or_default();
+            let meta = std::mem::replace(&mut self.meta, empty_meta());
+            self.outputs.push(Output {
+                data,
+                text_index,
+                meta,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn empty_meta() -> ChunkMeta {
+    ChunkMeta {
+        path: String::new(),
+        size: 0,
+        min_ts: i64::MAX,
+        max_ts: i64::MIN,
+        rows: 0,
+        streams: Vec::new(),
+        compacted: true,
+        created_ms: 0,
+        text_index_bytes: None,
+    }
+}
+
+/// K-way merge of sorted chunk files into re-encoded files. Returns the outputs and the
+/// number of exact duplicates dropped. Memory: one input batch per file, one output batch,
+/// and the compressed output file.
+fn merge(inputs: Vec<Bytes>, settings: &MergeSettings) -> Result<(Vec<Output>, u64)> {
+    let mut live: Vec<RecordBatch> = Vec::new();
+    let mut cursors: Vec<Cursor> = Vec::new();
+    for data in inputs {
+        let mut reader = ParquetRecordBatchReaderBuilder::try_new(data)?
+            .with_batch_size(IN_ROWS)
+            .build()?;
+        if let Some(batch) = next_batch(&mut reader)? {
+            live.push(batch.clone());
+            cursors.push(Cursor {
+                reader,
+                batch,
+                slot: live.len() - 1,
+                row: 0,
+            });
+        }
+    }
+    let mut heap: BinaryHeap<Reverse<(u64, i64, usize)>> = cursors
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let (id, ts) = c.key();
+            Reverse((id, ts, i))
+        })
+        .collect();
+    let mut sink = Sink {
+        settings,
+        writer: None,
+        index: None,
+        meta: empty_meta(),
+        outputs: Vec::new(),
+    };
+    let mut picks: Vec<(usize, usize)> = Vec::with_capacity(OUT_ROWS);
+    // The last row taken, to drop exact duplicates (rows with equal keys are adjacent).
+    let mut last: Option<(u64, i64)> = None;
+    let mut last_line: Vec<Vec<u8>> = Vec::new();
+    let mut duplicates = 0u64;
+    while let Some(Reverse((id, ts, i))) = heap.pop() {
+        let cursor = &mut cursors[i];
+        let line = cursor.batch.column(2).as_string::<i32>().value(cursor.row);
+        if last == Some((id, ts)) {
+            if last_line.iter().any(|l| l.as_slice() == line.as_bytes()) {
+                duplicates += 1;
+            } else {
+                last_line.push(line.as_bytes().to_vec());
+                picks.push((cursor.slot, cursor.row));
+            }
+        } else {
+            last = Some((id, ts));
+            last_line.clear();
+            last_line.push(line.as_bytes().to_vec());
+            picks.push((cursor.slot, cursor.row));
+        }
+        cursor.row += 1;
+        if cursor.row >= cursor.batch.num_rows() {
+            match next_batch(&mut cursor.reader)? {
+                Some(batch) => {
+                    live.push(batch.clone());
+                    cursor.batch = batch;
+                    cursor.slot = live.len() - 1;
+                    cursor.row = 0;
+                }
+                None => continue,
+            }
+        }
+        let (nid, nts) = cursor.key();
+        heap.push(Reverse((nid, nts, i)));
+        if picks.len() >= OUT_ROWS {
+            flush_picks(&mut sink, &mut live, &mut cursors, &mut picks)?;
+        }
+    }
+    if !picks.is_empty() {
+        flush_picks(&mut sink, &mut live, &mut cursors, &mut picks)?;
+    }
+    sink.finish_file()?;
+    Ok((sink.outputs, duplicates))
+}
+
+fn next_batch(reader: &mut ParquetRecordBatchReader) -> Result<Option<RecordBatch>> {
+    loop {
+        match reader.next() {
+            Some(Ok(b)) if b.num_rows() == 0 => continue,
+            Some(Ok(b)) => return Ok(Some(b)),
+            Some(Err(e)) => return Err(e.into()),
+            None => return Ok(None),
+        }
+    }
+}
+
+/// Gather the picked rows into one batch, write it, and drop batches no cursor needs.
+fn flush_picks(
+    sink: &mut Sink<'_>,
+    live: &mut Vec<RecordBatch>,
+    cursors: &mut [Cursor],
+    picks: &mut Vec<(usize, usize)>,
+) -> Result<()> {
+    let schema = logs_schema();
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for c in 0..schema.fields().len() {
+        let arrays: Vec<&dyn Array> = live.iter().map(|b| b.column(c).as_ref()).collect();
+        columns.push(arrow::compute::interleave(&arrays, picks)?);
+    }
+    let batch = RecordBatch::try_new(schema, columns)?;
+    picks.clear();
+    sink.write(&batch)?;
+    live.clear();
+    for cursor in cursors.iter_mut() {
+        live.push(cursor.batch.clone());
+        cursor.slot = live.len() - 1;
+    }
+    Ok(())
+}
