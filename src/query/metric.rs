@@ -24,7 +24,7 @@ use futures::StreamExt;
 use serde_json::Value;
 
 use tovlog_logql::ast::{RangeAggregation, RangeOp, SampleExpr, VectorAggregation};
-use tovlog_logql::eval::{self, EvalLimits, LeafHints, RangeInput, RawSeries, Steps};
+use tovlog_logql::eval::{self, Bucketing, EvalLimits, LeafHints, RangeInput, RawSeries, Steps};
 use tovlog_logql::pipeline::{LabelHints, Pipeline, SampleExtractor};
 
 use super::encode;
@@ -191,6 +191,7 @@ impl RangeInput for EngineInput {
             label_hints,
             reduce_of(hints),
             self.series_guard,
+            None,
         ));
         match fetched {
             Ok((series, reservation)) => {
@@ -201,6 +202,44 @@ impl RangeInput for EngineInput {
                         .push((agg.clone(), *steps, hints.clone(), series.clone()));
                 }
                 Ok(series)
+            }
+            Err(e) => {
+                let err = tovlog_logql::Error::Validate(e.to_string());
+                self.failure = Some(e);
+                Err(err)
+            }
+        }
+    }
+
+    fn input_bucketed(
+        &mut self,
+        agg: &RangeAggregation,
+        hints: &LeafHints,
+        steps: &Steps,
+        bucketing: &Bucketing,
+    ) -> Result<Option<Vec<RawSeries>>, tovlog_logql::Error> {
+        if let Some(f) = &self.failure {
+            return Err(tovlog_logql::Error::Validate(f.to_string()));
+        }
+        // Repeated leaves go through the raw-sample cache instead.
+        if self.leaves.iter().filter(|l| &l.agg == agg).count() > 1 {
+            return Ok(None);
+        }
+        let parent = self.parent_of(agg);
+        let label_hints = LabelHints::for_range_aggregation(agg, parent.as_ref());
+        let fetched = self.handle.block_on(fetch_range(
+            &self.qc,
+            agg,
+            steps,
+            label_hints,
+            reduce_of(hints),
+            self.series_guard,
+            Some(bucketing),
+        ));
+        match fetched {
+            Ok((series, reservation)) => {
+                self.held.push(reservation);
+                Ok(Some(series))
             }
             Err(e) => {
                 let err = tovlog_logql::Error::Validate(e.to_string());
@@ -249,7 +288,8 @@ fn scan_columns(pipeline: &Pipeline, value: &SampleValue, reduce: &LabelReduce) 
 }
 
 /// Read the raw samples of one range aggregation leaf, with the pool reservation that
-/// accounts for them.
+/// accounts for them. With `bucketing`, samples are summed per step bucket while reading
+/// (see [`Bucketing`]) and each series holds one sample per non-empty bucket.
 async fn fetch_range(
     qc: &QueryContext,
     agg: &RangeAggregation,
@@ -257,6 +297,7 @@ async fn fetch_range(
     label_hints: LabelHints,
     reduce: LabelReduce,
     max_series: Option<usize>,
+    bucketing: Option<&Bucketing>,
 ) -> Result<(Vec<RawSeries>, MemoryReservation), QueryError> {
     let range = &agg.range;
     // Windows are (t − offset − range, t − offset]; storage ranges are [start, end).
@@ -306,6 +347,15 @@ async fn fetch_range(
     // Samples are held until evaluation: account for them in the query's memory pool.
     let reservation = MemoryConsumer::new("tovlog range samples").register(pool);
     let mut per_key: Vec<Vec<(i64, f64)>> = Vec::new();
+    // Bucketed: per key, (sum, count) for buckets 1 − range/step ..= steps − 1.
+    let first_bucket = match bucketing {
+        Some(b) => 1 - range.range_ns / b.step_ns,
+        None => 0,
+    };
+    let n_buckets = bucketing.map_or(0, |b| {
+        b.buckets + usize::try_from(-first_bucket).unwrap_or(0)
+    });
+    let mut per_key_buckets: Vec<Vec<(f64, u32)>> = Vec::new();
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(datafusion_error)?;
         if let Some(max) = max_series {
@@ -313,9 +363,11 @@ async fn fetch_range(
                 return Err(QueryError::BadRequest(max_series_message(max)));
             }
         }
-        reservation
-            .try_grow(batch.num_rows() * std::mem::size_of::<(i64, f64)>())
-            .map_err(datafusion_error)?;
+        if bucketing.is_none() {
+            reservation
+                .try_grow(batch.num_rows() * std::mem::size_of::<(i64, f64)>())
+                .map_err(datafusion_error)?;
+        }
         let internal = || QueryError::Internal("bad sample batch".into());
         let keys = batch
             .column(0)
@@ -329,6 +381,32 @@ async fn fetch_range(
             .column(2)
             .as_primitive_opt::<Float64Type>()
             .ok_or_else(internal)?;
+        if let Some(b) = bucketing {
+            for ((k, t), v) in keys
+                .values()
+                .iter()
+                .zip(ts.values().iter())
+                .zip(values.values().iter())
+            {
+                let k = *k as usize;
+                if k >= per_key_buckets.len() {
+                    per_key_buckets.resize_with(k + 1, Vec::new);
+                }
+                let buckets = &mut per_key_buckets[k];
+                if buckets.is_empty() {
+                    reservation
+                        .try_grow(n_buckets * std::mem::size_of::<(f64, u32)>())
+                        .map_err(datafusion_error)?;
+                    buckets.resize(n_buckets, (0.0, 0));
+                }
+                let idx = b.index(*t) - first_bucket;
+                if let Some(slot) = usize::try_from(idx).ok().and_then(|i| buckets.get_mut(i)) {
+                    slot.0 += *v;
+                    slot.1 += 1;
+                }
+            }
+            continue;
+        }
         for ((k, t), v) in keys
             .values()
             .iter()
@@ -343,6 +421,24 @@ async fn fetch_range(
         }
     }
     let sets = interner.sets();
+    if let Some(b) = bucketing {
+        let mut out = Vec::with_capacity(per_key_buckets.len());
+        for (k, buckets) in per_key_buckets.into_iter().enumerate() {
+            let samples: Vec<(i64, f64)> = buckets
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, n))| *n > 0)
+                .map(|(i, (sum, _))| (b.end_of(i as i64 + first_bucket), *sum))
+                .collect();
+            if samples.is_empty() {
+                continue;
+            }
+            let labels = sets.get(k).map(|l| l.as_ref().clone()).unwrap_or_default();
+            out.push(RawSeries { labels, samples });
+        }
+        reservation.grow(interner.reserved_bytes());
+        return Ok((out, reservation));
+    }
     let mut out = Vec::with_capacity(per_key.len());
     for (k, mut samples) in per_key.into_iter().enumerate() {
         if samples.is_empty() {

@@ -220,6 +220,79 @@ pub trait RangeInput {
     ) -> Result<Vec<RawSeries>, Error> {
         self.input(agg, steps)
     }
+
+    /// The input already summed per bucket as [`Bucketing`] describes, or `None` to have
+    /// the evaluator ask for raw samples instead (the default).
+    fn input_bucketed(
+        &mut self,
+        _agg: &RangeAggregation,
+        _hints: &LeafHints,
+        _steps: &Steps,
+        _bucketing: &Bucketing,
+    ) -> Result<Option<Vec<RawSeries>>, Error> {
+        Ok(None)
+    }
+}
+
+/// Pre-aggregation of a range aggregation's input into step-wide buckets.
+///
+/// When the range is a whole number of steps, each window `(t_k − offset − range,
+/// t_k − offset]` is exactly the union of the buckets `(t_j − offset − step, t_j − offset]`
+/// for the `range / step` steps `j` ending at `k`. For functions that only add up samples
+/// (`count_over_time`, `rate`, `bytes_over_time`, `bytes_rate`), an engine can then sum
+/// each bucket while reading and hand over one sample per non-empty bucket, at the bucket's
+/// end, holding the bucket's sum: the same windows see the same totals, with no sample
+/// list to hold or sort. The evaluator then applies [`Bucketing::op`], the summing
+/// equivalent of the original function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucketing {
+    /// End of bucket 0 (`steps.start_ns − offset`).
+    pub base_ns: i64,
+    /// Bucket width (the step).
+    pub step_ns: i64,
+    /// Number of buckets (steps).
+    pub buckets: usize,
+    /// The function to evaluate over the bucket sums.
+    pub op: RangeOp,
+}
+
+impl Bucketing {
+    /// How `agg` over `steps` can be bucketed, if it can.
+    pub fn of(agg: &RangeAggregation, steps: &Steps) -> Option<Bucketing> {
+        let step = steps.step_ns;
+        let range = agg.range.range_ns;
+        if step <= 0 || range < step || range % step != 0 || agg.grouping.is_some() {
+            return None;
+        }
+        let op = match (agg.op, &agg.range.unwrap) {
+            (RangeOp::CountOverTime, None) => RangeOp::SumOverTime,
+            (RangeOp::Rate, None) => RangeOp::BytesRate,
+            (RangeOp::BytesOverTime, _) => RangeOp::BytesOverTime,
+            (RangeOp::BytesRate, _) => RangeOp::BytesRate,
+            _ => return None,
+        };
+        Some(Bucketing {
+            base_ns: steps.start_ns.checked_sub(agg.range.offset_ns)?,
+            step_ns: step,
+            buckets: steps.count(),
+            op,
+        })
+    }
+
+    /// The bucket holding timestamp `ts_ns`, or `None` outside every window (buckets
+    /// before step 0 exist only to complete its window: index them from
+    /// `1 − range/step`, shifted to 0 by the caller).
+    pub fn index(&self, ts_ns: i64) -> i64 {
+        let diff = ts_ns as i128 - self.base_ns as i128;
+        let step = self.step_ns as i128;
+        // Ceiling division: bucket j holds (base + (j−1)·step, base + j·step].
+        (diff.div_euclid(step) + i128::from(diff.rem_euclid(step) != 0)) as i64
+    }
+
+    /// The end timestamp of bucket `j`, where its summed sample goes.
+    pub fn end_of(&self, j: i64) -> i64 {
+        self.base_ns + j * self.step_ns
+    }
 }
 
 /// Evaluates a metric expression over `steps`.
@@ -479,6 +552,16 @@ impl Ctx<'_> {
             SampleExpr::VectorLiteral(v) => Ok(Operand::Vector(vec![funcs::vector(*v, self.n)])),
             SampleExpr::Range(agg) => {
                 let hints = leaf_hints(agg, parent);
+                if let Some(b) = Bucketing::of(agg, self.steps) {
+                    if let Some(raw) = self.input.input_bucketed(agg, &hints, self.steps, &b)? {
+                        let summed = RangeAggregation {
+                            op: b.op,
+                            ..agg.clone()
+                        };
+                        return range::eval_range(&summed, &hints, raw, self.steps, self.n)
+                            .map(Operand::Vector);
+                    }
+                }
                 let raw = self.input.input_with_hints(agg, &hints, self.steps)?;
                 range::eval_range(agg, &hints, raw, self.steps, self.n).map(Operand::Vector)
             }

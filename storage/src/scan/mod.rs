@@ -290,11 +290,34 @@ impl TableProvider for LogsTable {
             for g in groups {
                 builder = builder.with_file_group(FileGroup::new(g));
             }
+            // The reader decodes only the projected columns plus the restriction's own
+            // (`stream_id`, `ts`): a count never decompresses a line.
+            let mut read: Vec<usize> = match projection {
+                Some(p) => p.clone(),
+                None => (0..self.schema.fields().len()).collect(),
+            };
+            for c in [STREAM_ID, TS] {
+                let i = self.schema.index_of(c)?;
+                if !read.contains(&i) {
+                    read.push(i);
+                }
+            }
+            read.sort_unstable();
+            builder = builder.with_projection_indices(Some(read.clone()))?;
             let parquet = DataSourceExec::from_data_source(builder.build());
+            let read_schema = Arc::new(self.schema.project(&read)?);
+            let read_df = DFSchema::try_from(read_schema.as_ref().clone())?;
+            let filter_predicate = state.create_physical_expr(self.restriction(), &read_df)?;
+            // Positions of the requested columns among those read.
+            let out: Option<Vec<usize>> = projection.map(|p| {
+                p.iter()
+                    .filter_map(|c| read.iter().position(|r| r == c))
+                    .collect()
+            });
             // The Parquet reader filters rows while decoding; the FilterExec keeps the
             // restriction exact whatever the reader decides to push down.
-            let filter = FilterExecBuilder::new(predicate, parquet)
-                .apply_projection(projection.cloned())?
+            let filter = FilterExecBuilder::new(filter_predicate, parquet)
+                .apply_projection(out)?
                 .build()?;
             inputs.push(Arc::new(filter));
         }
