@@ -269,8 +269,8 @@ pub struct CompactionConfig {
     pub enabled: bool,
     /// A window is compacted once its newest uncompacted file is this old. Default `1m`.
     pub min_age: HumanDuration,
-    /// zstd level of compacted files. Default `16` (about 5 MB/s of raw lines per core;
-    /// decompression is as fast as at low levels).
+    /// zstd level of compacted files. Default `17` (about 5 MB/s of raw lines per core, as
+    /// fast as 16 on log lines and 2% smaller; decompression is as fast as at low levels).
     pub zstd_level: i32,
     /// Largest data page of the `line` column in compacted files. Default `2MiB` (4MiB
     /// saves another 0.5 byte per line but makes recent-data queries read more).
@@ -294,7 +294,7 @@ impl Default for CompactionConfig {
         CompactionConfig {
             enabled: true,
             min_age: HumanDuration(Duration::from_secs(60)),
-            zstd_level: 16,
+            zstd_level: 17,
             line_page_bytes: ByteSize(2 * 1024 * 1024),
             max_file_bytes: ByteSize(256 * 1024 * 1024),
             delete_delay: HumanDuration(Duration::from_secs(600)),

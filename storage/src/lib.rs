@@ -7,6 +7,9 @@
 //!                                                              ▼
 //!                       Parquet chunk (zstd, sorted by stream, ts) on object_store
 //!                       + manifest edit + label index update, then WAL truncation
+//!                                                              │ window quiet for a minute
+//!                                                              ▼
+//!                       compaction: merge window, zstd 17, trigram block index (.tri)
 //!
 //!  series()/label_names()/label_values()  ◄── label index + head
 //!  logs_table(tenant) : DataFusion TableProvider over head + chunks (stream/time pruning)

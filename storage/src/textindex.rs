@@ -5,12 +5,15 @@
 //! 3-byte substring (trigram) of `x`, so a per-block set of the trigrams present is exact
 //! for pruning: a block lacking one of the needle's trigrams holds no matching line.
 //!
-//! A block is up to [`BLOCK_ROWS`] consecutive rows of one stream in a chunk file (rows are
-//! sorted by stream, so blocks never mix streams). Each block stores its stream id, row
-//! range, time range and a bloom filter of its distinct trigrams (6 bits per trigram, 3
-//! probes: about 6% false positives per trigram, far fewer for a needle of several). On the
-//! standard workload a block of 8192 lines has ~6k distinct trigrams, so the filters cost
-//! about half a byte per line.
+//! A block is [`BLOCK_ROWS`] consecutive rows of a chunk file. Rows are sorted by stream,
+//! so a block covers a contiguous range of stream ids, recorded with its row range and
+//! time range. Blocks span streams on purpose: per-stream blocks of a one-hour file are
+//! small for all but the busiest streams, and small blocks have many distinct trigrams per
+//! row (a filter per stream-hour cost 5 bytes per line at 1M lines a day). Each block
+//! has a bloom filter of its distinct trigrams: up to 6 bits per trigram (about 6% false
+//! positives per trigram; a needle has several) and at most 8 bits per row. A block whose
+//! budget falls under 2 bits per trigram gets no filter and is always read. On the
+//! standard workload the filters cost about 0.7 byte per line.
 //!
 //! The filter also holds the trigrams of structured metadata values, and a flag records
 //! whether any line of the block has a backslash, so a *field* needle (`| json | k="v"`:
@@ -19,9 +22,10 @@
 //!
 //! The index of `<window>/<name>.parquet` is the object `<window>/<name>.tri`, written by the
 //! compactor (flushed files are recent and small; they are scanned). Format, little-endian:
-//! `"TVLTRI01"`, u32 block count, then per block: u64 stream id, u32 first row, u32 rows,
-//! i64 min ts, i64 max ts, u32 flags (bit 0: a line has a backslash), u32 filter words, the
-//! filter as u64 words.
+//! `"TVLTRI01"`, u32 block count, then per block: u64 min stream id, u64 max stream id,
+//! u32 first row, u32 rows,
+//! i64 min ts, i64 max ts, u32 flags (bit 0: a line has a backslash; bits 8–15: probes),
+//! u32 filter words (0: no filter), the filter as u64 words.
 
 use std::ops::Range;
 
@@ -31,11 +35,19 @@ use crate::model::StreamId;
 /// Rows per block, at most.
 pub const BLOCK_ROWS: u32 = 8192;
 const MAGIC: &[u8; 8] = b"TVLTRI01";
+/// Filter bits per distinct trigram, at most.
 const BITS_PER_TRIGRAM: usize = 6;
-const PROBES: u64 = 3;
+/// Filter bits per row, at most: small blocks of varied lines have many trigrams per row,
+/// and a filter costing more than this is worth less than reading the block.
+const BITS_PER_ROW: usize = 8;
+/// Below this many bits per trigram a filter rejects too little: the block gets none and
+/// is always read.
+const MIN_BITS_PER_TRIGRAM: usize = 2;
 
 /// Flag: some line of the block contains a backslash.
 const FLAG_BACKSLASH: u32 = 1;
+/// Bits 8..16 of the flags: the filter's probe count.
+const PROBES_SHIFT: u32 = 8;
 
 /// A byte string wanted rows contain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,8 +77,10 @@ pub fn index_path(chunk_path: &str) -> String {
 /// One block's filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Block {
-    /// Stream of every row in the block.
-    pub stream: StreamId,
+    /// Smallest stream id in the block (rows are sorted by stream).
+    pub min_stream: StreamId,
+    /// Largest stream id in the block.
+    pub max_stream: StreamId,
     /// First row (0-based, in file order).
     pub first_row: u32,
     /// Rows.
@@ -83,17 +97,19 @@ impl Block {
     fn may_contain(&self, trigram: u32) -> bool {
         let m = self.bits.len() as u64 * 64;
         if m == 0 {
-            return false;
+            // No filter: the block is always read.
+            return true;
         }
-        probes(trigram, m).all(|bit| self.bits[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
+        let k = u64::from((self.flags >> PROBES_SHIFT) & 0xff).max(1);
+        probes(trigram, m, k).all(|bit| self.bits[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
     }
 }
 
-fn probes(trigram: u32, m: u64) -> impl Iterator<Item = u64> {
+fn probes(trigram: u32, m: u64, k: u64) -> impl Iterator<Item = u64> {
     let h = (u64::from(trigram) ^ 0x5bd1_e995).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let h1 = h >> 32;
     let h2 = (h & 0xffff_ffff) | 1;
-    (0..PROBES).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) % m)
+    (0..k).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) % m)
 }
 
 /// The trigrams of `s` (none when it is shorter than 3 bytes).
@@ -132,7 +148,9 @@ impl TextIndex {
             .collect();
         let mut out: Vec<Range<u32>> = Vec::new();
         for b in &self.blocks {
-            if b.min_ts >= end || b.max_ts < start || streams.binary_search(&b.stream).is_err() {
+            let first = streams.partition_point(|&s| s < b.min_stream);
+            let selected = streams.get(first).is_some_and(|&s| s <= b.max_stream);
+            if b.min_ts >= end || b.max_ts < start || !selected {
                 continue;
             }
             let escaped = b.flags & FLAG_BACKSLASH != 0;
@@ -165,7 +183,8 @@ impl TextIndex {
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&(self.blocks.len() as u32).to_le_bytes());
         for b in &self.blocks {
-            out.extend_from_slice(&b.stream.to_le_bytes());
+            out.extend_from_slice(&b.min_stream.to_le_bytes());
+            out.extend_from_slice(&b.max_stream.to_le_bytes());
             out.extend_from_slice(&b.first_row.to_le_bytes());
             out.extend_from_slice(&b.rows.to_le_bytes());
             out.extend_from_slice(&b.min_ts.to_le_bytes());
@@ -193,7 +212,8 @@ impl TextIndex {
         let mut blocks = Vec::with_capacity(n.min(data.len() / 36));
         for _ in 0..n {
             let block = (|| {
-                let stream = r.u64()?;
+                let min_stream = r.u64()?;
+                let max_stream = r.u64()?;
                 let first_row = r.u32()?;
                 let rows = r.u32()?;
                 let min_ts = r.u64()? as i64;
@@ -210,7 +230,8 @@ impl TextIndex {
                     })
                     .collect();
                 Some(Block {
-                    stream,
+                    min_stream,
+                    max_stream,
                     first_row,
                     rows,
                     min_ts,
@@ -259,7 +280,8 @@ pub struct TextIndexBuilder {
     seen: Vec<u64>,
     distinct: Vec<u32>,
     flags: u32,
-    open: Option<(StreamId, u32, u32, i64, i64)>,
+    /// Open block: (min stream, max stream, first row, rows, min ts, max ts).
+    open: Option<(StreamId, StreamId, u32, u32, i64, i64)>,
     blocks: Vec<Block>,
 }
 
@@ -286,20 +308,18 @@ impl TextIndexBuilder {
         line: &[u8],
         metadata_values: impl IntoIterator<Item = &'a [u8]>,
     ) {
-        let full = match &self.open {
-            Some((s, _, rows, _, _)) => *s != stream || *rows >= BLOCK_ROWS,
-            None => false,
-        };
-        if full {
+        if matches!(&self.open, Some((_, _, _, rows, _, _)) if *rows >= BLOCK_ROWS) {
             self.close();
         }
         match &mut self.open {
-            Some((_, _, rows, min, max)) => {
+            Some((lo, hi, _, rows, min, max)) => {
+                *lo = (*lo).min(stream);
+                *hi = (*hi).max(stream);
                 *rows += 1;
                 *min = (*min).min(ts);
                 *max = (*max).max(ts);
             }
-            None => self.open = Some((stream, row, 1, ts, ts)),
+            None => self.open = Some((stream, stream, row, 1, ts, ts)),
         }
         if memchr::memchr(b'\\', line).is_some() {
             self.flags |= FLAG_BACKSLASH;
@@ -322,26 +342,41 @@ impl TextIndexBuilder {
     }
 
     fn close(&mut self) {
-        let Some((stream, first_row, rows, min_ts, max_ts)) = self.open.take() else {
+        let Some((min_stream, max_stream, first_row, rows, min_ts, max_ts)) = self.open.take()
+        else {
             return;
         };
-        let words = (self.distinct.len() * BITS_PER_TRIGRAM).div_ceil(64).max(1);
-        let m = words as u64 * 64;
-        let mut bits = vec![0u64; words];
-        for &g in &self.distinct {
-            for bit in probes(g, m) {
-                bits[(bit / 64) as usize] |= 1 << (bit % 64);
+        let n = self.distinct.len();
+        let budget = (n * BITS_PER_TRIGRAM).min(rows as usize * BITS_PER_ROW);
+        let mut flags = std::mem::take(&mut self.flags);
+        let mut bits = Vec::new();
+        if n > 0 && budget >= n * MIN_BITS_PER_TRIGRAM {
+            let words = budget.div_ceil(64);
+            let m = words as u64 * 64;
+            // The optimal probe count is (bits per trigram) · ln 2.
+            let k = ((m as f64 / n as f64) * std::f64::consts::LN_2)
+                .round()
+                .clamp(1.0, 4.0) as u64;
+            flags |= (k as u32) << PROBES_SHIFT;
+            bits = vec![0u64; words];
+            for &g in &self.distinct {
+                for bit in probes(g, m, k) {
+                    bits[(bit / 64) as usize] |= 1 << (bit % 64);
+                }
             }
+        }
+        for &g in &self.distinct {
             self.seen[(g / 64) as usize] = 0;
         }
         self.distinct.clear();
         self.blocks.push(Block {
-            stream,
+            min_stream,
+            max_stream,
             first_row,
             rows,
             min_ts,
             max_ts,
-            flags: std::mem::take(&mut self.flags),
+            flags,
             bits,
         });
     }
@@ -363,7 +398,7 @@ mod tests {
     fn blocks_without_a_needle_trigram_are_skipped_and_round_trip() -> Result<()> {
         let mut b = TextIndexBuilder::default();
         let mut row = 0;
-        for i in 0..(BLOCK_ROWS + 10) {
+        for i in 0..(BLOCK_ROWS + 1000) {
             let line = if i == 5 {
                 "user=mallory action=DELETE".to_string()
             } else {
@@ -372,6 +407,7 @@ mod tests {
             b.push(row, 1, i64::from(i), line.as_bytes(), []);
             row += 1;
         }
+        // Stream 2 shares the second block with stream 1's last 1000 rows.
         b.push(
             row,
             2,
@@ -379,8 +415,17 @@ mod tests {
             br#"{"msg":"needle-7f3a9c in stream 2","user":"\u007a\u0071\u0078\u006a\u006b\u0077"}"#,
             [b"trace-abc".as_slice()],
         );
+        for _ in 0..199 {
+            row += 1;
+            b.push(row, 2, 8, b"-", []);
+        }
         let index = b.finish();
-        assert_eq!(index.blocks.len(), 3);
+        assert_eq!(index.blocks.len(), 2);
+        assert!(index.blocks.iter().all(|b| !b.bits.is_empty()));
+        assert_eq!(
+            (index.blocks[1].min_stream, index.blocks[1].max_stream),
+            (1, 2)
+        );
         let needle = |n: &str| vec![TextNeedle::literal(n.as_bytes())];
         let field = |n: &str| {
             vec![TextNeedle {
@@ -388,21 +433,21 @@ mod tests {
                 or_escaped: true,
             }]
         };
-        let last = BLOCK_ROWS + 10..BLOCK_ROWS + 11;
+        let second = BLOCK_ROWS..BLOCK_ROWS + 1200;
         // Metadata values are indexed; an escaped field value keeps its block.
         assert_eq!(
             index.candidate_rows(&[2], 0, 9, &needle("trace-abc")),
-            vec![last.clone()]
+            vec![second.clone()]
         );
         assert!(index
             .candidate_rows(&[2], 0, 9, &needle("zqxjkw"))
             .is_empty());
         assert_eq!(
             index.candidate_rows(&[2], 0, 9, &field("zqxjkw")),
-            vec![last.clone()]
+            vec![second.clone()]
         );
         assert!(index
-            .candidate_rows(&[1], 0, i64::MAX, &field("zqxjkw"))
+            .candidate_rows(&[1], 0, 7, &field("zqxjkw"))
             .is_empty());
         assert_eq!(
             index.candidate_rows(&[1, 2], 0, i64::MAX, &needle("mallory")),
@@ -410,21 +455,34 @@ mod tests {
         );
         assert_eq!(
             index.candidate_rows(&[1, 2], 0, i64::MAX, &needle("needle-7f3a9c")),
-            vec![last]
+            vec![second.clone()]
         );
         // Stream and time restrictions, and short needles that cannot prune.
         assert!(index
-            .candidate_rows(&[1], 0, i64::MAX, &needle("needle-7f3a9c"))
+            .candidate_rows(&[3], 0, i64::MAX, &needle("user"))
+            .is_empty());
+        assert!(index
+            .candidate_rows(&[1], i64::MAX - 1, i64::MAX, &needle("user"))
             .is_empty());
         assert_eq!(
             index.candidate_rows(&[1], i64::from(BLOCK_ROWS), i64::MAX, &needle("id")),
-            vec![BLOCK_ROWS..BLOCK_ROWS + 10]
+            vec![second]
         );
         let encoded = index.encode();
         assert_eq!(TextIndex::decode("x", &encoded)?, index);
         for cut in [0, 7, 12, 40, encoded.len() - 1] {
             assert!(TextIndex::decode("x", &encoded[..cut]).is_err());
         }
+
+        // A few varied lines: a filter would cost more than reading them, so none.
+        let mut small = TextIndexBuilder::default();
+        small.push(0, 3, 8, b"a handful of quite varied words in one line", []);
+        let small = small.finish();
+        assert!(small.blocks[0].bits.is_empty());
+        assert_eq!(
+            small.candidate_rows(&[3], 0, 9, &needle("absent-thing")),
+            vec![0..1]
+        );
         Ok(())
     }
 
@@ -439,10 +497,12 @@ mod tests {
             "x y z 123",
         ];
         let mut b = TextIndexBuilder::default();
-        for (i, l) in lines.iter().enumerate() {
-            b.push(i as u32, 9, 0, l.as_bytes(), []);
+        for i in 0..300u32 {
+            let l = lines[i as usize % lines.len()];
+            b.push(i, 9, 0, l.as_bytes(), []);
         }
         let index = b.finish();
+        assert!(!index.blocks[0].bits.is_empty());
         for l in lines {
             for w in l.as_bytes().windows(3) {
                 assert_eq!(
