@@ -182,33 +182,12 @@ impl RangeInput for EngineInput {
         {
             return Ok(series.clone());
         }
-        let parent = self.parent_of(agg);
-        let label_hints = LabelHints::for_range_aggregation(agg, parent.as_ref());
-        let fetched = self.handle.block_on(fetch_range(
-            &self.qc,
-            agg,
-            steps,
-            label_hints,
-            reduce_of(hints),
-            self.series_guard,
-            None,
-        ));
-        match fetched {
-            Ok((series, reservation)) => {
-                self.held.push(reservation);
-                let repeated = self.leaves.iter().filter(|l| &l.agg == agg).count() > 1;
-                if repeated {
-                    self.cache
-                        .push((agg.clone(), *steps, hints.clone(), series.clone()));
-                }
-                Ok(series)
-            }
-            Err(e) => {
-                let err = tovlog_logql::Error::Validate(e.to_string());
-                self.failure = Some(e);
-                Err(err)
-            }
+        let series = self.fetch(agg, hints, steps, None)?;
+        if self.repeated(agg) {
+            self.cache
+                .push((agg.clone(), *steps, hints.clone(), series.clone()));
         }
+        Ok(series)
     }
 
     fn input_bucketed(
@@ -222,9 +201,28 @@ impl RangeInput for EngineInput {
             return Err(tovlog_logql::Error::Validate(f.to_string()));
         }
         // Repeated leaves go through the raw-sample cache instead.
-        if self.leaves.iter().filter(|l| &l.agg == agg).count() > 1 {
+        if self.repeated(agg) {
             return Ok(None);
         }
+        self.fetch(agg, hints, steps, Some(bucketing)).map(Some)
+    }
+}
+
+impl EngineInput {
+    /// Does `agg` occur more than once in the query?
+    fn repeated(&self, agg: &RangeAggregation) -> bool {
+        self.leaves.iter().filter(|l| &l.agg == agg).count() > 1
+    }
+
+    /// Read one leaf's input (raw or bucketed), keeping its pool accounting and the
+    /// engine error behind a failure.
+    fn fetch(
+        &mut self,
+        agg: &RangeAggregation,
+        hints: &LeafHints,
+        steps: &Steps,
+        bucketing: Option<&Bucketing>,
+    ) -> Result<Vec<RawSeries>, tovlog_logql::Error> {
         let parent = self.parent_of(agg);
         let label_hints = LabelHints::for_range_aggregation(agg, parent.as_ref());
         let fetched = self.handle.block_on(fetch_range(
@@ -234,12 +232,12 @@ impl RangeInput for EngineInput {
             label_hints,
             reduce_of(hints),
             self.series_guard,
-            Some(bucketing),
+            bucketing,
         ));
         match fetched {
             Ok((series, reservation)) => {
                 self.held.push(reservation);
-                Ok(Some(series))
+                Ok(series)
             }
             Err(e) => {
                 let err = tovlog_logql::Error::Validate(e.to_string());
@@ -285,6 +283,15 @@ fn scan_columns(pipeline: &Pipeline, value: &SampleValue, reduce: &LabelReduce) 
     } else {
         ScanColumns::NoMetadata
     }
+}
+
+/// The entry of series key `k`, growing the table as keys appear.
+fn slot<T>(table: &mut Vec<Vec<T>>, k: u32) -> &mut Vec<T> {
+    let k = k as usize;
+    if k >= table.len() {
+        table.resize_with(k + 1, Vec::new);
+    }
+    &mut table[k]
 }
 
 /// Read the raw samples of one range aggregation leaf, with the pool reservation that
@@ -381,18 +388,14 @@ async fn fetch_range(
             .column(2)
             .as_primitive_opt::<Float64Type>()
             .ok_or_else(internal)?;
+        let rows = keys
+            .values()
+            .iter()
+            .zip(ts.values().iter())
+            .zip(values.values().iter());
         if let Some(b) = bucketing {
-            for ((k, t), v) in keys
-                .values()
-                .iter()
-                .zip(ts.values().iter())
-                .zip(values.values().iter())
-            {
-                let k = *k as usize;
-                if k >= per_key_buckets.len() {
-                    per_key_buckets.resize_with(k + 1, Vec::new);
-                }
-                let buckets = &mut per_key_buckets[k];
+            for ((k, t), v) in rows {
+                let buckets = slot(&mut per_key_buckets, *k);
                 if buckets.is_empty() {
                     reservation
                         .try_grow(n_buckets * std::mem::size_of::<(f64, u32)>())
@@ -407,17 +410,8 @@ async fn fetch_range(
             }
             continue;
         }
-        for ((k, t), v) in keys
-            .values()
-            .iter()
-            .zip(ts.values().iter())
-            .zip(values.values().iter())
-        {
-            let k = *k as usize;
-            if k >= per_key.len() {
-                per_key.resize_with(k + 1, Vec::new);
-            }
-            per_key[k].push((*t, *v));
+        for ((k, t), v) in rows {
+            slot(&mut per_key, *k).push((*t, *v));
         }
     }
     let sets = interner.sets();
