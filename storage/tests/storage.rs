@@ -521,6 +521,7 @@ async fn compacted_files_skip_blocks_without_the_needle() -> Result<()> {
     let dir = tmp()?;
     let mut cfg = config(dir.path());
     cfg.compaction.min_age = tovlog_storage::config::HumanDuration(std::time::Duration::ZERO);
+    let cfg_again = cfg.clone();
     let id = labels(&[("job", "api")]).fingerprint();
     let storage = Storage::open(cfg).await?;
     let lines: Vec<(i64, String)> = (0..20_000i64)
@@ -577,5 +578,41 @@ async fn compacted_files_skip_blocks_without_the_needle() -> Result<()> {
     assert_eq!(count("not-there-at-all").await?, (0, 0));
     assert_eq!(count("action=").await?, (20_000, 20_000));
     assert_eq!(count("15").await?.0, 20_000);
+    storage.shutdown().await?;
+
+    // A damaged index only costs reading: the file is read whole, the answer is the same.
+    let indexes: Vec<_> = parquet_files(dir.path())
+        .iter()
+        .map(|p| p.with_extension("tri"))
+        .filter(|p| p.exists())
+        .collect();
+    assert_eq!(indexes.len(), 1);
+    for p in &indexes {
+        std::fs::write(p, b"TVLTRI01 damaged").map_err(|e| Error::Internal(e.to_string()))?;
+    }
+    let reopened = Storage::open(cfg_again).await?;
+    let ctx = SessionContext::new();
+    reopened.register_object_store(&ctx);
+    let table = reopened.logs_table_with_needles(
+        ScanRequest {
+            tenant: "fake".into(),
+            streams: vec![id],
+            start_ns: 0,
+            end_ns: 1_000_000,
+        },
+        vec![tovlog_storage::textindex::TextNeedle::literal(
+            "needle-7f3a9c".as_bytes(),
+        )],
+    )?;
+    ctx.register_table("logs", Arc::new(table))?;
+    let rows: usize = ctx
+        .table("logs")
+        .await?
+        .collect()
+        .await?
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(rows, 20_000);
     Ok(())
 }
