@@ -28,6 +28,8 @@ pub mod exec;
 mod logs;
 mod metric;
 mod plan;
+
+pub use plan::convert_matchers;
 pub mod stats;
 
 use std::sync::atomic::{AtomicBool, Ordering};

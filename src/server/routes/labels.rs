@@ -10,8 +10,8 @@ use axum::{
     Json,
 };
 use serde_json::{json, Value};
-use tovlog_logql::ast::{self, Expr};
-use tovlog_storage::{MatchOp, Matcher, StreamVolume};
+use tovlog_logql::ast::Expr;
+use tovlog_storage::{Matcher, StreamVolume};
 
 use crate::server::{
     error::ApiError,
@@ -35,25 +35,7 @@ pub fn selector_matchers(query: &str) -> Result<Vec<Matcher>, ApiError> {
             "expected a stream selector, got a metric query: {query}"
         )));
     };
-    to_storage_matchers(&log.selector)
-}
-
-/// LogQL matchers → storage matchers (regexes compiled, anchored).
-pub fn to_storage_matchers(selector: &[ast::Matcher]) -> Result<Vec<Matcher>, ApiError> {
-    selector
-        .iter()
-        .map(|m| {
-            let op = match m.op {
-                ast::MatchOp::Eq => MatchOp::Eq,
-                ast::MatchOp::Neq => MatchOp::Neq,
-                ast::MatchOp::Re => MatchOp::Re,
-                ast::MatchOp::Nre => MatchOp::Nre,
-            };
-            Matcher::new(m.name.clone(), op, m.value.clone()).map_err(|e| {
-                ApiError::BadRequest(format!("invalid regex in matcher {}: {e}", m.name))
-            })
-        })
-        .collect()
+    Ok(crate::query::convert_matchers(&log.selector)?)
 }
 
 struct Common {
