@@ -7,9 +7,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, Int64Array, StringArray, UInt64Array};
 use datafusion::prelude::SessionContext;
-use tovlog_storage::{
-    Entry, LabelSet, MatchOp, Matcher, PushStream, ScanRequest, Storage, StorageConfig,
-};
+use tovlog_storage::{MatchOp, Matcher, ScanRequest, Storage, StorageConfig};
 
 const TENANT: &str = "fake";
 /// One hour in ns; the default chunk window.
@@ -17,35 +15,8 @@ const HOUR: i64 = 3_600_000_000_000;
 /// An hour-aligned base timestamp.
 const BASE: i64 = 472_222 * HOUR;
 
-fn config(dir: &Path) -> StorageConfig {
-    StorageConfig {
-        data_dir: dir.to_path_buf(),
-        ..StorageConfig::default()
-    }
-}
-
-fn labels(pairs: &[(&str, &str)]) -> LabelSet {
-    LabelSet::new(
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    )
-}
-
-fn stream(pairs: &[(&str, &str)], entries: &[(i64, &str)]) -> PushStream {
-    PushStream {
-        labels: labels(pairs),
-        entries: entries
-            .iter()
-            .map(|(ts, line)| Entry {
-                ts_ns: *ts,
-                line: line.to_string(),
-                metadata: Vec::new(),
-            })
-            .collect(),
-    }
-}
+mod common;
+use common::{config, push as stream};
 
 fn m(name: &str, op: MatchOp, value: &str) -> Matcher {
     Matcher::new(name, op, value).expect("valid test regex")

@@ -6,40 +6,10 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{Int64Type, UInt64Type};
 use datafusion::prelude::{col, SessionContext};
-use tovlog_storage::config::StorageConfig;
-use tovlog_storage::{
-    Entry, Error, LabelSet, MatchOp, Matcher, PushStream, Result, ScanRequest, Storage, StreamId,
-};
+use tovlog_storage::{Error, MatchOp, Matcher, Result, ScanRequest, Storage, StreamId};
 
-fn config(dir: &std::path::Path) -> StorageConfig {
-    StorageConfig {
-        data_dir: dir.to_path_buf(),
-        ..StorageConfig::default()
-    }
-}
-
-fn labels(pairs: &[(&str, &str)]) -> LabelSet {
-    LabelSet::new(
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    )
-}
-
-fn push(pairs: &[(&str, &str)], entries: &[(i64, &str)]) -> PushStream {
-    PushStream {
-        labels: labels(pairs),
-        entries: entries
-            .iter()
-            .map(|(ts, line)| Entry {
-                ts_ns: *ts,
-                line: line.to_string(),
-                metadata: vec![],
-            })
-            .collect(),
-    }
-}
+mod common;
+use common::{config, labels, push};
 
 fn m(name: &str, op: MatchOp, value: &str) -> Result<Matcher> {
     Matcher::new(name, op, value).map_err(|e| Error::Internal(e.to_string()))
