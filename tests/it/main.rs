@@ -4,5 +4,6 @@
 mod compare;
 mod conformance;
 mod crash;
+mod logcli;
 mod push;
 mod server;

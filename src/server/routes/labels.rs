@@ -112,7 +112,7 @@ pub async fn label_values(
     Ok(Json(json!({"status": "success", "data": values})))
 }
 
-/// `GET|POST /loki/api/v1/series` with one or more `match[]`.
+/// `GET|POST /loki/api/v1/series` with one or more `match[]` (or `match`, as logcli sends).
 pub async fn series(
     State(state): State<AppState>,
     method: Method,
@@ -124,6 +124,15 @@ pub async fn series(
     let mut selectors: Vec<&str> = c.params.all("match[]");
     selectors.extend(c.params.all("match"));
     selectors.retain(|s| !s.trim().is_empty());
+    selectors.sort_unstable();
+    selectors.dedup();
+    // As Loki: a lone `{}` (spaces ignored) means no matcher, i.e. every series. logcli and
+    // Grafana send it for "all series".
+    if let [only] = selectors.as_slice() {
+        if only.replace(' ', "") == "{}" {
+            selectors.clear();
+        }
+    }
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     let groups = if selectors.is_empty() {
