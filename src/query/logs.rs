@@ -197,6 +197,7 @@ async fn top_rows(
                 columns: ScanColumns::All,
                 start_ns,
                 end_ns,
+                minute_counts: None,
             },
         )
         .await?

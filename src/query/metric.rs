@@ -13,8 +13,11 @@
 //! or per parsed label set. Error labels are always kept so the evaluator's pipeline
 //! error rules see exactly what they would without the reduction.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
+
+use tovlog_storage::scan::MinuteCount;
 
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{Float64Type, Int64Type, UInt32Type};
@@ -28,7 +31,7 @@ use tovlog_logql::eval::{self, Bucketing, EvalLimits, LeafHints, RangeInput, Raw
 use tovlog_logql::pipeline::{LabelHints, Pipeline, SampleExtractor};
 
 use super::encode;
-use super::exec::{Interner, LabelReduce, PipelineMode, SampleValue};
+use super::exec::{reduce_labels, Interner, LabelReduce, PipelineMode, SampleValue};
 use super::plan::{build_scan, datafusion_error, QueryContext, ScanColumns, ScanSpec};
 use super::{QueryError, QueryRequest};
 
@@ -331,16 +334,25 @@ async fn fetch_range(
     let interner =
         Interner::with_reservation(MemoryConsumer::new("tovlog series labels").register(pool));
     let columns = scan_columns(&pipeline, &value, &reduce);
-    let Some((plan, _streams)) = build_scan(
+    // Counting rows of whole minutes: files with precomputed minute counts need no read.
+    let minute = tovlog_storage::textindex::MINUTE_NS;
+    let counted = columns == ScanColumns::TimeOnly
+        && bucketing.is_some_and(|b| b.step_ns % minute == 0 && b.base_ns % minute == 0);
+    let mut minute_counts: Vec<MinuteCount> = Vec::new();
+    let Some((plan, streams)) = build_scan(
         qc,
         ScanSpec {
             log: &range.log,
             pipeline,
-            mode: Some(PipelineMode::Sample { value, reduce }),
+            mode: Some(PipelineMode::Sample {
+                value,
+                reduce: reduce.clone(),
+            }),
             interner: Arc::clone(&interner),
             columns,
             start_ns,
             end_ns,
+            minute_counts: counted.then_some(&mut minute_counts),
         },
     )
     .await?
@@ -412,6 +424,41 @@ async fn fetch_range(
         }
         for ((k, t), v) in rows {
             slot(&mut per_key, *k).push((*t, *v));
+        }
+    }
+    if let Some(b) = bucketing {
+        // Rows the scan did not read because their files' minute counts tell them.
+        let mut keys: HashMap<u64, u32> = HashMap::new();
+        for c in &minute_counts {
+            let key = match keys.get(&c.stream) {
+                Some(&k) => k,
+                None => {
+                    let labels = streams
+                        .0
+                        .get(&c.stream)
+                        .map_or_else(Vec::new, |l| reduce_labels(l.as_ref().clone(), &reduce));
+                    let k = interner.intern(labels).map_err(datafusion_error)?;
+                    keys.insert(c.stream, k);
+                    k
+                }
+            };
+            let buckets = slot(&mut per_key_buckets, key);
+            if buckets.is_empty() {
+                reservation
+                    .try_grow(n_buckets * std::mem::size_of::<(f64, u32)>())
+                    .map_err(datafusion_error)?;
+                buckets.resize(n_buckets, (0.0, 0));
+            }
+            let idx = b.index(c.minute_end_ns) - first_bucket;
+            if let Some(slot) = usize::try_from(idx).ok().and_then(|i| buckets.get_mut(i)) {
+                slot.0 += f64::from(c.rows);
+                slot.1 += c.rows;
+            }
+        }
+        if let Some(max) = max_series {
+            if interner.len() > max {
+                return Err(QueryError::BadRequest(max_series_message(max)));
+            }
         }
     }
     let sets = interner.sets();

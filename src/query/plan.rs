@@ -17,6 +17,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use tovlog_logql::ast;
 use tovlog_logql::pipeline::{FieldNeedle, Pipeline};
+use tovlog_storage::scan::MinuteCount;
 use tovlog_storage::schema::{LINE, METADATA, STREAM_ID, TS};
 use tovlog_storage::textindex::TextNeedle;
 use tovlog_storage::{MatchOp, Matcher, ScanRequest, Storage};
@@ -177,6 +178,9 @@ pub struct ScanSpec<'a> {
     pub start_ns: i64,
     /// Exclusive end, ns.
     pub end_ns: i64,
+    /// When set, chunk files with precomputed per-minute row counts are not scanned; their
+    /// counts go here instead (see `LogsTable::take_minute_counts`).
+    pub minute_counts: Option<&'a mut Vec<MinuteCount>>,
 }
 
 /// Message of the error execution nodes raise once the query was cancelled.
@@ -198,6 +202,7 @@ pub async fn build_scan(
         columns,
         start_ns,
         end_ns,
+        minute_counts,
     } = spec;
     if start_ns >= end_ns {
         return Ok(None);
@@ -241,19 +246,22 @@ pub async fn build_scan(
             field_needles.clear();
         }
     }
-    let provider: Arc<dyn TableProvider> = Arc::new(
-        qc.storage
-            .logs_table_with_needles(
-                ScanRequest {
-                    tenant: qc.tenant.clone(),
-                    streams: ids,
-                    start_ns,
-                    end_ns,
-                },
-                needles,
-            )
-            .map_err(storage_error)?,
-    );
+    let mut table = qc
+        .storage
+        .logs_table_with_needles(
+            ScanRequest {
+                tenant: qc.tenant.clone(),
+                streams: ids,
+                start_ns,
+                end_ns,
+            },
+            needles,
+        )
+        .map_err(storage_error)?;
+    if let Some(out) = minute_counts {
+        out.extend(table.take_minute_counts().await);
+    }
+    let provider: Arc<dyn TableProvider> = Arc::new(table);
     let state = qc.session.state();
     let names: &[&str] = match columns {
         ScanColumns::All => &[STREAM_ID, TS, LINE, METADATA],

@@ -586,3 +586,94 @@ async fn compacted_files_skip_blocks_without_the_needle() -> Result<()> {
     assert_eq!(rows, 20_000);
     Ok(())
 }
+
+#[tokio::test]
+async fn compacted_files_answer_minute_counts_instead_of_a_scan() -> Result<()> {
+    let dir = tmp()?;
+    let mut cfg = config(dir.path());
+    cfg.compaction.min_age = tovlog_storage::config::HumanDuration(std::time::Duration::ZERO);
+    let minute = tovlog_storage::textindex::MINUTE_NS;
+    let a = labels(&[("job", "api")]).fingerprint();
+    let b = labels(&[("job", "web")]).fingerprint();
+    let storage = Storage::open(cfg).await?;
+    // Rows on and around minute boundaries, in both streams, over 12 minutes.
+    let times: Vec<i64> = (0..12 * 60)
+        .map(|s| s * 1_000_000_000 + (s % 7) * 3)
+        .chain([minute, 5 * minute, 5 * minute + 1, 10 * minute])
+        .collect();
+    let lines: Vec<(i64, String)> = times.iter().map(|&t| (t, format!("line {t}"))).collect();
+    let entries: Vec<(i64, &str)> = lines.iter().map(|(t, l)| (*t, l.as_str())).collect();
+    storage
+        .append(
+            "fake",
+            vec![
+                push(&[("job", "api")], &entries),
+                push(&[("job", "web")], &entries[..300]),
+            ],
+        )
+        .await?;
+    storage.flush().await?;
+    assert_eq!(storage.compact().await?, 1);
+    // A later row stays in the head: it is scanned, never counted.
+    storage
+        .append(
+            "fake",
+            vec![push(&[("job", "api")], &[(3 * minute, "late")])],
+        )
+        .await?;
+
+    let table = |start_ns: i64, end_ns: i64| {
+        storage.logs_table_with_needles(
+            ScanRequest {
+                tenant: "fake".into(),
+                streams: vec![a, b],
+                start_ns,
+                end_ns,
+            },
+            Vec::new(),
+        )
+    };
+    // Minutes 2..=10, i.e. (60 s, 600 s]: the range [60 s + 1, 600 s + 1).
+    let (start, end) = (minute + 1, 10 * minute + 1);
+    let mut t = table(start, end)?;
+    assert_eq!(t.files().len(), 1);
+    let counts = t.take_minute_counts().await;
+    assert!(t.files().is_empty(), "the counted file is still scanned");
+    assert_eq!(t.head_rows(), 1);
+    let mut want: std::collections::BTreeMap<(u64, i64), u32> = Default::default();
+    for (stream, n) in [(a, times.len()), (b, 300)] {
+        for &ts in times.iter().take(n).filter(|&&ts| ts >= start && ts < end) {
+            let m = tovlog_storage::textindex::minute_of(ts);
+            *want.entry((stream, m * minute)).or_default() += 1;
+        }
+    }
+    let mut got: std::collections::BTreeMap<(u64, i64), u32> = Default::default();
+    for c in &counts {
+        *got.entry((c.stream, c.minute_end_ns)).or_default() += c.rows;
+    }
+    assert_eq!(got, want);
+    assert_eq!(
+        counts.iter().map(|c| u64::from(c.rows)).sum::<u64>(),
+        want.values().map(|&n| u64::from(n)).sum::<u64>()
+    );
+    // A range not made of whole minutes cannot be counted: the file is scanned.
+    let mut t = table(start, end - 1)?;
+    assert!(t.take_minute_counts().await.is_empty());
+    assert_eq!(t.files().len(), 1);
+    // Nor can a needle query.
+    let mut t = storage.logs_table_with_needles(
+        ScanRequest {
+            tenant: "fake".into(),
+            streams: vec![a],
+            start_ns: start,
+            end_ns: end,
+        },
+        vec![tovlog_storage::textindex::TextNeedle::literal(
+            "line 6".as_bytes(),
+        )],
+    )?;
+    assert!(t.take_minute_counts().await.is_empty());
+    assert_eq!(t.files().len(), 1);
+    storage.shutdown().await?;
+    Ok(())
+}

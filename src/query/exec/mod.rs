@@ -13,8 +13,8 @@ use parking_lot::Mutex;
 
 pub use line_filter::LineFilterExec;
 pub use pipeline::{
-    sample_schema, LabelReduce, PipelineExec, PipelineMode, SampleValue, SAMPLE_KEY, SAMPLE_TS,
-    SAMPLE_VALUE,
+    reduce_labels, sample_schema, LabelReduce, PipelineExec, PipelineMode, SampleValue, SAMPLE_KEY,
+    SAMPLE_TS, SAMPLE_VALUE,
 };
 
 /// The labels of one stream, sorted by name, shared.

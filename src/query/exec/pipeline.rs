@@ -396,7 +396,7 @@ fn read_metadata(map: Option<&MapArray>, row: usize, buf: &mut Vec<(String, Stri
 const PRESERVE_ERROR_LABEL: &str = tovlog_logql::pipeline::PRESERVE_ERROR_LABEL;
 
 /// Reduce a label set without errors.
-fn reduce_labels(labels: Vec<(String, String)>, reduce: &LabelReduce) -> Vec<(String, String)> {
+pub fn reduce_labels(labels: Vec<(String, String)>, reduce: &LabelReduce) -> Vec<(String, String)> {
     match reduce {
         LabelReduce::Keep => labels,
         LabelReduce::By(names) => labels

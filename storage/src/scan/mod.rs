@@ -60,6 +60,18 @@ pub struct ChunkFile {
     pub text_index: bool,
 }
 
+/// Rows of one stream in the minute ending at `minute_end_ns` (see
+/// [`LogsTable::take_minute_counts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinuteCount {
+    /// Stream.
+    pub stream: StreamId,
+    /// End of the minute (inclusive): the minute is `(end − 60 s, end]`.
+    pub minute_end_ns: i64,
+    /// Rows.
+    pub rows: u32,
+}
+
 /// Loads trigram indexes and keeps them in memory (they are small: about half a byte per
 /// row), so a repeated needle query reads no index twice.
 pub struct TextIndexCache {
@@ -214,6 +226,54 @@ impl LogsTable {
             out.push((f, Some(selection)));
         }
         Ok(out)
+    }
+
+    /// Take over from the scan the files whose index has [`textindex::MinuteCounts`] and
+    /// return their rows per (stream, minute `m`), for minutes `((m − 1)·60 s, m·60 s]`
+    /// inside the table's range. Only a range made of whole such minutes (`start` and
+    /// `end` one nanosecond past a minute) can be answered this way; otherwise nothing
+    /// is taken. The files taken are no longer scanned, so counts plus the scan's rows
+    /// are the table's rows exactly once. A file whose index cannot be read stays in the
+    /// scan.
+    pub async fn take_minute_counts(&mut self) -> Vec<MinuteCount> {
+        let aligned = |t: i64| (t - 1).rem_euclid(textindex::MINUTE_NS) == 0;
+        let Some(cache) = self.indexes.clone() else {
+            return Vec::new();
+        };
+        if !self.needles.is_empty() || !aligned(self.start_ns) || !aligned(self.end_ns) {
+            return Vec::new();
+        }
+        let first = textindex::minute_of(self.start_ns);
+        let last = textindex::minute_of(self.end_ns - 1);
+        let mut out = Vec::new();
+        let mut kept = Vec::with_capacity(self.files.len());
+        for f in std::mem::take(&mut self.files) {
+            if !f.text_index {
+                kept.push(f);
+                continue;
+            }
+            let index = match cache.get(&f.path).await {
+                Ok(index) => index,
+                Err(e) => {
+                    tracing::warn!(file = %f.path, error = %e, "chunk index unusable; scanning the file");
+                    kept.push(f);
+                    continue;
+                }
+            };
+            let Some(counts) = &index.counts else {
+                kept.push(f);
+                continue;
+            };
+            counts.for_each(&self.streams, first, last, |stream, minute, rows| {
+                out.push(MinuteCount {
+                    stream,
+                    minute_end_ns: minute * textindex::MINUTE_NS,
+                    rows,
+                })
+            });
+        }
+        self.files = kept;
+        out
     }
 
     /// Chunk files this table reads.
