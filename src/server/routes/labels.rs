@@ -126,8 +126,8 @@ pub async fn series(
     selectors.retain(|s| !s.trim().is_empty());
     selectors.sort_unstable();
     selectors.dedup();
-    // As Loki: a lone `{}` (spaces ignored) means no matcher, i.e. every series. logcli and
-    // Grafana send it for "all series".
+    // As Loki: a lone `{}` (spaces ignored) means no matcher, i.e. every series
+    // (`logcli series '{}'`).
     if let [only] = selectors.as_slice() {
         if only.replace(' ', "") == "{}" {
             selectors.clear();
