@@ -272,6 +272,20 @@ impl LabelHints {
         self.required.is_empty() || self.required.iter().any(|r| r == key)
     }
 
+    /// Could a parser key sanitized to `name` be extracted: is it wanted as is, or as
+    /// `<name>_extracted` after a collision with a stream or metadata label?
+    pub(crate) fn may_extract(&self, name: &str) -> bool {
+        const SUFFIX: &str = super::labels::DUPLICATE_SUFFIX;
+        self.required.is_empty()
+            || self.required.iter().any(|r| {
+                // Lengths first: most keys differ in length from every wanted name.
+                (r.len() == name.len() && r == name)
+                    || (r.len() == name.len() + SUFFIX.len()
+                        && r.starts_with(name)
+                        && r.ends_with(SUFFIX))
+            })
+    }
+
     pub(crate) fn should_extract_prefix(&self, prefix: &str) -> bool {
         self.required.is_empty() || self.required.iter().any(|r| r.starts_with(prefix))
     }

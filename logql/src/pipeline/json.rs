@@ -65,26 +65,21 @@ fn next_token(data: &[u8]) -> Option<usize> {
 }
 
 /// Index just past the closing quote of a string whose opening quote was already
-/// consumed, and whether it contains escapes.
+/// consumed, and whether it contains escapes. A backslash escapes the next byte, so a quote
+/// closes the string exactly when an even number of backslashes precede it (jsonparser's
+/// rule); memchr jumps between the only two bytes that matter.
 fn string_end(data: &[u8]) -> (Option<usize>, bool) {
     let mut escaped = false;
-    for (i, &c) in data.iter().enumerate() {
-        if c == b'"' {
-            if !escaped {
-                return (Some(i + 1), false);
-            }
-            // Count the backslashes before the quote: an even number closes the string.
-            let mut j = i;
-            let mut n = 0;
-            while j > 0 && data[j - 1] == b'\\' {
-                n += 1;
-                j -= 1;
-            }
-            if n % 2 == 0 {
-                return (Some(i + 1), true);
-            }
-        } else if c == b'\\' {
-            escaped = true;
+    let mut i = 0;
+    while let Some(p) = memchr::memchr2(b'"', b'\\', &data[i..]) {
+        let at = i + p;
+        if data[at] == b'"' {
+            return (Some(at + 1), escaped);
+        }
+        escaped = true;
+        i = at + 2;
+        if i > data.len() {
+            break;
         }
     }
     (None, escaped)
@@ -287,6 +282,14 @@ fn label_string(raw: &str) -> Cow<'_, str> {
     }
 }
 
+/// `[A-Za-z_][A-Za-z0-9_]*`: unchanged by [`sanitize_label_key`].
+fn is_label_name(key: &str) -> bool {
+    let b = key.as_bytes();
+    !b.is_empty()
+        && !b[0].is_ascii_digit()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
 /// Loki's `appendSanitized`: append a sanitized key part to a prefix.
 fn append_sanitized(to: &mut String, key: &str) {
     let key = key.trim_matches(super::labels::is_go_space);
@@ -357,10 +360,7 @@ impl JsonParser {
         name: &mut String,
     ) -> Result<(), JsonErr> {
         object_each(data, &mut |key, value, ty| {
-            let value_text: Cow<'_, str> = match ty {
-                JsonType::String => label_string(value),
-                JsonType::Number => Cow::Borrowed(value),
-                JsonType::Boolean => Cow::Borrowed(if value == "true" { "true" } else { "false" }),
+            match ty {
                 JsonType::Object => {
                     let len = prefix.len();
                     if !key.trim_matches(super::labels::is_go_space).is_empty()
@@ -384,8 +384,15 @@ impl JsonParser {
                         Ok(())
                     };
                 }
-            };
+                JsonType::String | JsonType::Number | JsonType::Boolean => {}
+            }
             if prefix.is_empty() {
+                // A key that is already a valid label name is its own sanitized form:
+                // ask the hints before copying it.
+                let clean = is_label_name(key);
+                if clean && !hints.may_extract(key) {
+                    return Ok(());
+                }
                 sanitize_label_key(key, name);
                 if name.is_empty() {
                     return if hints.all_required_extracted(lb) {
@@ -402,6 +409,18 @@ impl JsonParser {
                 }
                 append_sanitized(name, key);
             }
+            // Most keys are wanted by no hint: skip them before any label lookup or
+            // unescaping (the value text is only built for labels that are set).
+            // Skipping sets nothing, so the required labels are still not all extracted
+            // (once they are, the walk has already stopped with `FoundAll`).
+            if !hints.may_extract(name) {
+                return Ok(());
+            }
+            let value_text: Cow<'_, str> = match ty {
+                JsonType::String => label_string(value),
+                JsonType::Boolean => Cow::Borrowed(if value == "true" { "true" } else { "false" }),
+                _ => Cow::Borrowed(value),
+            };
             if !set_implicit(lb, hints, name, &value_text) {
                 return Err(JsonErr::Mismatch);
             }

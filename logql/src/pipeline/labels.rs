@@ -441,12 +441,29 @@ impl LabelLookup for SnapshotLookup<'_> {
 /// replace every char outside `[A-Za-z0-9_]` by `_`.
 pub(crate) fn sanitize_label_key(key: &str, out: &mut String) {
     out.clear();
-    let key = key.trim_matches(is_go_space);
+    // Keys are nearly always short ASCII without surrounding spaces: no trimming and a
+    // byte-wise copy then.
+    let plain = |c: &u8| c.is_ascii() && !matches!(c, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ');
+    let b = key.as_bytes();
+    let key = match (b.first(), b.last()) {
+        (Some(f), Some(l)) if plain(f) && plain(l) => key,
+        _ => key.trim_matches(is_go_space),
+    };
     if key.is_empty() {
         return;
     }
     if key.as_bytes()[0].is_ascii_digit() {
         out.push('_');
+    }
+    if key.is_ascii() {
+        out.extend(key.bytes().map(|c| {
+            if c.is_ascii_alphanumeric() || c == b'_' {
+                c as char
+            } else {
+                '_'
+            }
+        }));
+        return;
     }
     for c in key.chars() {
         out.push(if c.is_ascii_alphanumeric() || c == '_' {
