@@ -3,8 +3,14 @@
 use clap::Parser;
 use tovlog::cli::{Cli, Command};
 
+fn main() -> anyhow::Result<()> {
+    // Before any thread exists (see the function's doc).
+    tovlog_storage::tune_allocator();
+    run()
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (check_only, args) = match cli.command {
         Some(Command::Serve(a)) => (false, a.or(cli.serve)),

@@ -2,9 +2,10 @@
 //! across streams, deduplicated, grouped into result streams by final label set.
 //!
 //! Early termination works at two levels. The time range is read in windows starting at
-//! the end the direction reads from (1/8 of the range, then four times larger each time),
-//! and reading stops as soon as the windows read hold `limit` entries: a `limit 100`
-//! query over a week reads only the newest slice that has 100 matches. Inside a window a
+//! the end the direction reads from (the first sized to hold a few pages' worth of rows of
+//! the selected streams, each next one from the match density seen so far), and reading
+//! stops as soon as the windows read hold `limit` entries: a `limit 100` query over a
+//! week reads only the newest slice that has 100 matches. Inside a window a
 //! DataFusion TopK sort (`SortExec` with `fetch`) keeps only the best `limit` rows, so
 //! memory stays bounded however many lines match.
 
@@ -30,7 +31,10 @@ use tovlog_storage::schema::{LINE, METADATA, STREAM_ID, TS};
 
 use super::encode::{self, Categories, EncodedEntry, StreamResult};
 use super::exec::{Interner, PipelineMode, StreamMap};
-use super::plan::{build_scan, datafusion_error, QueryContext, ScanColumns, ScanSpec};
+use super::plan::{
+    build_scan, convert_matchers, datafusion_error, storage_error, QueryContext, ScanColumns,
+    ScanSpec,
+};
 use super::stats::StatsCollector;
 use super::{Direction, QueryError, QueryRequest};
 
@@ -65,7 +69,8 @@ pub(super) async fn run(
     let limit = req.limit as usize;
     let mut rows: Vec<Row> = Vec::new();
     if limit > 0 && req.end_ns > req.start_ns {
-        let mut windows = Windows::new(req.start_ns, req.end_ns, req.direction);
+        let first = first_window_ns(qc, log, req, limit)?;
+        let mut windows = Windows::new(req.start_ns, req.end_ns, req.direction, first);
         while let Some((ws, we)) = windows.next_window() {
             let need = limit - rows.len();
             let found = top_rows(qc, log, &pipeline, req, ws, we, need).await?;
@@ -89,10 +94,52 @@ pub(super) async fn run(
     ))
 }
 
+/// Rows the first window should hold: `limit` entries of a query that keeps every entry
+/// are among its newest rows, a filtered query needs many rows per match. Reading is by
+/// compressed page (thousands of rows), so fewer rows save nothing.
+fn first_window_rows(log: &LogExpr, limit: usize) -> u64 {
+    let filtered = log
+        .pipeline
+        .iter()
+        .any(|s| matches!(s, Stage::LineFilter(_) | Stage::LabelFilter(_)));
+    let limit = limit as u64;
+    if filtered {
+        limit.saturating_mul(64).max(65_536)
+    } else {
+        limit.saturating_mul(2).max(8_192)
+    }
+}
+
+/// Length of the first window: the share of the range expected to hold
+/// [`first_window_rows`] rows of the selected streams, from the storage's per-file row
+/// counts (an estimate: a file counts whole when it overlaps).
+fn first_window_ns(
+    qc: &QueryContext,
+    log: &LogExpr,
+    req: &QueryRequest,
+    limit: usize,
+) -> Result<i64, QueryError> {
+    let matchers = convert_matchers(&log.selector)?;
+    let rows: u64 = qc
+        .storage
+        .volumes(&qc.tenant, &matchers, req.start_ns, req.end_ns)
+        .map_err(storage_error)?
+        .iter()
+        .map(|v| v.entries)
+        .sum();
+    let total = req.end_ns.saturating_sub(req.start_ns);
+    let want = first_window_rows(log, limit);
+    if rows <= want {
+        return Ok(total);
+    }
+    Ok((total as f64 * want as f64 / rows as f64) as i64)
+}
+
 /// The time windows a log query reads, in reading order, starting at the end the
-/// direction reads from. The first covers 1/64 of the range (at least a minute); each next
-/// one is sized from the match density seen so far to hold the entries still missing,
-/// and is at least twice the previous one, so sparse matches cost a handful of scans.
+/// direction reads from. The first one is sized by the caller (at least a minute); each
+/// next one is sized from the match density seen so far to hold the entries still
+/// missing, and is at least twice the previous one, so sparse matches cost a handful of
+/// scans.
 #[derive(Debug)]
 struct Windows {
     start_ns: i64,
@@ -106,8 +153,7 @@ struct Windows {
 impl Windows {
     const MIN_FIRST_NS: i64 = 60 * 1_000_000_000;
 
-    fn new(start_ns: i64, end_ns: i64, direction: Direction) -> Windows {
-        let total = end_ns.saturating_sub(start_ns);
+    fn new(start_ns: i64, end_ns: i64, direction: Direction, first_ns: i64) -> Windows {
         Windows {
             start_ns,
             end_ns,
@@ -116,7 +162,7 @@ impl Windows {
                 Direction::Backward => end_ns,
                 Direction::Forward => start_ns,
             },
-            size: (total / 64).max(Self::MIN_FIRST_NS),
+            size: first_ns.max(Self::MIN_FIRST_NS),
         }
     }
 
@@ -417,7 +463,7 @@ mod tests {
     }
 
     fn all_windows(start: i64, end: i64, d: Direction, found: usize) -> Vec<(i64, i64)> {
-        let mut w = Windows::new(start, end, d);
+        let mut w = Windows::new(start, end, d, (end - start) / 64);
         let mut out = Vec::new();
         while let Some(x) = w.next_window() {
             out.push(x);
@@ -450,7 +496,7 @@ mod tests {
         );
         assert!(all_windows(10, 10, Direction::Forward, 0).is_empty());
         // Density-driven: 50 found in 2 minutes, 100 missing → 6 minutes next.
-        let mut w = Windows::new(0, 128 * MIN, Direction::Backward);
+        let mut w = Windows::new(0, 128 * MIN, Direction::Backward, 2 * MIN);
         assert_eq!(w.next_window(), Some((126 * MIN, 128 * MIN)));
         w.grow(50, 100);
         assert_eq!(w.next_window(), Some((120 * MIN, 126 * MIN)));

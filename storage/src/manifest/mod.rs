@@ -20,6 +20,8 @@ use std::sync::Arc;
 
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use std::ops::Range;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -76,6 +78,29 @@ impl ChunkMeta {
             .binary_search_by_key(&id, |s| s.id)
             .ok()
             .map(|i| &self.streams[i])
+    }
+
+    /// The row ranges (in file order) of the streams among `ids` (sorted) whose rows in
+    /// this file overlap `[start, end)`. Rows are sorted by stream, so each stream's rows
+    /// are one range, found from the per-stream row counts without reading the file.
+    pub fn stream_row_ranges(&self, ids: &[StreamId], start: i64, end: i64) -> Vec<Range<u64>> {
+        let mut out: Vec<Range<u64>> = Vec::new();
+        let mut offset = 0u64;
+        for s in &self.streams {
+            let next = offset.saturating_add(s.rows);
+            if ids.binary_search(&s.id).is_ok() && s.min_ts < end && s.max_ts >= start {
+                match out.last_mut() {
+                    Some(last) if last.end == offset => last.end = next,
+                    _ => out.push(offset..next),
+                }
+            }
+            offset = next;
+        }
+        if offset != self.rows {
+            // Counts that do not add up (never written so): read every row instead.
+            return std::iter::once(0..self.rows).collect();
+        }
+        out
     }
 
     /// Does this file hold rows of any of `ids` (sorted) in `[start, end)`?

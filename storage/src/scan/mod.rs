@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -41,7 +42,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
-use parquet::arrow::arrow_reader::RowSelection;
+use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 
 use crate::model::StreamId;
 use crate::schema::{logs_schema, STREAM_ID, TS};
@@ -58,6 +59,8 @@ pub struct ChunkFile {
     pub rows: u64,
     /// Whether it has a trigram index ([`crate::textindex`]).
     pub text_index: bool,
+    /// Row ranges of the selected streams (rows are sorted by stream), from the manifest.
+    pub stream_rows: Vec<Range<u64>>,
 }
 
 /// Rows of one stream in the minute ending at `minute_end_ns` (see
@@ -190,9 +193,32 @@ impl LogsTable {
         self
     }
 
+    /// The files to read, each with the rows to read: those of the selected streams that
+    /// its trigram index cannot rule out. Files with no such row are left out.
+    async fn file_selections(&self) -> DfResult<Vec<(&ChunkFile, RowSelection)>> {
+        let mut out = Vec::with_capacity(self.files.len());
+        for (f, needles) in self.needle_selections().await? {
+            let total = usize::try_from(f.rows).unwrap_or(usize::MAX);
+            let streams = RowSelection::from_consecutive_ranges(
+                f.stream_rows
+                    .iter()
+                    .map(|r| r.start as usize..(r.end as usize).min(total)),
+                total,
+            );
+            let selection = match needles {
+                Some(n) => n.intersection(&streams),
+                None => streams,
+            };
+            if selection.row_count() > 0 {
+                out.push((f, selection));
+            }
+        }
+        Ok(out)
+    }
+
     /// The files to read, each with the rows its trigram index cannot rule out (`None`:
     /// all rows). Files whose index rules out every row are left out.
-    async fn file_selections(&self) -> DfResult<Vec<(&ChunkFile, Option<RowSelection>)>> {
+    async fn needle_selections(&self) -> DfResult<Vec<(&ChunkFile, Option<RowSelection>)>> {
         let mut out = Vec::with_capacity(self.files.len());
         for f in &self.files {
             let index = match &self.indexes {
@@ -304,6 +330,62 @@ impl LogsTable {
     }
 }
 
+/// Files are split for parallel decoding only above this many selected rows per piece.
+const MIN_SPLIT_ROWS: usize = 16_384;
+
+/// Split `selection` into up to `parts` selections of about equal selected rows (at least
+/// `min_rows` each), together selecting exactly the same rows.
+fn split_selection(selection: &RowSelection, parts: usize, min_rows: usize) -> Vec<RowSelection> {
+    let total_selected = selection.row_count();
+    let parts = parts.min(total_selected / min_rows.max(1)).max(1);
+    if parts == 1 {
+        return vec![selection.clone()];
+    }
+    let share = total_selected.div_ceil(parts);
+    let mut out = Vec::with_capacity(parts);
+    // Each piece keeps the rows before it as skipped, so row numbers stay the file's.
+    let mut current: Vec<RowSelector> = Vec::new();
+    let mut taken = 0usize;
+    let mut position = 0usize;
+    for s in selection.iter() {
+        if s.skip {
+            current.push(RowSelector::skip(s.row_count));
+            position += s.row_count;
+            continue;
+        }
+        let mut left = s.row_count;
+        while left > 0 {
+            // Runs shorter than `min_rows` (a block or two of a needle search) stay whole:
+            // cutting one would make both pieces decompress its pages.
+            let n = if left < min_rows {
+                left
+            } else {
+                left.min(share.saturating_sub(taken).max(1))
+            };
+            current.push(RowSelector::select(n));
+            taken += n;
+            left -= n;
+            position += n;
+            if taken >= share && out.len() + 1 < parts {
+                out.push(std::mem::take(&mut current));
+                current.push(RowSelector::skip(position));
+                taken = 0;
+            }
+        }
+    }
+    out.push(current);
+    // Every piece spans the whole file (trailing rows skipped), as the reader expects.
+    out.into_iter()
+        .map(|mut piece| {
+            let len: usize = piece.iter().map(|s| s.row_count).sum();
+            if len < position {
+                piece.push(RowSelector::skip(position - len));
+            }
+            RowSelection::from(piece)
+        })
+        .collect()
+}
+
 #[async_trait]
 impl TableProvider for LogsTable {
     fn schema(&self) -> SchemaRef {
@@ -343,14 +425,25 @@ impl TableProvider for LogsTable {
                 .with_reorder_filters(true)
                 .with_enable_page_index(true);
             let partitions = state.config().target_partitions().max(1);
-            let mut groups: Vec<Vec<PartitionedFile>> =
-                vec![Vec::new(); partitions.min(files.len())];
-            let n_groups = groups.len();
-            for (i, (f, selection)) in files.into_iter().enumerate() {
-                let mut file = PartitionedFile::new(f.path.clone(), f.size);
-                if let Some(selection) = selection {
-                    file = file.with_extension(ParquetRowSelection::new(selection));
+            // Fewer files than partitions (a recent hour is one file): split each file's
+            // rows so every core decodes a share.
+            let pieces = if files.len() < partitions {
+                partitions.div_ceil(files.len())
+            } else {
+                1
+            };
+            let mut units: Vec<(&ChunkFile, RowSelection)> = Vec::new();
+            for (f, selection) in files {
+                for part in split_selection(&selection, pieces, MIN_SPLIT_ROWS) {
+                    units.push((f, part));
                 }
+            }
+            let mut groups: Vec<Vec<PartitionedFile>> =
+                vec![Vec::new(); partitions.min(units.len())];
+            let n_groups = groups.len();
+            for (i, (f, selection)) in units.into_iter().enumerate() {
+                let file = PartitionedFile::new(f.path.clone(), f.size)
+                    .with_extension(ParquetRowSelection::new(selection));
                 groups[i % n_groups].push(file);
             }
             let mut builder = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source));
@@ -398,5 +491,47 @@ impl TableProvider for LogsTable {
             }
             _ => UnionExec::try_new(inputs),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn selected(s: &RowSelection) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        for r in s.iter() {
+            if !r.skip {
+                out.extend(at..at + r.row_count);
+            }
+            at += r.row_count;
+        }
+        out
+    }
+
+    #[test]
+    fn split_selections_partition_the_selected_rows() {
+        let whole =
+            RowSelection::from_consecutive_ranges([3..40_000, 50_000..90_000].into_iter(), 100_000);
+        let pieces = split_selection(&whole, 2, 16_384);
+        assert_eq!(pieces.len(), 2);
+        let mut all: Vec<usize> = pieces.iter().flat_map(selected).collect();
+        all.sort_unstable();
+        assert_eq!(all, selected(&whole));
+        for p in &pieces {
+            assert_eq!(p.iter().map(|r| r.row_count).sum::<usize>(), 100_000);
+            let n = p.row_count();
+            assert!((39_990..=40_000).contains(&n), "{n}");
+        }
+        // Too few rows to be worth splitting.
+        let small = RowSelection::from_consecutive_ranges(std::iter::once(0..1000), 5000);
+        assert_eq!(split_selection(&small, 4, 16_384).len(), 1);
+        // Three pieces.
+        let pieces = split_selection(&whole, 3, 16_384);
+        assert_eq!(pieces.len(), 3);
+        let mut all: Vec<usize> = pieces.iter().flat_map(selected).collect();
+        all.sort_unstable();
+        assert_eq!(all, selected(&whole));
     }
 }
