@@ -70,7 +70,8 @@ pub(super) async fn run(
     let mut rows: Vec<Row> = Vec::new();
     if limit > 0 && req.end_ns > req.start_ns {
         let first = first_window_ns(qc, log, req, limit)?;
-        let mut windows = Windows::new(req.start_ns, req.end_ns, req.direction, first);
+        let mut windows = Windows::new(req.start_ns, req.end_ns, req.direction, first)
+            .aligned_to(qc.storage.chunk_window_ns());
         while let Some((ws, we)) = windows.next_window() {
             let need = limit - rows.len();
             let found = top_rows(qc, log, &pipeline, req, ws, we, need).await?;
@@ -148,6 +149,8 @@ struct Windows {
     /// Where the next window starts (backward: its exclusive end).
     cursor: i64,
     size: i64,
+    /// Windows at least half this long end on its multiples (see [`Windows::aligned_to`]).
+    align: i64,
 }
 
 impl Windows {
@@ -163,19 +166,40 @@ impl Windows {
                 Direction::Forward => start_ns,
             },
             size: first_ns.max(Self::MIN_FIRST_NS),
+            align: 0,
         }
+    }
+
+    /// Make windows of at least half of `align_ns` (the chunk files' time span) end on its
+    /// multiples: a chunk file's compressed pages cover its whole span, so a window
+    /// boundary inside a file would make two windows decompress the same pages.
+    fn aligned_to(mut self, align_ns: i64) -> Windows {
+        self.align = align_ns.max(0);
+        self
     }
 
     fn next_window(&mut self) -> Option<(i64, i64)> {
         match self.direction {
             Direction::Backward if self.cursor > self.start_ns => {
-                let lo = self.cursor.saturating_sub(self.size).max(self.start_ns);
+                let mut lo = self.cursor.saturating_sub(self.size);
+                if self.align > 0 && self.size >= self.align / 2 {
+                    lo = lo.div_euclid(self.align).saturating_mul(self.align);
+                }
+                let lo = lo.max(self.start_ns);
                 let w = (lo, self.cursor);
                 self.cursor = lo;
                 Some(w)
             }
             Direction::Forward if self.cursor < self.end_ns => {
-                let hi = self.cursor.saturating_add(self.size).min(self.end_ns);
+                let mut hi = self.cursor.saturating_add(self.size);
+                if self.align > 0 && self.size >= self.align / 2 {
+                    let up = i64::from(hi.rem_euclid(self.align) != 0);
+                    hi = hi
+                        .div_euclid(self.align)
+                        .saturating_add(up)
+                        .saturating_mul(self.align);
+                }
+                let hi = hi.min(self.end_ns);
                 let w = (self.cursor, hi);
                 self.cursor = hi;
                 Some(w)
@@ -226,7 +250,9 @@ async fn top_rows(
     end_ns: i64,
     need: usize,
 ) -> Result<Vec<Row>, QueryError> {
-    let mut fetch = need;
+    // A few rows past `need`: the cut is certain when the row after it has another
+    // timestamp, so one scan is usually enough (fetching exactly `need` never proves that).
+    let mut fetch = need.saturating_add(need / 16).saturating_add(1);
     let deferred = pipeline.is_line_filter_only() || keeps_every_entry(&log.pipeline);
     loop {
         let Some((plan, streams)) = build_scan(
@@ -509,6 +535,23 @@ mod tests {
         for pair in w.windows(2) {
             assert_eq!(pair[0].0, pair[1].1);
         }
+    }
+
+    #[test]
+    fn wide_windows_end_on_chunk_file_boundaries() {
+        let hour = 60 * MIN;
+        let mut w =
+            Windows::new(0, 5 * hour + 10 * MIN, Direction::Backward, 40 * MIN).aligned_to(hour);
+        assert_eq!(w.next_window(), Some((4 * hour, 5 * hour + 10 * MIN)));
+        w.grow(10, 10);
+        assert_eq!(w.next_window(), Some((2 * hour, 4 * hour)));
+        let mut w = Windows::new(10 * MIN, 5 * hour, Direction::Forward, 40 * MIN).aligned_to(hour);
+        assert_eq!(w.next_window(), Some((10 * MIN, hour)));
+        w.grow(10, 10);
+        assert_eq!(w.next_window(), Some((hour, 3 * hour)));
+        // Narrow windows are not widened.
+        let mut w = Windows::new(0, 5 * hour, Direction::Backward, 5 * MIN).aligned_to(hour);
+        assert_eq!(w.next_window(), Some((5 * hour - 5 * MIN, 5 * hour)));
     }
 
     fn row(ts: i64, line: &str, job: &str) -> Row {

@@ -17,7 +17,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use tovlog_logql::ast;
 use tovlog_logql::pipeline::{FieldNeedle, Pipeline};
-use tovlog_storage::scan::MinuteCount;
+use tovlog_storage::scan::{LinePredicate, MinuteCount};
 use tovlog_storage::schema::{LINE, METADATA, STREAM_ID, TS};
 use tovlog_storage::textindex::TextNeedle;
 use tovlog_storage::{MatchOp, Matcher, ScanRequest, Storage};
@@ -183,6 +183,28 @@ pub struct ScanSpec<'a> {
     pub minute_counts: Option<&'a mut Vec<MinuteCount>>,
 }
 
+/// The rows `LineFilterExec` keeps, decided from the line alone, for the Parquet reader to
+/// apply while decoding: the leading line filters, and for each field needle "the line has
+/// the value or a backslash". The needles' third way out (a metadata key of that name) is
+/// why the storage applies it only to files known to lack those keys.
+fn line_predicate(pipeline: &Arc<Pipeline>, field_needles: &[FieldNeedle]) -> LinePredicate {
+    let pipeline = Arc::clone(pipeline);
+    let finders: Vec<memchr::memmem::Finder<'static>> = field_needles
+        .iter()
+        .map(|n| memchr::memmem::Finder::new(&n.value).into_owned())
+        .collect();
+    LinePredicate {
+        matches: Arc::new(move |line: &str| {
+            pipeline.leading_line_filters().matches(line)
+                && finders.iter().all(|f| {
+                    f.find(line.as_bytes()).is_some()
+                        || memchr::memchr(b'\\', line.as_bytes()).is_some()
+                })
+        }),
+        unless_metadata_keys: field_needles.iter().map(|n| n.label.clone()).collect(),
+    }
+}
+
 /// Message of the error execution nodes raise once the query was cancelled.
 pub const QUERY_CANCELLED: &str = "tovlog query cancelled";
 
@@ -260,6 +282,11 @@ pub async fn build_scan(
         .map_err(storage_error)?;
     if let Some(out) = minute_counts {
         out.extend(table.take_minute_counts().await);
+    }
+    if columns != ScanColumns::TimeOnly
+        && (!pipeline.leading_line_filters().is_empty() || !field_needles.is_empty())
+    {
+        table = table.with_line_predicate(line_predicate(&pipeline, &field_needles));
     }
     let provider: Arc<dyn TableProvider> = Arc::new(table);
     let state = qc.session.state();

@@ -35,7 +35,7 @@ use parquet::arrow::ArrowWriter;
 
 use crate::chunk::writer_properties;
 use crate::error::{Error, Result};
-use crate::manifest::{self, ChunkMeta, ManifestState, PendingDelete, StreamRange};
+use crate::manifest::{self, ChunkMeta, ManifestState, MetadataKeys, PendingDelete, StreamRange};
 use crate::schema::logs_schema;
 use crate::textindex::{self, TextIndexBuilder};
 use crate::{Inner, Tenant};
@@ -428,6 +428,7 @@ struct Sink<'a> {
     writer: Option<ArrowWriter<Vec<u8>>>,
     index: Option<TextIndexBuilder>,
     meta: ChunkMeta,
+    metadata_keys: MetadataKeys,
     outputs: Vec<Output>,
 }
 
@@ -460,6 +461,9 @@ impl Sink<'_> {
                     .map_err(|_| Error::Internal("compacted file exceeds 2^32 rows".into()))?;
                 if metadata.is_valid(i) {
                     let entries = metadata.value(i);
+                    for k in entries.column(0).as_string::<i32>().iter().flatten() {
+                        self.metadata_keys.add(k);
+                    }
                     let values = entries.column(1).as_string::<i32>();
                     index.push(
                         row,
@@ -513,7 +517,8 @@ impl Sink<'_> {
                 .take()
                 .map(|b| b.finish().encode())
                 .unwrap_or_default();
-            let meta = std::mem::replace(&mut self.meta, empty_meta());
+            let mut meta = std::mem::replace(&mut self.meta, empty_meta());
+            meta.metadata_keys = std::mem::take(&mut self.metadata_keys).finish();
             self.outputs.push(Output {
                 data,
                 text_index,
@@ -535,6 +540,7 @@ fn empty_meta() -> ChunkMeta {
         compacted: true,
         created_ms: 0,
         text_index_bytes: None,
+        metadata_keys: None,
     }
 }
 
@@ -571,6 +577,7 @@ fn merge(inputs: Vec<Bytes>, settings: &MergeSettings) -> Result<(Vec<Output>, u
         writer: None,
         index: None,
         meta: empty_meta(),
+        metadata_keys: MetadataKeys::default(),
         outputs: Vec::new(),
     };
     let mut picks: Vec<(usize, usize)> = Vec::with_capacity(OUT_ROWS);

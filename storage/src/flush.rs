@@ -129,6 +129,7 @@ impl Inner {
                 compacted: false,
                 created_ms: manifest::now_ms(),
                 text_index_bytes: None,
+                metadata_keys: encoded.metadata_keys,
             });
         }
         drop(sorted);

@@ -578,6 +578,7 @@ impl Storage {
                 rows: c.rows,
                 text_index: c.text_index_bytes.is_some(),
                 stream_rows: c.stream_row_ranges(&streams, start_ns, end_ns),
+                metadata_keys: c.metadata_keys.clone(),
             })
             .collect();
         self.inner
@@ -599,6 +600,12 @@ impl Storage {
         Ok(self
             .logs_table(request)?
             .with_needles(needles, self.inner.text_indexes.clone()))
+    }
+
+    /// Time span of one chunk file (`chunk.window`), ns: reads aligned to it open each file
+    /// once.
+    pub fn chunk_window_ns(&self) -> i64 {
+        i64::try_from(self.inner.config.chunk.window.0.as_nanos()).unwrap_or(i64::MAX)
     }
 
     /// Register the chunk object store with a DataFusion session so scans can read it.

@@ -677,3 +677,62 @@ async fn compacted_files_answer_minute_counts_instead_of_a_scan() -> Result<()> 
     storage.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn line_predicates_drop_rows_while_decoding_unless_metadata_may_decide() -> Result<()> {
+    let dir = tmp()?;
+    let storage = Storage::open(config(dir.path())).await?;
+    let id = labels(&[("job", "api")]).fingerprint();
+    let lines: Vec<(i64, String)> = (0..5000i64)
+        .map(|i| {
+            (
+                i,
+                format!("request {i} {}", if i % 10 == 0 { "ERROR" } else { "ok" }),
+            )
+        })
+        .collect();
+    let entries: Vec<(i64, &str)> = lines.iter().map(|(t, l)| (*t, l.as_str())).collect();
+    let mut stream = push(&[("job", "api")], &entries);
+    // One row carries metadata `trace_id`; the first flush has none.
+    storage.append("fake", vec![stream.clone()]).await?;
+    storage.flush().await?;
+    let predicate = |unless: &[&str]| tovlog_storage::scan::LinePredicate {
+        matches: Arc::new(|line: &str| line.contains("ERROR")),
+        unless_metadata_keys: unless.iter().map(|k| k.to_string()).collect(),
+    };
+    let rows = |unless: Vec<&'static str>| {
+        let storage = &storage;
+        let p = predicate(&unless);
+        async move {
+            let ctx = SessionContext::new();
+            storage.register_object_store(&ctx);
+            let table = storage
+                .logs_table(ScanRequest {
+                    tenant: "fake".into(),
+                    streams: vec![id],
+                    start_ns: 0,
+                    end_ns: 1_000_000,
+                })?
+                .with_line_predicate(p);
+            ctx.register_table("logs", Arc::new(table))?;
+            let batches = ctx.table("logs").await?.collect().await?;
+            Ok::<_, Error>(batches.iter().map(|b| b.num_rows()).sum::<usize>())
+        }
+    };
+    // The file is known to lack `trace_id`: only ERROR lines are decoded and returned.
+    assert_eq!(rows(vec!["trace_id"]).await?, 500);
+    assert_eq!(rows(vec![]).await?, 500);
+    // A second file holds `trace_id`: a row without ERROR may be wanted for its metadata,
+    // so no file is filtered by the predicate.
+    stream.entries = vec![tovlog_storage::Entry {
+        ts_ns: 9_000,
+        line: "traced ok".into(),
+        metadata: vec![("trace_id".into(), "abc".into())],
+    }];
+    storage.append("fake", vec![stream]).await?;
+    storage.flush().await?;
+    assert_eq!(rows(vec!["trace_id"]).await?, 5001);
+    assert_eq!(rows(vec!["other"]).await?, 500);
+    storage.shutdown().await?;
+    Ok(())
+}

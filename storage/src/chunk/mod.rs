@@ -104,6 +104,7 @@ impl SortedHead {
         let mut stats = Vec::with_capacity(window.parts.len());
         let mut builder = BatchBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 160);
         let (mut min_ts, mut max_ts, mut rows) = (i64::MAX, i64::MIN, 0u64);
+        let mut metadata_keys = crate::manifest::MetadataKeys::default();
         for (pos, range) in &window.parts {
             let (id, idx) = &self.streams[*pos];
             let stream = self
@@ -123,6 +124,9 @@ impl SortedHead {
                 sr.max_ts = sr.max_ts.max(entry.ts);
                 sr.rows += 1;
                 sr.line_bytes += entry.line.len() as u64;
+                for (k, _) in entry.metadata.iter().flatten() {
+                    metadata_keys.add(k);
+                }
                 builder.push(*id, entry)?;
                 if builder.rows() >= BATCH_ROWS {
                     let full = std::mem::replace(
@@ -148,6 +152,7 @@ impl SortedHead {
             max_ts,
             rows,
             streams: stats,
+            metadata_keys: metadata_keys.finish(),
         })
     }
 }
@@ -164,6 +169,8 @@ pub struct EncodedChunk {
     pub rows: u64,
     /// Per-stream statistics, sorted by stream id.
     pub streams: Vec<StreamRange>,
+    /// Distinct structured metadata keys (see [`crate::manifest::ChunkMeta::metadata_keys`]).
+    pub metadata_keys: Option<Vec<String>>,
 }
 
 /// Writer settings of a chunk file (see the module doc); the compactor uses them too, with

@@ -69,6 +69,38 @@ pub struct ChunkMeta {
     /// Size of the file's trigram index ([`crate::textindex`]), when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text_index_bytes: Option<u64>,
+    /// The structured metadata keys of the file's rows, sorted; `None` when unknown (files
+    /// of older versions, or more than [`MAX_METADATA_KEYS`] distinct keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_keys: Option<Vec<String>>,
+}
+
+/// Distinct metadata keys a chunk's manifest entry lists at most.
+pub const MAX_METADATA_KEYS: usize = 64;
+
+/// Collects the distinct structured metadata keys of a file's rows.
+#[derive(Debug, Default)]
+pub(crate) struct MetadataKeys {
+    keys: std::collections::BTreeSet<String>,
+    overflow: bool,
+}
+
+impl MetadataKeys {
+    pub(crate) fn add(&mut self, key: &str) {
+        if self.overflow || self.keys.contains(key) {
+            return;
+        }
+        if self.keys.len() >= MAX_METADATA_KEYS {
+            self.overflow = true;
+            self.keys.clear();
+            return;
+        }
+        self.keys.insert(key.to_owned());
+    }
+
+    pub(crate) fn finish(self) -> Option<Vec<String>> {
+        (!self.overflow).then(|| self.keys.into_iter().collect())
+    }
 }
 
 impl ChunkMeta {
@@ -325,7 +357,36 @@ mod tests {
             compacted: false,
             created_ms: 0,
             text_index_bytes: None,
+            metadata_keys: Some(Vec::new()),
         }
+    }
+
+    #[test]
+    fn stream_row_ranges_follow_the_per_stream_counts() {
+        let mut c = chunk();
+        assert_eq!(c.stream_row_ranges(&[7], 0, 1000), vec![2..3]);
+        assert_eq!(c.stream_row_ranges(&[1, 7], 0, 1000), vec![0..3]);
+        assert!(c.stream_row_ranges(&[1], 200, 1000).is_empty());
+        // Counts that do not add up to the file's rows: every row.
+        c.rows = 4;
+        assert_eq!(c.stream_row_ranges(&[7], 0, 1000), vec![0..4]);
+    }
+
+    #[test]
+    fn metadata_keys_are_listed_up_to_a_limit() {
+        let mut k = MetadataKeys::default();
+        for key in ["trace_id", "span_id", "trace_id"] {
+            k.add(key);
+        }
+        assert_eq!(
+            k.finish(),
+            Some(vec!["span_id".to_string(), "trace_id".to_string()])
+        );
+        let mut k = MetadataKeys::default();
+        for i in 0..=MAX_METADATA_KEYS {
+            k.add(&format!("k{i}"));
+        }
+        assert_eq!(k.finish(), None);
     }
 
     #[test]

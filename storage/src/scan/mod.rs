@@ -33,11 +33,13 @@ use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, Pa
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::logical_expr::{col, lit, Expr, TableType};
+use datafusion::logical_expr::{col, lit, Expr, Operator, TableType};
+use datafusion::physical_expr::expressions::{col as physical_col, BinaryExpr};
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::filter::FilterExecBuilder;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::PhysicalExpr;
 
 use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
 use object_store::path::Path as ObjectPath;
@@ -45,8 +47,13 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 
 use crate::model::StreamId;
-use crate::schema::{logs_schema, STREAM_ID, TS};
+
+mod predicate;
+
+use crate::schema::{logs_schema, LINE, STREAM_ID, TS};
 use crate::textindex::{self, TextIndex, TextNeedle};
+use predicate::LineMatchExpr;
+pub use predicate::{LineMatch, LinePredicate};
 
 /// A chunk file to read.
 #[derive(Debug, Clone)]
@@ -61,6 +68,8 @@ pub struct ChunkFile {
     pub text_index: bool,
     /// Row ranges of the selected streams (rows are sorted by stream), from the manifest.
     pub stream_rows: Vec<Range<u64>>,
+    /// Structured metadata keys of its rows (`None`: unknown).
+    pub metadata_keys: Option<Vec<String>>,
 }
 
 /// Rows of one stream in the minute ending at `minute_end_ns` (see
@@ -141,6 +150,7 @@ pub struct LogsTable {
     /// Byte strings every wanted row contains; trigram indexes skip blocks lacking one.
     needles: Vec<TextNeedle>,
     indexes: Option<Arc<TextIndexCache>>,
+    line_predicate: Option<LinePredicate>,
 }
 
 impl fmt::Debug for LogsTable {
@@ -181,7 +191,31 @@ impl LogsTable {
             store_url,
             needles: Vec::new(),
             indexes: None,
+            line_predicate: None,
         }
+    }
+
+    /// Let the Parquet reader drop rows whose line fails `predicate` while decoding, so their
+    /// other columns are never decoded. Rows failing it may still come back (the head, files
+    /// that may hold one of its metadata keys): callers filter exactly.
+    pub fn with_line_predicate(mut self, predicate: LinePredicate) -> Self {
+        self.line_predicate = Some(predicate);
+        self
+    }
+
+    /// The line predicate, when every file read is known to lack its metadata keys.
+    fn pushable_line_predicate(&self) -> Option<&LinePredicate> {
+        let p = self.line_predicate.as_ref()?;
+        self.files
+            .iter()
+            .all(|f| {
+                f.metadata_keys.as_ref().is_some_and(|keys| {
+                    !p.unless_metadata_keys
+                        .iter()
+                        .any(|k| keys.binary_search(k).is_ok())
+                })
+            })
+            .then_some(p)
     }
 
     /// Read only rows that may contain every one of `needles` (case-sensitive substrings),
@@ -418,7 +452,16 @@ impl TableProvider for LogsTable {
         };
         if !files.is_empty() {
             let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
-            let predicate = state.create_physical_expr(self.restriction(), &df_schema)?;
+            let restriction = state.create_physical_expr(self.restriction(), &df_schema)?;
+            let predicate = match self.pushable_line_predicate() {
+                Some(p) => {
+                    let line = physical_col(LINE, &self.schema)?;
+                    let matches: Arc<dyn PhysicalExpr> =
+                        Arc::new(LineMatchExpr::new(line, Arc::clone(&p.matches)));
+                    Arc::new(BinaryExpr::new(restriction, Operator::And, matches))
+                }
+                None => restriction,
+            };
             let source = ParquetSource::new(self.schema.clone())
                 .with_predicate(predicate.clone())
                 .with_pushdown_filters(true)

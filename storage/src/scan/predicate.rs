@@ -1,0 +1,141 @@
+//! A caller's line predicate as a DataFusion [`PhysicalExpr`], so the Parquet reader can
+//! evaluate it while decoding (row-filter pushdown): the other columns of a chunk file, the
+//! structured metadata above all, are then decoded only for the rows that pass. The storage
+//! layer does not know what the predicate means (LogQL line filters, for the query engine);
+//! it only requires that dropping a row whose line fails it loses nothing the caller wants.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, BooleanArray, BooleanBufferBuilder};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Schema};
+use arrow::record_batch::RecordBatch;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::ColumnarValue;
+use datafusion::physical_plan::PhysicalExpr;
+
+/// Decides from a line alone whether a row may be wanted.
+pub type LineMatch = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// A row predicate on the line column for [`super::LogsTable::with_line_predicate`].
+#[derive(Clone)]
+pub struct LinePredicate {
+    /// Rows whose line fails it are not wanted...
+    pub matches: LineMatch,
+    /// ...unless their structured metadata has one of these keys: in files that may hold
+    /// such a key the predicate is not applied.
+    pub unless_metadata_keys: Vec<String>,
+}
+
+impl fmt::Debug for LinePredicate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LinePredicate")
+            .field("unless_metadata_keys", &self.unless_metadata_keys)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `matches(line)` over a batch, as a physical expression with the line column as child.
+pub(crate) struct LineMatchExpr {
+    line: Arc<dyn PhysicalExpr>,
+    matches: LineMatch,
+}
+
+impl LineMatchExpr {
+    pub(crate) fn new(line: Arc<dyn PhysicalExpr>, matches: LineMatch) -> LineMatchExpr {
+        LineMatchExpr { line, matches }
+    }
+}
+
+impl fmt::Debug for LineMatchExpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tovlog_line_match({:?})", self.line)
+    }
+}
+
+impl fmt::Display for LineMatchExpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tovlog_line_match({})", self.line)
+    }
+}
+
+// Identity is the closure's: two expressions are equal only when they share it.
+impl PartialEq for LineMatchExpr {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.matches, &other.matches) && self.line.eq(&other.line)
+    }
+}
+
+impl Eq for LineMatchExpr {}
+
+impl Hash for LineMatchExpr {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (Arc::as_ptr(&self.matches) as *const () as usize).hash(state);
+        self.line.hash(state);
+    }
+}
+
+impl PhysicalExpr for LineMatchExpr {
+    fn data_type(&self, _input_schema: &Schema) -> DfResult<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn nullable(&self, _input_schema: &Schema) -> DfResult<bool> {
+        Ok(false)
+    }
+
+    fn evaluate(&self, batch: &RecordBatch) -> DfResult<ColumnarValue> {
+        let array = self.line.evaluate(batch)?.into_array(batch.num_rows())?;
+        let mut out = BooleanBufferBuilder::new(array.len());
+        // The reader may hand out any string encoding.
+        if let Some(lines) = array.as_string_view_opt() {
+            for i in 0..lines.len() {
+                out.append(lines.is_valid(i) && (self.matches)(lines.value(i)));
+            }
+        } else {
+            let utf8;
+            let lines = match array.as_string_opt::<i32>() {
+                Some(l) => l,
+                None => {
+                    utf8 = cast(&array, &DataType::Utf8)?;
+                    utf8.as_string_opt::<i32>().ok_or_else(|| {
+                        DataFusionError::Internal("line column is not a string".into())
+                    })?
+                }
+            };
+            for i in 0..lines.len() {
+                out.append(lines.is_valid(i) && (self.matches)(lines.value(i)));
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(BooleanArray::new(
+            out.finish(),
+            None,
+        ))))
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
+        vec![&self.line]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn PhysicalExpr>>,
+    ) -> DfResult<Arc<dyn PhysicalExpr>> {
+        let line = children
+            .into_iter()
+            .next()
+            .ok_or_else(|| DataFusionError::Internal("line match needs its column".into()))?;
+        Ok(Arc::new(LineMatchExpr::new(
+            line,
+            Arc::clone(&self.matches),
+        )))
+    }
+
+    fn fmt_sql(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tovlog_line_match(")?;
+        self.line.fmt_sql(f)?;
+        write!(f, ")")
+    }
+}
