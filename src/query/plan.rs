@@ -187,7 +187,11 @@ pub struct ScanSpec<'a> {
 /// apply while decoding: the leading line filters, and for each field needle "the line has
 /// the value or a backslash". The needles' third way out (a metadata key of that name) is
 /// why the storage applies it only to files known to lack those keys.
-fn line_predicate(pipeline: &Arc<Pipeline>, field_needles: &[FieldNeedle]) -> LinePredicate {
+fn line_predicate(
+    pipeline: &Arc<Pipeline>,
+    field_needles: &[FieldNeedle],
+    stats: Arc<StatsCollector>,
+) -> LinePredicate {
     let pipeline = Arc::clone(pipeline);
     let finders: Vec<memchr::memmem::Finder<'static>> = field_needles
         .iter()
@@ -202,6 +206,12 @@ fn line_predicate(pipeline: &Arc<Pipeline>, field_needles: &[FieldNeedle]) -> Li
                 })
         }),
         unless_metadata_keys: field_needles.iter().map(|n| n.label.clone()).collect(),
+        // Rows dropped in the reader never reach `LineFilterExec`, which counts the rest:
+        // `stats` still reports every line read.
+        on_rejected: Some(Arc::new(move |rows, bytes| {
+            StatsCollector::add(&stats.lines_scanned, rows);
+            StatsCollector::add(&stats.bytes_scanned, bytes);
+        })),
     }
 }
 
@@ -286,7 +296,11 @@ pub async fn build_scan(
     if columns != ScanColumns::TimeOnly
         && (!pipeline.leading_line_filters().is_empty() || !field_needles.is_empty())
     {
-        table = table.with_line_predicate(line_predicate(&pipeline, &field_needles));
+        table = table.with_line_predicate(line_predicate(
+            &pipeline,
+            &field_needles,
+            Arc::clone(&qc.stats),
+        ));
     }
     let provider: Arc<dyn TableProvider> = Arc::new(table);
     let state = qc.session.state();

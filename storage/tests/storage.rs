@@ -699,6 +699,7 @@ async fn line_predicates_drop_rows_while_decoding_unless_metadata_may_decide() -
     let predicate = |unless: &[&str]| tovlog_storage::scan::LinePredicate {
         matches: Arc::new(|line: &str| line.contains("ERROR")),
         unless_metadata_keys: unless.iter().map(|k| k.to_string()).collect(),
+        on_rejected: None,
     };
     let rows = |unless: Vec<&'static str>| {
         let storage = &storage;
@@ -733,6 +734,34 @@ async fn line_predicates_drop_rows_while_decoding_unless_metadata_may_decide() -
     storage.flush().await?;
     assert_eq!(rows(vec!["trace_id"]).await?, 5001);
     assert_eq!(rows(vec!["other"]).await?, 500);
+    // Rows dropped in the reader are reported, so a caller can still count every line read.
+    let rejected = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = Arc::clone(&rejected);
+    let mut p = predicate(&["other"]);
+    p.on_rejected = Some(Arc::new(move |rows, _bytes| {
+        counter.fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
+    }));
+    let ctx = SessionContext::new();
+    storage.register_object_store(&ctx);
+    let table = storage
+        .logs_table(ScanRequest {
+            tenant: "fake".into(),
+            streams: vec![id],
+            start_ns: 0,
+            end_ns: 1_000_000,
+        })?
+        .with_line_predicate(p);
+    ctx.register_table("logs", Arc::new(table))?;
+    let returned: usize = ctx
+        .table("logs")
+        .await?
+        .collect()
+        .await?
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(returned, 500);
+    assert_eq!(rejected.load(std::sync::atomic::Ordering::Relaxed), 4501);
     storage.shutdown().await?;
     Ok(())
 }

@@ -53,7 +53,7 @@ mod predicate;
 use crate::schema::{logs_schema, LINE, STREAM_ID, TS};
 use crate::textindex::{self, TextIndex, TextNeedle};
 use predicate::LineMatchExpr;
-pub use predicate::{LineMatch, LinePredicate};
+pub use predicate::{LineMatch, LinePredicate, OnRejected};
 
 /// A chunk file to read.
 #[derive(Debug, Clone)]
@@ -456,8 +456,7 @@ impl TableProvider for LogsTable {
             let predicate = match self.pushable_line_predicate() {
                 Some(p) => {
                     let line = physical_col(LINE, &self.schema)?;
-                    let matches: Arc<dyn PhysicalExpr> =
-                        Arc::new(LineMatchExpr::new(line, Arc::clone(&p.matches)));
+                    let matches: Arc<dyn PhysicalExpr> = Arc::new(LineMatchExpr::new(line, p));
                     Arc::new(BinaryExpr::new(restriction, Operator::And, matches))
                 }
                 None => restriction,

@@ -8,7 +8,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, BooleanArray, BooleanBufferBuilder};
+use arrow::array::{AsArray, BooleanArray, BooleanBufferBuilder};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Schema};
 use arrow::record_batch::RecordBatch;
@@ -19,6 +19,10 @@ use datafusion::physical_plan::PhysicalExpr;
 /// Decides from a line alone whether a row may be wanted.
 pub type LineMatch = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
+/// Told, once per batch, how many rows the predicate dropped and their line bytes (so a
+/// caller's statistics still count every line read).
+pub type OnRejected = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
 /// A row predicate on the line column for [`super::LogsTable::with_line_predicate`].
 #[derive(Clone)]
 pub struct LinePredicate {
@@ -27,6 +31,8 @@ pub struct LinePredicate {
     /// ...unless their structured metadata has one of these keys: in files that may hold
     /// such a key the predicate is not applied.
     pub unless_metadata_keys: Vec<String>,
+    /// Called with the rows and line bytes each evaluated batch dropped.
+    pub on_rejected: Option<OnRejected>,
 }
 
 impl fmt::Debug for LinePredicate {
@@ -41,11 +47,34 @@ impl fmt::Debug for LinePredicate {
 pub(crate) struct LineMatchExpr {
     line: Arc<dyn PhysicalExpr>,
     matches: LineMatch,
+    on_rejected: Option<OnRejected>,
 }
 
 impl LineMatchExpr {
-    pub(crate) fn new(line: Arc<dyn PhysicalExpr>, matches: LineMatch) -> LineMatchExpr {
-        LineMatchExpr { line, matches }
+    pub(crate) fn new(line: Arc<dyn PhysicalExpr>, predicate: &LinePredicate) -> LineMatchExpr {
+        LineMatchExpr {
+            line,
+            matches: Arc::clone(&predicate.matches),
+            on_rejected: predicate.on_rejected.clone(),
+        }
+    }
+
+    /// Append `matches` of each line to `out`; returns the dropped rows and bytes.
+    fn eval<'a>(
+        &self,
+        lines: impl Iterator<Item = Option<&'a str>>,
+        out: &mut BooleanBufferBuilder,
+    ) -> (u64, u64) {
+        let (mut rows, mut bytes) = (0u64, 0u64);
+        for line in lines {
+            let keep = line.is_some_and(|l| (self.matches)(l));
+            if !keep {
+                rows += 1;
+                bytes += line.map_or(0, |l| l.len() as u64);
+            }
+            out.append(keep);
+        }
+        (rows, bytes)
     }
 }
 
@@ -90,10 +119,8 @@ impl PhysicalExpr for LineMatchExpr {
         let array = self.line.evaluate(batch)?.into_array(batch.num_rows())?;
         let mut out = BooleanBufferBuilder::new(array.len());
         // The reader may hand out any string encoding.
-        if let Some(lines) = array.as_string_view_opt() {
-            for i in 0..lines.len() {
-                out.append(lines.is_valid(i) && (self.matches)(lines.value(i)));
-            }
+        let (rows, bytes) = if let Some(lines) = array.as_string_view_opt() {
+            self.eval(lines.iter(), &mut out)
         } else {
             let utf8;
             let lines = match array.as_string_opt::<i32>() {
@@ -105,8 +132,11 @@ impl PhysicalExpr for LineMatchExpr {
                     })?
                 }
             };
-            for i in 0..lines.len() {
-                out.append(lines.is_valid(i) && (self.matches)(lines.value(i)));
+            self.eval(lines.iter(), &mut out)
+        };
+        if let Some(f) = &self.on_rejected {
+            if rows > 0 {
+                f(rows, bytes);
             }
         }
         Ok(ColumnarValue::Array(Arc::new(BooleanArray::new(
@@ -127,10 +157,11 @@ impl PhysicalExpr for LineMatchExpr {
             .into_iter()
             .next()
             .ok_or_else(|| DataFusionError::Internal("line match needs its column".into()))?;
-        Ok(Arc::new(LineMatchExpr::new(
+        Ok(Arc::new(LineMatchExpr {
             line,
-            Arc::clone(&self.matches),
-        )))
+            matches: Arc::clone(&self.matches),
+            on_rejected: self.on_rejected.clone(),
+        }))
     }
 
     fn fmt_sql(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
