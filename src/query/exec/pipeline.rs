@@ -448,7 +448,7 @@ fn series_labels(lb: &LabelsBuilder, reduce: &LabelReduce) -> Vec<(String, Strin
 #[derive(Default)]
 struct ByCache {
     /// Hash of the grouping values → (values, series id) of the groups with that hash.
-    groups: HashMap<u64, Vec<GroupEntry>>,
+    groups: HashMap<u64, Vec<GroupEntry>, foldhash::fast::FixedState>,
 }
 
 /// The grouping values of one group (in grouping order) and its series id.
@@ -456,8 +456,9 @@ type GroupEntry = (Vec<Option<String>>, u32);
 
 impl ByCache {
     fn key(&mut self, lb: &LabelsBuilder, names: &[String], interner: &Interner) -> Result<u32> {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+        use std::hash::{BuildHasher, Hash, Hasher};
+        // Runs for every row: a fast hash (collisions only cost a value comparison).
+        let mut h = foldhash::fast::FixedState::default().build_hasher();
         for n in names {
             lb.get(n).hash(&mut h);
         }
