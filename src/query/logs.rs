@@ -113,7 +113,8 @@ fn first_window_rows(log: &LogExpr, limit: usize) -> u64 {
 
 /// Length of the first window: the share of the range expected to hold
 /// [`first_window_rows`] rows of the selected streams, from the storage's per-file row
-/// counts (an estimate: a file counts whole when it overlaps).
+/// counts (an estimate: a file counts whole when it overlaps; see
+/// `Storage::estimate_rows`).
 fn first_window_ns(
     qc: &QueryContext,
     log: &LogExpr,
@@ -121,13 +122,17 @@ fn first_window_ns(
     limit: usize,
 ) -> Result<i64, QueryError> {
     let matchers = convert_matchers(&log.selector)?;
-    let rows: u64 = qc
+    let mut ids: Vec<u64> = qc
         .storage
-        .volumes(&qc.tenant, &matchers, req.start_ns, req.end_ns)
+        .series(&qc.tenant, &matchers, req.start_ns, req.end_ns)
         .map_err(storage_error)?
         .iter()
-        .map(|v| v.entries)
-        .sum();
+        .map(|s| s.id)
+        .collect();
+    ids.sort_unstable();
+    let rows = qc
+        .storage
+        .estimate_rows(&qc.tenant, &ids, req.start_ns, req.end_ns);
     let total = req.end_ns.saturating_sub(req.start_ns);
     let want = first_window_rows(log, limit);
     if rows <= want {

@@ -602,6 +602,55 @@ impl Storage {
             .with_needles(needles, self.inner.text_indexes.clone()))
     }
 
+    /// About how many rows `streams` (sorted) have in `[start_ns, end_ns)`: head rows
+    /// exactly, plus every row of a stream in each chunk file where its range overlaps (a
+    /// file spans one `chunk.window`, which bounds the error). Costs no read; each file
+    /// is matched against the streams by binary search on the smaller side.
+    pub fn estimate_rows(
+        &self,
+        tenant: &str,
+        streams: &[StreamId],
+        start_ns: i64,
+        end_ns: i64,
+    ) -> u64 {
+        let Some(t) = self.inner.tenant(tenant) else {
+            return 0;
+        };
+        let mut rows = 0u64;
+        {
+            let frozen = t.frozen.read();
+            let head = t.head.read();
+            for h in std::iter::once(&*head).chain(frozen.iter().map(|(_, h)| h.as_ref())) {
+                for &id in streams {
+                    rows += h.volume(id, start_ns, end_ns).0;
+                }
+            }
+        }
+        let manifest = t.manifest.read().clone();
+        let overlaps = |s: &manifest::StreamRange| s.min_ts < end_ns && s.max_ts >= start_ns;
+        for c in &manifest.manifest.chunks {
+            if c.min_ts >= end_ns || c.max_ts < start_ns {
+                continue;
+            }
+            if streams.len() < c.streams.len() {
+                rows += streams
+                    .iter()
+                    .filter_map(|&id| c.stream(id))
+                    .filter(|s| overlaps(s))
+                    .map(|s| s.rows)
+                    .sum::<u64>();
+            } else {
+                rows += c
+                    .streams
+                    .iter()
+                    .filter(|s| streams.binary_search(&s.id).is_ok() && overlaps(s))
+                    .map(|s| s.rows)
+                    .sum::<u64>();
+            }
+        }
+        rows
+    }
+
     /// Time span of one chunk file (`chunk.window`), ns: reads aligned to it open each file
     /// once.
     pub fn chunk_window_ns(&self) -> i64 {

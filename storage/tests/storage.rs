@@ -765,3 +765,34 @@ async fn line_predicates_drop_rows_while_decoding_unless_metadata_may_decide() -
     storage.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn row_estimates_count_head_and_overlapping_chunk_rows() -> Result<()> {
+    let dir = tmp()?;
+    let storage = Storage::open(config(dir.path())).await?;
+    let a = labels(&[("job", "api")]).fingerprint();
+    let b = labels(&[("job", "web")]).fingerprint();
+    let hour = 3_600_000_000_000i64;
+    storage
+        .append(
+            "fake",
+            vec![
+                push(&[("job", "api")], &[(1, "a1"), (2, "a2"), (hour + 1, "a3")]),
+                push(&[("job", "web")], &[(3, "b1")]),
+            ],
+        )
+        .await?;
+    storage.flush().await?;
+    storage
+        .append("fake", vec![push(&[("job", "api")], &[(5, "a4")])])
+        .await?;
+    let mut both = vec![a, b];
+    both.sort_unstable();
+    // Chunks: a has 2 rows in the first hour's file, 1 in the next; b has 1. Head: 1.
+    assert_eq!(storage.estimate_rows("fake", &both, 0, 2 * hour), 5);
+    assert_eq!(storage.estimate_rows("fake", &[a], 0, hour), 3);
+    assert_eq!(storage.estimate_rows("fake", &[b], hour, 2 * hour), 0);
+    assert_eq!(storage.estimate_rows("nobody", &both, 0, 2 * hour), 0);
+    storage.shutdown().await?;
+    Ok(())
+}
