@@ -185,7 +185,7 @@ impl MinuteCounts {
                 continue;
             }
             for (i, &n) in rows.iter().enumerate() {
-                let m = start + i as i64;
+                let m = start.saturating_add(i as i64);
                 if n > 0 && m >= first && m <= last {
                     f(*stream, m, n);
                 }

@@ -327,7 +327,7 @@ impl LogsTable {
             counts.for_each(&self.streams, first, last, |stream, minute, rows| {
                 out.push(MinuteCount {
                     stream,
-                    minute_end_ns: minute * textindex::MINUTE_NS,
+                    minute_end_ns: minute.saturating_mul(textindex::MINUTE_NS),
                     rows,
                 })
             });
