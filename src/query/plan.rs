@@ -16,7 +16,7 @@ use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use tovlog_logql::ast;
-use tovlog_logql::pipeline::{FieldNeedle, Pipeline};
+use tovlog_logql::pipeline::{FieldNeedle, FieldNeedleFinder, Pipeline};
 use tovlog_storage::scan::{LinePredicate, MinuteCount};
 use tovlog_storage::schema::{LINE, METADATA, STREAM_ID, TS};
 use tovlog_storage::textindex::TextNeedle;
@@ -193,17 +193,11 @@ fn line_predicate(
     stats: Arc<StatsCollector>,
 ) -> LinePredicate {
     let pipeline = Arc::clone(pipeline);
-    let finders: Vec<memchr::memmem::Finder<'static>> = field_needles
-        .iter()
-        .map(|n| memchr::memmem::Finder::new(&n.value).into_owned())
-        .collect();
+    let finders: Vec<FieldNeedleFinder> = field_needles.iter().map(FieldNeedle::finder).collect();
     LinePredicate {
         matches: Arc::new(move |line: &str| {
             pipeline.leading_line_filters().matches(line)
-                && finders.iter().all(|f| {
-                    f.find(line.as_bytes()).is_some()
-                        || memchr::memchr(b'\\', line.as_bytes()).is_some()
-                })
+                && finders.iter().all(|f| f.line_allows(line.as_bytes()))
         }),
         unless_metadata_keys: field_needles.iter().map(|n| n.label.clone()).collect(),
         // Rows dropped in the reader never reach `LineFilterExec`, which counts the rest:

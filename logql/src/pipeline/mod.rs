@@ -46,7 +46,7 @@ use std::borrow::Cow;
 pub use hints::{LabelHints, PRESERVE_ERROR_LABEL};
 pub use labels::{CategorizedLabels, LabelsBuilder, ERROR_DETAILS_LABEL, ERROR_LABEL};
 pub use line_filter::LineFilterChain;
-pub use needles::{field_needles, FieldNeedle};
+pub use needles::{field_needles, FieldNeedle, FieldNeedleFinder};
 pub use unwrap::SampleExtractor;
 
 use crate::ast;

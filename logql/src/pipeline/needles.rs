@@ -15,6 +15,33 @@ pub struct FieldNeedle {
     pub value: Vec<u8>,
 }
 
+impl FieldNeedle {
+    /// A precompiled tester of this needle.
+    pub fn finder(&self) -> FieldNeedleFinder {
+        FieldNeedleFinder {
+            label: self.label.clone(),
+            finder: memchr::memmem::Finder::new(&self.value).into_owned(),
+        }
+    }
+}
+
+/// A [`FieldNeedle`] ready to test lines.
+#[derive(Debug, Clone)]
+pub struct FieldNeedleFinder {
+    /// The label the filter tests.
+    pub label: String,
+    finder: memchr::memmem::Finder<'static>,
+}
+
+impl FieldNeedleFinder {
+    /// Whether the line lets the filter match: it contains the value, or has a backslash
+    /// (the value may be escaped). A line failing this can still match only through a
+    /// stream label or structured metadata named [`Self::label`].
+    pub fn line_allows(&self, line: &[u8]) -> bool {
+        self.finder.find(line).is_some() || memchr::memchr(b'\\', line).is_some()
+    }
+}
+
 /// The field needles of a pipeline: `name = "value"` conjuncts (non-empty value, not a
 /// `__…__` label) of label filters that follow only line filters, `json` and `logfmt`.
 pub fn field_needles(stages: &[Stage]) -> Vec<FieldNeedle> {
@@ -57,6 +84,19 @@ fn conjuncts(expr: &LabelFilterExpr, out: &mut Vec<FieldNeedle>) {
 mod tests {
     use super::*;
     use crate::parser::parse_expr;
+
+    #[test]
+    fn finders_allow_lines_with_the_value_or_a_backslash() {
+        let f = FieldNeedle {
+            label: "user".into(),
+            value: b"mallory".to_vec(),
+        }
+        .finder();
+        assert!(f.line_allows(br#"{"user":"mallory"}"#));
+        assert!(f.line_allows(br#"{"user":"mall\u006fry"}"#));
+        assert!(!f.line_allows(br#"{"user":"alice"}"#));
+        assert_eq!(f.label, "user");
+    }
 
     fn needles(q: &str) -> Vec<(String, String)> {
         let expr = match parse_expr(q) {

@@ -23,9 +23,8 @@ use datafusion::physical_plan::{
     ReplaceChildrenOptions,
 };
 use futures::StreamExt;
-use memchr::memmem;
 
-use tovlog_logql::pipeline::{FieldNeedle, Pipeline};
+use tovlog_logql::pipeline::{FieldNeedle, FieldNeedleFinder, Pipeline};
 use tovlog_storage::schema::{logs_schema, LINE, METADATA};
 
 use crate::query::stats::StatsCollector;
@@ -36,23 +35,21 @@ use crate::query::stats::StatsCollector;
 /// (see [`tovlog_logql::pipeline::FieldNeedle`]).
 #[derive(Default)]
 struct FieldPrefilter {
-    needles: Vec<(String, memmem::Finder<'static>)>,
+    needles: Vec<FieldNeedleFinder>,
     metadata_idx: Option<usize>,
 }
 
 impl FieldPrefilter {
     /// Whether row `i` may pass.
     fn keep(&self, line: &str, metadata: Option<&MapArray>, i: usize) -> bool {
-        self.needles.iter().all(|(label, finder)| {
-            let bytes = line.as_bytes();
-            finder.find(bytes).is_some()
-                || memchr::memchr(b'\\', bytes).is_some()
+        self.needles.iter().all(|n| {
+            n.line_allows(line.as_bytes())
                 || metadata.is_some_and(|m| {
                     m.is_valid(i)
                         && m.value(i)
                             .column(0)
                             .as_string_opt::<i32>()
-                            .is_none_or(|keys| keys.iter().any(|k| k == Some(label.as_str())))
+                            .is_none_or(|keys| keys.iter().any(|k| k == Some(n.label.as_str())))
                 })
         })
     }
@@ -158,10 +155,7 @@ impl LineFilterExec {
             return self;
         };
         self.fields = Arc::new(FieldPrefilter {
-            needles: needles
-                .iter()
-                .map(|n| (n.label.clone(), memmem::Finder::new(&n.value).into_owned()))
-                .collect(),
+            needles: needles.iter().map(FieldNeedle::finder).collect(),
             metadata_idx: Some(metadata_idx),
         });
         self
@@ -401,7 +395,11 @@ mod tests {
         let pipeline = Pipeline::new(&[]).expect("pipeline");
         let run = |label: &str, value: &str| {
             let fields = FieldPrefilter {
-                needles: vec![(label.into(), memmem::Finder::new(value).into_owned())],
+                needles: vec![FieldNeedle {
+                    label: label.into(),
+                    value: value.as_bytes().to_vec(),
+                }
+                .finder()],
                 metadata_idx: Some(3),
             };
             let out = filter_batch(batch.clone(), 2, &pipeline, &fields, &StatsCollector::new())
@@ -417,7 +415,11 @@ mod tests {
         assert_eq!(run("user", "error"), ["an error", "error again"]);
         assert!(run("user", "absent").is_empty());
         let fields = FieldPrefilter {
-            needles: vec![("user".into(), memmem::Finder::new("bob").into_owned())],
+            needles: vec![FieldNeedle {
+                label: "user".into(),
+                value: b"bob".to_vec(),
+            }
+            .finder()],
             metadata_idx: None,
         };
         assert!(fields.keep(r#"{"user":"\u0062ob"}"#, None, 0));
