@@ -297,6 +297,32 @@ fn slot<T>(table: &mut Vec<Vec<T>>, k: u32) -> &mut Vec<T> {
     &mut table[k]
 }
 
+/// The buckets of series key `k`, allocated (and accounted in the query's pool) on first
+/// use.
+fn bucket_row<'a>(
+    table: &'a mut Vec<Vec<(f64, u32)>>,
+    k: u32,
+    n_buckets: usize,
+    reservation: &MemoryReservation,
+) -> Result<&'a mut Vec<(f64, u32)>, QueryError> {
+    let buckets = slot(table, k);
+    if buckets.is_empty() {
+        reservation
+            .try_grow(n_buckets * std::mem::size_of::<(f64, u32)>())
+            .map_err(datafusion_error)?;
+        buckets.resize(n_buckets, (0.0, 0));
+    }
+    Ok(buckets)
+}
+
+/// Add `n` samples summing to `value` to bucket `idx` (outside every window: ignored).
+fn add_to_bucket(buckets: &mut [(f64, u32)], idx: i64, value: f64, n: u32) {
+    if let Some(slot) = usize::try_from(idx).ok().and_then(|i| buckets.get_mut(i)) {
+        slot.0 += value;
+        slot.1 += n;
+    }
+}
+
 /// Read the raw samples of one range aggregation leaf, with the pool reservation that
 /// accounts for them. With `bucketing`, samples are summed per step bucket while reading
 /// (see [`Bucketing`]) and each series holds one sample per non-empty bucket.
@@ -407,18 +433,8 @@ async fn fetch_range(
             .zip(values.values().iter());
         if let Some(b) = bucketing {
             for ((k, t), v) in rows {
-                let buckets = slot(&mut per_key_buckets, *k);
-                if buckets.is_empty() {
-                    reservation
-                        .try_grow(n_buckets * std::mem::size_of::<(f64, u32)>())
-                        .map_err(datafusion_error)?;
-                    buckets.resize(n_buckets, (0.0, 0));
-                }
-                let idx = b.index(*t) - first_bucket;
-                if let Some(slot) = usize::try_from(idx).ok().and_then(|i| buckets.get_mut(i)) {
-                    slot.0 += *v;
-                    slot.1 += 1;
-                }
+                let buckets = bucket_row(&mut per_key_buckets, *k, n_buckets, &reservation)?;
+                add_to_bucket(buckets, b.index(*t) - first_bucket, *v, 1);
             }
             continue;
         }
@@ -442,18 +458,9 @@ async fn fetch_range(
                     k
                 }
             };
-            let buckets = slot(&mut per_key_buckets, key);
-            if buckets.is_empty() {
-                reservation
-                    .try_grow(n_buckets * std::mem::size_of::<(f64, u32)>())
-                    .map_err(datafusion_error)?;
-                buckets.resize(n_buckets, (0.0, 0));
-            }
+            let buckets = bucket_row(&mut per_key_buckets, key, n_buckets, &reservation)?;
             let idx = b.index(c.minute_end_ns) - first_bucket;
-            if let Some(slot) = usize::try_from(idx).ok().and_then(|i| buckets.get_mut(i)) {
-                slot.0 += f64::from(c.rows);
-                slot.1 += c.rows;
-            }
+            add_to_bucket(buckets, idx, f64::from(c.rows), c.rows);
         }
         if let Some(max) = max_series {
             if interner.len() > max {
