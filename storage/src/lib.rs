@@ -497,7 +497,7 @@ impl Storage {
             chunks += u64::from(in_head);
             for c in &manifest.manifest.chunks {
                 if let Some(s) = c.stream(id) {
-                    if s.min_ts < end_ns && s.max_ts >= start_ns {
+                    if s.overlaps(start_ns, end_ns) {
                         entries += s.rows;
                         bytes += s.line_bytes;
                         chunks += 1;
@@ -627,7 +627,6 @@ impl Storage {
             }
         }
         let manifest = t.manifest.read().clone();
-        let overlaps = |s: &manifest::StreamRange| s.min_ts < end_ns && s.max_ts >= start_ns;
         for c in &manifest.manifest.chunks {
             if c.min_ts >= end_ns || c.max_ts < start_ns {
                 continue;
@@ -636,14 +635,16 @@ impl Storage {
                 rows += streams
                     .iter()
                     .filter_map(|&id| c.stream(id))
-                    .filter(|s| overlaps(s))
+                    .filter(|s| s.overlaps(start_ns, end_ns))
                     .map(|s| s.rows)
                     .sum::<u64>();
             } else {
                 rows += c
                     .streams
                     .iter()
-                    .filter(|s| streams.binary_search(&s.id).is_ok() && overlaps(s))
+                    .filter(|s| {
+                        streams.binary_search(&s.id).is_ok() && s.overlaps(start_ns, end_ns)
+                    })
                     .map(|s| s.rows)
                     .sum::<u64>();
             }

@@ -45,6 +45,13 @@ pub struct StreamRange {
     pub line_bytes: u64,
 }
 
+impl StreamRange {
+    /// Does the stream have rows in this file that may fall in `[start, end)`?
+    pub fn overlaps(&self, start: i64, end: i64) -> bool {
+        self.min_ts < end && self.max_ts >= start
+    }
+}
+
 /// One chunk file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkMeta {
@@ -120,7 +127,7 @@ impl ChunkMeta {
         let mut offset = 0u64;
         for s in &self.streams {
             let next = offset.saturating_add(s.rows);
-            if ids.binary_search(&s.id).is_ok() && s.min_ts < end && s.max_ts >= start {
+            if ids.binary_search(&s.id).is_ok() && s.overlaps(start, end) {
                 match out.last_mut() {
                     Some(last) if last.end == offset => last.end = next,
                     _ => out.push(offset..next),
@@ -140,10 +147,8 @@ impl ChunkMeta {
         if self.min_ts >= end || self.max_ts < start {
             return false;
         }
-        ids.iter().any(|&id| {
-            self.stream(id)
-                .is_some_and(|s| s.min_ts < end && s.max_ts >= start)
-        })
+        ids.iter()
+            .any(|&id| self.stream(id).is_some_and(|s| s.overlaps(start, end)))
     }
 }
 
