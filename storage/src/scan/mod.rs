@@ -255,23 +255,14 @@ impl LogsTable {
     async fn needle_selections(&self) -> DfResult<Vec<(&ChunkFile, Option<RowSelection>)>> {
         let mut out = Vec::with_capacity(self.files.len());
         for f in &self.files {
-            let index = match &self.indexes {
-                Some(cache) if f.text_index && !self.needles.is_empty() => {
-                    match cache.get(&f.path).await {
-                        Ok(index) => index,
-                        Err(e) => {
-                            // The index only saves reading: without it the file is read
-                            // whole, and the answer is the same.
-                            tracing::warn!(file = %f.path, error = %e, "trigram index unusable; reading the whole file");
-                            out.push((f, None));
-                            continue;
-                        }
-                    }
-                }
-                _ => {
-                    out.push((f, None));
-                    continue;
-                }
+            let index = if self.needles.is_empty() {
+                None
+            } else {
+                self.index_of(f).await
+            };
+            let Some(index) = index else {
+                out.push((f, None));
+                continue;
             };
             let ranges =
                 index.candidate_rows(&self.streams, self.start_ns, self.end_ns, &self.needles);
@@ -297,9 +288,6 @@ impl LogsTable {
     /// scan.
     pub async fn take_minute_counts(&mut self) -> Vec<MinuteCount> {
         let aligned = |t: i64| (t - 1).rem_euclid(textindex::MINUTE_NS) == 0;
-        let Some(cache) = self.indexes.clone() else {
-            return Vec::new();
-        };
         if !self.needles.is_empty() || !aligned(self.start_ns) || !aligned(self.end_ns) {
             return Vec::new();
         }
@@ -308,19 +296,8 @@ impl LogsTable {
         let mut out = Vec::new();
         let mut kept = Vec::with_capacity(self.files.len());
         for f in std::mem::take(&mut self.files) {
-            if !f.text_index {
-                kept.push(f);
-                continue;
-            }
-            let index = match cache.get(&f.path).await {
-                Ok(index) => index,
-                Err(e) => {
-                    tracing::warn!(file = %f.path, error = %e, "chunk index unusable; scanning the file");
-                    kept.push(f);
-                    continue;
-                }
-            };
-            let Some(counts) = &index.counts else {
+            let index = self.index_of(&f).await;
+            let Some(counts) = index.as_ref().and_then(|i| i.counts.as_ref()) else {
                 kept.push(f);
                 continue;
             };
@@ -334,6 +311,20 @@ impl LogsTable {
         }
         self.files = kept;
         out
+    }
+
+    /// The sidecar index of `f`, when it has one that loads. An index only saves reading:
+    /// without it the file is read whole and the answer is the same, so a damaged one is
+    /// logged, never an error.
+    async fn index_of(&self, f: &ChunkFile) -> Option<Arc<TextIndex>> {
+        let cache = self.indexes.as_ref().filter(|_| f.text_index)?;
+        match cache.get(&f.path).await {
+            Ok(index) => Some(index),
+            Err(e) => {
+                tracing::warn!(file = %f.path, error = %e, "chunk index unusable; reading the whole file");
+                None
+            }
+        }
     }
 
     /// Chunk files this table reads.
