@@ -240,8 +240,8 @@ pub async fn build_scan(
     let mut ids: Vec<u64> = streams.0.keys().copied().collect();
     ids.sort_unstable();
     // Literals every matching line contains let the trigram indexes skip blocks; so do the
-    // values of `| json | k="v"` filters, unless a selected stream has a label `k` (which
-    // then decides instead of the line).
+    // values of `| json | k="v"` and `| k="v"` filters, unless a selected stream has a label
+    // `k` (which then decides instead of the line or metadata).
     let mut field_needles: Vec<FieldNeedle> = Vec::new();
     let mut needles: Vec<TextNeedle> = Vec::new();
     if columns != ScanColumns::TimeOnly {
@@ -251,22 +251,33 @@ pub async fn build_scan(
             .into_iter()
             .map(TextNeedle::literal)
             .collect();
+        let unshadowed = |n: &&FieldNeedle| {
+            !streams
+                .0
+                .values()
+                .any(|labels| labels.iter().any(|(k, _)| *k == n.label))
+        };
         field_needles = pipeline
             .field_needles()
             .iter()
-            .filter(|n| {
-                !streams
-                    .0
-                    .values()
-                    .any(|labels| labels.iter().any(|(k, _)| *k == n.label))
-            })
+            .filter(unshadowed)
             .cloned()
             .collect();
+        // `| k="v"` before any parser with no stream label `k`: `v` is a metadata value,
+        // which the indexes hold whole.
+        needles.extend(
+            pipeline
+                .metadata_needles()
+                .iter()
+                .filter(unshadowed)
+                .map(|n| TextNeedle::metadata(n.value.clone())),
+        );
         if columns == ScanColumns::All {
-            needles.extend(field_needles.iter().map(|n| TextNeedle {
-                bytes: n.value.clone(),
-                or_escaped: true,
-            }));
+            needles.extend(
+                field_needles
+                    .iter()
+                    .map(|n| TextNeedle::field(n.value.clone())),
+            );
         } else {
             // Without metadata the row check would not be exact.
             field_needles.clear();

@@ -20,16 +20,32 @@
 //! the line has `v` unless the encoder escaped it, or metadata `k` holds it) prunes exactly
 //! too (see [`TextNeedle::or_escaped`]).
 //!
+//! # Hex tokens
+//! Trigrams made only of digits and `a`–`f` are left out (see [`trigrams`]), so a needle
+//! that is an id (`5b2e9d41-c7a0-4f3e-a9d2-7f3a9c01e5d8`, a trace id) would prune by its
+//! few other trigrams only, and the dashes of every UUID in a block put those in every
+//! block. Each block therefore has a second filter, of its *hex tokens*: maximal runs of
+//! `[0-9a-f]` at least [`MIN_TOKEN`] bytes long, in lines and metadata values (about one
+//! byte per id). A run of the needle is certain to be a whole run of a matching line only
+//! where the needle itself bounds it by other bytes: its inner runs always, its first and
+//! last ones only when the needle's occurrence is bounded too ([`TextNeedle::bounded`]).
+//! A parsed field value is: the JSON and logfmt parsers take values from between quotes,
+//! `=`, `:`, `,`, brackets, blanks or the line's ends, and a metadata value is whole.
+//! A plain `|= "<trace id>"` may sit inside a longer run, so it gets no token.
+//!
+//! # Format
 //! The index of `<window>/<name>.parquet` is the object `<window>/<name>.tri`, written by the
 //! compactor (flushed files are recent and small; they are scanned). Format, little-endian:
 //! `"TVLTRI01"`, u32 block count, then per block: u64 min stream id, u64 max stream id,
 //! u32 first row, u32 rows,
-//! i64 min ts, i64 max ts, u32 flags (bit 0: a line has a backslash; bits 8–15: probes),
-//! u32 filter words (0: no filter), the filter as u64 words. Version 2 (`"TVLTRI02"`) then
-//! holds the file's [`MinuteCounts`]: u32 stream count, then per stream: varint stream id
-//! delta (from the previous stream), zigzag varint first minute, varint minutes, and one
-//! varint row count per minute (0 for a minute without rows). Version 1 files have no
-//! counts and stay readable.
+//! i64 min ts, i64 max ts, u32 flags (bit 0: a line has a backslash; bit 1: the block has a
+//! token filter; bits 8–15: trigram probes; bits 16–23: token probes),
+//! u32 filter words (0: no filter), the filter as u64 words; version 3 (`"TVLTRI03"`) then
+//! has u32 token filter words and the token filter's words (no words and bit 1 set: the
+//! block has no token). Version 2 and later then hold the file's [`MinuteCounts`]: u32
+//! stream count, then per stream: varint stream id delta (from the previous stream), zigzag
+//! varint first minute, varint minutes, and one varint row count per minute (0 for a minute
+//! without rows). Versions 1 and 2 stay readable (no counts, no token filters).
 //!
 //! # Minute counts
 //! `count_over_time` and `rate` without a pipeline only need how many rows each stream has
@@ -46,7 +62,20 @@ use crate::model::StreamId;
 /// Rows per block, at most.
 pub const BLOCK_ROWS: u32 = 8192;
 const MAGIC_V1: &[u8; 8] = b"TVLTRI01";
-const MAGIC: &[u8; 8] = b"TVLTRI02";
+const MAGIC_V2: &[u8; 8] = b"TVLTRI02";
+const MAGIC: &[u8; 8] = b"TVLTRI03";
+/// Shortest run of `[0-9a-f]` indexed as a hex token: shorter ones (`c7a0`, numbers) are
+/// few enough to be in most blocks anyway.
+pub const MIN_TOKEN: usize = 8;
+/// Token filter bits per distinct token, at most (with 4 probes, about 6% false positives
+/// per token).
+const BITS_PER_TOKEN: usize = 6;
+/// Token filter bits per row, at most: lines full of hashes would otherwise cost more than
+/// the filter saves.
+const TOKEN_BITS_PER_ROW: usize = 24;
+/// Below this many bits per token the block gets no token filter (the tokens never prune
+/// it).
+const MIN_BITS_PER_TOKEN: usize = 3;
 /// Nanoseconds per minute.
 pub const MINUTE_NS: i64 = 60_000_000_000;
 /// Filter bits per distinct trigram, at most.
@@ -60,8 +89,12 @@ const MIN_BITS_PER_TRIGRAM: usize = 2;
 
 /// Flag: some line of the block contains a backslash.
 const FLAG_BACKSLASH: u32 = 1;
-/// Bits 8..16 of the flags: the filter's probe count.
+/// Flag: the block has a token filter (which may be empty: no token at all).
+const FLAG_TOKENS: u32 = 2;
+/// Bits 8..16 of the flags: the trigram filter's probe count.
 const PROBES_SHIFT: u32 = 8;
+/// Bits 16..24 of the flags: the token filter's probe count.
+const TOKEN_PROBES_SHIFT: u32 = 16;
 
 /// A byte string wanted rows contain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +103,9 @@ pub struct TextNeedle {
     pub bytes: Vec<u8>,
     /// Rows whose line has a backslash may hold it escaped: blocks with such a line stay.
     pub or_escaped: bool,
+    /// The occurrence that matters is preceded and followed by a byte outside `[0-9a-f]`
+    /// (or the text's ends), so its first and last hex runs are whole tokens too.
+    pub bounded: bool,
 }
 
 impl TextNeedle {
@@ -78,8 +114,79 @@ impl TextNeedle {
         TextNeedle {
             bytes: bytes.into(),
             or_escaped: false,
+            bounded: false,
         }
     }
+
+    /// The value of a parsed field (`| json | k="v"`): in the line unless escaped, and
+    /// bounded there (see the module doc).
+    pub fn field(bytes: impl Into<Vec<u8>>) -> TextNeedle {
+        TextNeedle {
+            bytes: bytes.into(),
+            or_escaped: true,
+            bounded: true,
+        }
+    }
+
+    /// A whole structured-metadata value (`| k="v"` before any parser, `k` not a stream
+    /// label).
+    pub fn metadata(bytes: impl Into<Vec<u8>>) -> TextNeedle {
+        TextNeedle {
+            bytes: bytes.into(),
+            or_escaped: false,
+            bounded: true,
+        }
+    }
+
+    /// Hashes of the hex tokens every wanted line (or metadata value) has.
+    pub fn tokens(&self) -> Vec<u64> {
+        let b = &self.bytes;
+        let mut out: Vec<u64> = hex_runs(b)
+            .filter(|r| self.bounded || (r.start > 0 && r.end < b.len()))
+            .filter_map(|r| b.get(r).map(token_hash))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+#[inline]
+fn is_hex(c: u8) -> bool {
+    c.is_ascii_digit() || (b'a'..=b'f').contains(&c)
+}
+
+/// The maximal runs of `[0-9a-f]` in `s` at least [`MIN_TOKEN`] long.
+fn hex_runs(s: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < s.len() {
+            while i < s.len() && !is_hex(s[i]) {
+                i += 1;
+            }
+            let start = i;
+            while i < s.len() && is_hex(s[i]) {
+                i += 1;
+            }
+            if i - start >= MIN_TOKEN {
+                return Some(start..i);
+            }
+        }
+        None
+    })
+}
+
+/// A token's hash: FNV-1a, then a multiply-xorshift finalizer. Written to disk, so it must
+/// never change (hand-written for that reason: library hashers do not promise stability).
+fn token_hash(token: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &c in token {
+        h ^= u64::from(c);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^ (h >> 33)
 }
 
 /// The index path of a chunk file path.
@@ -105,6 +212,7 @@ pub struct Block {
     pub max_ts: i64,
     flags: u32,
     bits: Vec<u64>,
+    token_bits: Vec<u64>,
 }
 
 impl Block {
@@ -115,12 +223,32 @@ impl Block {
             return true;
         }
         let k = u64::from((self.flags >> PROBES_SHIFT) & 0xff).max(1);
-        probes(trigram, m, k).all(|bit| self.bits[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
+        probes(trigram_hash(trigram), m, k)
+            .all(|bit| self.bits[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
+    }
+
+    fn may_contain_token(&self, token: u64) -> bool {
+        if self.flags & FLAG_TOKENS == 0 {
+            // No token filter: tokens never prune the block.
+            return true;
+        }
+        let m = self.token_bits.len() as u64 * 64;
+        if m == 0 {
+            // A token filter with no word: the block has no token at all.
+            return false;
+        }
+        let k = u64::from((self.flags >> TOKEN_PROBES_SHIFT) & 0xff).max(1);
+        probes(token, m, k).all(|bit| self.token_bits[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
     }
 }
 
-fn probes(trigram: u32, m: u64, k: u64) -> impl Iterator<Item = u64> {
-    let h = (u64::from(trigram) ^ 0x5bd1_e995).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+/// A trigram's filter hash (written to disk: never change it).
+fn trigram_hash(trigram: u32) -> u64 {
+    (u64::from(trigram) ^ 0x5bd1_e995).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Bloom probe positions of a 64-bit hash in a filter of `m` bits (double hashing).
+fn probes(h: u64, m: u64, k: u64) -> impl Iterator<Item = u64> {
     let h1 = h >> 32;
     let h2 = (h & 0xffff_ffff) | 1;
     (0..k).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) % m)
@@ -208,9 +336,9 @@ impl TextIndex {
         end: i64,
         needles: &[TextNeedle],
     ) -> Vec<Range<u32>> {
-        let grams: Vec<(bool, Vec<u32>)> = needles
+        let grams: Vec<(bool, Vec<u32>, Vec<u64>)> = needles
             .iter()
-            .map(|n| (n.or_escaped, trigrams(&n.bytes)))
+            .map(|n| (n.or_escaped, trigrams(&n.bytes), n.tokens()))
             .collect();
         let mut out: Vec<Range<u32>> = Vec::new();
         for b in &self.blocks {
@@ -220,8 +348,10 @@ impl TextIndex {
                 continue;
             }
             let escaped = b.flags & FLAG_BACKSLASH != 0;
-            let keep = grams.iter().all(|(or_escaped, g)| {
-                (*or_escaped && escaped) || g.iter().all(|&t| b.may_contain(t))
+            let keep = grams.iter().all(|(or_escaped, g, tokens)| {
+                (*or_escaped && escaped)
+                    || (g.iter().all(|&t| b.may_contain(t))
+                        && tokens.iter().all(|&t| b.may_contain_token(t)))
             });
             if !keep {
                 continue;
@@ -240,7 +370,7 @@ impl TextIndex {
         let counts = self.counts.as_ref().map_or(0, MinuteCounts::memory_size);
         self.blocks
             .iter()
-            .map(|b| b.bits.len() * 8 + std::mem::size_of::<Block>())
+            .map(|b| (b.bits.len() + b.token_bits.len()) * 8 + std::mem::size_of::<Block>())
             .sum::<usize>()
             + counts
     }
@@ -260,6 +390,10 @@ impl TextIndex {
             out.extend_from_slice(&b.flags.to_le_bytes());
             out.extend_from_slice(&(b.bits.len() as u32).to_le_bytes());
             for w in &b.bits {
+                out.extend_from_slice(&w.to_le_bytes());
+            }
+            out.extend_from_slice(&(b.token_bits.len() as u32).to_le_bytes());
+            for w in &b.token_bits {
                 out.extend_from_slice(&w.to_le_bytes());
             }
         }
@@ -287,7 +421,8 @@ impl TextIndex {
         };
         let mut r = Reader { data, pos: 0 };
         let version = match r.take(8).ok_or_else(|| corrupt("truncated header"))? {
-            m if m == MAGIC => 2,
+            m if m == MAGIC => 3,
+            m if m == MAGIC_V2 => 2,
             m if m == MAGIC_V1 => 1,
             _ => return Err(corrupt("not a trigram index")),
         };
@@ -302,16 +437,14 @@ impl TextIndex {
                 let min_ts = r.u64()? as i64;
                 let max_ts = r.u64()? as i64;
                 let flags = r.u32()?;
-                let words = r.u32()? as usize;
-                let raw = r.take(words.checked_mul(8)?)?;
-                let bits = raw
-                    .chunks_exact(8)
-                    .map(|c| {
-                        let mut w = [0u8; 8];
-                        w.copy_from_slice(c);
-                        u64::from_le_bytes(w)
-                    })
-                    .collect();
+                let bits = r.words()?;
+                let token_bits = if version >= 3 { r.words()? } else { Vec::new() };
+                // Older versions have no token filters.
+                let flags = if version >= 3 {
+                    flags
+                } else {
+                    flags & !FLAG_TOKENS
+                };
                 Some(Block {
                     min_stream,
                     max_stream,
@@ -321,6 +454,7 @@ impl TextIndex {
                     max_ts,
                     flags,
                     bits,
+                    token_bits,
                 })
             })()
             .ok_or_else(|| corrupt("truncated block"))?;
@@ -382,6 +516,20 @@ impl<'a> Reader<'a> {
         b.copy_from_slice(self.take(8)?);
         Some(u64::from_le_bytes(b))
     }
+    /// A u32 word count, then that many u64 words.
+    fn words(&mut self) -> Option<Vec<u64>> {
+        let n = self.u32()? as usize;
+        let raw = self.take(n.checked_mul(8)?)?;
+        Some(
+            raw.chunks_exact(8)
+                .map(|c| {
+                    let mut w = [0u8; 8];
+                    w.copy_from_slice(c);
+                    u64::from_le_bytes(w)
+                })
+                .collect(),
+        )
+    }
     /// LEB128, at most 10 bytes.
     fn varint(&mut self) -> Option<u64> {
         let mut v: u64 = 0;
@@ -409,6 +557,8 @@ pub struct TextIndexBuilder {
     /// One bit per possible trigram (2^24 bits): which ones the open block has.
     seen: Vec<u64>,
     distinct: Vec<u32>,
+    /// Hashes of the open block's hex tokens (deduplicated when it closes).
+    tokens: Vec<u64>,
     flags: u32,
     /// Open block: (min stream, max stream, first row, rows, min ts, max ts).
     open: Option<(StreamId, StreamId, u32, u32, i64, i64)>,
@@ -422,6 +572,7 @@ impl Default for TextIndexBuilder {
         TextIndexBuilder {
             seen: vec![0; (1 << 24) / 64],
             distinct: Vec::new(),
+            tokens: Vec::new(),
             flags: 0,
             open: None,
             blocks: Vec::new(),
@@ -469,6 +620,11 @@ impl TextIndexBuilder {
     }
 
     fn add(&mut self, text: &[u8]) {
+        for r in hex_runs(text) {
+            if let Some(t) = text.get(r) {
+                self.tokens.push(token_hash(t));
+            }
+        }
         for w in text.windows(3) {
             if !indexed(w) {
                 continue;
@@ -501,7 +657,7 @@ impl TextIndexBuilder {
             flags |= (k as u32) << PROBES_SHIFT;
             bits = vec![0u64; words];
             for &g in &self.distinct {
-                for bit in probes(g, m, k) {
+                for bit in probes(trigram_hash(g), m, k) {
                     bits[(bit / 64) as usize] |= 1 << (bit % 64);
                 }
             }
@@ -510,6 +666,7 @@ impl TextIndexBuilder {
             self.seen[(g / 64) as usize] = 0;
         }
         self.distinct.clear();
+        let token_bits = self.token_filter(rows, &mut flags);
         self.blocks.push(Block {
             min_stream,
             max_stream,
@@ -519,7 +676,35 @@ impl TextIndexBuilder {
             max_ts,
             flags,
             bits,
+            token_bits,
         });
+    }
+
+    /// The open block's token filter, setting its flags; empties the token list.
+    fn token_filter(&mut self, rows: u32, flags: &mut u32) -> Vec<u64> {
+        self.tokens.sort_unstable();
+        self.tokens.dedup();
+        let n = self.tokens.len();
+        let budget = (n * BITS_PER_TOKEN).min(rows as usize * TOKEN_BITS_PER_ROW);
+        let mut bits = Vec::new();
+        if n == 0 {
+            *flags |= FLAG_TOKENS;
+        } else if budget >= n * MIN_BITS_PER_TOKEN {
+            let words = budget.div_ceil(64);
+            let m = words as u64 * 64;
+            let k = ((m as f64 / n as f64) * std::f64::consts::LN_2)
+                .round()
+                .clamp(1.0, 4.0) as u64;
+            *flags |= FLAG_TOKENS | ((k as u32) << TOKEN_PROBES_SHIFT);
+            bits = vec![0u64; words];
+            for &t in &self.tokens {
+                for bit in probes(t, m, k) {
+                    bits[(bit / 64) as usize] |= 1 << (bit % 64);
+                }
+            }
+        }
+        self.tokens.clear();
+        bits
     }
 
     /// The finished index.
@@ -585,12 +770,7 @@ mod tests {
             (1, 2)
         );
         let needle = |n: &str| vec![TextNeedle::literal(n.as_bytes())];
-        let field = |n: &str| {
-            vec![TextNeedle {
-                bytes: n.as_bytes().to_vec(),
-                or_escaped: true,
-            }]
-        };
+        let field = |n: &str| vec![TextNeedle::field(n.as_bytes())];
         let second = BLOCK_ROWS..BLOCK_ROWS + 1200;
         // Metadata values are indexed; an escaped field value keeps its block.
         assert_eq!(
@@ -687,6 +867,122 @@ mod tests {
                 counts: None
             }
         );
+        Ok(())
+    }
+
+    /// Pseudo-random lowercase hex (a fixed LCG: the test is deterministic).
+    fn hex(state: &mut u64, len: usize) -> String {
+        (0..len)
+            .map(|_| {
+                *state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                char::from(b"0123456789abcdef"[(*state >> 60) as usize])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hex_tokens_prune_ids_only_where_the_needle_bounds_them() -> Result<()> {
+        let planted = "5b2e9d41-c7a0-4f3e-a9d2-7f3a9c01e5d8";
+        let trace = "c10b73843ca5d6c0b92a1a9002b9d27d";
+        let mut state = 7;
+        let mut b = TextIndexBuilder::default();
+        let mut written = Vec::new();
+        // Block 0: random UUIDs, one of them planted, random trace ids in metadata.
+        // Block 1: the same shape without the planted ones. Block 2: no hex token at all.
+        for row in 0..3 * BLOCK_ROWS {
+            let cid = if row == 77 {
+                planted.to_string()
+            } else {
+                let mut parts = Vec::new();
+                for len in [8, 4, 4, 4, 12] {
+                    parts.push(hex(&mut state, len));
+                }
+                parts.join("-")
+            };
+            let meta = if row == 78 {
+                trace.to_string()
+            } else {
+                hex(&mut state, 32)
+            };
+            if row >= 2 * BLOCK_ROWS {
+                b.push(row, 1, 0, b"user=alice action=READ", []);
+            } else {
+                let line = format!(r#"{{"correlation_id":"{cid}","user":"bob"}}"#);
+                b.push(row, 1, 0, line.as_bytes(), [meta.as_bytes()]);
+                written.push(cid);
+                written.push(meta);
+            }
+        }
+        let index = b.finish();
+        assert_eq!(index.blocks.len(), 3);
+        let rows = |n: TextNeedle| index.candidate_rows(&[1], 0, 1, &[n]);
+        let first = vec![Range {
+            start: 0,
+            end: BLOCK_ROWS,
+        }];
+        let all = vec![Range {
+            start: 0,
+            end: 3 * BLOCK_ROWS,
+        }];
+        // A field value is bounded: its first and last runs are tokens.
+        assert_eq!(rows(TextNeedle::field(planted)), first);
+        // (One token: block 1 may pass as a false positive, as it does here.)
+        assert_eq!(
+            rows(TextNeedle::field(trace)).first().map(|r| r.start),
+            Some(0)
+        );
+        assert_eq!(
+            rows(TextNeedle::field("deadbeef00")),
+            Vec::<Range<u32>>::new()
+        );
+        // A literal's edge runs may continue in the line: no token, every block stays
+        // (its trigrams are hex only).
+        assert_eq!(rows(TextNeedle::literal("5b2e9d41")), all);
+        assert_eq!(rows(TextNeedle::literal(trace)), all);
+        // An inner run is a whole token.
+        assert_eq!(rows(TextNeedle::literal("\"5b2e9d41-")), first);
+        // About 6% false positives per absent token.
+        let mut other = 12345;
+        let passing = (0..1000)
+            .filter(|_| {
+                index.blocks[1].may_contain_token(token_hash(hex(&mut other, 12).as_bytes()))
+            })
+            .count();
+        assert!((20..120).contains(&passing), "{passing}");
+        // Every token of every block passes (no false negatives), and the index round-trips.
+        let encoded = index.encode();
+        assert_eq!(TextIndex::decode("x", &encoded)?, index);
+        for (row, value) in written.iter().enumerate() {
+            let found = rows(TextNeedle::field(value.as_str()));
+            let block = (row / 2) as u32 / BLOCK_ROWS * BLOCK_ROWS;
+            assert!(found.iter().any(|r| r.contains(&block)), "{value}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn version_2_indexes_have_no_token_filters() -> Result<()> {
+        let mut b = TextIndexBuilder::default();
+        b.push(0, 1, 0, br#"{"id":"0123456789abcdef"}"#, []);
+        let mut index = b.finish();
+        assert!(index.blocks[0].flags & FLAG_TOKENS != 0);
+        let v3 = index.encode();
+        // Rewrite as version 2: drop the token filter (its word count and words).
+        let mut v2 = b"TVLTRI02".to_vec();
+        v2.extend_from_slice(&v3[8..12]);
+        let block_end = 12 + 48 + index.blocks[0].bits.len() * 8;
+        v2.extend_from_slice(&v3[12..block_end]);
+        v2.extend_from_slice(&v3[block_end + 4 + index.blocks[0].token_bits.len() * 8..]);
+        let old = TextIndex::decode("x", &v2)?;
+        assert_eq!(old.blocks[0].flags & FLAG_TOKENS, 0);
+        let needle = [TextNeedle::field("fedcba9876543210")];
+        assert_eq!(old.candidate_rows(&[1], 0, 1, &needle), vec![0..1]);
+        assert!(index.candidate_rows(&[1], 0, 1, &needle).is_empty());
+        index.blocks[0].flags &= !FLAG_TOKENS;
+        index.blocks[0].token_bits.clear();
+        assert_eq!(old, index);
         Ok(())
     }
 

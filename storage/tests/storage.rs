@@ -588,6 +588,83 @@ async fn compacted_files_skip_blocks_without_the_needle() -> Result<()> {
 }
 
 #[tokio::test]
+async fn compacted_files_skip_blocks_without_a_bounded_id() -> Result<()> {
+    use tovlog_storage::textindex::TextNeedle;
+    let dir = tmp()?;
+    let mut cfg = config(dir.path());
+    cfg.compaction.min_age = tovlog_storage::config::HumanDuration(std::time::Duration::ZERO);
+    let id = labels(&[("job", "api")]).fingerprint();
+    let storage = Storage::open(cfg).await?;
+    // Ids from a fixed generator: every block has every hex trigram and every dash
+    // trigram, so only the hex tokens can tell the blocks apart.
+    let mut state: u64 = 11;
+    let mut hex = |len: usize| -> String {
+        (0..len)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                char::from(b"0123456789abcdef"[(state >> 60) as usize])
+            })
+            .collect()
+    };
+    let cid = "5b2e9d41-c7a0-4f3e-a9d2-7f3a9c01e5d8";
+    let trace = "c10b73843ca5d6c0b92a1a9002b9d27d";
+    let mut entries = Vec::new();
+    for i in 0..20_000i64 {
+        let (c, t) = if i == 15_000 {
+            (cid.to_string(), trace.to_string())
+        } else {
+            let c = [hex(8), hex(4), hex(4), hex(4), hex(12)].join("-");
+            (c, hex(32))
+        };
+        entries.push(tovlog_storage::Entry {
+            ts_ns: i,
+            line: format!(r#"{{"correlation_id":"{c}","user":"alice"}}"#),
+            metadata: vec![("trace_id".to_string(), t)],
+        });
+    }
+    storage
+        .append(
+            "fake",
+            vec![tovlog_storage::PushStream {
+                labels: labels(&[("job", "api")]),
+                entries,
+            }],
+        )
+        .await?;
+    storage.flush().await?;
+    assert_eq!(storage.compact().await?, 1);
+
+    let rows = |needle: TextNeedle| {
+        let storage = &storage;
+        async move {
+            let ctx = SessionContext::new();
+            storage.register_object_store(&ctx);
+            let table = storage.logs_table_with_needles(
+                ScanRequest {
+                    tenant: "fake".into(),
+                    streams: vec![id],
+                    start_ns: 0,
+                    end_ns: 1_000_000,
+                },
+                vec![needle],
+            )?;
+            ctx.register_table("logs", Arc::new(table))?;
+            let batches = ctx.table("logs").await?.collect().await?;
+            Ok::<_, Error>(batches.iter().map(|b| b.num_rows()).sum::<usize>())
+        }
+    };
+    // A parsed field's value and a whole metadata value read only the block holding them;
+    // the same id as a plain substring may continue a longer run in a line: all is read.
+    assert_eq!(rows(TextNeedle::field(cid)).await?, 8192);
+    assert_eq!(rows(TextNeedle::metadata(trace)).await?, 8192);
+    assert_eq!(rows(TextNeedle::literal(cid)).await?, 20_000);
+    storage.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn compacted_files_answer_minute_counts_instead_of_a_scan() -> Result<()> {
     let dir = tmp()?;
     let mut cfg = config(dir.path());

@@ -46,7 +46,7 @@ use std::borrow::Cow;
 pub use hints::{LabelHints, PRESERVE_ERROR_LABEL};
 pub use labels::{CategorizedLabels, LabelsBuilder, ERROR_DETAILS_LABEL, ERROR_LABEL};
 pub use line_filter::LineFilterChain;
-pub use needles::{field_needles, FieldNeedle, FieldNeedleFinder};
+pub use needles::{field_needles, metadata_needles, FieldNeedle, FieldNeedleFinder};
 pub use unwrap::SampleExtractor;
 
 use crate::ast;
@@ -132,6 +132,8 @@ pub struct Pipeline {
     hints: LabelHints,
     /// Label equalities after parsers that imply a substring of the line.
     field_needles: Vec<FieldNeedle>,
+    /// Label equalities before any parser: stream labels or whole metadata values.
+    metadata_needles: Vec<FieldNeedle>,
 }
 
 impl Pipeline {
@@ -212,6 +214,7 @@ impl Pipeline {
             stages: compiled,
             hints,
             field_needles: field_needles(stages),
+            metadata_needles: metadata_needles(stages),
         })
     }
 
@@ -295,6 +298,12 @@ impl Pipeline {
     /// escaped in the line or the label is shadowed (see [`FieldNeedle`]).
     pub fn field_needles(&self) -> &[FieldNeedle] {
         &self.field_needles
+    }
+
+    /// Label equalities before any parser: where no selected stream has the label, every
+    /// kept row has the value as a whole structured-metadata value.
+    pub fn metadata_needles(&self) -> &[FieldNeedle] {
+        &self.metadata_needles
     }
 
     /// True when the pipeline has only line filters (labels and line are never changed).

@@ -61,6 +61,22 @@ pub fn field_needles(stages: &[Stage]) -> Vec<FieldNeedle> {
     out
 }
 
+/// The metadata needles of a pipeline: `name = "value"` conjuncts of label filters before
+/// any parser (after only line filters). Such a label is a stream label or structured
+/// metadata, so where no selected stream has it, the value is a whole metadata value of
+/// every wanted row.
+pub fn metadata_needles(stages: &[Stage]) -> Vec<FieldNeedle> {
+    let mut out = Vec::new();
+    for stage in stages {
+        match stage {
+            Stage::LineFilter(_) => {}
+            Stage::LabelFilter(expr) => conjuncts(expr, &mut out),
+            _ => break,
+        }
+    }
+    out
+}
+
 fn conjuncts(expr: &LabelFilterExpr, out: &mut Vec<FieldNeedle>) {
     match expr {
         LabelFilterExpr::And { lhs, rhs, .. } => {
@@ -129,5 +145,26 @@ mod tests {
         assert!(needles(r#"{a="b"} | json | cid="""#).is_empty());
         assert!(needles(r#"{a="b"} | json | __error__="JSONParserErr""#).is_empty());
         assert!(needles(r#"{a="b"} | regexp "(?P<cid>.*)" | cid="c1""#).is_empty());
+    }
+
+    #[test]
+    fn metadata_equalities_before_any_parser() {
+        let stages = |q: &str| match parse_expr(q) {
+            Ok(crate::ast::Expr::Log(l)) => l.pipeline,
+            other => panic!("{q}: {other:?}"),
+        };
+        let labels = |q: &str| -> Vec<String> {
+            metadata_needles(&stages(q))
+                .into_iter()
+                .map(|n| n.label)
+                .collect()
+        };
+        assert_eq!(
+            labels(r#"{a="b"} |= "x" | trace_id="t1" and span="s" | json | cid="c1""#),
+            vec!["trace_id".to_string(), "span".to_string()]
+        );
+        assert!(labels(r#"{a="b"} | json | trace_id="t1""#).is_empty());
+        assert!(labels(r#"{a="b"} | trace_id="t1" or trace_id="t2""#).is_empty());
+        assert!(labels(r#"{a="b"} | line_format "x" | trace_id="t1""#).is_empty());
     }
 }
