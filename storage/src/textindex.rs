@@ -15,10 +15,12 @@
 //! budget falls under 2 bits per trigram gets no filter and is always read. On the
 //! standard workload the filters cost about 0.3 byte per line.
 //!
-//! The filter also holds the trigrams of structured metadata values, and a flag records
-//! whether any line of the block has a backslash, so a *field* needle (`| json | k="v"`:
-//! the line has `v` unless the encoder escaped it, or metadata `k` holds it) prunes exactly
-//! too (see [`TextNeedle::or_escaped`]).
+//! The filter also holds the trigrams of structured metadata values, and of every line
+//! with a backslash also those of its unescaped form (see [`unescape`]), so a *field*
+//! needle (`| json | k="v"`: the line has `v`, perhaps escaped, or metadata `k` holds it)
+//! prunes exactly too. Version 1 and 2 indexes lack the unescaped forms: there a flag
+//! records whether any line of the block has a backslash, and such blocks stay for field
+//! needles (see [`TextNeedle::or_escaped`]).
 //!
 //! # Hex tokens
 //! Trigrams made only of digits and `a`–`f` are left out (see [`trigrams`]), so a needle
@@ -89,6 +91,8 @@ const MIN_BITS_PER_TRIGRAM: usize = 2;
 
 /// Flag: some line of the block contains a backslash.
 const FLAG_BACKSLASH: u32 = 1;
+/// Flag: lines with a backslash were indexed unescaped too (version 3).
+const FLAG_UNESCAPED: u32 = 4;
 /// Flag: the block has a token filter (which may be empty: no token at all).
 const FLAG_TOKENS: u32 = 2;
 /// Bits 8..16 of the flags: the trigram filter's probe count.
@@ -174,6 +178,73 @@ fn hex_runs(s: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
         }
         None
     })
+}
+
+/// `line` with the escapes of JSON strings and quoted logfmt values (`\"`, `\\`, `\/`,
+/// `\b`, `\f`, `\n`, `\r`, `\t`, `\uXXXX` with surrogate pairs; a lone surrogate becomes
+/// U+FFFD) replaced by what they stand for, left to right; anything else is kept as is.
+/// A parsed value is then a substring of the result even when the encoder escaped it.
+/// Hand-written: JSON libraries unescape one well-formed string, not a whole line that
+/// may be logfmt, truncated or not JSON at all.
+pub fn unescape(line: &[u8]) -> Vec<u8> {
+    let hex4 = |at: usize| -> Option<u32> {
+        let digits = std::str::from_utf8(line.get(at..at.checked_add(4)?)?).ok()?;
+        u32::from_str_radix(digits, 16).ok()
+    };
+    let mut out = Vec::with_capacity(line.len());
+    let mut i = 0;
+    while i < line.len() {
+        let c = line[i];
+        let next = line.get(i + 1).copied();
+        if c != b'\\' || next.is_none() {
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let simple = match next {
+            Some(b'"') => Some(b'"'),
+            Some(b'\\') => Some(b'\\'),
+            Some(b'/') => Some(b'/'),
+            Some(b'b') => Some(0x08),
+            Some(b'f') => Some(0x0c),
+            Some(b'n') => Some(b'\n'),
+            Some(b'r') => Some(b'\r'),
+            Some(b't') => Some(b'\t'),
+            _ => None,
+        };
+        if let Some(d) = simple {
+            out.push(d);
+            i += 2;
+            continue;
+        }
+        let Some(hi) = (next == Some(b'u')).then(|| hex4(i + 2)).flatten() else {
+            out.push(c);
+            i += 1;
+            continue;
+        };
+        let mut len = 6;
+        let mut cp = hi;
+        if (0xd800..0xdc00).contains(&hi) {
+            let lo = (line.get(i + 6..i + 8) == Some(b"\\u".as_slice()))
+                .then(|| hex4(i + 8))
+                .flatten()
+                .filter(|lo| (0xdc00..0xe000).contains(lo));
+            match lo {
+                Some(lo) => {
+                    cp = 0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00);
+                    len = 12;
+                }
+                None => cp = 0xfffd,
+            }
+        } else if (0xdc00..0xe000).contains(&hi) {
+            cp = 0xfffd;
+        }
+        let ch = char::from_u32(cp).unwrap_or('\u{fffd}');
+        let mut buf = [0u8; 4];
+        out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+        i += len;
+    }
+    out
 }
 
 /// A token's hash: FNV-1a, then a multiply-xorshift finalizer. Written to disk, so it must
@@ -347,7 +418,7 @@ impl TextIndex {
             if b.min_ts >= end || b.max_ts < start || !selected {
                 continue;
             }
-            let escaped = b.flags & FLAG_BACKSLASH != 0;
+            let escaped = b.flags & (FLAG_BACKSLASH | FLAG_UNESCAPED) == FLAG_BACKSLASH;
             let keep = grams.iter().all(|(or_escaped, g, tokens)| {
                 (*or_escaped && escaped)
                     || (g.iter().all(|&t| b.may_contain(t))
@@ -610,8 +681,11 @@ impl TextIndexBuilder {
             Some((s, m, n)) if *s == stream && *m == minute => *n += 1,
             _ => self.minutes.push((stream, minute, 1)),
         }
+        self.flags |= FLAG_UNESCAPED;
         if memchr::memchr(b'\\', line).is_some() {
             self.flags |= FLAG_BACKSLASH;
+            let plain = unescape(line);
+            self.add(&plain);
         }
         self.add(line);
         for v in metadata_values {
@@ -772,13 +846,14 @@ mod tests {
         let needle = |n: &str| vec![TextNeedle::literal(n.as_bytes())];
         let field = |n: &str| vec![TextNeedle::field(n.as_bytes())];
         let second = BLOCK_ROWS..BLOCK_ROWS + 1200;
-        // Metadata values are indexed; an escaped field value keeps its block.
+        // Metadata values are indexed; an escaped field value is indexed unescaped.
         assert_eq!(
             index.candidate_rows(&[2], 0, 9, &needle("trace-abc")),
             vec![second.clone()]
         );
+        // (A literal needle may now pass through the unescaped form: a false positive only.)
         assert!(index
-            .candidate_rows(&[2], 0, 9, &needle("zqxjkw"))
+            .candidate_rows(&[2], 0, 9, &needle("zqxjkwv"))
             .is_empty());
         assert_eq!(
             index.candidate_rows(&[2], 0, 9, &field("zqxjkw")),
@@ -786,6 +861,9 @@ mod tests {
         );
         assert!(index
             .candidate_rows(&[1], 0, 7, &field("zqxjkw"))
+            .is_empty());
+        assert!(index
+            .candidate_rows(&[2], 0, 9, &field("absent-value"))
             .is_empty());
         assert_eq!(
             index.candidate_rows(&[1, 2], 0, i64::MAX, &needle("mallory")),
@@ -984,6 +1062,25 @@ mod tests {
         index.blocks[0].token_bits.clear();
         assert_eq!(old, index);
         Ok(())
+    }
+
+    #[test]
+    fn unescaping_decodes_json_and_logfmt_escapes_and_keeps_the_rest() {
+        let cases: [(&[u8], &str); 7] = [
+            (
+                br#"{"m":"say \"hi\" \\ \/ \t"}"#,
+                "{\"m\":\"say \"hi\" \\ / \t\"}",
+            ),
+            (br#"u=\u007a\u00e9\u4e2d"#, "u=zé中"),
+            (br#"\ud83d\ude00 pair"#, "😀 pair"),
+            (br#"\ud83d lone \ude00"#, "\u{fffd} lone \u{fffd}"),
+            (br#"\q \u12 \"#, r#"\q \u12 \"#),
+            (br#"a\\nb"#, r#"a\nb"#),
+            (b"no escapes", "no escapes"),
+        ];
+        for (line, want) in cases {
+            assert_eq!(String::from_utf8_lossy(&unescape(line)), want);
+        }
     }
 
     #[test]

@@ -618,9 +618,15 @@ async fn compacted_files_skip_blocks_without_a_bounded_id() -> Result<()> {
             let c = [hex(8), hex(4), hex(4), hex(4), hex(12)].join("-");
             (c, hex(32))
         };
+        // Some lines of every block have escapes; one id is escaped itself.
+        let (c, err) = match i {
+            3_000 => (r"\u0061bcdef01-0000-4000-8000-0123456789ab".to_string(), ""),
+            _ if i % 100 == 0 => (c, r#","err":"dup \"key\"""#),
+            _ => (c, ""),
+        };
         entries.push(tovlog_storage::Entry {
             ts_ns: i,
-            line: format!(r#"{{"correlation_id":"{c}","user":"alice"}}"#),
+            line: format!(r#"{{"correlation_id":"{c}","user":"alice"{err}}}"#),
             metadata: vec![("trace_id".to_string(), t)],
         });
     }
@@ -658,6 +664,8 @@ async fn compacted_files_skip_blocks_without_a_bounded_id() -> Result<()> {
     // A parsed field's value and a whole metadata value read only the block holding them;
     // the same id as a plain substring may continue a longer run in a line: all is read.
     assert_eq!(rows(TextNeedle::field(cid)).await?, 8192);
+    let escaped = "abcdef01-0000-4000-8000-0123456789ab";
+    assert_eq!(rows(TextNeedle::field(escaped)).await?, 8192);
     assert_eq!(rows(TextNeedle::metadata(trace)).await?, 8192);
     assert_eq!(rows(TextNeedle::literal(cid)).await?, 20_000);
     storage.shutdown().await?;
