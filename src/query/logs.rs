@@ -275,6 +275,7 @@ async fn top_rows(
                 start_ns,
                 end_ns,
                 minute_counts: None,
+                metadata_names: None,
             },
         )
         .await?

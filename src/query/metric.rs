@@ -28,7 +28,7 @@ use serde_json::Value;
 
 use tovlog_logql::ast::{RangeAggregation, RangeOp, SampleExpr, VectorAggregation};
 use tovlog_logql::eval::{self, Bucketing, EvalLimits, LeafHints, RangeInput, RawSeries, Steps};
-use tovlog_logql::pipeline::{LabelHints, Pipeline, SampleExtractor};
+use tovlog_logql::pipeline::{metadata_sensitive_names, LabelHints, Pipeline, SampleExtractor};
 
 use super::encode;
 use super::exec::{reduce_labels, Interner, LabelReduce, PipelineMode, SampleValue};
@@ -379,6 +379,10 @@ async fn fetch_range(
             start_ns,
             end_ns,
             minute_counts: counted.then_some(&mut minute_counts),
+            metadata_names: match &reduce {
+                LabelReduce::By(names) => metadata_sensitive_names(agg, names),
+                _ => None,
+            },
         },
     )
     .await?

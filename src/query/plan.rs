@@ -181,6 +181,10 @@ pub struct ScanSpec<'a> {
     /// When set, chunk files with precomputed per-minute row counts are not scanned; their
     /// counts go here instead (see `LogsTable::take_minute_counts`).
     pub minute_counts: Option<&'a mut Vec<MinuteCount>>,
+    /// With [`ScanColumns::All`]: the label names a structured-metadata key must have to
+    /// matter (`tovlog_logql::pipeline::metadata_sensitive_names`). When no row in range
+    /// can have such a key (per the manifest and the heads), metadata is not read.
+    pub metadata_names: Option<Vec<String>>,
 }
 
 /// The rows `LineFilterExec` keeps, decided from the line alone, for the Parquet reader to
@@ -229,6 +233,7 @@ pub async fn build_scan(
         start_ns,
         end_ns,
         minute_counts,
+        metadata_names,
     } = spec;
     if start_ns >= end_ns {
         return Ok(None);
@@ -239,6 +244,14 @@ pub async fn build_scan(
     }
     let mut ids: Vec<u64> = streams.0.keys().copied().collect();
     ids.sort_unstable();
+    // Metadata no row can have under a name the leaf cares about changes nothing: skip
+    // decoding it. Field needles stay exact (none of their labels is a metadata key).
+    let metadata_irrelevant = columns == ScanColumns::All
+        && metadata_names.as_ref().is_some_and(|names| {
+            qc.storage
+                .metadata_keys(&qc.tenant, &ids, start_ns, end_ns)
+                .is_some_and(|keys| keys.iter().all(|k| !names.contains(k)))
+        });
     // Literals every matching line contains let the trigram indexes skip blocks; so do the
     // values of `| json | k="v"` and `| k="v"` filters, unless a selected stream has a label
     // `k` (which then decides instead of the line or metadata).
@@ -272,7 +285,7 @@ pub async fn build_scan(
                 .filter(unshadowed)
                 .map(|n| TextNeedle::metadata(n.value.clone())),
         );
-        if columns == ScanColumns::All {
+        if columns == ScanColumns::All || metadata_irrelevant {
             needles.extend(
                 field_needles
                     .iter()
@@ -283,6 +296,11 @@ pub async fn build_scan(
             field_needles.clear();
         }
     }
+    let columns = if metadata_irrelevant {
+        ScanColumns::NoMetadata
+    } else {
+        columns
+    };
     let mut table = qc
         .storage
         .logs_table_with_needles(

@@ -602,6 +602,54 @@ impl Storage {
             .with_needles(needles, self.inner.text_indexes.clone()))
     }
 
+    /// Every structured metadata key rows of `streams` (sorted) in `[start_ns, end_ns)` may
+    /// have: the keys of those streams in the heads, and the listed keys of every chunk
+    /// file holding rows of them in the range. `None` when some file or head stream has
+    /// more keys than are listed (or a file predates the listing). Costs no read.
+    pub fn metadata_keys(
+        &self,
+        tenant: &str,
+        streams: &[StreamId],
+        start_ns: i64,
+        end_ns: i64,
+    ) -> Option<std::collections::BTreeSet<String>> {
+        let mut keys = std::collections::BTreeSet::new();
+        let Some(t) = self.inner.tenant(tenant) else {
+            return Some(keys);
+        };
+        {
+            let frozen = t.frozen.read();
+            let head = t.head.read();
+            for h in std::iter::once(&*head).chain(frozen.iter().map(|(_, h)| h.as_ref())) {
+                for &id in streams {
+                    if let Some(s) = h.stream(id) {
+                        keys.extend(s.metadata_keys()?.map(str::to_owned));
+                    }
+                }
+            }
+        }
+        let manifest = t.manifest.read().clone();
+        for c in &manifest.manifest.chunks {
+            if c.min_ts >= end_ns || c.max_ts < start_ns {
+                continue;
+            }
+            let holds = if streams.len() < c.streams.len() {
+                streams
+                    .iter()
+                    .filter_map(|&id| c.stream(id))
+                    .any(|s| s.overlaps(start_ns, end_ns))
+            } else {
+                c.streams
+                    .iter()
+                    .any(|s| streams.binary_search(&s.id).is_ok() && s.overlaps(start_ns, end_ns))
+            };
+            if holds {
+                keys.extend(c.metadata_keys.as_ref()?.iter().cloned());
+            }
+        }
+        Some(keys)
+    }
+
     /// About how many rows `streams` (sorted) have in `[start_ns, end_ns)`: head rows
     /// exactly, plus every row of a stream in each chunk file where its range overlaps (a
     /// file spans one `chunk.window`, which bounds the error). Costs no read; each file

@@ -6,10 +6,10 @@
 //! parsed, and parsing stops (without error) once all needed labels are found. Log
 //! queries use no hints (everything is extracted).
 
-use crate::ast::{self, LabelFilterExpr, LabelFormatSrc, RangeOp, Stage, VectorOp};
+use crate::ast::{self, LabelFilterExpr, LabelFormatSrc, MatchOp, RangeOp, Stage, VectorOp};
 
 use super::label_filter::LabelFilter;
-use super::labels::{LabelsBuilder, DUPLICATE_SUFFIX, ERROR_LABEL};
+use super::labels::{LabelsBuilder, DUPLICATE_SUFFIX, ERROR_DETAILS_LABEL, ERROR_LABEL};
 
 /// Which labels the parsers of a pipeline must extract.
 #[derive(Debug, Clone)]
@@ -311,6 +311,98 @@ impl LabelHints {
     }
 }
 
+/// The label names whose presence as a structured-metadata key could change the result of
+/// range aggregation `agg` when its samples keep only the labels `by` (the engine's
+/// `LabelReduce::By`, with no parser error preserved). Metadata is a source of labels and
+/// nothing else: a key can matter only by being a name the leaf reads, writes or keeps
+/// (or, through a parser collision, that name with `_extracted`). `None` when the set is
+/// not known statically: templates, `unpack`, and leaves where a parser error may reach
+/// the output with its full label set.
+pub fn metadata_sensitive_names(agg: &ast::RangeAggregation, by: &[String]) -> Option<Vec<String>> {
+    let mut out: Vec<String> = by.to_vec();
+    let mut parser_seen = false;
+    let mut errors_dropped = false;
+    for stage in &agg.range.log.pipeline {
+        match stage {
+            Stage::LineFilter(_) | Stage::Decolorize => {}
+            Stage::Json(params) => {
+                parser_seen = true;
+                errors_dropped = false;
+                out.extend(params.iter().map(|p| p.name.clone()));
+            }
+            Stage::Logfmt { params, .. } => {
+                parser_seen = true;
+                errors_dropped = false;
+                out.extend(params.iter().map(|p| p.name.clone()));
+            }
+            Stage::Regexp(src) | Stage::Pattern(src) => {
+                parser_seen = true;
+                errors_dropped = false;
+                angle_names(src, &mut out);
+            }
+            Stage::LabelFilter(e) => {
+                filter_names(e, &mut out);
+                errors_dropped |= drops_errors(e);
+            }
+            Stage::Drop(names) | Stage::Keep(names) => {
+                out.extend(names.iter().map(|n| n.name.clone()));
+            }
+            Stage::Unpack | Stage::LineFormat(_) | Stage::LabelFormat(_) => return None,
+        }
+    }
+    if let Some(u) = &agg.range.unwrap {
+        out.push(u.label.clone());
+        for f in &u.post_filters {
+            filter_names(f, &mut out);
+            errors_dropped |= drops_errors(f);
+        }
+    }
+    // A parser error is preserved (with every label, metadata included) when the leaf
+    // refers to `__error__`, unless a later `__error__=""` drops it.
+    if parser_seen && !errors_dropped && out.iter().any(|n| n == ERROR_LABEL) {
+        return None;
+    }
+    out.push(ERROR_LABEL.to_string());
+    out.push(ERROR_DETAILS_LABEL.to_string());
+    // A parser names a label `k_extracted` when `k` already exists (as metadata, say).
+    let bases: Vec<String> = out
+        .iter()
+        .filter_map(|n| n.strip_suffix(DUPLICATE_SUFFIX).map(str::to_owned))
+        .collect();
+    out.extend(bases);
+    out.sort_unstable();
+    out.dedup();
+    Some(out)
+}
+
+/// Whether `e` keeps only rows without `__error__`: a top-level conjunct `__error__=""`.
+fn drops_errors(e: &LabelFilterExpr) -> bool {
+    match e {
+        LabelFilterExpr::And { lhs, rhs, .. } => drops_errors(lhs) || drops_errors(rhs),
+        LabelFilterExpr::Paren(inner) => drops_errors(inner),
+        LabelFilterExpr::String {
+            name,
+            op: MatchOp::Eq,
+            value,
+        } => name == ERROR_LABEL && value.is_empty(),
+        _ => false,
+    }
+}
+
+/// Every `<name>` of a pattern or `(?P<name>…)` of a regexp (an over-approximation).
+fn angle_names(src: &str, out: &mut Vec<String>) {
+    let mut rest = src;
+    while let Some(open) = rest.find('<') {
+        rest = &rest[open + 1..];
+        if let Some(close) = rest.find('>') {
+            let name = &rest[..close];
+            if !name.is_empty() && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
+                out.push(name.to_string());
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,5 +478,58 @@ mod tests {
         assert!(h.should_extract("action") && !h.should_extract("level"));
         let e = LabelHints::for_range_aggregation(&a, Some(&sum(by(&["__error__"]), &a)));
         assert!(e.preserve_error);
+    }
+}
+
+#[cfg(test)]
+mod metadata_tests {
+    use super::metadata_sensitive_names;
+    use crate::ast::{Expr, SampleExpr};
+    use crate::parser::parse_expr;
+
+    fn names(q: &str, by: &[&str]) -> Option<Vec<String>> {
+        let agg = match parse_expr(q) {
+            Ok(Expr::Sample(SampleExpr::Range(a))) => a,
+            other => panic!("{q}: {other:?}"),
+        };
+        let by: Vec<String> = by.iter().map(|s| s.to_string()).collect();
+        metadata_sensitive_names(&agg, &by)
+    }
+
+    #[test]
+    fn names_a_metadata_key_must_have_to_matter() {
+        let q6 = r#"quantile_over_time(0.99, {job="b"} | json | unwrap duration_ms | __error__="" [5m]) by (host)"#;
+        assert_eq!(
+            names(q6, &["host"]),
+            Some(
+                ["__error__", "__error_details__", "duration_ms", "host"]
+                    .map(String::from)
+                    .to_vec()
+            )
+        );
+        let q = r#"count_over_time({job="b"} | json | action="DELETE" | pattern `<ip> - <_>` | x_extracted > 1 [5m])"#;
+        let got = names(q, &["user_id"]).unwrap_or_default();
+        for n in ["action", "ip", "user_id", "x", "x_extracted"] {
+            assert!(got.contains(&n.to_string()), "{n} in {got:?}");
+        }
+        // Templates and unpack read labels dynamically; a preserved parser error keeps
+        // every label.
+        assert!(names(
+            r#"count_over_time({job="b"} | line_format "{{.a}}" [5m])"#,
+            &[]
+        )
+        .is_none());
+        assert!(names(r#"count_over_time({job="b"} | unpack [5m])"#, &[]).is_none());
+        assert!(names(r#"count_over_time({job="b"} | json [5m])"#, &["__error__"]).is_none());
+        assert!(names(
+            r#"count_over_time({job="b"} | json | __error__!="" [5m])"#,
+            &[]
+        )
+        .is_none());
+        assert!(names(
+            r#"count_over_time({job="b"} | json | __error__="" [5m])"#,
+            &[]
+        )
+        .is_some());
     }
 }

@@ -43,7 +43,7 @@ mod unwrap;
 
 use std::borrow::Cow;
 
-pub use hints::{LabelHints, PRESERVE_ERROR_LABEL};
+pub use hints::{metadata_sensitive_names, LabelHints, PRESERVE_ERROR_LABEL};
 pub use labels::{CategorizedLabels, LabelsBuilder, ERROR_DETAILS_LABEL, ERROR_LABEL};
 pub use line_filter::LineFilterChain;
 pub use needles::{field_needles, metadata_needles, FieldNeedle, FieldNeedleFinder};

@@ -51,6 +51,8 @@ pub struct HeadStream {
     /// Hash of (ts, line) → index of the entry, built on the first non-increasing ts.
     seen: Option<HashMap<u64, u32>>,
     bytes: usize,
+    /// Structured metadata keys of its entries.
+    metadata_keys: crate::manifest::MetadataKeys,
 }
 
 impl HeadStream {
@@ -63,7 +65,13 @@ impl HeadStream {
             sorted: true,
             seen: None,
             bytes: 0,
+            metadata_keys: Default::default(),
         }
+    }
+
+    /// The structured metadata keys of its entries; `None` past the listing limit.
+    pub fn metadata_keys(&self) -> Option<impl Iterator<Item = &str>> {
+        self.metadata_keys.keys()
     }
 
     /// Smallest and largest timestamp held.
@@ -201,6 +209,9 @@ impl Head {
                 self.entries += 1;
                 stream.min_ts = stream.min_ts.min(ts);
                 stream.max_ts = stream.max_ts.max(ts);
+                for (k, _) in &entry.metadata {
+                    stream.metadata_keys.add(k);
+                }
                 let metadata = if entry.metadata.is_empty() {
                     None
                 } else {

@@ -108,6 +108,11 @@ impl MetadataKeys {
     pub(crate) fn finish(self) -> Option<Vec<String>> {
         (!self.overflow).then(|| self.keys.into_iter().collect())
     }
+
+    /// The keys so far, `None` past the limit.
+    pub(crate) fn keys(&self) -> Option<impl Iterator<Item = &str>> {
+        (!self.overflow).then(|| self.keys.iter().map(String::as_str))
+    }
 }
 
 impl ChunkMeta {
