@@ -1,10 +1,18 @@
 //! Metric queries: the engine side of `tovlog_logql::eval`.
 //!
-//! `eval::evaluate` owns Loki's math (range functions, vector aggregations, binary
-//! operators, series limits); this module supplies its [`RangeInput`]: for each range
-//! aggregation leaf it runs `scan ─► LineFilterExec ─► PipelineExec(sample mode)` over
-//! `(start − offset − range, end − offset]` and groups the rows into sorted
-//! [`RawSeries`] by interned label set.
+//! `eval::evaluate` owns Loki's math (vector aggregations, binary operators, series
+//! limits) and pulls each range aggregation leaf through [`RangeInput`]. This module
+//! answers with the leaf's range vector, computed by one DataFusion plan over
+//! `(start − offset − range, end − offset]`:
+//!
+//! ```text
+//! scan ─► LineFilterExec ─► PipelineExec(sample mode) ─► [CoalescePartitionsExec] ─► RangeVectorExec
+//! ```
+//!
+//! `RangeVectorExec` holds the samples (or per-step buckets and minute counts) per interned
+//! label set and applies the evaluator's own windowing (`eval::range_vector`): pipeline-error
+//! rules, grouping and range function. Its `(series, step, value)` rows are gathered here
+//! into the evaluator's series.
 //!
 //! Grouping is pushed into the scan where the result cannot change: a range
 //! aggregation's own `by`/`without`, and `sum by/without` directly over an additive
@@ -13,25 +21,30 @@
 //! or per parsed label set. Error labels are always kept so the evaluator's pipeline
 //! error rules see exactly what they would without the reduction.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tovlog_storage::scan::MinuteCount;
 
 use datafusion::arrow::array::AsArray;
-use datafusion::arrow::datatypes::{Float64Type, Int64Type, UInt32Type};
+use datafusion::arrow::datatypes::{Float64Type, UInt32Type};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
-use datafusion::physical_plan::execute_stream;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::{execute_stream, ExecutionPlan};
 use futures::StreamExt;
 use serde_json::Value;
 
 use tovlog_logql::ast::{RangeAggregation, RangeOp, SampleExpr, VectorAggregation};
-use tovlog_logql::eval::{self, Bucketing, EvalLimits, LeafHints, RangeInput, RawSeries, Steps};
+use tovlog_logql::eval::{
+    self, Bucketing, EvalLimits, LeafHints, RangeInput, RawSeries, SeriesVals, Steps,
+};
 use tovlog_logql::pipeline::{metadata_sensitive_names, LabelHints, Pipeline, SampleExtractor};
 
 use super::encode;
-use super::exec::{reduce_labels, Interner, LabelReduce, PipelineMode, SampleValue};
+use super::exec::{
+    sample_schema, Interner, LabelReduce, PipelineMode, RangeVectorExec, RangeVectorSpec,
+    SampleValue, StreamMap,
+};
 use super::plan::{build_scan, datafusion_error, QueryContext, ScanColumns, ScanSpec};
 use super::{QueryError, QueryRequest};
 
@@ -132,10 +145,11 @@ struct EngineInput {
     /// See [`series_guard`].
     series_guard: Option<usize>,
     leaves: Vec<Leaf>,
-    /// Inputs of leaves that occur more than once in the query (`x / x`-like), so each is
-    /// read once.
-    cache: Vec<(RangeAggregation, Steps, LeafHints, Vec<RawSeries>)>,
-    /// Pool accounting of the inputs handed to the evaluator, held until it finishes.
+    /// Range vectors of leaves that occur more than once in the query (`x / x`-like), so
+    /// each is read once.
+    cache: Vec<(RangeAggregation, Steps, LeafHints, Vec<SeriesVals>)>,
+    /// Pool accounting of the range vectors handed to the evaluator, held until it
+    /// finishes.
     held: Vec<MemoryReservation>,
     /// The engine failure behind an error handed to the evaluator (kept to report it
     /// with its own kind: timeout, memory, internal).
@@ -156,91 +170,59 @@ impl EngineInput {
             _ => None,
         }
     }
+
+    /// Does `agg` occur more than once in the query?
+    fn repeated(&self, agg: &RangeAggregation) -> bool {
+        self.leaves.iter().filter(|l| &l.agg == agg).count() > 1
+    }
 }
 
 impl RangeInput for EngineInput {
     fn input(
         &mut self,
-        agg: &RangeAggregation,
-        steps: &Steps,
+        _agg: &RangeAggregation,
+        _steps: &Steps,
     ) -> Result<Vec<RawSeries>, tovlog_logql::Error> {
-        let parent = self.parent_of(agg);
-        let hints = eval::leaf_hints(agg, parent.as_ref());
-        self.input_with_hints(agg, &hints, steps)
+        // `range_vector` answers every leaf.
+        Err(tovlog_logql::Error::Validate(
+            "internal error: raw range input requested from the engine".into(),
+        ))
     }
 
-    fn input_with_hints(
+    fn range_vector(
         &mut self,
         agg: &RangeAggregation,
         hints: &LeafHints,
         steps: &Steps,
-    ) -> Result<Vec<RawSeries>, tovlog_logql::Error> {
+    ) -> Result<Option<Vec<SeriesVals>>, tovlog_logql::Error> {
         if let Some(f) = &self.failure {
             return Err(tovlog_logql::Error::Validate(f.to_string()));
         }
-        if let Some((_, _, _, series)) = self
+        if let Some((_, _, _, vector)) = self
             .cache
             .iter()
             .find(|(a, s, h, _)| a == agg && s == steps && h == hints)
         {
-            return Ok(series.clone());
+            return Ok(Some(vector.clone()));
         }
-        let series = self.fetch(agg, hints, steps, None)?;
-        if self.repeated(agg) {
-            self.cache
-                .push((agg.clone(), *steps, hints.clone(), series.clone()));
-        }
-        Ok(series)
-    }
-
-    fn input_bucketed(
-        &mut self,
-        agg: &RangeAggregation,
-        hints: &LeafHints,
-        steps: &Steps,
-        bucketing: &Bucketing,
-    ) -> Result<Option<Vec<RawSeries>>, tovlog_logql::Error> {
-        if let Some(f) = &self.failure {
-            return Err(tovlog_logql::Error::Validate(f.to_string()));
-        }
-        // Repeated leaves go through the raw-sample cache instead.
-        if self.repeated(agg) {
-            return Ok(None);
-        }
-        self.fetch(agg, hints, steps, Some(bucketing)).map(Some)
-    }
-}
-
-impl EngineInput {
-    /// Does `agg` occur more than once in the query?
-    fn repeated(&self, agg: &RangeAggregation) -> bool {
-        self.leaves.iter().filter(|l| &l.agg == agg).count() > 1
-    }
-
-    /// Read one leaf's input (raw or bucketed), keeping its pool accounting and the
-    /// engine error behind a failure.
-    fn fetch(
-        &mut self,
-        agg: &RangeAggregation,
-        hints: &LeafHints,
-        steps: &Steps,
-        bucketing: Option<&Bucketing>,
-    ) -> Result<Vec<RawSeries>, tovlog_logql::Error> {
         let parent = self.parent_of(agg);
         let label_hints = LabelHints::for_range_aggregation(agg, parent.as_ref());
-        let fetched = self.handle.block_on(fetch_range(
+        let evaluated = self.handle.block_on(range_vector(
             &self.qc,
             agg,
+            hints,
             steps,
             label_hints,
-            reduce_of(hints),
             self.series_guard,
-            bucketing,
         ));
-        match fetched {
-            Ok((series, reservation)) => {
+        match evaluated {
+            Ok((vector, reservation)) => {
                 self.held.push(reservation);
-                Ok(series)
+                if self.repeated(agg) {
+                    self.cache
+                        .push((agg.clone(), *steps, hints.clone(), vector.clone()));
+                }
+                Ok(Some(vector))
             }
             Err(e) => {
                 let err = tovlog_logql::Error::Validate(e.to_string());
@@ -265,15 +247,6 @@ fn series_guard(expr: &SampleExpr, steps: &Steps, max_series: usize) -> Option<u
         .then_some(max_series)
 }
 
-/// Loki's text for too many series (same as the evaluator's).
-fn max_series_message(limit: usize) -> String {
-    format!(
-        "maximum number of series ({limit}) reached for a single query; consider reducing query \
-         cardinality by adding more specific stream selectors, reducing the time range, or \
-         aggregating results with functions like sum(), count() or topk()"
-    )
-}
-
 /// The storage columns a leaf needs. Without labels to keep (everything summed together)
 /// no structured metadata is needed, and without any stage or line-derived value not
 /// even the lines.
@@ -288,53 +261,17 @@ fn scan_columns(pipeline: &Pipeline, value: &SampleValue, reduce: &LabelReduce) 
     }
 }
 
-/// The entry of series key `k`, growing the table as keys appear.
-fn slot<T>(table: &mut Vec<Vec<T>>, k: u32) -> &mut Vec<T> {
-    let k = k as usize;
-    if k >= table.len() {
-        table.resize_with(k + 1, Vec::new);
-    }
-    &mut table[k]
-}
-
-/// The buckets of series key `k`, allocated (and accounted in the query's pool) on first
-/// use.
-fn bucket_row<'a>(
-    table: &'a mut Vec<Vec<(f64, u32)>>,
-    k: u32,
-    n_buckets: usize,
-    reservation: &MemoryReservation,
-) -> Result<&'a mut Vec<(f64, u32)>, QueryError> {
-    let buckets = slot(table, k);
-    if buckets.is_empty() {
-        reservation
-            .try_grow(n_buckets * std::mem::size_of::<(f64, u32)>())
-            .map_err(datafusion_error)?;
-        buckets.resize(n_buckets, (0.0, 0));
-    }
-    Ok(buckets)
-}
-
-/// Add `n` samples summing to `value` to bucket `idx` (outside every window: ignored).
-fn add_to_bucket(buckets: &mut [(f64, u32)], idx: i64, value: f64, n: u32) {
-    if let Some(slot) = usize::try_from(idx).ok().and_then(|i| buckets.get_mut(i)) {
-        slot.0 += value;
-        slot.1 += n;
-    }
-}
-
-/// Read the raw samples of one range aggregation leaf, with the pool reservation that
-/// accounts for them. With `bucketing`, samples are summed per step bucket while reading
-/// (see [`Bucketing`]) and each series holds one sample per non-empty bucket.
-async fn fetch_range(
+/// Plan one range aggregation leaf (see the module docs): `RangeVectorExec` over the
+/// leaf's sample scan, or over nothing when no stream matches (`absent_over_time` still
+/// has an answer then).
+async fn plan_range_vector(
     qc: &QueryContext,
     agg: &RangeAggregation,
+    hints: &LeafHints,
     steps: &Steps,
     label_hints: LabelHints,
-    reduce: LabelReduce,
     max_series: Option<usize>,
-    bucketing: Option<&Bucketing>,
-) -> Result<(Vec<RawSeries>, MemoryReservation), QueryError> {
+) -> Result<Arc<RangeVectorExec>, QueryError> {
     let range = &agg.range;
     // Windows are (t − offset − range, t − offset]; storage ranges are [start, end).
     let start_ns = steps
@@ -359,13 +296,16 @@ async fn fetch_range(
     let pool = &runtime.memory_pool;
     let interner =
         Interner::with_reservation(MemoryConsumer::new("tovlog series labels").register(pool));
+    let reduce = reduce_of(hints);
     let columns = scan_columns(&pipeline, &value, &reduce);
+    // Additive functions over whole steps are summed per step bucket while reading.
+    let bucketing = Bucketing::of(agg, steps);
     // Counting rows of whole minutes: files with precomputed minute counts need no read.
     let minute = tovlog_storage::textindex::MINUTE_NS;
     let counted = columns == ScanColumns::TimeOnly
         && bucketing.is_some_and(|b| b.step_ns % minute == 0 && b.base_ns % minute == 0);
     let mut minute_counts: Vec<MinuteCount> = Vec::new();
-    let Some((plan, streams)) = build_scan(
+    let scanned = build_scan(
         qc,
         ScanSpec {
             log: &range.log,
@@ -385,125 +325,96 @@ async fn fetch_range(
             },
         },
     )
-    .await?
-    else {
-        return Ok((
-            Vec::new(),
-            MemoryConsumer::new("tovlog range samples").register(pool),
-        ));
+    .await?;
+    let (input, streams): (Arc<dyn ExecutionPlan>, Arc<StreamMap>) = match scanned {
+        Some(scan) => scan,
+        None => (
+            Arc::new(EmptyExec::new(sample_schema())),
+            Arc::new(StreamMap::default()),
+        ),
     };
-    let mut stream = execute_stream(plan, qc.session.task_ctx()).map_err(datafusion_error)?;
-    // Samples are held until evaluation: account for them in the query's memory pool.
-    let reservation = MemoryConsumer::new("tovlog range samples").register(pool);
-    let mut per_key: Vec<Vec<(i64, f64)>> = Vec::new();
-    // Bucketed: per key, (sum, count) for buckets 1 − range/step ..= steps − 1.
-    let first_bucket = match bucketing {
-        Some(b) => 1 - range.range_ns / b.step_ns,
-        None => 0,
-    };
-    let n_buckets = bucketing.map_or(0, |b| {
-        b.buckets + usize::try_from(-first_bucket).unwrap_or(0)
-    });
-    let mut per_key_buckets: Vec<Vec<(f64, u32)>> = Vec::new();
+    let labels = Interner::with_reservation(
+        MemoryConsumer::new("tovlog range vector labels").register(pool),
+    );
+    let node = RangeVectorExec::try_new(
+        input,
+        RangeVectorSpec {
+            agg: agg.clone(),
+            hints: hints.clone(),
+            steps: *steps,
+            bucketing,
+            minute_counts,
+            streams,
+            reduce,
+            max_series,
+        },
+        interner,
+        labels,
+        Arc::clone(&qc.cancelled),
+    )?;
+    Ok(Arc::new(node))
+}
+
+/// The range vector of one range aggregation leaf, with the pool reservation that
+/// accounts for it while the evaluator holds it.
+async fn range_vector(
+    qc: &QueryContext,
+    agg: &RangeAggregation,
+    hints: &LeafHints,
+    steps: &Steps,
+    label_hints: LabelHints,
+    max_series: Option<usize>,
+) -> Result<(Vec<SeriesVals>, MemoryReservation), QueryError> {
+    let node = plan_range_vector(qc, agg, hints, steps, label_hints, max_series).await?;
+    let label_table = Arc::clone(node.labels());
+    let mut stream = execute_stream(node, qc.session.task_ctx()).map_err(datafusion_error)?;
+    let runtime = qc.session.runtime_env();
+    let reservation = MemoryConsumer::new("tovlog range vector").register(&runtime.memory_pool);
+    // Points per output series id (each series' points arrive together, in step order).
+    let mut per_id: Vec<Vec<(u32, f64)>> = Vec::new();
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(datafusion_error)?;
-        if let Some(max) = max_series {
-            if interner.len() > max {
-                return Err(QueryError::BadRequest(max_series_message(max)));
-            }
-        }
-        if bucketing.is_none() {
-            reservation
-                .try_grow(batch.num_rows() * std::mem::size_of::<(i64, f64)>())
-                .map_err(datafusion_error)?;
-        }
-        let internal = || QueryError::Internal("bad sample batch".into());
-        let keys = batch
+        // The node accounted for these points until it emitted them.
+        reservation.grow(batch.num_rows() * std::mem::size_of::<(u32, f64)>());
+        let internal = || QueryError::Internal("bad range vector batch".into());
+        let ids = batch
             .column(0)
             .as_primitive_opt::<UInt32Type>()
             .ok_or_else(internal)?;
-        let ts = batch
+        let ks = batch
             .column(1)
-            .as_primitive_opt::<Int64Type>()
+            .as_primitive_opt::<UInt32Type>()
             .ok_or_else(internal)?;
         let values = batch
             .column(2)
             .as_primitive_opt::<Float64Type>()
             .ok_or_else(internal)?;
-        let rows = keys
+        for ((id, k), v) in ids
             .values()
             .iter()
-            .zip(ts.values().iter())
-            .zip(values.values().iter());
-        if let Some(b) = bucketing {
-            for ((k, t), v) in rows {
-                let buckets = bucket_row(&mut per_key_buckets, *k, n_buckets, &reservation)?;
-                add_to_bucket(buckets, b.index(*t) - first_bucket, *v, 1);
+            .zip(ks.values().iter())
+            .zip(values.values().iter())
+        {
+            let id = *id as usize;
+            if id >= per_id.len() {
+                per_id.resize_with(id + 1, Vec::new);
             }
+            per_id[id].push((*k, *v));
+        }
+    }
+    drop(stream);
+    let sets = label_table.sets();
+    let mut out = Vec::with_capacity(per_id.len());
+    for (id, points) in per_id.into_iter().enumerate() {
+        if points.is_empty() {
             continue;
         }
-        for ((k, t), v) in rows {
-            slot(&mut per_key, *k).push((*t, *v));
-        }
-    }
-    if let Some(b) = bucketing {
-        // Rows the scan did not read because their files' minute counts tell them.
-        let mut keys: HashMap<u64, u32> = HashMap::new();
-        for c in &minute_counts {
-            let key = match keys.get(&c.stream) {
-                Some(&k) => k,
-                None => {
-                    let labels = streams
-                        .0
-                        .get(&c.stream)
-                        .map_or_else(Vec::new, |l| reduce_labels(l.as_ref().clone(), &reduce));
-                    let k = interner.intern(labels).map_err(datafusion_error)?;
-                    keys.insert(c.stream, k);
-                    k
-                }
-            };
-            let buckets = bucket_row(&mut per_key_buckets, key, n_buckets, &reservation)?;
-            let idx = b.index(c.minute_end_ns) - first_bucket;
-            add_to_bucket(buckets, idx, f64::from(c.rows), c.rows);
-        }
-        if let Some(max) = max_series {
-            if interner.len() > max {
-                return Err(QueryError::BadRequest(max_series_message(max)));
-            }
-        }
-    }
-    let sets = interner.sets();
-    if let Some(b) = bucketing {
-        let mut out = Vec::with_capacity(per_key_buckets.len());
-        for (k, buckets) in per_key_buckets.into_iter().enumerate() {
-            let samples: Vec<(i64, f64)> = buckets
-                .iter()
-                .enumerate()
-                .filter(|(_, (_, n))| *n > 0)
-                .map(|(i, (sum, _))| (b.end_of(i as i64 + first_bucket), *sum))
-                .collect();
-            if samples.is_empty() {
-                continue;
-            }
-            let labels = sets.get(k).map(|l| l.as_ref().clone()).unwrap_or_default();
-            out.push(RawSeries { labels, samples });
-        }
-        reservation.grow(interner.reserved_bytes());
-        return Ok((out, reservation));
-    }
-    let mut out = Vec::with_capacity(per_key.len());
-    for (k, mut samples) in per_key.into_iter().enumerate() {
-        if samples.is_empty() {
-            continue;
-        }
-        // Stable: entries with equal timestamps keep their storage order.
-        samples.sort_by_key(|s| s.0);
-        let labels = sets.get(k).map(|l| l.as_ref().clone()).unwrap_or_default();
-        out.push(RawSeries { labels, samples });
+        let labels = sets.get(id).map(|l| l.as_ref().clone()).unwrap_or_default();
+        out.push(SeriesVals { labels, points });
     }
     // The label sets now live in the series: move their accounting over before the
-    // interner (and its reservation) goes away.
-    reservation.grow(interner.reserved_bytes());
+    // node's label table (and its reservation) goes away.
+    reservation.grow(label_table.reserved_bytes());
     Ok((out, reservation))
 }
 

@@ -14,8 +14,10 @@
 //!    ─► log queries: TopK sort on `ts` (its dynamic bound reaches the Parquet scan), then
 //!       final lines and labels computed for the surviving rows only; read in time windows
 //!       from the end the direction starts at, stopping once `limit` entries are certain
-//!    ─► metric queries: rows grouped into `eval::RawSeries` by interned label set, with
-//!       `sum by`/range `by` groupings applied at the source; `eval::evaluate` does the math
+//!    ─► metric queries: samples keyed by interned label set (`sum by`/range `by` groupings
+//!       applied at the source) ─► RangeVectorExec (per-series samples or per-step buckets,
+//!       then `eval::range_vector`: windows and range function) ─► `eval::evaluate` does
+//!       the vector aggregations and binary operators over the range vectors
 //! ```
 //!
 //! Every query gets its own DataFusion session with a memory pool of

@@ -1,10 +1,13 @@
 //! Evaluation of LogQL metric (sample) expressions with Loki's semantics.
 //!
-//! The engine reads storage, runs the log pipeline and hands this module the raw samples of
-//! every range-aggregation leaf through [`RangeInput`]. Everything from there to the final
-//! result lives here: sliding windows and range functions (`range.rs`), vector aggregations
-//! (`vector.rs`), binary operators and vector matching (`binary.rs`), `label_replace` and
-//! `vector()` (`funcs.rs`), label helpers and Loki's error texts (`labels.rs`).
+//! The engine reads storage, runs the log pipeline and hands this module every
+//! range-aggregation leaf through [`RangeInput`]: either as raw samples, which [`evaluate`]
+//! turns into a range vector itself, or already evaluated (the engine runs
+//! [`range_vector`] inside its own execution plan and hands over the result). Everything
+//! else lives here: sliding windows and range functions (`range.rs`, entry point
+//! [`range_vector`]), vector aggregations (`vector.rs`), binary operators and vector
+//! matching (`binary.rs`), `label_replace` and `vector()` (`funcs.rs`), label helpers and
+//! Loki's error texts (`labels.rs`).
 //!
 //! Internally a vector is a list of series whose points are `(step index, value)`, sparse and
 //! in step order; a step index `k` stands for `t_k = start + k·step`.
@@ -58,6 +61,8 @@ mod range;
 mod vector;
 
 use std::collections::HashMap;
+
+pub use range::range_vector;
 
 use crate::ast::{
     Grouping, LabelFilterExpr, LabelFormatSrc, RangeAggregation, RangeOp, SampleExpr, Stage,
@@ -203,7 +208,8 @@ pub struct LeafHints {
     pub preserve_parser_errors: bool,
 }
 
-/// The engine supplies the raw input of each range aggregation leaf. It must read entries with
+/// The engine supplies each range aggregation leaf: already evaluated
+/// ([`RangeInput::range_vector`]), or as raw input, for which it must read entries with
 /// timestamps in `(steps.start_ns - agg.range.offset_ns - agg.range.range_ns,
 /// steps.end_ns - agg.range.offset_ns]`.
 pub trait RangeInput {
@@ -230,6 +236,19 @@ pub trait RangeInput {
         _steps: &Steps,
         _bucketing: &Bucketing,
     ) -> Result<Option<Vec<RawSeries>>, Error> {
+        Ok(None)
+    }
+
+    /// The leaf's range vector, already evaluated by the engine with [`range_vector`] (same
+    /// `agg`, `hints` and `steps`), or `None` to have the evaluator ask for raw samples
+    /// (bucketed or not) and evaluate them itself (the default). The evaluator asks this
+    /// first.
+    fn range_vector(
+        &mut self,
+        _agg: &RangeAggregation,
+        _hints: &LeafHints,
+        _steps: &Steps,
+    ) -> Result<Option<Vec<SeriesVals>>, Error> {
         Ok(None)
     }
 }
@@ -521,11 +540,15 @@ fn sorts_by_value(expr: &SampleExpr) -> bool {
     }
 }
 
-/// A series during evaluation: labels and sparse `(step index, value)` points in step order.
+/// A series during evaluation (and a range vector's series, see [`range_vector`]): labels
+/// and sparse `(step index, value)` points in step order; step index `k` stands for
+/// `steps.at(k)`.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct SeriesVals {
-    pub(crate) labels: Labels,
-    pub(crate) points: Vec<(u32, f64)>,
+pub struct SeriesVals {
+    /// The series' labels, sorted by name.
+    pub labels: Labels,
+    /// `(step index, value)`, ascending by step index, at most one point per step.
+    pub points: Vec<(u32, f64)>,
 }
 
 /// An intermediate result.
@@ -552,18 +575,17 @@ impl Ctx<'_> {
             SampleExpr::VectorLiteral(v) => Ok(Operand::Vector(vec![funcs::vector(*v, self.n)])),
             SampleExpr::Range(agg) => {
                 let hints = leaf_hints(agg, parent);
+                if let Some(evaluated) = self.input.range_vector(agg, &hints, self.steps)? {
+                    return Ok(Operand::Vector(evaluated));
+                }
                 if let Some(b) = Bucketing::of(agg, self.steps) {
                     if let Some(raw) = self.input.input_bucketed(agg, &hints, self.steps, &b)? {
-                        let summed = RangeAggregation {
-                            op: b.op,
-                            ..agg.clone()
-                        };
-                        return range::eval_range(&summed, &hints, raw, self.steps, self.n)
+                        return range::range_vector(agg, &hints, raw, self.steps, Some(&b))
                             .map(Operand::Vector);
                     }
                 }
                 let raw = self.input.input_with_hints(agg, &hints, self.steps)?;
-                range::eval_range(agg, &hints, raw, self.steps, self.n).map(Operand::Vector)
+                range::range_vector(agg, &hints, raw, self.steps, None).map(Operand::Vector)
             }
             SampleExpr::Vector(va) => {
                 vector::check_params(va)?;

@@ -1,11 +1,14 @@
 //! Range aggregations: pools the raw samples of each (grouped) series and slides the window
 //! `(t − offset − range, t − offset]` over them with two pointers, applying the range function.
 //! Also enforces Loki's pipeline-error rule (see the parent module docs).
+//!
+//! [`range_vector`] is the public entry: the evaluator calls it for raw inputs, and the
+//! engine's `RangeVectorExec` calls it inside its execution plan.
 
 use std::collections::HashMap;
 
 use super::labels::{self, ERROR_DETAILS_LABEL, ERROR_LABEL};
-use super::{Labels, LeafHints, RawSeries, SeriesVals, Steps};
+use super::{Bucketing, Labels, LeafHints, RawSeries, SeriesVals, Steps};
 use crate::ast::{MatchOp, RangeAggregation, RangeOp};
 use crate::Error;
 
@@ -17,8 +20,36 @@ struct Pooled {
     failing: bool,
 }
 
+/// The range vector of the range aggregation `agg` over `steps`, from one leaf's raw input
+/// (any number of series per label set, in any order; samples of a series ascending by
+/// timestamp, ties allowed): the pipeline-error rule, the extractor grouping of `hints` and
+/// the range function over every window `(t − offset − range, t − offset]`. With
+/// `bucketing`, `raw` holds one sample per non-empty bucket (see [`Bucketing`]) and the
+/// summing equivalent [`Bucketing::op`] is applied instead of `agg.op`. Series come in order
+/// of first appearance of their (grouped) label set; series without points are left out.
+/// `steps` must be valid (as [`super::evaluate`] checks).
+pub fn range_vector(
+    agg: &RangeAggregation,
+    hints: &LeafHints,
+    raw: Vec<RawSeries>,
+    steps: &Steps,
+    bucketing: Option<&Bucketing>,
+) -> Result<Vec<SeriesVals>, Error> {
+    let n = steps.count();
+    match bucketing {
+        Some(b) => {
+            let summed = RangeAggregation {
+                op: b.op,
+                ..agg.clone()
+            };
+            eval_range(&summed, hints, raw, steps, n)
+        }
+        None => eval_range(agg, hints, raw, steps, n),
+    }
+}
+
 /// Evaluates one range aggregation over its raw input.
-pub(super) fn eval_range(
+fn eval_range(
     agg: &RangeAggregation,
     hints: &LeafHints,
     raw: Vec<RawSeries>,

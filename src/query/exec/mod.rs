@@ -1,8 +1,13 @@
 //! DataFusion execution nodes of the engine and the small shared structures they use:
 //! the stream-id → labels map of a scan and the label-set interner of metric queries.
+//!
+//! `LineFilterExec` (leading line filters over the Arrow `line` column) and `PipelineExec`
+//! (the rest of the LogQL pipeline; log rows or metric samples) serve every query;
+//! `RangeVectorExec` turns a metric query's samples into a range aggregation's result.
 
 mod line_filter;
 mod pipeline;
+mod range;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +20,10 @@ pub use line_filter::LineFilterExec;
 pub use pipeline::{
     reduce_labels, sample_schema, LabelReduce, PipelineExec, PipelineMode, SampleValue, SAMPLE_KEY,
     SAMPLE_TS, SAMPLE_VALUE,
+};
+pub use range::{
+    max_series_message, range_vector_schema, RangeVectorExec, RangeVectorSpec, RANGE_SERIES,
+    RANGE_STEP, RANGE_VALUE,
 };
 
 /// The labels of one stream, sorted by name, shared.

@@ -1,0 +1,925 @@
+//! `RangeVectorExec`: the range-vector step of a metric query as a DataFusion node.
+//!
+//! It sits on top of `PipelineExec` in sample mode (one partition: the plan coalesces
+//! first) and turns the `(key, ts, value)` sample stream of one range-aggregation leaf into
+//! that leaf's range vector, emitted as `(series, step, value)` batches
+//! ([`range_vector_schema`]):
+//!
+//! 1. While the input streams, samples are kept per series key, or, with a [`Bucketing`],
+//!    summed straight into per-step buckets (one `(sum, count)` slot per key and bucket,
+//!    no sample list). Both are accounted in the query's memory pool. A bare range
+//!    aggregation (`max_series` set) stops with Loki's series-limit error as soon as the
+//!    interner holds more label sets than the limit.
+//! 2. At the end of the input, the rows that compacted files answered with per-minute
+//!    counts instead of rows are added to their buckets.
+//! 3. The series go to [`tovlog_logql::eval::range_vector`], which applies Loki's
+//!    pipeline-error rules, the extractor grouping and the range function over every
+//!    window `(t − offset − range, t − offset]`. Its errors (pipeline errors, a grouping a
+//!    function does not allow) fail the node as [`QueryError::BadRequest`].
+//! 4. The result is emitted series by series, points in step order: `series` is the id of
+//!    the series' label set in the node's output label table ([`RangeVectorExec::labels`]),
+//!    `step` the index of the query step.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{ready, Context, Poll};
+
+use datafusion::arrow::array::{
+    ArrayRef, AsArray, Float64Builder, PrimitiveArray, RecordBatch, UInt32Builder,
+};
+use datafusion::arrow::datatypes::{
+    DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, UInt32Type,
+};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, Distribution, ExecutionPlan,
+    ExecutionPlanProperties, Partitioning, PhysicalExpr, PlanProperties, ReplaceChildrenOptions,
+};
+use futures::{Stream, StreamExt};
+
+use tovlog_logql::ast::RangeAggregation;
+use tovlog_logql::eval::{self, Bucketing, LeafHints, RawSeries, SeriesVals, Steps};
+use tovlog_storage::scan::MinuteCount;
+
+use super::{reduce_labels, Interner, LabelReduce, StreamMap};
+use crate::query::plan::QUERY_CANCELLED;
+use crate::query::QueryError;
+
+/// Output column: id of the series' label set in [`RangeVectorExec::labels`].
+pub const RANGE_SERIES: &str = "series";
+/// Output column: index of the query step.
+pub const RANGE_STEP: &str = "step";
+/// Output column: the range function's value at that step.
+pub const RANGE_VALUE: &str = "value";
+
+/// Schema of [`RangeVectorExec`]'s output.
+pub fn range_vector_schema() -> SchemaRef {
+    static S: OnceLock<SchemaRef> = OnceLock::new();
+    S.get_or_init(|| {
+        Arc::new(Schema::new(vec![
+            Field::new(RANGE_SERIES, DataType::UInt32, false),
+            Field::new(RANGE_STEP, DataType::UInt32, false),
+            Field::new(RANGE_VALUE, DataType::Float64, false),
+        ]))
+    })
+    .clone()
+}
+
+/// Loki's text for too many series (same as the evaluator's).
+pub fn max_series_message(limit: usize) -> String {
+    format!(
+        "maximum number of series ({limit}) reached for a single query; consider reducing query \
+         cardinality by adding more specific stream selectors, reducing the time range, or \
+         aggregating results with functions like sum(), count() or topk()"
+    )
+}
+
+/// A query error raised inside the plan, kept whole for `plan::datafusion_error`.
+fn query_error(e: QueryError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// What one range-aggregation leaf evaluates.
+#[derive(Debug, Clone)]
+pub struct RangeVectorSpec {
+    /// The range aggregation.
+    pub agg: RangeAggregation,
+    /// Loki's extraction hints for it (see `tovlog_logql::eval::leaf_hints`).
+    pub hints: LeafHints,
+    /// The query steps (already validated by the evaluator).
+    pub steps: Steps,
+    /// Sum samples per step bucket while reading (`Bucketing::of(agg, steps)`, or none).
+    pub bucketing: Option<Bucketing>,
+    /// Rows the scan did not read because their files' minute counts tell them; only with
+    /// `bucketing`.
+    pub minute_counts: Vec<MinuteCount>,
+    /// Labels of the streams of the scan (for the minute counts).
+    pub streams: Arc<StreamMap>,
+    /// The label reduction the input applied (applied to minute counts alike).
+    pub reduce: LabelReduce,
+    /// Fail with Loki's series-limit error once more input label sets than this are seen
+    /// (only where every input series makes an output series).
+    pub max_series: Option<usize>,
+}
+
+/// The range-vector step of one leaf. See the module docs.
+pub struct RangeVectorExec {
+    input: Arc<dyn ExecutionPlan>,
+    spec: Arc<RangeVectorSpec>,
+    /// Label sets of the input's series keys.
+    interner: Arc<Interner>,
+    /// Label sets of the output's series ids.
+    labels: Arc<Interner>,
+    cancelled: Arc<AtomicBool>,
+    metrics: ExecutionPlanMetricsSet,
+    props: Arc<PlanProperties>,
+}
+
+impl fmt::Debug for RangeVectorExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RangeVectorExec")
+            .field("op", &self.spec.agg.op)
+            .field("steps", &self.spec.steps)
+            .field("bucketing", &self.spec.bucketing)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RangeVectorExec {
+    /// Build over `input`, a single-partition sample stream ([`super::sample_schema`])
+    /// whose keys are ids of `interner`. Output label sets go to `labels`.
+    pub fn try_new(
+        input: Arc<dyn ExecutionPlan>,
+        spec: RangeVectorSpec,
+        interner: Arc<Interner>,
+        labels: Arc<Interner>,
+        cancelled: Arc<AtomicBool>,
+    ) -> Result<RangeVectorExec, QueryError> {
+        if spec.bucketing.is_none() && !spec.minute_counts.is_empty() {
+            return Err(QueryError::Internal(
+                "minute counts need a bucketed range vector".into(),
+            ));
+        }
+        Ok(Self::with_spec(
+            input,
+            Arc::new(spec),
+            interner,
+            labels,
+            cancelled,
+        ))
+    }
+
+    fn with_spec(
+        input: Arc<dyn ExecutionPlan>,
+        spec: Arc<RangeVectorSpec>,
+        interner: Arc<Interner>,
+        labels: Arc<Interner>,
+        cancelled: Arc<AtomicBool>,
+    ) -> RangeVectorExec {
+        let props = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(range_vector_schema()),
+            Partitioning::UnknownPartitioning(1),
+            // Nothing comes out before the whole input was seen.
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        RangeVectorExec {
+            input,
+            spec,
+            interner,
+            labels,
+            cancelled,
+            metrics: ExecutionPlanMetricsSet::new(),
+            props,
+        }
+    }
+
+    /// The output label sets, indexed by the `series` column.
+    pub fn labels(&self) -> &Arc<Interner> {
+        &self.labels
+    }
+}
+
+impl DisplayAs for RangeVectorExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.spec;
+        write!(
+            f,
+            "RangeVectorExec: op={}, range={}ns, offset={}ns, steps={}, bucketed={}, minute_counts={}",
+            s.agg.op.name(),
+            s.agg.range.range_ns,
+            s.agg.range.offset_ns,
+            s.steps.count(),
+            s.bucketing.is_some(),
+            s.minute_counts.len()
+        )
+    }
+}
+
+impl ExecutionPlan for RangeVectorExec {
+    fn name(&self) -> &str {
+        "RangeVectorExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn required_input_distribution(&self) -> Vec<Distribution> {
+        vec![Distribution::SinglePartition]
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return Err(DataFusionError::Internal(
+                "RangeVectorExec has exactly one child".into(),
+            ));
+        }
+        Ok(Arc::new(RangeVectorExec::with_spec(
+            children.swap_remove(0),
+            Arc::clone(&self.spec),
+            Arc::clone(&self.interner),
+            Arc::clone(&self.labels),
+            Arc::clone(&self.cancelled),
+        )))
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 || self.input.output_partitioning().partition_count() != 1 {
+            return Err(DataFusionError::Internal(format!(
+                "RangeVectorExec has one partition over one input partition (asked {partition}, \
+                 input has {})",
+                self.input.output_partitioning().partition_count()
+            )));
+        }
+        let batch_size = context.session_config().batch_size().max(1);
+        // Samples (or buckets) are held until the input ends: account for them in the
+        // query's memory pool.
+        let reservation =
+            MemoryConsumer::new("tovlog range samples").register(context.memory_pool());
+        let input = self.input.execute(0, context)?;
+        let samples = match self.spec.bucketing {
+            Some(b) => {
+                // Buckets 1 − range/step ..= steps − 1, shifted to start at 0.
+                let first = 1 - self.spec.agg.range.range_ns / b.step_ns;
+                Samples::Bucketed {
+                    bucketing: b,
+                    first,
+                    n: b.buckets + usize::try_from(-first).unwrap_or(0),
+                    per_key: Vec::new(),
+                }
+            }
+            None => Samples::Raw(Vec::new()),
+        };
+        Ok(Box::pin(RangeVectorStream {
+            input: Some(input),
+            spec: Arc::clone(&self.spec),
+            interner: Arc::clone(&self.interner),
+            labels: Arc::clone(&self.labels),
+            cancelled: Arc::clone(&self.cancelled),
+            reservation,
+            batch_size,
+            samples,
+            output: Vec::new(),
+            next_series: 0,
+            next_point: 0,
+            done: false,
+            baseline: BaselineMetrics::new(&self.metrics, partition),
+        }))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+/// What the stream holds while its input runs.
+enum Samples {
+    /// Samples per series key, in arrival order.
+    Raw(Vec<Vec<(i64, f64)>>),
+    /// Per series key, `(sum, count)` per bucket `first ..= bucketing.buckets − 1` (at
+    /// index `bucket − first`), allocated on a key's first sample.
+    Bucketed {
+        bucketing: Bucketing,
+        first: i64,
+        n: usize,
+        per_key: Vec<Vec<(f64, u32)>>,
+    },
+}
+
+struct RangeVectorStream {
+    /// `None` once drained.
+    input: Option<SendableRecordBatchStream>,
+    spec: Arc<RangeVectorSpec>,
+    interner: Arc<Interner>,
+    labels: Arc<Interner>,
+    cancelled: Arc<AtomicBool>,
+    reservation: MemoryReservation,
+    batch_size: usize,
+    samples: Samples,
+    /// The range vector: output series id and points; emitted from `next_series`,
+    /// `next_point`.
+    output: Vec<(u32, Vec<(u32, f64)>)>,
+    next_series: usize,
+    next_point: usize,
+    /// Finished or failed: nothing more comes.
+    done: bool,
+    baseline: BaselineMetrics,
+}
+
+/// The entry of series key `k`, growing the table as keys appear.
+fn slot<T>(table: &mut Vec<Vec<T>>, k: u32) -> &mut Vec<T> {
+    let k = k as usize;
+    if k >= table.len() {
+        table.resize_with(k + 1, Vec::new);
+    }
+    &mut table[k]
+}
+
+/// The buckets of series key `k`, allocated (and accounted in the query's pool) on first
+/// use.
+fn bucket_row<'a>(
+    table: &'a mut Vec<Vec<(f64, u32)>>,
+    k: u32,
+    n_buckets: usize,
+    reservation: &MemoryReservation,
+) -> Result<&'a mut Vec<(f64, u32)>> {
+    let buckets = slot(table, k);
+    if buckets.is_empty() {
+        reservation.try_grow(n_buckets * std::mem::size_of::<(f64, u32)>())?;
+        buckets.resize(n_buckets, (0.0, 0));
+    }
+    Ok(buckets)
+}
+
+/// Add `n` samples summing to `value` to bucket `idx` (outside every window: ignored).
+fn add_to_bucket(buckets: &mut [(f64, u32)], idx: i64, value: f64, n: u32) {
+    if let Some(slot) = usize::try_from(idx).ok().and_then(|i| buckets.get_mut(i)) {
+        slot.0 += value;
+        slot.1 += n;
+    }
+}
+
+type SampleColumns<'a> = (
+    &'a PrimitiveArray<UInt32Type>,
+    &'a PrimitiveArray<Int64Type>,
+    &'a PrimitiveArray<Float64Type>,
+);
+
+/// The `(key, ts, value)` columns of a sample batch.
+fn sample_columns(batch: &RecordBatch) -> Result<SampleColumns<'_>> {
+    let internal = || DataFusionError::Internal("bad sample batch".into());
+    if batch.num_columns() != 3 {
+        return Err(internal());
+    }
+    Ok((
+        batch
+            .column(0)
+            .as_primitive_opt::<UInt32Type>()
+            .ok_or_else(internal)?,
+        batch
+            .column(1)
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(internal)?,
+        batch
+            .column(2)
+            .as_primitive_opt::<Float64Type>()
+            .ok_or_else(internal)?,
+    ))
+}
+
+impl RangeVectorStream {
+    fn check_cancelled(&self) -> Result<()> {
+        if self.cancelled.load(Ordering::Relaxed) {
+            return Err(DataFusionError::Execution(QUERY_CANCELLED.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn check_series(&self) -> Result<()> {
+        if let Some(max) = self.spec.max_series {
+            if self.interner.len() > max {
+                return Err(query_error(QueryError::BadRequest(max_series_message(max))));
+            }
+        }
+        Ok(())
+    }
+
+    /// Take in one input batch.
+    fn consume(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.check_cancelled()?;
+        self.check_series()?;
+        let (keys, ts, values) = sample_columns(batch)?;
+        let rows = keys
+            .values()
+            .iter()
+            .zip(ts.values().iter())
+            .zip(values.values().iter());
+        match &mut self.samples {
+            Samples::Raw(per_key) => {
+                self.reservation
+                    .try_grow(batch.num_rows() * std::mem::size_of::<(i64, f64)>())?;
+                for ((k, t), v) in rows {
+                    slot(per_key, *k).push((*t, *v));
+                }
+            }
+            Samples::Bucketed {
+                bucketing,
+                first,
+                n,
+                per_key,
+            } => {
+                for ((k, t), v) in rows {
+                    let buckets = bucket_row(per_key, *k, *n, &self.reservation)?;
+                    add_to_bucket(buckets, bucketing.index(*t) - *first, *v, 1);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The input ended: evaluate the range vector.
+    fn finish(&mut self) -> Result<()> {
+        self.check_cancelled()?;
+        let raw = match std::mem::replace(&mut self.samples, Samples::Raw(Vec::new())) {
+            Samples::Bucketed {
+                bucketing,
+                first,
+                n,
+                per_key,
+            } => self.bucketed_series(bucketing, first, n, per_key)?,
+            Samples::Raw(per_key) => {
+                let sets = self.interner.sets();
+                let mut out = Vec::with_capacity(per_key.len());
+                for (k, mut samples) in per_key.into_iter().enumerate() {
+                    if samples.is_empty() {
+                        continue;
+                    }
+                    // Stable: entries with equal timestamps keep their storage order.
+                    samples.sort_by_key(|s| s.0);
+                    let labels = sets.get(k).map(|l| l.as_ref().clone()).unwrap_or_default();
+                    out.push(RawSeries { labels, samples });
+                }
+                out
+            }
+        };
+        // The input label sets now live in the series too.
+        self.reservation.grow(self.interner.reserved_bytes());
+        let spec = &self.spec;
+        let vector = eval::range_vector(
+            &spec.agg,
+            &spec.hints,
+            raw,
+            &spec.steps,
+            spec.bucketing.as_ref(),
+        )
+        .map_err(|e| query_error(QueryError::BadRequest(e.to_string())))?;
+        // The samples are gone; the points are held until emitted.
+        let points: usize = vector.iter().map(|s| s.points.len()).sum();
+        self.reservation
+            .resize(points * std::mem::size_of::<(u32, f64)>());
+        self.output.reserve(vector.len());
+        for SeriesVals { labels, points } in vector {
+            let id = self.labels.intern(labels)?;
+            self.output.push((id, points));
+        }
+        Ok(())
+    }
+
+    /// One series per key with a sample per non-empty bucket (at the bucket's end, holding
+    /// its sum), after adding the minute counts.
+    fn bucketed_series(
+        &self,
+        b: Bucketing,
+        first: i64,
+        n: usize,
+        mut per_key: Vec<Vec<(f64, u32)>>,
+    ) -> Result<Vec<RawSeries>> {
+        let mut keys: HashMap<u64, u32> = HashMap::new();
+        for c in &self.spec.minute_counts {
+            let key = match keys.get(&c.stream) {
+                Some(&k) => k,
+                None => {
+                    let labels = self
+                        .spec
+                        .streams
+                        .0
+                        .get(&c.stream)
+                        .map_or_else(Vec::new, |l| {
+                            reduce_labels(l.as_ref().clone(), &self.spec.reduce)
+                        });
+                    let k = self.interner.intern(labels)?;
+                    keys.insert(c.stream, k);
+                    k
+                }
+            };
+            let buckets = bucket_row(&mut per_key, key, n, &self.reservation)?;
+            let idx = b.index(c.minute_end_ns) - first;
+            add_to_bucket(buckets, idx, f64::from(c.rows), c.rows);
+        }
+        self.check_series()?;
+        let sets = self.interner.sets();
+        let mut out = Vec::with_capacity(per_key.len());
+        for (k, buckets) in per_key.into_iter().enumerate() {
+            let samples: Vec<(i64, f64)> = buckets
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, count))| *count > 0)
+                .map(|(i, (sum, _))| (b.end_of(i as i64 + first), *sum))
+                .collect();
+            if samples.is_empty() {
+                continue;
+            }
+            let labels = sets.get(k).map(|l| l.as_ref().clone()).unwrap_or_default();
+            out.push(RawSeries { labels, samples });
+        }
+        Ok(out)
+    }
+
+    /// The next output batch of up to `batch_size` points, `None` at the end.
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        self.check_cancelled()?;
+        if self.next_series >= self.output.len() {
+            return Ok(None);
+        }
+        let cap = self.batch_size;
+        let mut series_b = UInt32Builder::with_capacity(cap);
+        let mut step_b = UInt32Builder::with_capacity(cap);
+        let mut value_b = Float64Builder::with_capacity(cap);
+        let (mut rows, mut freed) = (0usize, 0usize);
+        while rows < cap && self.next_series < self.output.len() {
+            let (id, points) = &mut self.output[self.next_series];
+            let start = self.next_point;
+            let end = points.len().min(start + (cap - rows));
+            for &(k, v) in &points[start..end] {
+                series_b.append_value(*id);
+                step_b.append_value(k);
+                value_b.append_value(v);
+            }
+            rows += end - start;
+            self.next_point = end;
+            if end == points.len() {
+                // Emitted whole: free it.
+                freed += points.len();
+                *points = Vec::new();
+                self.next_series += 1;
+                self.next_point = 0;
+            }
+        }
+        self.reservation.resize(
+            self.reservation
+                .size()
+                .saturating_sub(freed * std::mem::size_of::<(u32, f64)>()),
+        );
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(series_b.finish()),
+            Arc::new(step_b.finish()),
+            Arc::new(value_b.finish()),
+        ];
+        Ok(Some(RecordBatch::try_new(range_vector_schema(), columns)?))
+    }
+
+    fn fail(&mut self, e: DataFusionError) -> Poll<Option<Result<RecordBatch>>> {
+        self.done = true;
+        self.input = None;
+        self.output = Vec::new();
+        self.reservation.free();
+        Poll::Ready(Some(Err(e)))
+    }
+
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<RecordBatch>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let elapsed = self.baseline.elapsed_compute().clone();
+        while let Some(input) = self.input.as_mut() {
+            match ready!(input.poll_next_unpin(cx)) {
+                Some(Ok(batch)) => {
+                    let timer = elapsed.timer();
+                    let consumed = self.consume(&batch);
+                    timer.done();
+                    if let Err(e) = consumed {
+                        return self.fail(e);
+                    }
+                }
+                Some(Err(e)) => return self.fail(e),
+                None => {
+                    self.input = None;
+                    let timer = elapsed.timer();
+                    let finished = self.finish();
+                    timer.done();
+                    if let Err(e) = finished {
+                        return self.fail(e);
+                    }
+                }
+            }
+        }
+        let timer = elapsed.timer();
+        let next = self.next_batch();
+        timer.done();
+        match next {
+            Ok(Some(batch)) => Poll::Ready(Some(Ok(batch))),
+            Ok(None) => {
+                self.done = true;
+                self.reservation.free();
+                Poll::Ready(None)
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+}
+
+impl Stream for RangeVectorStream {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let poll = this.poll_inner(cx);
+        this.baseline.record_poll(poll)
+    }
+}
+
+impl RecordBatchStream for RangeVectorStream {
+    fn schema(&self) -> SchemaRef {
+        range_vector_schema()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Float64Array, Int64Array, UInt32Array};
+    use datafusion::datasource::memory::MemorySourceConfig;
+    use datafusion::execution::memory_pool::GreedyMemoryPool;
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    use datafusion::physical_plan::empty::EmptyExec;
+    use datafusion::prelude::SessionConfig;
+    use tovlog_logql::ast::{Expr, SampleExpr};
+
+    use crate::query::exec::sample_schema;
+    use crate::query::plan::datafusion_error;
+
+    const S: i64 = 1_000_000_000;
+
+    fn agg(q: &str) -> RangeAggregation {
+        match tovlog_logql::parse(q) {
+            Ok(Expr::Sample(SampleExpr::Range(a))) => a,
+            other => panic!("not a range aggregation: {q}: {other:?}"),
+        }
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// Two series: key 0 `{app="a", pod="1"}` every 10 s from 5 s to 295 s with values
+    /// 0, 1, 2, … (1 each when `unit`, as `PipelineExec` gives for counting); key 1 `{app="a", pod="2"}` (or `extra` labels) at 100..=130 s. Two
+    /// interleaved batches, as a scan of two files would give.
+    fn samples(
+        interner: &Interner,
+        extra: &[(&str, &str)],
+        unit: bool,
+    ) -> (Vec<RawSeries>, Vec<RecordBatch>) {
+        let k0 = interner
+            .intern(labels(&[("app", "a"), ("pod", "1")]))
+            .unwrap();
+        let mut second = labels(&[("app", "a"), ("pod", "2")]);
+        second.extend(labels(extra));
+        second.sort();
+        let k1 = interner.intern(second.clone()).unwrap();
+        let s0: Vec<(i64, f64)> = (0..30)
+            .map(|i| ((5 + 10 * i) * S, if unit { 1.0 } else { i as f64 }))
+            .collect();
+        let s1: Vec<(i64, f64)> = (0..4).map(|i| ((100 + 10 * i) * S, 1.0)).collect();
+        let batch = |rows: Vec<(u32, i64, f64)>| {
+            RecordBatch::try_new(
+                sample_schema(),
+                vec![
+                    Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.0))),
+                    Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                    Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.2))),
+                ],
+            )
+            .unwrap()
+        };
+        let (a, b) = s0.split_at(17);
+        let first: Vec<_> = b
+            .iter()
+            .map(|&(t, v)| (k0, t, v))
+            .chain(s1[2..].iter().map(|&(t, v)| (k1, t, v)))
+            .collect();
+        let second_batch: Vec<_> = a
+            .iter()
+            .map(|&(t, v)| (k0, t, v))
+            .chain(s1[..2].iter().map(|&(t, v)| (k1, t, v)))
+            .collect();
+        let raw = vec![
+            RawSeries {
+                labels: labels(&[("app", "a"), ("pod", "1")]),
+                samples: s0,
+            },
+            RawSeries {
+                labels: second,
+                samples: s1,
+            },
+        ];
+        (raw, vec![batch(first), batch(second_batch)])
+    }
+
+    fn node(
+        agg: &RangeAggregation,
+        steps: Steps,
+        bucketed: bool,
+        input: Arc<dyn ExecutionPlan>,
+        interner: Arc<Interner>,
+        max_series: Option<usize>,
+    ) -> RangeVectorExec {
+        RangeVectorExec::try_new(
+            input,
+            RangeVectorSpec {
+                agg: agg.clone(),
+                hints: eval::leaf_hints(agg, None),
+                steps,
+                bucketing: if bucketed {
+                    Some(Bucketing::of(agg, &steps).expect("bucketable"))
+                } else {
+                    None
+                },
+                minute_counts: Vec::new(),
+                streams: Arc::new(StreamMap::default()),
+                reduce: LabelReduce::Keep,
+                max_series,
+            },
+            interner,
+            Interner::new(),
+            Arc::new(AtomicBool::new(false)),
+        )
+        .unwrap()
+    }
+
+    /// Run the node and gather its output into series, as the engine does.
+    async fn run(node: RangeVectorExec, ctx: Arc<TaskContext>) -> Result<Vec<SeriesVals>> {
+        let node = Arc::new(node);
+        let table = Arc::clone(node.labels());
+        let batches = datafusion::physical_plan::collect(node, ctx).await?;
+        let mut out: Vec<SeriesVals> = Vec::new();
+        for b in &batches {
+            let (ids, ks, vs) = (
+                b.column(0).as_primitive::<UInt32Type>(),
+                b.column(1).as_primitive::<UInt32Type>(),
+                b.column(2).as_primitive::<Float64Type>(),
+            );
+            for i in 0..b.num_rows() {
+                let id = ids.value(i) as usize;
+                while out.len() <= id {
+                    out.push(SeriesVals {
+                        labels: table.sets()[out.len()].as_ref().clone(),
+                        points: Vec::new(),
+                    });
+                }
+                out[id].points.push((ks.value(i), vs.value(i)));
+            }
+        }
+        Ok(out)
+    }
+
+    fn small_batches() -> Arc<TaskContext> {
+        Arc::new(
+            TaskContext::default().with_session_config(SessionConfig::new().with_batch_size(4)),
+        )
+    }
+
+    #[tokio::test]
+    async fn windows_and_steps_match_the_evaluator() {
+        let steps = Steps::range_aligned(60 * S, 300 * S, 60 * S);
+        for (q, bucketed) in [
+            (r#"count_over_time({app="a"}[1m])"#, false),
+            (r#"count_over_time({app="a"}[1m])"#, true),
+            (r#"rate({app="a"}[2m] offset 30s)"#, false),
+            (r#"rate({app="a"}[2m])"#, true),
+            (r#"max_over_time({app="a"} | unwrap x [1m])"#, false),
+            (r#"avg_over_time({app="a"} | unwrap x [90s])"#, false),
+        ] {
+            let a = agg(q);
+            let interner = Interner::new();
+            let unit = q.starts_with("count") || q.starts_with("rate");
+            let (raw, batches) = samples(&interner, &[], unit);
+            let input =
+                MemorySourceConfig::try_new_exec(&[batches], sample_schema(), None).unwrap();
+            let n = node(&a, steps, bucketed, input, interner, None);
+            let got = run(n, small_batches()).await.unwrap();
+            let want =
+                eval::range_vector(&a, &eval::leaf_hints(&a, None), raw, &steps, None).unwrap();
+            assert_eq!(got, want, "{q} bucketed={bucketed}");
+        }
+        // By hand: every minute holds 6 samples of pod 1; pod 2's are at 100..=130 s.
+        let a = agg(r#"count_over_time({app="a"}[1m])"#);
+        let interner = Interner::new();
+        let (_, batches) = samples(&interner, &[], true);
+        let input = MemorySourceConfig::try_new_exec(&[batches], sample_schema(), None).unwrap();
+        let got = run(
+            node(&a, steps, true, input, interner, None),
+            small_batches(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            got[0].points,
+            vec![(0, 6.0), (1, 6.0), (2, 6.0), (3, 6.0), (4, 6.0)]
+        );
+        assert_eq!(got[1].labels, labels(&[("app", "a"), ("pod", "2")]));
+        assert_eq!(got[1].points, vec![(1, 3.0), (2, 1.0)]);
+    }
+
+    #[tokio::test]
+    async fn absent_over_time_answers_an_empty_input() {
+        let a = agg(r#"absent_over_time({app="a", pod=~".+"}[1m])"#);
+        let steps = Steps::range_aligned(60 * S, 180 * S, 60 * S);
+        let input = Arc::new(EmptyExec::new(sample_schema()));
+        let got = run(
+            node(&a, steps, false, input, Interner::new(), None),
+            small_batches(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            got,
+            vec![SeriesVals {
+                labels: labels(&[("app", "a")]),
+                points: vec![(0, 1.0), (1, 1.0), (2, 1.0)],
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn limits_and_pipeline_errors_fail_the_node() {
+        let steps = Steps::range_aligned(60 * S, 300 * S, 60 * S);
+        let a = agg(r#"count_over_time({app="a"}[1m])"#);
+        // Memory: 34 raw samples (16 bytes each) do not fit in 256 bytes.
+        let pool = Arc::new(GreedyMemoryPool::new(256));
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(pool)
+            .build_arc()
+            .unwrap();
+        let ctx = Arc::new(TaskContext::default().with_runtime(runtime));
+        let interner = Interner::new();
+        let (_, batches) = samples(&interner, &[], true);
+        let input = MemorySourceConfig::try_new_exec(&[batches], sample_schema(), None).unwrap();
+        let err = run(node(&a, steps, false, input, interner, None), ctx)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(datafusion_error(err), QueryError::TooLarge(_)),
+            "memory limit"
+        );
+        // Series limit.
+        let interner = Interner::new();
+        let (_, batches) = samples(&interner, &[], true);
+        let input = MemorySourceConfig::try_new_exec(&[batches], sample_schema(), None).unwrap();
+        let err = run(
+            node(&a, steps, true, input, interner, Some(1)),
+            small_batches(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            datafusion_error(err),
+            QueryError::BadRequest(max_series_message(1))
+        );
+        // A sample with a pipeline error Loki does not preserve, inside a window.
+        let interner = Interner::new();
+        let (_, batches) = samples(&interner, &[("__error__", "LabelFilterErr")], true);
+        let input = MemorySourceConfig::try_new_exec(&[batches], sample_schema(), None).unwrap();
+        let err = run(
+            node(&a, steps, false, input, interner, None),
+            small_batches(),
+        )
+        .await
+        .unwrap_err();
+        match datafusion_error(err) {
+            QueryError::BadRequest(msg) => assert!(msg.contains("pipeline error"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
