@@ -486,6 +486,28 @@ async fn compaction_merges_a_window_drops_duplicates_and_deletes_replaced_files(
     Ok(())
 }
 
+/// Every row of stream `id` in `[0, 1 ms)` of tenant `fake` that the needle indexes let
+/// through.
+async fn read_with_needles(
+    storage: &Storage,
+    id: StreamId,
+    needles: Vec<tovlog_storage::textindex::TextNeedle>,
+) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
+    let ctx = SessionContext::new();
+    storage.register_object_store(&ctx);
+    let table = storage.logs_table_with_needles(
+        ScanRequest {
+            tenant: "fake".into(),
+            streams: vec![id],
+            start_ns: 0,
+            end_ns: 1_000_000,
+        },
+        needles,
+    )?;
+    ctx.register_table("logs", Arc::new(table))?;
+    Ok(ctx.table("logs").await?.collect().await?)
+}
+
 #[tokio::test]
 async fn compacted_files_skip_blocks_without_the_needle() -> Result<()> {
     let dir = tmp()?;
@@ -514,21 +536,10 @@ async fn compacted_files_skip_blocks_without_the_needle() -> Result<()> {
     let count = |needle: &'static str| {
         let storage = &storage;
         async move {
-            let ctx = SessionContext::new();
-            storage.register_object_store(&ctx);
-            let table = storage.logs_table_with_needles(
-                ScanRequest {
-                    tenant: "fake".into(),
-                    streams: vec![id],
-                    start_ns: 0,
-                    end_ns: 1_000_000,
-                },
-                vec![tovlog_storage::textindex::TextNeedle::literal(
-                    needle.as_bytes(),
-                )],
-            )?;
-            ctx.register_table("logs", Arc::new(table))?;
-            let batches = ctx.table("logs").await?.collect().await?;
+            let needles = vec![tovlog_storage::textindex::TextNeedle::literal(
+                needle.as_bytes(),
+            )];
+            let batches = read_with_needles(storage, id, needles).await?;
             let mut rows = 0;
             let mut hits = 0;
             for b in &batches {
@@ -645,19 +656,7 @@ async fn compacted_files_skip_blocks_without_a_bounded_id() -> Result<()> {
     let rows = |needle: TextNeedle| {
         let storage = &storage;
         async move {
-            let ctx = SessionContext::new();
-            storage.register_object_store(&ctx);
-            let table = storage.logs_table_with_needles(
-                ScanRequest {
-                    tenant: "fake".into(),
-                    streams: vec![id],
-                    start_ns: 0,
-                    end_ns: 1_000_000,
-                },
-                vec![needle],
-            )?;
-            ctx.register_table("logs", Arc::new(table))?;
-            let batches = ctx.table("logs").await?.collect().await?;
+            let batches = read_with_needles(storage, id, vec![needle]).await?;
             Ok::<_, Error>(batches.iter().map(|b| b.num_rows()).sum::<usize>())
         }
     };
