@@ -1081,6 +1081,18 @@ mod tests {
         for (line, want) in cases {
             assert_eq!(String::from_utf8_lossy(&unescape(line)), want);
         }
+        // Any bytes at all (truncated escapes, invalid UTF-8): no panic, never longer.
+        const BYTES: &[u8] = b"\\\\u0dDf\"x\xff89";
+        let mut state: u64 = 3;
+        for len in 0..400 {
+            let line: Vec<u8> = (0..len % 23)
+                .map(|_| {
+                    state = (state * 1_103_515_245 + 12_345) % (1 << 31);
+                    BYTES[(state >> 16) as usize % BYTES.len()]
+                })
+                .collect();
+            assert!(unescape(&line).len() <= line.len(), "{line:?}");
+        }
     }
 
     #[test]
