@@ -313,6 +313,40 @@ impl Block {
     }
 }
 
+/// Bit budget of a block's bloom filter.
+#[derive(Clone, Copy)]
+struct Budget {
+    /// Bits per distinct item, at most.
+    per_item: usize,
+    /// Bits per row, at most.
+    per_row: usize,
+    /// Below this many bits per item there is no filter.
+    min_per_item: usize,
+}
+
+/// The bloom filter of `hashes` (distinct) for a block of `rows` rows, with its probe
+/// count; `None` when there is nothing to hold or the budget is too small to prune.
+fn bloom(hashes: &[u64], rows: u32, budget: Budget) -> Option<(Vec<u64>, u32)> {
+    let n = hashes.len();
+    let bits_total = (n * budget.per_item).min(rows as usize * budget.per_row);
+    if n == 0 || bits_total < n * budget.min_per_item {
+        return None;
+    }
+    let words = bits_total.div_ceil(64);
+    let m = words as u64 * 64;
+    // The optimal probe count is (bits per item) · ln 2.
+    let k = ((m as f64 / n as f64) * std::f64::consts::LN_2)
+        .round()
+        .clamp(1.0, 4.0) as u64;
+    let mut bits = vec![0u64; words];
+    for &h in hashes {
+        for bit in probes(h, m, k) {
+            bits[(bit / 64) as usize] |= 1 << (bit % 64);
+        }
+    }
+    Some((bits, k as u32))
+}
+
 /// A trigram's filter hash (written to disk: never change it).
 fn trigram_hash(trigram: u32) -> u64 {
     (u64::from(trigram) ^ 0x5bd1_e995).wrapping_mul(0x9E37_79B9_7F4A_7C15)
@@ -717,25 +751,20 @@ impl TextIndexBuilder {
         else {
             return;
         };
-        let n = self.distinct.len();
-        let budget = (n * BITS_PER_TRIGRAM).min(rows as usize * BITS_PER_ROW);
         let mut flags = std::mem::take(&mut self.flags);
-        let mut bits = Vec::new();
-        if n > 0 && budget >= n * MIN_BITS_PER_TRIGRAM {
-            let words = budget.div_ceil(64);
-            let m = words as u64 * 64;
-            // The optimal probe count is (bits per trigram) · ln 2.
-            let k = ((m as f64 / n as f64) * std::f64::consts::LN_2)
-                .round()
-                .clamp(1.0, 4.0) as u64;
-            flags |= (k as u32) << PROBES_SHIFT;
-            bits = vec![0u64; words];
-            for &g in &self.distinct {
-                for bit in probes(trigram_hash(g), m, k) {
-                    bits[(bit / 64) as usize] |= 1 << (bit % 64);
-                }
+        let trigrams = Budget {
+            per_item: BITS_PER_TRIGRAM,
+            per_row: BITS_PER_ROW,
+            min_per_item: MIN_BITS_PER_TRIGRAM,
+        };
+        let hashes: Vec<u64> = self.distinct.iter().map(|&g| trigram_hash(g)).collect();
+        let bits = match bloom(&hashes, rows, trigrams) {
+            Some((bits, k)) => {
+                flags |= k << PROBES_SHIFT;
+                bits
             }
-        }
+            None => Vec::new(),
+        };
         for &g in &self.distinct {
             self.seen[(g / 64) as usize] = 0;
         }
@@ -758,24 +787,17 @@ impl TextIndexBuilder {
     fn token_filter(&mut self, rows: u32, flags: &mut u32) -> Vec<u64> {
         self.tokens.sort_unstable();
         self.tokens.dedup();
-        let n = self.tokens.len();
-        let budget = (n * BITS_PER_TOKEN).min(rows as usize * TOKEN_BITS_PER_ROW);
+        let budget = Budget {
+            per_item: BITS_PER_TOKEN,
+            per_row: TOKEN_BITS_PER_ROW,
+            min_per_item: MIN_BITS_PER_TOKEN,
+        };
         let mut bits = Vec::new();
-        if n == 0 {
+        if self.tokens.is_empty() {
             *flags |= FLAG_TOKENS;
-        } else if budget >= n * MIN_BITS_PER_TOKEN {
-            let words = budget.div_ceil(64);
-            let m = words as u64 * 64;
-            let k = ((m as f64 / n as f64) * std::f64::consts::LN_2)
-                .round()
-                .clamp(1.0, 4.0) as u64;
-            *flags |= FLAG_TOKENS | ((k as u32) << TOKEN_PROBES_SHIFT);
-            bits = vec![0u64; words];
-            for &t in &self.tokens {
-                for bit in probes(t, m, k) {
-                    bits[(bit / 64) as usize] |= 1 << (bit % 64);
-                }
-            }
+        } else if let Some((b, k)) = bloom(&self.tokens, rows, budget) {
+            *flags |= FLAG_TOKENS | (k << TOKEN_PROBES_SHIFT);
+            bits = b;
         }
         self.tokens.clear();
         bits
