@@ -633,16 +633,8 @@ impl Storage {
             if c.min_ts >= end_ns || c.max_ts < start_ns {
                 continue;
             }
-            let holds = if streams.len() < c.streams.len() {
-                streams
-                    .iter()
-                    .filter_map(|&id| c.stream(id))
-                    .any(|s| s.overlaps(start_ns, end_ns))
-            } else {
-                c.streams
-                    .iter()
-                    .any(|s| streams.binary_search(&s.id).is_ok() && s.overlaps(start_ns, end_ns))
-            };
+            let mut holds = false;
+            c.for_each_overlapping(streams, start_ns, end_ns, |_| holds = true);
             if holds {
                 keys.extend(c.metadata_keys.as_ref()?.iter().cloned());
             }
@@ -679,23 +671,7 @@ impl Storage {
             if c.min_ts >= end_ns || c.max_ts < start_ns {
                 continue;
             }
-            if streams.len() < c.streams.len() {
-                rows += streams
-                    .iter()
-                    .filter_map(|&id| c.stream(id))
-                    .filter(|s| s.overlaps(start_ns, end_ns))
-                    .map(|s| s.rows)
-                    .sum::<u64>();
-            } else {
-                rows += c
-                    .streams
-                    .iter()
-                    .filter(|s| {
-                        streams.binary_search(&s.id).is_ok() && s.overlaps(start_ns, end_ns)
-                    })
-                    .map(|s| s.rows)
-                    .sum::<u64>();
-            }
+            c.for_each_overlapping(streams, start_ns, end_ns, |s| rows += s.rows);
         }
         rows
     }

@@ -124,6 +124,31 @@ impl ChunkMeta {
             .map(|i| &self.streams[i])
     }
 
+    /// Calls `f` with the range of each stream among `ids` (sorted) whose rows in this file
+    /// overlap `[start, end)`, matching by binary search on the smaller side (a selector
+    /// over 100k streams and a file of 100 cost 100 lookups, and the other way round).
+    pub fn for_each_overlapping(
+        &self,
+        ids: &[StreamId],
+        start: i64,
+        end: i64,
+        mut f: impl FnMut(&StreamRange),
+    ) {
+        if ids.len() < self.streams.len() {
+            for s in ids.iter().filter_map(|&id| self.stream(id)) {
+                if s.overlaps(start, end) {
+                    f(s);
+                }
+            }
+        } else {
+            for s in &self.streams {
+                if ids.binary_search(&s.id).is_ok() && s.overlaps(start, end) {
+                    f(s);
+                }
+            }
+        }
+    }
+
     /// The row ranges (in file order) of the streams among `ids` (sorted) whose rows in
     /// this file overlap `[start, end)`. Rows are sorted by stream, so each stream's rows
     /// are one range, found from the per-stream row counts without reading the file.
