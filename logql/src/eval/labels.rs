@@ -120,13 +120,18 @@ pub(crate) fn pipeline_error(labels: &[(String, String)]) -> crate::Error {
     ))
 }
 
-/// Loki's series-limit error.
-pub(crate) fn max_series_error(limit: usize) -> crate::Error {
-    crate::Error::Validate(format!(
+/// Loki's series-limit message (the engine stops reads early with the same text).
+pub fn max_series_message(limit: usize) -> String {
+    format!(
         "maximum number of series ({limit}) reached for a single query; consider reducing query \
          cardinality by adding more specific stream selectors, reducing the time range, or \
          aggregating results with functions like sum(), count() or topk()"
-    ))
+    )
+}
+
+/// Loki's series-limit error.
+pub(crate) fn max_series_error(limit: usize) -> crate::Error {
+    crate::Error::Validate(max_series_message(limit))
 }
 
 #[cfg(test)]

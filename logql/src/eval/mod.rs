@@ -62,6 +62,7 @@ mod vector;
 
 use std::collections::HashMap;
 
+pub use labels::max_series_message;
 pub use range::range_vector;
 
 use crate::ast::{

@@ -22,8 +22,7 @@ pub use pipeline::{
     SAMPLE_TS, SAMPLE_VALUE,
 };
 pub use range::{
-    max_series_message, range_vector_schema, RangeVectorExec, RangeVectorSpec, RANGE_SERIES,
-    RANGE_STEP, RANGE_VALUE,
+    range_vector_schema, RangeVectorExec, RangeVectorSpec, RANGE_SERIES, RANGE_STEP, RANGE_VALUE,
 };
 
 /// The labels of one stream, sorted by name, shared.

@@ -47,7 +47,9 @@ use datafusion::physical_plan::{
 use futures::{Stream, StreamExt};
 
 use tovlog_logql::ast::RangeAggregation;
-use tovlog_logql::eval::{self, Bucketing, LeafHints, RawSeries, SeriesVals, Steps};
+use tovlog_logql::eval::{
+    self, max_series_message, Bucketing, LeafHints, RawSeries, SeriesVals, Steps,
+};
 use tovlog_storage::scan::MinuteCount;
 
 use super::{reduce_labels, Interner, LabelReduce, StreamMap};
@@ -72,15 +74,6 @@ pub fn range_vector_schema() -> SchemaRef {
         ]))
     })
     .clone()
-}
-
-/// Loki's text for too many series (same as the evaluator's).
-pub fn max_series_message(limit: usize) -> String {
-    format!(
-        "maximum number of series ({limit}) reached for a single query; consider reducing query \
-         cardinality by adding more specific stream selectors, reducing the time range, or \
-         aggregating results with functions like sum(), count() or topk()"
-    )
 }
 
 /// A query error raised inside the plan, kept whole for `plan::datafusion_error`.
