@@ -4,9 +4,12 @@
 //! Flushes write one file per window per flush at a fast zstd level so ingest keeps up.
 //! Once a window's newest uncompacted file is `compaction.min_age` old, the compactor:
 //! 1. reads the window's uncompacted files (and compacted ones under half of
-//!    `max_file_bytes`) and k-way merges their rows by `(stream_id, ts)`, dropping exact
-//!    duplicates (same stream, timestamp and line) — this also removes the duplicates a
-//!    flush cannot see, where a re-sent entry arrives after its first copy was flushed;
+//!    `max_file_bytes`) and k-way merges their rows by stream, in [`crate::order`], and
+//!    timestamp, dropping exact duplicates (same stream, timestamp and line) — this also
+//!    removes the duplicates a flush cannot see, where a re-sent entry arrives after its
+//!    first copy was flushed. Each input is read in that stream order: one pass over a
+//!    file written in it, and one read per stream over a file of an older version, whose
+//!    streams are in id order;
 //! 2. writes the result with `compaction.zstd_level` and `line_page_bytes` on a thread
 //!    with the lowest CPU priority, so ingest and queries win any contention, plus the
 //!    file's trigram block index ([`crate::textindex`]);
@@ -19,7 +22,8 @@
 //! on the next pass. No row is ever unlisted: the swap is one atomic manifest write.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
@@ -30,12 +34,17 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
+    ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+};
 use parquet::arrow::ArrowWriter;
 
 use crate::chunk::writer_properties;
 use crate::error::{Error, Result};
 use crate::manifest::{self, ChunkMeta, ManifestState, MetadataKeys, PendingDelete, StreamRange};
+use crate::model::StreamId;
+use crate::order;
 use crate::schema::logs_schema;
 use crate::textindex::{self, TextIndexBuilder};
 use crate::{Inner, Tenant};
@@ -157,6 +166,16 @@ impl Inner {
                 .map_err(|e| os_err(&c.path, e))?;
             inputs.push(got.bytes().await.map_err(|e| os_err(&c.path, e))?);
         }
+        let ranks = order::ranks(
+            job.inputs
+                .iter()
+                .flat_map(|c| c.streams.iter().map(|s| (s.id, job.tenant.index.get(s.id)))),
+        );
+        let inputs = inputs
+            .into_iter()
+            .zip(&job.inputs)
+            .map(|(data, meta)| Input::new(data, meta, &ranks))
+            .collect::<Result<Vec<_>>>()?;
         let cfg = self.config.compaction.clone();
         let row_group_rows = self.config.chunk.row_group_rows;
         let window_start_ns = job.window_start_ns;
@@ -171,6 +190,7 @@ impl Inner {
                 lower_thread_priority();
                 let merged = merge(
                     inputs,
+                    &ranks,
                     &MergeSettings {
                         row_group_rows,
                         zstd_level: cfg.zstd_level,
@@ -234,6 +254,7 @@ impl Inner {
                     "compaction of {dir}: input files changed underneath"
                 )));
             }
+            next.version = manifest::MANIFEST_VERSION;
             next.chunks.retain(|c| !replaced.contains(c.path.as_str()));
             next.chunks.extend(metas);
             for c in &job.inputs {
@@ -405,21 +426,160 @@ struct MergeSettings {
     window_start_ns: i64,
 }
 
+/// One input of a merge: the file and its row ranges in merge order.
+struct Input {
+    data: Bytes,
+    /// Runs of rows to read one after the other: together, the file's streams in
+    /// [`crate::order`]. One run for a file written in that order; in a file of an older
+    /// version (id order) mostly one run per stream.
+    runs: Vec<Range<usize>>,
+    rows: usize,
+}
+
+impl Input {
+    fn new(data: Bytes, meta: &ChunkMeta, ranks: &HashMap<StreamId, u32>) -> Result<Input> {
+        let ranges = meta.stream_rows().ok_or_else(|| {
+            Error::Internal(format!(
+                "compaction: the stream ranges of {} do not add up to its rows",
+                meta.path
+            ))
+        })?;
+        let mut segments: Vec<(u32, Range<u64>)> = meta
+            .streams
+            .iter()
+            .zip(ranges)
+            .map(|(s, r)| (ranks.get(&s.id).copied().unwrap_or(u32::MAX), r))
+            .collect();
+        segments.sort_unstable_by_key(|(rank, _)| *rank);
+        let as_usize = |n: u64| usize::try_from(n).map_err(|e| Error::Internal(e.to_string()));
+        let mut runs: Vec<Range<usize>> = Vec::new();
+        for (_, r) in segments {
+            let r = as_usize(r.start)?..as_usize(r.end)?;
+            match runs.last_mut() {
+                Some(last) if last.end == r.start => last.end = r.end,
+                _ if r.is_empty() => {}
+                _ => runs.push(r),
+            }
+        }
+        Ok(Input {
+            data,
+            runs,
+            rows: as_usize(meta.rows)?,
+        })
+    }
+}
+
 /// A read position in one input file.
 struct Cursor {
+    data: Bytes,
+    metadata: ArrowReaderMetadata,
+    /// Runs not started yet, last one first.
+    runs: Vec<Range<usize>>,
+    rows: usize,
     reader: ParquetRecordBatchReader,
     batch: RecordBatch,
     /// Index of `batch` in the merge's list of live batches.
     slot: usize,
     row: usize,
+    /// The last stream looked up and its rank.
+    stream: (StreamId, u32),
+    /// The key of the previous row, to check that the input is in merge order.
+    last: (u32, i64),
 }
 
 impl Cursor {
-    fn key(&self) -> (u64, i64) {
-        let ids = self.batch.column(0).as_primitive::<UInt64Type>();
-        let ts = self.batch.column(1).as_primitive::<Int64Type>();
-        (ids.value(self.row), ts.value(self.row))
+    /// A cursor on the first row of `input`, or `None` when it has no row.
+    fn open(input: Input) -> Result<Option<Cursor>> {
+        let metadata = ArrowReaderMetadata::load(&input.data, ArrowReaderOptions::new())?;
+        let mut runs = input.runs;
+        runs.reverse();
+        let mut cursor = Cursor {
+            reader: empty_reader(&input.data, &metadata)?,
+            data: input.data,
+            metadata,
+            runs,
+            rows: input.rows,
+            batch: RecordBatch::new_empty(logs_schema()),
+            slot: 0,
+            row: 0,
+            stream: (0, u32::MAX),
+            last: (0, i64::MIN),
+        };
+        Ok(cursor.next_batch()?.then_some(cursor))
     }
+
+    /// Load the next non-empty batch into `batch` (row 0); `false` at the end of the input.
+    fn next_batch(&mut self) -> Result<bool> {
+        loop {
+            match self.reader.next() {
+                Some(Ok(b)) if b.num_rows() == 0 => continue,
+                Some(Ok(b)) => {
+                    self.batch = b;
+                    self.row = 0;
+                    return Ok(true);
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None => {}
+            }
+            let Some(run) = self.runs.pop() else {
+                return Ok(false);
+            };
+            let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(
+                self.data.clone(),
+                self.metadata.clone(),
+            )
+            .with_batch_size(IN_ROWS);
+            self.reader = if run == (0..self.rows) {
+                builder.build()?
+            } else {
+                builder
+                    .with_row_selection(RowSelection::from_consecutive_ranges(
+                        std::iter::once(run),
+                        self.rows,
+                    ))
+                    .build()?
+            };
+        }
+    }
+
+    /// The merge key `(rank of the stream, ts)` of the current row. Fails when the input
+    /// is not in merge order (its manifest entry does not describe it): merging it would
+    /// misplace rows and miss duplicates.
+    fn key(&mut self, ranks: &HashMap<StreamId, u32>) -> Result<(u32, i64)> {
+        let id = self
+            .batch
+            .column(0)
+            .as_primitive::<UInt64Type>()
+            .value(self.row);
+        let ts = self
+            .batch
+            .column(1)
+            .as_primitive::<Int64Type>()
+            .value(self.row);
+        if id != self.stream.0 || self.stream.1 == u32::MAX {
+            let rank = ranks.get(&id).copied().ok_or_else(|| {
+                Error::Internal(format!("compaction: stream {id} is not in the manifest"))
+            })?;
+            self.stream = (id, rank);
+        }
+        let key = (self.stream.1, ts);
+        if key < self.last {
+            return Err(Error::Internal(
+                "compaction: an input file's rows are not in its manifest's order".into(),
+            ));
+        }
+        self.last = key;
+        Ok(key)
+    }
+}
+
+/// A reader that yields nothing, until a cursor opens its first run.
+fn empty_reader(data: &Bytes, metadata: &ArrowReaderMetadata) -> Result<ParquetRecordBatchReader> {
+    Ok(
+        ParquetRecordBatchReaderBuilder::new_with_metadata(data.clone(), metadata.clone())
+            .with_row_selection(RowSelection::from(Vec::<RowSelector>::new()))
+            .build()?,
+    )
 }
 
 /// Writes merged rows into files of at most `max_file_bytes`, tracking statistics.
@@ -477,6 +637,7 @@ impl Sink<'_> {
                 }
             }
             let m = &mut self.meta;
+            let first_row = m.rows;
             m.rows += 1;
             m.min_ts = m.min_ts.min(t);
             m.max_ts = m.max_ts.max(t);
@@ -493,6 +654,7 @@ impl Sink<'_> {
                     max_ts: t,
                     rows: 1,
                     line_bytes: len,
+                    first_row: Some(first_row),
                 }),
             }
         }
@@ -518,6 +680,7 @@ impl Sink<'_> {
                 .map(|b| b.finish().encode())
                 .unwrap_or_default();
             let mut meta = std::mem::replace(&mut self.meta, empty_meta());
+            meta.streams.sort_unstable_by_key(|s| s.id);
             meta.metadata_keys = std::mem::take(&mut self.metadata_keys).finish();
             self.outputs.push(Output {
                 data,
@@ -544,34 +707,26 @@ fn empty_meta() -> ChunkMeta {
     }
 }
 
-/// K-way merge of sorted chunk files into re-encoded files. Returns the outputs and the
-/// number of exact duplicates dropped. Memory: one input batch per file, one output batch,
-/// and the compressed output file.
-fn merge(inputs: Vec<Bytes>, settings: &MergeSettings) -> Result<(Vec<Output>, u64)> {
+/// K-way merge of chunk files, each read in merge order (see [`Input`]), into re-encoded
+/// files. Returns the outputs and the number of exact duplicates dropped. Memory: one
+/// input batch per file, one output batch, and the compressed output file.
+fn merge(
+    inputs: Vec<Input>,
+    ranks: &HashMap<StreamId, u32>,
+    settings: &MergeSettings,
+) -> Result<(Vec<Output>, u64)> {
     let mut live: Vec<RecordBatch> = Vec::new();
     let mut cursors: Vec<Cursor> = Vec::new();
-    for data in inputs {
-        let mut reader = ParquetRecordBatchReaderBuilder::try_new(data)?
-            .with_batch_size(IN_ROWS)
-            .build()?;
-        if let Some(batch) = next_batch(&mut reader)? {
-            live.push(batch.clone());
-            cursors.push(Cursor {
-                reader,
-                batch,
-                slot: live.len() - 1,
-                row: 0,
-            });
+    let mut heap: BinaryHeap<Reverse<(u32, i64, usize)>> = BinaryHeap::new();
+    for input in inputs {
+        if let Some(mut cursor) = Cursor::open(input)? {
+            live.push(cursor.batch.clone());
+            cursor.slot = live.len() - 1;
+            let (rank, ts) = cursor.key(ranks)?;
+            heap.push(Reverse((rank, ts, cursors.len())));
+            cursors.push(cursor);
         }
     }
-    let mut heap: BinaryHeap<Reverse<(u64, i64, usize)>> = cursors
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let (id, ts) = c.key();
-            Reverse((id, ts, i))
-        })
-        .collect();
     let mut sink = Sink {
         settings,
         writer: None,
@@ -582,13 +737,13 @@ fn merge(inputs: Vec<Bytes>, settings: &MergeSettings) -> Result<(Vec<Output>, u
     };
     let mut picks: Vec<(usize, usize)> = Vec::with_capacity(OUT_ROWS);
     // The last row taken, to drop exact duplicates (rows with equal keys are adjacent).
-    let mut last: Option<(u64, i64)> = None;
+    let mut last: Option<(u32, i64)> = None;
     let mut last_line: Vec<Vec<u8>> = Vec::new();
     let mut duplicates = 0u64;
-    while let Some(Reverse((id, ts, i))) = heap.pop() {
+    while let Some(Reverse((rank, ts, i))) = heap.pop() {
         let cursor = &mut cursors[i];
         let line = cursor.batch.column(2).as_string::<i32>().value(cursor.row);
-        if last == Some((id, ts)) {
+        if last == Some((rank, ts)) {
             if last_line.iter().any(|l| l.as_slice() == line.as_bytes()) {
                 duplicates += 1;
             } else {
@@ -596,25 +751,21 @@ fn merge(inputs: Vec<Bytes>, settings: &MergeSettings) -> Result<(Vec<Output>, u
                 picks.push((cursor.slot, cursor.row));
             }
         } else {
-            last = Some((id, ts));
+            last = Some((rank, ts));
             last_line.clear();
             last_line.push(line.as_bytes().to_vec());
             picks.push((cursor.slot, cursor.row));
         }
         cursor.row += 1;
         if cursor.row >= cursor.batch.num_rows() {
-            match next_batch(&mut cursor.reader)? {
-                Some(batch) => {
-                    live.push(batch.clone());
-                    cursor.batch = batch;
-                    cursor.slot = live.len() - 1;
-                    cursor.row = 0;
-                }
-                None => continue,
+            if !cursor.next_batch()? {
+                continue;
             }
+            live.push(cursor.batch.clone());
+            cursor.slot = live.len() - 1;
         }
-        let (nid, nts) = cursor.key();
-        heap.push(Reverse((nid, nts, i)));
+        let (nrank, nts) = cursor.key(ranks)?;
+        heap.push(Reverse((nrank, nts, i)));
         if picks.len() >= OUT_ROWS {
             flush_picks(&mut sink, &mut live, &mut cursors, &mut picks)?;
         }
@@ -624,17 +775,6 @@ fn merge(inputs: Vec<Bytes>, settings: &MergeSettings) -> Result<(Vec<Output>, u
     }
     sink.finish_file()?;
     Ok((sink.outputs, duplicates))
-}
-
-fn next_batch(reader: &mut ParquetRecordBatchReader) -> Result<Option<RecordBatch>> {
-    loop {
-        match reader.next() {
-            Some(Ok(b)) if b.num_rows() == 0 => continue,
-            Some(Ok(b)) => return Ok(Some(b)),
-            Some(Err(e)) => return Err(e.into()),
-            None => return Ok(None),
-        }
-    }
 }
 
 /// Gather the picked rows into one batch, write it, and drop batches no cursor needs.

@@ -5,7 +5,7 @@
 //!  append(tenant, streams) ──► WAL (group commit, fsync) ──► head (per tenant, per stream)
 //!                                                              │ size/age threshold
 //!                                                              ▼
-//!                       Parquet chunk (zstd, sorted by stream, ts) on object_store
+//!                       Parquet chunk (zstd, grouped by stream, ts) on object_store
 //!                       + manifest edit + label index update, then WAL truncation
 //!                                                              │ window quiet for a minute
 //!                                                              ▼
@@ -23,6 +23,7 @@ pub mod head;
 pub mod index;
 pub mod manifest;
 pub mod model;
+pub mod order;
 pub mod scan;
 pub mod schema;
 pub mod store;

@@ -5,9 +5,10 @@
 //! 3-byte substring (trigram) of `x`, so a per-block set of the trigrams present is exact
 //! for pruning: a block lacking one of the needle's trigrams holds no matching line.
 //!
-//! A block is [`BLOCK_ROWS`] consecutive rows of a chunk file. Rows are sorted by stream,
-//! so a block covers a contiguous range of stream ids, recorded with its row range and
-//! time range. Blocks span streams on purpose: per-stream blocks of a one-hour file are
+//! A block is [`BLOCK_ROWS`] consecutive rows of a chunk file. Rows are grouped by stream
+//! ([`crate::order`]), so a block covers a few streams, recorded as their id range (which
+//! may include ids of streams elsewhere in the file: scans also restrict rows to the
+//! selected streams' ranges), with its row range and time range. Blocks span streams on purpose: per-stream blocks of a one-hour file are
 //! small for all but the busiest streams, and small blocks have many distinct trigrams per
 //! row (a filter per stream-hour cost 5 bytes per line at 1M lines a day). Each block
 //! has a bloom filter of its distinct trigrams: up to 6 bits per trigram (about 6% false
@@ -269,7 +270,7 @@ pub fn index_path(chunk_path: &str) -> String {
 /// One block's filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Block {
-    /// Smallest stream id in the block (rows are sorted by stream).
+    /// Smallest stream id in the block.
     pub min_stream: StreamId,
     /// Largest stream id in the block.
     pub max_stream: StreamId,

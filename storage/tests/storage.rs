@@ -861,3 +861,174 @@ async fn row_estimates_count_head_and_overlapping_chunk_rows() -> Result<()> {
     storage.shutdown().await?;
     Ok(())
 }
+
+/// Rewrite a flushed file the way versions before the stream order wrote it: rows in
+/// `(stream_id, ts)` order, its manifest entry without first rows, manifest version 1.
+fn make_legacy(dir: &std::path::Path, file: &std::path::Path) -> Result<()> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::arrow::ArrowWriter;
+    let io = |e: std::io::Error| Error::Internal(e.to_string());
+    let data = bytes::Bytes::from(std::fs::read(file).map_err(io)?);
+    let reader = ParquetRecordBatchReaderBuilder::try_new(data)?.build()?;
+    let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+    let schema = batches
+        .first()
+        .map(|b| b.schema())
+        .ok_or_else(|| Error::Internal("empty file".into()))?;
+    let all = datafusion::arrow::compute::concat_batches(&schema, &batches)?;
+    let sort = datafusion::arrow::compute::lexsort_to_indices(
+        &[
+            datafusion::arrow::compute::SortColumn {
+                values: all.column(0).clone(),
+                options: None,
+            },
+            datafusion::arrow::compute::SortColumn {
+                values: all.column(1).clone(),
+                options: None,
+            },
+        ],
+        None,
+    )?;
+    let sorted = datafusion::arrow::compute::take_record_batch(&all, &sort)?;
+    let mut writer = ArrowWriter::try_new(Vec::new(), schema, None)?;
+    writer.write(&sorted)?;
+    let bytes = writer.into_inner()?;
+    std::fs::write(file, &bytes).map_err(io)?;
+    let manifest = dir.join("chunks/fake/manifest.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).map_err(io)?)
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    m["version"] = 1.into();
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::Internal("file name".into()))?;
+    for c in m["chunks"].as_array_mut().into_iter().flatten() {
+        if c["path"].as_str().is_some_and(|p| p.ends_with(name)) {
+            c["size"] = bytes.len().into();
+            for s in c["streams"].as_array_mut().into_iter().flatten() {
+                s.as_object_mut().map(|o| o.remove("first_row"));
+            }
+        }
+    }
+    std::fs::write(
+        &manifest,
+        serde_json::to_vec(&m).map_err(|e| Error::Internal(e.to_string()))?,
+    )
+    .map_err(io)
+}
+
+/// The stream ids of a Parquet file's rows, in file order, one per run of rows; fails when
+/// a stream's rows are not in time order.
+fn stream_runs(file: &std::path::Path) -> Result<Vec<StreamId>> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let data = bytes::Bytes::from(std::fs::read(file).map_err(|e| Error::Internal(e.to_string()))?);
+    let mut out: Vec<StreamId> = Vec::new();
+    let mut last_ts = i64::MIN;
+    for batch in ParquetRecordBatchReaderBuilder::try_new(data)?.build()? {
+        let batch = batch?;
+        let ts = batch.column(1).as_primitive::<Int64Type>();
+        for (i, id) in batch
+            .column(0)
+            .as_primitive::<UInt64Type>()
+            .values()
+            .iter()
+            .enumerate()
+        {
+            if out.last() != Some(id) {
+                out.push(*id);
+            } else if ts.value(i) < last_ts {
+                return Err(Error::Internal(format!("stream {id} is not in time order")));
+            }
+            last_ts = ts.value(i);
+        }
+    }
+    Ok(out)
+}
+
+#[tokio::test]
+async fn files_group_a_services_streams_and_legacy_id_ordered_files_still_merge() -> Result<()> {
+    let dir = tmp()?;
+    let mut cfg = config(dir.path());
+    cfg.compaction.min_age = tovlog_storage::config::HumanDuration(std::time::Duration::ZERO);
+    cfg.compaction.delete_delay = tovlog_storage::config::HumanDuration(std::time::Duration::ZERO);
+    cfg.compaction.check_interval =
+        tovlog_storage::config::HumanDuration(std::time::Duration::from_secs(3600));
+    // Eight streams of two services; by id they interleave.
+    let sets: Vec<Vec<(&str, &str)>> = ["1", "2", "3", "4"]
+        .iter()
+        .flat_map(|h| {
+            [
+                vec![("job", "api"), ("host", *h)],
+                vec![("job", "web"), ("host", *h)],
+            ]
+        })
+        .collect();
+    let ids: Vec<StreamId> = sets.iter().map(|s| labels(s).fingerprint()).collect();
+    let mut by_id = ids.clone();
+    by_id.sort_unstable();
+    let label_order: Vec<StreamId> = (0..8)
+        .step_by(2)
+        .chain((1..8).step_by(2))
+        .map(|i| ids[i])
+        .collect();
+    assert_ne!(
+        by_id, label_order,
+        "the test needs ids that interleave the services"
+    );
+    let rows = |first: i64| -> Vec<tovlog_storage::PushStream> {
+        sets.iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let lines: Vec<(i64, String)> = (0..3)
+                    .map(|k| {
+                        (
+                            first + 10 * k + i as i64,
+                            format!("s{i} t{}", first + 10 * k),
+                        )
+                    })
+                    .collect();
+                let refs: Vec<(i64, &str)> = lines.iter().map(|(t, l)| (*t, l.as_str())).collect();
+                push(s, &refs)
+            })
+            .collect()
+    };
+    {
+        let storage = Storage::open(cfg.clone()).await?;
+        storage.append("fake", rows(100)).await?;
+        storage.flush().await?;
+        storage.shutdown().await?;
+    }
+    let files = parquet_files(dir.path());
+    assert_eq!(files.len(), 1);
+    // A flushed file puts each service's streams together.
+    assert_eq!(stream_runs(&files[0])?, label_order);
+    make_legacy(dir.path(), &files[0])?;
+    assert_eq!(stream_runs(&files[0])?, by_id);
+
+    let storage = Storage::open(cfg).await?;
+    // A second file in the new order, same window, interleaving in time.
+    storage.append("fake", rows(105)).await?;
+    storage.flush().await?;
+    let before = read(&storage, ids.clone(), 0, 1_000).await?;
+    assert_eq!(before.len(), 48);
+    // Each stream alone reads back its own rows from both files.
+    for &id in &ids {
+        let one = read(&storage, vec![id], 0, 1_000).await?;
+        assert_eq!(one.len(), 6);
+        assert!(one.iter().all(|r| r.0 == id));
+    }
+    assert_eq!(storage.compact().await?, 1);
+    assert_eq!(read(&storage, ids.clone(), 0, 1_000).await?, before);
+    for &id in &ids {
+        let one = read(&storage, vec![id], 0, 1_000).await?;
+        assert_eq!(one.len(), 6);
+        assert!(one.iter().all(|r| r.0 == id));
+    }
+    // The merged file is in the stream order, each stream's rows in time order.
+    storage.compact().await?;
+    let files = parquet_files(dir.path());
+    assert_eq!(files.len(), 1);
+    assert_eq!(stream_runs(&files[0])?, label_order);
+    storage.shutdown().await?;
+    Ok(())
+}

@@ -1,30 +1,30 @@
 //! Parquet chunk files: one per tenant per time window per flush, written from a frozen
 //! head.
 //!
-//! Format: the logs schema ([`crate::schema`]), rows sorted by `(stream_id, ts)`, every
-//! column zstd-compressed at the configured level.
-//! - `stream_id`: dictionary/RLE encoded; sorted, so each row group and page covers a
-//!   narrow id range and min/max statistics prune streams.
+//! Format: the logs schema ([`crate::schema`]), rows grouped by stream in
+//! [`crate::order`] (a service's streams side by side), each stream's rows sorted by `ts`,
+//! every column zstd-compressed at the configured level. The manifest records each
+//! stream's first row and row count, so a scan reads exactly the selected streams' rows.
+//! - `stream_id`: dictionary/RLE encoded.
 //! - `ts`: `DELTA_BINARY_PACKED` (no dictionary); sorted within a stream, so page
 //!   statistics prune time.
 //! - `line`: plain encoding with dictionary off (log lines rarely repeat exactly, and a
 //!   failed dictionary attempt costs memory and time), large pages for a better zstd ratio.
 //! - `metadata`: map column, null when an entry has none.
-//! - Page-level statistics with the column and offset index (the "page index") on, and
-//!   `sorting_columns` recorded, so DataFusion's Parquet reader can skip row groups and
-//!   pages by stream id and timestamp. Key-value metadata `tovlog.format = 1` and
-//!   `tovlog.window_start_ns` identify the file.
+//! - Page-level statistics with the column and offset index (the "page index") on, so
+//!   DataFusion's Parquet reader can skip row groups and pages by timestamp. Key-value metadata `tovlog.format` (2: streams in
+//!   [`crate::order`]; 1: in id order) and `tovlog.window_start_ns` identify the file.
 //!
 //! Needle search: the compactor writes a trigram block index beside each compacted file
-//! (see [`crate::textindex`]); because rows are sorted by stream, blocks are stream-local
-//! and their filters stay small and selective.
+//! (see [`crate::textindex`]); because rows are grouped by stream and service, blocks are
+//! stream-local and their filters stay small and selective.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
-use parquet::file::metadata::{KeyValue, SortingColumn};
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
@@ -32,15 +32,17 @@ use crate::config::ChunkConfig;
 use crate::error::{Error, Result};
 use crate::head::{BatchBuilder, Head};
 use crate::manifest::StreamRange;
-use crate::model::StreamId;
+use crate::model::{LabelSet, StreamId};
+use crate::order;
 use crate::schema::{logs_schema, LINE, STREAM_ID, TS};
 
 /// Chunk format version written into the file's key-value metadata.
-pub const FORMAT_VERSION: &str = "1";
+pub const FORMAT_VERSION: &str = "2";
 /// Rows per Arrow batch handed to the Parquet writer (bounds the extra copy in memory).
 const BATCH_ROWS: usize = 16 * 1024;
 
-/// The rows of a frozen head, sorted: per stream (by id) the entry indices in ts order.
+/// The rows of a frozen head, sorted: per stream (in [`crate::order`]) the entry indices
+/// in ts order.
 pub struct SortedHead {
     head: Arc<Head>,
     streams: Vec<(StreamId, Vec<u32>)>,
@@ -54,13 +56,15 @@ pub struct WindowPlan {
 }
 
 impl SortedHead {
-    /// Sort a frozen head (stream ids ascending, timestamps ascending within a stream).
+    /// Sort a frozen head (streams in [`crate::order`], timestamps ascending within a
+    /// stream).
     pub fn new(head: Arc<Head>) -> SortedHead {
-        let mut streams: Vec<(StreamId, Vec<u32>)> = head
+        let mut streams: Vec<(StreamId, &LabelSet, Vec<u32>)> = head
             .streams()
-            .map(|(id, s)| (id, s.sorted_indices(i64::MIN, i64::MAX)))
+            .map(|(id, s)| (id, s.labels.as_ref(), s.sorted_indices(i64::MIN, i64::MAX)))
             .collect();
-        streams.sort_unstable_by_key(|s| s.0);
+        streams.sort_unstable_by(|a, b| order::compare((a.0, Some(a.1)), (b.0, Some(b.1))));
+        let streams = streams.into_iter().map(|(id, _, idx)| (id, idx)).collect();
         SortedHead { head, streams }
     }
 
@@ -117,6 +121,7 @@ impl SortedHead {
                 max_ts: i64::MIN,
                 rows: 0,
                 line_bytes: 0,
+                first_row: Some(rows),
             };
             for &i in &idx[range.clone()] {
                 let entry = stream.entry(i);
@@ -144,6 +149,7 @@ impl SortedHead {
         if builder.rows() > 0 {
             writer.write(&builder.finish()?)?;
         }
+        stats.sort_unstable_by_key(|s| s.id);
         // `into_inner` writes the footer (finishing twice is an error).
         let data = writer.into_inner()?;
         Ok(EncodedChunk {
@@ -167,7 +173,7 @@ pub struct EncodedChunk {
     pub max_ts: i64,
     /// Rows.
     pub rows: u64,
-    /// Per-stream statistics, sorted by stream id.
+    /// Per-stream statistics with first rows, sorted by stream id.
     pub streams: Vec<StreamRange>,
     /// Distinct structured metadata keys (see [`crate::manifest::ChunkMeta::metadata_keys`]).
     pub metadata_keys: Option<Vec<String>>,
@@ -195,22 +201,15 @@ pub(crate) fn writer_properties(
         // Lines are long; min/max of a line column prunes nothing, keep the index small.
         .set_column_statistics_enabled(line, EnabledStatistics::None)
         .set_column_index_truncate_length(Some(64))
-        .set_sorting_columns(Some(vec![
-            SortingColumn {
-                column_idx: 0,
-                descending: false,
-                nulls_first: false,
-            },
-            SortingColumn {
-                column_idx: 1,
-                descending: false,
-                nulls_first: false,
-            },
-        ]))
+        // No `sorting_columns`: rows are grouped by stream in [`crate::order`], which no
+        // column sorts by; each stream's rows are in `ts` order.
         .set_key_value_metadata(Some(vec![
             KeyValue::new("tovlog.format".into(), FORMAT_VERSION.to_string()),
             KeyValue::new("tovlog.window_start_ns".into(), window_start_ns.to_string()),
-            KeyValue::new("tovlog.sorted_by".into(), format!("{STREAM_ID},{TS}")),
+            KeyValue::new(
+                "tovlog.sorted_by".into(),
+                format!("{STREAM_ID} in {},{TS}", order::LOCALITY_LABELS.join("+")),
+            ),
         ]))
         .build())
 }
@@ -258,10 +257,18 @@ mod tests {
                 got.push((ids.value(i), ts.value(i)));
             }
         }
-        let mut expected = got.clone();
-        expected.sort();
-        assert_eq!(got, expected);
-        assert_eq!(got.iter().map(|g| g.1).collect::<Vec<_>>().len(), 3);
+        // Job "a" before job "b" whatever their ids; each stream's rows in time order.
+        let id = |job: &str| LabelSet::new(vec![("job".into(), job.into())]).fingerprint();
+        assert_eq!(got, vec![(id("a"), 2), (id("b"), 1), (id("b"), 3)]);
+        // The manifest ranges (by id) say where each stream's rows are.
+        let mut want = vec![(id("a"), Some(0), 1), (id("b"), Some(1), 2)];
+        want.sort();
+        let ranges: Vec<_> = chunk
+            .streams
+            .iter()
+            .map(|s| (s.id, s.first_row, s.rows))
+            .collect();
+        assert_eq!(ranges, want);
         Ok(())
     }
 }

@@ -27,8 +27,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::model::StreamId;
 
-/// Current manifest format version.
-pub const MANIFEST_VERSION: u32 = 1;
+/// Current manifest format version. Version 2 records each stream's first row in its file
+/// ([`StreamRange::first_row`]): files are no longer in stream id order, and a build that
+/// knows only version 1 would read the wrong rows, so it refuses the manifest instead.
+pub const MANIFEST_VERSION: u32 = 2;
 
 /// Time range and size of one stream inside one chunk file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +45,10 @@ pub struct StreamRange {
     pub rows: u64,
     /// Bytes of lines (uncompressed).
     pub line_bytes: u64,
+    /// The stream's first row in the file. `None` in files of older versions, whose
+    /// streams are in id order: there a stream's rows follow those of the smaller ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_row: Option<u64>,
 }
 
 impl StreamRange {
@@ -149,25 +155,61 @@ impl ChunkMeta {
         }
     }
 
-    /// The row ranges (in file order) of the streams among `ids` (sorted) whose rows in
-    /// this file overlap `[start, end)`. Rows are sorted by stream, so each stream's rows
-    /// are one range, found from the per-stream row counts without reading the file.
-    pub fn stream_row_ranges(&self, ids: &[StreamId], start: i64, end: i64) -> Vec<Range<u64>> {
-        let mut out: Vec<Range<u64>> = Vec::new();
+    /// Each stream's rows in this file, in the order of `streams` (by id), or `None` when
+    /// the per-stream counts and first rows do not partition the file's rows (never
+    /// written so). Streams are in file order ([`crate::order`]) with their first rows
+    /// recorded, or, in files of older versions, in id order without them.
+    pub fn stream_rows(&self) -> Option<Vec<Range<u64>>> {
+        let mut out = Vec::with_capacity(self.streams.len());
         let mut offset = 0u64;
+        let recorded = self.streams.first().is_some_and(|s| s.first_row.is_some());
         for s in &self.streams {
-            let next = offset.saturating_add(s.rows);
-            if ids.binary_search(&s.id).is_ok() && s.overlaps(start, end) {
-                match out.last_mut() {
-                    Some(last) if last.end == offset => last.end = next,
-                    _ => out.push(offset..next),
-                }
-            }
-            offset = next;
+            let first = match (recorded, s.first_row) {
+                (true, Some(first)) => first,
+                (false, None) => offset,
+                _ => return None,
+            };
+            out.push(first..first.checked_add(s.rows)?);
+            offset = offset.checked_add(s.rows)?;
         }
         if offset != self.rows {
-            // Counts that do not add up (never written so): read every row instead.
+            return None;
+        }
+        if recorded {
+            // Counts add up, so the ranges partition the rows iff none overlaps another.
+            let mut sorted = out.clone();
+            sorted.sort_unstable_by_key(|r| r.start);
+            if sorted.windows(2).any(|w| w[0].end > w[1].start)
+                || sorted.last().is_some_and(|r| r.end > self.rows)
+            {
+                return None;
+            }
+        }
+        Some(out)
+    }
+
+    /// The row ranges (ascending, adjacent ones joined) of the streams among `ids`
+    /// (sorted) whose rows in this file overlap `[start, end)`, found from the per-stream
+    /// ranges without reading the file.
+    pub fn stream_row_ranges(&self, ids: &[StreamId], start: i64, end: i64) -> Vec<Range<u64>> {
+        let Some(rows) = self.stream_rows() else {
+            // Ranges that do not add up (never written so): read every row instead.
             return std::iter::once(0..self.rows).collect();
+        };
+        let mut picked: Vec<Range<u64>> = self
+            .streams
+            .iter()
+            .zip(rows)
+            .filter(|(s, _)| ids.binary_search(&s.id).is_ok() && s.overlaps(start, end))
+            .map(|(_, r)| r)
+            .collect();
+        picked.sort_unstable_by_key(|r| r.start);
+        let mut out: Vec<Range<u64>> = Vec::with_capacity(picked.len());
+        for r in picked {
+            match out.last_mut() {
+                Some(last) if last.end == r.start => last.end = r.end,
+                _ => out.push(r),
+            }
         }
         out
     }
@@ -380,6 +422,7 @@ mod tests {
                     max_ts: 150,
                     rows: 2,
                     line_bytes: 4,
+                    first_row: None,
                 },
                 StreamRange {
                     id: 7,
@@ -387,6 +430,7 @@ mod tests {
                     max_ts: 300,
                     rows: 1,
                     line_bytes: 2,
+                    first_row: None,
                 },
             ],
             compacted: false,
@@ -405,6 +449,27 @@ mod tests {
         // Counts that do not add up to the file's rows: every row.
         c.rows = 4;
         assert_eq!(c.stream_row_ranges(&[7], 0, 1000), vec![0..4]);
+    }
+
+    #[test]
+    fn recorded_first_rows_place_streams_out_of_id_order() {
+        let mut c = chunk();
+        // Stream 7 first, then stream 1.
+        c.streams[0].first_row = Some(1);
+        c.streams[1].first_row = Some(0);
+        assert_eq!(c.stream_rows(), Some(vec![1..3, 0..1]));
+        assert_eq!(c.stream_row_ranges(&[1], 0, 1000), vec![1..3]);
+        assert_eq!(c.stream_row_ranges(&[7], 0, 1000), vec![0..1]);
+        assert_eq!(c.stream_row_ranges(&[1, 7], 0, 1000), vec![0..3]);
+        // Overlapping, out-of-file or partly recorded ranges: every row.
+        c.streams[1].first_row = Some(2);
+        assert_eq!(c.stream_rows(), None);
+        assert_eq!(c.stream_row_ranges(&[7], 0, 1000), vec![0..3]);
+        c.streams[1].first_row = Some(3);
+        c.streams[0].first_row = Some(0);
+        assert_eq!(c.stream_rows(), None);
+        c.streams[1].first_row = None;
+        assert_eq!(c.stream_rows(), None);
     }
 
     #[test]

@@ -66,7 +66,7 @@ pub struct ChunkFile {
     pub rows: u64,
     /// Whether it has a trigram index ([`crate::textindex`]).
     pub text_index: bool,
-    /// Row ranges of the selected streams (rows are sorted by stream), from the manifest.
+    /// Row ranges of the selected streams, from the manifest.
     pub stream_rows: Vec<Range<u64>>,
     /// Structured metadata keys of its rows (`None`: unknown).
     pub metadata_keys: Option<Vec<String>>,
