@@ -44,7 +44,7 @@ use crate::chunk::writer_properties;
 use crate::error::{Error, Result};
 use crate::manifest::{self, ChunkMeta, ManifestState, MetadataKeys, PendingDelete, StreamRange};
 use crate::model::StreamId;
-use crate::order;
+use crate::order::{self, Place};
 use crate::schema::logs_schema;
 use crate::textindex::{self, TextIndexBuilder};
 use crate::{Inner, Tenant};
@@ -53,6 +53,8 @@ use crate::{Inner, Tenant};
 const OUT_ROWS: usize = 16 * 1024;
 /// Rows per batch read from an input file.
 const IN_ROWS: usize = 8 * 1024;
+/// A service with at least this many rows in a file gets row groups of its own.
+const MIN_GROUP_ROWS: usize = 8 * 1024;
 
 fn os_err(path: &str, source: object_store::Error) -> Error {
     Error::ObjectStore {
@@ -166,7 +168,7 @@ impl Inner {
                 .map_err(|e| os_err(&c.path, e))?;
             inputs.push(got.bytes().await.map_err(|e| os_err(&c.path, e))?);
         }
-        let ranks = order::ranks(
+        let places = order::places(
             job.inputs
                 .iter()
                 .flat_map(|c| c.streams.iter().map(|s| (s.id, job.tenant.index.get(s.id)))),
@@ -174,7 +176,7 @@ impl Inner {
         let inputs = inputs
             .into_iter()
             .zip(&job.inputs)
-            .map(|(data, meta)| Input::new(data, meta, &ranks))
+            .map(|(data, meta)| Input::new(data, meta, &places))
             .collect::<Result<Vec<_>>>()?;
         let cfg = self.config.compaction.clone();
         let row_group_rows = self.config.chunk.row_group_rows;
@@ -190,7 +192,7 @@ impl Inner {
                 lower_thread_priority();
                 let merged = merge(
                     inputs,
-                    &ranks,
+                    &places,
                     &MergeSettings {
                         row_group_rows,
                         zstd_level: cfg.zstd_level,
@@ -434,10 +436,12 @@ struct Input {
     /// version (id order) mostly one run per stream.
     runs: Vec<Range<usize>>,
     rows: usize,
+    /// Rows per stream.
+    streams: Vec<(StreamId, u64)>,
 }
 
 impl Input {
-    fn new(data: Bytes, meta: &ChunkMeta, ranks: &HashMap<StreamId, u32>) -> Result<Input> {
+    fn new(data: Bytes, meta: &ChunkMeta, places: &HashMap<StreamId, Place>) -> Result<Input> {
         let ranges = meta.stream_rows().ok_or_else(|| {
             Error::Internal(format!(
                 "compaction: the stream ranges of {} do not add up to its rows",
@@ -448,7 +452,7 @@ impl Input {
             .streams
             .iter()
             .zip(ranges)
-            .map(|(s, r)| (ranks.get(&s.id).copied().unwrap_or(u32::MAX), r))
+            .map(|(s, r)| (places.get(&s.id).map_or(u32::MAX, |p| p.rank), r))
             .collect();
         segments.sort_unstable_by_key(|(rank, _)| *rank);
         let as_usize = |n: u64| usize::try_from(n).map_err(|e| Error::Internal(e.to_string()));
@@ -465,6 +469,7 @@ impl Input {
             data,
             runs,
             rows: as_usize(meta.rows)?,
+            streams: meta.streams.iter().map(|s| (s.id, s.rows)).collect(),
         })
     }
 }
@@ -545,7 +550,7 @@ impl Cursor {
     /// The merge key `(rank of the stream, ts)` of the current row. Fails when the input
     /// is not in merge order (its manifest entry does not describe it): merging it would
     /// misplace rows and miss duplicates.
-    fn key(&mut self, ranks: &HashMap<StreamId, u32>) -> Result<(u32, i64)> {
+    fn key(&mut self, places: &HashMap<StreamId, Place>) -> Result<(u32, i64)> {
         let id = self
             .batch
             .column(0)
@@ -557,7 +562,7 @@ impl Cursor {
             .as_primitive::<Int64Type>()
             .value(self.row);
         if id != self.stream.0 || self.stream.1 == u32::MAX {
-            let rank = ranks.get(&id).copied().ok_or_else(|| {
+            let rank = places.get(&id).map(|p| p.rank).ok_or_else(|| {
                 Error::Internal(format!("compaction: stream {id} is not in the manifest"))
             })?;
             self.stream = (id, rank);
@@ -585,6 +590,11 @@ fn empty_reader(data: &Bytes, metadata: &ArrowReaderMetadata) -> Result<ParquetR
 /// Writes merged rows into files of at most `max_file_bytes`, tracking statistics.
 struct Sink<'a> {
     settings: &'a MergeSettings,
+    places: &'a HashMap<StreamId, Place>,
+    /// Rows per service group (see [`Place::group`]) over all inputs.
+    group_rows: HashMap<u32, u64>,
+    /// The last row's stream and its service group.
+    group: Option<(StreamId, u32)>,
     writer: Option<ArrowWriter<Vec<u8>>>,
     index: Option<TextIndexBuilder>,
     meta: ChunkMeta,
@@ -612,8 +622,17 @@ impl Sink<'_> {
         let ts = batch.column(1).as_primitive::<Int64Type>();
         let lines = batch.column(2).as_string::<i32>();
         let metadata = batch.column(3).as_map();
+        // Rows where a new service group starts.
+        let mut starts: Vec<usize> = Vec::new();
         for i in 0..batch.num_rows() {
             let (id, t) = (ids.value(i), ts.value(i));
+            if self.group.is_none_or(|(last, _)| last != id) {
+                let group = self.places.get(&id).map_or(u32::MAX, |p| p.group);
+                if self.group.is_some_and(|(_, last)| last != group) {
+                    starts.push(i);
+                }
+                self.group = Some((id, group));
+            }
             let line = lines.value(i);
             let len = line.len() as u64;
             if let Some(index) = self.index.as_mut() {
@@ -660,7 +679,26 @@ impl Sink<'_> {
         }
         let full = match self.writer.as_mut() {
             Some(w) => {
-                w.write(batch)?;
+                // End the row group (and so the pages) where a service starts, when the
+                // rows before or after are a service's worth: a scan of either then
+                // decompresses no page of the other (see [`crate::order`]). Small
+                // services share row groups.
+                let mut from = 0;
+                for &start in &starts {
+                    w.write(&batch.slice(from, start - from))?;
+                    from = start;
+                    let next = self
+                        .places
+                        .get(&ids.value(start))
+                        .map_or(u32::MAX, |p| p.group);
+                    let next_rows = self.group_rows.get(&next).copied().unwrap_or(0);
+                    if w.in_progress_rows() >= MIN_GROUP_ROWS
+                        || (w.in_progress_rows() > 0 && next_rows >= MIN_GROUP_ROWS as u64)
+                    {
+                        w.flush()?;
+                    }
+                }
+                w.write(&batch.slice(from, batch.num_rows() - from))?;
                 w.bytes_written() + w.in_progress_size() >= self.settings.max_file_bytes
             }
             None => false,
@@ -712,23 +750,31 @@ fn empty_meta() -> ChunkMeta {
 /// input batch per file, one output batch, and the compressed output file.
 fn merge(
     inputs: Vec<Input>,
-    ranks: &HashMap<StreamId, u32>,
+    places: &HashMap<StreamId, Place>,
     settings: &MergeSettings,
 ) -> Result<(Vec<Output>, u64)> {
     let mut live: Vec<RecordBatch> = Vec::new();
     let mut cursors: Vec<Cursor> = Vec::new();
     let mut heap: BinaryHeap<Reverse<(u32, i64, usize)>> = BinaryHeap::new();
+    let mut group_rows: HashMap<u32, u64> = HashMap::new();
+    for (id, rows) in inputs.iter().flat_map(|i| &i.streams) {
+        let group = places.get(id).map_or(u32::MAX, |p| p.group);
+        *group_rows.entry(group).or_default() += rows;
+    }
     for input in inputs {
         if let Some(mut cursor) = Cursor::open(input)? {
             live.push(cursor.batch.clone());
             cursor.slot = live.len() - 1;
-            let (rank, ts) = cursor.key(ranks)?;
+            let (rank, ts) = cursor.key(places)?;
             heap.push(Reverse((rank, ts, cursors.len())));
             cursors.push(cursor);
         }
     }
     let mut sink = Sink {
         settings,
+        places,
+        group_rows,
+        group: None,
         writer: None,
         index: None,
         meta: empty_meta(),
@@ -764,7 +810,7 @@ fn merge(
             live.push(cursor.batch.clone());
             cursor.slot = live.len() - 1;
         }
-        let (nrank, nts) = cursor.key(ranks)?;
+        let (nrank, nts) = cursor.key(places)?;
         heap.push(Reverse((nrank, nts, i)));
         if picks.len() >= OUT_ROWS {
             flush_picks(&mut sink, &mut live, &mut cursors, &mut picks)?;
@@ -799,4 +845,122 @@ fn flush_picks(
         cursor.slot = live.len() - 1;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::SortedHead;
+    use crate::config::ChunkConfig;
+    use crate::head::Head;
+    use crate::model::{Entry, LabelSet, PushStream};
+
+    fn stream(job: &str, host: &str, rows: i64, from: i64) -> PushStream {
+        PushStream {
+            labels: LabelSet::new(vec![
+                ("job".into(), job.into()),
+                ("host".into(), host.into()),
+            ]),
+            entries: (0..rows)
+                .map(|t| Entry {
+                    ts_ns: from + 2 * t,
+                    line: format!("{job} {host} line {t}"),
+                    metadata: vec![],
+                })
+                .collect(),
+        }
+    }
+
+    /// A flushed file of `streams`, with its manifest entry.
+    fn flushed(streams: Vec<PushStream>) -> Result<(Bytes, ChunkMeta)> {
+        let mut head = Head::default();
+        head.append(streams);
+        let sorted = SortedHead::new(Arc::new(head));
+        let windows = sorted.windows(i64::MAX);
+        let window = windows
+            .first()
+            .ok_or_else(|| Error::Internal("no window".into()))?;
+        let c = sorted.encode(window, &ChunkConfig::default())?;
+        let meta = ChunkMeta {
+            path: "t/0/f.parquet".into(),
+            size: c.data.len() as u64,
+            min_ts: c.min_ts,
+            max_ts: c.max_ts,
+            rows: c.rows,
+            streams: c.streams,
+            compacted: false,
+            created_ms: 0,
+            text_index_bytes: None,
+            metadata_keys: c.metadata_keys,
+        };
+        Ok((Bytes::from(c.data), meta))
+    }
+
+    #[test]
+    fn merged_files_start_row_groups_where_a_large_service_starts() -> Result<()> {
+        // Two small services around two large ones; two inputs interleaving in time.
+        let make = |from: i64| {
+            vec![
+                stream("a-small", "1", 50, from),
+                stream("b-large", "1", 6_000, from),
+                stream("b-large", "2", 6_000, from),
+                stream("c-large", "1", 9_000, from),
+                stream("d-small", "1", 30, from),
+                stream("e-small", "1", 20, from),
+            ]
+        };
+        let inputs = [flushed(make(0))?, flushed(make(1))?];
+        let places = order::places(
+            make(0)
+                .into_iter()
+                .map(|p| (p.labels.fingerprint(), Some(Arc::new(p.labels)))),
+        );
+        let settings = MergeSettings {
+            row_group_rows: 128 * 1024,
+            zstd_level: 3,
+            line_page_bytes: 1024 * 1024,
+            max_file_bytes: usize::MAX,
+            window_start_ns: 0,
+        };
+        let inputs = inputs
+            .into_iter()
+            .map(|(data, meta)| Input::new(data, &meta, &places))
+            .collect::<Result<Vec<_>>>()?;
+        let (outputs, duplicates) = merge(inputs, &places, &settings)?;
+        assert_eq!((outputs.len(), duplicates), (1, 0));
+        let out = &outputs[0];
+        let groups: Vec<i64> =
+            ParquetRecordBatchReaderBuilder::try_new(Bytes::from(out.data.clone()))?
+                .metadata()
+                .row_groups()
+                .iter()
+                .map(|g| g.num_rows())
+                .collect();
+        // a-small (100 rows) alone before b-large starts; b-large (24,000); c-large
+        // (18,000); the two small services after it share one.
+        assert_eq!(groups, vec![100, 24_000, 18_000, 100]);
+        // Rows come back in file order, each stream's rows in time order, and the
+        // manifest entry says where each stream is.
+        let rows = out
+            .meta
+            .stream_rows()
+            .ok_or_else(|| Error::Internal("ranges".into()))?;
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(Bytes::from(out.data.clone()))?.build()?;
+        let mut got: Vec<(StreamId, i64)> = Vec::new();
+        for batch in reader {
+            let batch = batch?;
+            let ids = batch.column(0).as_primitive::<UInt64Type>();
+            let ts = batch.column(1).as_primitive::<Int64Type>();
+            got.extend((0..batch.num_rows()).map(|i| (ids.value(i), ts.value(i))));
+        }
+        assert_eq!(got.len(), 42_200);
+        for (s, r) in out.meta.streams.iter().zip(rows) {
+            let part = &got[r.start as usize..r.end as usize];
+            assert!(part.iter().all(|g| g.0 == s.id));
+            assert!(part.windows(2).all(|w| w[0].1 < w[1].1));
+            assert_eq!(part.len() as u64, s.rows);
+        }
+        Ok(())
+    }
 }

@@ -13,8 +13,8 @@
 //! `{service_name="api"}`, Grafana's Logs Drilldown starts from `service_name`), so files
 //! order streams by the values of [`LOCALITY_LABELS`], then by the whole label set, then by
 //! id: a service's streams are one range and share at most two edge pages (1.13 and 1.19
-//! rows per needed row on that workload). Streams whose labels are unknown come last, by
-//! id.
+//! rows per needed row on that workload), and none where the compactor starts a row group
+//! at the service ([`Place::group`]). Streams whose labels are unknown come last, by id.
 //!
 //! The order is a function of the labels alone, so every file written with it sorts the
 //! same streams the same way and the compactor merges files row by row. Files of older
@@ -45,17 +45,37 @@ pub fn compare(a: (StreamId, Option<&LabelSet>), b: (StreamId, Option<&LabelSet>
     }
 }
 
-/// The position of each stream in file order, among `streams` (duplicates allowed).
-pub fn ranks(
+/// Where a stream goes among the streams of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    /// Position in file order.
+    pub rank: u32,
+    /// Number of the stream's service: streams with the same [`LOCALITY_LABELS`] values
+    /// (and all streams of unknown labels) share it; it grows in file order.
+    pub group: u32,
+}
+
+/// The place of each stream among `streams` (duplicates allowed) in file order.
+pub fn places(
     streams: impl IntoIterator<Item = (StreamId, Option<std::sync::Arc<LabelSet>>)>,
-) -> HashMap<StreamId, u32> {
+) -> HashMap<StreamId, Place> {
     let mut all: Vec<(StreamId, Option<std::sync::Arc<LabelSet>>)> = streams.into_iter().collect();
     all.sort_unstable_by(|a, b| compare((a.0, a.1.as_deref()), (b.0, b.1.as_deref())));
     all.dedup_by_key(|s| s.0);
-    all.into_iter()
-        .enumerate()
-        .map(|(rank, (id, _))| (id, u32::try_from(rank).unwrap_or(u32::MAX)))
-        .collect()
+    let service = |l: &Option<std::sync::Arc<LabelSet>>| {
+        l.as_ref()
+            .map(|l| LOCALITY_LABELS.map(|name| l.get(name).map(str::to_owned)))
+    };
+    let mut out = HashMap::with_capacity(all.len());
+    let mut group = 0u32;
+    for (rank, (id, labels)) in all.iter().enumerate() {
+        if rank > 0 && service(labels) != service(&all[rank - 1].1) {
+            group += 1;
+        }
+        let rank = u32::try_from(rank).unwrap_or(u32::MAX);
+        out.insert(*id, Place { rank, group });
+    }
+    out
 }
 
 #[cfg(test)]
@@ -87,17 +107,20 @@ mod tests {
             .collect();
         input.push((7, None));
         input.push((3, None));
-        let r = ranks(input.clone());
+        let r = places(input.clone());
         let mut ordered: Vec<StreamId> = input.iter().map(|s| s.0).collect();
-        ordered.sort_by_key(|id| r[id]);
+        ordered.sort_by_key(|id| r[id].rank);
         let id = |i: usize| streams[i].fingerprint();
         // No service_name first (then by job, then by the other labels), the named
         // service after them, unknown labels last by id.
         assert_eq!(ordered, vec![id(1), id(3), id(0), id(2), id(4), 3, 7]);
-        // Duplicates get one rank; ranks are dense.
+        // Services: job api (two streams), job nginx (two), zeta, unknown labels.
+        let groups: Vec<u32> = ordered.iter().map(|id| r[id].group).collect();
+        assert_eq!(groups, vec![0, 0, 1, 1, 2, 3, 3]);
+        // Duplicates get one place; ranks are dense.
         input.push((7, None));
-        let r = ranks(input);
+        let r = places(input);
         assert_eq!(r.len(), 7);
-        assert_eq!(r[&7], 6);
+        assert_eq!(r[&7], Place { rank: 6, group: 3 });
     }
 }
