@@ -325,6 +325,14 @@ pub async fn build_scan(
             Arc::clone(&qc.stats),
         ));
     }
+    // Metric samples consume each batch at once: read lines as views into the Parquet
+    // pages rather than copies (see `LogsTable::with_line_views`). Log rows are kept
+    // (top N), so they stay plain strings that do not hold whole pages.
+    let views =
+        columns != ScanColumns::TimeOnly && matches!(mode, Some(PipelineMode::Sample { .. }));
+    if views {
+        table = table.with_line_views().map_err(datafusion_error)?;
+    }
     let provider: Arc<dyn TableProvider> = Arc::new(table);
     let state = qc.session.state();
     let names: &[&str] = match columns {
@@ -348,10 +356,13 @@ pub async fn build_scan(
     let filtered: Arc<dyn ExecutionPlan> = if columns == ScanColumns::TimeOnly {
         scan
     } else {
-        Arc::new(
-            LineFilterExec::try_new(scan, Arc::clone(&pipeline), Arc::clone(&qc.stats))?
-                .with_field_needles(&field_needles),
-        )
+        let node = LineFilterExec::try_new(scan, Arc::clone(&pipeline), Arc::clone(&qc.stats))?
+            .with_field_needles(&field_needles);
+        Arc::new(if views {
+            node.keeping_line_views()
+        } else {
+            node
+        })
     };
     let streams = Arc::new(streams);
     let processed: Arc<dyn ExecutionPlan> = match mode {

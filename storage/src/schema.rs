@@ -33,6 +33,26 @@ pub fn metadata_entries_field() -> Arc<Field> {
     ))
 }
 
+/// [`logs_schema`] with `line` as Utf8View: what a scan built with
+/// [`crate::scan::LogsTable::with_line_views`] returns.
+pub fn logs_schema_line_views() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let base = logs_schema();
+            let fields: Vec<Field> = base
+                .fields()
+                .iter()
+                .map(|f| match f.name().as_str() {
+                    LINE => Field::new(LINE, DataType::Utf8View, f.is_nullable()),
+                    _ => f.as_ref().clone(),
+                })
+                .collect();
+            Arc::new(Schema::new(fields))
+        })
+        .clone()
+}
+
 /// The logs table schema.
 pub fn logs_schema() -> SchemaRef {
     static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();

@@ -2,7 +2,8 @@
 //! `line` arrays directly above the storage scan. It also counts the lines and bytes
 //! read, which is what `stats` reports as processed, and normalises the scan's string
 //! encodings (a Parquet reader may hand out `Utf8View`/`LargeUtf8`) to the storage schema
-//! the nodes above expect.
+//! the nodes above expect; `Utf8View` lines pass when the plan asks for them
+//! ([`LineFilterExec::keeping_line_views`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::BooleanBufferBuilder;
 use datafusion::arrow::array::{Array, AsArray, BooleanArray, MapArray, RecordBatch};
 use datafusion::arrow::compute::{cast, filter_record_batch};
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
@@ -27,6 +28,7 @@ use futures::StreamExt;
 use tovlog_logql::pipeline::{FieldNeedle, FieldNeedleFinder, Pipeline};
 use tovlog_storage::schema::{logs_schema, LINE, METADATA};
 
+use super::lines::Lines;
 use crate::query::stats::StatsCollector;
 
 /// Field needles checked per row: `(label, value finder)`. A row is dropped when, for one
@@ -64,11 +66,13 @@ pub struct LineFilterExec {
     fields: Arc<FieldPrefilter>,
     /// Output schema and properties when the scan's types differ from the storage schema.
     normalized: Option<(SchemaRef, Arc<PlanProperties>)>,
+    /// `Utf8View` lines pass as they are.
+    views: bool,
 }
 
-/// The scan schema with `line` as Utf8 and `metadata` as the storage map type, or `None`
-/// when it already is.
-fn normalized_schema(input: &SchemaRef) -> Option<SchemaRef> {
+/// The scan schema with `line` as Utf8 (or Utf8View, when it is and `views` allows) and
+/// `metadata` as the storage map type, or `None` when it already is.
+fn normalized_schema(input: &SchemaRef, views: bool) -> Option<SchemaRef> {
     let storage = logs_schema();
     let mut changed = false;
     let fields: Vec<Field> = input
@@ -76,6 +80,7 @@ fn normalized_schema(input: &SchemaRef) -> Option<SchemaRef> {
         .iter()
         .map(|f| {
             let want = match f.name().as_str() {
+                LINE if views && f.data_type() == &DataType::Utf8View => None,
                 LINE | METADATA => storage
                     .field_with_name(f.name())
                     .ok()
@@ -111,6 +116,23 @@ fn normalize_batch(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
+/// The output schema and properties when `input`'s types need normalising.
+fn normalization(
+    input: &Arc<dyn ExecutionPlan>,
+    views: bool,
+) -> Option<(SchemaRef, Arc<PlanProperties>)> {
+    normalized_schema(&input.schema(), views).map(|schema| {
+        let props = input.properties();
+        let props = PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            props.partitioning.clone(),
+            props.emission_type,
+            props.boundedness,
+        );
+        (schema, Arc::new(props))
+    })
+}
+
 impl fmt::Debug for LineFilterExec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LineFilterExec").finish_non_exhaustive()
@@ -127,16 +149,7 @@ impl LineFilterExec {
         let line_idx = input.schema().index_of(LINE).map_err(|e| {
             crate::query::QueryError::Internal(format!("scan has no line column: {e}"))
         })?;
-        let normalized = normalized_schema(&input.schema()).map(|schema| {
-            let props = input.properties();
-            let props = PlanProperties::new(
-                EquivalenceProperties::new(Arc::clone(&schema)),
-                props.partitioning.clone(),
-                props.emission_type,
-                props.boundedness,
-            );
-            (schema, Arc::new(props))
-        });
+        let normalized = normalization(&input, false);
         Ok(LineFilterExec {
             input,
             pipeline,
@@ -144,7 +157,16 @@ impl LineFilterExec {
             line_idx,
             fields: Arc::new(FieldPrefilter::default()),
             normalized,
+            views: false,
         })
+    }
+
+    /// Pass `Utf8View` lines on as they are instead of copying them into `Utf8`: for
+    /// nodes above that consume each batch at once (metric samples).
+    pub fn keeping_line_views(mut self) -> Self {
+        self.normalized = normalization(&self.input, true);
+        self.views = true;
+        self
     }
 
     /// Also drop rows that cannot satisfy these field needles. Needles whose label is a
@@ -180,14 +202,10 @@ fn filter_batch(
     fields: &FieldPrefilter,
     stats: &StatsCollector,
 ) -> Result<RecordBatch> {
-    let lines = batch
-        .column(line_idx)
-        .as_string_opt::<i32>()
-        .ok_or_else(|| DataFusionError::Internal("line column is not Utf8".into()))?;
-    let offsets = lines.value_offsets();
-    let bytes = (offsets[offsets.len() - 1] - offsets[0]) as u64;
+    let lines = Lines::of(batch.column(line_idx))
+        .ok_or_else(|| DataFusionError::Internal("line column is not a string".into()))?;
     StatsCollector::add(&stats.lines_scanned, batch.num_rows() as u64);
-    StatsCollector::add(&stats.bytes_scanned, bytes);
+    StatsCollector::add(&stats.bytes_scanned, lines.value_bytes());
     let chain = pipeline.leading_line_filters();
     if chain.is_empty() && fields.needles.is_empty() {
         return Ok(batch);
@@ -252,6 +270,9 @@ impl ExecutionPlan for LineFilterExec {
             Arc::clone(&self.stats),
         )
         .map_err(|e| DataFusionError::Internal(e.to_string()))?;
+        if self.views {
+            node = node.keeping_line_views();
+        }
         node.fields = Arc::clone(&self.fields);
         Ok(Arc::new(node))
     }
@@ -352,14 +373,42 @@ mod tests {
     }
 
     #[test]
+    fn view_lines_pass_when_allowed_and_filter_the_same() {
+        let batch = view_batch();
+        // The view batch's metadata already has the storage type: nothing to normalise.
+        assert!(normalized_schema(&batch.schema(), true).is_none());
+        let pipeline = Pipeline::new(&[Stage::LineFilter(LineFilter {
+            op: LineFilterOp::Contains,
+            values: vec![LineFilterValue::Str("error".into())],
+        })])
+        .expect("pipeline");
+        let stats = StatsCollector::new();
+        let out =
+            filter_batch(batch, 2, &pipeline, &FieldPrefilter::default(), &stats).expect("filter");
+        let lines = out.column(2).as_string_view();
+        assert_eq!(
+            (0..out.num_rows())
+                .map(|i| lines.value(i))
+                .collect::<Vec<_>>(),
+            ["an error", "error again"]
+        );
+        assert_eq!(
+            stats
+                .bytes_scanned
+                .load(std::sync::atomic::Ordering::Relaxed),
+            (8 + 4 + 11) as u64
+        );
+    }
+
+    #[test]
     fn view_strings_are_normalised_and_filtered() {
         let batch = view_batch();
-        let target = normalized_schema(&batch.schema()).expect("needs normalising");
+        let target = normalized_schema(&batch.schema(), false).expect("needs normalising");
         assert_eq!(
             target.field_with_name("line").unwrap().data_type(),
             &DataType::Utf8
         );
-        assert!(normalized_schema(&target).is_none());
+        assert!(normalized_schema(&target, false).is_none());
         let batch = normalize_batch(batch, &target).expect("cast");
         let pipeline = Pipeline::new(&[Stage::LineFilter(LineFilter {
             op: LineFilterOp::Contains,
@@ -390,7 +439,7 @@ mod tests {
     #[test]
     fn field_needles_keep_lines_with_the_value_or_shadowing_metadata() {
         let batch = view_batch();
-        let target = normalized_schema(&batch.schema()).expect("needs normalising");
+        let target = normalized_schema(&batch.schema(), false).expect("needs normalising");
         let batch = normalize_batch(batch, &target).expect("cast");
         let pipeline = Pipeline::new(&[]).expect("pipeline");
         let run = |label: &str, value: &str| {

@@ -6,6 +6,7 @@
 //! `RangeVectorExec` turns a metric query's samples into a range aggregation's result.
 
 mod line_filter;
+mod lines;
 mod pipeline;
 mod range;
 

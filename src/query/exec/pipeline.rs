@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, Float64Builder, Int64Array,
-    Int64Builder, MapArray, RecordBatch, StringArray, UInt32Builder, UInt64Array,
+    Int64Builder, MapArray, RecordBatch, UInt32Builder, UInt64Array,
 };
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, UInt64Type};
@@ -35,6 +35,7 @@ use futures::StreamExt;
 use tovlog_logql::pipeline::{LabelsBuilder, Pipeline, SampleExtractor};
 use tovlog_storage::schema::{LINE, METADATA, STREAM_ID, TS};
 
+use super::lines::Lines;
 use super::{Interner, StreamLabels, StreamMap};
 use crate::query::plan::QUERY_CANCELLED;
 use crate::query::stats::StatsCollector;
@@ -284,7 +285,7 @@ struct Input<'a> {
     stream_ids: &'a UInt64Array,
     ts: &'a Int64Array,
     /// Absent when the scan did not read lines (`ScanColumns::TimeOnly`).
-    lines: Option<&'a StringArray>,
+    lines: Option<Lines<'a>>,
     metadata: Option<&'a MapArray>,
 }
 
@@ -305,12 +306,7 @@ impl<'a> Input<'a> {
                 .as_primitive_opt::<Int64Type>()
                 .ok_or_else(|| bad(TS))?,
             lines: match batch.schema_ref().index_of(LINE) {
-                Ok(idx) => Some(
-                    batch
-                        .column(idx)
-                        .as_string_opt::<i32>()
-                        .ok_or_else(|| bad(LINE))?,
-                ),
+                Ok(idx) => Some(Lines::of(batch.column(idx)).ok_or_else(|| bad(LINE))?),
                 Err(_) => None,
             },
             metadata: match batch.schema_ref().index_of(METADATA) {

@@ -195,6 +195,36 @@ impl LogsTable {
         }
     }
 
+    /// Return `line` as Utf8View ([`crate::schema::logs_schema_line_views`]): the Parquet
+    /// reader then points each line into its decompressed page instead of copying it into
+    /// a new buffer, and filtering or caching rows copies 16-byte views, not lines. A
+    /// batch keeps its pages alive while it lives, so this suits scans whose batches are
+    /// consumed at once (metric samples), not ones that keep rows (a top-N of lines).
+    pub fn with_line_views(mut self) -> DfResult<Self> {
+        let schema = crate::schema::logs_schema_line_views();
+        self.head = self
+            .head
+            .iter()
+            .map(|b| {
+                let columns = b
+                    .columns()
+                    .iter()
+                    .zip(schema.fields())
+                    .map(|(c, f)| {
+                        if c.data_type() == f.data_type() {
+                            Ok(Arc::clone(c))
+                        } else {
+                            arrow::compute::cast(c, f.data_type())
+                        }
+                    })
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                RecordBatch::try_new(Arc::clone(&schema), columns)
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        self.schema = schema;
+        Ok(self)
+    }
+
     /// Let the Parquet reader drop rows whose line fails `predicate` while decoding, so their
     /// other columns are never decoded. Rows failing it may still come back (the head, files
     /// that may hold one of its metadata keys): callers filter exactly.
