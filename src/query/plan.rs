@@ -325,12 +325,12 @@ pub async fn build_scan(
             Arc::clone(&qc.stats),
         ));
     }
-    // Metric samples consume each batch at once: read lines as views into the Parquet
-    // pages rather than copies (see `LogsTable::with_line_views`). Log rows are kept
-    // (top N), so they stay plain strings that do not hold whole pages.
-    let views =
-        columns != ScanColumns::TimeOnly && matches!(mode, Some(PipelineMode::Sample { .. }));
-    if views {
+    // Read lines as views into the decompressed Parquet pages rather than copies (see
+    // `LogsTable::with_line_views`). Metric samples consume each batch at once and keep
+    // the views; log rows are kept (top N), so `LineFilterExec` copies the lines that pass
+    // its filters into plain strings that do not hold whole pages.
+    let views = matches!(mode, Some(PipelineMode::Sample { .. }));
+    if columns != ScanColumns::TimeOnly {
         table = table.with_line_views().map_err(datafusion_error)?;
     }
     let provider: Arc<dyn TableProvider> = Arc::new(table);

@@ -315,11 +315,12 @@ impl ExecutionPlan for LineFilterExec {
         let line_idx = self.line_idx;
         let stream = input
             .map(move |batch| {
-                let batch = match &target {
-                    Some(t) => normalize_batch(batch?, t)?,
-                    None => batch?,
-                };
-                filter_batch(batch, line_idx, &pipeline, &fields, &stats)
+                // Filter first: only the lines kept are copied when views become Utf8.
+                let batch = filter_batch(batch?, line_idx, &pipeline, &fields, &stats)?;
+                match &target {
+                    Some(t) => normalize_batch(batch, t),
+                    None => Ok(batch),
+                }
             })
             .filter(|b| futures::future::ready(!matches!(b, Ok(b) if b.num_rows() == 0)));
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
