@@ -294,6 +294,19 @@ impl LabelHints {
         !self.required.is_empty() && self.required.iter().all(|r| lb.extracted(r))
     }
 
+    /// Every required label a parser can still set is set: it was extracted, or a stream
+    /// label or metadata name shadows it (a parser never sets such a name: its key becomes
+    /// `<name>_extracted`, and the first value extracted wins). The rest of the line then
+    /// changes no required label, but unlike [`Self::all_required_extracted`] the parser
+    /// must still walk it: Loki's parser does not stop, and reports the errors it finds.
+    pub(crate) fn all_settable_extracted(&self, lb: &LabelsBuilder) -> bool {
+        !self.required.is_empty()
+            && self
+                .required
+                .iter()
+                .all(|r| lb.extracted(r) || lb.collides(r))
+    }
+
     /// Parsers skip the line entirely.
     pub(crate) fn no_labels(&self, lb: &LabelsBuilder) -> bool {
         self.no_labels || self.all_required_extracted(lb)

@@ -341,7 +341,8 @@ impl JsonParser {
         let mut prefix = std::mem::take(&mut lb.scratch_a);
         let mut name = std::mem::take(&mut lb.scratch_b);
         prefix.clear();
-        let r = Self::walk(line, lb, hints, &mut prefix, &mut name);
+        let mut settled = false;
+        let r = Self::walk(line, lb, hints, &mut prefix, &mut name, &mut settled);
         lb.scratch_a = prefix;
         lb.scratch_b = name;
         match r {
@@ -358,6 +359,7 @@ impl JsonParser {
         hints: &LabelHints,
         prefix: &mut String,
         name: &mut String,
+        settled: &mut bool,
     ) -> Result<(), JsonErr> {
         object_each(data, &mut |key, value, ty| {
             match ty {
@@ -370,7 +372,7 @@ impl JsonParser {
                     }
                     append_sanitized(prefix, key);
                     let r = if hints.should_extract_prefix(prefix) {
-                        Self::walk(value, lb, hints, prefix, name)
+                        Self::walk(value, lb, hints, prefix, name, settled)
                     } else {
                         Ok(())
                     };
@@ -385,6 +387,12 @@ impl JsonParser {
                     };
                 }
                 JsonType::String | JsonType::Number | JsonType::Boolean => {}
+            }
+            if *settled {
+                // No key can change a required label any more (see
+                // `LabelHints::all_settable_extracted`); the walk goes on only to find
+                // the errors Loki's would.
+                return Ok(());
             }
             if prefix.is_empty() {
                 // A key that is already a valid label name is its own sanitized form:
@@ -427,6 +435,7 @@ impl JsonParser {
             if hints.all_required_extracted(lb) {
                 return Err(JsonErr::FoundAll);
             }
+            *settled = hints.all_settable_extracted(lb);
             Ok(())
         })
     }

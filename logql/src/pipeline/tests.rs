@@ -1361,3 +1361,30 @@ fn golden_replay_metric_queries() -> Result<(), String> {
         Err(failures.join("\n"))
     }
 }
+
+#[test]
+fn json_keeps_walking_for_errors_once_only_stream_labels_are_missing() -> Result<(), Error> {
+    use crate::ast::RangeOp;
+    // `sum by (host, user)`: `host` is a stream label, so only `user` can be parsed; once
+    // it is, later keys change nothing, but a malformed rest of the line is still an
+    // error (Loki's parser does not stop: `host` is never "extracted").
+    let agg = range_agg(RangeOp::CountOverTime, vec![json()], None);
+    let hints = LabelHints::for_range_aggregation(&agg, Some(&sum_by(&["host", "user"], &agg)));
+    let p = Pipeline::with_hints(&[json()], hints)?;
+    let stream = pairs(&[("host", "s1"), ("job", "j")]);
+    let run = |line: &str| {
+        let mut lb = LabelsBuilder::new();
+        lb.reset(&stream, &[]);
+        p.process(0, line, &mut lb).map(|_| lb.labels())
+    };
+    let bad = run(r#"{"user":"a","x":{"unclosed":1}"#).expect("kept");
+    assert!(bad
+        .iter()
+        .any(|(k, v)| k == "__error__" && v == "JSONParserErr"));
+    let good = run(r#"{"user":"a","host":"h2","user":"b","level":"x"}"#).expect("kept");
+    assert_eq!(good, pairs(&[("host", "s1"), ("job", "j"), ("user", "a")]));
+    // A key after `user` that is malformed as a key is an error too.
+    let bad = run(r#"{"user":"a",oops}"#).expect("kept");
+    assert!(bad.iter().any(|(k, _)| k == "__error__"));
+    Ok(())
+}
