@@ -3,7 +3,10 @@
 //!
 //! Substrings use precompiled `memchr::memmem` finders. A regex that is a plain literal
 //! becomes a substring search, and `(?i)literal` an ASCII case-insensitive search (falling
-//! back to the regex on non-ASCII lines, where Unicode case folding may differ).
+//! back to the regex on non-ASCII lines, where Unicode case folding may differ). Any other
+//! regex that is a sequence with literal parts (`" 5\d\d `, `error.*timeout`) has its
+//! longest literal part as a required substring: a line without it is rejected by one
+//! `memmem` search instead of a regex run, and the storage's block index gets a needle.
 
 use std::borrow::Cow;
 
@@ -24,8 +27,11 @@ enum Matcher {
     Substring(Box<memmem::Finder<'static>>),
     /// ASCII case-insensitive substring; `fallback` handles non-ASCII lines.
     CaseInsensitive { lower: Vec<u8>, fallback: Regex },
-    /// Unanchored regex.
-    Regex(Regex),
+    /// Unanchored regex, and a substring every match contains (see [`required_literal`]).
+    Regex {
+        re: Regex,
+        required: Option<Box<memmem::Finder<'static>>>,
+    },
     /// Pattern filter.
     Pattern(Pattern),
     /// `ip("…")`.
@@ -44,7 +50,12 @@ impl Matcher {
                     fallback.is_match(line)
                 }
             }
-            Matcher::Regex(re) => re.is_match(line),
+            Matcher::Regex { re, required } => {
+                required
+                    .as_ref()
+                    .is_none_or(|f| f.find(line.as_bytes()).is_some())
+                    && re.is_match(line)
+            }
             Matcher::Pattern(p) => p.test(line.as_bytes()),
             Matcher::Ip(ip) => ip.matches_line(line.as_bytes()),
         }
@@ -190,7 +201,42 @@ fn compile_regex_matcher(src: &str) -> Result<Matcher, Error> {
             });
         }
     }
-    Ok(Matcher::Regex(compile_regex(src)?))
+    let re = compile_regex(src)?;
+    let required =
+        required_literal(src).map(|lit| Box::new(memmem::Finder::new(&lit).into_owned()));
+    Ok(Matcher::Regex { re, required })
+}
+
+/// The longest run of literal bytes among the top-level parts of a regex that is a
+/// sequence (a concatenation): every match contains it. `None` when there is none of at
+/// least 2 bytes, or the regex is anything else (an alternation, a repetition, …).
+/// Case-insensitive parts are classes, not literals, so they never count.
+fn required_literal(src: &str) -> Option<Vec<u8>> {
+    use regex_syntax::hir::HirKind;
+    let hir = regex_syntax::ParserBuilder::new()
+        .build()
+        .parse(&go_regex(src))
+        .ok()?;
+    let HirKind::Concat(parts) = hir.kind() else {
+        return None;
+    };
+    let mut best: Vec<u8> = Vec::new();
+    let mut run: Vec<u8> = Vec::new();
+    for part in parts
+        .iter()
+        .chain(std::iter::once(&regex_syntax::hir::Hir::fail()))
+    {
+        match part.kind() {
+            HirKind::Literal(lit) => run.extend_from_slice(&lit.0),
+            _ => {
+                if run.len() > best.len() {
+                    best = std::mem::take(&mut run);
+                }
+                run.clear();
+            }
+        }
+    }
+    (best.len() >= 2).then_some(best)
 }
 
 /// One compiled line filter: `op` and its `or` alternatives.
@@ -275,13 +321,18 @@ impl LineFilterChain {
 
     /// Byte strings every line passing the chain contains (case-sensitive): the literal of
     /// each positive filter with a single substring alternative (`|= "x"`, or `|~ "x"` with
-    /// a plain-literal regex). A scan may skip any data known to lack one of them.
+    /// a plain-literal regex), and the required literal of a single regex alternative (see
+    /// [`required_literal`]). A scan may skip any data known to lack one of them.
     pub fn required_substrings(&self) -> Vec<Vec<u8>> {
         self.filters
             .iter()
             .filter(|f| !f.negated && f.alternatives.len() == 1)
             .filter_map(|f| match &f.alternatives[0] {
                 Matcher::Substring(finder) => Some(finder.needle().to_vec()),
+                Matcher::Regex {
+                    required: Some(finder),
+                    ..
+                } => Some(finder.needle().to_vec()),
                 _ => None,
             })
             .collect()
@@ -331,11 +382,49 @@ mod tests {
             lf(LineFilterOp::Regex, &["plain-literal"]),
             lf(LineFilterOp::Regex, &["x.*y"]),
             lf(LineFilterOp::Regex, &["(?i)mixed"]),
+            lf(LineFilterOp::Regex, &[r#"" 5\d\d "#]),
+            lf(LineFilterOp::Regex, &["error.*time(out)?"]),
+            lf(LineFilterOp::Regex, &["ab|cd"]),
+            lf(LineFilterOp::NotRegex, &["never.*here"]),
         ])?;
         assert_eq!(
             chain.required_substrings(),
-            vec![b"needle".to_vec(), b"plain-literal".to_vec()]
+            vec![
+                b"needle".to_vec(),
+                b"plain-literal".to_vec(),
+                b"\" 5".to_vec(),
+                b"error".to_vec()
+            ]
         );
+        Ok(())
+    }
+
+    #[test]
+    fn required_literals_of_regexes_are_in_every_match() -> Result<(), Error> {
+        assert_eq!(required_literal(r"ab\d+cde"), Some(b"cde".to_vec()));
+        assert_eq!(
+            required_literal(r"^GET /api/\w+ HTTP"),
+            Some(b"GET /api/".to_vec())
+        );
+        // Case-insensitive parts, alternations, repetitions, short parts: nothing.
+        assert_eq!(required_literal("(?i)abc.*def"), None);
+        assert_eq!(required_literal("abc|def"), None);
+        assert_eq!(required_literal("(abc)*"), None);
+        assert_eq!(required_literal(r"a\d"), None);
+        // The pre-check never changes an answer.
+        let lines = [
+            r#"1.2.3.4 - - [x] "GET / HTTP/1.1" 503 12"#,
+            r#"1.2.3.4 - - [x] "GET / HTTP/1.1" 200 12"#,
+            r#"" 5xx "#,
+            "",
+        ];
+        for src in [r#"" 5\d\d "#, r"HTTP/\d\.\d.? 5", r"\d+ 12$"] {
+            let re = Regex::new(&go_regex(src)).map_err(|e| Error::Validate(e.to_string()))?;
+            let chain = LineFilterChain::new(&[lf(LineFilterOp::Regex, &[src])])?;
+            for l in lines {
+                assert_eq!(chain.matches(l), re.is_match(l), "{src} on {l}");
+            }
+        }
         Ok(())
     }
 
