@@ -86,6 +86,12 @@ impl LabelsBuilder {
             }
             self.base.extend_from_slice(&stream[common..]);
         }
+        self.reset_entry(metadata);
+    }
+
+    /// [`Self::reset`] for an entry of the stream of the previous reset, which the caller
+    /// knows: the stream labels are kept without comparing them.
+    pub fn reset_entry(&mut self, metadata: &[(String, String)]) {
         for s in self.del.drain(..) {
             self.spare.push(s);
         }
@@ -490,6 +496,25 @@ mod tests {
         v.iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn reset_entry_keeps_the_stream_and_starts_a_new_entry() {
+        let mut lb = LabelsBuilder::new();
+        lb.reset(
+            &pairs(&[("host", "a"), ("job", "j")]),
+            &pairs(&[("trace", "t1")]),
+        );
+        lb.set_parsed("level", "info");
+        lb.set_err("JSONParserErr");
+        lb.reset_entry(&pairs(&[("host", "m")]));
+        // Stream labels stay; parsed labels and errors go; metadata is the new entry's,
+        // with the collision suffix computed against the kept stream labels.
+        assert_eq!(
+            lb.labels(),
+            pairs(&[("host", "a"), ("host_extracted", "m"), ("job", "j")])
+        );
+        assert!(!lb.has_error());
     }
 
     #[test]

@@ -251,6 +251,7 @@ impl ExecutionPlan for PipelineExec {
             cancelled: Arc::clone(&self.cancelled),
             schema: Arc::clone(&schema),
             lb: LabelsBuilder::new(),
+            lb_stream: None,
             meta: Vec::new(),
             stream_keys: HashMap::new(),
             by_cache: ByCache::default(),
@@ -259,6 +260,23 @@ impl ExecutionPlan for PipelineExec {
             .map(move |batch| state.process(batch?))
             .filter(|b| futures::future::ready(!matches!(b, Ok(b) if b.num_rows() == 0)));
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+}
+
+/// Start `lb` on a row of stream `sid` with its metadata, comparing stream labels only
+/// when the stream differs from the last one (`last`).
+fn reset_labels(
+    lb: &mut LabelsBuilder,
+    last: &mut Option<u64>,
+    sid: u64,
+    stream: &[(String, String)],
+    metadata: &[(String, String)],
+) {
+    if *last == Some(sid) {
+        lb.reset_entry(metadata);
+    } else {
+        lb.reset(stream, metadata);
+        *last = Some(sid);
     }
 }
 
@@ -272,6 +290,8 @@ struct PartitionState {
     cancelled: Arc<AtomicBool>,
     schema: SchemaRef,
     lb: LabelsBuilder,
+    /// The stream whose labels `lb` holds as its base.
+    lb_stream: Option<u64>,
     /// Structured metadata of the current row; strings are reused across rows.
     meta: Vec<(String, String)>,
     /// Interned series id per stream, for rows whose labels are the stream's alone.
@@ -499,10 +519,17 @@ impl PartitionState {
         let mut mask = BooleanBufferBuilder::new(n);
         let mut kept = 0usize;
         for row in 0..n {
-            let keep = match lookup.get(input.stream_ids.value(row)) {
+            let sid = input.stream_ids.value(row);
+            let keep = match lookup.get(sid) {
                 Some(stream) => {
                     let nmeta = read_metadata(input.metadata, row, &mut self.meta);
-                    self.lb.reset(stream, &self.meta[..nmeta]);
+                    reset_labels(
+                        &mut self.lb,
+                        &mut self.lb_stream,
+                        sid,
+                        stream,
+                        &self.meta[..nmeta],
+                    );
                     self.pipeline
                         .process(input.ts.value(row), lines.value(row), &mut self.lb)
                         .is_some()
@@ -575,7 +602,13 @@ impl PartitionState {
                 val_b.append_value(v);
                 continue;
             }
-            self.lb.reset(stream, &self.meta[..nmeta]);
+            reset_labels(
+                &mut self.lb,
+                &mut self.lb_stream,
+                sid,
+                stream,
+                &self.meta[..nmeta],
+            );
             let line_len = if filter_only {
                 raw_line.len()
             } else {
