@@ -11,6 +11,8 @@
 use std::sync::{Arc, OnceLock};
 
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
 
 /// Column name of the stream id.
 pub const STREAM_ID: &str = "stream_id";
@@ -51,6 +53,24 @@ pub fn logs_schema_line_views() -> SchemaRef {
             Arc::new(Schema::new(fields))
         })
         .clone()
+}
+
+/// `batch` with each column cast to the type of the same-position field of `schema`
+/// (same columns in the same order; columns of the right type are shared, not copied).
+pub fn cast_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(Arc::clone(c))
+            } else {
+                arrow::compute::cast(c, f.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(Arc::clone(schema), columns)
 }
 
 /// The logs table schema.

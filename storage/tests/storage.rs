@@ -54,6 +54,17 @@ async fn read(
     Ok(out)
 }
 
+/// Settings under which `Storage::compact` compacts every window at once and deletes
+/// replaced files on its next pass; the background compactor stays idle.
+fn compact_now_config(dir: &std::path::Path) -> tovlog_storage::StorageConfig {
+    let mut cfg = config(dir);
+    cfg.compaction.min_age = tovlog_storage::config::HumanDuration(std::time::Duration::ZERO);
+    cfg.compaction.delete_delay = tovlog_storage::config::HumanDuration(std::time::Duration::ZERO);
+    cfg.compaction.check_interval =
+        tovlog_storage::config::HumanDuration(std::time::Duration::from_secs(3600));
+    cfg
+}
+
 fn tmp() -> Result<tempfile::TempDir> {
     tempfile::tempdir().map_err(|e| Error::Internal(e.to_string()))
 }
@@ -413,11 +424,7 @@ fn parquet_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[tokio::test]
 async fn compaction_merges_a_window_drops_duplicates_and_deletes_replaced_files() -> Result<()> {
     let dir = tmp()?;
-    let mut cfg = config(dir.path());
-    cfg.compaction.min_age = tovlog_storage::config::HumanDuration(std::time::Duration::ZERO);
-    cfg.compaction.delete_delay = tovlog_storage::config::HumanDuration(std::time::Duration::ZERO);
-    cfg.compaction.check_interval =
-        tovlog_storage::config::HumanDuration(std::time::Duration::from_secs(3600));
+    let cfg = compact_now_config(dir.path());
     let a = labels(&[("job", "api")]).fingerprint();
     let b = labels(&[("job", "web")]).fingerprint();
     let hour = 3_600_000_000_000i64;
@@ -948,11 +955,7 @@ fn stream_runs(file: &std::path::Path) -> Result<Vec<StreamId>> {
 #[tokio::test]
 async fn files_group_a_services_streams_and_legacy_id_ordered_files_still_merge() -> Result<()> {
     let dir = tmp()?;
-    let mut cfg = config(dir.path());
-    cfg.compaction.min_age = tovlog_storage::config::HumanDuration(std::time::Duration::ZERO);
-    cfg.compaction.delete_delay = tovlog_storage::config::HumanDuration(std::time::Duration::ZERO);
-    cfg.compaction.check_interval =
-        tovlog_storage::config::HumanDuration(std::time::Duration::from_secs(3600));
+    let cfg = compact_now_config(dir.path());
     // Eight streams of two services; by id they interleave.
     let sets: Vec<Vec<(&str, &str)>> = ["1", "2", "3", "4"]
         .iter()

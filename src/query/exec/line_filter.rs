@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::BooleanBufferBuilder;
 use datafusion::arrow::array::{Array, AsArray, BooleanArray, MapArray, RecordBatch};
-use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -26,7 +26,7 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use tovlog_logql::pipeline::{FieldNeedle, FieldNeedleFinder, Pipeline};
-use tovlog_storage::schema::{logs_schema, LINE, METADATA};
+use tovlog_storage::schema::{cast_batch, logs_schema, LINE, METADATA};
 
 use super::lines::Lines;
 use crate::query::stats::StatsCollector;
@@ -101,19 +101,7 @@ fn normalized_schema(input: &SchemaRef, views: bool) -> Option<SchemaRef> {
 
 /// Cast `batch` to `schema` (same column names and order).
 fn normalize_batch(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(c, f)| {
-            if c.data_type() == f.data_type() {
-                Ok(Arc::clone(c))
-            } else {
-                Ok(cast(c, f.data_type())?)
-            }
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+    Ok(cast_batch(&batch, schema)?)
 }
 
 /// The output schema and properties when `input`'s types need normalising.
@@ -373,16 +361,21 @@ mod tests {
         .expect("batch")
     }
 
+    /// `|= "error"`.
+    fn error_filter() -> Pipeline {
+        Pipeline::new(&[Stage::LineFilter(LineFilter {
+            op: LineFilterOp::Contains,
+            values: vec![LineFilterValue::Str("error".into())],
+        })])
+        .expect("pipeline")
+    }
+
     #[test]
     fn view_lines_pass_when_allowed_and_filter_the_same() {
         let batch = view_batch();
         // The view batch's metadata already has the storage type: nothing to normalise.
         assert!(normalized_schema(&batch.schema(), true).is_none());
-        let pipeline = Pipeline::new(&[Stage::LineFilter(LineFilter {
-            op: LineFilterOp::Contains,
-            values: vec![LineFilterValue::Str("error".into())],
-        })])
-        .expect("pipeline");
+        let pipeline = error_filter();
         let stats = StatsCollector::new();
         let out =
             filter_batch(batch, 2, &pipeline, &FieldPrefilter::default(), &stats).expect("filter");
@@ -411,11 +404,7 @@ mod tests {
         );
         assert!(normalized_schema(&target, false).is_none());
         let batch = normalize_batch(batch, &target).expect("cast");
-        let pipeline = Pipeline::new(&[Stage::LineFilter(LineFilter {
-            op: LineFilterOp::Contains,
-            values: vec![LineFilterValue::Str("error".into())],
-        })])
-        .expect("pipeline");
+        let pipeline = error_filter();
         let stats = StatsCollector::new();
         let out =
             filter_batch(batch, 2, &pipeline, &FieldPrefilter::default(), &stats).expect("filter");

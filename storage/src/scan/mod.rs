@@ -205,21 +205,7 @@ impl LogsTable {
         self.head = self
             .head
             .iter()
-            .map(|b| {
-                let columns = b
-                    .columns()
-                    .iter()
-                    .zip(schema.fields())
-                    .map(|(c, f)| {
-                        if c.data_type() == f.data_type() {
-                            Ok(Arc::clone(c))
-                        } else {
-                            arrow::compute::cast(c, f.data_type())
-                        }
-                    })
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
-                RecordBatch::try_new(Arc::clone(&schema), columns)
-            })
+            .map(|b| crate::schema::cast_batch(b, &schema))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         self.schema = schema;
         Ok(self)
