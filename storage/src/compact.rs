@@ -53,8 +53,6 @@ use crate::{Inner, Tenant};
 const OUT_ROWS: usize = 16 * 1024;
 /// Rows per batch read from an input file.
 const IN_ROWS: usize = 8 * 1024;
-/// A service with at least this many rows in a file gets row groups of its own.
-const MIN_GROUP_ROWS: usize = 8 * 1024;
 
 fn os_err(path: &str, source: object_store::Error) -> Error {
     Error::ObjectStore {
@@ -679,10 +677,7 @@ impl Sink<'_> {
         }
         let full = match self.writer.as_mut() {
             Some(w) => {
-                // End the row group (and so the pages) where a service starts, when the
-                // rows before or after are a service's worth: a scan of either then
-                // decompresses no page of the other (see [`crate::order`]). Small
-                // services share row groups.
+                // End the row group where a service starts (`order::starts_row_group`).
                 let mut from = 0;
                 for &start in &starts {
                     w.write(&batch.slice(from, start - from))?;
@@ -692,9 +687,7 @@ impl Sink<'_> {
                         .get(&ids.value(start))
                         .map_or(u32::MAX, |p| p.group);
                     let next_rows = self.group_rows.get(&next).copied().unwrap_or(0);
-                    if w.in_progress_rows() >= MIN_GROUP_ROWS
-                        || (w.in_progress_rows() > 0 && next_rows >= MIN_GROUP_ROWS as u64)
-                    {
+                    if order::starts_row_group(w.in_progress_rows(), next_rows) {
                         w.flush()?;
                     }
                 }

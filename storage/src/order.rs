@@ -13,8 +13,8 @@
 //! `{service_name="api"}`, Grafana's Logs Drilldown starts from `service_name`), so files
 //! order streams by the values of [`LOCALITY_LABELS`], then by the whole label set, then by
 //! id: a service's streams are one range and share at most two edge pages (1.13 and 1.19
-//! rows per needed row on that workload), and none where the compactor starts a row group
-//! at the service ([`Place::group`]). Streams whose labels are unknown come last, by id.
+//! rows per needed row on that workload), and none where a writer starts a row group at
+//! the service ([`starts_row_group`], [`Place::group`]). Streams whose labels are unknown come last, by id.
 //!
 //! The order is a function of the labels alone, so every file written with it sorts the
 //! same streams the same way and the compactor merges files row by row. Files of older
@@ -43,6 +43,17 @@ pub fn compare(a: (StreamId, Option<&LabelSet>), b: (StreamId, Option<&LabelSet>
         (None, Some(_)) => Ordering::Greater,
         (None, None) => a.0.cmp(&b.0),
     }
+}
+
+/// A service with at least this many rows in a file gets row groups of its own.
+pub const MIN_GROUP_ROWS: usize = 8 * 1024;
+
+/// Whether a writer should end its row group (and so its pages) where a new service
+/// group starts: when the rows before it in the open row group (`open_rows`) or the new
+/// group's rows in the file (`next_rows`) are a service's worth. A scan of either then
+/// decompresses no page of the other; small services share row groups.
+pub fn starts_row_group(open_rows: usize, next_rows: u64) -> bool {
+    open_rows >= MIN_GROUP_ROWS || (open_rows > 0 && next_rows >= MIN_GROUP_ROWS as u64)
 }
 
 /// Where a stream goes among the streams of a file.

@@ -109,12 +109,35 @@ impl SortedHead {
         let mut builder = BatchBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 160);
         let (mut min_ts, mut max_ts, mut rows) = (i64::MAX, i64::MIN, 0u64);
         let mut metadata_keys = crate::manifest::MetadataKeys::default();
+        // Service groups and their rows in this window, to start a row group where a
+        // large service starts (`order::starts_row_group`), as the compactor does.
+        let places = order::places(window.parts.iter().map(|(pos, _)| {
+            let id = self.streams[*pos].0;
+            (id, self.head.stream(id).map(|s| s.labels.clone()))
+        }));
+        let group_of = |id: &StreamId| places.get(id).map_or(u32::MAX, |p| p.group);
+        let mut group_rows: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
+        for (pos, range) in &window.parts {
+            *group_rows
+                .entry(group_of(&self.streams[*pos].0))
+                .or_default() += range.len() as u64;
+        }
+        let mut last_group: Option<u32> = None;
         for (pos, range) in &window.parts {
             let (id, idx) = &self.streams[*pos];
             let stream = self
                 .head
                 .stream(*id)
                 .ok_or_else(|| Error::Internal(format!("stream {id} vanished from frozen head")))?;
+            let group = group_of(id);
+            if last_group.is_some_and(|g| g != group) {
+                let next_rows = group_rows.get(&group).copied().unwrap_or(0);
+                if order::starts_row_group(writer.in_progress_rows() + builder.rows(), next_rows) {
+                    write_rows(&mut writer, &mut builder)?;
+                    writer.flush()?;
+                }
+            }
+            last_group = Some(group);
             let mut sr = StreamRange {
                 id: *id,
                 min_ts: i64::MAX,
@@ -134,11 +157,7 @@ impl SortedHead {
                 }
                 builder.push(*id, entry)?;
                 if builder.rows() >= BATCH_ROWS {
-                    let full = std::mem::replace(
-                        &mut builder,
-                        BatchBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 160),
-                    );
-                    writer.write(&full.finish()?)?;
+                    write_rows(&mut writer, &mut builder)?;
                 }
             }
             min_ts = min_ts.min(sr.min_ts);
@@ -146,9 +165,7 @@ impl SortedHead {
             rows += sr.rows;
             stats.push(sr);
         }
-        if builder.rows() > 0 {
-            writer.write(&builder.finish()?)?;
-        }
+        write_rows(&mut writer, &mut builder)?;
         stats.sort_unstable_by_key(|s| s.id);
         // `into_inner` writes the footer (finishing twice is an error).
         let data = writer.into_inner()?;
@@ -161,6 +178,18 @@ impl SortedHead {
             metadata_keys: metadata_keys.finish(),
         })
     }
+}
+
+/// Write the builder's rows, if any, and leave it empty.
+fn write_rows(writer: &mut ArrowWriter<Vec<u8>>, builder: &mut BatchBuilder) -> Result<()> {
+    if builder.rows() > 0 {
+        let full = std::mem::replace(
+            builder,
+            BatchBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 160),
+        );
+        writer.write(&full.finish()?)?;
+    }
+    Ok(())
 }
 
 /// One encoded chunk file.
@@ -269,6 +298,43 @@ mod tests {
             .map(|s| (s.id, s.first_row, s.rows))
             .collect();
         assert_eq!(ranges, want);
+        Ok(())
+    }
+
+    #[test]
+    fn flushed_files_start_row_groups_where_a_large_service_starts() -> Result<()> {
+        let mk = |job: &str, host: &str, n: i64| PushStream {
+            labels: LabelSet::new(vec![
+                ("job".into(), job.into()),
+                ("host".into(), host.into()),
+            ]),
+            entries: (0..n)
+                .map(|t| Entry {
+                    ts_ns: t,
+                    line: format!("{job} {t}"),
+                    metadata: vec![],
+                })
+                .collect(),
+        };
+        let mut head = Head::default();
+        head.append(vec![
+            mk("d-small", "1", 30),
+            mk("b-large", "1", 6_000),
+            mk("c-large", "1", 9_000),
+            mk("a-small", "1", 50),
+            mk("b-large", "2", 6_000),
+        ]);
+        let sorted = SortedHead::new(Arc::new(head));
+        let windows = sorted.windows(i64::MAX);
+        let chunk = sorted.encode(&windows[0], &ChunkConfig::default())?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(chunk.data))?;
+        let groups: Vec<i64> = reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows())
+            .collect();
+        assert_eq!(groups, vec![50, 12_000, 9_000, 30]);
         Ok(())
     }
 }
