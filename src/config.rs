@@ -152,6 +152,9 @@ pub struct QueryConfig {
     /// Memory one query may use for sorting and aggregation. Default `1GiB`.
     #[serde(with = "bytesize")]
     pub max_memory: u64,
+    /// Partitions (concurrent scan streams) of one query; `0` is twice the cores, so a
+    /// core whose stream waits for a read has another to decode. Default `0`.
+    pub partitions: usize,
 }
 
 impl Default for QueryConfig {
@@ -159,6 +162,7 @@ impl Default for QueryConfig {
         QueryConfig {
             timeout: Duration::from_secs(300),
             max_memory: 1 << 30,
+            partitions: 0,
         }
     }
 }

@@ -52,6 +52,8 @@ pub struct QueryLimits {
     pub query_timeout: Duration,
     /// Memory one query may use for sorting, grouping and buffered results.
     pub max_memory_bytes: usize,
+    /// Partitions a query's scan is split into (0: twice the cores).
+    pub partitions: usize,
 }
 
 impl Default for QueryLimits {
@@ -61,6 +63,7 @@ impl Default for QueryLimits {
             max_query_series: 500,
             query_timeout: Duration::from_secs(60),
             max_memory_bytes: 1 << 30,
+            partitions: 0,
         }
     }
 }

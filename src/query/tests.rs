@@ -399,6 +399,7 @@ async fn run_goldens(storage: Arc<Storage>) {
         max_query_series: 100_000,
         query_timeout: Duration::from_secs(60),
         max_memory_bytes: 512 << 20,
+        partitions: 0,
     };
     let engine = QueryEngine::new(storage, limits);
     let cases: Vec<Value> = serde_json::from_slice(

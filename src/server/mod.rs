@@ -55,6 +55,7 @@ impl AppState {
             max_query_series: config.limits_config.max_query_series,
             query_timeout: config.query.timeout,
             max_memory_bytes: usize::try_from(config.query.max_memory).unwrap_or(usize::MAX),
+            partitions: config.query.partitions,
         };
         let engine = QueryEngine::new(storage.clone(), limits);
         Ok(AppState {
