@@ -53,23 +53,25 @@ pub(crate) fn parse_go_float(s: &str) -> Result<f64, String> {
     if body.is_empty() {
         return Err(syntax());
     }
-    let lower = body.to_ascii_lowercase();
-    if lower == "inf" || lower == "infinity" {
+    if body.eq_ignore_ascii_case("inf") || body.eq_ignore_ascii_case("infinity") {
         return Ok(if neg {
             f64::NEG_INFINITY
         } else {
             f64::INFINITY
         });
     }
-    if lower == "nan" {
+    if body.eq_ignore_ascii_case("nan") {
         // Go accepts a sign only on infinities.
         if body.len() != s.len() {
             return Err(syntax());
         }
         return Ok(f64::NAN);
     }
-    if let Some(hex) = lower.strip_prefix("0x") {
-        let v = parse_hex_float(hex).ok_or_else(syntax)?;
+    if body.len() >= 2
+        && body.as_bytes()[0] == b'0'
+        && body.as_bytes()[1].eq_ignore_ascii_case(&b'x')
+    {
+        let v = parse_hex_float(&body[2..].to_ascii_lowercase()).ok_or_else(syntax)?;
         if v.is_infinite() {
             return Err(range());
         }
@@ -299,6 +301,9 @@ mod tests {
         assert_eq!(parse_go_float("5."), Ok(5.0));
         assert_eq!(parse_go_float("+Inf"), Ok(f64::INFINITY));
         assert_eq!(parse_go_float("0x1p-2"), Ok(0.25));
+        assert_eq!(parse_go_float("-0X1P-2"), Ok(-0.25));
+        assert_eq!(parse_go_float("-INFINITY"), Ok(f64::NEG_INFINITY));
+        assert!(parse_go_float("-nan").is_err());
         assert!(parse_go_float("NaN").is_ok_and(f64::is_nan));
         assert_eq!(
             parse_go_float("abc"),

@@ -10,7 +10,7 @@ use regex::Regex;
 
 use super::convert::{parse_go_duration, parse_go_float, parse_humanize_bytes};
 use super::ip::IpMatcher;
-use super::labels::LabelsBuilder;
+use super::labels::{LabelsBuilder, ERROR_DETAILS_LABEL, ERROR_LABEL};
 use super::line_filter::regex_error;
 use crate::ast::{CmpOp, LabelFilterExpr, MatchOp};
 use crate::Error;
@@ -78,6 +78,12 @@ pub(crate) enum LabelFilter {
         name: String,
         m: StringMatcher,
     },
+    /// A string filter on `__error__` (`details` false) or `__error_details__`: read
+    /// straight from the builder, as `| __error__=""` runs on every sampled line.
+    ErrorString {
+        details: bool,
+        m: StringMatcher,
+    },
     Number {
         name: String,
         op: CmpOp,
@@ -112,10 +118,17 @@ impl LabelFilter {
                 Box::new(LabelFilter::new(r)?),
             ),
             LabelFilterExpr::Paren(inner) => LabelFilter::new(inner)?,
-            LabelFilterExpr::String { name, op, value } => LabelFilter::String {
-                name: name.clone(),
-                m: StringMatcher::new(*op, value, false)?,
-            },
+            LabelFilterExpr::String { name, op, value } => {
+                let m = StringMatcher::new(*op, value, false)?;
+                match name.as_str() {
+                    ERROR_LABEL => LabelFilter::ErrorString { details: false, m },
+                    ERROR_DETAILS_LABEL => LabelFilter::ErrorString { details: true, m },
+                    _ => LabelFilter::String {
+                        name: name.clone(),
+                        m,
+                    },
+                }
+            }
             LabelFilterExpr::Number { name, op, value } => LabelFilter::Number {
                 name: name.clone(),
                 op: *op,
@@ -162,6 +175,8 @@ impl LabelFilter {
             }
             LabelFilter::Or(l, r) => l.process(lb) || r.process(lb),
             LabelFilter::String { name, m } => m.matches(lb.filter_value(name)),
+            LabelFilter::ErrorString { details: false, m } => m.matches(lb.error()),
+            LabelFilter::ErrorString { details: true, m } => m.matches(lb.error_details()),
             LabelFilter::Number { name, op, value } => {
                 let Some(v) = lb.get(name) else { return false };
                 match parse_go_float(v) {

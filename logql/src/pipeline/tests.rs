@@ -177,6 +177,46 @@ fn case_5_duration_filter() -> Result<(), Error> {
 }
 
 #[test]
+fn error_label_filters_read_the_error_and_its_details() -> Result<(), Error> {
+    let dur = lf(LabelFilterExpr::Duration {
+        name: "latency".into(),
+        op: CmpOp::Gt,
+        value_ns: 1_000_000_000,
+    });
+    let string = |name: &str, op: MatchOp, value: &str| {
+        lf(LabelFilterExpr::String {
+            name: name.into(),
+            op,
+            value: value.into(),
+        })
+    };
+    let lines = ["latency=abc", "x=1", "latency=1500ms"];
+    let no_error = run(
+        &[logfmt(), dur.clone(), string("__error__", MatchOp::Eq, "")],
+        &[("app", "a")],
+        &lines,
+    )?;
+    assert_eq!(kept_lines(&no_error), vec!["latency=1500ms"]);
+    let with_error = run(
+        &[
+            logfmt(),
+            dur.clone(),
+            string("__error__", MatchOp::Re, "Label.*"),
+        ],
+        &[("app", "a")],
+        &lines,
+    )?;
+    assert_eq!(kept_lines(&with_error), vec!["latency=abc"]);
+    let details = run(
+        &[logfmt(), dur, string("__error_details__", MatchOp::Neq, "")],
+        &[("app", "a")],
+        &lines,
+    )?;
+    assert_eq!(kept_lines(&details), vec!["latency=abc"]);
+    Ok(())
+}
+
+#[test]
 fn case_6_label_format_snapshot() -> Result<(), Error> {
     let t = |dst: &str, src: &str| LabelFormatOp {
         dst: dst.into(),
