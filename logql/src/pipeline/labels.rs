@@ -30,24 +30,77 @@ pub struct LabelsBuilder {
     /// Stream labels, sorted by name (the immutable base).
     base: Vec<(String, String)>,
     /// Names of deleted labels (hide base labels).
-    del: Vec<String>,
+    del: Slots<String>,
     /// Structured metadata, push order.
-    meta: Vec<(String, String)>,
+    meta: Slots<(String, String)>,
     /// Parsed labels (parsers, `label_format`), in order of creation.
-    parsed: Vec<(String, String)>,
+    parsed: Slots<(String, String)>,
     /// Every name ever added as a parsed label for this entry; later implicit parsers skip
     /// these ("first writer wins"). Deletion does not clear it, as in Loki.
-    extracted: Vec<String>,
+    extracted: Slots<String>,
     err: String,
     err_details: String,
-    /// Released strings reused for new labels.
-    spare: Vec<String>,
     /// Scratch for `label_format` template snapshots.
     pub(crate) snapshot: Vec<(String, String)>,
     /// Scratch strings parsers borrow for key building (kept to avoid per-line allocation).
     pub(crate) scratch_a: String,
     pub(crate) scratch_b: String,
     pub(crate) scratch_ranges: Vec<(usize, usize)>,
+}
+
+/// A list whose removed items keep their strings for the next entry: every entry of a
+/// scan sets the same few labels, which then cost no allocation and no moves.
+#[derive(Debug, Default)]
+struct Slots<T> {
+    items: Vec<T>,
+    /// Items in use: `items[..len]`.
+    len: usize,
+}
+
+impl<T: Default> Slots<T> {
+    fn as_slice(&self) -> &[T] {
+        &self.items[..self.len]
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.as_slice().iter()
+    }
+
+    fn iter_mut(&mut self) -> std::slice::IterMut<'_, T> {
+        self.items[..self.len].iter_mut()
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Remove item `i`, keeping the order of the others.
+    fn remove(&mut self, i: usize) {
+        self.items[i..self.len].rotate_left(1);
+        self.len -= 1;
+    }
+
+    /// A new last item: an old one to overwrite, or a default one.
+    fn push_slot(&mut self) -> &mut T {
+        if self.len == self.items.len() {
+            self.items.push(T::default());
+        }
+        self.len += 1;
+        &mut self.items[self.len - 1]
+    }
+}
+
+fn overwrite(dst: &mut String, src: &str) {
+    dst.clear();
+    dst.push_str(src);
 }
 
 /// A label set split into Loki's categories (`categorize-labels` responses).
@@ -65,13 +118,6 @@ impl LabelsBuilder {
     /// An empty builder.
     pub fn new() -> LabelsBuilder {
         LabelsBuilder::default()
-    }
-
-    fn take_string(spare: &mut Vec<String>, s: &str) -> String {
-        let mut out = spare.pop().unwrap_or_default();
-        out.clear();
-        out.push_str(s);
-        out
     }
 
     /// Start a new entry: stream labels (sorted by name) and structured metadata (push order).
@@ -92,16 +138,10 @@ impl LabelsBuilder {
     /// [`Self::reset`] for an entry of the stream of the previous reset, which the caller
     /// knows: the stream labels are kept without comparing them.
     pub fn reset_entry(&mut self, metadata: &[(String, String)]) {
-        for s in self.del.drain(..) {
-            self.spare.push(s);
-        }
-        for (n, v) in self.meta.drain(..).chain(self.parsed.drain(..)) {
-            self.spare.push(n);
-            self.spare.push(v);
-        }
-        for s in self.extracted.drain(..) {
-            self.spare.push(s);
-        }
+        self.del.clear();
+        self.meta.clear();
+        self.parsed.clear();
+        self.extracted.clear();
         self.err.clear();
         self.err_details.clear();
         for (name, value) in metadata {
@@ -188,16 +228,14 @@ impl LabelsBuilder {
             Category::Stream => &mut self.parsed,
         };
         if let Some((_, v)) = list.iter_mut().find(|(n, _)| n == name) {
-            v.clear();
-            v.push_str(value);
+            overwrite(v, value);
             return;
         }
-        let n = Self::take_string(&mut self.spare, name);
-        let v = Self::take_string(&mut self.spare, value);
-        list.push((n, v));
+        let (n, v) = list.push_slot();
+        overwrite(n, name);
+        overwrite(v, value);
         if category == Category::Parsed && !self.extracted(name) {
-            let e = Self::take_string(&mut self.spare, name);
-            self.extracted.push(e);
+            overwrite(self.extracted.push_slot(), name);
         }
     }
 
@@ -213,9 +251,7 @@ impl LabelsBuilder {
             Category::Stream => return,
         };
         if let Some(i) = list.iter().position(|(n, _)| n == name) {
-            let (n, v) = list.remove(i);
-            self.spare.push(n);
-            self.spare.push(v);
+            list.remove(i);
         }
     }
 
@@ -223,8 +259,7 @@ impl LabelsBuilder {
     pub(crate) fn del(&mut self, name: &str) {
         self.remove_from(Category::Metadata, name);
         self.remove_from(Category::Parsed, name);
-        let n = Self::take_string(&mut self.spare, name);
-        self.del.push(n);
+        overwrite(self.del.push_slot(), name);
     }
 
     /// Set `__error__`.
@@ -275,13 +310,13 @@ impl LabelsBuilder {
             }
             f(n, v, Category::Stream);
         }
-        for (n, v) in &self.meta {
+        for (n, v) in self.meta.iter() {
             if self.parsed.iter().any(|(p, _)| p == n) {
                 continue;
             }
             f(n, v, Category::Metadata);
         }
-        for (n, v) in &self.parsed {
+        for (n, v) in self.parsed.iter() {
             f(n, v, Category::Parsed);
         }
         if !self.err.is_empty() {
@@ -496,6 +531,35 @@ mod tests {
         v.iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn reused_entries_keep_no_label_of_the_previous_one() {
+        let stream = pairs(&[("app", "a")]);
+        let mut lb = LabelsBuilder::new();
+        lb.reset(&stream, &pairs(&[("trace_id", "t1"), ("pod", "p")]));
+        lb.set_parsed("x", "1");
+        lb.set_parsed("y", "2");
+        lb.set_parsed("z", "3");
+        lb.del("y");
+        lb.del("app");
+        assert_eq!(
+            lb.labels(),
+            pairs(&[("pod", "p"), ("trace_id", "t1"), ("x", "1"), ("z", "3")])
+        );
+        assert!(lb.extracted("y"));
+        // The next entry of the stream sets fewer labels into the reused slots.
+        lb.reset_entry(&pairs(&[("pod", "q")]));
+        assert!(!lb.extracted("x"));
+        assert!(!lb.is_unchanged());
+        lb.set_parsed("z", "4");
+        assert_eq!(
+            lb.labels(),
+            pairs(&[("app", "a"), ("pod", "q"), ("z", "4")])
+        );
+        lb.reset_entry(&[]);
+        assert!(lb.is_unchanged());
+        assert_eq!(lb.labels(), stream);
     }
 
     #[test]
