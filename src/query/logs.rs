@@ -14,6 +14,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::StreamExt;
+
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{Int64Type, UInt64Type};
@@ -70,13 +72,35 @@ pub(super) async fn run(
     let mut rows: Vec<Row> = Vec::new();
     if limit > 0 && req.end_ns > req.start_ns {
         let first = first_window_ns(qc, log, req, limit)?;
-        let mut windows = Windows::new(req.start_ns, req.end_ns, req.direction, first)
-            .aligned_to(qc.storage.chunk_window_ns());
+        let align = qc.storage.chunk_window_ns();
+        let mut windows =
+            Windows::new(req.start_ns, req.end_ns, req.direction, first).aligned_to(align);
         while let Some((ws, we)) = windows.next_window() {
+            // Once matches were seen, a window is sized from their density, and likely
+            // holds the last of them: it is read in pieces of whole chunk files from its
+            // reading end, a couple at a time, so its far end is not read once the limit is
+            // met. Before that the window is one read: it likely holds no match, and every
+            // piece would cost a round of planning.
             let need = limit - rows.len();
-            let found = top_rows(qc, log, &pipeline, req, ws, we, need).await?;
-            let n = found.len();
-            rows.extend(found);
+            let cut = if rows.is_empty() {
+                vec![(ws, we)]
+            } else {
+                pieces(ws, we, req.direction, align)
+            };
+            let mut reads = futures::stream::iter(cut)
+                .map(|(ps, pe)| top_rows(qc, log, &pipeline, req, ps, pe, need))
+                .buffered(CONCURRENT_PIECES);
+            let mut n = 0;
+            while let Some(found) = reads.next().await {
+                let mut found = found?;
+                n += found.len();
+                // Pieces come in reading order, each sorted best first.
+                found.truncate(limit - rows.len());
+                rows.extend(found);
+                if rows.len() >= limit {
+                    break;
+                }
+            }
             if rows.len() >= limit {
                 break;
             }
@@ -93,6 +117,53 @@ pub(super) async fn run(
         req.categorize_labels,
         &stats,
     ))
+}
+
+/// Most pieces one window is read in (see [`pieces`]).
+const MAX_PIECES: i64 = 12;
+/// Pieces of a window read at the same time: the next one is read while the current one
+/// is, and at most one is read in vain.
+const CONCURRENT_PIECES: usize = 2;
+
+/// `[ws, we)` cut at multiples of `align` into at most [`MAX_PIECES`] pieces of whole
+/// cells, in reading order (newest first when reading backward).
+fn pieces(ws: i64, we: i64, direction: Direction, align: i64) -> Vec<(i64, i64)> {
+    if align <= 0 || we.saturating_sub(ws) <= align {
+        return vec![(ws, we)];
+    }
+    // Cut points: the multiples of `align` strictly inside the window.
+    let first = ws.div_euclid(align).saturating_add(1);
+    let last = (we - 1).div_euclid(align);
+    if last < first {
+        return vec![(ws, we)];
+    }
+    let cells = last - first + 2;
+    let per = (cells + MAX_PIECES - 1) / MAX_PIECES;
+    let bound = |j: i64| match j {
+        0 => ws,
+        j if j >= cells => we,
+        j => (first + j - 1).saturating_mul(align),
+    };
+    let mut out = Vec::new();
+    match direction {
+        Direction::Backward => {
+            let mut j = cells;
+            while j > 0 {
+                let lo = (j - per).max(0);
+                out.push((bound(lo), bound(j)));
+                j = lo;
+            }
+        }
+        Direction::Forward => {
+            let mut j = 0;
+            while j < cells {
+                let hi = (j + per).min(cells);
+                out.push((bound(j), bound(hi)));
+                j = hi;
+            }
+        }
+    }
+    out
 }
 
 /// Rows the first window should hold: `limit` entries of a query that keeps every entry
@@ -558,6 +629,45 @@ mod tests {
         // Narrow windows are not widened.
         let mut w = Windows::new(0, 5 * hour, Direction::Backward, 5 * MIN).aligned_to(hour);
         assert_eq!(w.next_window(), Some((5 * hour - 5 * MIN, 5 * hour)));
+    }
+
+    #[test]
+    fn pieces_cover_a_window_in_whole_files_from_its_reading_end() {
+        let hour = 60 * MIN;
+        // Three files and two partial ones: cut at every hour, newest first.
+        let back = pieces(10 * MIN, 4 * hour + 5 * MIN, Direction::Backward, hour);
+        assert_eq!(
+            back,
+            vec![
+                (4 * hour, 4 * hour + 5 * MIN),
+                (3 * hour, 4 * hour),
+                (2 * hour, 3 * hour),
+                (hour, 2 * hour),
+                (10 * MIN, hour),
+            ]
+        );
+        let mut fwd = pieces(10 * MIN, 4 * hour + 5 * MIN, Direction::Forward, hour);
+        fwd.reverse();
+        assert_eq!(fwd, back);
+        // A window within one file, or without alignment, is one piece.
+        assert_eq!(
+            pieces(hour + MIN, 2 * hour, Direction::Backward, hour),
+            vec![(hour + MIN, 2 * hour)]
+        );
+        assert_eq!(
+            pieces(0, 9 * hour, Direction::Forward, 0),
+            vec![(0, 9 * hour)]
+        );
+        // A long window: at most MAX_PIECES pieces of whole files, contiguous, in order.
+        let week = 7 * 24 * hour;
+        let p = pieces(0, week, Direction::Backward, hour);
+        assert!(p.len() as i64 <= MAX_PIECES, "{} pieces", p.len());
+        assert_eq!(p.first().map(|x| x.1), Some(week));
+        assert_eq!(p.last().map(|x| x.0), Some(0));
+        for pair in p.windows(2) {
+            assert_eq!(pair[0].0, pair[1].1);
+            assert_eq!(pair[1].1 % hour, 0);
+        }
     }
 
     fn row(ts: i64, line: &str, job: &str) -> Row {

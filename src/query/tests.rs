@@ -684,3 +684,83 @@ async fn series_limit_stops_high_cardinality_queries() {
     let body = engine.query(req).await.expect("query");
     assert_eq!(body["data"]["result"].as_array().map(Vec::len), Some(2));
 }
+
+/// A limit met halfway through a wide window: the window is read in pieces of whole
+/// chunk files from its reading end, and the answer is still exactly the newest (or
+/// oldest) `limit` matches, whichever files they are in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limited_needle_queries_across_many_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = Storage::open(storage_config(dir.path()))
+        .await
+        .expect("open storage");
+    let hours = 12i64;
+    let mut entries = Vec::new();
+    let mut hits = Vec::new();
+    // Four lines a second; a match every 17 minutes, and a burst of 40 in the fourth hour.
+    for q in 0..hours * 3600 * 4 {
+        let s = q / 4;
+        let ts_ns = T0 + q * SEC / 4;
+        let burst = q % 4 == 1 && (3 * 3600..3 * 3600 + 40).contains(&s);
+        let hit = (q % 4 == 0 && s % 1020 == 7) || burst;
+        if hit {
+            hits.push(ts_ns);
+        }
+        entries.push(Entry {
+            ts_ns,
+            line: if hit {
+                format!("user=mallory action=DELETE n={q}")
+            } else {
+                format!("user=alice action=READ n={q}")
+            },
+            metadata: Vec::new(),
+        });
+    }
+    storage
+        .append(
+            TENANT,
+            vec![PushStream {
+                labels: LabelSet::new(vec![("job".to_owned(), "audit".to_owned())]),
+                entries,
+            }],
+        )
+        .await
+        .expect("append");
+    storage.flush().await.expect("flush");
+    assert!(
+        storage.metrics().chunk_files >= hours as u64,
+        "one file per hour"
+    );
+    let engine = QueryEngine::new(storage, QueryLimits::default());
+    let end = T0 + hours * 3600 * SEC;
+    let timestamps = |body: &Value| -> Vec<i64> {
+        let mut ts: Vec<i64> = body["data"]["result"]
+            .as_array()
+            .expect("streams")
+            .iter()
+            .flat_map(|s| s["values"].as_array().expect("values").clone())
+            .map(|v| v[0].as_str().expect("ts").parse().expect("int"))
+            .collect();
+        ts.sort_unstable();
+        ts
+    };
+    for limit in [5usize, 45, 60, 200] {
+        let req = range_request(r#"{job="audit"} |= "mallory""#, T0, end, 0, limit as u32);
+        let body = engine.query(req).await.expect("query");
+        let newest: Vec<i64> = hits[hits.len().saturating_sub(limit)..].to_vec();
+        assert_eq!(timestamps(&body), newest, "backward, limit {limit}");
+        if limit == 45 {
+            // The 45th newest match is in the burst of the fourth hour: the files of the
+            // first two hours are never read (the third may be, read ahead).
+            let read = body["data"]["stats"]["summary"]["totalLinesProcessed"]
+                .as_u64()
+                .expect("lines processed");
+            assert!(read <= (10 * 3600 * 4) as u64, "{read} lines read");
+        }
+        let mut req = range_request(r#"{job="audit"} |= "mallory""#, T0, end, 0, limit as u32);
+        req.direction = Direction::Forward;
+        let body = engine.query(req).await.expect("query");
+        let oldest: Vec<i64> = hits[..limit.min(hits.len())].to_vec();
+        assert_eq!(timestamps(&body), oldest, "forward, limit {limit}");
+    }
+}
