@@ -575,6 +575,19 @@ async fn timeout_is_reported_as_such() {
     ));
 }
 
+/// Timestamps of every entry of a streams result, sorted.
+fn result_timestamps(body: &Value) -> Vec<i64> {
+    let mut ts: Vec<i64> = body["data"]["result"]
+        .as_array()
+        .expect("streams")
+        .iter()
+        .flat_map(|s| s["values"].as_array().expect("values").clone())
+        .map(|v| v[0].as_str().expect("ts").parse().expect("int"))
+        .collect();
+    ts.sort_unstable();
+    ts
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limit_and_direction_over_many_lines() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -586,14 +599,7 @@ async fn limit_and_direction_over_many_lines() {
         .query(range_request(r#"{job="synth"}"#, T0, end, 0, 5))
         .await
         .expect("query");
-    let mut ts: Vec<i64> = body["data"]["result"]
-        .as_array()
-        .expect("streams")
-        .iter()
-        .flat_map(|s| s["values"].as_array().expect("values").clone())
-        .map(|v| v[0].as_str().expect("ts").parse().expect("int"))
-        .collect();
-    ts.sort_unstable();
+    let ts = result_timestamps(&body);
     let want: Vec<i64> = (0..5)
         .map(|i| T0 + 199_995_000_000 + i * 1_000_000)
         .collect();
@@ -733,22 +739,11 @@ async fn limited_needle_queries_across_many_files() {
     );
     let engine = QueryEngine::new(storage, QueryLimits::default());
     let end = T0 + hours * 3600 * SEC;
-    let timestamps = |body: &Value| -> Vec<i64> {
-        let mut ts: Vec<i64> = body["data"]["result"]
-            .as_array()
-            .expect("streams")
-            .iter()
-            .flat_map(|s| s["values"].as_array().expect("values").clone())
-            .map(|v| v[0].as_str().expect("ts").parse().expect("int"))
-            .collect();
-        ts.sort_unstable();
-        ts
-    };
     for limit in [5usize, 45, 60, 200] {
         let req = range_request(r#"{job="audit"} |= "mallory""#, T0, end, 0, limit as u32);
         let body = engine.query(req).await.expect("query");
         let newest: Vec<i64> = hits[hits.len().saturating_sub(limit)..].to_vec();
-        assert_eq!(timestamps(&body), newest, "backward, limit {limit}");
+        assert_eq!(result_timestamps(&body), newest, "backward, limit {limit}");
         if limit == 45 {
             // The 45th newest match is in the burst of the fourth hour: the files of the
             // first two hours are never read (the third may be, read ahead).
@@ -761,6 +756,6 @@ async fn limited_needle_queries_across_many_files() {
         req.direction = Direction::Forward;
         let body = engine.query(req).await.expect("query");
         let oldest: Vec<i64> = hits[..limit.min(hits.len())].to_vec();
-        assert_eq!(timestamps(&body), oldest, "forward, limit {limit}");
+        assert_eq!(result_timestamps(&body), oldest, "forward, limit {limit}");
     }
 }
