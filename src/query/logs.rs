@@ -137,19 +137,23 @@ fn pieces(ws: i64, we: i64, direction: Direction, align: i64) -> Vec<(i64, i64)>
     if last < first {
         return vec![(ws, we)];
     }
-    let cells = last - first + 2;
-    let per = (cells + MAX_PIECES - 1) / MAX_PIECES;
+    // Saturating: a request may span the whole i64 range.
+    let cells = last.saturating_sub(first).saturating_add(2);
+    let per = cells.saturating_add(MAX_PIECES - 1) / MAX_PIECES;
     let bound = |j: i64| match j {
         0 => ws,
         j if j >= cells => we,
-        j => (first + j - 1).saturating_mul(align),
+        j => first
+            .saturating_add(j - 1)
+            .saturating_mul(align)
+            .clamp(ws, we),
     };
     let mut out = Vec::new();
     match direction {
         Direction::Backward => {
             let mut j = cells;
             while j > 0 {
-                let lo = (j - per).max(0);
+                let lo = j.saturating_sub(per).max(0);
                 out.push((bound(lo), bound(j)));
                 j = lo;
             }
@@ -157,7 +161,7 @@ fn pieces(ws: i64, we: i64, direction: Direction, align: i64) -> Vec<(i64, i64)>
         Direction::Forward => {
             let mut j = 0;
             while j < cells {
-                let hi = (j + per).min(cells);
+                let hi = j.saturating_add(per).min(cells);
                 out.push((bound(j), bound(hi)));
                 j = hi;
             }
