@@ -250,9 +250,7 @@ impl ExecutionPlan for PipelineExec {
             stats: Arc::clone(&self.stats),
             cancelled: Arc::clone(&self.cancelled),
             schema: Arc::clone(&schema),
-            lb: LabelsBuilder::new(),
-            lb_stream: None,
-            meta: Vec::new(),
+            row: RowLabels::default(),
             stream_keys: HashMap::new(),
             by_cache: ByCache::default(),
         };
@@ -263,20 +261,33 @@ impl ExecutionPlan for PipelineExec {
     }
 }
 
-/// Start `lb` on a row of stream `sid` with its metadata, comparing stream labels only
-/// when the stream differs from the last one (`last`).
-fn reset_labels(
-    lb: &mut LabelsBuilder,
-    last: &mut Option<u64>,
-    sid: u64,
-    stream: &[(String, String)],
-    metadata: &[(String, String)],
-) {
-    if *last == Some(sid) {
-        lb.reset_entry(metadata);
-    } else {
-        lb.reset(stream, metadata);
-        *last = Some(sid);
+/// The label builder of a partition and the buffers that feed it, reused across rows.
+#[derive(Default)]
+struct RowLabels {
+    lb: LabelsBuilder,
+    /// The stream whose labels `lb` holds as its base.
+    stream: Option<u64>,
+    /// Structured metadata of the current row; strings are reused across rows.
+    meta: Vec<(String, String)>,
+}
+
+impl RowLabels {
+    /// Read row `row`'s structured metadata; returns how many pairs it has.
+    fn read_metadata(&mut self, map: Option<&MapArray>, row: usize) -> usize {
+        read_metadata(map, row, &mut self.meta)
+    }
+
+    /// Start the builder on a row of stream `sid` whose metadata was just read (`nmeta`
+    /// pairs), comparing stream labels only when the stream differs from the previous
+    /// row's.
+    fn reset(&mut self, sid: u64, stream: &[(String, String)], nmeta: usize) {
+        let metadata = &self.meta[..nmeta];
+        if self.stream == Some(sid) {
+            self.lb.reset_entry(metadata);
+        } else {
+            self.lb.reset(stream, metadata);
+            self.stream = Some(sid);
+        }
     }
 }
 
@@ -289,11 +300,7 @@ struct PartitionState {
     stats: Arc<StatsCollector>,
     cancelled: Arc<AtomicBool>,
     schema: SchemaRef,
-    lb: LabelsBuilder,
-    /// The stream whose labels `lb` holds as its base.
-    lb_stream: Option<u64>,
-    /// Structured metadata of the current row; strings are reused across rows.
-    meta: Vec<(String, String)>,
+    row: RowLabels,
     /// Interned series id per stream, for rows whose labels are the stream's alone.
     stream_keys: HashMap<u64, u32>,
     /// Series ids of `by (…)` groupings, found without allocating.
@@ -522,16 +529,10 @@ impl PartitionState {
             let sid = input.stream_ids.value(row);
             let keep = match lookup.get(sid) {
                 Some(stream) => {
-                    let nmeta = read_metadata(input.metadata, row, &mut self.meta);
-                    reset_labels(
-                        &mut self.lb,
-                        &mut self.lb_stream,
-                        sid,
-                        stream,
-                        &self.meta[..nmeta],
-                    );
+                    let nmeta = self.row.read_metadata(input.metadata, row);
+                    self.row.reset(sid, stream, nmeta);
                     self.pipeline
-                        .process(input.ts.value(row), lines.value(row), &mut self.lb)
+                        .process(input.ts.value(row), lines.value(row), &mut self.row.lb)
                         .is_some()
                 }
                 None => false,
@@ -574,7 +575,7 @@ impl PartitionState {
             let ts = input.ts.value(row);
             // Only a scan without any stage or line-derived value skips the lines.
             let raw_line = input.lines.map_or("", |l| l.value(row));
-            let nmeta = read_metadata(input.metadata, row, &mut self.meta);
+            let nmeta = self.row.read_metadata(input.metadata, row);
             if filter_only && !unwrap && nmeta == 0 {
                 // The labels are the stream's: one interned id per stream.
                 let key = match last_key {
@@ -602,17 +603,11 @@ impl PartitionState {
                 val_b.append_value(v);
                 continue;
             }
-            reset_labels(
-                &mut self.lb,
-                &mut self.lb_stream,
-                sid,
-                stream,
-                &self.meta[..nmeta],
-            );
+            self.row.reset(sid, stream, nmeta);
             let line_len = if filter_only {
                 raw_line.len()
             } else {
-                match self.pipeline.process(ts, raw_line, &mut self.lb) {
+                match self.pipeline.process(ts, raw_line, &mut self.row.lb) {
                     Some(line) => line.len(),
                     None => continue,
                 }
@@ -620,16 +615,16 @@ impl PartitionState {
             let v = match value {
                 SampleValue::One => 1.0,
                 SampleValue::LineBytes => line_len as f64,
-                SampleValue::Unwrap(ex) => match ex.extract(&mut self.lb) {
+                SampleValue::Unwrap(ex) => match ex.extract(&mut self.row.lb) {
                     Some(v) => v,
                     None => continue,
                 },
             };
             let key = match reduce {
-                LabelReduce::By(names) if !self.lb.has_error() => {
-                    self.by_cache.key(&self.lb, names, &self.interner)?
+                LabelReduce::By(names) if !self.row.lb.has_error() => {
+                    self.by_cache.key(&self.row.lb, names, &self.interner)?
                 }
-                _ => self.interner.intern(series_labels(&self.lb, reduce))?,
+                _ => self.interner.intern(series_labels(&self.row.lb, reduce))?,
             };
             key_b.append_value(key);
             ts_b.append_value(ts);
