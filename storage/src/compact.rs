@@ -922,13 +922,7 @@ mod tests {
         let (outputs, duplicates) = merge(inputs, &places, &settings)?;
         assert_eq!((outputs.len(), duplicates), (1, 0));
         let out = &outputs[0];
-        let groups: Vec<i64> =
-            ParquetRecordBatchReaderBuilder::try_new(Bytes::from(out.data.clone()))?
-                .metadata()
-                .row_groups()
-                .iter()
-                .map(|g| g.num_rows())
-                .collect();
+        let groups = crate::chunk::row_group_rows(&out.data)?;
         // a-small (100 rows) alone before b-large starts; b-large (24,000); c-large
         // (18,000); the two small services after it share one.
         assert_eq!(groups, vec![100, 24_000, 18_000, 100]);

@@ -14,6 +14,17 @@ pub type StreamId = u64;
 pub struct LabelSet(Vec<(String, String)>);
 
 impl LabelSet {
+    /// [`LabelSet::new`] from borrowed pairs (tests).
+    #[cfg(test)]
+    pub(crate) fn of(pairs: &[(&str, &str)]) -> Self {
+        LabelSet::new(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
     /// Build from pairs; sorts by name. Callers validate duplicates beforehand
     /// (a later duplicate replaces an earlier one here).
     pub fn new(mut pairs: Vec<(String, String)>) -> Self {

@@ -95,12 +95,7 @@ mod tests {
     use std::sync::Arc;
 
     fn labels(pairs: &[(&str, &str)]) -> Arc<LabelSet> {
-        Arc::new(LabelSet::new(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        ))
+        Arc::new(LabelSet::of(pairs))
     }
 
     #[test]

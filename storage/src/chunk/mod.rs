@@ -243,6 +243,20 @@ pub(crate) fn writer_properties(
         .build())
 }
 
+/// Rows of each row group of the Parquet file `data` (tests of the writers' row-group cuts).
+#[cfg(test)]
+pub(crate) fn row_group_rows(data: &[u8]) -> Result<Vec<i64>> {
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        bytes::Bytes::copy_from_slice(data),
+    )?;
+    Ok(reader
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|g| g.num_rows())
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,14 +341,7 @@ mod tests {
         let sorted = SortedHead::new(Arc::new(head));
         let windows = sorted.windows(i64::MAX);
         let chunk = sorted.encode(&windows[0], &ChunkConfig::default())?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(chunk.data))?;
-        let groups: Vec<i64> = reader
-            .metadata()
-            .row_groups()
-            .iter()
-            .map(|g| g.num_rows())
-            .collect();
-        assert_eq!(groups, vec![50, 12_000, 9_000, 30]);
+        assert_eq!(row_group_rows(&chunk.data)?, vec![50, 12_000, 9_000, 30]);
         Ok(())
     }
 }

@@ -237,12 +237,7 @@ mod tests {
     use super::*;
 
     fn ls(pairs: &[(&str, &str)]) -> Arc<LabelSet> {
-        Arc::new(LabelSet::new(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        ))
+        Arc::new(LabelSet::of(pairs))
     }
 
     fn ids(found: Vec<(StreamId, Arc<LabelSet>)>) -> Vec<StreamId> {
