@@ -78,8 +78,9 @@ pub(crate) enum LabelFilter {
         name: String,
         m: StringMatcher,
     },
-    /// A string filter on `__error__` (`details` false) or `__error_details__`: read
-    /// straight from the builder, as `| __error__=""` runs on every sampled line.
+    /// A string filter on `__error__` (`details` false) or `__error_details__`, which are
+    /// not labels of the builder: the name is resolved once here, not per line (`| __error__=""`
+    /// runs on every sampled line).
     ErrorString {
         details: bool,
         m: StringMatcher,
@@ -174,7 +175,8 @@ impl LabelFilter {
                 lok && rok
             }
             LabelFilter::Or(l, r) => l.process(lb) || r.process(lb),
-            LabelFilter::String { name, m } => m.matches(lb.filter_value(name)),
+            // A missing label reads as "" (the error labels are `ErrorString`).
+            LabelFilter::String { name, m } => m.matches(lb.get(name).unwrap_or("")),
             LabelFilter::ErrorString { details: false, m } => m.matches(lb.error()),
             LabelFilter::ErrorString { details: true, m } => m.matches(lb.error_details()),
             LabelFilter::Number { name, op, value } => {

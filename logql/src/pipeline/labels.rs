@@ -428,15 +428,6 @@ impl LabelsBuilder {
         });
         out
     }
-
-    /// Value as seen by label filters: `__error__` reads the error, a missing label is "".
-    pub(crate) fn filter_value(&self, name: &str) -> &str {
-        match name {
-            ERROR_LABEL => &self.err,
-            ERROR_DETAILS_LABEL => &self.err_details,
-            _ => self.get(name).unwrap_or(""),
-        }
-    }
 }
 
 impl LabelLookup for LabelsBuilder {
