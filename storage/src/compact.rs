@@ -39,14 +39,15 @@ use parquet::arrow::arrow_reader::{
     ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
 };
 use parquet::arrow::ArrowWriter;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 
 use crate::chunk::writer_properties;
 use crate::error::{Error, Result};
 use crate::manifest::{self, ChunkMeta, ManifestState, MetadataKeys, PendingDelete, StreamRange};
 use crate::model::StreamId;
 use crate::order::{self, Place};
-use crate::schema::logs_schema;
-use crate::textindex::{self, TextIndexBuilder};
+use crate::schema::{logs_schema, LINE};
+use crate::textindex::{self, TextIndex, TextIndexBuilder};
 use crate::{Inner, Tenant};
 
 /// Rows per merged output batch.
@@ -71,7 +72,7 @@ struct Job {
 
 /// One output file of a merge, with its trigram index.
 struct Output {
-    data: Vec<u8>,
+    data: Bytes,
     text_index: Vec<u8>,
     meta: ChunkMeta,
 }
@@ -594,7 +595,6 @@ struct Sink<'a> {
     /// The last row's stream and its service group.
     group: Option<(StreamId, u32)>,
     writer: Option<ArrowWriter<Vec<u8>>>,
-    index: Option<TextIndexBuilder>,
     meta: ChunkMeta,
     metadata_keys: MetadataKeys,
     outputs: Vec<Output>,
@@ -614,7 +614,6 @@ impl Sink<'_> {
                 logs_schema(),
                 Some(props),
             )?);
-            self.index = Some(TextIndexBuilder::default());
         }
         let ids = batch.column(0).as_primitive::<UInt64Type>();
         let ts = batch.column(1).as_primitive::<Int64Type>();
@@ -633,24 +632,15 @@ impl Sink<'_> {
             }
             let line = lines.value(i);
             let len = line.len() as u64;
-            if let Some(index) = self.index.as_mut() {
-                let row = u32::try_from(self.meta.rows)
-                    .map_err(|_| Error::Internal("compacted file exceeds 2^32 rows".into()))?;
-                if metadata.is_valid(i) {
-                    let entries = metadata.value(i);
-                    for k in entries.column(0).as_string::<i32>().iter().flatten() {
-                        self.metadata_keys.add(k);
-                    }
-                    let values = entries.column(1).as_string::<i32>();
-                    index.push(
-                        row,
-                        id,
-                        t,
-                        line.as_bytes(),
-                        values.iter().flatten().map(str::as_bytes),
-                    );
-                } else {
-                    index.push(row, id, t, line.as_bytes(), []);
+            if metadata.is_valid(i) {
+                for k in metadata
+                    .value(i)
+                    .column(0)
+                    .as_string::<i32>()
+                    .iter()
+                    .flatten()
+                {
+                    self.metadata_keys.add(k);
                 }
             }
             let m = &mut self.meta;
@@ -704,12 +694,8 @@ impl Sink<'_> {
 
     fn finish_file(&mut self) -> Result<()> {
         if let Some(w) = self.writer.take() {
-            let data = w.into_inner()?;
-            let text_index = self
-                .index
-                .take()
-                .map(|b| b.finish().encode())
-                .unwrap_or_default();
+            let data = Bytes::from(w.into_inner()?);
+            let text_index = index_file(&data)?.encode();
             let mut meta = std::mem::replace(&mut self.meta, empty_meta());
             meta.streams.sort_unstable_by_key(|s| s.id);
             meta.metadata_keys = std::mem::take(&mut self.metadata_keys).finish();
@@ -722,6 +708,129 @@ impl Sink<'_> {
         Ok(())
     }
 }
+
+/// The needle index of a finished compacted file, read back from its bytes. Its blocks
+/// follow the pages of the line column ([`line_page_cuts`]), so a candidate block costs
+/// the decompression of one page, not two. The writer cuts pages by size
+/// (`line_page_bytes`), checked every so many rows, so where they fall is only known once
+/// the file is written.
+fn index_file(data: &Bytes) -> Result<TextIndex> {
+    let options = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);
+    let metadata = ArrowReaderMetadata::load(data, options)?;
+    let cuts = line_page_cuts(metadata.metadata());
+    let reader =
+        ParquetRecordBatchReaderBuilder::new_with_metadata(data.clone(), metadata).build()?;
+    let mut index = TextIndexBuilder::default();
+    let mut cuts = cuts.into_iter().peekable();
+    let mut row: u64 = 0;
+    let malformed = || Error::Internal("compaction: unexpected column types on read-back".into());
+    for batch in reader {
+        let batch = batch?;
+        let ids = batch
+            .column(0)
+            .as_primitive_opt::<UInt64Type>()
+            .ok_or_else(malformed)?;
+        let ts = batch
+            .column(1)
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(malformed)?;
+        let lines = batch
+            .column(2)
+            .as_string_opt::<i32>()
+            .ok_or_else(malformed)?;
+        let metadata = batch.column(3).as_map_opt().ok_or_else(malformed)?;
+        for i in 0..batch.num_rows() {
+            while cuts.next_if(|&c| c <= row).is_some() {
+                index.cut();
+            }
+            let file_row = u32::try_from(row)
+                .map_err(|_| Error::Internal("compacted file exceeds 2^32 rows".into()))?;
+            let (id, t, line) = (ids.value(i), ts.value(i), lines.value(i).as_bytes());
+            if metadata.is_valid(i) {
+                let entries = metadata.value(i);
+                let values = entries
+                    .column(1)
+                    .as_string_opt::<i32>()
+                    .ok_or_else(malformed)?;
+                index.push(
+                    file_row,
+                    id,
+                    t,
+                    line,
+                    values.iter().flatten().map(str::as_bytes),
+                );
+            } else {
+                index.push(file_row, id, t, line, []);
+            }
+            row += 1;
+        }
+    }
+    Ok(index.finish())
+}
+
+/// Rows where needle blocks start: each page of the line column is a block, or is split
+/// into equal blocks when it has more than [`textindex::BLOCK_ROWS`] rows. The last page
+/// of a row group, cut short by the group's end, then joins a neighbour block when it has
+/// fewer than [`MIN_BLOCK_ROWS`] and the two fit in one block: a block that small would
+/// hold too many distinct trigrams per row for a filter (see `textindex::bloom`), and be
+/// read by every needle query; joined, it costs those queries one small page more. Empty
+/// without an offset index (the builder then cuts every `BLOCK_ROWS` rows).
+fn line_page_cuts(meta: &ParquetMetaData) -> Vec<u64> {
+    let block = u64::from(textindex::BLOCK_ROWS);
+    let Some(offsets) = meta.offset_index() else {
+        return Vec::new();
+    };
+    let schema = meta.file_metadata().schema_descr();
+    let Some(column) = (0..schema.num_columns()).find(|&c| schema.column(c).name() == LINE) else {
+        return Vec::new();
+    };
+    // (file rows, whether it is a short last page of its row group)
+    let mut blocks: Vec<(Range<u64>, bool)> = Vec::new();
+    let mut base: u64 = 0;
+    for (group, columns) in meta.row_groups().iter().zip(offsets) {
+        let rows = u64::try_from(group.num_rows()).unwrap_or(0);
+        let firsts: Vec<u64> = columns
+            .get(column)
+            .map(|c| {
+                c.page_locations()
+                    .iter()
+                    .filter_map(|p| u64::try_from(p.first_row_index).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if firsts.first() != Some(&0) {
+            return Vec::new();
+        }
+        for (k, &start) in firsts.iter().enumerate() {
+            let end = firsts.get(k + 1).copied().unwrap_or(rows).max(start);
+            let short = k + 1 == firsts.len() && end - start < MIN_BLOCK_ROWS;
+            let step = (end - start).div_ceil((end - start).div_ceil(block).max(1));
+            let mut at = start;
+            while at < end {
+                let next = (at + step.max(1)).min(end);
+                blocks.push((base + at..base + next, short));
+                at = next;
+            }
+        }
+        base += rows;
+    }
+    let mut joined: Vec<(Range<u64>, bool)> = Vec::with_capacity(blocks.len());
+    for (b, short) in blocks {
+        if let Some((last, last_short)) = joined.last_mut() {
+            if (short || *last_short) && (last.end - last.start) + (b.end - b.start) <= block {
+                last.end = b.end;
+                *last_short = false;
+                continue;
+            }
+        }
+        joined.push((b, short));
+    }
+    joined.into_iter().map(|(b, _)| b.start).collect()
+}
+
+/// A row group's last page smaller than this joins a neighbour block (see
+/// [`line_page_cuts`]).
+const MIN_BLOCK_ROWS: u64 = textindex::BLOCK_ROWS as u64 / 4;
 
 fn empty_meta() -> ChunkMeta {
     ChunkMeta {
@@ -769,7 +878,6 @@ fn merge(
         group_rows,
         group: None,
         writer: None,
-        index: None,
         meta: empty_meta(),
         metadata_keys: MetadataKeys::default(),
         outputs: Vec::new(),
@@ -932,8 +1040,7 @@ mod tests {
             .meta
             .stream_rows()
             .ok_or_else(|| Error::Internal("ranges".into()))?;
-        let reader =
-            ParquetRecordBatchReaderBuilder::try_new(Bytes::from(out.data.clone()))?.build()?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(out.data.clone())?.build()?;
         let mut got: Vec<(StreamId, i64)> = Vec::new();
         for batch in reader {
             let batch = batch?;
@@ -947,6 +1054,136 @@ mod tests {
             assert!(part.iter().all(|g| g.0 == s.id));
             assert!(part.windows(2).all(|w| w[0].1 < w[1].1));
             assert_eq!(part.len() as u64, s.rows);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn needle_blocks_follow_line_pages() -> Result<()> {
+        // Lines of varying length: pages of the line column hold different row counts,
+        // some more than a block's maximum.
+        let make = |from: i64| {
+            let mut streams = vec![stream("a", "1", 30_000, from)];
+            let mut long = stream("b", "1", 3_000, from);
+            for (k, e) in long.entries.iter_mut().enumerate() {
+                e.line = format!("{} {}", e.line, "x".repeat(k % 400));
+            }
+            streams.push(long);
+            streams
+        };
+        let inputs = [flushed(make(0))?, flushed(make(1))?];
+        let places = order::places(
+            make(0)
+                .into_iter()
+                .map(|p| (p.labels.fingerprint(), Some(Arc::new(p.labels)))),
+        );
+        let settings = MergeSettings {
+            row_group_rows: 37_000,
+            zstd_level: 3,
+            line_page_bytes: 256 * 1024,
+            max_file_bytes: usize::MAX,
+            window_start_ns: 0,
+        };
+        let inputs = inputs
+            .into_iter()
+            .map(|(data, meta)| Input::new(data, &meta, &places))
+            .collect::<Result<Vec<_>>>()?;
+        let (outputs, _) = merge(inputs, &places, &settings)?;
+        let out = &outputs[0];
+        // The line column's pages, as file row ranges, read independently of the index.
+        let meta = parquet::file::metadata::ParquetMetaDataReader::new()
+            .with_page_index_policy(PageIndexPolicy::Required)
+            .parse_and_finish(&out.data)?;
+        let offsets = meta
+            .offset_index()
+            .ok_or_else(|| Error::Internal("no offset index".into()))?;
+        let mut pages: Vec<Range<u64>> = Vec::new();
+        let mut group_ends: Vec<u64> = Vec::new();
+        let mut base = 0u64;
+        for (group, columns) in meta.row_groups().iter().zip(offsets) {
+            let rows = group.num_rows() as u64;
+            let firsts: Vec<u64> = columns[2]
+                .page_locations()
+                .iter()
+                .map(|p| p.first_row_index as u64)
+                .collect();
+            for (k, &f) in firsts.iter().enumerate() {
+                let end = firsts.get(k + 1).copied().unwrap_or(rows);
+                pages.push(base + f..base + end);
+            }
+            base += rows;
+            group_ends.push(base);
+        }
+        assert_eq!(base, 66_000);
+        let big = pages
+            .iter()
+            .filter(|p| p.end - p.start > u64::from(textindex::BLOCK_ROWS))
+            .count();
+        assert!(
+            pages.len() > 5 && big > 0,
+            "{} pages, {big} big",
+            pages.len()
+        );
+        let index = TextIndex::decode("t", &out.text_index)?;
+        let sizes: Vec<u64> = index.blocks.iter().map(|b| u64::from(b.rows)).collect();
+        let mut next = 0u64;
+        let mut joins = 0;
+        for (i, b) in index.blocks.iter().enumerate() {
+            let r = u64::from(b.first_row)..u64::from(b.first_row) + sizes[i];
+            assert_eq!(r.start, next, "blocks cover the file in order");
+            assert!(b.rows <= textindex::BLOCK_ROWS);
+            // Rows of the block in each page it touches: one page, or two of which one
+            // is a row group's short last page.
+            let touched: Vec<&Range<u64>> = pages
+                .iter()
+                .filter(|p| p.start < r.end && r.start < p.end)
+                .collect();
+            assert!(
+                touched.len() == 1
+                    || (touched.len() == 2
+                        && touched.iter().any(
+                            |p| p.end - p.start < MIN_BLOCK_ROWS && group_ends.contains(&p.end)
+                        )),
+                "block {r:?} spans pages {touched:?}"
+            );
+            joins += usize::from(touched.len() == 2);
+            // A row group's short last page forms no block of its own when it fits with
+            // a neighbour.
+            if let Some(p) = pages.iter().find(|p| **p == r) {
+                if sizes[i] < MIN_BLOCK_ROWS && group_ends.contains(&p.end) {
+                    let fits = |j: Option<usize>| {
+                        j.and_then(|j| sizes.get(j))
+                            .is_some_and(|&n| n + sizes[i] <= u64::from(textindex::BLOCK_ROWS))
+                    };
+                    assert!(!fits(i.checked_sub(1)) && !fits(Some(i + 1)), "{sizes:?}");
+                }
+            }
+            next = r.end;
+        }
+        assert!(
+            pages
+                .iter()
+                .any(|p| p.end - p.start < MIN_BLOCK_ROWS && group_ends.contains(&p.end)),
+            "the data has short last pages to join"
+        );
+        assert!(joins > 0);
+        assert_eq!(next, 66_000);
+        // Big pages are split into equal blocks, not a full one and a remainder.
+        for p in pages
+            .iter()
+            .filter(|p| p.end - p.start > u64::from(textindex::BLOCK_ROWS))
+        {
+            let sizes: Vec<u32> = index
+                .blocks
+                .iter()
+                .filter(|b| p.contains(&u64::from(b.first_row)))
+                .map(|b| b.rows)
+                .collect();
+            let (lo, hi) = (sizes.iter().min(), sizes.iter().max());
+            assert!(
+                sizes.len() >= 2 && hi.zip(lo).is_some_and(|(h, l)| h - l <= 1),
+                "{sizes:?}"
+            );
         }
         Ok(())
     }

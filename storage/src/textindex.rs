@@ -5,7 +5,9 @@
 //! 3-byte substring (trigram) of `x`, so a per-block set of the trigrams present is exact
 //! for pruning: a block lacking one of the needle's trigrams holds no matching line.
 //!
-//! A block is [`BLOCK_ROWS`] consecutive rows of a chunk file. Rows are grouped by stream
+//! A block is at most [`BLOCK_ROWS`] consecutive rows of a chunk file; the compactor cuts
+//! blocks where pages of the line column start ([`TextIndexBuilder::cut`]), so that reading
+//! a block decompresses one page. Rows are grouped by stream
 //! ([`crate::order`]), so a block covers a few streams, recorded as their id range (which
 //! may include ids of streams elsewhere in the file: scans also restrict rows to the
 //! selected streams' ranges), with its row range and time range. Blocks span streams on purpose: per-stream blocks of a one-hour file are
@@ -745,6 +747,11 @@ impl TextIndexBuilder {
                 self.distinct.push(g);
             }
         }
+    }
+
+    /// End the open block here: the next row starts a new one.
+    pub fn cut(&mut self) {
+        self.close();
     }
 
     fn close(&mut self) {

@@ -559,10 +559,12 @@ async fn compacted_files_skip_blocks_without_the_needle() -> Result<()> {
             Ok::<_, Error>((rows, hits))
         }
     };
-    // Only the 8192-row block holding the needle is read; an absent needle reads nothing;
-    // a needle every line has (or one too short to index) reads everything.
-    assert_eq!(count("needle-7f3a9c").await?, (8192, 1));
-    assert_eq!(count("mallory").await?, (8192, 1));
+    // Only the block holding the needle is read; an absent needle reads nothing; a needle
+    // every line has (or one too short to index) reads everything. The 20,000 lines fill
+    // one page of the line column, cut into three equal blocks (6667, 6667, 6666 rows):
+    // row 15,000 is in the last.
+    assert_eq!(count("needle-7f3a9c").await?, (6666, 1));
+    assert_eq!(count("mallory").await?, (6666, 1));
     assert_eq!(count("not-there-at-all").await?, (0, 0));
     assert_eq!(count("action=").await?, (20_000, 20_000));
     assert_eq!(count("15").await?.0, 20_000);
@@ -658,10 +660,12 @@ async fn compacted_files_skip_blocks_without_a_bounded_id() -> Result<()> {
     };
     // A parsed field's value and a whole metadata value read only the block holding them;
     // the same id as a plain substring may continue a longer run in a line: all is read.
-    assert_eq!(rows(TextNeedle::field(cid)).await?, 8192);
+    // One page of lines, three blocks of 6667, 6667 and 6666 rows: row 15,000 is in the
+    // last, row 3,000 in the first.
+    assert_eq!(rows(TextNeedle::field(cid)).await?, 6666);
     let escaped = "abcdef01-0000-4000-8000-0123456789ab";
-    assert_eq!(rows(TextNeedle::field(escaped)).await?, 8192);
-    assert_eq!(rows(TextNeedle::metadata(trace)).await?, 8192);
+    assert_eq!(rows(TextNeedle::field(escaped)).await?, 6667);
+    assert_eq!(rows(TextNeedle::metadata(trace)).await?, 6666);
     assert_eq!(rows(TextNeedle::literal(cid)).await?, 20_000);
     storage.shutdown().await?;
     Ok(())
