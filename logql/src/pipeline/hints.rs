@@ -18,6 +18,10 @@ pub struct LabelHints {
     no_labels: bool,
     /// Only these names (empty = all).
     required: Vec<String>,
+    /// Bit `n` (`n` < 63; bit 63 for every longer length) set when a name of `n` bytes
+    /// may be extracted: a wanted name's length, or that of its base before
+    /// `_extracted`. Most keys of a JSON line are told apart by length alone.
+    name_lens: u64,
     /// `__error__` is needed: parsers mark their errors with `__preserve_error__="true"`.
     preserve_error: bool,
     /// Whether single-label filters of the pipeline run as soon as a parser sets their
@@ -31,6 +35,7 @@ impl Default for LabelHints {
         LabelHints {
             no_labels: false,
             required: Vec::new(),
+            name_lens: 0,
             preserve_error: false,
             early_filtering: true,
             early: Vec::new(),
@@ -99,6 +104,21 @@ fn required_label_names(stages: &[Stage], post_filters: &[LabelFilterExpr]) -> V
         filter_names(f, &mut out);
     }
     out
+}
+
+/// The bit of a name length in [`LabelHints::name_lens`].
+fn len_bit(len: usize) -> u64 {
+    1 << len.min(63)
+}
+
+/// [`LabelHints::name_lens`] of `required`.
+fn name_lens(required: &[String]) -> u64 {
+    required.iter().fold(0, |bits, r| {
+        let base = r
+            .strip_suffix(DUPLICATE_SUFFIX)
+            .map_or(0, |b| len_bit(b.len()));
+        bits | len_bit(r.len()) | base
+    })
 }
 
 impl LabelHints {
@@ -207,6 +227,7 @@ impl LabelHints {
                 };
             }
             return LabelHints {
+                name_lens: name_lens(&unique),
                 required: unique,
                 preserve_error,
                 ..LabelHints::default()
@@ -217,6 +238,7 @@ impl LabelHints {
         }
         // With a known grouping Loki's hints carry no label filters.
         LabelHints {
+            name_lens: name_lens(&unique),
             required: unique,
             preserve_error,
             early_filtering: false,
@@ -276,8 +298,11 @@ impl LabelHints {
     /// `<name>_extracted` after a collision with a stream or metadata label?
     pub(crate) fn may_extract(&self, name: &str) -> bool {
         const SUFFIX: &str = super::labels::DUPLICATE_SUFFIX;
-        self.required.is_empty()
-            || self.required.iter().any(|r| {
+        if self.required.is_empty() {
+            return true;
+        }
+        self.name_lens & len_bit(name.len()) != 0
+            && self.required.iter().any(|r| {
                 // Lengths first: most keys differ in length from every wanted name.
                 (r.len() == name.len() && r == name)
                     || (r.len() == name.len() + SUFFIX.len()
@@ -491,6 +516,31 @@ mod tests {
         assert!(h.should_extract("action") && !h.should_extract("level"));
         let e = LabelHints::for_range_aggregation(&a, Some(&sum(by(&["__error__"]), &a)));
         assert!(e.preserve_error);
+    }
+    #[test]
+    fn may_extract_by_name_and_length() {
+        let long = "k".repeat(70);
+        let required = vec![
+            "status_extracted".to_string(),
+            "level".to_string(),
+            long.clone(),
+        ];
+        let hints = LabelHints::build(&required, &["level".to_string()], false, false, None);
+        for (name, want) in [
+            ("status", true),
+            ("status_extracted", true),
+            ("level", true),
+            ("statuz", false),
+            ("levels", false),
+            ("lever", false),
+            ("", false),
+            (long.as_str(), true),
+        ] {
+            assert_eq!(hints.may_extract(name), want, "{name}");
+        }
+        assert!(!hints.may_extract(&"k".repeat(71)));
+        assert!(!hints.may_extract(&"j".repeat(70)));
+        assert!(LabelHints::all().may_extract("anything"));
     }
 }
 

@@ -50,8 +50,10 @@ impl StringMatcher {
     #[inline]
     pub(crate) fn matches(&self, v: &str) -> bool {
         match self {
-            StringMatcher::Eq(s) => v == s,
-            StringMatcher::Neq(s) => v != s,
+            // Lengths first: `__error__=""` runs on every sampled line, and comparing two
+            // empty strings would still call `memcmp`.
+            StringMatcher::Eq(s) => v.len() == s.len() && (s.is_empty() || v == s),
+            StringMatcher::Neq(s) => v.len() != s.len() || (!s.is_empty() && v != s),
             StringMatcher::Re(re) => re.is_match(v),
             StringMatcher::Nre(re) => !re.is_match(v),
         }
