@@ -997,6 +997,32 @@ mod tests {
         Ok((Bytes::from(c.data), meta))
     }
 
+    /// Merge two flushed files of `make(0)` and `make(1)` (streams interleaving in time).
+    fn merge_two(
+        make: impl Fn(i64) -> Vec<PushStream>,
+        row_group_rows: usize,
+        line_page_bytes: usize,
+    ) -> Result<(Vec<Output>, u64)> {
+        let inputs = [flushed(make(0))?, flushed(make(1))?];
+        let places = order::places(
+            make(0)
+                .into_iter()
+                .map(|p| (p.labels.fingerprint(), Some(Arc::new(p.labels)))),
+        );
+        let settings = MergeSettings {
+            row_group_rows,
+            zstd_level: 3,
+            line_page_bytes,
+            max_file_bytes: usize::MAX,
+            window_start_ns: 0,
+        };
+        let inputs = inputs
+            .into_iter()
+            .map(|(data, meta)| Input::new(data, &meta, &places))
+            .collect::<Result<Vec<_>>>()?;
+        merge(inputs, &places, &settings)
+    }
+
     #[test]
     fn merged_files_start_row_groups_where_a_large_service_starts() -> Result<()> {
         // Two small services around two large ones; two inputs interleaving in time.
@@ -1010,24 +1036,7 @@ mod tests {
                 stream("e-small", "1", 20, from),
             ]
         };
-        let inputs = [flushed(make(0))?, flushed(make(1))?];
-        let places = order::places(
-            make(0)
-                .into_iter()
-                .map(|p| (p.labels.fingerprint(), Some(Arc::new(p.labels)))),
-        );
-        let settings = MergeSettings {
-            row_group_rows: 128 * 1024,
-            zstd_level: 3,
-            line_page_bytes: 1024 * 1024,
-            max_file_bytes: usize::MAX,
-            window_start_ns: 0,
-        };
-        let inputs = inputs
-            .into_iter()
-            .map(|(data, meta)| Input::new(data, &meta, &places))
-            .collect::<Result<Vec<_>>>()?;
-        let (outputs, duplicates) = merge(inputs, &places, &settings)?;
+        let (outputs, duplicates) = merge_two(make, 128 * 1024, 1024 * 1024)?;
         assert_eq!((outputs.len(), duplicates), (1, 0));
         let out = &outputs[0];
         let groups = crate::chunk::row_group_rows(&out.data)?;
@@ -1071,24 +1080,7 @@ mod tests {
             streams.push(long);
             streams
         };
-        let inputs = [flushed(make(0))?, flushed(make(1))?];
-        let places = order::places(
-            make(0)
-                .into_iter()
-                .map(|p| (p.labels.fingerprint(), Some(Arc::new(p.labels)))),
-        );
-        let settings = MergeSettings {
-            row_group_rows: 37_000,
-            zstd_level: 3,
-            line_page_bytes: 256 * 1024,
-            max_file_bytes: usize::MAX,
-            window_start_ns: 0,
-        };
-        let inputs = inputs
-            .into_iter()
-            .map(|(data, meta)| Input::new(data, &meta, &places))
-            .collect::<Result<Vec<_>>>()?;
-        let (outputs, _) = merge(inputs, &places, &settings)?;
+        let (outputs, _) = merge_two(make, 37_000, 256 * 1024)?;
         let out = &outputs[0];
         // The line column's pages, as file row ranges, read independently of the index.
         let meta = parquet::file::metadata::ParquetMetaDataReader::new()
