@@ -10,7 +10,8 @@
 //!   statistics prune time.
 //! - `line`: plain encoding with dictionary off (log lines rarely repeat exactly, and a
 //!   failed dictionary attempt costs memory and time), large pages for a better zstd ratio.
-//! - `metadata`: map column, null when an entry has none.
+//! - `metadata`: map column, null when an entry has none; keys dictionary-encoded, values
+//!   plain in small pages (see [`writer_properties`]).
 //! - Page-level statistics with the column and offset index (the "page index") on, so
 //!   DataFusion's Parquet reader can skip row groups and pages by timestamp. Key-value metadata `tovlog.format` (2: streams in
 //!   [`crate::order`]; 1: in id order) and `tovlog.window_start_ns` identify the file.
@@ -34,7 +35,7 @@ use crate::head::{BatchBuilder, Head};
 use crate::manifest::StreamRange;
 use crate::model::{LabelSet, StreamId};
 use crate::order;
-use crate::schema::{logs_schema, LINE, STREAM_ID, TS};
+use crate::schema::{logs_schema, LINE, METADATA, STREAM_ID, TS};
 
 /// Chunk format version written into the file's key-value metadata.
 pub const FORMAT_VERSION: &str = "2";
@@ -208,6 +209,9 @@ pub struct EncodedChunk {
     pub metadata_keys: Option<Vec<String>>,
 }
 
+/// Page size of structured metadata values (see [`writer_properties`]).
+const METADATA_VALUE_PAGE_BYTES: usize = 64 * 1024;
+
 /// Writer settings of a chunk file (see the module doc); the compactor uses them too, with
 /// its own level and page size.
 pub(crate) fn writer_properties(
@@ -219,12 +223,19 @@ pub(crate) fn writer_properties(
     let level = ZstdLevel::try_new(zstd_level)?;
     let line = ColumnPath::from(LINE);
     let ts = ColumnPath::from(TS);
+    let values = ColumnPath::new(vec![METADATA.into(), "entries".into(), "values".into()]);
     Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(row_group_rows))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_column_dictionary_enabled(line.clone(), false)
         .set_column_data_page_size_limit(line.clone(), line_page_bytes)
+        // Metadata values are mostly unique (trace ids): a dictionary holds them all in one
+        // page that any read of a row of the row group must decode (~1 MiB for a large
+        // service), and skipping to a block inside a large plain page decodes every value
+        // before it. Small plain pages bound both.
+        .set_column_dictionary_enabled(values.clone(), false)
+        .set_column_data_page_size_limit(values, METADATA_VALUE_PAGE_BYTES)
         .set_column_dictionary_enabled(ts.clone(), false)
         .set_column_encoding(ts, Encoding::DELTA_BINARY_PACKED)
         // Lines are long; min/max of a line column prunes nothing, keep the index small.
@@ -342,6 +353,63 @@ mod tests {
         let windows = sorted.windows(i64::MAX);
         let chunk = sorted.encode(&windows[0], &ChunkConfig::default())?;
         assert_eq!(row_group_rows(&chunk.data)?, vec![50, 12_000, 9_000, 30]);
+        Ok(())
+    }
+
+    #[test]
+    fn metadata_values_are_plain_in_small_pages() -> Result<()> {
+        // Unique values, as trace ids are; every other row has none.
+        let entries = (0..40_000i64)
+            .map(|t| Entry {
+                ts_ns: t,
+                line: format!("line {t}"),
+                metadata: if t % 2 == 0 {
+                    vec![("trace_id".into(), format!("{:032x}", t * 7_919))]
+                } else {
+                    vec![]
+                },
+            })
+            .collect();
+        let mut head = Head::default();
+        head.append(vec![PushStream {
+            labels: LabelSet::new(vec![("job".into(), "a".into())]),
+            entries,
+        }]);
+        let sorted = SortedHead::new(Arc::new(head));
+        let windows = sorted.windows(i64::MAX);
+        let chunk = sorted.encode(&windows[0], &ChunkConfig::default())?;
+        let meta = parquet::file::metadata::ParquetMetaDataReader::new()
+            .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Required)
+            .parse_and_finish(&Bytes::from(chunk.data))?;
+        let columns = meta.file_metadata().schema_descr();
+        let find = |path: &str| {
+            (0..columns.num_columns())
+                .find(|&c| columns.column(c).path().string() == path)
+                .ok_or_else(|| Error::Internal(format!("no column {path}")))
+        };
+        let (keys, values) = (
+            find("metadata.entries.keys")?,
+            find("metadata.entries.values")?,
+        );
+        let offsets = meta
+            .offset_index()
+            .ok_or_else(|| Error::Internal("no offset index".into()))?;
+        for (g, group) in meta.row_groups().iter().enumerate() {
+            let v = group.column(values);
+            assert!(
+                v.dictionary_page_offset().is_none(),
+                "values have a dictionary"
+            );
+            // 20,000 values of 32 bytes (720 KB with lengths): pages of about 64 KiB.
+            let pages = offsets[g][values].page_locations().len();
+            assert!(
+                pages >= 8,
+                "{pages} pages in a group of {} rows",
+                group.num_rows()
+            );
+            // Keys repeat: they keep their dictionary.
+            assert!(group.column(keys).dictionary_page_offset().is_some());
+        }
         Ok(())
     }
 }
