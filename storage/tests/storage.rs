@@ -520,6 +520,8 @@ async fn compacted_files_skip_blocks_without_the_needle() -> Result<()> {
     let dir = tmp()?;
     let mut cfg = config(dir.path());
     cfg.compaction.min_age = tovlog_storage::config::HumanDuration(std::time::Duration::ZERO);
+    // One 2 MiB page holds all the lines: the block sizes asserted below follow from it.
+    cfg.compaction.line_page_bytes = tovlog_storage::config::ByteSize(2 * 1024 * 1024);
     let cfg_again = cfg.clone();
     let id = labels(&[("job", "api")]).fingerprint();
     let storage = Storage::open(cfg).await?;
@@ -602,6 +604,8 @@ async fn compacted_files_skip_blocks_without_a_bounded_id() -> Result<()> {
     let dir = tmp()?;
     let mut cfg = config(dir.path());
     cfg.compaction.min_age = tovlog_storage::config::HumanDuration(std::time::Duration::ZERO);
+    // One 2 MiB page holds all the lines: the block sizes asserted below follow from it.
+    cfg.compaction.line_page_bytes = tovlog_storage::config::ByteSize(2 * 1024 * 1024);
     let id = labels(&[("job", "api")]).fingerprint();
     let storage = Storage::open(cfg).await?;
     // Ids from a fixed generator: every block has every hex trigram and every dash
