@@ -596,7 +596,6 @@ struct Sink<'a> {
     group: Option<(StreamId, u32)>,
     writer: Option<ArrowWriter<Vec<u8>>>,
     meta: ChunkMeta,
-    metadata_keys: MetadataKeys,
     outputs: Vec<Output>,
 }
 
@@ -618,7 +617,6 @@ impl Sink<'_> {
         let ids = batch.column(0).as_primitive::<UInt64Type>();
         let ts = batch.column(1).as_primitive::<Int64Type>();
         let lines = batch.column(2).as_string::<i32>();
-        let metadata = batch.column(3).as_map();
         // Rows where a new service group starts.
         let mut starts: Vec<usize> = Vec::new();
         for i in 0..batch.num_rows() {
@@ -632,17 +630,6 @@ impl Sink<'_> {
             }
             let line = lines.value(i);
             let len = line.len() as u64;
-            if metadata.is_valid(i) {
-                for k in metadata
-                    .value(i)
-                    .column(0)
-                    .as_string::<i32>()
-                    .iter()
-                    .flatten()
-                {
-                    self.metadata_keys.add(k);
-                }
-            }
             let m = &mut self.meta;
             let first_row = m.rows;
             m.rows += 1;
@@ -695,13 +682,13 @@ impl Sink<'_> {
     fn finish_file(&mut self) -> Result<()> {
         if let Some(w) = self.writer.take() {
             let data = Bytes::from(w.into_inner()?);
-            let text_index = index_file(&data)?.encode();
+            let (text_index, metadata_keys) = index_file(&data)?;
             let mut meta = std::mem::replace(&mut self.meta, empty_meta());
             meta.streams.sort_unstable_by_key(|s| s.id);
-            meta.metadata_keys = std::mem::take(&mut self.metadata_keys).finish();
+            meta.metadata_keys = metadata_keys.finish();
             self.outputs.push(Output {
                 data,
-                text_index,
+                text_index: text_index.encode(),
                 meta,
             });
         }
@@ -709,18 +696,20 @@ impl Sink<'_> {
     }
 }
 
-/// The needle index of a finished compacted file, read back from its bytes. Its blocks
+/// The needle index of a finished compacted file, and its metadata keys, read back from
+/// its bytes (the one pass over its metadata). The index's blocks
 /// follow the pages of the line column ([`line_page_cuts`]), so a candidate block costs
 /// the decompression of one page, not two. The writer cuts pages by size
 /// (`line_page_bytes`), checked every so many rows, so where they fall is only known once
 /// the file is written.
-fn index_file(data: &Bytes) -> Result<TextIndex> {
+fn index_file(data: &Bytes) -> Result<(TextIndex, MetadataKeys)> {
     let options = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);
     let metadata = ArrowReaderMetadata::load(data, options)?;
     let cuts = line_page_cuts(metadata.metadata());
     let reader =
         ParquetRecordBatchReaderBuilder::new_with_metadata(data.clone(), metadata).build()?;
     let mut index = TextIndexBuilder::default();
+    let mut keys = MetadataKeys::default();
     let mut cuts = cuts.into_iter().peekable();
     let mut row: u64 = 0;
     let malformed = || Error::Internal("compaction: unexpected column types on read-back".into());
@@ -748,6 +737,13 @@ fn index_file(data: &Bytes) -> Result<TextIndex> {
             let (id, t, line) = (ids.value(i), ts.value(i), lines.value(i).as_bytes());
             if metadata.is_valid(i) {
                 let entries = metadata.value(i);
+                let names = entries
+                    .column(0)
+                    .as_string_opt::<i32>()
+                    .ok_or_else(malformed)?;
+                for k in names.iter().flatten() {
+                    keys.add(k);
+                }
                 let values = entries
                     .column(1)
                     .as_string_opt::<i32>()
@@ -765,7 +761,7 @@ fn index_file(data: &Bytes) -> Result<TextIndex> {
             row += 1;
         }
     }
-    Ok(index.finish())
+    Ok((index.finish(), keys))
 }
 
 /// Rows where needle blocks start: each page of the line column is a block, or is split
@@ -879,7 +875,6 @@ fn merge(
         group: None,
         writer: None,
         meta: empty_meta(),
-        metadata_keys: MetadataKeys::default(),
         outputs: Vec::new(),
     };
     let mut picks: Vec<(usize, usize)> = Vec::with_capacity(OUT_ROWS);
