@@ -39,6 +39,7 @@ mod logfmt;
 mod needles;
 mod pattern;
 mod regexp;
+mod swar;
 mod unwrap;
 
 use std::borrow::Cow;
