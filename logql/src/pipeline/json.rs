@@ -73,7 +73,7 @@ fn next_token(data: &[u8]) -> Option<usize> {
 /// Index just past the closing quote of a string whose opening quote was already
 /// consumed, and whether it contains escapes. A backslash escapes the next byte, so a quote
 /// closes the string exactly when an even number of backslashes precede it (jsonparser's
-/// rule); memchr jumps between the only two bytes that matter.
+/// rule); the search jumps between the only two bytes that matter.
 fn string_end(data: &[u8]) -> (Option<usize>, bool) {
     let mut escaped = false;
     let mut i = 0;
@@ -163,6 +163,7 @@ fn value_end(start_end_ty: (usize, usize, JsonType)) -> usize {
 /// jsonparser's `ObjectEach` over `data` (a `&str` so values can be borrowed as text).
 /// The callback gets the unescaped key, the raw value text (strings without quotes) and
 /// its type.
+///
 /// Generic over the callback so that it is inlined into the walk (one call per key
 /// otherwise: a measurable share of `| json` on lines of a dozen short keys).
 pub(crate) fn object_each<'a, F>(data: &'a str, cb: &mut F) -> Result<(), JsonErr>

@@ -19,8 +19,8 @@ const SHORT_LITERAL: usize = 8;
 /// Pattern literals are mostly a few bytes (`" "`, `"] \""`, `" - - ["`), searched for
 /// several times in every line, each found within a few dozen bytes. memmem's SIMD
 /// searcher pays a set-up per call that costs more than such a search (a third of the
-/// `pattern` stage on access-log lines), so a short literal is found by `memchr` on its
-/// least common byte and checked in place; longer ones keep memmem.
+/// `pattern` stage on access-log lines), so a short literal is found by searching for its
+/// least common byte (`swar::find_byte`) and checked in place; longer ones keep memmem.
 #[derive(Debug, Clone)]
 struct Literal {
     needle: Box<[u8]>,
