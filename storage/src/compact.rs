@@ -495,6 +495,20 @@ impl Cursor {
     /// A cursor on the first row of `input`, or `None` when it has no row.
     fn open(input: Input) -> Result<Option<Cursor>> {
         let metadata = ArrowReaderMetadata::load(&input.data, ArrowReaderOptions::new())?;
+        // The merge reads the id, ts and line columns with typed casts that would panic
+        // on another type: a file that is not a chunk fails the merge instead.
+        let file = metadata.schema();
+        let want = logs_schema();
+        if file.fields().len() != want.fields().len()
+            || want.fields()[..3]
+                .iter()
+                .zip(file.fields().iter())
+                .any(|(w, f)| w.data_type() != f.data_type())
+        {
+            return Err(Error::Internal(format!(
+                "compaction: an input file's columns are not a chunk's: {file}"
+            )));
+        }
         let mut runs = input.runs;
         runs.reverse();
         let mut cursor = Cursor {
@@ -1059,6 +1073,45 @@ mod tests {
             assert!(part.windows(2).all(|w| w[0].1 < w[1].1));
             assert_eq!(part.len() as u64, s.rows);
         }
+        Ok(())
+    }
+
+    #[test]
+    fn an_input_that_is_not_a_chunk_fails_the_merge() -> Result<()> {
+        use arrow::array::{Int64Array, MapBuilder, StringArray, StringBuilder};
+        use arrow::datatypes::{DataType, Field, Schema};
+        // Right column names and count, but the stream id as text.
+        let mut metadata = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+        metadata.append(false)?;
+        let metadata = metadata.finish();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(crate::schema::STREAM_ID, DataType::Utf8, false),
+            Field::new(crate::schema::TS, DataType::Int64, false),
+            Field::new(LINE, DataType::Utf8, false),
+            Field::new(crate::schema::METADATA, metadata.data_type().clone(), true),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(StringArray::from(vec!["1"])),
+                Arc::new(Int64Array::from(vec![5])),
+                Arc::new(StringArray::from(vec!["a line"])),
+                Arc::new(metadata),
+            ],
+        )?;
+        let mut writer = ArrowWriter::try_new(Vec::new(), schema, None)?;
+        writer.write(&batch)?;
+        let input = Input {
+            data: Bytes::from(writer.into_inner()?),
+            runs: std::iter::once(0..1).collect(),
+            rows: 1,
+            streams: vec![(1, 1)],
+        };
+        let err = Cursor::open(input).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains("not a chunk")),
+            "{err:?}"
+        );
         Ok(())
     }
 
