@@ -18,7 +18,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use tovlog_logql::ast;
 use tovlog_logql::pipeline::{FieldNeedle, FieldNeedleFinder, Pipeline};
 use tovlog_storage::scan::{LinePredicate, MinuteCount};
-use tovlog_storage::schema::{LINE, METADATA, STREAM_ID, TS};
+use tovlog_storage::schema::{LINE, LINE_FLAGS, METADATA, STREAM_ID, TS};
 use tovlog_storage::textindex::TextNeedle;
 use tovlog_storage::{MatchOp, Matcher, ScanRequest, Storage};
 
@@ -356,8 +356,14 @@ pub async fn build_scan(
         ScanColumns::TimeOnly => &[STREAM_ID, TS],
     };
     let table_schema = provider.schema();
+    // Line flags speed up `| json` of metric queries (`Pipeline::process_flagged`).
+    let flags = (columns != ScanColumns::TimeOnly
+        && matches!(mode, Some(PipelineMode::Sample { .. }))
+        && pipeline.reads_line_flags())
+    .then_some(LINE_FLAGS);
     let projection = names
         .iter()
+        .chain(flags.iter())
         .map(|n| table_schema.index_of(n))
         .collect::<Result<Vec<usize>, _>>()
         .map_err(|e| QueryError::Internal(format!("logs table schema: {e}")))?;

@@ -377,14 +377,18 @@ async fn loki_goldens_through_the_engine_from_parquet_chunks() {
     run_goldens(storage).await;
 }
 
-/// Compacted files answer needles through their trigram blocks and whole-minute counts
-/// through their minute counts: the answers must not change.
+/// Compacted files answer needles through their trigram blocks, whole-minute counts
+/// through their minute counts, and `| json` on flat lines through their line flags: the
+/// answers must not change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loki_goldens_through_the_engine_from_compacted_chunks() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = storage_config(dir.path());
     config.compaction.min_age = tovlog_storage::config::HumanDuration(Duration::ZERO);
-    let storage = Storage::open(config).await.expect("open storage");
+    // With the server's classifier: `| json` then reads flat lines by key search.
+    let storage = Storage::open_with(config, Some(Arc::new(tovlog_logql::pipeline::line_flags)))
+        .await
+        .expect("open storage");
     load_dataset(&storage).await;
     storage.flush().await.expect("flush");
     assert!(storage.compact().await.expect("compact") > 0);

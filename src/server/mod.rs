@@ -43,7 +43,13 @@ pub struct AppState {
 impl AppState {
     /// Open storage (replaying the WAL) and build the state.
     pub async fn open(config: Config) -> anyhow::Result<AppState> {
-        let storage = Storage::open(config.storage.clone()).await?;
+        // Compaction records which lines are flat JSON objects, which `| json` then reads
+        // by searching for keys (`tovlog_logql::pipeline::line_flags`).
+        let storage = Storage::open_with(
+            config.storage.clone(),
+            Some(Arc::new(tovlog_logql::pipeline::line_flags)),
+        )
+        .await?;
         let metrics = Arc::new(Metrics::default());
         let ingester = Arc::new(Ingester::new(
             storage.clone(),

@@ -46,7 +46,7 @@ use crate::error::{Error, Result};
 use crate::manifest::{self, ChunkMeta, ManifestState, MetadataKeys, PendingDelete, StreamRange};
 use crate::model::StreamId;
 use crate::order::{self, Place};
-use crate::schema::{logs_schema, LINE};
+use crate::schema::{logs_schema, LineClassifier, LINE};
 use crate::textindex::{self, TextIndex, TextIndexBuilder};
 use crate::{Inner, Tenant};
 
@@ -180,6 +180,7 @@ impl Inner {
         let cfg = self.config.compaction.clone();
         let row_group_rows = self.config.chunk.row_group_rows;
         let window_start_ns = job.window_start_ns;
+        let line_flags = self.line_flags.clone();
         let stamp = manifest::now_ms();
         let dir = job.window_dir.clone();
         // The merge runs on its own thread at the lowest CPU priority: compaction is
@@ -198,6 +199,7 @@ impl Inner {
                         line_page_bytes: cfg.line_page_bytes.0 as usize,
                         max_file_bytes: cfg.max_file_bytes.0 as usize,
                         window_start_ns,
+                        line_flags,
                     },
                 );
                 let _ = tx.send(merged);
@@ -425,6 +427,8 @@ struct MergeSettings {
     line_page_bytes: usize,
     max_file_bytes: usize,
     window_start_ns: i64,
+    /// Computes the `line_flags` column of the output (null without one).
+    line_flags: Option<LineClassifier>,
 }
 
 /// One input of a merge: the file and its row ranges in merge order.
@@ -497,13 +501,18 @@ impl Cursor {
         let metadata = ArrowReaderMetadata::load(&input.data, ArrowReaderOptions::new())?;
         // The merge reads the id, ts and line columns with typed casts that would panic
         // on another type: a file that is not a chunk fails the merge instead.
+        // Files of versions before `line_flags` have one column less; their batches get
+        // a null one (`next_batch`).
         let file = metadata.schema();
         let want = logs_schema();
-        if file.fields().len() != want.fields().len()
-            || want.fields()[..3]
+        let n = file.fields().len();
+        if !(n == want.fields().len() || n + 1 == want.fields().len())
+            || want
+                .fields()
                 .iter()
                 .zip(file.fields().iter())
-                .any(|(w, f)| w.data_type() != f.data_type())
+                .enumerate()
+                .any(|(i, (w, f))| i != 3 && w.data_type() != f.data_type())
         {
             return Err(Error::Internal(format!(
                 "compaction: an input file's columns are not a chunk's: {file}"
@@ -532,7 +541,7 @@ impl Cursor {
             match self.reader.next() {
                 Some(Ok(b)) if b.num_rows() == 0 => continue,
                 Some(Ok(b)) => {
-                    self.batch = b;
+                    self.batch = with_all_columns(b)?;
                     self.row = 0;
                     return Ok(true);
                 }
@@ -589,6 +598,37 @@ impl Cursor {
         self.last = key;
         Ok(key)
     }
+}
+
+/// `batch` of an input file with the columns of [`logs_schema`]: a file written before
+/// `line_flags` existed gets a null one.
+fn with_all_columns(batch: RecordBatch) -> Result<RecordBatch> {
+    let schema = logs_schema();
+    if batch.num_columns() == schema.fields().len() {
+        return Ok(batch);
+    }
+    let mut columns = batch.columns().to_vec();
+    columns.push(arrow::array::new_null_array(
+        &arrow::datatypes::DataType::UInt8,
+        batch.num_rows(),
+    ));
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// `batch` with its `line_flags` column computed by `classify` (rows merged from earlier
+/// files are classified again: the function may have changed since they were written).
+fn classify(batch: RecordBatch, classify: &LineClassifier) -> Result<RecordBatch> {
+    let lines = batch
+        .column(2)
+        .as_string_opt::<i32>()
+        .ok_or_else(|| Error::Internal("compaction: the line column is not text".into()))?;
+    let flags: arrow::array::UInt8Array = lines
+        .iter()
+        .map(|l| Some(classify(l.unwrap_or(""))))
+        .collect();
+    let mut columns = batch.columns().to_vec();
+    columns[4] = Arc::new(flags);
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
 /// A reader that yields nothing, until a cursor opens its first run.
@@ -946,7 +986,10 @@ fn flush_picks(
         let arrays: Vec<&dyn Array> = live.iter().map(|b| b.column(c).as_ref()).collect();
         columns.push(arrow::compute::interleave(&arrays, picks)?);
     }
-    let batch = RecordBatch::try_new(schema, columns)?;
+    let mut batch = RecordBatch::try_new(schema, columns)?;
+    if let Some(f) = &sink.settings.line_flags {
+        batch = classify(batch, f)?;
+    }
     picks.clear();
     sink.write(&batch)?;
     live.clear();
@@ -1024,6 +1067,7 @@ mod tests {
             line_page_bytes,
             max_file_bytes: usize::MAX,
             window_start_ns: 0,
+            line_flags: None,
         };
         let inputs = inputs
             .into_iter()
@@ -1112,6 +1156,63 @@ mod tests {
             err.as_deref().is_some_and(|e| e.contains("not a chunk")),
             "{err:?}"
         );
+        Ok(())
+    }
+
+    /// Compaction writes `line_flags` with the storage's classifier, also for rows from
+    /// files written before the column existed (one column less).
+    #[test]
+    fn merge_classifies_lines_also_from_files_without_flags() -> Result<()> {
+        let make = |from: i64| vec![stream("a", "1", 40, from), stream("b", "2", 25, from)];
+        let places = order::places(
+            make(0)
+                .into_iter()
+                .map(|p| (p.labels.fingerprint(), Some(Arc::new(p.labels)))),
+        );
+        let (old, old_meta) = flushed(make(0))?;
+        let (new, new_meta) = flushed(make(1))?;
+        // The older file: the same rows without `line_flags`.
+        let mut writer: Option<ArrowWriter<Vec<u8>>> = None;
+        for batch in ParquetRecordBatchReaderBuilder::try_new(old)?.build()? {
+            let batch = batch?.project(&[0, 1, 2, 3])?;
+            let w = match writer.as_mut() {
+                Some(w) => w,
+                None => writer.insert(ArrowWriter::try_new(Vec::new(), batch.schema(), None)?),
+            };
+            w.write(&batch)?;
+        }
+        let old = writer.ok_or_else(|| Error::Internal("no rows".into()))?;
+        let old = Bytes::from(old.into_inner()?);
+        let settings = MergeSettings {
+            row_group_rows: 1024,
+            zstd_level: 3,
+            line_page_bytes: 1 << 20,
+            max_file_bytes: usize::MAX,
+            window_start_ns: 0,
+            line_flags: Some(Arc::new(|line: &str| line.len() as u8)),
+        };
+        let inputs = vec![
+            Input::new(old, &old_meta, &places)?,
+            Input::new(new, &new_meta, &places)?,
+        ];
+        let (outputs, _) = merge(inputs, &places, &settings)?;
+        let mut rows = 0;
+        for out in &outputs {
+            for batch in ParquetRecordBatchReaderBuilder::try_new(out.data.clone())?.build()? {
+                let batch = batch?;
+                let lines = batch.column(2).as_string::<i32>();
+                let flags = batch
+                    .column_by_name(crate::schema::LINE_FLAGS)
+                    .ok_or_else(|| Error::Internal("no line_flags column".into()))?
+                    .as_primitive::<arrow::datatypes::UInt8Type>();
+                for i in 0..batch.num_rows() {
+                    assert!(flags.is_valid(i));
+                    assert_eq!(flags.value(i), lines.value(i).len() as u8);
+                }
+                rows += batch.num_rows();
+            }
+        }
+        assert_eq!(rows, 130);
         Ok(())
     }
 

@@ -237,6 +237,8 @@ pub(crate) struct Inner {
     pub(crate) compactions: AtomicU64,
     pub(crate) compaction_pending: AtomicU64,
     pub(crate) text_indexes: Arc<scan::TextIndexCache>,
+    /// Computes the `line_flags` column of compacted files.
+    pub(crate) line_flags: Option<schema::LineClassifier>,
 }
 
 impl Inner {
@@ -281,6 +283,15 @@ impl Storage {
     /// Open the store: create directories, replay the WAL into the head, load manifests and
     /// label indexes, start the background flusher.
     pub async fn open(config: StorageConfig) -> Result<Arc<Storage>> {
+        Self::open_with(config, None).await
+    }
+
+    /// [`Storage::open`] with a classifier for the `line_flags` column of compacted files
+    /// (see [`schema`]).
+    pub async fn open_with(
+        config: StorageConfig,
+        line_flags: Option<schema::LineClassifier>,
+    ) -> Result<Arc<Storage>> {
         config.validate()?;
         std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::Io {
             path: config.data_dir.clone(),
@@ -358,6 +369,7 @@ impl Storage {
             compactions: AtomicU64::new(0),
             compaction_pending: AtomicU64::new(0),
             text_indexes,
+            line_flags,
         });
         // Before any flush or compaction writes: files of interrupted writes go.
         if let Err(e) = inner.remove_orphans().await {

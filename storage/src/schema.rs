@@ -7,6 +7,12 @@
 //! | `ts`        | Int64, not null              | entry timestamp, ns since the epoch      |
 //! | `line`      | Utf8, not null               | the log line                             |
 //! | `metadata`  | Map<Utf8, Utf8>, nullable    | structured metadata (`keys`, `values`)   |
+//! | `line_flags`| UInt8, nullable              | the caller's [`LineClassifier`] of `line` |
+//!
+//! `line_flags` is written by compaction when the storage was opened with a classifier
+//! (the query layer's facts about a line's shape, e.g. "a flat JSON object", that let it
+//! read the line faster); null in the head, in flushed files, and in files of versions
+//! without the column (their scans read it as null).
 
 use std::sync::{Arc, OnceLock};
 
@@ -22,6 +28,12 @@ pub const TS: &str = "ts";
 pub const LINE: &str = "line";
 /// Column name of the structured metadata map.
 pub const METADATA: &str = "metadata";
+/// Column name of the line's flags (see the module doc).
+pub const LINE_FLAGS: &str = "line_flags";
+
+/// Computes `line_flags` of a line during compaction. Storage does not interpret the
+/// bits; the function must be pure (same line, same flags).
+pub type LineClassifier = Arc<dyn Fn(&str) -> u8 + Send + Sync>;
 
 /// The map entry struct type of the `metadata` column.
 pub fn metadata_entries_field() -> Arc<Field> {
@@ -87,6 +99,7 @@ pub fn logs_schema() -> SchemaRef {
                     DataType::Map(metadata_entries_field(), false),
                     true,
                 ),
+                Field::new(LINE_FLAGS, DataType::UInt8, true),
             ]))
         })
         .clone()

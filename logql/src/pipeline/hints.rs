@@ -28,6 +28,9 @@ pub struct LabelHints {
     /// label (Loki's `ShouldContinueParsingLine`); filled in by `Pipeline::with_hints`.
     early_filtering: bool,
     early: Vec<(String, LabelFilter)>,
+    /// For each `required` name, a searcher for it as a quoted JSON key (`"name"`): how
+    /// `| json` reads a line known to be a flat object (see `json::flat_object`).
+    quoted: Vec<memchr::memmem::Finder<'static>>,
 }
 
 impl Default for LabelHints {
@@ -39,6 +42,7 @@ impl Default for LabelHints {
             preserve_error: false,
             early_filtering: true,
             early: Vec::new(),
+            quoted: Vec::new(),
         }
     }
 }
@@ -119,6 +123,14 @@ fn name_lens(required: &[String]) -> u64 {
             .map_or(0, |b| len_bit(b.len()));
         bits | len_bit(r.len()) | base
     })
+}
+
+/// [`LabelHints::quoted`] of `required`.
+fn quoted(required: &[String]) -> Vec<memchr::memmem::Finder<'static>> {
+    required
+        .iter()
+        .map(|r| memchr::memmem::Finder::new(format!("\"{r}\"").as_bytes()).into_owned())
+        .collect()
 }
 
 impl LabelHints {
@@ -228,6 +240,7 @@ impl LabelHints {
             }
             return LabelHints {
                 name_lens: name_lens(&unique),
+                quoted: quoted(&unique),
                 required: unique,
                 preserve_error,
                 ..LabelHints::default()
@@ -239,6 +252,7 @@ impl LabelHints {
         // With a known grouping Loki's hints carry no label filters.
         LabelHints {
             name_lens: name_lens(&unique),
+            quoted: quoted(&unique),
             required: unique,
             preserve_error,
             early_filtering: false,
@@ -309,6 +323,17 @@ impl LabelHints {
                         && r.starts_with(name)
                         && r.ends_with(SUFFIX))
             })
+    }
+
+    /// The names to extract with a searcher for each as a quoted JSON key; empty when
+    /// every name is wanted.
+    pub(crate) fn required_keys(
+        &self,
+    ) -> impl Iterator<Item = (&str, &memchr::memmem::Finder<'static>)> {
+        self.required
+            .iter()
+            .map(String::as_str)
+            .zip(self.quoted.iter())
     }
 
     pub(crate) fn should_extract_prefix(&self, prefix: &str) -> bool {

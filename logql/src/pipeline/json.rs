@@ -291,6 +291,60 @@ fn label_string(raw: &str) -> Cow<'_, str> {
     }
 }
 
+/// Whether `| json` may read `line` by searching for keys ([`JsonParser::process_flat`]):
+/// the line is an object that parses without error, with no backslash anywhere, no value
+/// that is an object or array, every key a label name (its own sanitized form), and no
+/// `"` outside its keys and string values. In such a line every quote opens or closes a
+/// string, so `"key"` followed by `:` occurs exactly where the walk meets key `key`, and
+/// its value ends at the next quote or delimiter.
+pub(crate) fn flat_object(line: &str) -> bool {
+    let b = line.as_bytes();
+    if memchr::memchr(b'\\', b).is_some() {
+        return false;
+    }
+    let mut quoted = 0usize;
+    let walked = object_each(line, &mut |key, _, ty| {
+        match ty {
+            JsonType::Object | JsonType::Array => return Err(JsonErr::Malformed),
+            JsonType::String => quoted += 2,
+            JsonType::Number | JsonType::Boolean | JsonType::Null => quoted += 1,
+        }
+        if is_label_name(key) {
+            Ok(())
+        } else {
+            Err(JsonErr::Malformed)
+        }
+    });
+    walked.is_ok() && memchr::memchr_iter(b'"', b).count() == 2 * quoted
+}
+
+/// The first value of a top-level key of a [`flat_object`] line that sets a label (not
+/// `null`): (offset of the key, raw value text, type). `quoted_key` finds `"key"`.
+fn flat_value<'a>(
+    line: &'a str,
+    quoted_key: &memchr::memmem::Finder<'_>,
+) -> Option<(usize, &'a str, JsonType)> {
+    let b = line.as_bytes();
+    let mut from = 0;
+    while let Some(p) = quoted_key.find(&b[from..]) {
+        let at = from + p;
+        from = at + 1;
+        let mut off = at + quoted_key.needle().len();
+        off += next_token(&b[off..])?;
+        if b[off] != b':' {
+            // A string value equal to the key: skip it.
+            continue;
+        }
+        off += 1;
+        off += next_token(&b[off..])?;
+        let (start, end, ty) = get_type(b, off).ok()?;
+        if ty != JsonType::Null {
+            return Some((at, line.get(start..end)?, ty));
+        }
+    }
+    None
+}
+
 /// `[A-Za-z_][A-Za-z0-9_]*`: unchanged by [`sanitize_label_key`].
 fn is_label_name(key: &str) -> bool {
     let b = key.as_bytes();
@@ -358,6 +412,59 @@ impl JsonParser {
             Ok(()) | Err(JsonErr::FoundAll) => {}
             Err(JsonErr::Mismatch) => return false,
             Err(e) => hints.add_err(lb, ERR_JSON, Some(e.message())),
+        }
+        true
+    }
+
+    /// [`Self::process`] for a line [`flat_object`] accepted, with the same result: each
+    /// wanted label is read at the first occurrence of its key, found by substring
+    /// search, instead of walking the whole line. Such a line cannot fail to parse, so
+    /// the walk would only have set labels (first occurrence of a key wins, `null` sets
+    /// nothing) and run early label filters, which this does too.
+    pub(crate) fn process_flat(
+        &self,
+        line: &str,
+        lb: &mut LabelsBuilder,
+        hints: &LabelHints,
+    ) -> bool {
+        if hints.is_all() {
+            return self.process(line, lb, hints);
+        }
+        if hints.no_labels(lb) {
+            return true;
+        }
+        for (name, finder) in hints.required_keys() {
+            if lb.extracted(name) {
+                continue;
+            }
+            // Keys that set label `name`: `name` itself unless a stream or metadata label
+            // shadows it, and `<base>` whose label is renamed `<base>_extracted` = `name`.
+            let own = (!lb.collides(name)).then_some(finder);
+            let renamed = name
+                .strip_suffix(DUPLICATE_SUFFIX)
+                .filter(|base| lb.collides(base))
+                .and_then(|base| hints.required_keys().find(|(n, _)| *n == base))
+                .map(|(_, f)| f);
+            let found = [own, renamed]
+                .into_iter()
+                .flatten()
+                .filter_map(|f| flat_value(line, f))
+                .min_by_key(|(at, _, _)| *at);
+            let Some((_, value, ty)) = found else {
+                continue;
+            };
+            let text: Cow<'_, str> = match ty {
+                JsonType::String => label_string(value),
+                JsonType::Boolean => Cow::Borrowed(if value == "true" { "true" } else { "false" }),
+                _ => Cow::Borrowed(value),
+            };
+            lb.set_parsed(name, &text);
+            if !hints.should_continue(name, lb) {
+                return false;
+            }
+            if hints.all_required_extracted(lb) {
+                break;
+            }
         }
         true
     }
@@ -773,6 +880,31 @@ mod tests {
         assert_eq!(unescape(r"\x"), None);
         assert_eq!(label_string(r"bad\x"), "");
         assert_eq!(label_string(r"lone\ud800!"), "lone !");
+    }
+
+    #[test]
+    fn flat_object_accepts_only_lines_a_key_search_reads_like_the_walk() {
+        for (line, flat) in [
+            (r#"{"a":"x","b":1.5,"c":true,"d":null}"#, true),
+            (r#"{ "a" : "x" , "b" : -2 }"#, true),
+            ("{}", true),
+            // The walk stops at the object's end; text without quotes after it is harmless.
+            (r#"{"a":1} trailing"#, true),
+            (r#"{"a":{"b":1}}"#, false),
+            (r#"{"a":[1]}"#, false),
+            (r#"{"a":"x\"y"}"#, false),
+            (r#"{"a.b":1}"#, false),
+            (r#"{"1a":1}"#, false),
+            // A quote inside a number token: `"x"` would look like a key.
+            (r#"{"a":12"x":1}"#, false),
+            // Quotes after the object's end.
+            (r#"{"a":1} "b":2}"#, false),
+            (r#"{"a":"x""#, false),
+            (r#"{"a":}"#, false),
+            ("not json", false),
+        ] {
+            assert_eq!(flat_object(line), flat, "{line}");
+        }
     }
 
     #[test]

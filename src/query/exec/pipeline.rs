@@ -16,10 +16,12 @@ use std::sync::{Arc, OnceLock};
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, Float64Builder, Int64Array,
-    Int64Builder, MapArray, RecordBatch, UInt32Builder, UInt64Array,
+    Int64Builder, MapArray, RecordBatch, UInt32Builder, UInt64Array, UInt8Array,
 };
 use datafusion::arrow::compute::filter_record_batch;
-use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, UInt64Type};
+use datafusion::arrow::datatypes::{
+    DataType, Field, Int64Type, Schema, SchemaRef, UInt64Type, UInt8Type,
+};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -33,7 +35,7 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use tovlog_logql::pipeline::{LabelsBuilder, Pipeline, SampleExtractor};
-use tovlog_storage::schema::{LINE, METADATA, STREAM_ID, TS};
+use tovlog_storage::schema::{LINE, LINE_FLAGS, METADATA, STREAM_ID, TS};
 
 use super::lines::Lines;
 use super::{Interner, StreamLabels, StreamMap};
@@ -314,6 +316,8 @@ struct Input<'a> {
     /// Absent when the scan did not read lines (`ScanColumns::TimeOnly`).
     lines: Option<Lines<'a>>,
     metadata: Option<&'a MapArray>,
+    /// `tovlog_logql::pipeline::line_flags` of each line, where known (null: unknown).
+    flags: Option<&'a UInt8Array>,
 }
 
 impl<'a> Input<'a> {
@@ -345,7 +349,23 @@ impl<'a> Input<'a> {
                 ),
                 Err(_) => None,
             },
+            flags: match batch.schema_ref().index_of(LINE_FLAGS) {
+                Ok(idx) => Some(
+                    batch
+                        .column(idx)
+                        .as_primitive_opt::<UInt8Type>()
+                        .ok_or_else(|| bad(LINE_FLAGS))?,
+                ),
+                Err(_) => None,
+            },
         })
+    }
+
+    /// The flags of `row` (0 when unknown).
+    fn flags(&self, row: usize) -> u8 {
+        self.flags
+            .filter(|f| f.is_valid(row))
+            .map_or(0, |f| f.value(row))
     }
 }
 
@@ -607,7 +627,11 @@ impl PartitionState {
             let line_len = if filter_only {
                 raw_line.len()
             } else {
-                match self.pipeline.process(ts, raw_line, &mut self.row.lb) {
+                let flags = input.flags(row);
+                match self
+                    .pipeline
+                    .process_flagged(ts, raw_line, flags, &mut self.row.lb)
+                {
                     Some(line) => line.len(),
                     None => continue,
                 }

@@ -12,6 +12,9 @@
 //!   failed dictionary attempt costs memory and time), large pages for a better zstd ratio.
 //! - `metadata`: map column, null when an entry has none; keys dictionary-encoded, values
 //!   plain in small pages (see [`writer_properties`]).
+//! - `line_flags`: null in flushed files; compacted files hold the classifier's value for
+//!   every row (see [`crate::schema`]). Files written before the column existed lack it:
+//!   scans read it as null, the compactor merges them as if it were.
 //! - Page-level statistics with the column and offset index (the "page index") on, so
 //!   DataFusion's Parquet reader can skip row groups and pages by timestamp. Key-value metadata `tovlog.format` (2: streams in
 //!   [`crate::order`]; 1: in id order) and `tovlog.window_start_ns` identify the file.

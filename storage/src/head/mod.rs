@@ -370,6 +370,8 @@ impl BatchBuilder {
             Arc::new(self.ts.finish()),
             Arc::new(self.line.finish()),
             Arc::new(self.metadata.finish()),
+            // Lines are classified only by compaction.
+            arrow::array::new_null_array(&arrow::datatypes::DataType::UInt8, self.rows),
         ];
         Ok(RecordBatch::try_new(logs_schema(), columns)?)
     }
