@@ -617,14 +617,14 @@ fn with_all_columns(batch: RecordBatch) -> Result<RecordBatch> {
 
 /// `batch` with its `line_flags` column computed by `classify` (rows merged from earlier
 /// files are classified again: the function may have changed since they were written).
-fn classify(batch: RecordBatch, classify: &LineClassifier) -> Result<RecordBatch> {
+fn classify(batch: RecordBatch, classifier: &LineClassifier) -> Result<RecordBatch> {
     let lines = batch
         .column(2)
         .as_string_opt::<i32>()
         .ok_or_else(|| Error::Internal("compaction: the line column is not text".into()))?;
     let flags: arrow::array::UInt8Array = lines
         .iter()
-        .map(|l| Some(classify(l.unwrap_or(""))))
+        .map(|l| Some(classifier(l.unwrap_or(""))))
         .collect();
     let mut columns = batch.columns().to_vec();
     columns[4] = Arc::new(flags);

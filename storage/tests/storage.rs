@@ -867,7 +867,8 @@ async fn row_estimates_count_head_and_overlapping_chunk_rows() -> Result<()> {
 }
 
 /// Rewrite a flushed file the way versions before the stream order wrote it: rows in
-/// `(stream_id, ts)` order, its manifest entry without first rows, manifest version 1.
+/// `(stream_id, ts)` order, no `line_flags` column, its manifest entry without first rows,
+/// manifest version 1.
 fn make_legacy(dir: &std::path::Path, file: &std::path::Path) -> Result<()> {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use parquet::arrow::ArrowWriter;
@@ -879,7 +880,9 @@ fn make_legacy(dir: &std::path::Path, file: &std::path::Path) -> Result<()> {
         .first()
         .map(|b| b.schema())
         .ok_or_else(|| Error::Internal("empty file".into()))?;
-    let all = datafusion::arrow::compute::concat_batches(&schema, &batches)?;
+    let all =
+        datafusion::arrow::compute::concat_batches(&schema, &batches)?.project(&[0, 1, 2, 3])?;
+    let schema = all.schema();
     let sort = datafusion::arrow::compute::lexsort_to_indices(
         &[
             datafusion::arrow::compute::SortColumn {
@@ -919,6 +922,42 @@ fn make_legacy(dir: &std::path::Path, file: &std::path::Path) -> Result<()> {
         serde_json::to_vec(&m).map_err(|e| Error::Internal(e.to_string()))?,
     )
     .map_err(io)
+}
+
+/// Each row's line and `line_flags` (null: `None`), through a scan of the logs table.
+async fn read_flags(
+    storage: &Storage,
+    streams: Vec<StreamId>,
+) -> Result<Vec<(String, Option<u8>)>> {
+    let ctx = SessionContext::new();
+    storage.register_object_store(&ctx);
+    let table = storage.scan_table(ScanRequest {
+        tenant: "fake".into(),
+        streams,
+        start_ns: 0,
+        end_ns: i64::MAX,
+    })?;
+    ctx.register_table("logs", table)?;
+    let batches = ctx
+        .table("logs")
+        .await?
+        .select_columns(&["line", "line_flags"])?
+        .collect()
+        .await?;
+    let mut out = Vec::new();
+    for b in batches {
+        let lines = b.column(0).as_string::<i32>();
+        let flags = b
+            .column(1)
+            .as_primitive::<datafusion::arrow::datatypes::UInt8Type>();
+        for i in 0..b.num_rows() {
+            out.push((
+                lines.value(i).to_string(),
+                flags.is_valid(i).then(|| flags.value(i)),
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// The stream ids of a Parquet file's rows, in file order, one per run of rows; fails when
@@ -1005,12 +1044,19 @@ async fn files_group_a_services_streams_and_legacy_id_ordered_files_still_merge(
     make_legacy(dir.path(), &files[0])?;
     assert_eq!(stream_runs(&files[0])?, by_id);
 
-    let storage = Storage::open(cfg).await?;
+    // With a line classifier: compaction fills `line_flags`.
+    let classifier: tovlog_storage::schema::LineClassifier =
+        std::sync::Arc::new(|line: &str| line.len() as u8);
+    let storage = Storage::open_with(cfg, Some(classifier)).await?;
     // A second file in the new order, same window, interleaving in time.
     storage.append("fake", rows(105)).await?;
     storage.flush().await?;
     let before = read(&storage, ids.clone(), 0, 1_000).await?;
     assert_eq!(before.len(), 48);
+    // The file without the column reads as null, like the flushed one.
+    let flags = read_flags(&storage, ids.clone()).await?;
+    assert_eq!(flags.len(), 48);
+    assert!(flags.iter().all(|(_, f)| f.is_none()));
     // Each stream alone reads back its own rows from both files.
     for &id in &ids {
         let one = read(&storage, vec![id], 0, 1_000).await?;
@@ -1019,6 +1065,9 @@ async fn files_group_a_services_streams_and_legacy_id_ordered_files_still_merge(
     }
     assert_eq!(storage.compact().await?, 1);
     assert_eq!(read(&storage, ids.clone(), 0, 1_000).await?, before);
+    let flags = read_flags(&storage, ids.clone()).await?;
+    assert_eq!(flags.len(), 48);
+    assert!(flags.iter().all(|(line, f)| *f == Some(line.len() as u8)));
     for &id in &ids {
         let one = read(&storage, vec![id], 0, 1_000).await?;
         assert_eq!(one.len(), 6);
