@@ -8,7 +8,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use tovlog_logql::ast::{Expr, RangeAggregation, SampleExpr, VectorAggregation};
-use tovlog_logql::pipeline::{LabelHints, LabelsBuilder, Pipeline, SampleExtractor};
+use tovlog_logql::pipeline::{line_flags, LabelHints, LabelsBuilder, Pipeline, SampleExtractor};
 
 /// Deterministic pseudo-random numbers (no dependency for a bench's test data).
 struct Lcg(u64);
@@ -106,7 +106,8 @@ fn range_of(query: &str) -> (RangeAggregation, Option<VectorAggregation>) {
     }
 }
 
-fn bench_metric(c: &mut Criterion, name: &str, query: &str, lines: &[String]) {
+/// `flagged`: lines carry their `line_flags`, as when read from compacted files.
+fn bench_metric(c: &mut Criterion, name: &str, query: &str, lines: &[String], flagged: bool) {
     let (agg, parent) = range_of(query);
     let hints = LabelHints::for_range_aggregation(&agg, parent.as_ref());
     let pipeline = match Pipeline::with_hints(&agg.range.log.pipeline, hints) {
@@ -124,6 +125,10 @@ fn bench_metric(c: &mut Criterion, name: &str, query: &str, lines: &[String]) {
         ("job".to_owned(), "bench".to_owned()),
         ("pod".to_owned(), "bench-7d9f01-a".to_owned()),
     ];
+    let flags: Vec<u8> = lines
+        .iter()
+        .map(|l| if flagged { line_flags(l) } else { 0 })
+        .collect();
     let mut lb = LabelsBuilder::new();
     // All lines are of one stream, as in a scan: the engine resets only the entry.
     lb.reset(&stream, &[]);
@@ -133,9 +138,12 @@ fn bench_metric(c: &mut Criterion, name: &str, query: &str, lines: &[String]) {
         b.iter(|| {
             let mut kept = 0usize;
             let mut sum = 0.0;
-            for (i, line) in lines.iter().enumerate() {
+            for (i, (line, &f)) in lines.iter().zip(&flags).enumerate() {
                 lb.reset_entry(&[]);
-                if pipeline.process(i as i64, line, &mut lb).is_none() {
+                if pipeline
+                    .process_flagged(i as i64, line, f, &mut lb)
+                    .is_none()
+                {
                     continue;
                 }
                 match &extractor {
@@ -162,24 +170,35 @@ fn bench_pipelines(c: &mut Criterion) {
         "q4_pattern_count",
         r#"sum by (status) (count_over_time({job="nginx"} | pattern `<_> - - [<_>] "<_> <_> <_>" <status> <_>` [5m]))"#,
         &nginx,
+        false,
     );
     bench_metric(
         c,
         "q5_json_filter_count",
         r#"sum by (user_id) (count_over_time({job="tovplay-backend"} | json | action="DELETE" [5m]))"#,
         &backend,
+        false,
     );
     bench_metric(
         c,
         "q6_json_unwrap",
         r#"quantile_over_time(0.99, {job="tovplay-backend"} | json | unwrap duration_ms | __error__="" [5m]) by (host)"#,
         &backend,
+        false,
+    );
+    bench_metric(
+        c,
+        "q6_json_unwrap_flat",
+        r#"quantile_over_time(0.99, {job="tovplay-backend"} | json | unwrap duration_ms | __error__="" [5m]) by (host)"#,
+        &backend,
+        true,
     );
     bench_metric(
         c,
         "json_all_labels",
         r#"count_over_time({job="tovplay-backend"} | json [5m])"#,
         &backend,
+        false,
     );
 }
 
