@@ -615,7 +615,7 @@ fn with_all_columns(batch: RecordBatch) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(schema, columns)?)
 }
 
-/// `batch` with its `line_flags` column computed by `classify` (rows merged from earlier
+/// `batch` with its `line_flags` column computed by `classifier` (rows merged from earlier
 /// files are classified again: the function may have changed since they were written).
 fn classify(batch: RecordBatch, classifier: &LineClassifier) -> Result<RecordBatch> {
     let lines = batch
