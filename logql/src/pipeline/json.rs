@@ -296,14 +296,18 @@ fn label_string(raw: &str) -> Cow<'_, str> {
 /// that is an object or array, every key a label name (its own sanitized form), and no
 /// `"` outside its keys and string values. In such a line every quote opens or closes a
 /// string, so `"key"` followed by `:` occurs exactly where the walk meets key `key`, and
-/// its value ends at the next quote or delimiter.
-pub(crate) fn flat_object(line: &str) -> bool {
+/// its value ends at the next quote or delimiter. `None` when the line is not flat;
+/// otherwise whether a key starts with `__`, the prefix of Loki's reserved labels
+/// (`__error__`), which queries often name and flat lines rarely have.
+pub(crate) fn flat_object(line: &str) -> Option<FlatObject> {
     let b = line.as_bytes();
     if memchr::memchr(b'\\', b).is_some() {
-        return false;
+        return None;
     }
     let mut quoted = 0usize;
+    let mut reserved_keys = false;
     let walked = object_each(line, &mut |key, _, ty| {
+        reserved_keys |= key.starts_with("__");
         match ty {
             JsonType::Object | JsonType::Array => return Err(JsonErr::Malformed),
             JsonType::String => quoted += 2,
@@ -315,7 +319,14 @@ pub(crate) fn flat_object(line: &str) -> bool {
             Err(JsonErr::Malformed)
         }
     });
-    walked.is_ok() && memchr::memchr_iter(b'"', b).count() == 2 * quoted
+    (walked.is_ok() && memchr::memchr_iter(b'"', b).count() == 2 * quoted)
+        .then_some(FlatObject { reserved_keys })
+}
+
+/// What [`flat_object`] found about a flat line.
+pub(crate) struct FlatObject {
+    /// Some key starts with `__`.
+    pub(crate) reserved_keys: bool,
 }
 
 /// The first value of a top-level key of a [`flat_object`] line that sets a label (not
@@ -420,12 +431,14 @@ impl JsonParser {
     /// wanted label is read at the first occurrence of its key, found by substring
     /// search, instead of walking the whole line. Such a line cannot fail to parse, so
     /// the walk would only have set labels (first occurrence of a key wins, `null` sets
-    /// nothing) and run early label filters, which this does too.
+    /// nothing) and run early label filters, which this does too. Without
+    /// `reserved_keys` (see [`FlatObject`]), keys starting with `__` are not searched for.
     pub(crate) fn process_flat(
         &self,
         line: &str,
         lb: &mut LabelsBuilder,
         hints: &LabelHints,
+        reserved_keys: bool,
     ) -> bool {
         if hints.is_all() {
             return self.process(line, lb, hints);
@@ -439,16 +452,16 @@ impl JsonParser {
             }
             // Keys that set label `name`: `name` itself unless a stream or metadata label
             // shadows it, and `<base>` whose label is renamed `<base>_extracted` = `name`.
-            let own = (!lb.collides(name)).then_some(finder);
+            let own = (!lb.collides(name)).then_some((name, finder));
             let renamed = name
                 .strip_suffix(DUPLICATE_SUFFIX)
                 .filter(|base| lb.collides(base))
-                .and_then(|base| hints.required_keys().find(|(n, _)| *n == base))
-                .map(|(_, f)| f);
+                .and_then(|base| hints.required_keys().find(|(n, _)| *n == base));
             let found = [own, renamed]
                 .into_iter()
                 .flatten()
-                .filter_map(|f| flat_value(line, f))
+                .filter(|(key, _)| reserved_keys || !key.starts_with("__"))
+                .filter_map(|(_, f)| flat_value(line, f))
                 .min_by_key(|(at, _, _)| *at);
             let Some((_, value, ty)) = found else {
                 continue;
@@ -883,6 +896,15 @@ mod tests {
     }
 
     #[test]
+    fn flat_object_tells_keys_with_the_reserved_prefix() {
+        let reserved = |line: &str| flat_object(line).map(|f| f.reserved_keys);
+        assert_eq!(reserved(r#"{"a":1,"_b":2}"#), Some(false));
+        assert_eq!(reserved(r#"{"a":1,"__error__":"x"}"#), Some(true));
+        assert_eq!(reserved(r#"{"__":null}"#), Some(true));
+        assert_eq!(reserved(r#"{"__error__":{"x":1}}"#), None);
+    }
+
+    #[test]
     fn flat_object_accepts_only_lines_a_key_search_reads_like_the_walk() {
         for (line, flat) in [
             (r#"{"a":"x","b":1.5,"c":true,"d":null}"#, true),
@@ -903,7 +925,7 @@ mod tests {
             (r#"{"a":}"#, false),
             ("not json", false),
         ] {
-            assert_eq!(flat_object(line), flat, "{line}");
+            assert_eq!(flat_object(line).is_some(), flat, "{line}");
         }
     }
 

@@ -126,14 +126,21 @@ impl PatternStage {
 /// `| json` reads by searching for the keys it needs instead of walking the whole line.
 pub const FLAT_JSON: u8 = 1;
 
+/// [`line_flags`] bit, with [`FLAT_JSON`]: no key of the object starts with `__`, so
+/// `| json` need not search for `__error__` and the other reserved names a query asks for.
+pub const NO_RESERVED_KEYS: u8 = 2;
+
 /// Facts about a line's shape that make [`Pipeline::process_flagged`] faster, as bits
 /// ([`FLAT_JSON`]). Costs about one `| json` parse: computed once, when storage compacts
 /// the line, and kept beside it.
 pub fn line_flags(line: &str) -> u8 {
-    if line.as_bytes().first() == Some(&b'{') && json::flat_object(line) {
-        FLAT_JSON
-    } else {
-        0
+    if line.as_bytes().first() != Some(&b'{') {
+        return 0;
+    }
+    match json::flat_object(line) {
+        Some(f) if f.reserved_keys => FLAT_JSON,
+        Some(_) => FLAT_JSON | NO_RESERVED_KEYS,
+        None => 0,
     }
 }
 
@@ -282,7 +289,8 @@ impl Pipeline {
                         && cur.as_ptr() == line.as_ptr()
                         && cur.len() == line.len();
                     let kept = if flat {
-                        p.process_flat(&cur, lb, &self.hints)
+                        let reserved = flags & NO_RESERVED_KEYS == 0;
+                        p.process_flat(&cur, lb, &self.hints, reserved)
                     } else {
                         p.process(&cur, lb, &self.hints)
                     };

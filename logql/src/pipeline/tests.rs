@@ -1547,7 +1547,10 @@ mod flat_json {
                 p.process_flagged(0, line, flags, &mut lb)
                     .map(|l| (l.into_owned(), lb.labels()))
             };
-            prop_assert_eq!(run(0), run(FLAT_JSON), "{} on {}", q, line);
+            let walked = run(0);
+            prop_assert_eq!(&walked, &run(line_flags(line)), "{} on {}", q, line);
+            // Without the second bit (files of versions before it): every key searched.
+            prop_assert_eq!(&walked, &run(FLAT_JSON), "{} on {}", q, line);
         }
         Ok(())
     }
@@ -1557,13 +1560,13 @@ mod flat_json {
 
         #[test]
         fn generated_lines_are_flat_and_read_alike(line in flat_line()) {
-            prop_assert_eq!(line_flags(&line), FLAT_JSON);
+            prop_assert!(line_flags(&line) & FLAT_JSON != 0);
             read_alike(&line)?;
         }
 
         #[test]
         fn mutated_lines_read_alike_when_flat(line in mutated()) {
-            if line_flags(&line) == FLAT_JSON {
+            if line_flags(&line) & FLAT_JSON != 0 {
                 read_alike(&line)?;
             }
         }
