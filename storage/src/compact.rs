@@ -608,10 +608,7 @@ fn with_all_columns(batch: RecordBatch) -> Result<RecordBatch> {
         return Ok(batch);
     }
     let mut columns = batch.columns().to_vec();
-    columns.push(arrow::array::new_null_array(
-        &arrow::datatypes::DataType::UInt8,
-        batch.num_rows(),
-    ));
+    columns.push(crate::schema::unknown_line_flags(batch.num_rows()));
     Ok(RecordBatch::try_new(schema, columns)?)
 }
 

@@ -31,6 +31,12 @@ pub const METADATA: &str = "metadata";
 /// Column name of the line's flags (see the module doc).
 pub const LINE_FLAGS: &str = "line_flags";
 
+/// A `line_flags` column of `rows` nulls (nothing known): what the head and flushed files
+/// hold, and what files written before the column existed are read with.
+pub fn unknown_line_flags(rows: usize) -> arrow::array::ArrayRef {
+    arrow::array::new_null_array(&DataType::UInt8, rows)
+}
+
 /// Computes `line_flags` of a line during compaction. Storage does not interpret the
 /// bits; the function must be pure (same line, same flags).
 pub type LineClassifier = Arc<dyn Fn(&str) -> u8 + Send + Sync>;

@@ -371,7 +371,7 @@ impl BatchBuilder {
             Arc::new(self.line.finish()),
             Arc::new(self.metadata.finish()),
             // Lines are classified only by compaction.
-            arrow::array::new_null_array(&arrow::datatypes::DataType::UInt8, self.rows),
+            crate::schema::unknown_line_flags(self.rows),
         ];
         Ok(RecordBatch::try_new(logs_schema(), columns)?)
     }
