@@ -38,6 +38,10 @@ pub mod config;
 pub mod error;
 
 pub use config::StorageConfig;
+
+/// Memory for parsed chunk-file footers and page indexes (a few KiB to a few hundred KiB
+/// per file); least recently used ones go first.
+const PARQUET_METADATA_CACHE_BYTES: usize = 64 << 20;
 pub use error::{Error, Result};
 
 use std::collections::{BTreeSet, HashMap};
@@ -46,6 +50,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
+use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::prelude::SessionContext;
 use object_store::ObjectStore;
@@ -237,6 +242,8 @@ pub(crate) struct Inner {
     pub(crate) compactions: AtomicU64,
     pub(crate) compaction_pending: AtomicU64,
     pub(crate) text_indexes: Arc<scan::TextIndexCache>,
+    /// Opens chunk files for scans, keeping their parsed footers and page indexes.
+    pub(crate) parquet_readers: Arc<dyn ParquetFileReaderFactory>,
     /// Computes the `line_flags` column of compacted files.
     pub(crate) line_flags: Option<schema::LineClassifier>,
 }
@@ -349,6 +356,10 @@ impl Storage {
             entries += h.entries() as u64;
         }
         let text_indexes = Arc::new(scan::TextIndexCache::new(store.clone(), 256 << 20));
+        let parquet_readers: Arc<dyn ParquetFileReaderFactory> = Arc::new(scan::ChunkReaders::new(
+            store.clone(),
+            PARQUET_METADATA_CACHE_BYTES,
+        ));
         let inner = Arc::new(Inner {
             config,
             wal,
@@ -369,6 +380,7 @@ impl Storage {
             compactions: AtomicU64::new(0),
             compaction_pending: AtomicU64::new(0),
             text_indexes,
+            parquet_readers,
             line_flags,
         });
         // Before any flush or compaction writes: files of interrupted writes go.
@@ -597,9 +609,10 @@ impl Storage {
         self.inner
             .scan_chunk_files
             .fetch_add(files.len() as u64, Ordering::Relaxed);
-        Ok(LogsTable::new(
-            streams, start_ns, end_ns, batches, files, url,
-        ))
+        Ok(
+            LogsTable::new(streams, start_ns, end_ns, batches, files, url)
+                .with_parquet_readers(self.inner.parquet_readers.clone()),
+        )
     }
 
     /// [`Self::logs_table`] reading only rows that may contain every one of `needles`

@@ -29,7 +29,9 @@ use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::DFSchema;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::physical_plan::{
+    FileGroup, FileScanConfigBuilder, ParquetFileReaderFactory, ParquetSource,
+};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -48,7 +50,10 @@ use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 
 use crate::model::StreamId;
 
+mod footers;
 mod predicate;
+
+pub use footers::ChunkReaders;
 
 use crate::schema::{logs_schema, LINE, STREAM_ID, TS};
 use crate::textindex::{self, TextIndex, TextNeedle};
@@ -151,6 +156,8 @@ pub struct LogsTable {
     needles: Vec<TextNeedle>,
     indexes: Option<Arc<TextIndexCache>>,
     line_predicate: Option<LinePredicate>,
+    /// Opens chunk files; `None`: DataFusion's default, which parses each footer anew.
+    parquet_readers: Option<Arc<dyn ParquetFileReaderFactory>>,
 }
 
 impl fmt::Debug for LogsTable {
@@ -192,7 +199,14 @@ impl LogsTable {
             needles: Vec::new(),
             indexes: None,
             line_predicate: None,
+            parquet_readers: None,
         }
+    }
+
+    /// Open chunk files through `readers` (the storage's, which keeps parsed footers).
+    pub fn with_parquet_readers(mut self, readers: Arc<dyn ParquetFileReaderFactory>) -> Self {
+        self.parquet_readers = Some(readers);
+        self
     }
 
     /// Return `line` as Utf8View ([`crate::schema::logs_schema_line_views`]): the Parquet
@@ -468,11 +482,14 @@ impl TableProvider for LogsTable {
                 }
                 None => restriction,
             };
-            let source = ParquetSource::new(self.schema.clone())
+            let mut source = ParquetSource::new(self.schema.clone())
                 .with_predicate(predicate.clone())
                 .with_pushdown_filters(true)
                 .with_reorder_filters(true)
                 .with_enable_page_index(true);
+            if let Some(readers) = &self.parquet_readers {
+                source = source.with_parquet_file_reader_factory(readers.clone());
+            }
             let partitions = state.config().target_partitions().max(1);
             // Fewer files than partitions (a recent hour is one file): split each file's
             // rows so every core decodes a share.
