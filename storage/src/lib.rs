@@ -493,8 +493,9 @@ impl Storage {
     }
 
     /// Entries and bytes per matching stream in the range. Head data is counted exactly;
-    /// a chunk file counts with all its rows of the stream when the stream's range in it
-    /// overlaps (chunks are at most one window long, so the error is bounded by that).
+    /// a chunk file's rows of the stream count with the share of the stream's time span in
+    /// the file that the range covers ([`manifest::StreamRange::share_in`], as Loki's index
+    /// prorates chunks), so only files the range cuts are estimated.
     pub fn volumes(
         &self,
         tenant: &str,
@@ -523,8 +524,10 @@ impl Storage {
             for c in &manifest.manifest.chunks {
                 if let Some(s) = c.stream(id) {
                     if s.overlaps(start_ns, end_ns) {
-                        entries += s.rows;
-                        bytes += s.line_bytes;
+                        let share = s.share_in(start_ns, end_ns);
+                        // Truncated, as Loki truncates its prorated counts.
+                        entries += (s.rows as f64 * share) as u64;
+                        bytes += (s.line_bytes as f64 * share) as u64;
                         chunks += 1;
                     }
                 }

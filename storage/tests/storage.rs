@@ -109,6 +109,41 @@ async fn appended_entries_read_back_from_head_and_chunks() -> Result<()> {
 }
 
 #[tokio::test]
+async fn volumes_of_flushed_data_prorate_files_the_range_cuts() -> Result<()> {
+    let dir = tmp()?;
+    let storage = Storage::open(config(dir.path())).await?;
+    let sel = [m("job", MatchOp::Eq, "api")?];
+    // 101 ten-byte lines, one per second from 0 s to 100 s.
+    let sec = 1_000_000_000i64;
+    let lines: Vec<(i64, String)> = (0..=100)
+        .map(|i| (i * sec, format!("line-{i:05}")))
+        .collect();
+    let refs: Vec<(i64, &str)> = lines.iter().map(|(t, l)| (*t, l.as_str())).collect();
+    storage
+        .append("fake", vec![push(&[("job", "api")], &refs)])
+        .await?;
+    let volume = |start: i64, end: i64| -> Result<(u64, u64, u64)> {
+        let v = storage.volumes("fake", &sel, start, end)?;
+        Ok(v.iter().fold((0, 0, 0), |a, v| {
+            (a.0 + v.entries, a.1 + v.bytes, a.2 + v.chunks)
+        }))
+    };
+    // In the head: exact.
+    assert_eq!(volume(0, 50 * sec)?, (50, 500, 1));
+    storage.flush().await?;
+    assert_eq!(storage.metrics().head_entries, 0);
+    // A range covering the file counts it whole.
+    assert_eq!(volume(0, 101 * sec)?, (101, 1010, 1));
+    // The first half of the file's span: half of its rows and bytes, not all of them.
+    assert_eq!(volume(0, 50 * sec + 1)?, (50, 505, 1));
+    // A quarter in the middle.
+    assert_eq!(volume(25 * sec, 50 * sec + 1)?, (25, 252, 1));
+    // Outside the file's span: nothing.
+    assert_eq!(volume(101 * sec, 200 * sec)?, (0, 0, 0));
+    Ok(())
+}
+
+#[tokio::test]
 async fn duplicates_are_stored_once_and_out_of_order_is_accepted() -> Result<()> {
     let dir = tmp()?;
     let storage = Storage::open(config(dir.path())).await?;

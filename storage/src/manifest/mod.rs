@@ -56,6 +56,25 @@ impl StreamRange {
     pub fn overlaps(&self, start: i64, end: i64) -> bool {
         self.min_ts < end && self.max_ts >= start
     }
+
+    /// The share of the stream's rows in this file taken to fall in `[start, end)`: the
+    /// part of `[min_ts, max_ts]` the range covers, as if rows were spread evenly over it.
+    /// This is how Loki's index prorates a chunk's entries and bytes over a query range
+    /// (the file's exact per-row times are not in the manifest).
+    pub fn share_in(&self, start: i64, end: i64) -> f64 {
+        if !self.overlaps(start, end) {
+            return 0.0;
+        }
+        if self.min_ts == self.max_ts {
+            return 1.0;
+        }
+        let lo = self.min_ts.max(start);
+        let hi = self.max_ts.min(end.saturating_sub(1));
+        // i128: the spans of extreme timestamps do not fit in i64.
+        let span = i128::from(self.max_ts) - i128::from(self.min_ts);
+        let covered = i128::from(hi) - i128::from(lo);
+        (covered as f64 / span as f64).clamp(0.0, 1.0)
+    }
 }
 
 /// One chunk file.
@@ -407,6 +426,41 @@ pub async fn save(store: &dyn ObjectStore, tenant: &str, manifest: &Manifest) ->
 mod tests {
     use super::*;
     use object_store::memory::InMemory;
+
+    #[test]
+    fn a_range_takes_the_share_of_the_stream_span_it_covers() {
+        let s = StreamRange {
+            id: 1,
+            min_ts: 100,
+            max_ts: 300,
+            rows: 10,
+            line_bytes: 1000,
+            first_row: None,
+        };
+        // Whole, outside, halves (the range end is exclusive), a quarter inside.
+        assert_eq!(s.share_in(0, 1000), 1.0);
+        assert_eq!(s.share_in(100, 301), 1.0);
+        assert_eq!(s.share_in(301, 400), 0.0);
+        assert_eq!(s.share_in(0, 100), 0.0);
+        assert_eq!(s.share_in(100, 201), 0.5);
+        assert_eq!(s.share_in(200, 400), 0.5);
+        assert_eq!(s.share_in(150, 201), 0.25);
+        // One timestamp: all or nothing.
+        let one = StreamRange {
+            min_ts: 5,
+            max_ts: 5,
+            ..s.clone()
+        };
+        assert_eq!(one.share_in(0, 6), 1.0);
+        assert_eq!(one.share_in(0, 5), 0.0);
+        // Extreme timestamps do not overflow.
+        let wide = StreamRange {
+            min_ts: i64::MIN,
+            max_ts: i64::MAX,
+            ..s
+        };
+        assert!((wide.share_in(0, i64::MAX) - 0.5).abs() < 1e-9);
+    }
 
     fn chunk() -> ChunkMeta {
         ChunkMeta {
