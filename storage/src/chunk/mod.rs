@@ -232,6 +232,10 @@ pub(crate) fn writer_properties(
         .set_max_row_group_row_count(Some(row_group_rows))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_column_dictionary_enabled(line.clone(), false)
+        // Lengths apart from the text (not a 4-byte length before each line): zstd sees
+        // the lines back to back, which compresses smaller and decompresses faster (fewer
+        // sequences), and the reader validates a page's UTF-8 in one pass.
+        .set_column_encoding(line.clone(), Encoding::DELTA_LENGTH_BYTE_ARRAY)
         .set_column_data_page_size_limit(line.clone(), line_page_bytes)
         // Metadata values are mostly unique (trace ids): a dictionary holds them all in one
         // page that any read of a row of the row group must decode (~1 MiB for a large
@@ -356,6 +360,56 @@ mod tests {
         let windows = sorted.windows(i64::MAX);
         let chunk = sorted.encode(&windows[0], &ChunkConfig::default())?;
         assert_eq!(row_group_rows(&chunk.data)?, vec![50, 12_000, 9_000, 30]);
+        Ok(())
+    }
+
+    #[test]
+    fn lines_are_stored_apart_from_their_lengths() -> Result<()> {
+        let lines: Vec<String> = (0..5_000i64)
+            .map(|t| format!("GET /api/{t} 200 é{}", "x".repeat((t % 300) as usize)))
+            .collect();
+        let mut head = Head::default();
+        head.append(vec![PushStream {
+            labels: LabelSet::new(vec![("job".into(), "a".into())]),
+            entries: lines
+                .iter()
+                .enumerate()
+                .map(|(t, l)| Entry {
+                    ts_ns: t as i64,
+                    line: l.clone(),
+                    metadata: vec![],
+                })
+                .collect(),
+        }]);
+        let sorted = SortedHead::new(Arc::new(head));
+        let windows = sorted.windows(i64::MAX);
+        let chunk = sorted.encode(&windows[0], &ChunkConfig::default())?;
+        let data = Bytes::from(chunk.data);
+        let meta = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&data)?;
+        let columns = meta.file_metadata().schema_descr();
+        let line = (0..columns.num_columns())
+            .find(|&c| columns.column(c).path().string() == LINE)
+            .ok_or_else(|| Error::Internal("no line column".into()))?;
+        for group in meta.row_groups() {
+            let encodings: Vec<Encoding> = group.column(line).encodings().collect();
+            assert!(
+                encodings.contains(&Encoding::DELTA_LENGTH_BYTE_ARRAY)
+                    && !encodings.contains(&Encoding::PLAIN),
+                "{encodings:?}"
+            );
+        }
+        // And they read back as they were written.
+        let reader = ParquetRecordBatchReaderBuilder::try_new(data)?.build()?;
+        let mut got = Vec::new();
+        for batch in reader {
+            let batch = batch?;
+            let col = batch
+                .column_by_name(LINE)
+                .ok_or_else(|| Error::Internal("no line column".into()))?;
+            let col = col.as_string::<i32>();
+            got.extend((0..batch.num_rows()).map(|i| col.value(i).to_owned()));
+        }
+        assert_eq!(got, lines);
         Ok(())
     }
 
