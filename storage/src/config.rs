@@ -273,9 +273,9 @@ pub struct CompactionConfig {
     /// fast as 16 on log lines and 2% smaller; decompression is as fast as at low levels).
     pub zstd_level: i32,
     /// Largest data page of the `line` column in compacted files, and so the most a needle
-    /// block (`textindex`) decompresses. Default `1MiB`: against `2MiB`, 0.8 byte per line
-    /// more on the standard workload, and needle queries decompress half as much per block
-    /// (Q3 CPU −39%).
+    /// block (`textindex`) decompresses. Default `512KiB`: each halving since `2MiB` cost
+    /// about 0.8 byte per line on the standard workload and cut the CPU of a needle query
+    /// that reads tens of blocks (Q3) by a quarter to a third (see docs/performance.md).
     pub line_page_bytes: ByteSize,
     /// A compacted file is closed and a new one started past this size; compacted files
     /// of at least half this size are not merged again. Bounds the compactor's memory.
@@ -297,7 +297,7 @@ impl Default for CompactionConfig {
             enabled: true,
             min_age: HumanDuration(Duration::from_secs(60)),
             zstd_level: 17,
-            line_page_bytes: ByteSize(1024 * 1024),
+            line_page_bytes: ByteSize(512 * 1024),
             max_file_bytes: ByteSize(256 * 1024 * 1024),
             delete_delay: HumanDuration(Duration::from_secs(600)),
             check_interval: HumanDuration(Duration::from_secs(10)),
