@@ -38,10 +38,6 @@ pub mod config;
 pub mod error;
 
 pub use config::StorageConfig;
-
-/// Memory for parsed chunk-file footers and page indexes (a few KiB to a few hundred KiB
-/// per file); least recently used ones go first.
-const PARQUET_METADATA_CACHE_BYTES: usize = 64 << 20;
 pub use error::{Error, Result};
 
 use std::collections::{BTreeSet, HashMap};
@@ -247,6 +243,10 @@ pub(crate) struct Inner {
     /// Computes the `line_flags` column of compacted files.
     pub(crate) line_flags: Option<schema::LineClassifier>,
 }
+
+/// Memory for parsed chunk-file footers and page indexes (a few KiB to a few hundred KiB
+/// per file); least recently used ones go first.
+const PARQUET_METADATA_CACHE_BYTES: usize = 64 << 20;
 
 impl Inner {
     fn tenant(&self, name: &str) -> Option<Arc<Tenant>> {

@@ -127,28 +127,24 @@ mod tests {
             .unwrap();
         let readers = ChunkReaders::new(store, 1 << 20);
         let metrics = ExecutionPlanMetricsSet::new();
+        let open = |partition: usize| {
+            readers
+                .create_reader(
+                    partition,
+                    PartitionedFile::new("t/c1.parquet", size),
+                    None,
+                    &metrics,
+                )
+                .unwrap()
+        };
         // The scan's first request: the footer without the page index.
         let skip = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Skip);
-        let mut first = readers
-            .create_reader(
-                0,
-                PartitionedFile::new("t/c1.parquet", size),
-                None,
-                &metrics,
-            )
-            .unwrap();
+        let mut first = open(0);
         let a = first.get_metadata(Some(&skip)).await.unwrap();
         assert!(a.column_index().is_some(), "page index not loaded");
         assert!(a.offset_index().is_some(), "offset index not loaded");
         // Another query's reader gets the same parsed footer.
-        let mut second = readers
-            .create_reader(
-                1,
-                PartitionedFile::new("t/c1.parquet", size),
-                None,
-                &metrics,
-            )
-            .unwrap();
+        let mut second = open(1);
         let b = second.get_metadata(Some(&skip)).await.unwrap();
         assert!(Arc::ptr_eq(&a, &b), "footer parsed again");
         // Reads still go to the file.
