@@ -616,15 +616,16 @@ fn with_all_columns(batch: RecordBatch) -> Result<RecordBatch> {
 /// files are classified again: the function may have changed since they were written).
 fn classify(batch: RecordBatch, classifier: &LineClassifier) -> Result<RecordBatch> {
     let lines = batch
-        .column(2)
+        .column(batch.schema().index_of(LINE)?)
         .as_string_opt::<i32>()
         .ok_or_else(|| Error::Internal("compaction: the line column is not text".into()))?;
     let flags: arrow::array::UInt8Array = lines
         .iter()
         .map(|l| Some(classifier(l.unwrap_or(""))))
         .collect();
+    let at = batch.schema().index_of(crate::schema::LINE_FLAGS)?;
     let mut columns = batch.columns().to_vec();
-    columns[4] = Arc::new(flags);
+    columns[at] = Arc::new(flags);
     Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
