@@ -26,7 +26,6 @@
 //! assert!(p.process(0, "level=info", &mut lb).is_none());
 //! ```
 
-mod bytemask;
 pub(crate) mod convert;
 mod drop_keep;
 mod format;

@@ -3,8 +3,6 @@
 
 use memchr::memmem;
 
-use super::bytemask::{ByteSet, LineMasks};
-
 #[derive(Debug, Clone)]
 enum Node {
     /// A capture; `None` for `<_>`.
@@ -22,17 +20,12 @@ const SHORT_LITERAL: usize = 8;
 /// several times in every line, each found within a few dozen bytes. memmem's SIMD
 /// searcher pays a set-up per call that costs more than such a search (a third of the
 /// `pattern` stage on access-log lines), so a short literal is found by searching for its
-/// least common byte and checked in place; longer ones keep memmem. Within a line, the
-/// positions of those bytes come from the pattern's [`LineMasks`], so the literals of
-/// one line share one pass over the bytes they span.
+/// least common byte (`swar::find_byte`) and checked in place; longer ones keep memmem.
 #[derive(Debug, Clone)]
 struct Literal {
     needle: Box<[u8]>,
     /// Index in `needle` of the byte searched for.
     rare: usize,
-    /// That byte's index in the pattern's [`ByteSet`] (`None`: a long literal, or the set
-    /// was full; searched with [`Literal::find`]).
-    class: Option<usize>,
     /// memmem's searcher for literals longer than [`SHORT_LITERAL`].
     long: Option<Box<memmem::Finder<'static>>>,
 }
@@ -60,29 +53,7 @@ impl Literal {
         Literal {
             needle: needle.into(),
             rare,
-            class: None,
             long,
-        }
-    }
-
-    /// Offset of the first occurrence at or after `from` in `line`, whose masks `masks` are.
-    #[inline]
-    fn find_from(&self, line: &[u8], from: usize, masks: &mut LineMasks<'_>) -> Option<usize> {
-        let Some(class) = self.class else {
-            return self.find(line.get(from..)?).map(|i| from + i);
-        };
-        let (n, k) = (self.needle.len(), self.rare);
-        // Candidates in increasing order of start, as in `find`.
-        let mut p = from + k;
-        loop {
-            p = masks.next(class, p)?;
-            let s = p - k;
-            // A candidate running past the end means every later one does too.
-            let at = line.get(s..s + n)?;
-            if at.iter().zip(self.needle.iter()).all(|(a, b)| a == b) {
-                return Some(s);
-            }
-            p += 1;
         }
     }
 
@@ -121,8 +92,6 @@ impl Literal {
 pub(crate) struct Pattern {
     nodes: Vec<Node>,
     names: Vec<String>,
-    /// The bytes the short literals are searched by.
-    bytes: ByteSet,
 }
 
 fn is_ident_start(c: u8) -> bool {
@@ -169,23 +138,6 @@ impl Pattern {
         nodes
     }
 
-    /// Give each short literal its class in the pattern's byte set.
-    fn with_classes(mut nodes: Vec<Node>, names: Vec<String>) -> Pattern {
-        let mut bytes = ByteSet::default();
-        for n in &mut nodes {
-            if let Node::Literal(l) = n {
-                if l.long.is_none() {
-                    l.class = l.needle.get(l.rare).and_then(|&b| bytes.class_of(b));
-                }
-            }
-        }
-        Pattern {
-            nodes,
-            names,
-            bytes,
-        }
-    }
-
     fn check_consecutive(nodes: &[Node]) -> Result<(), String> {
         for w in nodes.windows(2) {
             if let (Node::Capture(a), Node::Capture(b)) = (&w[0], &w[1]) {
@@ -220,7 +172,7 @@ impl Pattern {
                 return Err(format!("duplicate capture name ({n}): invalid expression"));
             }
         }
-        Ok(Self::with_classes(nodes, names))
+        Ok(Pattern { nodes, names })
     }
 
     /// A pattern for `|>`/`!>`: only `<_>` captures, none consecutive.
@@ -232,7 +184,10 @@ impl Pattern {
                 return Err(format!("named captures are not allowed: found '<{name}>'"));
             }
         }
-        Ok(Self::with_classes(nodes, Vec::new()))
+        Ok(Pattern {
+            nodes,
+            names: Vec::new(),
+        })
     }
 
     /// The named captures, in order.
@@ -246,20 +201,22 @@ impl Pattern {
     /// (possibly fewer) into `out`, a buffer the caller reuses.
     pub(crate) fn captures(&self, line: &str, out: &mut Vec<(usize, usize)>) {
         out.clear();
+        // `input` is always a suffix of `line`: its start offset is the length difference.
+        let at = |s: &str| line.len() - s.len();
         if line.is_empty() || self.nodes.is_empty() {
             return;
         }
-        let bytes = line.as_bytes();
-        let mut masks = LineMasks::new(bytes, &self.bytes);
-        // Offset of the rest of the line still to match.
-        let mut pos = 0;
+        let mut input = line;
         let mut nodes = &self.nodes[..];
         if let Node::Literal(f) = &nodes[0] {
-            if !bytes.starts_with(f.needle()) {
+            if f.find(input.as_bytes()) != Some(0) {
                 return;
             }
-            pos = f.needle().len();
+            input = &input[f.needle().len()..];
             nodes = &nodes[1..];
+        }
+        if nodes.is_empty() {
+            return;
         }
         while !nodes.is_empty() {
             let Node::Capture(name) = &nodes[0] else {
@@ -268,7 +225,7 @@ impl Pattern {
             };
             if nodes.len() == 1 {
                 if name.is_some() {
-                    out.push((pos, line.len()));
+                    out.push((at(input), line.len()));
                 }
                 return;
             }
@@ -276,19 +233,20 @@ impl Pattern {
                 return;
             };
             nodes = &nodes[2..];
-            match f.find_from(bytes, pos, &mut masks) {
+            match f.find(input.as_bytes()) {
                 None => {
                     if name.is_some() {
-                        out.push((pos, line.len()));
+                        out.push((at(input), line.len()));
                     }
                     return;
                 }
-                Some(at) => {
+                Some(i) => {
                     // Literal boundaries fall on char boundaries: the needle is valid UTF-8.
+                    let end = i + f.needle().len();
                     if name.is_some() {
-                        out.push((pos, at));
+                        out.push((at(input), at(input) + i));
                     }
-                    pos = at + f.needle().len();
+                    input = &input[end..];
                 }
             }
         }
@@ -300,17 +258,16 @@ impl Pattern {
         if line.is_empty() || self.nodes.is_empty() {
             return line.is_empty() && self.nodes.is_empty();
         }
-        let mut masks = LineMasks::new(line, &self.bytes);
         let mut off = 0;
         for (i, n) in self.nodes.iter().enumerate() {
             let Node::Literal(f) = n else { continue };
-            let Some(at) = f.find_from(line, off, &mut masks) else {
+            let Some(j) = f.find(&line[off..]) else {
                 return false;
             };
-            if i != 0 && at == off {
+            if i != 0 && j == 0 {
                 return false;
             }
-            off = at + f.needle().len();
+            off += j + f.needle().len();
         }
         let ends_with_capture = matches!(self.nodes.last(), Some(Node::Capture(_)));
         ends_with_capture == (off != line.len())
@@ -332,72 +289,6 @@ mod tests {
             hay in proptest::collection::vec(proptest::sample::select(b" -[]\"ab".to_vec()), 0..80),
         ) {
             prop_assert_eq!(Literal::new(&needle).find(&hay), memmem::find(&hay, &needle));
-        }
-    }
-
-    /// The captures of `p` found by searching each literal in the rest of the line with
-    /// memmem: the algorithm the byte masks replace.
-    fn reference_captures(p: &Pattern, line: &str) -> Vec<(usize, usize)> {
-        let mut out = Vec::new();
-        if line.is_empty() || p.nodes.is_empty() {
-            return out;
-        }
-        let mut pos = 0;
-        let mut nodes = &p.nodes[..];
-        if let Node::Literal(f) = &nodes[0] {
-            if memmem::find(line.as_bytes(), f.needle()) != Some(0) {
-                return out;
-            }
-            pos = f.needle().len();
-            nodes = &nodes[1..];
-        }
-        while let [Node::Capture(name), rest @ ..] = nodes {
-            let Some(Node::Literal(f)) = rest.first() else {
-                if name.is_some() {
-                    out.push((pos, line.len()));
-                }
-                return out;
-            };
-            nodes = &rest[1..];
-            match memmem::find(&line.as_bytes()[pos..], f.needle()) {
-                None => {
-                    if name.is_some() {
-                        out.push((pos, line.len()));
-                    }
-                    return out;
-                }
-                Some(i) => {
-                    if name.is_some() {
-                        out.push((pos, pos + i));
-                    }
-                    pos += i + f.needle().len();
-                }
-            }
-        }
-        out
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(3000))]
-        /// Captures found with the line's byte masks are those of searching each literal
-        /// anew, for patterns with more distinct bytes than the masks hold, long literals
-        /// and lines longer than a mask block.
-        #[test]
-        fn captures_match_literal_by_literal_search(
-            parts in proptest::collection::vec(proptest::sample::select(vec![
-                "<a>", "<_>", "<b>", " ", " - - [", "] \"", "\" ", ":", "|", "/", "=", "x", "a longer literal",
-            ]), 1..9),
-            line in proptest::collection::vec(proptest::sample::select(vec![
-                " ", "-", "[", "]", "\"", ":", "|", "/", "=", "x", "a longer literal", "é",
-            ]), 0..120),
-        ) {
-            let src: String = parts.concat();
-            let line: String = line.concat();
-            if let Ok(p) = Pattern::for_parser(&src) {
-                let mut got = Vec::new();
-                p.captures(&line, &mut got);
-                prop_assert_eq!(got, reference_captures(&p, &line));
-            }
         }
     }
 
