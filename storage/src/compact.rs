@@ -46,7 +46,7 @@ use crate::error::{Error, Result};
 use crate::manifest::{self, ChunkMeta, ManifestState, MetadataKeys, PendingDelete, StreamRange};
 use crate::model::StreamId;
 use crate::order::{self, Place};
-use crate::schema::{logs_schema, LineClassifier, LINE};
+use crate::schema::{logs_schema, LineClassifier, LINE, LINE_FLAGS};
 use crate::textindex::{self, TextIndex, TextIndexBuilder};
 use crate::{Inner, Tenant};
 
@@ -616,14 +616,14 @@ fn with_all_columns(batch: RecordBatch) -> Result<RecordBatch> {
 /// files are classified again: the function may have changed since they were written).
 fn classify(batch: RecordBatch, classifier: &LineClassifier) -> Result<RecordBatch> {
     let lines = batch
-        .column(batch.schema().index_of(LINE)?)
+        .column(batch.schema_ref().index_of(LINE)?)
         .as_string_opt::<i32>()
         .ok_or_else(|| Error::Internal("compaction: the line column is not text".into()))?;
     let flags: arrow::array::UInt8Array = lines
         .iter()
         .map(|l| Some(classifier(l.unwrap_or(""))))
         .collect();
-    let at = batch.schema().index_of(crate::schema::LINE_FLAGS)?;
+    let at = batch.schema_ref().index_of(LINE_FLAGS)?;
     let mut columns = batch.columns().to_vec();
     columns[at] = Arc::new(flags);
     Ok(RecordBatch::try_new(batch.schema(), columns)?)

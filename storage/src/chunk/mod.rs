@@ -287,6 +287,27 @@ mod tests {
     use bytes::Bytes;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+    /// One stream's entries encoded as one chunk file with the default config.
+    fn encode_one_stream(entries: Vec<Entry>) -> Result<Bytes> {
+        let mut head = Head::default();
+        head.append(vec![PushStream {
+            labels: LabelSet::new(vec![("job".into(), "a".into())]),
+            entries,
+        }]);
+        let sorted = SortedHead::new(Arc::new(head));
+        let windows = sorted.windows(i64::MAX);
+        let chunk = sorted.encode(&windows[0], &ChunkConfig::default())?;
+        Ok(Bytes::from(chunk.data))
+    }
+
+    /// Index of the leaf column at `path` (dotted) in a file's schema.
+    fn leaf_column(meta: &parquet::file::metadata::ParquetMetaData, path: &str) -> Result<usize> {
+        let columns = meta.file_metadata().schema_descr();
+        (0..columns.num_columns())
+            .find(|&c| columns.column(c).path().string() == path)
+            .ok_or_else(|| Error::Internal(format!("no column {path}")))
+    }
+
     #[test]
     fn windows_split_and_rows_come_back_sorted() -> Result<()> {
         let mut head = Head::default();
@@ -371,10 +392,8 @@ mod tests {
         let lines: Vec<String> = (0..5_000i64)
             .map(|t| format!("GET /api/{t} 200 é{}", "x".repeat((t % 300) as usize)))
             .collect();
-        let mut head = Head::default();
-        head.append(vec![PushStream {
-            labels: LabelSet::new(vec![("job".into(), "a".into())]),
-            entries: lines
+        let data = encode_one_stream(
+            lines
                 .iter()
                 .enumerate()
                 .map(|(t, l)| Entry {
@@ -383,16 +402,9 @@ mod tests {
                     metadata: vec![],
                 })
                 .collect(),
-        }]);
-        let sorted = SortedHead::new(Arc::new(head));
-        let windows = sorted.windows(i64::MAX);
-        let chunk = sorted.encode(&windows[0], &ChunkConfig::default())?;
-        let data = Bytes::from(chunk.data);
+        )?;
         let meta = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&data)?;
-        let columns = meta.file_metadata().schema_descr();
-        let line = (0..columns.num_columns())
-            .find(|&c| columns.column(c).path().string() == LINE)
-            .ok_or_else(|| Error::Internal("no line column".into()))?;
+        let line = leaf_column(&meta, LINE)?;
         for group in meta.row_groups() {
             let encodings: Vec<Encoding> = group.column(line).encodings().collect();
             assert!(
@@ -430,26 +442,12 @@ mod tests {
                 },
             })
             .collect();
-        let mut head = Head::default();
-        head.append(vec![PushStream {
-            labels: LabelSet::new(vec![("job".into(), "a".into())]),
-            entries,
-        }]);
-        let sorted = SortedHead::new(Arc::new(head));
-        let windows = sorted.windows(i64::MAX);
-        let chunk = sorted.encode(&windows[0], &ChunkConfig::default())?;
         let meta = parquet::file::metadata::ParquetMetaDataReader::new()
             .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Required)
-            .parse_and_finish(&Bytes::from(chunk.data))?;
-        let columns = meta.file_metadata().schema_descr();
-        let find = |path: &str| {
-            (0..columns.num_columns())
-                .find(|&c| columns.column(c).path().string() == path)
-                .ok_or_else(|| Error::Internal(format!("no column {path}")))
-        };
+            .parse_and_finish(&encode_one_stream(entries)?)?;
         let (keys, values) = (
-            find("metadata.entries.keys")?,
-            find("metadata.entries.values")?,
+            leaf_column(&meta, "metadata.entries.keys")?,
+            leaf_column(&meta, "metadata.entries.values")?,
         );
         let offsets = meta
             .offset_index()
