@@ -303,6 +303,11 @@ impl Bucketing {
     /// before step 0 exist only to complete its window: index them from
     /// `1 − range/step`, shifted to 0 by the caller).
     pub fn index(&self, ts_ns: i64) -> i64 {
+        // Runs per sample: 64-bit division where the difference fits (always, in
+        // practice); the 128-bit one was 1.8% of a `count_over_time` query's CPU.
+        if let (Some(diff), true) = (ts_ns.checked_sub(self.base_ns), self.step_ns > 0) {
+            return diff.div_euclid(self.step_ns) + i64::from(diff.rem_euclid(self.step_ns) != 0);
+        }
         let diff = ts_ns as i128 - self.base_ns as i128;
         let step = self.step_ns as i128;
         // Ceiling division: bucket j holds (base + (j−1)·step, base + j·step].
