@@ -606,6 +606,7 @@ impl Storage {
                 rows: c.rows,
                 text_index: c.text_index_bytes.is_some(),
                 stream_rows: c.stream_row_ranges(&streams, start_ns, end_ns),
+                rows_exact: c.rows_exact(&streams, start_ns, end_ns),
                 metadata_keys: c.metadata_keys.clone(),
             })
             .collect();

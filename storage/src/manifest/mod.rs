@@ -233,6 +233,21 @@ impl ChunkMeta {
         out
     }
 
+    /// Are the rows [`Self::stream_row_ranges`] gives for these arguments exactly the
+    /// file's rows of `ids` in `[start, end)`: the per-stream ranges partition the file, and
+    /// every selected stream's rows here lie inside the range. A reader then need not test
+    /// stream ids or timestamps row by row.
+    pub fn rows_exact(&self, ids: &[StreamId], start: i64, end: i64) -> bool {
+        if self.stream_rows().is_none() {
+            return false;
+        }
+        let mut inside = true;
+        self.for_each_overlapping(ids, start, end, |s| {
+            inside &= s.min_ts >= start && s.max_ts < end;
+        });
+        inside
+    }
+
     /// Does this file hold rows of any of `ids` (sorted) in `[start, end)`?
     pub fn overlaps(&self, ids: &[StreamId], start: i64, end: i64) -> bool {
         if self.min_ts >= end || self.max_ts < start {
@@ -503,6 +518,21 @@ mod tests {
         // Counts that do not add up to the file's rows: every row.
         c.rows = 4;
         assert_eq!(c.stream_row_ranges(&[7], 0, 1000), vec![0..4]);
+    }
+
+    #[test]
+    fn rows_are_exact_only_for_streams_wholly_inside_the_range() {
+        let mut c = chunk();
+        let (s1, s7) = (c.streams[0].clone(), c.streams[1].clone());
+        assert!(c.rows_exact(&[1, 7], s1.min_ts.min(s7.min_ts), 1000));
+        // A selected stream whose rows straddle either end of the range.
+        assert!(!c.rows_exact(&[7], s7.min_ts + 1, 1000));
+        assert!(!c.rows_exact(&[7], 0, s7.max_ts));
+        // Streams left out of the selection do not matter.
+        assert!(c.rows_exact(&[7], s7.min_ts, s7.max_ts + 1));
+        // Counts that do not add up: the ranges read are the whole file.
+        c.rows = 4;
+        assert!(!c.rows_exact(&[7], 0, 1000));
     }
 
     #[test]

@@ -73,6 +73,9 @@ pub struct ChunkFile {
     pub text_index: bool,
     /// Row ranges of the selected streams, from the manifest.
     pub stream_rows: Vec<Range<u64>>,
+    /// Whether `stream_rows` are exactly the selected streams' rows in the table's range
+    /// (`ChunkMeta::rows_exact`): no row needs the stream and time test.
+    pub rows_exact: bool,
     /// Structured metadata keys of its rows (`None`: unknown).
     pub metadata_keys: Option<Vec<String>>,
 }
@@ -472,21 +475,32 @@ impl TableProvider for LogsTable {
             self.file_selections().await?
         };
         if !files.is_empty() {
+            // Row selections that are exactly the wanted rows (a range covering the files'
+            // time spans) need no stream and time test: rows are then only read.
+            let exact = files.iter().all(|(f, _)| f.rows_exact);
             let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
             let restriction = state.create_physical_expr(self.restriction(), &df_schema)?;
-            let predicate = match self.pushable_line_predicate() {
+            let line_match = match self.pushable_line_predicate() {
                 Some(p) => {
                     let line = physical_col(LINE, &self.schema)?;
-                    let matches: Arc<dyn PhysicalExpr> = Arc::new(LineMatchExpr::new(line, p));
-                    Arc::new(BinaryExpr::new(restriction, Operator::And, matches))
+                    Some(Arc::new(LineMatchExpr::new(line, p)) as Arc<dyn PhysicalExpr>)
                 }
-                None => restriction,
+                None => None,
             };
-            let mut source = ParquetSource::new(self.schema.clone())
-                .with_predicate(predicate.clone())
-                .with_pushdown_filters(true)
-                .with_reorder_filters(true)
-                .with_enable_page_index(true);
+            let predicate = match (line_match, exact) {
+                (Some(m), true) => Some(m),
+                (Some(m), false) => Some(Arc::new(BinaryExpr::new(restriction, Operator::And, m))
+                    as Arc<dyn PhysicalExpr>),
+                (None, true) => None,
+                (None, false) => Some(restriction),
+            };
+            let mut source = ParquetSource::new(self.schema.clone()).with_enable_page_index(true);
+            if let Some(predicate) = predicate {
+                source = source
+                    .with_predicate(predicate)
+                    .with_pushdown_filters(true)
+                    .with_reorder_filters(true);
+            }
             if let Some(readers) = &self.parquet_readers {
                 source = source.with_parquet_file_reader_factory(readers.clone());
             }
@@ -522,6 +536,11 @@ impl TableProvider for LogsTable {
                 Some(p) => p.clone(),
                 None => (0..self.schema.fields().len()).collect(),
             };
+            if exact {
+                builder = builder.with_projection_indices(Some(read))?;
+                inputs.push(DataSourceExec::from_data_source(builder.build()));
+                return Self::union(inputs, &self.schema, projection);
+            }
             for c in [STREAM_ID, TS] {
                 let i = self.schema.index_of(c)?;
                 if !read.contains(&i) {
@@ -547,11 +566,22 @@ impl TableProvider for LogsTable {
                 .build()?;
             inputs.push(Arc::new(filter));
         }
+        Self::union(inputs, &self.schema, projection)
+    }
+}
+
+impl LogsTable {
+    /// The scan of `inputs` (head and files, each already projected).
+    fn union(
+        inputs: Vec<Arc<dyn ExecutionPlan>>,
+        schema: &SchemaRef,
+        projection: Option<&Vec<usize>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
         match inputs.len() {
             0 => {
                 let projected = match projection {
-                    Some(p) => Arc::new(self.schema.project(p)?),
-                    None => self.schema.clone(),
+                    Some(p) => Arc::new(schema.project(p)?),
+                    None => schema.clone(),
                 };
                 Ok(Arc::new(EmptyExec::new(projected)))
             }
