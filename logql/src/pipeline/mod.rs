@@ -144,6 +144,35 @@ pub fn line_flags(line: &str) -> u8 {
     }
 }
 
+/// See [`Pipeline::pattern_grouping`].
+#[derive(Debug, Clone)]
+pub struct PatternGrouping {
+    leading: LineFilterChain,
+    pattern: pattern::Pattern,
+    /// Indexes (in name order) of the captures that can set a grouping label.
+    relevant: Vec<usize>,
+}
+
+impl PatternGrouping {
+    /// `false` when the pipeline drops `line` (its line filters fail). Otherwise fills
+    /// `out` with the byte range of each grouping-relevant capture in `line`, `None` for a
+    /// capture the pattern did not reach. `caps` is scratch space the caller reuses.
+    pub fn captures(
+        &self,
+        line: &str,
+        caps: &mut Vec<(usize, usize)>,
+        out: &mut Vec<Option<(usize, usize)>>,
+    ) -> bool {
+        out.clear();
+        if !self.leading.matches(line) {
+            return false;
+        }
+        self.pattern.captures(line, caps);
+        out.extend(self.relevant.iter().map(|&i| caps.get(i).copied()));
+        true
+    }
+}
+
 /// Compiled log pipeline; Send + Sync; built once per query, used from many threads.
 #[derive(Debug, Clone, Default)]
 pub struct Pipeline {
@@ -359,6 +388,44 @@ impl Pipeline {
     /// kept row has the value as a whole structured-metadata value.
     pub fn metadata_needles(&self) -> &[FieldNeedle] {
         &self.metadata_needles
+    }
+
+    /// For a pipeline made of leading line filters and one `| pattern` stage and nothing
+    /// else, the captures that can set a label of `names` (a capture `c` sets `c`, or
+    /// `c_extracted` where the entry already has a label `c`). Such a pipeline keeps every
+    /// line its filters pass and never marks an error, so for entries without structured
+    /// metadata, the labels `names` after [`Self::process`] depend only on the stream and
+    /// on these captures' values: an engine grouping by `names` can key its groups by
+    /// stream and [`PatternGrouping::captures`] and run the whole pipeline only for the
+    /// first entry of each group.
+    pub fn pattern_grouping(&self, names: &[String]) -> Option<PatternGrouping> {
+        let [CompiledStage::Pattern(stage)] = self.stages.as_slice() else {
+            return None;
+        };
+        // With early label filters (none can exist without a filter stage, but the hints
+        // are separate state) the pattern stage could drop lines.
+        if !self.hints.without_early_filters() {
+            return None;
+        }
+        let relevant = stage
+            .pattern
+            .names()
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| {
+                names.iter().any(|n| {
+                    n == *c
+                        || n.strip_suffix(labels::DUPLICATE_SUFFIX)
+                            .is_some_and(|base| base == c.as_str())
+                })
+            })
+            .map(|(i, _)| i)
+            .collect();
+        Some(PatternGrouping {
+            leading: self.leading.clone(),
+            pattern: stage.pattern.clone(),
+            relevant,
+        })
     }
 
     /// True when the pipeline has only line filters (labels and line are never changed).

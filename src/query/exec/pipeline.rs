@@ -34,7 +34,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use tovlog_logql::pipeline::{LabelsBuilder, Pipeline, SampleExtractor};
+use tovlog_logql::pipeline::{LabelsBuilder, PatternGrouping, Pipeline, SampleExtractor};
 use tovlog_storage::schema::{LINE, LINE_FLAGS, METADATA, STREAM_ID, TS};
 
 use super::lines::Lines;
@@ -255,6 +255,7 @@ impl ExecutionPlan for PipelineExec {
             row: RowLabels::default(),
             stream_keys: HashMap::new(),
             by_cache: ByCache::default(),
+            capture_keys: CaptureKeys::for_mode(&self.pipeline, &self.mode),
         };
         let stream = input
             .map(move |batch| state.process(batch?))
@@ -307,6 +308,9 @@ struct PartitionState {
     stream_keys: HashMap<u64, u32>,
     /// Series ids of `by (…)` groupings, found without allocating.
     by_cache: ByCache,
+    /// Series ids of `by (…)` groupings over a lone `| pattern` stage, found from the
+    /// captures without running the pipeline.
+    capture_keys: Option<CaptureKeys>,
 }
 
 /// Columns of an input batch.
@@ -522,6 +526,169 @@ impl ByCache {
     }
 }
 
+/// Series ids of a `by (…)` grouping over a pipeline that is a lone `| pattern` stage
+/// (after line filters; see [`Pipeline::pattern_grouping`]), for entries without
+/// structured metadata: the pipeline runs for the first entry of each (stream, values of
+/// the grouping-relevant captures) and its series id is kept for the following ones,
+/// which then cost a pattern match and a hash lookup. `sum by (status)
+/// (count_over_time(… | pattern …))` spends most of its pipeline time in the label
+/// builder otherwise.
+struct CaptureKeys {
+    grouping: PatternGrouping,
+    /// Scratch: all captures of the current line.
+    caps: Vec<(usize, usize)>,
+    /// Scratch: the relevant captures of the current line.
+    ranges: Vec<Option<(usize, usize)>>,
+    /// The groups seen.
+    groups: Vec<CaptureGroup>,
+    /// Hash of (stream, relevant capture values) → indexes in `groups` with that hash.
+    by_hash: HashMap<u64, Vec<usize>, foldhash::fast::FixedState>,
+    /// The group of the previous entry, tried first (most entries repeat it: a run of
+    /// `200`s).
+    last: Option<usize>,
+}
+
+/// One group of [`CaptureKeys`]: its stream, relevant capture values and what the
+/// pipeline made of its first entry (`None`: dropped).
+struct CaptureGroup {
+    stream: u64,
+    values: Vec<Option<Box<str>>>,
+    key: Option<u32>,
+}
+
+/// What [`CaptureKeys::lookup`] found for an entry.
+enum CaptureLookup {
+    /// The line filters drop the entry.
+    Dropped,
+    /// A known group: the series id, or `None` when the pipeline drops its entries.
+    Known(Option<u32>),
+    /// A new group: run the pipeline, then [`CaptureKeys::insert`] its result.
+    New(u64),
+}
+
+impl CaptureKeys {
+    /// Groups kept at most; beyond, the table starts over (a bound on memory for
+    /// groupings by a high-cardinality capture, which then run the pipeline more often).
+    const MAX_GROUPS: usize = 1 << 16;
+
+    fn for_mode(pipeline: &Pipeline, mode: &PipelineMode) -> Option<CaptureKeys> {
+        let PipelineMode::Sample {
+            value: SampleValue::One | SampleValue::LineBytes,
+            reduce: LabelReduce::By(names),
+        } = mode
+        else {
+            return None;
+        };
+        Some(CaptureKeys {
+            grouping: pipeline.pattern_grouping(names)?,
+            caps: Vec::new(),
+            ranges: Vec::new(),
+            groups: Vec::new(),
+            by_hash: HashMap::default(),
+            last: None,
+        })
+    }
+
+    fn hash(stream: u64, line: &str, ranges: &[Option<(usize, usize)>]) -> u64 {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = foldhash::fast::FixedState::default().build_hasher();
+        stream.hash(&mut h);
+        for r in ranges {
+            r.and_then(|(s, e)| line.get(s..e)).hash(&mut h);
+        }
+        h.finish()
+    }
+
+    fn lookup(&mut self, stream: u64, line: &str) -> CaptureLookup {
+        if !self
+            .grouping
+            .captures(line, &mut self.caps, &mut self.ranges)
+        {
+            return CaptureLookup::Dropped;
+        }
+        let is = |g: &CaptureGroup| {
+            g.stream == stream
+                && g.values
+                    .iter()
+                    .zip(&self.ranges)
+                    .all(|(v, r)| v.as_deref() == r.and_then(|(s, e)| line.get(s..e)))
+        };
+        if let Some(g) = self.last.and_then(|i| self.groups.get(i)) {
+            if is(g) {
+                return CaptureLookup::Known(g.key);
+            }
+        }
+        let h = Self::hash(stream, line, &self.ranges);
+        if let Some(bucket) = self.by_hash.get(&h) {
+            for &i in bucket {
+                if let Some(g) = self.groups.get(i).filter(|g| is(g)) {
+                    self.last = Some(i);
+                    return CaptureLookup::Known(g.key);
+                }
+            }
+        }
+        CaptureLookup::New(h)
+    }
+
+    /// Remember `key` for the group of the entry `lookup` last saw as new (`hash`).
+    fn insert(&mut self, hash: u64, stream: u64, line: &str, key: Option<u32>) {
+        if self.groups.len() >= Self::MAX_GROUPS {
+            self.groups.clear();
+            self.by_hash.clear();
+        }
+        let values = self
+            .ranges
+            .iter()
+            .map(|r| r.and_then(|(s, e)| line.get(s..e)).map(Box::from))
+            .collect();
+        let i = self.groups.len();
+        self.groups.push(CaptureGroup {
+            stream,
+            values,
+            key,
+        });
+        self.by_hash.entry(hash).or_default().push(i);
+        self.last = Some(i);
+    }
+}
+
+/// The series id and value of one entry in sample mode, after `pipeline` (`None`: the
+/// line and labels stay as they are); `None` when the pipeline (or the unwrap) drops it.
+/// `row.lb` must be reset for the entry.
+#[allow(clippy::too_many_arguments)]
+fn sample_of_entry(
+    pipeline: Option<&Pipeline>,
+    row: &mut RowLabels,
+    by_cache: &mut ByCache,
+    interner: &Interner,
+    value: &SampleValue,
+    reduce: &LabelReduce,
+    ts: i64,
+    raw_line: &str,
+    flags: u8,
+) -> Result<Option<(u32, f64)>> {
+    let line = match pipeline {
+        Some(p) => match p.process_flagged(ts, raw_line, flags, &mut row.lb) {
+            Some(line) => line,
+            None => return Ok(None),
+        },
+        None => std::borrow::Cow::Borrowed(raw_line),
+    };
+    let v = match value {
+        SampleValue::One => 1.0,
+        SampleValue::LineBytes => line.len() as f64,
+        SampleValue::Unwrap(ex) => match ex.extract(&mut row.lb) {
+            Some(v) => v,
+            None => return Ok(None),
+        },
+    };
+    let key = match reduce {
+        LabelReduce::By(names) if !row.lb.has_error() => by_cache.key(&row.lb, names, interner)?,
+        _ => interner.intern(series_labels(&row.lb, reduce))?,
+    };
+    Ok(Some((key, v)))
+}
+
 impl PartitionState {
     fn process(&mut self, batch: RecordBatch) -> Result<RecordBatch> {
         if self.cancelled.load(Ordering::Relaxed) {
@@ -623,32 +790,60 @@ impl PartitionState {
                 val_b.append_value(v);
                 continue;
             }
-            self.row.reset(sid, stream, nmeta);
-            let line_len = if filter_only {
-                raw_line.len()
-            } else {
-                let flags = input.flags(row);
-                match self
-                    .pipeline
-                    .process_flagged(ts, raw_line, flags, &mut self.row.lb)
-                {
-                    Some(line) => line.len(),
-                    None => continue,
+            let flags = input.flags(row);
+            let mut known = None;
+            if let (Some(ck), 0) = (self.capture_keys.as_mut(), nmeta) {
+                match ck.lookup(sid, raw_line) {
+                    CaptureLookup::Dropped | CaptureLookup::Known(None) => continue,
+                    CaptureLookup::Known(Some(key)) => {
+                        let v = match value {
+                            SampleValue::LineBytes => raw_line.len() as f64,
+                            _ => 1.0,
+                        };
+                        known = Some((key, v));
+                    }
+                    CaptureLookup::New(hash) => {
+                        self.row.reset(sid, stream, nmeta);
+                        let sample = sample_of_entry(
+                            Some(&self.pipeline),
+                            &mut self.row,
+                            &mut self.by_cache,
+                            &self.interner,
+                            value,
+                            reduce,
+                            ts,
+                            raw_line,
+                            flags,
+                        )?;
+                        ck.insert(hash, sid, raw_line, sample.map(|(k, _)| k));
+                        known = sample;
+                        if known.is_none() {
+                            continue;
+                        }
+                    }
                 }
-            };
-            let v = match value {
-                SampleValue::One => 1.0,
-                SampleValue::LineBytes => line_len as f64,
-                SampleValue::Unwrap(ex) => match ex.extract(&mut self.row.lb) {
-                    Some(v) => v,
-                    None => continue,
-                },
-            };
-            let key = match reduce {
-                LabelReduce::By(names) if !self.row.lb.has_error() => {
-                    self.by_cache.key(&self.row.lb, names, &self.interner)?
+            }
+            let (key, v) = match known {
+                Some(kv) => kv,
+                None => {
+                    self.row.reset(sid, stream, nmeta);
+                    // A pipeline of line filters alone ran them below this node already.
+                    let pipeline = (!filter_only).then_some(&*self.pipeline);
+                    match sample_of_entry(
+                        pipeline,
+                        &mut self.row,
+                        &mut self.by_cache,
+                        &self.interner,
+                        value,
+                        reduce,
+                        ts,
+                        raw_line,
+                        flags,
+                    )? {
+                        Some(kv) => kv,
+                        None => continue,
+                    }
                 }
-                _ => self.interner.intern(series_labels(&self.row.lb, reduce))?,
             };
             key_b.append_value(key);
             ts_b.append_value(ts);
@@ -690,6 +885,146 @@ mod tests {
             &[p("host", "a"), p("level", "info")]
         );
         assert_eq!(interner.sets()[k3 as usize].as_slice(), &[p("host", "a")]);
+    }
+
+    type LabeledSample = (Vec<(String, String)>, i64, f64);
+
+    /// Runs sample mode over `rows` (stream id, line; row `i` at timestamp `i`) with the
+    /// pattern fast path on or off; returns each output row as (labels, ts, value).
+    fn samples(
+        query_stages: &[tovlog_logql::ast::Stage],
+        value: SampleValue,
+        by: &[&str],
+        streams: &StreamMap,
+        rows: &[(u64, &str)],
+        fast: bool,
+    ) -> Vec<LabeledSample> {
+        use datafusion::arrow::array::StringArray;
+        let pipeline = Arc::new(Pipeline::new(query_stages).unwrap());
+        let mode = PipelineMode::Sample {
+            value,
+            reduce: LabelReduce::By(by.iter().map(|s| s.to_string()).collect()),
+        };
+        let interner = Interner::new();
+        let capture_keys = CaptureKeys::for_mode(&pipeline, &mode);
+        assert!(!fast || capture_keys.is_some(), "the fast path applies");
+        let mut state = PartitionState {
+            pipeline,
+            mode,
+            streams: Arc::new(streams.clone()),
+            interner: Arc::clone(&interner),
+            stats: Arc::new(StatsCollector::default()),
+            cancelled: Arc::new(AtomicBool::new(false)),
+            schema: sample_schema(),
+            row: RowLabels::default(),
+            stream_keys: HashMap::new(),
+            by_cache: ByCache::default(),
+            capture_keys: if fast { capture_keys } else { None },
+        };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(STREAM_ID, DataType::UInt64, false),
+            Field::new(TS, DataType::Int64, false),
+            Field::new(LINE, DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(Int64Array::from_iter_values(0..rows.len() as i64)),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            ],
+        )
+        .unwrap();
+        let out = state.process_sample(&batch).unwrap();
+        let (keys, ts, values) = (
+            out.column(0)
+                .as_primitive::<datafusion::arrow::datatypes::UInt32Type>(),
+            out.column(1).as_primitive::<Int64Type>(),
+            out.column(2)
+                .as_primitive::<datafusion::arrow::datatypes::Float64Type>(),
+        );
+        let sets = interner.sets();
+        (0..out.num_rows())
+            .map(|i| {
+                (
+                    sets[keys.value(i) as usize].as_ref().clone(),
+                    ts.value(i),
+                    values.value(i),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pattern_captures_group_as_the_whole_pipeline_does() {
+        use tovlog_logql::ast::{LineFilter, LineFilterOp, LineFilterValue, Stage};
+        let mut streams = StreamMap::default();
+        streams.0.insert(1, Arc::new(vec![p("job", "nginx")]));
+        // A stream label named like a capture: the capture becomes `host_extracted`.
+        streams
+            .0
+            .insert(2, Arc::new(vec![p("host", "h2"), p("job", "nginx")]));
+        let lines = [
+            (1, "h1 GET /a 200 rt=1"),
+            (1, "h1 GET /b 200 rt=2"),
+            (2, "hx GET /a 200 rt=1"),
+            (2, "hx GET /a 500 rt=1"),
+            // The same capture in a stream without `host`: a different series.
+            (1, "hx GET /a 500 rt=1"),
+            (1, "h1 POST /a 200 rt=1"),
+            (1, "h1 GET /a"),
+            (1, "garbage"),
+            (1, ""),
+            (2, "h3 GET  200 rt=9"),
+            (1, "h1 GET /b 404 rt=2"),
+            (1, "h1 GET /b 200 rt=2"),
+        ];
+        let pattern = Stage::Pattern("<host> <method> <path> <status> rt=<_>".into());
+        let get = Stage::LineFilter(LineFilter {
+            op: LineFilterOp::Contains,
+            values: vec![LineFilterValue::Str("GET".into())],
+        });
+        let groupings: [&[&str]; 5] = [
+            &["status"],
+            &["host", "status"],
+            &["host_extracted", "method", "job"],
+            &["path"],
+            &["nothing"],
+        ];
+        for stages in [vec![pattern.clone()], vec![get, pattern.clone()]] {
+            for by in groupings {
+                for value in [SampleValue::One, SampleValue::LineBytes] {
+                    let fast = samples(&stages, value.clone(), by, &streams, &lines, true);
+                    let slow = samples(&stages, value, by, &streams, &lines, false);
+                    assert_eq!(fast, slow, "by {by:?}, stages {stages:?}");
+                    assert!(!fast.is_empty());
+                }
+            }
+        }
+        // Only a lone pattern stage (after line filters) takes the fast path.
+        let json = vec![Stage::Json(vec![])];
+        let by = LabelReduce::By(vec!["status".into()]);
+        let mode = |value| PipelineMode::Sample {
+            value,
+            reduce: by.clone(),
+        };
+        let fast = |stages: &[Stage], m: &PipelineMode| {
+            CaptureKeys::for_mode(&Pipeline::new(stages).unwrap(), m).is_some()
+        };
+        assert!(fast(
+            std::slice::from_ref(&pattern),
+            &mode(SampleValue::One)
+        ));
+        assert!(!fast(&json, &mode(SampleValue::One)));
+        assert!(!fast(
+            &[pattern.clone(), pattern.clone()],
+            &mode(SampleValue::One)
+        ));
+        let keep = PipelineMode::Sample {
+            value: SampleValue::One,
+            reduce: LabelReduce::Keep,
+        };
+        assert!(!fast(&[pattern], &keep));
     }
 
     #[test]
