@@ -313,6 +313,7 @@ async fn plan_range_vector(
             mode: Some(PipelineMode::Sample {
                 value,
                 reduce: reduce.clone(),
+                bucketing,
             }),
             interner: Arc::clone(&interner),
             columns,

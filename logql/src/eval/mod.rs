@@ -318,6 +318,11 @@ impl Bucketing {
     pub fn end_of(&self, j: i64) -> i64 {
         self.base_ns + j * self.step_ns
     }
+
+    /// [`Self::end_of`], `None` where it overflows.
+    pub fn checked_end_of(&self, j: i64) -> Option<i64> {
+        j.checked_mul(self.step_ns)?.checked_add(self.base_ns)
+    }
 }
 
 /// Evaluates a metric expression over `steps`.

@@ -34,6 +34,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
+use tovlog_logql::eval::Bucketing;
 use tovlog_logql::pipeline::{LabelsBuilder, PatternGrouping, Pipeline, SampleExtractor};
 use tovlog_storage::schema::{LINE, LINE_FLAGS, METADATA, STREAM_ID, TS};
 
@@ -97,6 +98,11 @@ pub enum PipelineMode {
         value: SampleValue,
         /// Label reduction.
         reduce: LabelReduce,
+        /// Sum the samples of each batch per series and step bucket, emitting one sample
+        /// per (series, bucket) at the bucket's end: what the range vector over them does
+        /// with each sample anyway (see [`Bucketing`]), for a few rows per batch instead of
+        /// one per entry.
+        bucketing: Option<Bucketing>,
     },
 }
 
@@ -104,13 +110,21 @@ impl fmt::Debug for PipelineMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PipelineMode::Filter => write!(f, "Filter"),
-            PipelineMode::Sample { value, reduce } => {
+            PipelineMode::Sample {
+                value,
+                reduce,
+                bucketing,
+            } => {
                 let v = match value {
                     SampleValue::One => "one",
                     SampleValue::LineBytes => "bytes",
                     SampleValue::Unwrap(_) => "unwrap",
                 };
-                write!(f, "Sample(value={v}, reduce={reduce:?})")
+                write!(
+                    f,
+                    "Sample(value={v}, reduce={reduce:?}, bucketed={})",
+                    bucketing.is_some()
+                )
             }
         }
     }
@@ -256,6 +270,7 @@ impl ExecutionPlan for PipelineExec {
             stream_keys: HashMap::new(),
             by_cache: ByCache::default(),
             capture_keys: CaptureKeys::for_mode(&self.pipeline, &self.mode),
+            sums: BucketSums::default(),
         };
         let stream = input
             .map(move |batch| state.process(batch?))
@@ -311,6 +326,8 @@ struct PartitionState {
     /// Series ids of `by (…)` groupings over a lone `| pattern` stage, found from the
     /// captures without running the pipeline.
     capture_keys: Option<CaptureKeys>,
+    /// Per-series sums of the current step bucket, with bucketing.
+    sums: BucketSums,
 }
 
 /// Columns of an input batch.
@@ -575,6 +592,7 @@ impl CaptureKeys {
         let PipelineMode::Sample {
             value: SampleValue::One | SampleValue::LineBytes,
             reduce: LabelReduce::By(names),
+            ..
         } = mode
         else {
             return None;
@@ -694,11 +712,15 @@ impl PartitionState {
         if self.cancelled.load(Ordering::Relaxed) {
             return Err(DataFusionError::Execution(QUERY_CANCELLED.to_owned()));
         }
-        let out = match &self.mode {
-            PipelineMode::Filter => self.process_filter(batch)?,
+        let (out, kept) = match &self.mode {
+            PipelineMode::Filter => {
+                let out = self.process_filter(batch)?;
+                let kept = out.num_rows();
+                (out, kept)
+            }
             PipelineMode::Sample { .. } => self.process_sample(&batch)?,
         };
-        StatsCollector::add(&self.stats.post_filter_lines, out.num_rows() as u64);
+        StatsCollector::add(&self.stats.post_filter_lines, kept as u64);
         Ok(out)
     }
 
@@ -736,8 +758,14 @@ impl PartitionState {
         )?)
     }
 
-    fn process_sample(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
-        let PipelineMode::Sample { value, reduce } = &self.mode else {
+    /// The sample batch, and how many entries it stands for.
+    fn process_sample(&mut self, batch: &RecordBatch) -> Result<(RecordBatch, usize)> {
+        let PipelineMode::Sample {
+            value,
+            reduce,
+            bucketing,
+        } = &self.mode
+        else {
             return Err(DataFusionError::Internal("not in sample mode".into()));
         };
         let n = batch.num_rows();
@@ -746,9 +774,11 @@ impl PartitionState {
             // No LineFilterExec below to count what was read.
             StatsCollector::add(&self.stats.lines_scanned, n as u64);
         }
-        let mut key_b = UInt32Builder::with_capacity(n);
-        let mut ts_b = Int64Builder::with_capacity(n);
-        let mut val_b = Float64Builder::with_capacity(n);
+        let mut out = SampleOut::new(
+            if bucketing.is_some() { 64 } else { n },
+            bucketing.as_ref(),
+            &mut self.sums,
+        );
         let filter_only = self.pipeline.is_line_filter_only();
         let unwrap = matches!(value, SampleValue::Unwrap(_));
         let streams = Arc::clone(&self.streams);
@@ -785,9 +815,7 @@ impl PartitionState {
                     SampleValue::LineBytes => raw_line.len() as f64,
                     _ => 1.0,
                 };
-                key_b.append_value(key);
-                ts_b.append_value(ts);
-                val_b.append_value(v);
+                out.push(key, ts, v);
                 continue;
             }
             let flags = input.flags(row);
@@ -845,16 +873,120 @@ impl PartitionState {
                     }
                 }
             };
-            key_b.append_value(key);
-            ts_b.append_value(ts);
-            val_b.append_value(v);
+            out.push(key, ts, v);
         }
+        let entries = out.entries;
+        Ok((out.finish(&self.schema)?, entries))
+    }
+}
+
+/// The sample columns a batch emits, with the entries of each series pre-summed per step
+/// bucket when bucketing (see [`PipelineMode::Sample`]).
+struct SampleOut<'a> {
+    keys: UInt32Builder,
+    ts: Int64Builder,
+    values: Float64Builder,
+    bucketing: Option<&'a Bucketing>,
+    sums: &'a mut BucketSums,
+    /// Entries pushed.
+    entries: usize,
+}
+
+/// Sums per series of one step bucket (reused from batch to batch).
+#[derive(Default)]
+struct BucketSums {
+    /// The bucket summed: its index and bounds `(lo, hi]`.
+    bucket: Option<(i64, i64, i64)>,
+    /// Position + 1 in `entries` of each series key's sum (0: none yet).
+    slot: Vec<u32>,
+    /// (series key, sum) in the order of first appearance.
+    entries: Vec<(u32, f64)>,
+}
+
+impl<'a> SampleOut<'a> {
+    fn new(
+        capacity: usize,
+        bucketing: Option<&'a Bucketing>,
+        sums: &'a mut BucketSums,
+    ) -> SampleOut<'a> {
+        // Left over only when a batch failed half-way.
+        sums.bucket = None;
+        for &(key, _) in &sums.entries {
+            sums.slot[key as usize] = 0;
+        }
+        sums.entries.clear();
+        SampleOut {
+            keys: UInt32Builder::with_capacity(capacity),
+            ts: Int64Builder::with_capacity(capacity),
+            values: Float64Builder::with_capacity(capacity),
+            bucketing,
+            sums,
+            entries: 0,
+        }
+    }
+
+    fn push(&mut self, key: u32, ts: i64, v: f64) {
+        self.entries += 1;
+        let Some(b) = self.bucketing else {
+            self.append(key, ts, v);
+            return;
+        };
+        let same = matches!(self.sums.bucket, Some((_, lo, hi)) if lo < ts && ts <= hi);
+        if !same {
+            self.flush();
+            let j = b.index(ts);
+            // Bounds that overflow (timestamps near the ends of i64): no summing.
+            let bounds = j
+                .checked_sub(1)
+                .and_then(|p| Some((b.checked_end_of(p)?, b.checked_end_of(j)?)));
+            let Some((lo, hi)) = bounds else {
+                self.append(key, ts, v);
+                return;
+            };
+            self.sums.bucket = Some((j, lo, hi));
+        }
+        let k = key as usize;
+        if k >= self.sums.slot.len() {
+            self.sums.slot.resize(k + 1, 0);
+        }
+        match self.sums.slot[k] {
+            0 => {
+                self.sums.entries.push((key, v));
+                // At most one entry per key: fits u32 as the keys do.
+                self.sums.slot[k] = self.sums.entries.len() as u32;
+            }
+            i => self.sums.entries[i as usize - 1].1 += v,
+        }
+    }
+
+    fn append(&mut self, key: u32, ts: i64, v: f64) {
+        self.keys.append_value(key);
+        self.ts.append_value(ts);
+        self.values.append_value(v);
+    }
+
+    /// Emit the current bucket's sums at its end.
+    fn flush(&mut self) {
+        let Some((_, _, hi)) = self.sums.bucket.take() else {
+            return;
+        };
+        for &(key, sum) in &self.sums.entries {
+            self.sums.slot[key as usize] = 0;
+            self.keys.append_value(key);
+            self.ts.append_value(hi);
+            self.values.append_value(sum);
+        }
+        self.sums.entries.clear();
+    }
+
+    fn finish(mut self, schema: &SchemaRef) -> Result<RecordBatch> {
+        self.flush();
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(key_b.finish()),
-            Arc::new(ts_b.finish()),
-            Arc::new(val_b.finish()),
+            Arc::new(self.keys.finish()),
+            Arc::new(self.ts.finish()),
+            Arc::new(self.values.finish()),
         ];
-        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+        Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
     }
 }
 
@@ -899,15 +1031,30 @@ mod tests {
         rows: &[(u64, &str)],
         fast: bool,
     ) -> Vec<LabeledSample> {
+        let ts: Vec<i64> = (0..rows.len() as i64).collect();
+        samples_at(query_stages, value, by, streams, rows, &ts, fast, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn samples_at(
+        query_stages: &[tovlog_logql::ast::Stage],
+        value: SampleValue,
+        by: &[&str],
+        streams: &StreamMap,
+        rows: &[(u64, &str)],
+        ts: &[i64],
+        fast: bool,
+        bucketing: Option<Bucketing>,
+    ) -> Vec<LabeledSample> {
         use datafusion::arrow::array::StringArray;
         let pipeline = Arc::new(Pipeline::new(query_stages).unwrap());
         let mode = PipelineMode::Sample {
             value,
             reduce: LabelReduce::By(by.iter().map(|s| s.to_string()).collect()),
+            bucketing,
         };
         let interner = Interner::new();
         let capture_keys = CaptureKeys::for_mode(&pipeline, &mode);
-        assert!(!fast || capture_keys.is_some(), "the fast path applies");
         let mut state = PartitionState {
             pipeline,
             mode,
@@ -920,6 +1067,7 @@ mod tests {
             stream_keys: HashMap::new(),
             by_cache: ByCache::default(),
             capture_keys: if fast { capture_keys } else { None },
+            sums: BucketSums::default(),
         };
         let schema = Arc::new(Schema::new(vec![
             Field::new(STREAM_ID, DataType::UInt64, false),
@@ -930,12 +1078,12 @@ mod tests {
             schema,
             vec![
                 Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.0))),
-                Arc::new(Int64Array::from_iter_values(0..rows.len() as i64)),
+                Arc::new(Int64Array::from_iter_values(ts.iter().copied())),
                 Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
             ],
         )
         .unwrap();
-        let out = state.process_sample(&batch).unwrap();
+        let (out, _) = state.process_sample(&batch).unwrap();
         let (keys, ts, values) = (
             out.column(0)
                 .as_primitive::<datafusion::arrow::datatypes::UInt32Type>(),
@@ -993,6 +1141,14 @@ mod tests {
         ];
         for stages in [vec![pattern.clone()], vec![get, pattern.clone()]] {
             for by in groupings {
+                let names = by.iter().map(|s| s.to_string()).collect();
+                let mode = PipelineMode::Sample {
+                    value: SampleValue::One,
+                    reduce: LabelReduce::By(names),
+                    bucketing: None,
+                };
+                let pipeline = Pipeline::new(&stages).unwrap();
+                assert!(CaptureKeys::for_mode(&pipeline, &mode).is_some());
                 for value in [SampleValue::One, SampleValue::LineBytes] {
                     let fast = samples(&stages, value.clone(), by, &streams, &lines, true);
                     let slow = samples(&stages, value, by, &streams, &lines, false);
@@ -1007,6 +1163,7 @@ mod tests {
         let mode = |value| PipelineMode::Sample {
             value,
             reduce: by.clone(),
+            bucketing: None,
         };
         let fast = |stages: &[Stage], m: &PipelineMode| {
             CaptureKeys::for_mode(&Pipeline::new(stages).unwrap(), m).is_some()
@@ -1023,8 +1180,56 @@ mod tests {
         let keep = PipelineMode::Sample {
             value: SampleValue::One,
             reduce: LabelReduce::Keep,
+            bucketing: None,
         };
         assert!(!fast(&[pattern], &keep));
+    }
+
+    #[test]
+    fn bucketed_samples_sum_to_what_the_range_vector_sums() {
+        use tovlog_logql::ast::{RangeOp, Stage};
+        let mut streams = StreamMap::default();
+        streams.0.insert(1, Arc::new(vec![p("job", "a")]));
+        streams.0.insert(2, Arc::new(vec![p("job", "b")]));
+        let b = Bucketing {
+            base_ns: 1_000,
+            step_ns: 100,
+            buckets: 5,
+            op: RangeOp::SumOverTime,
+        };
+        // Two streams, times in and out of order, on and between bucket ends, and before
+        // and after every bucket.
+        let ts = [
+            901, 950, 1_000, 1_001, 1_100, 1_099, 1_250, 1_000, 1_200, 1_201, 5_000, -7, 1_300,
+            1_301, 1_302, 1_303,
+        ];
+        let rows: Vec<(u64, &str)> = ts
+            .iter()
+            .enumerate()
+            .map(|(i, _)| {
+                let line = ["s=200 x", "s=404 yy", "s=200 zzz"][i % 3];
+                (1 + (i as u64 / 4) % 2, line)
+            })
+            .collect();
+        let pattern = vec![Stage::Pattern("s=<s> <_>".into())];
+        for (stages, by) in [(vec![], &["job"][..]), (pattern, &["s", "job"][..])] {
+            for value in [SampleValue::One, SampleValue::LineBytes] {
+                let per_bucket = |samples: Vec<LabeledSample>| {
+                    let mut sums: std::collections::BTreeMap<(Vec<(String, String)>, i64), f64> =
+                        Default::default();
+                    for (labels, t, v) in samples {
+                        *sums.entry((labels, b.index(t))).or_default() += v;
+                    }
+                    sums
+                };
+                let raw = samples_at(&stages, value.clone(), by, &streams, &rows, &ts, true, None);
+                let summed = samples_at(&stages, value, by, &streams, &rows, &ts, true, Some(b));
+                assert!(summed.len() < raw.len(), "{} rows", summed.len());
+                // Summed samples sit at their bucket's end.
+                assert!(summed.iter().all(|(_, t, _)| b.end_of(b.index(*t)) == *t));
+                assert_eq!(per_bucket(summed), per_bucket(raw));
+            }
+        }
     }
 
     #[test]
