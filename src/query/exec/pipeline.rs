@@ -74,6 +74,17 @@ pub enum SampleValue {
     Unwrap(Arc<SampleExtractor>),
 }
 
+impl SampleValue {
+    /// The value of an entry whose line no stage changed (not for `Unwrap`, which reads
+    /// labels).
+    fn of_unchanged_line(&self, line: &str) -> f64 {
+        match self {
+            SampleValue::LineBytes => line.len() as f64,
+            _ => 1.0,
+        }
+    }
+}
+
 /// Label reduction applied to metric rows before grouping into series. Only used when
 /// the evaluation above would apply the same grouping anyway; error labels are always
 /// kept so the evaluator still sees pipeline errors.
@@ -811,67 +822,40 @@ impl PartitionState {
                         k
                     }
                 };
-                let v = match value {
-                    SampleValue::LineBytes => raw_line.len() as f64,
-                    _ => 1.0,
-                };
-                out.push(key, ts, v);
+                out.push(key, ts, value.of_unchanged_line(raw_line));
                 continue;
             }
             let flags = input.flags(row);
-            let mut known = None;
+            let mut new_group = None;
             if let (Some(ck), 0) = (self.capture_keys.as_mut(), nmeta) {
                 match ck.lookup(sid, raw_line) {
                     CaptureLookup::Dropped | CaptureLookup::Known(None) => continue,
                     CaptureLookup::Known(Some(key)) => {
-                        let v = match value {
-                            SampleValue::LineBytes => raw_line.len() as f64,
-                            _ => 1.0,
-                        };
-                        known = Some((key, v));
+                        out.push(key, ts, value.of_unchanged_line(raw_line));
+                        continue;
                     }
-                    CaptureLookup::New(hash) => {
-                        self.row.reset(sid, stream, nmeta);
-                        let sample = sample_of_entry(
-                            Some(&self.pipeline),
-                            &mut self.row,
-                            &mut self.by_cache,
-                            &self.interner,
-                            value,
-                            reduce,
-                            ts,
-                            raw_line,
-                            flags,
-                        )?;
-                        ck.insert(hash, sid, raw_line, sample.map(|(k, _)| k));
-                        known = sample;
-                        if known.is_none() {
-                            continue;
-                        }
-                    }
+                    CaptureLookup::New(hash) => new_group = Some(hash),
                 }
             }
-            let (key, v) = match known {
-                Some(kv) => kv,
-                None => {
-                    self.row.reset(sid, stream, nmeta);
-                    // A pipeline of line filters alone ran them below this node already.
-                    let pipeline = (!filter_only).then_some(&*self.pipeline);
-                    match sample_of_entry(
-                        pipeline,
-                        &mut self.row,
-                        &mut self.by_cache,
-                        &self.interner,
-                        value,
-                        reduce,
-                        ts,
-                        raw_line,
-                        flags,
-                    )? {
-                        Some(kv) => kv,
-                        None => continue,
-                    }
-                }
+            self.row.reset(sid, stream, nmeta);
+            // A pipeline of line filters alone ran them below this node already.
+            let pipeline = (!filter_only).then_some(&*self.pipeline);
+            let sample = sample_of_entry(
+                pipeline,
+                &mut self.row,
+                &mut self.by_cache,
+                &self.interner,
+                value,
+                reduce,
+                ts,
+                raw_line,
+                flags,
+            )?;
+            if let (Some(hash), Some(ck)) = (new_group, self.capture_keys.as_mut()) {
+                ck.insert(hash, sid, raw_line, sample.map(|(k, _)| k));
+            }
+            let Some((key, v)) = sample else {
+                continue;
             };
             out.push(key, ts, v);
         }
@@ -895,8 +879,8 @@ struct SampleOut<'a> {
 /// Sums per series of one step bucket (reused from batch to batch).
 #[derive(Default)]
 struct BucketSums {
-    /// The bucket summed: its index and bounds `(lo, hi]`.
-    bucket: Option<(i64, i64, i64)>,
+    /// The bounds `(lo, hi]` of the bucket summed.
+    bucket: Option<(i64, i64)>,
     /// Position + 1 in `entries` of each series key's sum (0: none yet).
     slot: Vec<u32>,
     /// (series key, sum) in the order of first appearance.
@@ -931,7 +915,7 @@ impl<'a> SampleOut<'a> {
             self.append(key, ts, v);
             return;
         };
-        let same = matches!(self.sums.bucket, Some((_, lo, hi)) if lo < ts && ts <= hi);
+        let same = matches!(self.sums.bucket, Some((lo, hi)) if lo < ts && ts <= hi);
         if !same {
             self.flush();
             let j = b.index(ts);
@@ -943,7 +927,7 @@ impl<'a> SampleOut<'a> {
                 self.append(key, ts, v);
                 return;
             };
-            self.sums.bucket = Some((j, lo, hi));
+            self.sums.bucket = Some((lo, hi));
         }
         let k = key as usize;
         if k >= self.sums.slot.len() {
@@ -967,7 +951,7 @@ impl<'a> SampleOut<'a> {
 
     /// Emit the current bucket's sums at its end.
     fn flush(&mut self) {
-        let Some((_, _, hi)) = self.sums.bucket.take() else {
+        let Some((_, hi)) = self.sums.bucket.take() else {
             return;
         };
         for &(key, sum) in &self.sums.entries {
