@@ -291,12 +291,12 @@ impl LabelHints {
         Ok(())
     }
 
-    /// Loki's `ShouldContinueParsingLine`: run the first single-label filter on `name`.
     /// No label filter runs early: parsers never drop a line.
     pub(crate) fn without_early_filters(&self) -> bool {
         self.early.is_empty()
     }
 
+    /// Loki's `ShouldContinueParsingLine`: run the first single-label filter on `name`.
     pub(crate) fn should_continue(&self, name: &str, lb: &mut LabelsBuilder) -> bool {
         match self.early.iter().find(|(n, _)| n == name) {
             Some((_, f)) => f.process(lb),

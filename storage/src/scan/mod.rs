@@ -12,7 +12,10 @@
 //! ```
 //!
 //! Chunk files were already chosen with the manifest's per-stream time ranges (the
-//! coarse, file-level step); the Parquet reader prunes inside files. The stream and time
+//! coarse, file-level step); the Parquet reader prunes inside files. When every file's
+//! row selection is exactly the wanted rows (each selected stream's rows there lie inside
+//! the range: `ChunkFile::rows_exact`), the files are read with no predicate and no
+//! `FilterExec` (beyond a pushable line predicate). The stream and time
 //! restriction is exact, so the provider answers every query filter `Unsupported` and lets
 //! DataFusion apply those on top.
 
