@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{Int64Type, UInt64Type};
-use datafusion::prelude::{col, SessionContext};
+use datafusion::prelude::{col, DataFrame, SessionContext};
 use tovlog_storage::{Error, MatchOp, Matcher, Result, ScanRequest, Storage, StreamId};
 
 mod common;
@@ -15,13 +15,13 @@ fn m(name: &str, op: MatchOp, value: &str) -> Result<Matcher> {
     Matcher::new(name, op, value).map_err(|e| Error::Internal(e.to_string()))
 }
 
-/// Read (stream_id, ts, line) rows of a scan, sorted.
-async fn read(
+/// The (stream_id, ts, line) columns of a scan, as a DataFrame.
+async fn scan_frame(
     storage: &Storage,
     streams: Vec<StreamId>,
     start_ns: i64,
     end_ns: i64,
-) -> Result<Vec<(StreamId, i64, String)>> {
+) -> Result<DataFrame> {
     let ctx = SessionContext::new();
     storage.register_object_store(&ctx);
     let table = storage.scan_table(ScanRequest {
@@ -31,10 +31,21 @@ async fn read(
         end_ns,
     })?;
     ctx.register_table("logs", table)?;
-    let batches = ctx
+    Ok(ctx
         .table("logs")
         .await?
-        .select_columns(&["stream_id", "ts", "line"])?
+        .select_columns(&["stream_id", "ts", "line"])?)
+}
+
+/// Read (stream_id, ts, line) rows of a scan, sorted.
+async fn read(
+    storage: &Storage,
+    streams: Vec<StreamId>,
+    start_ns: i64,
+    end_ns: i64,
+) -> Result<Vec<(StreamId, i64, String)>> {
+    let batches = scan_frame(storage, streams, start_ns, end_ns)
+        .await?
         .sort(vec![
             col("stream_id").sort(true, false),
             col("ts").sort(true, false),
@@ -116,19 +127,8 @@ async fn scan_tests_rows(
     start_ns: i64,
     end_ns: i64,
 ) -> Result<bool> {
-    let ctx = SessionContext::new();
-    storage.register_object_store(&ctx);
-    let table = storage.scan_table(ScanRequest {
-        tenant: "fake".into(),
-        streams,
-        start_ns,
-        end_ns,
-    })?;
-    ctx.register_table("logs", table)?;
-    let plan = ctx
-        .table("logs")
+    let plan = scan_frame(storage, streams, start_ns, end_ns)
         .await?
-        .select_columns(&["stream_id", "ts", "line"])?
         .create_physical_plan()
         .await?;
     let shown = datafusion::physical_plan::displayable(plan.as_ref())
