@@ -147,29 +147,25 @@ pub fn line_flags(line: &str) -> u8 {
 /// See [`Pipeline::pattern_grouping`].
 #[derive(Debug, Clone)]
 pub struct PatternGrouping {
-    leading: LineFilterChain,
     pattern: pattern::Pattern,
     /// Indexes (in name order) of the captures that can set a grouping label.
     relevant: Vec<usize>,
 }
 
 impl PatternGrouping {
-    /// `false` when the pipeline drops `line` (its line filters fail). Otherwise fills
-    /// `out` with the byte range of each grouping-relevant capture in `line`, `None` for a
-    /// capture the pattern did not reach. `caps` is scratch space the caller reuses.
+    /// Fill `out` with the byte range of each grouping-relevant capture in `line`, `None`
+    /// for a capture the pattern did not reach. `line` must have passed the pipeline's
+    /// [`Pipeline::leading_line_filters`] (an engine runs them first, over whole
+    /// batches). `caps` is scratch space the caller reuses.
     pub fn captures(
         &self,
         line: &str,
         caps: &mut Vec<(usize, usize)>,
         out: &mut Vec<Option<(usize, usize)>>,
-    ) -> bool {
+    ) {
         out.clear();
-        if !self.leading.matches(line) {
-            return false;
-        }
         self.pattern.captures(line, caps);
         out.extend(self.relevant.iter().map(|&i| caps.get(i).copied()));
-        true
     }
 }
 
@@ -393,7 +389,7 @@ impl Pipeline {
     /// For a pipeline made of leading line filters and one `| pattern` stage and nothing
     /// else, the captures that can set a label of `names` (a capture `c` sets `c`, or
     /// `c_extracted` where the entry already has a label `c`). Such a pipeline keeps every
-    /// line its filters pass and never marks an error, so for entries without structured
+    /// line its leading filters pass and never marks an error, so for entries without structured
     /// metadata, the labels `names` after [`Self::process`] depend only on the stream and
     /// on these captures' values: an engine grouping by `names` can key its groups by
     /// stream and [`PatternGrouping::captures`] and run the whole pipeline only for the
@@ -422,7 +418,6 @@ impl Pipeline {
             .map(|(i, _)| i)
             .collect();
         Some(PatternGrouping {
-            leading: self.leading.clone(),
             pattern: stage.pattern.clone(),
             relevant,
         })

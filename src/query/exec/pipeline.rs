@@ -586,8 +586,6 @@ struct CaptureGroup {
 
 /// What [`CaptureKeys::lookup`] found for an entry.
 enum CaptureLookup {
-    /// The line filters drop the entry.
-    Dropped,
     /// A known group: the series id, or `None` when the pipeline drops its entries.
     Known(Option<u32>),
     /// A new group: run the pipeline, then [`CaptureKeys::insert`] its result.
@@ -628,13 +626,11 @@ impl CaptureKeys {
         h.finish()
     }
 
+    /// The group of an entry whose line passed the leading line filters (`LineFilterExec`
+    /// below this node ran them).
     fn lookup(&mut self, stream: u64, line: &str) -> CaptureLookup {
-        if !self
-            .grouping
-            .captures(line, &mut self.caps, &mut self.ranges)
-        {
-            return CaptureLookup::Dropped;
-        }
+        self.grouping
+            .captures(line, &mut self.caps, &mut self.ranges);
         let is = |g: &CaptureGroup| {
             g.stream == stream
                 && g.values
@@ -829,7 +825,7 @@ impl PartitionState {
             let mut new_group = None;
             if let (Some(ck), 0) = (self.capture_keys.as_mut(), nmeta) {
                 match ck.lookup(sid, raw_line) {
-                    CaptureLookup::Dropped | CaptureLookup::Known(None) => continue,
+                    CaptureLookup::Known(None) => continue,
                     CaptureLookup::Known(Some(key)) => {
                         out.push(key, ts, value.of_unchanged_line(raw_line));
                         continue;
@@ -1032,6 +1028,13 @@ mod tests {
     ) -> Vec<LabeledSample> {
         use datafusion::arrow::array::StringArray;
         let pipeline = Arc::new(Pipeline::new(query_stages).unwrap());
+        // As in a plan, `LineFilterExec` below has run the leading line filters.
+        let (rows, ts): (Vec<(u64, &str)>, Vec<i64>) = rows
+            .iter()
+            .zip(ts)
+            .filter(|(r, _)| pipeline.leading_line_filters().matches(r.1))
+            .map(|(r, t)| (*r, *t))
+            .unzip();
         let mode = PipelineMode::Sample {
             value,
             reduce: LabelReduce::By(by.iter().map(|s| s.to_string()).collect()),
