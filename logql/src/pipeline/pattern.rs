@@ -209,7 +209,7 @@ impl Pattern {
         let mut input = line;
         let mut nodes = &self.nodes[..];
         if let Node::Literal(f) = &nodes[0] {
-            if f.find(input.as_bytes()) != Some(0) {
+            if !input.as_bytes().starts_with(f.needle()) {
                 return;
             }
             input = &input[f.needle().len()..];
