@@ -300,6 +300,19 @@ impl Pipeline {
         if !self.leading.matches(line) {
             return None;
         }
+        self.process_after_leading(ts_ns, line, flags, lb)
+    }
+
+    /// [`Self::process_flagged`] for a line that passed [`Self::leading_line_filters`]
+    /// already (an engine runs them first, over whole batches): the same result without
+    /// running them again.
+    pub fn process_after_leading<'a>(
+        &self,
+        ts_ns: i64,
+        line: &'a str,
+        flags: u8,
+        lb: &mut LabelsBuilder,
+    ) -> Option<Cow<'a, str>> {
         let mut cur: Cow<'a, str> = Cow::Borrowed(line);
         for stage in &self.stages {
             match stage {

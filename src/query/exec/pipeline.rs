@@ -8,6 +8,10 @@
 //! Sample mode emits `(key, ts, value)` for metric queries: `key` is the interned id of
 //! the (possibly pre-grouped) series label set, `value` 1, the line length or the
 //! unwrapped number.
+//!
+//! The input has passed the pipeline's leading line filters (`LineFilterExec` runs them
+//! below this node, over whole batches), so rows go through the rest of the pipeline only
+//! (`Pipeline::process_after_leading`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -679,7 +683,7 @@ impl CaptureKeys {
 
 /// The series id and value of one entry in sample mode, after `pipeline` (`None`: the
 /// line and labels stay as they are); `None` when the pipeline (or the unwrap) drops it.
-/// `row.lb` must be reset for the entry.
+/// `row.lb` must be reset for the entry, whose line passed the leading line filters.
 #[allow(clippy::too_many_arguments)]
 fn sample_of_entry(
     pipeline: Option<&Pipeline>,
@@ -693,7 +697,7 @@ fn sample_of_entry(
     flags: u8,
 ) -> Result<Option<(u32, f64)>> {
     let line = match pipeline {
-        Some(p) => match p.process_flagged(ts, raw_line, flags, &mut row.lb) {
+        Some(p) => match p.process_after_leading(ts, raw_line, flags, &mut row.lb) {
             Some(line) => line,
             None => return Ok(None),
         },
@@ -748,7 +752,12 @@ impl PartitionState {
                     let nmeta = self.row.read_metadata(input.metadata, row);
                     self.row.reset(sid, stream, nmeta);
                     self.pipeline
-                        .process(input.ts.value(row), lines.value(row), &mut self.row.lb)
+                        .process_after_leading(
+                            input.ts.value(row),
+                            lines.value(row),
+                            0,
+                            &mut self.row.lb,
+                        )
                         .is_some()
                 }
                 None => false,
