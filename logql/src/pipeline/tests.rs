@@ -1572,3 +1572,40 @@ mod flat_json {
         }
     }
 }
+
+/// `process_after_leading` is `process` for lines that passed the leading line filters,
+/// and leaves those filters to its caller; later line filters (after a parser) still run.
+#[test]
+fn process_after_leading_skips_only_the_leading_filters() -> Result<(), Error> {
+    let p = Pipeline::new(&[
+        contains(&["msg="]),
+        logfmt(),
+        eq("level", "error"),
+        contains(&["boom"]),
+    ])?;
+    let stream = pairs(&[("app", "a")]);
+    let mut lb = LabelsBuilder::new();
+    let mut result = |line: &str, after_leading: bool| {
+        lb.reset(&stream, &[]);
+        let out = if after_leading {
+            p.process_after_leading(0, line, 0, &mut lb)
+        } else {
+            p.process(0, line, &mut lb)
+        };
+        out.map(|l| (l.into_owned(), lb.labels()))
+    };
+    for line in [
+        "level=error msg=boom",
+        "level=error msg=x",
+        "level=info msg=boom",
+    ] {
+        assert!(p.leading_line_filters().matches(line));
+        assert_eq!(result(line, true), result(line, false), "{line}");
+    }
+    // Without "msg=" the leading filter drops the line; the rest of the pipeline keeps it.
+    let line = "level=error boom=1";
+    assert_eq!(result(line, false), None);
+    let kept = result(line, true).map(|(l, labels)| (l, labels.len()));
+    assert_eq!(kept, Some((line.to_string(), 3)));
+    Ok(())
+}
