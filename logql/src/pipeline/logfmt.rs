@@ -17,7 +17,40 @@ pub(crate) struct Decoder<'a> {
     pos: usize,
     pub(crate) key: Option<&'a str>,
     pub(crate) value: Option<Cow<'a, str>>,
-    pub(crate) err: Option<String>,
+    /// The last syntax error. Only `--strict` reports it, so its text is made on demand
+    /// ([`SyntaxError::message`]): a non-strict parse of a line that is not logfmt meets
+    /// an error at almost every pair.
+    pub(crate) err: Option<SyntaxError>,
+}
+
+/// A logfmt syntax error: where, and what.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct SyntaxError {
+    /// 0-based byte offset (Loki reports it 1-based).
+    pos: usize,
+    what: SyntaxErrorKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum SyntaxErrorKind {
+    Unexpected(u8),
+    Other(&'static str),
+}
+
+impl SyntaxError {
+    /// Loki's text of the error.
+    pub(crate) fn message(&self) -> String {
+        match self.what {
+            SyntaxErrorKind::Unexpected(c) => format!(
+                "logfmt syntax error at pos {} : unexpected {}",
+                self.pos + 1,
+                go_quote_byte(c)
+            ),
+            SyntaxErrorKind::Other(msg) => {
+                format!("logfmt syntax error at pos {} : {}", self.pos + 1, msg)
+            }
+        }
+    }
 }
 
 impl<'a> Decoder<'a> {
@@ -35,21 +68,18 @@ impl<'a> Decoder<'a> {
         self.pos >= self.line.len()
     }
 
-    fn syntax_error(&mut self, msg: &str) {
-        self.err = Some(format!(
-            "logfmt syntax error at pos {} : {}",
-            self.pos + 1,
-            msg
-        ));
+    fn syntax_error(&mut self, msg: &'static str) {
+        self.err = Some(SyntaxError {
+            pos: self.pos,
+            what: SyntaxErrorKind::Other(msg),
+        });
     }
 
     fn unexpected_byte(&mut self, c: u8) {
-        let shown = go_quote_byte(c);
-        self.err = Some(format!(
-            "logfmt syntax error at pos {} : unexpected {}",
-            self.pos + 1,
-            shown
-        ));
+        self.err = Some(SyntaxError {
+            pos: self.pos,
+            what: SyntaxErrorKind::Unexpected(c),
+        });
     }
 
     fn skip_value(&mut self) -> bool {
@@ -299,7 +329,7 @@ impl LogfmtParser {
         }
         if self.strict {
             if let Some(e) = &dec.err {
-                hints.add_err(lb, ERR_LOGFMT, Some(e));
+                hints.add_err(lb, ERR_LOGFMT, Some(&e.message()));
                 return hints.should_continue(super::labels::ERROR_LABEL, lb);
             }
         }
@@ -347,7 +377,7 @@ impl LogfmtParser {
         }
         if self.strict {
             if let Some(e) = &dec.err {
-                hints.add_err(lb, ERR_LOGFMT, Some(e));
+                hints.add_err(lb, ERR_LOGFMT, Some(&e.message()));
             }
         }
     }
