@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 
 use super::hints::LabelHints;
-use super::labels::{sanitize_label_key, LabelsBuilder, DUPLICATE_SUFFIX};
+use super::labels::{is_label_name, sanitize_label_key, LabelsBuilder, DUPLICATE_SUFFIX};
 use crate::ast::LabelExtraction;
 use crate::Error;
 
@@ -354,14 +354,6 @@ fn flat_value<'a>(
         }
     }
     None
-}
-
-/// `[A-Za-z_][A-Za-z0-9_]*`: unchanged by [`sanitize_label_key`].
-fn is_label_name(key: &str) -> bool {
-    let b = key.as_bytes();
-    !b.is_empty()
-        && !b[0].is_ascii_digit()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
 }
 
 /// Loki's `appendSanitized`: append a sanitized key part to a prefix.

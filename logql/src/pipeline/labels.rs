@@ -469,10 +469,23 @@ impl LabelLookup for SnapshotLookup<'_> {
     }
 }
 
+/// `[A-Za-z_][A-Za-z0-9_]*`: unchanged by [`sanitize_label_key`].
+pub(crate) fn is_label_name(key: &str) -> bool {
+    let b = key.as_bytes();
+    !b.is_empty()
+        && !b[0].is_ascii_digit()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
 /// Loki's `sanitizeLabelKey(key, true)`: trim spaces, prefix a leading digit with `_`,
 /// replace every char outside `[A-Za-z0-9_]` by `_`.
 pub(crate) fn sanitize_label_key(key: &str, out: &mut String) {
     out.clear();
+    if is_label_name(key) {
+        // The usual key: one copy instead of a push per char.
+        out.push_str(key);
+        return;
+    }
     // Keys are nearly always short ASCII without surrounding spaces: no trimming and a
     // byte-wise copy then.
     let plain = |c: &u8| c.is_ascii() && !matches!(c, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ');

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use super::hints::LabelHints;
-use super::labels::{sanitize_label_key, LabelsBuilder, DUPLICATE_SUFFIX};
+use super::labels::{is_label_name, sanitize_label_key, LabelsBuilder, DUPLICATE_SUFFIX};
 use crate::ast::LabelExtraction;
 use crate::Error;
 
@@ -301,6 +301,11 @@ impl LogfmtParser {
                 continue;
             }
             let Some(raw) = dec.key else { continue };
+            // A key that is already a valid label name is its own sanitized form: ask the
+            // hints before copying it.
+            if is_label_name(raw) && !hints.may_extract(raw) {
+                continue;
+            }
             sanitize_label_key(raw, key);
             if key.is_empty() {
                 continue;
