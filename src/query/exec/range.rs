@@ -801,17 +801,6 @@ mod tests {
             .map(|i| ((5 + 10 * i) * S, if unit { 1.0 } else { i as f64 }))
             .collect();
         let s1: Vec<(i64, f64)> = (0..4).map(|i| ((100 + 10 * i) * S, 1.0)).collect();
-        let batch = |rows: Vec<(u32, i64, f64)>| {
-            RecordBatch::try_new(
-                sample_schema(),
-                vec![
-                    Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.0))),
-                    Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
-                    Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.2))),
-                ],
-            )
-            .unwrap()
-        };
         let (a, b) = s0.split_at(17);
         let first: Vec<_> = b
             .iter()
@@ -833,7 +822,7 @@ mod tests {
                 samples: s1,
             },
         ];
-        (raw, vec![batch(first), batch(second_batch)])
+        (raw, vec![sample_batch(&first), sample_batch(&second_batch)])
     }
 
     fn node(
