@@ -350,13 +350,18 @@ impl BucketTable {
         count: u32,
         reservation: &MemoryReservation,
     ) -> Result<()> {
-        self.held += slot(&mut self.per_key, k).add(idx, value, count, self.n);
-        if self.held > self.reserved {
-            let more = (self.held - self.reserved).max(RESERVE_ENTRIES);
-            reservation.try_grow(more * std::mem::size_of::<(u32, u32, f64)>())?;
-            self.reserved += more;
-        }
-        Ok(())
+        let (held, reserved) = (&mut self.held, &mut self.reserved);
+        // Accounted before the key allocates.
+        let mut grow = |units: usize| -> Result<()> {
+            *held += units;
+            if *held > *reserved {
+                let more = (*held - *reserved).max(RESERVE_ENTRIES);
+                reservation.try_grow(more * std::mem::size_of::<(u32, u32, f64)>())?;
+                *reserved += more;
+            }
+            Ok(())
+        };
+        slot(&mut self.per_key, k).add(idx, value, count, self.n, &mut grow)
     }
 }
 
@@ -379,38 +384,50 @@ struct KeyBuckets {
 
 impl KeyBuckets {
     /// Add `count` samples summing to `value` to bucket `idx` of `n` (others are outside
-    /// every window: ignored). Returns how many 16-byte entries or slots the key now holds
-    /// beyond before.
-    fn add(&mut self, idx: i64, value: f64, count: u32, n: usize) -> usize {
+    /// every window: ignored). `grow` is told how many more 16-byte entries or slots the
+    /// key is about to hold, before it allocates them, and may refuse.
+    fn add(
+        &mut self,
+        idx: i64,
+        value: f64,
+        count: u32,
+        n: usize,
+        grow: &mut dyn FnMut(usize) -> Result<()>,
+    ) -> Result<()> {
         let Some(i) = usize::try_from(idx).ok().filter(|&i| i < n) else {
-            return 0;
+            return Ok(());
         };
         if let Some(slot) = self.dense.get_mut(i) {
             slot.0 += value;
             slot.1 += count;
-            return 0;
+            return Ok(());
         }
         if let Some(last) = self.sparse.last_mut() {
             if last.0 as usize == i {
                 last.1 += count;
                 last.2 += value;
-                return 0;
+                return Ok(());
             }
         }
-        // `i < n`, and `n` is at most the 11,000 points of a query plus a range's buckets.
-        self.sparse.push((i as u32, count, value));
-        if self.sparse.len() < n / 4 + 1 {
-            return 1;
+        let limit = n / 4 + 1;
+        if self.sparse.len() + 1 < limit {
+            grow(1)?;
+            // `i < n`, and `n` is at most the 11,000 points of a query plus a range's
+            // buckets.
+            self.sparse.push((i as u32, count, value));
+            return Ok(());
         }
-        // Dense from now on; entries are added in arrival order.
+        // Dense from now on: `n` slots where `limit − 1` entries were; entries are added
+        // in arrival order.
+        grow(n + 1 - limit)?;
         self.dense = vec![(0.0, 0); n];
-        for (j, c, v) in self.sparse.drain(..) {
+        let sparse = std::mem::take(&mut self.sparse);
+        for (j, c, v) in sparse.into_iter().chain([(i as u32, count, value)]) {
             let slot = &mut self.dense[j as usize];
             slot.0 += v;
             slot.1 += c;
         }
-        self.sparse = Vec::new();
-        n + 1 - (n / 4 + 1)
+        Ok(())
     }
 
     /// The non-empty buckets `(index, sum)` in bucket order; a bucket's samples are
@@ -1084,5 +1101,29 @@ mod tests {
                 eval::range_vector(&a, &eval::leaf_hints(&a, None), raw, &steps, None).unwrap();
             assert_eq!(got, want, "{rounds} rounds, a sample every {every} s");
         }
+    }
+
+    /// A key turning dense asks the pool for its slots first: 11,001 buckets (176 KB) do
+    /// not fit in 128 KiB, and the node fails with the memory error.
+    #[tokio::test]
+    async fn a_key_turning_dense_is_accounted_first() {
+        let steps = Steps::range_aligned(60 * S, 11_000 * 60 * S, 60 * S);
+        let a = agg(r#"count_over_time({app="a"}[1m])"#);
+        let interner = Interner::new();
+        let key = interner.intern(labels(&[("app", "a")])).unwrap();
+        let rows: Vec<(u32, i64, f64)> = (0..4000).map(|m| (key, (30 + 60 * m) * S, 1.0)).collect();
+        let input =
+            MemorySourceConfig::try_new_exec(&[vec![sample_batch(&rows)]], sample_schema(), None)
+                .unwrap();
+        let pool = Arc::new(GreedyMemoryPool::new(128 << 10));
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(pool)
+            .build_arc()
+            .unwrap();
+        let ctx = Arc::new(TaskContext::default().with_runtime(runtime));
+        let err = run(node(&a, steps, true, input, interner, None), ctx)
+            .await
+            .unwrap_err();
+        assert!(matches!(datafusion_error(err), QueryError::TooLarge(_)));
     }
 }
