@@ -283,7 +283,7 @@ impl ExecutionPlan for PipelineExec {
             schema: Arc::clone(&schema),
             row: RowLabels::default(),
             stream_keys: HashMap::new(),
-            by_cache: ByCache::default(),
+            keys: SeriesKeys::default(),
             capture_keys: CaptureKeys::for_mode(&self.pipeline, &self.mode),
             sums: BucketSums::default(),
         };
@@ -336,8 +336,8 @@ struct PartitionState {
     row: RowLabels,
     /// Interned series id per stream, for rows whose labels are the stream's alone.
     stream_keys: HashMap<u64, u32>,
-    /// Series ids of `by (…)` groupings, found without allocating.
-    by_cache: ByCache,
+    /// Series ids of entries with parsed labels, found without allocating once seen.
+    keys: SeriesKeys,
     /// Series ids of `by (…)` groupings over a lone `| pattern` stage, found from the
     /// captures without running the pipeline.
     capture_keys: Option<CaptureKeys>,
@@ -491,7 +491,9 @@ pub fn reduce_labels(labels: Vec<(String, String)>, reduce: &LabelReduce) -> Vec
 
 /// The series labels of the current entry. Entries with a pipeline error keep their full
 /// label set: the evaluator either drops the error labels, keeps such series whole or
-/// fails the query with them, exactly as without the reduction.
+/// fails the query with them, exactly as without the reduction. What [`SeriesKeys`]
+/// interns, without building the set for an entry whose set it has seen.
+#[cfg(test)]
 fn series_labels(lb: &LabelsBuilder, reduce: &LabelReduce) -> Vec<(String, String)> {
     if lb.has_error() || *reduce == LabelReduce::Keep {
         let mut labels = lb.labels();
@@ -499,26 +501,29 @@ fn series_labels(lb: &LabelsBuilder, reduce: &LabelReduce) -> Vec<(String, Strin
         return labels;
     }
     match reduce {
-        LabelReduce::By(names) => {
-            // Read only the grouping labels instead of materialising the full set.
-            let mut out: Vec<(String, String)> = Vec::with_capacity(names.len());
-            for n in names {
-                if out.iter().any(|(k, _)| k == n) {
-                    continue;
-                }
-                if let Some(v) = lb.get(n) {
-                    out.push((n.clone(), v.to_owned()));
-                }
-            }
-            out.sort();
-            out
-        }
+        LabelReduce::By(names) => grouping_labels(lb, names),
         other => {
             let mut labels = reduce_labels(lb.labels(), other);
             labels.retain(|(k, _)| k != PRESERVE_ERROR_LABEL);
             labels
         }
     }
+}
+
+/// The labels `names` of an entry without a pipeline error, sorted: its series under
+/// `by (names)`. Reads only those labels instead of materialising the full set.
+fn grouping_labels(lb: &LabelsBuilder, names: &[String]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::with_capacity(names.len());
+    for n in names {
+        if out.iter().any(|(k, _)| k == n) {
+            continue;
+        }
+        if let Some(v) = lb.get(n) {
+            out.push((n.clone(), v.to_owned()));
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Series ids for `by (…)` label reductions, keyed by a hash of the grouping values read
@@ -551,10 +556,100 @@ impl ByCache {
                 return Ok(*key);
             }
         }
-        let key = interner.intern(series_labels(lb, &LabelReduce::By(names.to_vec())))?;
+        let key = interner.intern(grouping_labels(lb, names))?;
         let values = names.iter().map(|n| lb.get(n).map(str::to_owned)).collect();
         bucket.push((values, key));
         Ok(key)
+    }
+}
+
+/// Series ids of entries whose series keeps the label set whole (a pipeline error, no
+/// grouping at the source) or all but some labels (`without (…)`): the set is built into a
+/// reused buffer and found in a partition-local table by a fast hash, so a known set costs
+/// neither allocations nor the query's interner (a lock and SipHash). `sum by (__error__)
+/// (count_over_time({…} | json [5m]))` over lines that are not JSON, or any `| logfmt` leaf
+/// without a grouping, meets one for every entry.
+#[derive(Default)]
+struct SetCache {
+    /// The current entry's labels (strings reused from entry to entry).
+    scratch: Vec<(String, String)>,
+    /// Hash of a series label set → (set, series id) of the sets with that hash.
+    groups: HashMap<u64, Vec<SetEntry>, foldhash::fast::FixedState>,
+    /// Sets in `groups`.
+    len: usize,
+}
+
+/// A series label set and its series id.
+type SetEntry = (Vec<(String, String)>, u32);
+
+impl SetCache {
+    /// Sets kept at most; beyond, the table starts over (its ids stay in the interner).
+    const MAX_SETS: usize = 1 << 16;
+
+    /// The series id of the entry in `lb`, whose labels `reduce` does not reduce to a
+    /// grouping (`By` only with a pipeline error).
+    fn key(
+        &mut self,
+        lb: &LabelsBuilder,
+        reduce: &LabelReduce,
+        interner: &Interner,
+    ) -> Result<u32> {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        lb.labels_into(&mut self.scratch);
+        let dropped: &[String] = match reduce {
+            LabelReduce::Without(names) if !lb.has_error() => names,
+            _ => &[],
+        };
+        let keep = |k: &str| k != PRESERVE_ERROR_LABEL && !dropped.iter().any(|d| d == k);
+        let mut h = foldhash::fast::FixedState::default().build_hasher();
+        for (k, v) in self.scratch.iter().filter(|(k, _)| keep(k)) {
+            k.hash(&mut h);
+            v.hash(&mut h);
+        }
+        let hash = h.finish();
+        if let Some(bucket) = self.groups.get(&hash) {
+            for (set, key) in bucket {
+                let mut current = self.scratch.iter().filter(|(k, _)| keep(k));
+                if set.iter().all(|pair| current.next() == Some(pair)) && current.next().is_none() {
+                    return Ok(*key);
+                }
+            }
+        }
+        let set: Vec<(String, String)> = self
+            .scratch
+            .iter()
+            .filter(|(k, _)| keep(k))
+            .cloned()
+            .collect();
+        let key = interner.intern(set.clone())?;
+        if self.len >= Self::MAX_SETS {
+            self.groups.clear();
+            self.len = 0;
+        }
+        self.groups.entry(hash).or_default().push((set, key));
+        self.len += 1;
+        Ok(key)
+    }
+}
+
+/// Series ids of sample-mode entries, by how their labels are reduced.
+#[derive(Default)]
+struct SeriesKeys {
+    by: ByCache,
+    sets: SetCache,
+}
+
+impl SeriesKeys {
+    fn key(
+        &mut self,
+        lb: &LabelsBuilder,
+        reduce: &LabelReduce,
+        interner: &Interner,
+    ) -> Result<u32> {
+        match reduce {
+            LabelReduce::By(names) if !lb.has_error() => self.by.key(lb, names, interner),
+            _ => self.sets.key(lb, reduce, interner),
+        }
     }
 }
 
@@ -688,7 +783,7 @@ impl CaptureKeys {
 fn sample_of_entry(
     pipeline: Option<&Pipeline>,
     row: &mut RowLabels,
-    by_cache: &mut ByCache,
+    keys: &mut SeriesKeys,
     interner: &Interner,
     value: &SampleValue,
     reduce: &LabelReduce,
@@ -711,11 +806,7 @@ fn sample_of_entry(
             None => return Ok(None),
         },
     };
-    let key = match reduce {
-        LabelReduce::By(names) if !row.lb.has_error() => by_cache.key(&row.lb, names, interner)?,
-        _ => interner.intern(series_labels(&row.lb, reduce))?,
-    };
-    Ok(Some((key, v)))
+    Ok(Some((keys.key(&row.lb, reduce, interner)?, v)))
 }
 
 impl PartitionState {
@@ -848,7 +939,7 @@ impl PartitionState {
             let sample = sample_of_entry(
                 pipeline,
                 &mut self.row,
-                &mut self.by_cache,
+                &mut self.keys,
                 &self.interner,
                 value,
                 reduce,
@@ -1061,7 +1152,7 @@ mod tests {
             schema: sample_schema(),
             row: RowLabels::default(),
             stream_keys: HashMap::new(),
-            by_cache: ByCache::default(),
+            keys: SeriesKeys::default(),
             capture_keys: if fast { capture_keys } else { None },
             sums: BucketSums::default(),
         };
@@ -1260,5 +1351,54 @@ mod tests {
             .iter()
             .any(|(k, v)| k == "__error__" && v == "JSONParserErr"));
         assert!(labels.iter().any(|(k, _)| k == "job"));
+    }
+
+    /// `SeriesKeys` interns what `series_labels` gives for every reduction, with and
+    /// without a pipeline error, and finds a set it has seen again under the same id.
+    #[test]
+    fn series_keys_intern_the_series_labels() {
+        let pipeline = Pipeline::new(&[tovlog_logql::ast::Stage::Logfmt {
+            strict: true,
+            keep_empty: false,
+            params: vec![],
+        }])
+        .unwrap();
+        let reduces = [
+            LabelReduce::Keep,
+            LabelReduce::By(vec!["level".into(), "host".into()]),
+            LabelReduce::Without(vec!["pod".into(), "level".into()]),
+            LabelReduce::By(vec![]),
+        ];
+        let lines = [
+            "level=info msg=a",
+            "level=warn msg=a",
+            "level=info msg=a",
+            "level=info msg=\"unterminated",
+            "level=info msg=b pod=x",
+        ];
+        for reduce in &reduces {
+            let interner = Interner::new();
+            let mut keys = SeriesKeys::default();
+            let mut seen: Vec<(Vec<(String, String)>, u32)> = Vec::new();
+            for pod in ["1", "2"] {
+                for line in lines {
+                    let mut lb = LabelsBuilder::new();
+                    lb.reset(&[p("host", "a"), p("pod", pod)], &[]);
+                    assert!(pipeline.process(0, line, &mut lb).is_some());
+                    let key = keys.key(&lb, reduce, &interner).unwrap();
+                    let want = series_labels(&lb, reduce);
+                    assert_eq!(
+                        interner.sets()[key as usize].as_slice(),
+                        want,
+                        "{reduce:?} {line}"
+                    );
+                    // The same set always gets the same id, another set another one.
+                    for (set, k) in &seen {
+                        assert_eq!(*set == want, *k == key, "{reduce:?} {line}");
+                    }
+                    seen.push((want, key));
+                }
+            }
+        }
     }
 }
