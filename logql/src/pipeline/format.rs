@@ -7,7 +7,7 @@ use regex::Regex;
 
 use super::labels::{LabelsBuilder, SnapshotLookup, ERROR_LABEL};
 use crate::ast::{LabelFormatOp, LabelFormatSrc};
-use crate::template::{Template, TemplateContext};
+use crate::template::{LabelLookup, Template, TemplateContext};
 use crate::Error;
 
 /// `__error__` value of failing templates.
@@ -70,6 +70,8 @@ enum FormatSrc {
 #[derive(Debug, Clone)]
 pub(crate) struct LabelFormat {
     ops: Vec<(String, FormatSrc)>,
+    /// More than one template: the later ones need a snapshot of the labels.
+    several_templates: bool,
 }
 
 impl LabelFormat {
@@ -96,7 +98,14 @@ impl LabelFormat {
             };
             out.push((op.dst.clone(), src));
         }
-        Ok(LabelFormat { ops: out })
+        let templates = out
+            .iter()
+            .filter(|(_, src)| matches!(src, FormatSrc::Template { .. }))
+            .count();
+        Ok(LabelFormat {
+            ops: out,
+            several_templates: templates > 1,
+        })
     }
 
     pub(crate) fn process(&self, ts_ns: i64, line: &str, lb: &mut LabelsBuilder) {
@@ -113,24 +122,28 @@ impl LabelFormat {
                     }
                 }
                 FormatSrc::Template { simple, template } => {
-                    if !snapshot_taken {
-                        lb.fill_snapshot();
-                        snapshot_taken = true;
-                    }
-                    let snap = std::mem::take(&mut lb.snapshot);
-                    let result = match simple {
-                        Some(k) => Ok(SnapshotLookup(&snap).value(k).to_string()),
-                        None => {
-                            let lookup = SnapshotLookup(&snap);
-                            let ctx = TemplateContext {
-                                line,
-                                ts_ns,
-                                labels: &lookup,
-                            };
-                            template.execute(&ctx)
-                        }
+                    let render = |labels: &dyn LabelLookup| match simple {
+                        Some(k) => Ok(labels.label(k).unwrap_or("").to_string()),
+                        None => template.execute(&TemplateContext {
+                            line,
+                            ts_ns,
+                            labels,
+                        }),
                     };
-                    lb.snapshot = snap;
+                    let result = if self.several_templates {
+                        if !snapshot_taken {
+                            lb.fill_snapshot();
+                            snapshot_taken = true;
+                        }
+                        let snap = std::mem::take(&mut lb.snapshot);
+                        let result = render(&SnapshotLookup(&snap));
+                        lb.snapshot = snap;
+                        result
+                    } else {
+                        // The stage's only template sees the labels as they are: the
+                        // snapshot would be a copy of them.
+                        render(&*lb)
+                    };
                     match result {
                         Ok(v) => lb.set_parsed(dst, &v),
                         Err(e) => {
@@ -141,13 +154,6 @@ impl LabelFormat {
                 }
             }
         }
-    }
-}
-
-impl SnapshotLookup<'_> {
-    fn value(&self, name: &str) -> &str {
-        use crate::template::LabelLookup;
-        self.label(name).unwrap_or("")
     }
 }
 
