@@ -277,10 +277,15 @@ pub struct Bucketing {
 }
 
 impl Bucketing {
-    /// How `agg` over `steps` can be bucketed, if it can.
+    /// How `agg` over `steps` can be bucketed, if it can. An instant query's one window
+    /// is one bucket as wide as the range.
     pub fn of(agg: &RangeAggregation, steps: &Steps) -> Option<Bucketing> {
-        let step = steps.step_ns;
         let range = agg.range.range_ns;
+        let step = if steps.is_instant() {
+            range
+        } else {
+            steps.step_ns
+        };
         if step <= 0 || range < step || range % step != 0 || agg.grouping.is_some() {
             return None;
         }

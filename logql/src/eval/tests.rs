@@ -821,22 +821,29 @@ fn bucketed_input_gives_the_same_answers() -> Result<(), Error> {
                     .collect(),
             })
             .collect();
-        for (range_s, offset_s) in [(60, 0), (120, 0), (180, 60), (60, 30)] {
-            let expr = SampleExpr::Range(range(op, vec![], range_s, offset_s));
-            let plain = evaluate(&expr, &steps, &mut Fixed::new(series.clone()), &no_limit())?;
-            let mut bucketed = Bucketed {
-                series: series.clone(),
-                used: 0,
-            };
-            let summed = evaluate(&expr, &steps, &mut bucketed, &no_limit())?;
-            assert_eq!(plain, summed, "{op:?} [{range_s}s] offset {offset_s}s");
-            assert_eq!(bucketed.used, 1, "{op:?} [{range_s}s] offset {offset_s}s");
+        let instants = [119, 120, 180, 300].map(|t| Steps::instant(t * S));
+        for steps in std::iter::once(&steps).chain(&instants) {
+            for (range_s, offset_s) in [(60, 0), (120, 0), (180, 60), (60, 30), (90, 7)] {
+                let expr = SampleExpr::Range(range(op, vec![], range_s, offset_s));
+                let what = format!("{op:?} [{range_s}s] offset {offset_s}s at {steps:?}");
+                let plain = evaluate(&expr, steps, &mut Fixed::new(series.clone()), &no_limit())?;
+                let mut bucketed = Bucketed {
+                    series: series.clone(),
+                    used: 0,
+                };
+                let summed = evaluate(&expr, steps, &mut bucketed, &no_limit())?;
+                assert_eq!(plain, summed, "{what}");
+                // An instant query is one bucket of any range; a range query's range must
+                // be a whole number of steps.
+                let whole = steps.is_instant() || range_s % 60 == 0;
+                assert_eq!(bucketed.used, usize::from(whole), "{what}");
+            }
         }
     }
-    // Not bucketable: range not a multiple of the step, instant queries, other functions.
+    // Not bucketable: range not a multiple of the step, other functions.
     let agg = range(RangeOp::CountOverTime, vec![], 90, 0);
     assert!(Bucketing::of(&agg, &steps).is_none());
-    assert!(Bucketing::of(&agg, &Steps::instant(60 * S)).is_none());
+    assert!(Bucketing::of(&agg, &Steps::instant(60 * S)).is_some());
     let agg = range(RangeOp::AvgOverTime, vec![], 60, 0);
     assert!(Bucketing::of(&agg, &steps).is_none());
     Ok(())
