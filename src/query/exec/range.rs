@@ -899,6 +899,15 @@ mod tests {
         Ok(out)
     }
 
+    /// A task context whose memory pool holds `bytes`.
+    fn pool_of(bytes: usize) -> Arc<TaskContext> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(GreedyMemoryPool::new(bytes)))
+            .build_arc()
+            .unwrap();
+        Arc::new(TaskContext::default().with_runtime(runtime))
+    }
+
     fn small_batches() -> Arc<TaskContext> {
         Arc::new(
             TaskContext::default().with_session_config(SessionConfig::new().with_batch_size(4)),
@@ -972,12 +981,7 @@ mod tests {
         let steps = Steps::range_aligned(60 * S, 300 * S, 60 * S);
         let a = agg(r#"count_over_time({app="a"}[1m])"#);
         // Memory: 34 raw samples (16 bytes each) do not fit in 256 bytes.
-        let pool = Arc::new(GreedyMemoryPool::new(256));
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_pool(pool)
-            .build_arc()
-            .unwrap();
-        let ctx = Arc::new(TaskContext::default().with_runtime(runtime));
+        let ctx = pool_of(256);
         let interner = Interner::new();
         let (_, batches) = samples(&interner, &[], true);
         let input = MemorySourceConfig::try_new_exec(&[batches], sample_schema(), None).unwrap();
@@ -1048,12 +1052,7 @@ mod tests {
         let input =
             MemorySourceConfig::try_new_exec(&[vec![sample_batch(&rows)]], sample_schema(), None)
                 .unwrap();
-        let pool = Arc::new(GreedyMemoryPool::new(4 << 20));
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_pool(pool)
-            .build_arc()
-            .unwrap();
-        let ctx = Arc::new(TaskContext::default().with_runtime(runtime));
+        let ctx = pool_of(4 << 20);
         let got = run(node(&a, steps, true, input, interner, None), ctx)
             .await
             .unwrap();
@@ -1115,12 +1114,7 @@ mod tests {
         let input =
             MemorySourceConfig::try_new_exec(&[vec![sample_batch(&rows)]], sample_schema(), None)
                 .unwrap();
-        let pool = Arc::new(GreedyMemoryPool::new(128 << 10));
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_pool(pool)
-            .build_arc()
-            .unwrap();
-        let ctx = Arc::new(TaskContext::default().with_runtime(runtime));
+        let ctx = pool_of(128 << 10);
         let err = run(node(&a, steps, true, input, interner, None), ctx)
             .await
             .unwrap_err();
