@@ -339,22 +339,28 @@ impl LabelsBuilder {
     /// [`LabelsBuilder::labels`] into a reused vector: existing strings are overwritten in
     /// place, so a caller that keeps `out` across entries allocates nothing in steady state.
     pub fn labels_into(&self, out: &mut Vec<(String, String)>) {
-        let mut refs: Vec<(&str, &str)> = Vec::with_capacity(out.len().max(8));
-        self.for_each(|n, v, _| refs.push((n, v)));
-        refs.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        out.truncate(refs.len());
-        let common = out.len();
-        for (dst, (n, v)) in out.iter_mut().zip(&refs) {
-            dst.0.clear();
-            dst.0.push_str(n);
-            dst.1.clear();
-            dst.1.push_str(v);
-        }
-        out.extend(
-            refs[common..]
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string())),
-        );
+        self.copy_into(out);
+        // Names are unique; sorting moves the pairs, not their bytes.
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    }
+
+    /// The current labels (with error labels) into `out` in `for_each` order, reusing its
+    /// strings.
+    fn copy_into(&self, out: &mut Vec<(String, String)>) {
+        let mut i = 0;
+        self.for_each(|n, v, _| {
+            match out.get_mut(i) {
+                Some(dst) => {
+                    dst.0.clear();
+                    dst.0.push_str(n);
+                    dst.1.clear();
+                    dst.1.push_str(v);
+                }
+                None => out.push((n.to_string(), v.to_string())),
+            }
+            i += 1;
+        });
+        out.truncate(i);
     }
 
     /// A hash of the final label set (same as hashing [`LabelsBuilder::labels`]), without
@@ -402,19 +408,7 @@ impl LabelsBuilder {
     /// `label_format` templates, reusing its strings.
     pub(crate) fn fill_snapshot(&mut self) {
         let mut snap = std::mem::take(&mut self.snapshot);
-        let mut i = 0;
-        self.for_each(|n, v, _| {
-            if i < snap.len() {
-                snap[i].0.clear();
-                snap[i].0.push_str(n);
-                snap[i].1.clear();
-                snap[i].1.push_str(v);
-            } else {
-                snap.push((n.to_string(), v.to_string()));
-            }
-            i += 1;
-        });
-        snap.truncate(i);
+        self.copy_into(&mut snap);
         self.snapshot = snap;
     }
 
