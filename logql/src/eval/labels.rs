@@ -9,6 +9,42 @@ pub(crate) const ERROR_LABEL: &str = "__error__";
 /// Loki's companion label carrying the error's details.
 pub(crate) const ERROR_DETAILS_LABEL: &str = "__error_details__";
 
+/// Positions of distinct keys kept in the caller's vector, found by hash: a key is stored
+/// once (in the vector), not cloned into a map beside it, and its hash is kept so growing
+/// the table never reads the keys again.
+pub(crate) struct KeyIndex {
+    state: foldhash::fast::RandomState,
+    /// (hash, position) of every key.
+    table: hashbrown::HashTable<(u64, usize)>,
+}
+
+impl KeyIndex {
+    /// An index sized for `capacity` keys.
+    pub(crate) fn with_capacity(capacity: usize) -> KeyIndex {
+        KeyIndex {
+            state: foldhash::fast::RandomState::default(),
+            table: hashbrown::HashTable::with_capacity(capacity),
+        }
+    }
+
+    /// The position of `key` (one for which `is(position)` holds); when it has none,
+    /// records `next` as its position and returns `None`.
+    pub(crate) fn find_or_insert(
+        &mut self,
+        key: impl std::hash::Hash,
+        next: usize,
+        is: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        use std::hash::BuildHasher;
+        let hash = self.state.hash_one(key);
+        if let Some(&(_, i)) = self.table.find(hash, |&(h, i)| h == hash && is(i)) {
+            return Some(i);
+        }
+        self.table.insert_unique(hash, (hash, next), |&(h, _)| h);
+        None
+    }
+}
+
 /// Value of `name`, if present. `labels` is sorted by name, so this is a binary search.
 pub(crate) fn get<'a>(labels: &'a [(String, String)], name: &str) -> Option<&'a str> {
     labels

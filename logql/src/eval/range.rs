@@ -5,8 +5,6 @@
 //! [`range_vector`] is the public entry: the evaluator calls it for raw inputs, and the
 //! engine's `RangeVectorExec` calls it inside its execution plan.
 
-use std::collections::HashMap;
-
 use super::labels::{self, ERROR_DETAILS_LABEL, ERROR_LABEL};
 use super::{Bucketing, Labels, LeafHints, RawSeries, SeriesVals, Steps};
 use crate::ast::{MatchOp, RangeAggregation, RangeOp};
@@ -119,7 +117,7 @@ fn eval_range(
 /// Applies the error rule and the extractor grouping, then merges raw series with equal labels
 /// into one time-ordered sample list (Loki pools them: an average is over all samples).
 fn pool(raw: Vec<RawSeries>, hints: &LeafHints, absent: bool) -> Vec<Pooled> {
-    let mut index: HashMap<(Labels, bool), usize> = HashMap::new();
+    let mut index = labels::KeyIndex::with_capacity(raw.len());
     let mut out: Vec<Pooled> = Vec::new();
     let mut needs_sort: Vec<bool> = Vec::new();
     for mut series in raw {
@@ -152,13 +150,15 @@ fn pool(raw: Vec<RawSeries>, hints: &LeafHints, absent: bool) -> Vec<Pooled> {
             }
         };
         let sorted = series.samples.windows(2).all(|w| w[0].0 <= w[1].0);
-        match index.get(&(key_labels.clone(), failing)) {
-            Some(&i) => {
+        let found = index.find_or_insert((&key_labels, failing), out.len(), |i| {
+            out[i].failing == failing && out[i].labels == key_labels
+        });
+        match found {
+            Some(i) => {
                 out[i].samples.extend(series.samples);
                 needs_sort[i] = true;
             }
             None => {
-                index.insert((key_labels.clone(), failing), out.len());
                 out.push(Pooled {
                     labels: key_labels,
                     samples: series.samples,

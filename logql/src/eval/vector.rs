@@ -1,8 +1,6 @@
 //! Vector aggregations (`sum avg count min max stddev stdvar topk bottomk sort sort_desc`):
 //! groups series by their `by`/`without` label set and reduces the samples of each step.
 
-use std::collections::HashMap;
-
 use super::labels;
 use super::{Labels, SeriesVals};
 use crate::ast::{VectorAggregation, VectorOp};
@@ -56,16 +54,13 @@ fn group_key(va: &VectorAggregation, labels: &[(String, String)]) -> Labels {
 
 /// Groups input series in order of first appearance.
 fn groups(va: &VectorAggregation, input: &[SeriesVals]) -> Vec<(Labels, Vec<usize>)> {
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut index = labels::KeyIndex::with_capacity(input.len());
     let mut out: Vec<(Labels, Vec<usize>)> = Vec::new();
     for (i, s) in input.iter().enumerate() {
         let key = group_key(va, &s.labels);
-        match index.get(&key) {
-            Some(&g) => out[g].1.push(i),
-            None => {
-                index.insert(key.clone(), out.len());
-                out.push((key, vec![i]));
-            }
+        match index.find_or_insert(&key, out.len(), |g| out[g].0 == key) {
+            Some(g) => out[g].1.push(i),
+            None => out.push((key, vec![i])),
         }
     }
     out
@@ -98,12 +93,19 @@ fn for_each_step(samples: &[(u32, usize, f64)], mut f: impl FnMut(u32, &[(u32, u
 fn reduce(va: &VectorAggregation, input: Vec<SeriesVals>) -> Vec<SeriesVals> {
     let mut out = Vec::new();
     for (key, members) in groups(va, &input) {
-        let samples = group_samples(&input, &members);
         let mut points = Vec::new();
-        for_each_step(&samples, |k, run| {
-            let values = run.iter().map(|s| s.2);
-            points.push((k, reduce_values(va.op, values)));
-        });
+        if let [m] = members[..] {
+            // A group of one series (a grouping by labels each series has alone): its
+            // points are already one per step.
+            let one = |&(k, v): &(u32, f64)| (k, reduce_values(va.op, std::iter::once(v)));
+            points.extend(input[m].points.iter().map(one));
+        } else {
+            let samples = group_samples(&input, &members);
+            for_each_step(&samples, |k, run| {
+                let values = run.iter().map(|s| s.2);
+                points.push((k, reduce_values(va.op, values)));
+            });
+        }
         out.push(SeriesVals {
             labels: key,
             points,
@@ -180,14 +182,26 @@ fn select_k(
     let mut picked: Vec<Vec<(u32, f64)>> = vec![Vec::new(); input.len()];
     // Order of output series for instant queries: by rank within the (single) step.
     let mut order: Vec<usize> = Vec::new();
+    // Best first; ties by labels, then by input order (a run lists members in input order).
+    let better = |a: &(u32, usize, f64), b: &(u32, usize, f64)| {
+        rank(a.2, b.2, largest)
+            .then_with(|| input[a.1].labels.cmp(&input[b.1].labels))
+            .then(a.1.cmp(&b.1))
+    };
+    let mut best: Vec<(u32, usize, f64)> = Vec::new();
     for (_, members) in groups(va, &input) {
         let samples = group_samples(&input, &members);
         for_each_step(&samples, |step, run| {
-            let mut run: Vec<&(u32, usize, f64)> = run.iter().collect();
-            run.sort_by(|a, b| {
-                rank(a.2, b.2, largest).then(input[a.1].labels.cmp(&input[b.1].labels))
-            });
-            for s in run.into_iter().take(k) {
+            best.clear();
+            best.extend_from_slice(run);
+            // Only the k best are ordered: a partial selection first, for steps holding
+            // thousands of series.
+            if best.len() > k {
+                best.select_nth_unstable_by(k - 1, better);
+                best.truncate(k);
+            }
+            best.sort_by(better);
+            for s in best.drain(..) {
                 if picked[s.1].is_empty() {
                     order.push(s.1);
                 }
@@ -298,6 +312,78 @@ mod tests {
         assert!((sv[1].1 - 16.0).abs() < 1e-12);
         let sd = one(VectorOp::Stddev);
         assert!((sd[0].1 - var0.sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn groups_of_one_series_reduce_like_larger_groups() {
+        // `by` every label each series has: every group holds one series.
+        let all = by(&["host", "m"]);
+        for op in [
+            VectorOp::Sum,
+            VectorOp::Avg,
+            VectorOp::Count,
+            VectorOp::Min,
+            VectorOp::Max,
+            VectorOp::Stddev,
+            VectorOp::Stdvar,
+        ] {
+            let out = aggregate(&agg(op, None, all.clone()), input());
+            let want: Vec<SeriesVals> = input()
+                .into_iter()
+                .map(|mut one| {
+                    one.points = one
+                        .points
+                        .iter()
+                        .map(|&(k, v)| (k, reduce_values(op, [v].into_iter())))
+                        .collect();
+                    one
+                })
+                .collect();
+            assert_eq!(out, want, "{op:?}");
+        }
+        let counts = aggregate(&agg(VectorOp::Count, None, all), input());
+        assert_eq!(counts[0].points, vec![(0, 1.0), (1, 1.0)]);
+    }
+
+    #[test]
+    fn topk_selection_matches_a_full_sort() {
+        // Many series per step with ties and a NaN: the k best of each step must be those a
+        // full sort by (value, labels) puts first.
+        let values = [3.0, 1.0, 3.0, f64::NAN, 2.0, 3.0, 1.0, 0.5, 2.0, 3.0];
+        let series: Vec<SeriesVals> = (0..40)
+            .map(|i| {
+                let name = format!("p{:02}", (i * 7) % 40);
+                let points: Vec<(u32, f64)> = (0..3u32)
+                    .filter(|k| !(i + *k as usize).is_multiple_of(4))
+                    .map(|k| (k, values[(i * 3 + k as usize) % values.len()]))
+                    .collect();
+                s(&[("path", &name)], &points)
+            })
+            .collect();
+        for (op, largest) in [(VectorOp::Topk, true), (VectorOp::Bottomk, false)] {
+            for k in [1usize, 3, 7, 39, 40, 50] {
+                let out = aggregate(&agg(op, Some(k as f64), None), series.clone());
+                for step in 0..3u32 {
+                    let mut all: Vec<(&Labels, f64)> = series
+                        .iter()
+                        .filter_map(|s| {
+                            let p = s.points.iter().find(|p| p.0 == step)?;
+                            Some((&s.labels, p.1))
+                        })
+                        .collect();
+                    all.sort_by(|a, b| rank(a.1, b.1, largest).then(a.0.cmp(b.0)));
+                    let mut want: Vec<&Labels> = all.iter().take(k).map(|a| a.0).collect();
+                    let mut got: Vec<&Labels> = out
+                        .iter()
+                        .filter(|s| s.points.iter().any(|p| p.0 == step))
+                        .map(|s| &s.labels)
+                        .collect();
+                    want.sort();
+                    got.sort();
+                    assert_eq!(got, want, "{op:?} k={k} step={step}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -153,6 +153,11 @@ pub struct PatternGrouping {
 }
 
 impl PatternGrouping {
+    /// How many grouping-relevant captures [`PatternGrouping::captures`] reports.
+    pub fn relevant_captures(&self) -> usize {
+        self.relevant.len()
+    }
+
     /// Fill `out` with the byte range of each grouping-relevant capture in `line`, `None`
     /// for a capture the pattern did not reach. `line` must have passed the pipeline's
     /// [`Pipeline::leading_line_filters`] (an engine runs them first, over whole

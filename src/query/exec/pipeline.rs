@@ -43,6 +43,7 @@ use tovlog_logql::pipeline::{LabelsBuilder, PatternGrouping, Pipeline, SampleExt
 use tovlog_storage::schema::{LINE, LINE_FLAGS, METADATA, STREAM_ID, TS};
 
 use super::lines::Lines;
+use super::value_table::ValueTable;
 use super::{Interner, StreamLabels, StreamMap};
 use crate::query::plan::QUERY_CANCELLED;
 use crate::query::stats::StatsCollector;
@@ -531,34 +532,23 @@ fn grouping_labels(lb: &LabelsBuilder, names: &[String]) -> Vec<(String, String)
 /// neither allocates nor takes the interner lock once a group was seen.
 #[derive(Default)]
 struct ByCache {
-    /// Hash of the grouping values → (values, series id) of the groups with that hash.
-    groups: HashMap<u64, Vec<GroupEntry>, foldhash::fast::FixedState>,
+    /// Grouping values (in grouping order) → series id; made at the first entry.
+    groups: Option<ValueTable<u32>>,
 }
-
-/// The grouping values of one group (in grouping order) and its series id.
-type GroupEntry = (Vec<Option<String>>, u32);
 
 impl ByCache {
     fn key(&mut self, lb: &LabelsBuilder, names: &[String], interner: &Interner) -> Result<u32> {
-        use std::hash::{BuildHasher, Hash, Hasher};
-        // Runs for every row: a fast hash (collisions only cost a value comparison).
-        let mut h = foldhash::fast::FixedState::default().build_hasher();
-        for n in names {
-            lb.get(n).hash(&mut h);
+        let table = self
+            .groups
+            .get_or_insert_with(|| ValueTable::new(names.len()));
+        let value = |i: usize| names.get(i).and_then(|n| lb.get(n));
+        let hash = ValueTable::<u32>::hash(0, (0..names.len()).map(value));
+        if let Some((_, key)) = table.find(hash, 0, value) {
+            return Ok(key);
         }
-        let bucket = self.groups.entry(h.finish()).or_default();
-        for (values, key) in bucket.iter() {
-            if names
-                .iter()
-                .zip(values)
-                .all(|(n, v)| lb.get(n) == v.as_deref())
-            {
-                return Ok(*key);
-            }
-        }
+        // A table starting over loses nothing: the interner keeps every id.
         let key = interner.intern(grouping_labels(lb, names))?;
-        let values = names.iter().map(|n| lb.get(n).map(str::to_owned)).collect();
-        bucket.push((values, key));
+        table.insert(hash, 0, value, key);
         Ok(key)
     }
 }
@@ -666,21 +656,14 @@ struct CaptureKeys {
     caps: Vec<(usize, usize)>,
     /// Scratch: the relevant captures of the current line.
     ranges: Vec<Option<(usize, usize)>>,
-    /// The groups seen.
-    groups: Vec<CaptureGroup>,
-    /// Hash of (stream, relevant capture values) → indexes in `groups` with that hash.
-    by_hash: HashMap<u64, Vec<usize>, foldhash::fast::FixedState>,
+    /// (stream, relevant capture values) → what the pipeline made of the group's first
+    /// entry: its series id, or `None` when it dropped it. A full table starts over (a
+    /// bound on memory for groupings by a high-cardinality capture, which then run the
+    /// pipeline more often).
+    groups: ValueTable<Option<u32>>,
     /// The group of the previous entry, tried first (most entries repeat it: a run of
     /// `200`s).
     last: Option<usize>,
-}
-
-/// One group of [`CaptureKeys`]: its stream, relevant capture values and what the
-/// pipeline made of its first entry (`None`: dropped).
-struct CaptureGroup {
-    stream: u64,
-    values: Vec<Option<Box<str>>>,
-    key: Option<u32>,
 }
 
 /// What [`CaptureKeys::lookup`] found for an entry.
@@ -692,10 +675,6 @@ enum CaptureLookup {
 }
 
 impl CaptureKeys {
-    /// Groups kept at most; beyond, the table starts over (a bound on memory for
-    /// groupings by a high-cardinality capture, which then run the pipeline more often).
-    const MAX_GROUPS: usize = 1 << 16;
-
     fn for_mode(pipeline: &Pipeline, mode: &PipelineMode) -> Option<CaptureKeys> {
         let PipelineMode::Sample {
             value: SampleValue::One | SampleValue::LineBytes,
@@ -705,24 +684,15 @@ impl CaptureKeys {
         else {
             return None;
         };
+        let grouping = pipeline.pattern_grouping(names)?;
+        let width = grouping.relevant_captures();
         Some(CaptureKeys {
-            grouping: pipeline.pattern_grouping(names)?,
+            grouping,
             caps: Vec::new(),
             ranges: Vec::new(),
-            groups: Vec::new(),
-            by_hash: HashMap::default(),
+            groups: ValueTable::new(width),
             last: None,
         })
-    }
-
-    fn hash(stream: u64, line: &str, ranges: &[Option<(usize, usize)>]) -> u64 {
-        use std::hash::{BuildHasher, Hash, Hasher};
-        let mut h = foldhash::fast::FixedState::default().build_hasher();
-        stream.hash(&mut h);
-        for r in ranges {
-            r.and_then(|(s, e)| line.get(s..e)).hash(&mut h);
-        }
-        h.finish()
     }
 
     /// The group of an entry whose line passed the leading line filters (`LineFilterExec`
@@ -730,49 +700,32 @@ impl CaptureKeys {
     fn lookup(&mut self, stream: u64, line: &str) -> CaptureLookup {
         self.grouping
             .captures(line, &mut self.caps, &mut self.ranges);
-        let is = |g: &CaptureGroup| {
-            g.stream == stream
-                && g.values
-                    .iter()
-                    .zip(&self.ranges)
-                    .all(|(v, r)| v.as_deref() == r.and_then(|(s, e)| line.get(s..e)))
+        let ranges = &self.ranges;
+        let value = |i: usize| {
+            let (s, e) = ranges.get(i).copied().flatten()?;
+            line.get(s..e)
         };
-        if let Some(g) = self.last.and_then(|i| self.groups.get(i)) {
-            if is(g) {
-                return CaptureLookup::Known(g.key);
-            }
+        if let Some(key) = self.last.and_then(|e| self.groups.get_if(e, stream, value)) {
+            return CaptureLookup::Known(key);
         }
-        let h = Self::hash(stream, line, &self.ranges);
-        if let Some(bucket) = self.by_hash.get(&h) {
-            for &i in bucket {
-                if let Some(g) = self.groups.get(i).filter(|g| is(g)) {
-                    self.last = Some(i);
-                    return CaptureLookup::Known(g.key);
-                }
+        let hash = ValueTable::<Option<u32>>::hash(stream, (0..ranges.len()).map(value));
+        match self.groups.find(hash, stream, value) {
+            Some((e, key)) => {
+                self.last = Some(e);
+                CaptureLookup::Known(key)
             }
+            None => CaptureLookup::New(hash),
         }
-        CaptureLookup::New(h)
     }
 
     /// Remember `key` for the group of the entry `lookup` last saw as new (`hash`).
     fn insert(&mut self, hash: u64, stream: u64, line: &str, key: Option<u32>) {
-        if self.groups.len() >= Self::MAX_GROUPS {
-            self.groups.clear();
-            self.by_hash.clear();
-        }
-        let values = self
-            .ranges
-            .iter()
-            .map(|r| r.and_then(|(s, e)| line.get(s..e)).map(Box::from))
-            .collect();
-        let i = self.groups.len();
-        self.groups.push(CaptureGroup {
-            stream,
-            values,
-            key,
-        });
-        self.by_hash.entry(hash).or_default().push(i);
-        self.last = Some(i);
+        let ranges = &self.ranges;
+        let value = |i: usize| {
+            let (s, e) = ranges.get(i).copied().flatten()?;
+            line.get(s..e)
+        };
+        self.last = Some(self.groups.insert(hash, stream, value, key));
     }
 }
 
