@@ -644,15 +644,22 @@ fn lookup<'a>(data: &'a str, path: &[PathPart]) -> Result<Option<(&'a str, JsonT
     let Some(off) = next_token(b) else {
         return Ok(None);
     };
-    let mut cur = get_type(b, off)?;
+    let mut cur = match b[off] {
+        // The root object is walked only as far as the path's first key (jsonparser's
+        // walk too stops there), not measured first: that took a pass over the whole line.
+        b'{' => (off, b.len(), JsonType::Object),
+        _ => get_type(b, off)?,
+    };
     for part in path {
         let text = &data[cur.0..cur.1];
         let mut found = None;
         match (part, cur.2) {
             (PathPart::Key(k), JsonType::Object) => {
+                // The first occurrence wins; what follows it is not read.
                 let r = object_each(text, &mut |key, value, ty| {
-                    if found.is_none() && key == k {
+                    if key == k {
                         found = Some((value, ty));
+                        return Err(JsonErr::FoundAll);
                     }
                     Ok(())
                 });
@@ -835,6 +842,31 @@ mod tests {
         v.iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn path_lookup_reads_up_to_the_first_match() -> Result<(), String> {
+        let get = |line: &str, path: &str| {
+            let path = parse_path(path)?;
+            Ok::<_, String>(lookup(line, &path).map(|v| v.map(|(t, ty)| (t.to_string(), ty))))
+        };
+        let s = |v: &str| Ok(Some((v.to_string(), JsonType::String)));
+        // The first occurrence of a key wins.
+        assert_eq!(get(r#"{"a":"1","a":"2"}"#, "a")?, s("1"));
+        // What follows the match is not read, as jsonparser does not read it.
+        assert_eq!(get(r#"{"a":"1","b":"#, "a")?, s("1"));
+        assert_eq!(
+            get(r#"{"x":{"y":[1,{"z":"w"}]}} trailing"#, "x.y[1].z")?,
+            s("w")
+        );
+        assert_eq!(
+            get(r#"{"x":{"y":2}}"#, "x")?,
+            Ok(Some((r#"{"y":2}"#.to_string(), JsonType::Object)))
+        );
+        assert_eq!(get(r#"{"a":"1"}"#, "c")?, Ok(None));
+        assert_eq!(get(r#"["a"]"#, "a")?, Ok(None));
+        assert_eq!(get(r#"["a","b"]"#, "[1]")?, s("b"));
+        Ok(())
     }
 
     fn run_json(stream: &[(&str, &str)], line: &str) -> Vec<(String, String)> {
