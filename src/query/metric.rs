@@ -36,7 +36,7 @@ use serde_json::Value;
 
 use tovlog_logql::ast::{RangeAggregation, RangeOp, SampleExpr, VectorAggregation};
 use tovlog_logql::eval::{
-    self, Bucketing, EvalLimits, LeafHints, RangeInput, RawSeries, SeriesVals, Steps,
+    self, Bucketing, EvalLimits, FailureCut, LeafHints, RangeInput, RawSeries, SeriesVals, Steps,
 };
 use tovlog_logql::pipeline::{metadata_sensitive_names, LabelHints, Pipeline, SampleExtractor};
 
@@ -314,6 +314,7 @@ async fn plan_range_vector(
                 value,
                 reduce: reduce.clone(),
                 bucketing,
+                failures: Some(FailureCut::new(agg, hints, steps)),
             }),
             interner: Arc::clone(&interner),
             columns,

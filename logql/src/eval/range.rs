@@ -177,6 +177,57 @@ fn pool(raw: Vec<RawSeries>, hints: &LeafHints, absent: bool) -> Vec<Pooled> {
     out
 }
 
+/// Which entries of a leaf fail the query with Loki's pipeline error, and at which step.
+/// The evaluator reports the failure of the earliest step (then the smallest label set), so
+/// an engine may drop a failing entry once it has kept one failing at an earlier or the same
+/// step: holding every failing entry (each with its own `__error_details__`, say) could
+/// exhaust memory before the error is raised.
+#[derive(Debug, Clone, Copy)]
+pub struct FailureCut {
+    window: Window,
+    skip_parsers: bool,
+    preserve_parser_errors: bool,
+}
+
+/// What [`FailureCut::of`] says about an entry carrying an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The error does not fail the query (a parser error Loki skips or preserves).
+    Kept,
+    /// The entry would fail the query, but no window holds it: it changes nothing.
+    Outside,
+    /// The entry fails the query at this step.
+    At(usize),
+}
+
+impl FailureCut {
+    /// The cut for leaf `agg` (with `hints`) evaluated over `steps`.
+    pub fn new(agg: &RangeAggregation, hints: &LeafHints, steps: &Steps) -> FailureCut {
+        FailureCut {
+            window: Window {
+                steps: *steps,
+                n: steps.count(),
+                range_ns: agg.range.range_ns,
+                offset_ns: agg.range.offset_ns,
+            },
+            skip_parsers: hints.skip_parsers,
+            preserve_parser_errors: hints.preserve_parser_errors,
+        }
+    }
+
+    /// What an entry at `ts` whose pipeline set the error `err` does to the query (the rule
+    /// of [`pool`]).
+    pub fn of(&self, err: &str, ts: i64) -> Failure {
+        if is_parser_error(err) && (self.skip_parsers || self.preserve_parser_errors) {
+            return Failure::Kept;
+        }
+        match self.window.first_covered_step(&[(ts, 0.0)]) {
+            Some(k) => Failure::At(k),
+            None => Failure::Outside,
+        }
+    }
+}
+
 /// Errors set by parsers, the only ones Loki can preserve or skip.
 fn is_parser_error(err: &str) -> bool {
     matches!(err, "JSONParserErr" | "LogfmtParserErr")
@@ -214,6 +265,7 @@ fn absent(agg: &RangeAggregation, pooled: &[Pooled], window: &Window) -> Vec<Ser
 }
 
 /// Window geometry of one range aggregation over the query steps.
+#[derive(Debug, Clone, Copy)]
 struct Window {
     steps: Steps,
     n: usize,

@@ -928,3 +928,79 @@ fn pre_evaluated_range_vectors_give_the_same_answers() -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// An engine dropping the failing entries [`FailureCut`] allows (each of two partitions
+/// keeping only those failing no later than its earliest so far, in any reading order) gets
+/// the same error as with every entry kept, whatever the steps, range and offset.
+#[test]
+fn failure_cut_keeps_the_reported_failure() {
+    use super::{Failure, FailureCut};
+    let hints = LeafHints {
+        grouping: None,
+        skip_parsers: false,
+        preserve_parser_errors: true,
+    };
+    // (error, details, timestamp s): parser errors are preserved (never fail), others fail.
+    let entries: Vec<(&str, String, i64)> = (0..60)
+        .map(|i: i64| {
+            let err = if i % 3 == 0 {
+                "JSONParserErr"
+            } else {
+                "SampleExtractionErr"
+            };
+            (err, format!("bad value {}", (i * 37) % 61), (i * 53) % 97)
+        })
+        .collect();
+    let series = |e: &(&str, String, i64)| {
+        raw(
+            &[
+                ("__error__", e.0),
+                ("__error_details__", &e.1),
+                ("app", "a"),
+            ],
+            &[(e.2 * S, 1.0)],
+        )
+    };
+    for (start, end, step, range_s, offset_s) in [
+        (0, 100, 10, 10, 0),
+        (0, 100, 10, 30, 5),
+        (20, 90, 15, 5, 0),
+        (40, 60, 1, 1, 0),
+        (0, 100, 100, 20, 0),
+    ] {
+        let steps = Steps {
+            start_ns: start * S,
+            end_ns: end * S,
+            step_ns: step * S,
+        };
+        let agg = range(RangeOp::CountOverTime, vec![], range_s, offset_s);
+        let all: Vec<RawSeries> = entries.iter().map(series).collect();
+        let want = range_vector(&agg, &hints, all, &steps, None).map_err(|e| e.to_string());
+        for order in [1usize, 7, 11] {
+            let cut = FailureCut::new(&agg, &hints, &steps);
+            let mut earliest = [None::<usize>; 2];
+            let mut kept = Vec::new();
+            for j in 0..entries.len() {
+                let e = &entries[(j * order) % entries.len()];
+                let part = j % 2;
+                let keep = match cut.of(e.0, e.2 * S) {
+                    Failure::Kept => true,
+                    Failure::Outside => false,
+                    Failure::At(k) if earliest[part].is_some_and(|x| k > x) => false,
+                    Failure::At(k) => {
+                        earliest[part] = Some(k);
+                        true
+                    }
+                };
+                if keep {
+                    kept.push(series(e));
+                }
+            }
+            let got = range_vector(&agg, &hints, kept, &steps, None).map_err(|e| e.to_string());
+            assert_eq!(
+                got, want,
+                "steps {start}..{end}/{step}, [{range_s}s] offset {offset_s}s"
+            );
+        }
+    }
+}

@@ -38,7 +38,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use tovlog_logql::eval::Bucketing;
+use tovlog_logql::eval::{Bucketing, Failure, FailureCut};
 use tovlog_logql::pipeline::{LabelsBuilder, PatternGrouping, Pipeline, SampleExtractor};
 use tovlog_storage::schema::{LINE, LINE_FLAGS, METADATA, STREAM_ID, TS};
 
@@ -119,6 +119,9 @@ pub enum PipelineMode {
         /// with each sample anyway (see [`Bucketing`]), for a few rows per batch instead of
         /// one per entry.
         bucketing: Option<Bucketing>,
+        /// Which entries fail the query with a pipeline error: a partition keeps only
+        /// those failing no later than the earliest it has seen (see [`FailureCut`]).
+        failures: Option<FailureCut>,
     },
 }
 
@@ -130,6 +133,7 @@ impl fmt::Debug for PipelineMode {
                 value,
                 reduce,
                 bucketing,
+                ..
             } => {
                 let v = match value {
                     SampleValue::One => "one",
@@ -284,7 +288,7 @@ impl ExecutionPlan for PipelineExec {
             schema: Arc::clone(&schema),
             row: RowLabels::default(),
             stream_keys: HashMap::new(),
-            keys: SeriesKeys::default(),
+            keys: SeriesKeys::for_mode(&self.mode),
             capture_keys: CaptureKeys::for_mode(&self.pipeline, &self.mode),
             sums: BucketSums::default(),
         };
@@ -627,9 +631,54 @@ impl SetCache {
 struct SeriesKeys {
     by: ByCache,
     sets: SetCache,
+    /// The failing entries kept, when the mode says which fail.
+    failures: Option<FailureBound>,
+}
+
+/// The failing entries of one partition: those failing at a step no later than the
+/// earliest kept so far. The query fails at the earliest step any entry fails at (the
+/// evaluator's rule), and every entry failing there is kept by the partition that read it,
+/// so the error is the same as with every entry kept.
+struct FailureBound {
+    cut: FailureCut,
+    earliest: Option<usize>,
 }
 
 impl SeriesKeys {
+    fn for_mode(mode: &PipelineMode) -> SeriesKeys {
+        let failures = match mode {
+            PipelineMode::Sample {
+                failures: Some(cut),
+                ..
+            } => Some(FailureBound {
+                cut: *cut,
+                earliest: None,
+            }),
+            _ => None,
+        };
+        SeriesKeys {
+            failures,
+            ..SeriesKeys::default()
+        }
+    }
+
+    /// Whether the entry in `lb` at `ts` is to be kept: `false` for one failing the query
+    /// later than a failing entry already kept, or in no window at all.
+    fn admits(&mut self, lb: &LabelsBuilder, ts: i64) -> bool {
+        let Some(f) = self.failures.as_mut().filter(|_| lb.has_error()) else {
+            return true;
+        };
+        match f.cut.of(lb.error(), ts) {
+            Failure::Kept => true,
+            Failure::Outside => false,
+            Failure::At(k) if f.earliest.is_some_and(|e| k > e) => false,
+            Failure::At(k) => {
+                f.earliest = Some(k);
+                true
+            }
+        }
+    }
+
     fn key(
         &mut self,
         lb: &LabelsBuilder,
@@ -759,6 +808,11 @@ fn sample_of_entry(
             None => return Ok(None),
         },
     };
+    // A lone `| pattern` (what `CaptureKeys` caches the result of) sets no error, so a
+    // group's first entry is never dropped here.
+    if !keys.admits(&row.lb, ts) {
+        return Ok(None);
+    }
     Ok(Some((keys.key(&row.lb, reduce, interner)?, v)))
 }
 
@@ -824,6 +878,7 @@ impl PartitionState {
             value,
             reduce,
             bucketing,
+            ..
         } = &self.mode
         else {
             return Err(DataFusionError::Internal("not in sample mode".into()));
@@ -1092,6 +1147,7 @@ mod tests {
             value,
             reduce: LabelReduce::By(by.iter().map(|s| s.to_string()).collect()),
             bucketing,
+            failures: None,
         };
         let interner = Interner::new();
         let capture_keys = CaptureKeys::for_mode(&pipeline, &mode);
@@ -1186,6 +1242,7 @@ mod tests {
                     value: SampleValue::One,
                     reduce: LabelReduce::By(names),
                     bucketing: None,
+                    failures: None,
                 };
                 let pipeline = Pipeline::new(&stages).unwrap();
                 assert!(CaptureKeys::for_mode(&pipeline, &mode).is_some());
@@ -1204,6 +1261,7 @@ mod tests {
             value,
             reduce: by.clone(),
             bucketing: None,
+            failures: None,
         };
         let fast = |stages: &[Stage], m: &PipelineMode| {
             CaptureKeys::for_mode(&Pipeline::new(stages).unwrap(), m).is_some()
@@ -1221,6 +1279,7 @@ mod tests {
             value: SampleValue::One,
             reduce: LabelReduce::Keep,
             bucketing: None,
+            failures: None,
         };
         assert!(!fast(&[pattern], &keep));
     }
