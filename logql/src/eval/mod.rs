@@ -63,7 +63,7 @@ mod vector;
 use std::collections::HashMap;
 
 pub use labels::max_series_message;
-pub use range::{range_vector, Failure, FailureCut};
+pub use range::{range_vector, FailureCut};
 
 use crate::ast::{
     Grouping, LabelFilterExpr, LabelFormatSrc, RangeAggregation, RangeOp, SampleExpr, Stage,

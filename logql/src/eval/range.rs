@@ -191,7 +191,7 @@ pub struct FailureCut {
 
 /// What [`FailureCut::of`] says about an entry carrying an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+enum Failure {
     /// The error does not fail the query (a parser error Loki skips or preserves).
     Kept,
     /// The entry would fail the query, but no window holds it: it changes nothing.
@@ -215,9 +215,24 @@ impl FailureCut {
         }
     }
 
+    /// Whether a partition keeps an entry at `ts` whose pipeline set the error `err`, when
+    /// the earliest step of the failing entries it kept so far is `*earliest` (updated).
+    /// `false` for an entry failing later, or failing but in no window (it changes nothing).
+    pub fn admits(&self, earliest: &mut Option<usize>, err: &str, ts: i64) -> bool {
+        match self.of(err, ts) {
+            Failure::Kept => true,
+            Failure::Outside => false,
+            Failure::At(k) if earliest.is_some_and(|e| k > e) => false,
+            Failure::At(k) => {
+                *earliest = Some(k);
+                true
+            }
+        }
+    }
+
     /// What an entry at `ts` whose pipeline set the error `err` does to the query (the rule
     /// of [`pool`]).
-    pub fn of(&self, err: &str, ts: i64) -> Failure {
+    fn of(&self, err: &str, ts: i64) -> Failure {
         if is_parser_error(err) && (self.skip_parsers || self.preserve_parser_errors) {
             return Failure::Kept;
         }

@@ -934,7 +934,7 @@ fn pre_evaluated_range_vectors_give_the_same_answers() -> Result<(), Error> {
 /// the same error as with every entry kept, whatever the steps, range and offset.
 #[test]
 fn failure_cut_keeps_the_reported_failure() {
-    use super::{Failure, FailureCut};
+    use super::FailureCut;
     let hints = LeafHints {
         grouping: None,
         skip_parsers: false,
@@ -983,16 +983,7 @@ fn failure_cut_keeps_the_reported_failure() {
             for j in 0..entries.len() {
                 let e = &entries[(j * order) % entries.len()];
                 let part = j % 2;
-                let keep = match cut.of(e.0, e.2 * S) {
-                    Failure::Kept => true,
-                    Failure::Outside => false,
-                    Failure::At(k) if earliest[part].is_some_and(|x| k > x) => false,
-                    Failure::At(k) => {
-                        earliest[part] = Some(k);
-                        true
-                    }
-                };
-                if keep {
+                if cut.admits(&mut earliest[part], e.0, e.2 * S) {
                     kept.push(series(e));
                 }
             }

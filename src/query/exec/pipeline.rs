@@ -38,7 +38,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use tovlog_logql::eval::{Bucketing, Failure, FailureCut};
+use tovlog_logql::eval::{Bucketing, FailureCut};
 use tovlog_logql::pipeline::{LabelsBuilder, PatternGrouping, Pipeline, SampleExtractor};
 use tovlog_storage::schema::{LINE, LINE_FLAGS, METADATA, STREAM_ID, TS};
 
@@ -665,17 +665,9 @@ impl SeriesKeys {
     /// Whether the entry in `lb` at `ts` is to be kept: `false` for one failing the query
     /// later than a failing entry already kept, or in no window at all.
     fn admits(&mut self, lb: &LabelsBuilder, ts: i64) -> bool {
-        let Some(f) = self.failures.as_mut().filter(|_| lb.has_error()) else {
-            return true;
-        };
-        match f.cut.of(lb.error(), ts) {
-            Failure::Kept => true,
-            Failure::Outside => false,
-            Failure::At(k) if f.earliest.is_some_and(|e| k > e) => false,
-            Failure::At(k) => {
-                f.earliest = Some(k);
-                true
-            }
+        match self.failures.as_mut() {
+            Some(f) if lb.has_error() => f.cut.admits(&mut f.earliest, lb.error(), ts),
+            _ => true,
         }
     }
 
