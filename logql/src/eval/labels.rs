@@ -11,37 +11,64 @@ pub(crate) const ERROR_DETAILS_LABEL: &str = "__error_details__";
 
 /// Positions of distinct keys kept in the caller's vector, found by hash: a key is stored
 /// once (in the vector), not cloned into a map beside it, and its hash is kept so growing
-/// the table never reads the keys again.
-pub(crate) struct KeyIndex {
+/// the table never reads the keys again. Hashes with foldhash, randomly seeded.
+#[derive(Default)]
+pub struct KeyIndex {
     state: foldhash::fast::RandomState,
     /// (hash, position) of every key.
     table: hashbrown::HashTable<(u64, usize)>,
 }
 
+impl std::fmt::Debug for KeyIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyIndex")
+            .field("keys", &self.table.len())
+            .finish()
+    }
+}
+
 impl KeyIndex {
     /// An index sized for `capacity` keys.
-    pub(crate) fn with_capacity(capacity: usize) -> KeyIndex {
+    pub fn with_capacity(capacity: usize) -> KeyIndex {
         KeyIndex {
             state: foldhash::fast::RandomState::default(),
             table: hashbrown::HashTable::with_capacity(capacity),
         }
     }
 
+    /// The hash of `key` in this index.
+    pub fn hash(&self, key: impl std::hash::Hash) -> u64 {
+        use std::hash::BuildHasher;
+        self.state.hash_one(key)
+    }
+
+    /// The position of the key hashing to `hash` for which `is(position)` holds.
+    pub fn find(&self, hash: u64, is: impl Fn(usize) -> bool) -> Option<usize> {
+        self.table
+            .find(hash, |&(h, i)| h == hash && is(i))
+            .map(|&(_, i)| i)
+    }
+
+    /// Records `position` for a key hashing to `hash` (not recorded yet: `find` missed it).
+    pub fn insert(&mut self, hash: u64, position: usize) {
+        self.table
+            .insert_unique(hash, (hash, position), |&(h, _)| h);
+    }
+
     /// The position of `key` (one for which `is(position)` holds); when it has none,
     /// records `next` as its position and returns `None`.
-    pub(crate) fn find_or_insert(
+    pub fn find_or_insert(
         &mut self,
         key: impl std::hash::Hash,
         next: usize,
         is: impl Fn(usize) -> bool,
     ) -> Option<usize> {
-        use std::hash::BuildHasher;
-        let hash = self.state.hash_one(key);
-        if let Some(&(_, i)) = self.table.find(hash, |&(h, i)| h == hash && is(i)) {
-            return Some(i);
+        let hash = self.hash(key);
+        let found = self.find(hash, is);
+        if found.is_none() {
+            self.insert(hash, next);
         }
-        self.table.insert_unique(hash, (hash, next), |&(h, _)| h);
-        None
+        found
     }
 }
 

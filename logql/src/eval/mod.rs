@@ -62,7 +62,7 @@ mod vector;
 
 use std::collections::HashMap;
 
-pub use labels::max_series_message;
+pub use labels::{max_series_message, KeyIndex};
 pub use range::{range_vector, FailureCut};
 
 use crate::ast::{

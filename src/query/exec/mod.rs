@@ -17,6 +17,7 @@ use std::sync::Arc;
 use datafusion::error::Result;
 use datafusion::execution::memory_pool::MemoryReservation;
 use parking_lot::Mutex;
+use tovlog_logql::eval::KeyIndex;
 
 pub use line_filter::LineFilterExec;
 pub use pipeline::{
@@ -44,23 +45,12 @@ pub struct Interner {
     reservation: Option<MemoryReservation>,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct InternerInner {
-    /// Hashes with foldhash (randomly seeded): SipHash cost a tenth of a query grouping by a
-    /// label with hundreds of thousands of values.
-    state: foldhash::fast::RandomState,
-    /// (hash, id) of every set: the hash is kept so growing the table never reads the sets
-    /// again.
-    ids: hashbrown::HashTable<(u64, u32)>,
+    /// The id of every set (foldhash: SipHash cost a tenth of a query grouping by a label
+    /// with hundreds of thousands of values).
+    ids: KeyIndex,
     sets: Vec<Arc<Vec<(String, String)>>>,
-}
-
-impl std::fmt::Debug for InternerInner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InternerInner")
-            .field("sets", &self.sets.len())
-            .finish_non_exhaustive()
-    }
 }
 
 impl Interner {
@@ -80,16 +70,15 @@ impl Interner {
     /// The id of `labels`, assigning the next one when new. Fails when the memory pool
     /// cannot hold a new label set.
     pub fn intern(&self, labels: Vec<(String, String)>) -> Result<u32> {
-        use std::hash::BuildHasher;
         let mut inner = self.inner.lock();
         let inner = &mut *inner;
-        let hash = inner.state.hash_one(&labels);
+        let hash = inner.ids.hash(&labels);
         let sets = &inner.sets;
-        let found = inner.ids.find(hash, |&(h, id)| {
-            h == hash && sets.get(id as usize).is_some_and(|s| **s == labels)
-        });
-        if let Some(&(_, id)) = found {
-            return Ok(id);
+        if let Some(id) = inner
+            .ids
+            .find(hash, |id| sets.get(id).is_some_and(|s| **s == labels))
+        {
+            return Ok(id as u32);
         }
         if let Some(r) = &self.reservation {
             // Strings, their pair slots, the map entry and the Arc: an estimate is enough.
@@ -100,10 +89,10 @@ impl Interner {
                 + 96;
             r.try_grow(bytes)?;
         }
-        let id = inner.sets.len() as u32;
+        let id = inner.sets.len();
         inner.sets.push(Arc::new(labels));
-        inner.ids.insert_unique(hash, (hash, id), |&(h, _)| h);
-        Ok(id)
+        inner.ids.insert(hash, id);
+        Ok(id as u32)
     }
 
     /// Bytes accounted for the label sets so far.
