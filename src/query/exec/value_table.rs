@@ -64,12 +64,10 @@ impl<V: Copy> ValueTable<V> {
         tag: u64,
         value: impl Fn(usize) -> Option<&'a str>,
     ) -> Option<(usize, V)> {
-        let is = |e: usize| {
-            self.entries.get(e).is_some_and(|(t, _)| *t == tag)
-                && (0..self.width).all(|i| self.value(e, i) == value(i).map(str::as_bytes))
-        };
         self.table
-            .find(hash, |&(h, e)| h == hash && is(e as usize))
+            .find(hash, |&(h, e)| {
+                h == hash && self.is(e as usize, tag, &value)
+            })
             .and_then(|&(_, e)| Some((e as usize, self.entries.get(e as usize)?.1)))
     }
 
@@ -81,9 +79,14 @@ impl<V: Copy> ValueTable<V> {
         tag: u64,
         value: impl Fn(usize) -> Option<&'a str>,
     ) -> Option<V> {
-        let (t, v) = *self.entries.get(e)?;
-        (t == tag && (0..self.width).all(|i| self.value(e, i) == value(i).map(str::as_bytes)))
-            .then_some(v)
+        let (_, v) = *self.entries.get(e)?;
+        self.is(e, tag, value).then_some(v)
+    }
+
+    /// Whether entry `e` has `tag` and the values `value(i)`.
+    fn is<'a>(&self, e: usize, tag: u64, value: impl Fn(usize) -> Option<&'a str>) -> bool {
+        self.entries.get(e).is_some_and(|(t, _)| *t == tag)
+            && (0..self.width).all(|i| self.value(e, i) == value(i).map(str::as_bytes))
     }
 
     /// Adds an entry (not already present: [`ValueTable::find`] missed it) and returns its
