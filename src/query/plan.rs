@@ -342,9 +342,10 @@ pub async fn build_scan(
     }
     // Read lines as views into the decompressed Parquet pages rather than copies (see
     // `LogsTable::with_line_views`). Metric samples consume each batch at once and keep
-    // the views; log rows are kept (top N), so `LineFilterExec` copies the lines that pass
-    // its filters into plain strings that do not hold whole pages.
-    let views = matches!(mode, Some(PipelineMode::Sample { .. }));
+    // the views; log rows are kept (top N), so the lines the pipeline keeps are copied
+    // into plain strings that do not hold whole pages: by `PipelineExec`, or without one
+    // by `LineFilterExec` after its filters.
+    let views = mode.is_some();
     if columns != ScanColumns::TimeOnly {
         table = table.with_line_views().map_err(datafusion_error)?;
     }
@@ -356,11 +357,9 @@ pub async fn build_scan(
         ScanColumns::TimeOnly => &[STREAM_ID, TS],
     };
     let table_schema = provider.schema();
-    // Line flags speed up `| json` of metric queries (`Pipeline::process_flagged`).
-    let flags = (columns != ScanColumns::TimeOnly
-        && matches!(mode, Some(PipelineMode::Sample { .. }))
-        && pipeline.reads_line_flags())
-    .then_some(LINE_FLAGS);
+    // Line flags speed up `| json` (`Pipeline::process_flagged`, `Pipeline::precheck`).
+    let flags = (columns != ScanColumns::TimeOnly && mode.is_some() && pipeline.reads_line_flags())
+        .then_some(LINE_FLAGS);
     let projection = names
         .iter()
         .chain(flags.iter())

@@ -200,6 +200,17 @@ impl LabelHints {
         )
     }
 
+    /// Hints that extract only the labels the label filters `filters` read (and the key
+    /// behind each `<name>_extracted`), with no early filter: what `| json` must read of a
+    /// line to run those filters (see `Pipeline::precheck`).
+    pub(crate) fn for_label_filters(filters: &[&LabelFilterExpr]) -> LabelHints {
+        let mut names = Vec::new();
+        for f in filters {
+            filter_names(f, &mut names);
+        }
+        Self::build(&names, &[], false, true, None)
+    }
+
     /// Loki's `NewParserHint`.
     fn build(
         required: &[String],

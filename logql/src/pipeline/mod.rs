@@ -187,6 +187,29 @@ pub struct Pipeline {
     field_needles: Vec<FieldNeedle>,
     /// Label equalities before any parser: stream labels or whole metadata values.
     metadata_needles: Vec<FieldNeedle>,
+    /// See [`Pipeline::precheck`].
+    json_precheck: Option<JsonPrecheck>,
+}
+
+/// The label filters right after a leading `| json` of a pipeline without hints, and what
+/// `| json` must extract for them (see [`Pipeline::precheck`]).
+#[derive(Debug, Clone)]
+struct JsonPrecheck {
+    hints: LabelHints,
+    /// How many label filter stages follow the `| json` stage.
+    filters: usize,
+}
+
+/// What [`Pipeline::precheck`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precheck {
+    /// Nothing was checked; the label builder is as it was.
+    Skipped,
+    /// [`Pipeline::process_after_leading`] drops the entry.
+    Dropped,
+    /// The entry may be kept. The label builder was written to: reset it before
+    /// processing the entry.
+    Passed,
 }
 
 impl Pipeline {
@@ -208,6 +231,10 @@ impl Pipeline {
         // leading chain (cheaper, and pushable into scans). Never past a label filter,
         // line_format, decolorize or unpack.
         let mut hoistable = true;
+        // The label filters that directly follow a leading `| json` (line filters between
+        // them are hoisted); `None` once another stage comes first or between.
+        let mut json_filters: Option<Vec<&ast::LabelFilterExpr>> = None;
+        let mut json_filters_open = true;
         for stage in stages {
             hoistable &= matches!(
                 stage,
@@ -260,14 +287,34 @@ impl Pipeline {
                 ast::Stage::Drop(s) => CompiledStage::Drop(drop_keep::Drop::new(s)?),
                 ast::Stage::Keep(s) => CompiledStage::Keep(drop_keep::Keep::new(s)?),
             };
+            if json_filters_open {
+                match (stage, &mut json_filters) {
+                    (ast::Stage::Json(params), None)
+                        if params.is_empty() && compiled.is_empty() =>
+                    {
+                        json_filters = Some(Vec::new());
+                    }
+                    (ast::Stage::LabelFilter(e), Some(filters)) => filters.push(e),
+                    _ => json_filters_open = false,
+                }
+            }
             compiled.push(c);
         }
+        // With hints, `| json` of flat lines already extracts only what the query needs
+        // and runs single-label filters as it goes.
+        let json_precheck = json_filters
+            .filter(|f| !f.is_empty() && hints.is_all())
+            .map(|f| JsonPrecheck {
+                hints: LabelHints::for_label_filters(&f),
+                filters: f.len(),
+            });
         Ok(Pipeline {
             leading,
             stages: compiled,
             hints,
             field_needles: field_needles(stages),
             metadata_needles: metadata_needles(stages),
+            json_precheck,
         })
     }
 
@@ -286,11 +333,50 @@ impl Pipeline {
     /// Whether [`Self::process_flagged`] can use a line's flags ([`line_flags`]): a scan
     /// then reads them along with the line.
     pub fn reads_line_flags(&self) -> bool {
-        !self.hints.is_all()
-            && self
-                .stages
-                .iter()
-                .any(|s| matches!(s, CompiledStage::Json(_)))
+        self.json_precheck.is_some()
+            || (!self.hints.is_all()
+                && self
+                    .stages
+                    .iter()
+                    .any(|s| matches!(s, CompiledStage::Json(_))))
+    }
+
+    /// Whether [`Self::precheck`] can ever check anything.
+    pub fn prechecks(&self) -> bool {
+        self.json_precheck.is_some()
+    }
+
+    /// A first look at an entry that passed the leading line filters, for a pipeline that
+    /// extracts every label (log queries) and starts with `| json` and label filters:
+    /// where the line is a flat JSON object (`flags` has [`FLAT_JSON`]), `| json` extracts
+    /// only the labels those filters read, by searching for their keys, and the filters
+    /// run on them. Their values are those the whole parse would give (every key of a
+    /// flat line is its own label name, and the first occurrence of a key sets it), so
+    /// [`Precheck::Dropped`] means [`Self::process_after_leading`] drops the entry too,
+    /// at a fraction of the cost on selective filters (`| json | duration_ms > 2000`).
+    /// `lb` must have been `reset` for this entry.
+    pub fn precheck(&self, line: &str, flags: u8, lb: &mut LabelsBuilder) -> Precheck {
+        let Some(pre) = &self.json_precheck else {
+            return Precheck::Skipped;
+        };
+        let Some((CompiledStage::Json(p), rest)) = self.stages.split_first() else {
+            return Precheck::Skipped;
+        };
+        if flags & FLAT_JSON == 0 {
+            return Precheck::Skipped;
+        }
+        let reserved = flags & NO_RESERVED_KEYS == 0;
+        // The hints carry no early filter: extraction never drops the line itself.
+        let kept = p.process_flat(line, lb, &pre.hints, reserved)
+            && rest.iter().take(pre.filters).all(|s| match s {
+                CompiledStage::LabelFilter(f) => f.process(lb),
+                _ => true,
+            });
+        if kept {
+            Precheck::Passed
+        } else {
+            Precheck::Dropped
+        }
     }
 
     /// [`Self::process`] for a line whose [`line_flags`] are known (0 = nothing known):

@@ -1537,9 +1537,56 @@ mod flat_json {
             })
     }
 
+    /// Log queries: no hints, so `Pipeline::precheck` reads the filters' keys first.
+    const LOG_QUERIES: &[&str] = &[
+        r#"{job="j"} | json | a="b""#,
+        r#"{job="j"} | json | ab!="" | b=~"a|x y""#,
+        r#"{job="j"} | json | b > 0"#,
+        r#"{job="j"} | json | host="s1" or a_extracted="x y""#,
+        r#"{job="j"} | json | ab_extracted="a", x1 < 1"#,
+        r#"{job="j"} | json | __error__="" | a!="a""#,
+        r#"{job="j"} | json |= "a" | a="a" | label_format a="z" | a="z""#,
+        r#"{job="j"} | json | host_extracted=~".+" | b > 1s"#,
+        r#"{job="j"} | json | x1 >= 1 or b="true""#,
+    ];
+
+    fn log_pipelines() -> &'static [(&'static str, Pipeline)] {
+        static P: OnceLock<Vec<(&'static str, Pipeline)>> = OnceLock::new();
+        P.get_or_init(|| {
+            LOG_QUERIES
+                .iter()
+                .map(|q| {
+                    let Ok(Expr::Log(e)) = crate::parse(q) else {
+                        panic!("{q} is not a log query");
+                    };
+                    let p = Pipeline::new(&e.pipeline).unwrap_or_else(|e| panic!("{q}: {e}"));
+                    assert!(p.prechecks() && p.reads_line_flags(), "{q}");
+                    (*q, p)
+                })
+                .collect()
+        })
+    }
+
     fn read_alike(line: &str) -> Result<(), TestCaseError> {
         let stream = pairs(&[("host", "s1"), ("job", "j")]);
         let meta = pairs(&[("ab", "m")]);
+        for (q, p) in log_pipelines() {
+            let mut lb = LabelsBuilder::new();
+            lb.reset(&stream, &meta);
+            let pre = p.precheck(line, line_flags(line), &mut lb);
+            lb.reset(&stream, &meta);
+            let kept = p
+                .process_after_leading(0, line, 0, &mut lb)
+                .map(|l| (l.into_owned(), lb.labels()));
+            lb.reset(&stream, &meta);
+            let flagged = p
+                .process_after_leading(0, line, line_flags(line), &mut lb)
+                .map(|l| (l.into_owned(), lb.labels()));
+            prop_assert_eq!(&kept, &flagged, "{} on {}", q, line);
+            if pre == Precheck::Dropped {
+                prop_assert_eq!(kept, None, "{} on {}", q, line);
+            }
+        }
         for (q, p) in pipelines() {
             let run = |flags: u8| {
                 let mut lb = LabelsBuilder::new();
@@ -1571,6 +1618,39 @@ mod flat_json {
             }
         }
     }
+}
+
+/// `Pipeline::precheck` drops lines by the filters right after a leading `| json`, only
+/// when the line is flat and the query has no hints.
+#[test]
+fn precheck_reads_the_filtered_keys_of_flat_lines() -> Result<(), Error> {
+    let stages = [
+        json(),
+        lf(num("ms", CmpOp::Gt, 2000.0)),
+        eq("level", "error"),
+    ];
+    let p = Pipeline::new(&stages)?;
+    let stream = pairs(&[("app", "a")]);
+    let mut lb = LabelsBuilder::new();
+    let mut pre = |line: &str| {
+        lb.reset(&stream, &[]);
+        p.precheck(line, line_flags(line), &mut lb)
+    };
+    assert_eq!(pre(r#"{"ms":12,"level":"error"}"#), Precheck::Dropped);
+    assert_eq!(pre(r#"{"ms":2500,"level":"info"}"#), Precheck::Dropped);
+    assert_eq!(pre(r#"{"ms":2500,"level":"error"}"#), Precheck::Passed);
+    // A conversion error keeps the line (with `__error__`), as the filter does.
+    assert_eq!(pre(r#"{"ms":"slow","level":"error"}"#), Precheck::Passed);
+    // Not flat (nested object): nothing is checked.
+    assert_eq!(pre(r#"{"ms":12,"o":{"a":1}}"#), Precheck::Skipped);
+    // Metric queries with hints read flat lines by key already.
+    let hinted = Pipeline::with_hints(&stages, LabelHints::for_label_filters(&[]))?;
+    assert!(!hinted.prechecks());
+    // A stage between `| json` and the filters ends them; a leading line filter does not.
+    assert!(!Pipeline::new(&[json(), logfmt(), eq("a", "b")])?.prechecks());
+    assert!(Pipeline::new(&[contains(&["x"]), json(), eq("a", "b")])?.prechecks());
+    assert!(!Pipeline::new(&[json()])?.prechecks());
+    Ok(())
 }
 
 /// `process_after_leading` is `process` for lines that passed the leading line filters,

@@ -72,7 +72,7 @@ pub struct LineFilterExec {
 
 /// The scan schema with `line` as Utf8 (or Utf8View, when it is and `views` allows) and
 /// `metadata` as the storage map type, or `None` when it already is.
-fn normalized_schema(input: &SchemaRef, views: bool) -> Option<SchemaRef> {
+pub(crate) fn normalized_schema(input: &SchemaRef, views: bool) -> Option<SchemaRef> {
     let storage = logs_schema();
     let mut changed = false;
     let fields: Vec<Field> = input

@@ -39,9 +39,10 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use tovlog_logql::eval::{Bucketing, FailureCut};
-use tovlog_logql::pipeline::{LabelsBuilder, PatternGrouping, Pipeline, SampleExtractor};
-use tovlog_storage::schema::{LINE, LINE_FLAGS, METADATA, STREAM_ID, TS};
+use tovlog_logql::pipeline::{LabelsBuilder, PatternGrouping, Pipeline, Precheck, SampleExtractor};
+use tovlog_storage::schema::{cast_batch, LINE, LINE_FLAGS, METADATA, STREAM_ID, TS};
 
+use super::line_filter::normalized_schema;
 use super::lines::Lines;
 use super::value_table::ValueTable;
 use super::{Interner, StreamLabels, StreamMap};
@@ -183,7 +184,10 @@ impl PipelineExec {
         cancelled: Arc<AtomicBool>,
     ) -> Result<PipelineExec, crate::query::QueryError> {
         let schema = match mode {
-            PipelineMode::Filter => input.schema(),
+            // Kept rows leave with plain Utf8 lines: views would hold whole pages.
+            PipelineMode::Filter => {
+                normalized_schema(&input.schema(), false).unwrap_or_else(|| input.schema())
+            }
             PipelineMode::Sample { .. } => sample_schema(),
         };
         let props = Arc::new(PlanProperties::new(
@@ -325,6 +329,28 @@ impl RowLabels {
         } else {
             self.lb.reset(stream, metadata);
             self.stream = Some(sid);
+        }
+    }
+
+    /// Run [`Pipeline::precheck`] on the row `reset` started; `false` when the pipeline
+    /// drops it. Otherwise the builder is ready for the whole pipeline (reset again if the
+    /// precheck wrote to it).
+    fn precheck(
+        &mut self,
+        pipeline: &Pipeline,
+        sid: u64,
+        stream: &[(String, String)],
+        nmeta: usize,
+        line: &str,
+        flags: u8,
+    ) -> bool {
+        match pipeline.precheck(line, flags, &mut self.lb) {
+            Precheck::Skipped => true,
+            Precheck::Dropped => false,
+            Precheck::Passed => {
+                self.reset(sid, stream, nmeta);
+                true
+            }
         }
     }
 }
@@ -840,28 +866,37 @@ impl PartitionState {
             let keep = match lookup.get(sid) {
                 Some(stream) => {
                     let nmeta = self.row.read_metadata(input.metadata, row);
+                    let line = lines.value(row);
+                    let flags = input.flags(row);
                     self.row.reset(sid, stream, nmeta);
-                    self.pipeline
-                        .process_after_leading(
-                            input.ts.value(row),
-                            lines.value(row),
-                            0,
-                            &mut self.row.lb,
-                        )
-                        .is_some()
+                    self.row
+                        .precheck(&self.pipeline, sid, stream, nmeta, line, flags)
+                        && self
+                            .pipeline
+                            .process_after_leading(
+                                input.ts.value(row),
+                                line,
+                                flags,
+                                &mut self.row.lb,
+                            )
+                            .is_some()
                 }
                 None => false,
             };
             kept += usize::from(keep);
             mask.append(keep);
         }
-        if kept == n {
-            return Ok(batch);
+        let out = if kept == n {
+            batch
+        } else {
+            filter_record_batch(&batch, &BooleanArray::new(mask.finish(), None))?
+        };
+        // Only the kept lines are copied out of the pages (see `PipelineExec::try_new`).
+        if out.schema_ref() == &self.schema {
+            Ok(out)
+        } else {
+            Ok(cast_batch(&out, &self.schema)?)
         }
-        Ok(filter_record_batch(
-            &batch,
-            &BooleanArray::new(mask.finish(), None),
-        )?)
     }
 
     /// The sample batch, and how many entries it stands for.
@@ -936,6 +971,13 @@ impl PartitionState {
             self.row.reset(sid, stream, nmeta);
             // A pipeline of line filters alone ran them below this node already.
             let pipeline = (!filter_only).then_some(&*self.pipeline);
+            if pipeline.is_some()
+                && !self
+                    .row
+                    .precheck(&self.pipeline, sid, stream, nmeta, raw_line, flags)
+            {
+                continue;
+            }
             let sample = sample_of_entry(
                 pipeline,
                 &mut self.row,
