@@ -311,7 +311,16 @@ struct RowLabels {
     stream: Option<u64>,
     /// Structured metadata of the current row; strings are reused across rows.
     meta: Vec<(String, String)>,
+    /// Entries [`Pipeline::precheck`] checked and dropped in this partition.
+    prechecked: u32,
+    predropped: u32,
 }
+
+/// After this many checked entries, a precheck that drops fewer than one in
+/// [`PRECHECK_MIN_DROP_RATIO`] is given up for the partition: it would only add its cost
+/// to the whole parse of nearly every entry.
+const PRECHECK_TRIAL: u32 = 4096;
+const PRECHECK_MIN_DROP_RATIO: u32 = 16;
 
 impl RowLabels {
     /// Read row `row`'s structured metadata; returns how many pairs it has.
@@ -344,10 +353,20 @@ impl RowLabels {
         line: &str,
         flags: u8,
     ) -> bool {
+        if self.prechecked >= PRECHECK_TRIAL
+            && self.predropped < self.prechecked / PRECHECK_MIN_DROP_RATIO
+        {
+            return true;
+        }
         match pipeline.precheck(line, flags, &mut self.lb) {
             Precheck::Skipped => true,
-            Precheck::Dropped => false,
+            Precheck::Dropped => {
+                self.prechecked = self.prechecked.saturating_add(1);
+                self.predropped = self.predropped.saturating_add(1);
+                false
+            }
             Precheck::Passed => {
+                self.prechecked = self.prechecked.saturating_add(1);
                 self.reset(sid, stream, nmeta);
                 true
             }
@@ -1139,6 +1158,35 @@ mod tests {
             &[p("host", "a"), p("level", "info")]
         );
         assert_eq!(interner.sets()[k3 as usize].as_slice(), &[p("host", "a")]);
+    }
+
+    /// A precheck that drops (almost) nothing is given up after its trial; one that drops
+    /// keeps running.
+    #[test]
+    fn precheck_is_given_up_when_it_rarely_drops() -> Result<()> {
+        let Ok(tovlog_logql::ast::Expr::Log(q)) =
+            tovlog_logql::parse(r#"{app="a"} | json | level="error""#)
+        else {
+            return Err(DataFusionError::Internal("not a log query".into()));
+        };
+        let pipeline =
+            Pipeline::new(&q.pipeline).map_err(|e| DataFusionError::Internal(e.to_string()))?;
+        let stream = vec![p("app", "a")];
+        let flags = tovlog_logql::pipeline::line_flags(r#"{"level":"info"}"#);
+        let run = |row: &mut RowLabels, line: &str| {
+            row.reset(1, &stream, 0);
+            row.precheck(&pipeline, 1, &stream, 0, line, flags)
+        };
+        let (mut passing, mut dropping) = (RowLabels::default(), RowLabels::default());
+        for i in 0..PRECHECK_TRIAL {
+            assert!(run(&mut passing, r#"{"level":"error"}"#));
+            let level = if i % 4 == 0 { "error" } else { "info" };
+            run(&mut dropping, &format!(r#"{{"level":"{level}"}}"#));
+        }
+        // Given up: the line goes on to the whole pipeline, which drops it.
+        assert!(run(&mut passing, r#"{"level":"info"}"#));
+        assert!(!run(&mut dropping, r#"{"level":"info"}"#));
+        Ok(())
     }
 
     type LabeledSample = (Vec<(String, String)>, i64, f64);
