@@ -534,7 +534,15 @@ fn replay(id: &str, job: &str, stages: Vec<Stage>) -> Result<(), String> {
             continue;
         }
         lb.reset(&e.stream, &e.meta);
-        let Some(line) = p.process(e.ts, &e.line, &mut lb) else {
+        // With the line's flags, as over compacted files: label filters right after
+        // `| json` run first on flat lines.
+        let flags = line_flags(&e.line);
+        match p.precheck(&e.line, flags, &mut lb) {
+            Precheck::Dropped => continue,
+            Precheck::Passed => lb.reset(&e.stream, &e.meta),
+            Precheck::Skipped => {}
+        }
+        let Some(line) = p.process_flagged(e.ts, &e.line, flags, &mut lb) else {
             continue;
         };
         let cat = categorize.then(|| {
