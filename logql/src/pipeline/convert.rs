@@ -83,19 +83,36 @@ pub(crate) fn parse_go_float(s: &str) -> Result<f64, String> {
     let bytes = body.as_bytes();
     let mut i = 0;
     let mut digits = 0;
+    // The digits as an integer while they fit in 15 (below 2^53), and how many follow
+    // the point: for the fast path below.
+    let mut mantissa: u64 = 0;
+    let mut fraction_digits = 0;
     while i < bytes.len() && bytes[i].is_ascii_digit() {
+        mantissa = mantissa.wrapping_mul(10) + u64::from(bytes[i] - b'0');
         i += 1;
         digits += 1;
     }
     if i < bytes.len() && bytes[i] == b'.' {
         i += 1;
         while i < bytes.len() && bytes[i].is_ascii_digit() {
+            mantissa = mantissa.wrapping_mul(10) + u64::from(bytes[i] - b'0');
             i += 1;
             digits += 1;
+            fraction_digits += 1;
         }
     }
     if digits == 0 {
         return Err(syntax());
+    }
+    if i == bytes.len() && digits <= 15 {
+        // Clinger's fast path: an integer below 2^53 and a power of ten up to 10^22 are
+        // both exact doubles, and one correctly rounded division gives the correctly
+        // rounded value, as the full parser would (`18.3`, `2048`: most unwrapped values).
+        const POW10: [f64; 16] = [
+            1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+        ];
+        let v = mantissa as f64 / POW10[fraction_digits];
+        return Ok(if neg { -v } else { v });
     }
     if i < bytes.len() && (bytes[i] == b'e' || bytes[i] == b'E') {
         i += 1;
@@ -292,6 +309,32 @@ pub(crate) fn parse_humanize_bytes(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Short decimals take the division fast path; it must give the bits Rust's
+    /// correctly rounding parser gives, for every digit count and point position.
+    #[test]
+    fn go_float_fast_path_rounds_like_the_full_parser() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..200_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 15) as usize + 1;
+            let digits: String = (0..len)
+                .map(|k| char::from(b'0' + ((seed >> (4 * k)) % 10) as u8))
+                .collect();
+            let point = ((seed >> 60) as usize) % (len + 1);
+            let text = match point {
+                0 => digits.clone(),
+                p => format!("{}.{}", &digits[..len - p], &digits[len - p..]),
+            };
+            for t in [text.clone(), format!("-{text}")] {
+                let want: f64 = t.parse().expect("a decimal");
+                let got = parse_go_float(&t).expect("a decimal");
+                assert_eq!(got.to_bits(), want.to_bits(), "{t}");
+            }
+        }
+    }
 
     #[test]
     fn go_float_accepts_go_syntax() {
