@@ -8,6 +8,8 @@
 
 use regex::Regex;
 
+use super::scratch_regex::ScratchRegex;
+
 use super::convert::{parse_go_duration, parse_go_float, parse_humanize_bytes};
 use super::ip::IpMatcher;
 use super::labels::{LabelsBuilder, ERROR_DETAILS_LABEL, ERROR_LABEL};
@@ -23,8 +25,8 @@ pub(crate) const ERR_LABEL_FILTER: &str = "LabelFilterErr";
 pub(crate) enum StringMatcher {
     Eq(String),
     Neq(String),
-    Re(Regex),
-    Nre(Regex),
+    Re(ScratchRegex),
+    Nre(ScratchRegex),
 }
 
 impl StringMatcher {
@@ -38,6 +40,10 @@ impl StringMatcher {
                 super::line_filter::go_regex(value)
             ))
             .map_err(|e| Error::Validate(format!("error parsing regexp: {}", regex_error(&e))))
+            .and_then(|re| {
+                ScratchRegex::new(&re)
+                    .map_err(|e| Error::Validate(format!("error parsing regexp: {e}")))
+            })
         };
         Ok(match op {
             MatchOp::Eq => StringMatcher::Eq(value.to_string()),

@@ -13,6 +13,8 @@ use std::borrow::Cow;
 use memchr::memmem;
 use regex::Regex;
 
+use super::scratch_regex::ScratchRegex;
+
 use super::ip::IpMatcher;
 use super::pattern::Pattern;
 use crate::ast::{LineFilter, LineFilterOp, LineFilterValue};
@@ -26,10 +28,13 @@ enum Matcher {
     /// Case-sensitive substring.
     Substring(Box<memmem::Finder<'static>>),
     /// ASCII case-insensitive substring; `fallback` handles non-ASCII lines.
-    CaseInsensitive { lower: Vec<u8>, fallback: Regex },
+    CaseInsensitive {
+        lower: Vec<u8>,
+        fallback: ScratchRegex,
+    },
     /// Unanchored regex, and a substring every match contains (see [`required_literal`]).
     Regex {
-        re: Regex,
+        re: ScratchRegex,
         required: Option<Box<memmem::Finder<'static>>>,
     },
     /// Pattern filter.
@@ -171,6 +176,12 @@ pub(crate) fn compile_regex(src: &str) -> Result<Regex, Error> {
         .map_err(|e| Error::Validate(format!("error parsing regexp: {}", regex_error(&e))))
 }
 
+/// [`compile_regex`] as a [`ScratchRegex`] (for regexes run on every line).
+fn scratch_regex(src: &str) -> Result<ScratchRegex, Error> {
+    ScratchRegex::new(&compile_regex(src)?)
+        .map_err(|e| Error::Validate(format!("error parsing regexp: {e}")))
+}
+
 /// The first line of a `regex` error, which names the problem (the rest is a caret
 /// diagram that does not fit in a one-line message).
 pub(crate) fn regex_error(e: &regex::Error) -> String {
@@ -197,11 +208,11 @@ fn compile_regex_matcher(src: &str) -> Result<Matcher, Error> {
         if !lit.is_empty() && is_plain_literal(lit) && lit.is_ascii() {
             return Ok(Matcher::CaseInsensitive {
                 lower: lit.to_ascii_lowercase().into_bytes(),
-                fallback: compile_regex(src)?,
+                fallback: scratch_regex(src)?,
             });
         }
     }
-    let re = compile_regex(src)?;
+    let re = scratch_regex(src)?;
     let required =
         required_literal(src).map(|lit| Box::new(memmem::Finder::new(&lit).into_owned()));
     Ok(Matcher::Regex { re, required })

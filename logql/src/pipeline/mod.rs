@@ -39,6 +39,7 @@ mod logfmt;
 mod needles;
 mod pattern;
 mod regexp;
+mod scratch_regex;
 mod swar;
 mod unwrap;
 

@@ -1,42 +1,27 @@
 //! `| regexp "<re>"`: unanchored regex with named groups; a non-matching line gets no
 //! labels and no error.
 
-use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use regex::{CaptureLocations, Regex};
+use regex::Regex;
 
 use super::hints::LabelHints;
 use super::labels::{sanitize_label_key, LabelsBuilder, DUPLICATE_SUFFIX};
 use super::line_filter::regex_error;
+use super::scratch_regex::ScratchRegex;
 use crate::Error;
 
 /// A compiled `regexp` stage.
 #[derive(Debug, Clone)]
 pub(crate) struct RegexpParser {
-    re: Regex,
+    re: ScratchRegex,
     /// (group index, sanitized label name)
     names: Vec<(usize, String)>,
-    /// Tells this parser's capture slots apart in [`LOCATIONS`] (never reused).
-    id: u64,
-}
-
-/// Source of [`RegexpParser::id`].
-static NEXT_ID: AtomicU64 = AtomicU64::new(0);
-
-/// Parsers whose capture slots a thread keeps, at most.
-const KEPT_LOCATIONS: usize = 16;
-
-thread_local! {
-    /// Capture slots per parser, reused from line to line: `Regex::captures` allocates
-    /// them on every call (a tenth of a `| regexp` query's CPU). Slots must come from the
-    /// regex that fills them, hence one set per parser id.
-    static LOCATIONS: RefCell<Vec<(u64, CaptureLocations)>> = const { RefCell::new(Vec::new()) };
 }
 
 impl RegexpParser {
     pub(crate) fn new(src: &str) -> Result<RegexpParser, Error> {
-        let re = Regex::new(&super::line_filter::go_regex(src))
+        let src = super::line_filter::go_regex(src);
+        // `regex` validates, with the error texts users see; the engine is then built alike.
+        let re = Regex::new(&src)
             .map_err(|e| Error::Validate(format!("error parsing regexp: {}", regex_error(&e))))?;
         let mut names = Vec::new();
         let mut key = String::new();
@@ -66,58 +51,54 @@ impl RegexpParser {
             ));
         }
         Ok(RegexpParser {
-            re,
+            re: ScratchRegex::new(&re)
+                .map_err(|e| Error::Validate(format!("error parsing regexp: {e}")))?,
             names,
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-        })
-    }
-
-    /// Run `f` with this parser's capture slots of the current thread.
-    fn with_locations<R>(&self, f: impl FnOnce(&mut CaptureLocations) -> R) -> R {
-        LOCATIONS.with(|cell| {
-            let mut kept = cell.borrow_mut();
-            let at = match kept.iter().position(|(id, _)| *id == self.id) {
-                Some(at) => at,
-                None => {
-                    if kept.len() >= KEPT_LOCATIONS {
-                        kept.remove(0);
-                    }
-                    kept.push((self.id, self.re.capture_locations()));
-                    kept.len() - 1
-                }
-            };
-            f(&mut kept[at].1)
         })
     }
 
     /// `false` = the line is dropped (an early label filter did not match).
     pub(crate) fn process(&self, line: &str, lb: &mut LabelsBuilder, hints: &LabelHints) -> bool {
-        self.with_locations(|locs| {
-            if self.re.captures_read(locs, line).is_none() {
-                return true;
+        let mut spans = std::mem::take(&mut lb.scratch_ranges);
+        let keep =
+            !self.re.captures_into(line, &mut spans) || self.set_labels(line, &spans, lb, hints);
+        lb.scratch_ranges = spans;
+        keep
+    }
+
+    /// Set the labels of a match whose group spans are `spans`; `false` when an early
+    /// label filter drops the line.
+    fn set_labels(
+        &self,
+        line: &str,
+        spans: &[(usize, usize)],
+        lb: &mut LabelsBuilder,
+        hints: &LabelHints,
+    ) -> bool {
+        let mut key = std::mem::take(&mut lb.scratch_a);
+        let mut keep = true;
+        for (i, name) in &self.names {
+            // An unmatched optional group yields "" in Go's FindSubmatch.
+            let value = spans
+                .get(*i)
+                .and_then(|&(s, e)| line.get(s..e))
+                .unwrap_or("");
+            key.clear();
+            key.push_str(name);
+            if lb.collides(&key) {
+                key.push_str(DUPLICATE_SUFFIX);
             }
-            let mut key = std::mem::take(&mut lb.scratch_a);
-            let mut keep = true;
-            for (i, name) in &self.names {
-                // An unmatched optional group yields "" in Go's FindSubmatch.
-                let value = locs.get(*i).and_then(|(s, e)| line.get(s..e)).unwrap_or("");
-                key.clear();
-                key.push_str(name);
-                if lb.collides(&key) {
-                    key.push_str(DUPLICATE_SUFFIX);
-                }
-                if !hints.should_extract(&key) || lb.extracted(&key) {
-                    continue;
-                }
-                lb.set_parsed(&key, value);
-                if !hints.should_continue(&key, lb) {
-                    keep = false;
-                    break;
-                }
+            if !hints.should_extract(&key) || lb.extracted(&key) {
+                continue;
             }
-            lb.scratch_a = key;
-            keep
-        })
+            lb.set_parsed(&key, value);
+            if !hints.should_continue(&key, lb) {
+                keep = false;
+                break;
+            }
+        }
+        lb.scratch_a = key;
+        keep
     }
 }
 
@@ -136,28 +117,6 @@ mod tests {
         lb.reset(&[], &[]);
         assert!(p.process("no match here", &mut lb, &LabelHints::all()));
         assert!(lb.is_unchanged());
-        Ok(())
-    }
-
-    /// Each parser fills its own capture slots, also when more parsers than a thread
-    /// keeps slots for take turns on it.
-    #[test]
-    fn parsers_taking_turns_keep_their_own_slots() -> Result<(), Error> {
-        let parsers: Vec<(RegexpParser, usize)> = (0..KEPT_LOCATIONS + 4)
-            .map(|n| {
-                // Parser n has n unnamed groups before its named one.
-                let re = format!("{}(?P<v>x{n}y)", "(a?)".repeat(n));
-                RegexpParser::new(&re).map(|p| (p, n))
-            })
-            .collect::<Result<_, _>>()?;
-        for round in 0..3 {
-            for (p, n) in parsers.iter().rev().skip(round) {
-                let mut lb = LabelsBuilder::new();
-                lb.reset(&[], &[]);
-                assert!(p.process(&format!("-- x{n}y --"), &mut lb, &LabelHints::all()));
-                assert_eq!(lb.get("v"), Some(format!("x{n}y").as_str()), "parser {n}");
-            }
-        }
         Ok(())
     }
 
