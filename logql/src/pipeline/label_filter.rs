@@ -40,10 +40,7 @@ impl StringMatcher {
                 super::line_filter::go_regex(value)
             ))
             .map_err(|e| Error::Validate(format!("error parsing regexp: {}", regex_error(&e))))
-            .and_then(|re| {
-                ScratchRegex::new(&re)
-                    .map_err(|e| Error::Validate(format!("error parsing regexp: {e}")))
-            })
+            .and_then(|re| ScratchRegex::new(&re))
         };
         Ok(match op {
             MatchOp::Eq => StringMatcher::Eq(value.to_string()),

@@ -179,7 +179,6 @@ pub(crate) fn compile_regex(src: &str) -> Result<Regex, Error> {
 /// [`compile_regex`] as a [`ScratchRegex`] (for regexes run on every line).
 fn scratch_regex(src: &str) -> Result<ScratchRegex, Error> {
     ScratchRegex::new(&compile_regex(src)?)
-        .map_err(|e| Error::Validate(format!("error parsing regexp: {e}")))
 }
 
 /// The first line of a `regex` error, which names the problem (the rest is a caret

@@ -51,8 +51,7 @@ impl RegexpParser {
             ));
         }
         Ok(RegexpParser {
-            re: ScratchRegex::new(&re)
-                .map_err(|e| Error::Validate(format!("error parsing regexp: {e}")))?,
+            re: ScratchRegex::new(&re)?,
             names,
         })
     }

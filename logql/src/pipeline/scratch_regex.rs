@@ -15,6 +15,8 @@ use regex_automata::meta;
 use regex_automata::util::captures::Captures;
 use regex_automata::Input;
 
+use crate::Error;
+
 /// Regexes whose scratch a thread keeps, at most (the oldest is dropped past it).
 const KEPT: usize = 32;
 
@@ -38,15 +40,15 @@ pub(crate) struct ScratchRegex {
 impl ScratchRegex {
     /// The engine of `re`, built as `regex::Regex::new` builds it (same syntax options, a
     /// 10 MiB limit on the compiled program, 2 MiB of lazy DFA cache). `re` validated the
-    /// pattern, so this fails only if the engine disagrees.
-    pub(crate) fn new(re: &Regex) -> Result<ScratchRegex, String> {
+    /// pattern, so this fails only if the engine disagrees (with Loki's wording).
+    pub(crate) fn new(re: &Regex) -> Result<ScratchRegex, Error> {
         let config = meta::Config::new()
             .nfa_size_limit(Some(10 * (1 << 20)))
             .hybrid_cache_capacity(2 * (1 << 20));
         let re = meta::Builder::new()
             .configure(config)
             .build(re.as_str())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Error::Validate(format!("error parsing regexp: {e}")))?;
         Ok(ScratchRegex {
             re,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
