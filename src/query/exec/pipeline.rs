@@ -752,6 +752,16 @@ struct CaptureKeys {
     last: Option<usize>,
 }
 
+/// The text of relevant capture `i` of `line` (`None`: not reached).
+fn capture_value<'a>(
+    ranges: &[Option<(usize, usize)>],
+    line: &'a str,
+    i: usize,
+) -> Option<&'a str> {
+    let (s, e) = ranges.get(i).copied().flatten()?;
+    line.get(s..e)
+}
+
 /// What [`CaptureKeys::lookup`] found for an entry.
 enum CaptureLookup {
     /// A known group: the series id, or `None` when the pipeline drops its entries.
@@ -787,10 +797,7 @@ impl CaptureKeys {
         self.grouping
             .captures(line, &mut self.caps, &mut self.ranges);
         let ranges = &self.ranges;
-        let value = |i: usize| {
-            let (s, e) = ranges.get(i).copied().flatten()?;
-            line.get(s..e)
-        };
+        let value = |i: usize| capture_value(ranges, line, i);
         if let Some(key) = self.last.and_then(|e| self.groups.get_if(e, stream, value)) {
             return CaptureLookup::Known(key);
         }
@@ -807,10 +814,7 @@ impl CaptureKeys {
     /// Remember `key` for the group of the entry `lookup` last saw as new (`hash`).
     fn insert(&mut self, hash: u64, stream: u64, line: &str, key: Option<u32>) {
         let ranges = &self.ranges;
-        let value = |i: usize| {
-            let (s, e) = ranges.get(i).copied().flatten()?;
-            line.get(s..e)
-        };
+        let value = |i: usize| capture_value(ranges, line, i);
         self.last = Some(self.groups.insert(hash, stream, value, key));
     }
 }
