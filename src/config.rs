@@ -28,6 +28,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Logging settings.
     pub log: LogConfig,
+    /// Alerting and recording rules (Loki's `ruler` block).
+    pub ruler: crate::ruler::RulerConfig,
 }
 
 impl Default for Config {
@@ -40,6 +42,7 @@ impl Default for Config {
             query: QueryConfig::default(),
             storage: StorageConfig::default(),
             log: LogConfig::default(),
+            ruler: crate::ruler::RulerConfig::default(),
         }
     }
 }

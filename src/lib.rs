@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod ingest;
 pub mod query;
+pub mod ruler;
 pub mod server;
 pub mod telemetry;
 

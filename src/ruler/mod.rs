@@ -1,0 +1,11 @@
+//! The ruler: LogQL alerting and recording rules evaluated in process, as Loki's ruler.
+//!
+//! ```text
+//!  rule stores (local dir, object store) ─► groups ─► evaluation loop (instant queries through
+//!  query::QueryEngine) ─► alert states ─► notifier (Alertmanager API v2)
+//!                                       └► recorded samples ─► remote write (Prometheus 1.0)
+//! ```
+
+pub mod config;
+
+pub use config::RulerConfig;
