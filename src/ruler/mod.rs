@@ -7,5 +7,7 @@
 //! ```
 
 pub mod config;
+pub mod notifier;
+pub mod remote_write;
 
 pub use config::RulerConfig;
