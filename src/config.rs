@@ -101,6 +101,9 @@ pub struct LimitsConfig {
     pub volume_enabled: bool,
     /// Maximum series `index/volume` returns. Default 100.
     pub volume_max_series: usize,
+    /// Live tails (`/loki/api/v1/tail`) a tenant may have open at once; 0 disables
+    /// tailing. Default 10.
+    pub max_concurrent_tail_requests: usize,
 }
 
 impl Default for LimitsConfig {
@@ -141,6 +144,7 @@ impl Default for LimitsConfig {
             max_query_lookback: Duration::ZERO,
             volume_enabled: true,
             volume_max_series: 1000,
+            max_concurrent_tail_requests: 10,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod query;
 pub mod ruler;
 pub mod server;
+pub mod tail;
 pub mod telemetry;
 
 pub use config::Config;

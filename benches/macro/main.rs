@@ -1,7 +1,7 @@
 //! The end-to-end benchmark over the standard workload (`shared/bench/gen.py`):
 //!
 //! ```text
-//! cargo bench --bench macro -- [--lines 1000000] [--dataset DIR] [--skip-queries]
+//! cargo bench --bench macro -- [--lines 1000000] [--dataset DIR] [--skip-queries] [--tail]
 //! ```
 //!
 //! 1. generates the dataset with `gen.py` (or reuses `--dataset`),
@@ -11,10 +11,14 @@
 //!    compactor to re-encode every window, stops it with SIGTERM and measures again,
 //! 5. restarts it and runs Q1–Q9 (one cold run, then the median of 5 warm runs), checking each
 //!    answer against `meta.json`,
-//! 6. prints a table and one JSON line with every figure, plus the peak RSS of the server.
+//! 6. with `--tail`, pushes the dataset twice more into fresh servers, without and with 20 live
+//!    tails open (`tail.rs`): ingest slowdown and push → frame latency,
+//! 7. prints a table and one JSON line with every figure, plus the peak RSS of the server.
 //!
 //! Figures are printed, never asserted: speed is measured here, correctness in `tests/`.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod tail;
 
 use std::{
     path::{Path, PathBuf},
@@ -47,6 +51,7 @@ fn parse_args() -> Result<Args> {
             "--data-dir" => a.keep = Some(it.next().context("--data-dir DIR")?.into()),
             "--skip-queries" => a.skip_queries = true,
             "--bench" => {}
+            "--tail" => {}
             other if other.starts_with("--") => bail!("unknown flag {other}"),
             _ => {}
         }
@@ -414,6 +419,7 @@ async fn main() -> Result<()> {
         format!("auth_enabled: false\nlimits_config:\n  ingestion_rate_mb: 100000\n  ingestion_burst_size_mb: 100000\n  max_query_series: 100000\n  max_entries_limit_per_query: 100000\n  discover_log_levels: false\n{extra}\n"),
     )?;
 
+    let tail_files = files.clone();
     let server = start(&config, &data_dir).await?;
     let t = Instant::now();
     push_all(&server.url, files).await?;
@@ -485,9 +491,14 @@ async fn main() -> Result<()> {
         rss_query = peak_rss_mib(server.child.id()).unwrap_or(f64::NAN);
         stop(server)?;
     }
+    let tail = if std::env::args().any(|a| a == "--tail") {
+        tail::run(&config, tmp.path(), &tail_files, lines).await?
+    } else {
+        Value::Null
+    };
     println!(
         "{}",
-        json!({"lines": lines, "ingest_s": ingest_s, "lines_per_s": lines_per_s, "raw_mb_per_s": mb_per_s,
+        json!({"lines": lines, "tail": tail, "ingest_s": ingest_s, "lines_per_s": lines_per_s, "raw_mb_per_s": mb_per_s,
                "disk_bytes": disk, "bytes_per_line": bytes_per_line, "peak_rss_ingest_mib": rss_ingest,
                "disk_bytes_flushed": disk_flushed, "bytes_per_line_flushed": flushed_per_line,
                "compaction_s": compaction_s, "peak_rss_compaction_mib": rss_compaction,

@@ -1,6 +1,7 @@
 //! The write path in front of storage: decode a push body, validate it with Loki's rules and
 //! limits, enforce the per-tenant ingestion rate, and hand the valid streams to
-//! [`tovlog_storage::Storage::append`], which acknowledges only once the WAL has them.
+//! [`tovlog_storage::Storage::append`], which acknowledges only once the WAL has them; then
+//! to the live tails that select them ([`crate::tail`]).
 
 pub mod decode;
 pub mod validate;
@@ -10,7 +11,7 @@ use std::{collections::HashMap, sync::Arc, time::Instant};
 use parking_lot::Mutex;
 use tovlog_storage::Storage;
 
-use crate::{config::LimitsConfig, telemetry::Metrics};
+use crate::{config::LimitsConfig, tail::TailRegistry, telemetry::Metrics};
 use validate::{Reason, Validator};
 
 /// What the HTTP layer must answer for a push.
@@ -44,6 +45,8 @@ pub struct Ingester {
     limits: LimitsConfig,
     metrics: Arc<Metrics>,
     buckets: Mutex<HashMap<String, Bucket>>,
+    /// Live tails fed after each successful append.
+    tails: Arc<TailRegistry>,
 }
 
 impl Ingester {
@@ -54,7 +57,13 @@ impl Ingester {
             limits,
             metrics,
             buckets: Mutex::new(HashMap::new()),
+            tails: TailRegistry::new(),
         }
+    }
+
+    /// The live tails this write path feeds.
+    pub fn tails(&self) -> &Arc<TailRegistry> {
+        &self.tails
     }
 
     fn allow(&self, tenant: &str, bytes: usize) -> bool {
@@ -105,8 +114,14 @@ impl Ingester {
         if !validated.streams.is_empty() {
             let lines = validated.entries as u64;
             let bytes = validated.bytes as u64;
+            // Copies for the live tails that select these streams (none, at the cost of one
+            // atomic load, when nobody tails), handed over only once the WAL has them.
+            let tap = self.tails.tap(tenant, &validated.streams);
             self.storage.append(tenant, validated.streams).await?;
             self.metrics.received(lines, bytes);
+            if let Some(tap) = tap {
+                tap.deliver();
+            }
         }
         if validated.rejections.is_empty() {
             Ok(())

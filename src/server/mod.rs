@@ -11,7 +11,7 @@ pub mod error;
 pub mod params;
 mod routes;
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{extract::DefaultBodyLimit, Router};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
@@ -136,6 +136,10 @@ pub async fn start_on(
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let storage = state.storage.clone();
+    // Live tails are websockets axum no longer tracks once upgraded: they are told to close
+    // (close frame 1001) when shutdown starts, and waited for before the head is flushed.
+    let tails = state.ingester.tails().clone();
+    let tails_signal = tails.clone();
     let router = app(state);
     let task = tokio::spawn(async move {
         tracing::info!(%addr, "serving");
@@ -146,8 +150,12 @@ pub async fn start_on(
                     _ = stop_rx => {},
                 }
                 tracing::info!("shutting down: draining requests");
+                tails_signal.shutdown();
             })
             .await?;
+        if !tails.wait_closed(Duration::from_secs(5)).await {
+            tracing::warn!("live tails did not close in time");
+        }
         tracing::info!("flushing head to chunks");
         storage.shutdown().await?;
         tracing::info!("shutdown complete");

@@ -7,3 +7,4 @@ mod crash;
 mod logcli;
 mod push;
 mod server;
+mod tail;

@@ -4,6 +4,7 @@ mod labels;
 mod push;
 mod query;
 mod status;
+mod tail;
 
 use axum::{
     routing::{get, post},
@@ -68,5 +69,7 @@ pub fn router() -> Router<AppState> {
         .route("/ready", get(status::ready))
         .route("/flush", post(status::flush).get(status::flush))
         .route("/metrics", get(status::metrics))
+        .route("/loki/api/v1/tail", get(tail::tail))
+        .route("/api/prom/tail", get(tail::legacy_tail))
         .route("/config", get(status::config))
 }

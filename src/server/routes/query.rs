@@ -34,7 +34,7 @@ fn parse_direction(p: &Params) -> Result<Direction, ApiError> {
     }
 }
 
-fn parse_limit(p: &Params) -> Result<u32, ApiError> {
+pub(super) fn parse_limit(p: &Params) -> Result<u32, ApiError> {
     match p.get("limit") {
         None => Ok(100),
         Some(v) => {
@@ -53,7 +53,7 @@ fn parse_limit(p: &Params) -> Result<u32, ApiError> {
     }
 }
 
-fn categorize(headers: &HeaderMap) -> bool {
+pub(super) fn categorize(headers: &HeaderMap) -> bool {
     headers
         .get_all("x-loki-response-encoding-flags")
         .iter()
@@ -80,7 +80,7 @@ impl From<QueryError> for ApiError {
 }
 
 /// Checks shared by range and instant queries.
-fn check_limits(
+pub(super) fn check_limits(
     state: &AppState,
     expr: &Expr,
     limit: u32,
