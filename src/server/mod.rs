@@ -38,6 +38,8 @@ pub struct AppState {
     pub engine: QueryEngine,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Alerting and recording rules.
+    pub ruler: crate::ruler::Ruler,
 }
 
 impl AppState {
@@ -64,12 +66,15 @@ impl AppState {
             partitions: config.query.partitions,
         };
         let engine = QueryEngine::new(storage.clone(), limits);
+        let ruler =
+            crate::ruler::Ruler::new(config.ruler.clone(), engine.clone(), storage.clone())?;
         Ok(AppState {
             config: Arc::new(config),
             storage,
             ingester,
             engine,
             metrics,
+            ruler,
         })
     }
 }
@@ -136,6 +141,8 @@ pub async fn start_on(
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let storage = state.storage.clone();
+    let ruler = state.ruler.clone();
+    ruler.start().await;
     let router = app(state);
     let task = tokio::spawn(async move {
         tracing::info!(%addr, "serving");
@@ -148,6 +155,7 @@ pub async fn start_on(
                 tracing::info!("shutting down: draining requests");
             })
             .await?;
+        ruler.stop().await;
         tracing::info!("flushing head to chunks");
         storage.shutdown().await?;
         tracing::info!("shutdown complete");

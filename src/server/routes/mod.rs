@@ -3,6 +3,7 @@
 mod labels;
 mod push;
 mod query;
+mod rules;
 mod status;
 
 use axum::{
@@ -69,4 +70,36 @@ pub fn router() -> Router<AppState> {
         .route("/flush", post(status::flush).get(status::flush))
         .route("/metrics", get(status::metrics))
         .route("/config", get(status::config))
+        .route("/loki/api/v1/rules", get(rules::list_all))
+        .route(
+            "/loki/api/v1/rules/{namespace}",
+            get(rules::list_namespace)
+                .post(rules::create_group)
+                .delete(rules::delete_namespace),
+        )
+        .route(
+            "/loki/api/v1/rules/{namespace}/{group}",
+            get(rules::get_group).delete(rules::delete_group),
+        )
+        .route("/api/prom/rules", get(rules::list_all))
+        .route(
+            "/api/prom/rules/{namespace}",
+            get(rules::list_namespace)
+                .post(rules::create_group)
+                .delete(rules::delete_namespace),
+        )
+        .route(
+            "/api/prom/rules/{namespace}/{group}",
+            get(rules::get_group).delete(rules::delete_group),
+        )
+        .route(
+            "/prometheus/api/v1/rules",
+            get(rules::prometheus_rules).post(rules::prometheus_rules),
+        )
+        .route("/prometheus/api/v1/alerts", get(rules::prometheus_alerts))
+        .route(
+            "/api/prom/api/v1/rules",
+            get(rules::prometheus_rules).post(rules::prometheus_rules),
+        )
+        .route("/api/prom/api/v1/alerts", get(rules::prometheus_alerts))
 }

@@ -25,7 +25,8 @@ pub async fn flush(State(state): State<AppState>) -> Result<StatusCode, ApiError
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state.metrics.render(&state.storage.metrics());
+    let mut body = state.metrics.render(&state.storage.metrics());
+    state.ruler.render_metrics(&mut body);
     (
         [(
             header::CONTENT_TYPE,
