@@ -426,7 +426,10 @@ mod tests {
         let text = "name: g\ninterval: 1m\nrules:\n- alert: A\n  expr: sum(count_over_time({a=\"b\"}[5m])) > 1\n  for: 30s\n  labels:\n    severity: 2\n  annotations:\n    summary: '{{ $value | humanize }}'\n";
         let g = parse_group(text.as_bytes()).map_err(anyhow::Error::msg)?;
         assert_eq!(g.interval, Some(Duration::from_secs(60)));
-        assert_eq!(g.rules[0].labels.get("severity").map(String::as_str), Some("2"));
+        assert_eq!(
+            g.rules[0].labels.get("severity").map(String::as_str),
+            Some("2")
+        );
         assert!(validate_groups(std::slice::from_ref(&g)).is_empty());
         let back = parse_group(group_yaml(&g).map_err(anyhow::Error::msg)?.as_bytes())
             .map_err(anyhow::Error::msg)?;

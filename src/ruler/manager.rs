@@ -232,7 +232,10 @@ impl Ruler {
     ) -> anyhow::Result<Ruler> {
         let notifier = Notifier::new(&config)?;
         let remote = RemoteWriter::new(&config.remote_write)?;
-        let store = RuleStore::new(storage.clone(), Some(config.storage.local.directory.clone()));
+        let store = RuleStore::new(
+            storage.clone(),
+            Some(config.storage.local.directory.clone()),
+        );
         Ok(Ruler {
             inner: Arc::new(Inner {
                 config,
@@ -273,7 +276,11 @@ impl Ruler {
             tracing::warn!(error = %e, "ruler: reading rule stores failed");
         }
         let inner = self.inner.clone();
-        let poll = self.inner.config.poll_interval.max(Duration::from_millis(100));
+        let poll = self
+            .inner
+            .config
+            .poll_interval
+            .max(Duration::from_millis(100));
         let task = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(poll).await;
@@ -287,7 +294,11 @@ impl Ruler {
 
     /// Re-read the stores now (after an API change).
     pub async fn sync(&self) -> anyhow::Result<()> {
-        if !self.inner.started.load(std::sync::atomic::Ordering::Acquire) {
+        if !self
+            .inner
+            .started
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
             return Ok(());
         }
         sync(&self.inner).await
@@ -299,13 +310,15 @@ impl Ruler {
             p.abort();
         }
         let _guard = self.inner.sync_lock.lock().await;
-        let running: Vec<(Arc<GroupSpec>, Arc<Mutex<GroupStatus>>, Option<JoinHandle<()>>)> = {
-            let mut groups = self.inner.groups.lock();
-            std::mem::take(&mut *groups)
-                .into_values()
-                .map(|r| (r.spec, r.status, r.task))
-                .collect()
-        };
+        let taken = std::mem::take(&mut *self.inner.groups.lock());
+        let running: Vec<(
+            Arc<GroupSpec>,
+            Arc<Mutex<GroupStatus>>,
+            Option<JoinHandle<()>>,
+        )> = taken
+            .into_values()
+            .map(|r| (r.spec, r.status, r.task))
+            .collect();
         for (spec, status, task) in running {
             if let Some(t) = task {
                 t.abort();
@@ -320,8 +333,9 @@ impl Ruler {
 
     /// Groups of `tenant` with their status, ordered by namespace and name.
     pub fn views(&self, tenant: &str) -> Vec<GroupView> {
-        let groups = self.inner.groups.lock();
-        groups
+        self.inner
+            .groups
+            .lock()
             .values()
             .filter(|r| r.spec.key.tenant == tenant)
             .map(|r| GroupView {
@@ -349,26 +363,31 @@ impl Ruler {
             })
             .collect();
         drop(groups);
-        let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        let esc = |s: &str| {
+            s.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n")
+        };
         let lbl = |k: &GroupKey| {
             format!(
                 "rule_group=\"{};{}\",user=\"{}\"",
-                esc(&k.namespace),
-                esc(&k.name),
-                esc(&k.tenant)
+                esc(k.namespace.as_str()),
+                esc(k.name.as_str()),
+                esc(k.tenant.as_str())
             )
         };
-        type Getter = fn(&(GroupKey, usize, Duration, GroupStatus)) -> f64;
+        type Row = (GroupKey, usize, Duration, GroupStatus);
+        type Getter = fn(&Row) -> f64;
         let per_group: [(&str, &str, &str, Getter); 9] = [
-            ("loki_prometheus_rule_evaluations_total", "counter", "The total number of rule evaluations.", |r| r.3.counters.evaluations as f64),
-            ("loki_prometheus_rule_evaluation_failures_total", "counter", "The total number of rule evaluation failures.", |r| r.3.counters.failures as f64),
-            ("loki_prometheus_rule_group_iterations_total", "counter", "The total number of scheduled rule group evaluations, whether executed or missed.", |r| r.3.counters.iterations as f64),
-            ("loki_prometheus_rule_group_iterations_missed_total", "counter", "The total number of rule group evaluations missed due to slow rule group evaluation.", |r| r.3.counters.missed as f64),
-            ("loki_prometheus_rule_group_interval_seconds", "gauge", "The interval of a rule group.", |r| r.2.as_secs_f64()),
-            ("loki_prometheus_rule_group_last_evaluation_timestamp_seconds", "gauge", "The timestamp of the last rule group evaluation in seconds.", |r| r.3.last_evaluation as f64 / 1000.0),
-            ("loki_prometheus_rule_group_last_duration_seconds", "gauge", "The duration of the last rule group evaluation.", |r| r.3.evaluation_time),
-            ("loki_prometheus_rule_group_rules", "gauge", "The number of rules.", |r| r.1 as f64),
-            ("loki_prometheus_last_evaluation_samples", "gauge", "The number of samples returned during the last rule group evaluation.", |r| r.3.counters.last_samples as f64),
+            ("loki_prometheus_rule_evaluations_total", "counter", "The total number of rule evaluations.", |r: &Row| r.3.counters.evaluations as f64),
+            ("loki_prometheus_rule_evaluation_failures_total", "counter", "The total number of rule evaluation failures.", |r: &Row| r.3.counters.failures as f64),
+            ("loki_prometheus_rule_group_iterations_total", "counter", "The total number of scheduled rule group evaluations, whether executed or missed.", |r: &Row| r.3.counters.iterations as f64),
+            ("loki_prometheus_rule_group_iterations_missed_total", "counter", "The total number of rule group evaluations missed due to slow rule group evaluation.", |r: &Row| r.3.counters.missed as f64),
+            ("loki_prometheus_rule_group_interval_seconds", "gauge", "The interval of a rule group.", |r: &Row| r.2.as_secs_f64()),
+            ("loki_prometheus_rule_group_last_evaluation_timestamp_seconds", "gauge", "The timestamp of the last rule group evaluation in seconds.", |r: &Row| r.3.last_evaluation as f64 / 1000.0),
+            ("loki_prometheus_rule_group_last_duration_seconds", "gauge", "The duration of the last rule group evaluation.", |r: &Row| r.3.evaluation_time),
+            ("loki_prometheus_rule_group_rules", "gauge", "The number of rules.", |r: &Row| r.1 as f64),
+            ("loki_prometheus_last_evaluation_samples", "gauge", "The number of samples returned during the last rule group evaluation.", |r: &Row| r.3.counters.last_samples as f64),
         ];
         for (name, kind, help, get) in per_group {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -386,14 +405,22 @@ impl Ruler {
             e.3 += r.3.counters.group_runs;
         }
         for (name, help, pick) in [
-            ("loki_prometheus_rule_evaluation_duration_seconds", "The duration for a rule to execute.", 0usize),
-            ("loki_prometheus_rule_group_duration_seconds", "The duration of rule group evaluations.", 1),
+            (
+                "loki_prometheus_rule_evaluation_duration_seconds",
+                "The duration for a rule to execute.",
+                0usize,
+            ),
+            (
+                "loki_prometheus_rule_group_duration_seconds",
+                "The duration of rule group evaluations.",
+                1,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");
             for (user, v) in &per_user {
                 let (sum, count) = if pick == 0 { (v.0, v.1) } else { (v.2, v.3) };
-                let _ = writeln!(out, "{name}_sum{{user=\"{}\"}} {sum}", esc(user));
-                let _ = writeln!(out, "{name}_count{{user=\"{}\"}} {count}", esc(user));
+                let _ = writeln!(out, "{name}_sum{{user=\"{}\"}} {sum}", esc(*user));
+                let _ = writeln!(out, "{name}_count{{user=\"{}\"}} {count}", esc(*user));
             }
         }
         let name = "tovlog_ruler_alerts";
@@ -403,13 +430,12 @@ impl Ruler {
         );
         for r in &rows {
             for st in [AlertState::Pending, AlertState::Firing] {
-                let n = r
-                    .3
-                    .rules
-                    .iter()
-                    .flat_map(|x| x.alerts.values())
-                    .filter(|a| a.state == st)
-                    .count();
+                let n =
+                    r.3.rules
+                        .iter()
+                        .flat_map(|x| x.alerts.values())
+                        .filter(|a| a.state == st)
+                        .count();
                 let _ = writeln!(out, "{name}{{{},state=\"{}\"}} {n}", lbl(&r.0), st.as_str());
             }
         }
@@ -478,17 +504,20 @@ async fn sync(inner: &Arc<Inner>) -> anyhow::Result<()> {
     // Stop removed and changed groups, keeping the alerts of changed ones.
     let mut carried: HashMap<GroupKey, GroupStatus> = HashMap::new();
     let mut removed = Vec::new();
-    let stopping: Vec<(GroupKey, Running)> = {
+    let mut stopping: Vec<(GroupKey, Running)> = Vec::new();
+    {
         let mut groups = inner.groups.lock();
         let keys: Vec<GroupKey> = groups
             .iter()
             .filter(|(k, r)| desired.get(*k) != Some(&r.spec.group))
             .map(|(k, _)| k.clone())
             .collect();
-        keys.into_iter()
-            .filter_map(|k| groups.remove(&k).map(|r| (k, r)))
-            .collect()
-    };
+        for k in keys {
+            if let Some(r) = groups.remove(&k) {
+                stopping.push((k, r));
+            }
+        }
+    }
     for (key, mut r) in stopping {
         if let Some(t) = r.task.take() {
             t.abort();
@@ -509,13 +538,15 @@ async fn sync(inner: &Arc<Inner>) -> anyhow::Result<()> {
             .await;
     }
     // Start new and changed groups.
-    let to_start: Vec<(GroupKey, RuleGroup)> = {
+    let mut to_start: Vec<(GroupKey, RuleGroup)> = Vec::new();
+    {
         let groups = inner.groups.lock();
-        desired
-            .into_iter()
-            .filter(|(k, _)| !groups.contains_key(k))
-            .collect()
-    };
+        for (k, g) in desired {
+            if !groups.contains_key(&k) {
+                to_start.push((k, g));
+            }
+        }
+    }
     for (key, g) in to_start {
         let spec = Arc::new(compile(key.clone(), g, inner.config.evaluation_interval));
         let mut status = GroupStatus {
@@ -660,13 +691,12 @@ async fn run_group(inner: Arc<Inner>, spec: Arc<GroupSpec>, status: Arc<Mutex<Gr
         evaluate(&inner, &spec, &status, slot).await;
         // Persist the alert state when it changed, and now and then while alerts are active
         // (the restore measures the outage from the last write).
-        let shape: Vec<(Labels, AlertState)> = {
-            let st = status.lock();
-            st.rules
-                .iter()
-                .flat_map(|r| r.alerts.values().map(|a| (a.labels.clone(), a.state)))
-                .collect()
-        };
+        let shape: Vec<(Labels, AlertState)> = status
+            .lock()
+            .rules
+            .iter()
+            .flat_map(|r| r.alerts.values().map(|a| (a.labels.clone(), a.state)))
+            .collect();
         let now = now_ms();
         if shape != persisted_shape || (!shape.is_empty() && now - last_persist >= 30_000) {
             let snapshot = status.lock().clone();
@@ -675,7 +705,9 @@ async fn run_group(inner: Arc<Inner>, spec: Arc<GroupSpec>, status: Arc<Mutex<Gr
                     persisted_shape = shape;
                     last_persist = now;
                 }
-                Err(e) => tracing::warn!(error = %e, group = %spec.key.name, "ruler: saving alert state failed"),
+                Err(e) => {
+                    tracing::warn!(error = %e, group = %spec.key.name, "ruler: saving alert state failed")
+                }
             }
         }
         let now = now_ms();
@@ -772,10 +804,11 @@ async fn evaluate(inner: &Inner, spec: &GroupSpec, status: &Mutex<GroupStatus>, 
                 samples_total += samples.len() as u64;
                 if r.rule.is_alert() {
                     let mut st = status.lock();
-                    match st.rules.get_mut(i) {
-                        Some(rs) => apply_alerts(cfg, spec, r, rs, &samples, ts_ms, &mut to_send),
-                        None => Ok(()),
+                    let mut applied = Ok(());
+                    if let Some(rs) = st.rules.get_mut(i) {
+                        applied = apply_alerts(cfg, spec, r, rs, &samples, ts_ms, &mut to_send);
                     }
+                    applied
                 } else {
                     record(inner, spec, r, samples, query_ts)
                 }
@@ -783,9 +816,13 @@ async fn evaluate(inner: &Inner, spec: &GroupSpec, status: &Mutex<GroupStatus>, 
             Err(e) => Err(e),
         };
         let took = rule_started.elapsed().as_secs_f64();
-        let mut st = status.lock();
+        let mut guard = status.lock();
+        let st = &mut *guard;
         st.counters.evaluations += 1;
         st.counters.rule_seconds += took;
+        if outcome.is_err() {
+            st.counters.failures += 1;
+        }
         if let Some(rs) = st.rules.get_mut(i) {
             rs.last_evaluation = ts_ms;
             rs.evaluation_time = took;
@@ -799,9 +836,6 @@ async fn evaluate(inner: &Inner, spec: &GroupSpec, status: &Mutex<GroupStatus>, 
                     rs.health = Health::Err;
                     rs.last_error = e;
                 }
-            }
-            if rs.health == Health::Err {
-                st.counters.failures += 1;
             }
         }
     }
@@ -905,8 +939,7 @@ fn apply_alerts(
             .collect();
         if current.contains_key(&labels) {
             return Err(
-                "vector contains metrics with the same labelset after applying alert labels"
-                    .into(),
+                "vector contains metrics with the same labelset after applying alert labels".into(),
             );
         }
         current.insert(labels, (annotations, *value));
@@ -1000,7 +1033,11 @@ fn apply_alerts(
         to_send.push(notifier::Alert {
             labels,
             annotations: a.annotations.clone(),
-            starts_at: ms_to_system(if a.fired_at != 0 { a.fired_at } else { a.active_at }),
+            starts_at: ms_to_system(if a.fired_at != 0 {
+                a.fired_at
+            } else {
+                a.active_at
+            }),
             ends_at: (a.resolved_at != 0).then(|| ms_to_system(a.resolved_at)),
             generator_url: gen_url.clone(),
         });
@@ -1037,20 +1074,35 @@ mod tests {
         let cfg = RulerConfig::default();
         let r = &spec.rules[0];
         let mut rs = RuleStatus::default();
-        let sample: Vec<(Labels, f64)> =
-            vec![([("user".to_string(), "bob".to_string())].into_iter().collect(), 7.0)];
+        let sample: Vec<(Labels, f64)> = vec![(
+            [("user".to_string(), "bob".to_string())]
+                .into_iter()
+                .collect(),
+            7.0,
+        )];
         let mut sent = Vec::new();
         apply_alerts(&cfg, &spec, r, &mut rs, &sample, 1_000, &mut sent)?;
-        let a = rs.alerts.values().next().cloned().ok_or_else(|| anyhow::anyhow!("no alert"))?;
+        let a = rs
+            .alerts
+            .values()
+            .next()
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("no alert"))?;
         assert_eq!(a.state, AlertState::Pending);
         assert_eq!(a.labels.get("who").map(String::as_str), Some("bob"));
         assert_eq!(a.labels.get("alertname").map(String::as_str), Some("A"));
         assert_eq!(a.annotations.get("s").map(String::as_str), Some("v=7"));
         assert!(sent.is_empty(), "pending alerts are not sent");
         apply_alerts(&cfg, &spec, r, &mut rs, &sample, 2_000, &mut sent)?;
-        assert_eq!(rs.alerts.values().next().map(|a| a.state), Some(AlertState::Pending));
+        assert_eq!(
+            rs.alerts.values().next().map(|a| a.state),
+            Some(AlertState::Pending)
+        );
         apply_alerts(&cfg, &spec, r, &mut rs, &sample, 3_000, &mut sent)?;
-        assert_eq!(rs.alerts.values().next().map(|a| a.state), Some(AlertState::Firing));
+        assert_eq!(
+            rs.alerts.values().next().map(|a| a.state),
+            Some(AlertState::Firing)
+        );
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].ends_at, None);
         // Still firing: not resent before resend_delay.
@@ -1059,9 +1111,17 @@ mod tests {
         // Condition gone: kept firing for 2 s, then resolved and sent with endsAt.
         apply_alerts(&cfg, &spec, r, &mut rs, &[], 5_000, &mut sent)?;
         apply_alerts(&cfg, &spec, r, &mut rs, &[], 6_000, &mut sent)?;
-        assert_eq!(rs.alerts.values().next().map(|a| a.state), Some(AlertState::Firing));
+        assert_eq!(
+            rs.alerts.values().next().map(|a| a.state),
+            Some(AlertState::Firing)
+        );
         apply_alerts(&cfg, &spec, r, &mut rs, &[], 7_000, &mut sent)?;
-        let a = rs.alerts.values().next().cloned().ok_or_else(|| anyhow::anyhow!("no alert"))?;
+        let a = rs
+            .alerts
+            .values()
+            .next()
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("no alert"))?;
         assert_eq!(a.state, AlertState::Inactive);
         assert_eq!(sent.len(), 2);
         assert_eq!(sent[1].ends_at, Some(ms_to_system(7_000)));

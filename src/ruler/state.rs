@@ -186,13 +186,35 @@ mod tests {
         // Pending with 30 min of 1 h waited keeps its progress, shifted by the outage.
         let saved = 30 * 60_000;
         let now = saved + 60_000;
-        let r = restore(saved, &[alert(AlertState::Pending, 0)], hour, now, hour, grace);
+        let r = restore(
+            saved,
+            &[alert(AlertState::Pending, 0)],
+            hour,
+            now,
+            hour,
+            grace,
+        );
         assert_eq!(r[0].active_at, 60_000);
         // Less than the grace period left: the grace period is waited again.
         let saved = 55 * 60_000;
-        let r = restore(saved, &[alert(AlertState::Pending, 0)], hour, saved, hour, grace);
+        let r = restore(
+            saved,
+            &[alert(AlertState::Pending, 0)],
+            hour,
+            saved,
+            hour,
+            grace,
+        );
         assert_eq!(r[0].active_at, saved + 600_000 - 3_600_000);
         // Outage longer than the tolerance: nothing restored.
-        assert!(restore(0, &[alert(AlertState::Firing, 0)], hour, 2 * 3_600_000, hour, grace).is_empty());
+        assert!(restore(
+            0,
+            &[alert(AlertState::Firing, 0)],
+            hour,
+            2 * 3_600_000,
+            hour,
+            grace
+        )
+        .is_empty());
     }
 }

@@ -135,7 +135,9 @@ impl RuleStore {
             };
             match group::parse_group(&body) {
                 Ok(g) => out.entry(ns).or_default().push(g),
-                Err(e) => tracing::warn!(object = %name, error = %e, "skipping unreadable rule group"),
+                Err(e) => {
+                    tracing::warn!(object = %name, error = %e, "skipping unreadable rule group")
+                }
             }
         }
         Ok(out)
@@ -149,8 +151,7 @@ impl RuleStore {
             return out;
         };
         // A tenant name that is not a plain directory name never maps to a directory.
-        if tenant.is_empty() || tenant.contains(['/', '\\']) || tenant == "." || tenant == ".."
-        {
+        if tenant.is_empty() || tenant.contains(['/', '\\']) || tenant == "." || tenant == ".." {
             return out;
         }
         let tdir = dir.join(tenant);
@@ -165,7 +166,11 @@ impl RuleStore {
         }
         files.sort();
         for path in files {
-            let Some(ns) = path.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+            let Some(ns) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .map(str::to_string)
+            else {
                 continue;
             };
             match load_file(&path).await {

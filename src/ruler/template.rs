@@ -85,10 +85,12 @@ mod tests {
     use super::*;
 
     fn expand(text: &str, value: f64) -> String {
-        let labels: BTreeMap<String, String> =
-            [("user".to_string(), "bob".to_string())].into_iter().collect();
-        let ext: BTreeMap<String, String> =
-            [("cluster".to_string(), "eu1".to_string())].into_iter().collect();
+        let labels: BTreeMap<String, String> = [("user".to_string(), "bob".to_string())]
+            .into_iter()
+            .collect();
+        let ext: BTreeMap<String, String> = [("cluster".to_string(), "eu1".to_string())]
+            .into_iter()
+            .collect();
         match RuleTemplate::compile("A", text) {
             Ok(t) => t.expand(&Expansion {
                 labels: &labels,
@@ -118,8 +120,14 @@ mod tests {
             "1970-01-01 00:00:00 +0000 UTC"
         );
         assert_eq!(expand("{{ title \"a b\" | toUpper }}", 0.0), "A B");
-        assert_eq!(expand("{{ reReplaceAll \"o+\" \"0\" $labels.user }}", 0.0), "b0b");
-        assert_eq!(expand("{{ if match \"^b\" $labels.user }}y{{ end }}", 0.0), "y");
+        assert_eq!(
+            expand("{{ reReplaceAll \"o+\" \"0\" $labels.user }}", 0.0),
+            "b0b"
+        );
+        assert_eq!(
+            expand("{{ if match \"^b\" $labels.user }}y{{ end }}", 0.0),
+            "y"
+        );
         assert_eq!(expand("{{ printf \"%.1f\" $value }}", 2.25), "2.2");
         assert_eq!(expand("{{ .Labels.user }}", 0.0), "bob");
         assert_eq!(expand("{{ stripPort \"h:9\" }}", 0.0), "h");

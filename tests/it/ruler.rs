@@ -64,7 +64,11 @@ async fn push_lines(client: &reqwest::Client, url: &str, lines: &[&str]) -> anyh
         .json(&body)
         .send()
         .await?;
-    anyhow::ensure!(resp.status().as_u16() == 204, "push failed: {}", resp.status());
+    anyhow::ensure!(
+        resp.status().as_u16() == 204,
+        "push failed: {}",
+        resp.status()
+    );
     Ok(())
 }
 
@@ -135,19 +139,24 @@ async fn rules_api_round_trip_on_both_prefixes() -> anyhow::Result<()> {
         // Nothing yet: Loki's 404 text; Grafana's discovery probe gets "group does not exist".
         let (st, _, body) = send(&c, reqwest::Method::GET, &base, "").await?;
         assert_eq!((st, body.trim()), (404, "no rule groups found"));
-        let (st, _, body) = send(&c, reqwest::Method::GET, &format!("{base}/test/test"), "").await?;
+        let (st, _, body) =
+            send(&c, reqwest::Method::GET, &format!("{base}/test/test"), "").await?;
         assert_eq!((st, body.trim()), (404, "group does not exist"));
 
         let (st, ct, body) = send(&c, reqwest::Method::POST, &format!("{base}/ns1"), GROUP).await?;
         assert_eq!(st, 202, "{body}");
         assert!(ct.contains("json"));
-        assert_eq!(serde_json::from_str::<Value>(&body)?, json!({"status": "success"}));
+        assert_eq!(
+            serde_json::from_str::<Value>(&body)?,
+            json!({"status": "success"})
+        );
         let second = GROUP.replace("name: auth", "name: other");
         let (st, _, _) = send(&c, reqwest::Method::POST, &format!("{base}/ns1"), &second).await?;
         assert_eq!(st, 202);
 
         let posted: serde_yaml::Value = serde_yaml::from_str(GROUP)?;
-        let (st, ct, body) = send(&c, reqwest::Method::GET, &format!("{base}/ns1/auth"), "").await?;
+        let (st, ct, body) =
+            send(&c, reqwest::Method::GET, &format!("{base}/ns1/auth"), "").await?;
         assert_eq!(st, 200);
         assert!(ct.contains("yaml"));
         assert_eq!(serde_yaml::from_str::<serde_yaml::Value>(&body)?, posted);
@@ -166,7 +175,10 @@ async fn rules_api_round_trip_on_both_prefixes() -> anyhow::Result<()> {
         assert_eq!((st, body.trim()), (404, "no rule groups found"));
 
         // The read API lists the groups with `file` = namespace, as JSON.
-        let resp = c.get(format!("{}/prometheus/api/v1/rules", s.url)).send().await?;
+        let resp = c
+            .get(format!("{}/prometheus/api/v1/rules", s.url))
+            .send()
+            .await?;
         assert!(resp
             .headers()
             .get("content-type")
@@ -185,7 +197,10 @@ async fn rules_api_round_trip_on_both_prefixes() -> anyhow::Result<()> {
         // Grafana's filters.
         let v = get_json(
             &c,
-            &format!("{}/prometheus/api/v1/rules?type=record&rule_group[]=other", s.url),
+            &format!(
+                "{}/prometheus/api/v1/rules?type=record&rule_group[]=other",
+                s.url
+            ),
         )
         .await?;
         let groups = v["data"]["groups"].as_array().cloned().unwrap_or_default();
@@ -193,13 +208,23 @@ async fn rules_api_round_trip_on_both_prefixes() -> anyhow::Result<()> {
         assert_eq!(groups[0]["name"], "other");
         assert_eq!(groups[0]["rules"].as_array().map(Vec::len), Some(1));
         assert_eq!(groups[0]["rules"][0]["name"], "auth:failures:count5m");
-        let v = get_json(&c, &format!("{}/prometheus/api/v1/rules?group_limit=1", s.url)).await?;
+        let v = get_json(
+            &c,
+            &format!("{}/prometheus/api/v1/rules?group_limit=1", s.url),
+        )
+        .await?;
         assert_eq!(v["data"]["groups"].as_array().map(Vec::len), Some(1));
-        let token = v["data"]["groupNextToken"].as_str().unwrap_or_default().to_string();
+        let token = v["data"]["groupNextToken"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         assert!(!token.is_empty());
         let v = get_json(
             &c,
-            &format!("{}/prometheus/api/v1/rules?group_limit=1&group_next_token={token}", s.url),
+            &format!(
+                "{}/prometheus/api/v1/rules?group_limit=1&group_next_token={token}",
+                s.url
+            ),
         )
         .await?;
         assert_eq!(v["data"]["groups"][0]["name"], "other");
@@ -241,7 +266,8 @@ async fn rules_api_round_trip_on_both_prefixes() -> anyhow::Result<()> {
         assert_eq!(st, 202);
         let (st, _, body) = send(&c, reqwest::Method::GET, &format!("{base}/ns1/auth"), "").await?;
         assert_eq!((st, body.trim()), (404, "group does not exist"));
-        let (st, _, body) = send(&c, reqwest::Method::DELETE, &format!("{base}/ns1/auth"), "").await?;
+        let (st, _, body) =
+            send(&c, reqwest::Method::DELETE, &format!("{base}/ns1/auth"), "").await?;
         assert_eq!((st, body.trim()), (404, "group does not exist"));
         let (st, _, _) = send(&c, reqwest::Method::DELETE, &format!("{base}/ns1"), "").await?;
         assert_eq!(st, 202);
@@ -284,19 +310,29 @@ async fn rules_api_validation_errors_are_lokis_400s() -> anyhow::Result<()> {
             format!("name: g\nrules:\n  - labels: {{a: b}}\n{expr}"),
             "one of 'record' or 'alert' must be set".into(),
         ),
-        (alert("    for: 1m\n"), "field 'expr' must be set in rule".into()),
+        (
+            alert("    for: 1m\n"),
+            "field 'expr' must be set in rule".into(),
+        ),
         (
             alert(&format!("    expr: '{bad_logql}'\n")),
             format!("could not parse expression for alert 'A' in group 'g': {parse_error}"),
         ),
-        (alert(&format!("{expr}    for: 5 minutes\n")), "unable to decoded rule group".into()),
+        (
+            alert(&format!("{expr}    for: 5 minutes\n")),
+            "unable to decoded rule group".into(),
+        ),
         ("[1, 2".into(), "unable to decoded rule group".into()),
         (
-            alert(&format!("{expr}    annotations:\n      summary: '{{{{ nope $value }}}}'\n")),
+            alert(&format!(
+                "{expr}    annotations:\n      summary: '{{{{ nope $value }}}}'\n"
+            )),
             "annotation \"summary\": template: __alert_A:1: function \"nope\" not defined".into(),
         ),
         (
-            alert(&format!("{expr}    labels:\n      team: '{{{{ $labels.x '\n")),
+            alert(&format!(
+                "{expr}    labels:\n      team: '{{{{ $labels.x '\n"
+            )),
             String::new(),
         ),
         (
@@ -322,12 +358,20 @@ async fn rules_api_validation_errors_are_lokis_400s() -> anyhow::Result<()> {
     ];
     for prefix in ["/loki/api/v1/rules", "/api/prom/rules"] {
         for (body, want) in &cases {
-            let (st, _, got) =
-                send(&c, reqwest::Method::POST, &format!("{}{prefix}/ns", s.url), body).await?;
+            let (st, _, got) = send(
+                &c,
+                reqwest::Method::POST,
+                &format!("{}{prefix}/ns", s.url),
+                body,
+            )
+            .await?;
             assert_eq!(st, 400, "{body}: {got}");
             if want.is_empty() {
                 // An unterminated action: Go's parse error, under the label's name.
-                assert!(got.starts_with("label \"team\": template: __alert_A:1: "), "{got}");
+                assert!(
+                    got.starts_with("label \"team\": template: __alert_A:1: "),
+                    "{got}"
+                );
             } else {
                 assert_eq!(got.trim(), want, "{body}");
             }
@@ -341,7 +385,10 @@ async fn rules_api_validation_errors_are_lokis_400s() -> anyhow::Result<()> {
         )
         .await?;
         assert_eq!(st, 400);
-        assert!(got.contains("rule result is not a vector or scalar"), "{got}");
+        assert!(
+            got.contains("rule result is not a vector or scalar"),
+            "{got}"
+        );
         // Nothing was stored.
         let (st, _, _) = send(&c, reqwest::Method::GET, &format!("{}{prefix}", s.url), "").await?;
         assert_eq!(st, 404);
@@ -402,7 +449,10 @@ rules:
     assert_eq!(a["labels"]["user"], "bob");
     assert_eq!(a["labels"]["severity"], "page");
     assert_eq!(a["labels"]["team"], "bob-team");
-    assert_eq!(a["value"], format!("{bob_failures:e}").replace("e0", "e+00"));
+    assert_eq!(
+        a["value"],
+        format!("{bob_failures:e}").replace("e0", "e+00")
+    );
     assert_eq!(
         a["annotations"]["summary"],
         format!("bob failed {bob_failures} times")
@@ -410,17 +460,32 @@ rules:
     assert_eq!(a["annotations"]["where"], "eu1 http://grafana.example");
     assert_eq!(a["activeAt"], pending["alerts"][0]["activeAt"]);
     assert!(chrono::DateTime::parse_from_rfc3339(a["activeAt"].as_str().unwrap_or("")).is_ok());
-    assert!(firing["lastEvaluation"].as_str().is_some_and(|t| !t.starts_with("0001")));
+    assert!(firing["lastEvaluation"]
+        .as_str()
+        .is_some_and(|t| !t.starts_with("0001")));
 
     let alerts = get_json(&c, &format!("{}/prometheus/api/v1/alerts", s.url)).await?;
     assert_eq!(alerts["data"]["alerts"].as_array().map(Vec::len), Some(1));
     assert_eq!(alerts["data"]["alerts"][0]["labels"], a["labels"]);
-    let v = get_json(&c, &format!("{}/prometheus/api/v1/rules?state=firing", s.url)).await?;
+    let v = get_json(
+        &c,
+        &format!("{}/prometheus/api/v1/rules?state=firing", s.url),
+    )
+    .await?;
     assert_eq!(v["data"]["groups"].as_array().map(Vec::len), Some(1));
-    let v = get_json(&c, &format!("{}/prometheus/api/v1/rules?state=inactive", s.url)).await?;
+    let v = get_json(
+        &c,
+        &format!("{}/prometheus/api/v1/rules?state=inactive", s.url),
+    )
+    .await?;
     assert_eq!(v["data"]["groups"], json!([]));
 
-    let metrics = c.get(format!("{}/metrics", s.url)).send().await?.text().await?;
+    let metrics = c
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await?
+        .text()
+        .await?;
     let evals = metrics
         .lines()
         .find(|l| {
@@ -430,7 +495,9 @@ rules:
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0);
     assert!(evals >= 2.0, "{metrics}");
-    assert!(metrics.contains("loki_prometheus_rule_group_rules{rule_group=\"security;auth\",user=\"fake\"} 1"));
+    assert!(metrics.contains(
+        "loki_prometheus_rule_group_rules{rule_group=\"security;auth\",user=\"fake\"} 1"
+    ));
 
     // The lines leave the 6s window: the alert resolves and is no longer listed.
     let resolved = wait_rule(&c, &s.url, "BruteForce", 30, |r| r["state"] == "inactive").await?;
@@ -457,7 +524,11 @@ async fn query_error_marks_rule_unhealthy_and_the_group_goes_on() -> anyhow::Res
         .query(&[("query", broken)])
         .send()
         .await?;
-    assert_eq!(resp.status().as_u16(), 400, "the query must fail for this test");
+    assert_eq!(
+        resp.status().as_u16(),
+        400,
+        "the query must fail for this test"
+    );
     let expected = resp.text().await?.trim().to_string();
     let (st, _, body) = send(
         &c,
@@ -474,10 +545,17 @@ async fn query_error_marks_rule_unhealthy_and_the_group_goes_on() -> anyhow::Res
     assert_eq!(w["health"], "ok");
     assert_eq!(w["lastError"], "");
     assert_eq!(w["alerts"][0]["value"], "2e+00");
-    let metrics = c.get(format!("{}/metrics", s.url)).send().await?.text().await?;
+    let metrics = c
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await?
+        .text()
+        .await?;
     let failures = metrics
         .lines()
-        .find(|l| l.starts_with("loki_prometheus_rule_evaluation_failures_total{rule_group=\"ns;mixed\""))
+        .find(|l| {
+            l.starts_with("loki_prometheus_rule_evaluation_failures_total{rule_group=\"ns;mixed\"")
+        })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0);
@@ -492,7 +570,14 @@ async fn local_rule_files_are_served_read_only() -> anyhow::Result<()> {
     std::fs::create_dir_all(rules.path().join("fake"))?;
     std::fs::write(
         rules.path().join("fake/team.yaml"),
-        format!("groups:\n{}", GROUP.lines().map(|l| format!("  {l}\n")).collect::<String>().replacen("  name:", "- name:", 1)),
+        format!(
+            "groups:\n{}",
+            GROUP
+                .lines()
+                .map(|l| format!("  {l}\n"))
+                .collect::<String>()
+                .replacen("  name:", "- name:", 1)
+        ),
     )?;
     // Two groups with one name: Loki refuses the file, and so do we.
     std::fs::write(
@@ -505,17 +590,35 @@ async fn local_rule_files_are_served_read_only() -> anyhow::Result<()> {
     ))?;
     let mut s = TestServer::start(config).await?;
     let c = s.client.clone();
-    let (st, _, body) = send(&c, reqwest::Method::GET, &format!("{}/loki/api/v1/rules/team.yaml/auth", s.url), "").await?;
+    let (st, _, body) = send(
+        &c,
+        reqwest::Method::GET,
+        &format!("{}/loki/api/v1/rules/team.yaml/auth", s.url),
+        "",
+    )
+    .await?;
     assert_eq!(st, 200, "{body}");
     assert_eq!(
         serde_yaml::from_str::<serde_yaml::Value>(&body)?,
         serde_yaml::from_str::<serde_yaml::Value>(GROUP)?
     );
-    let (st, _, _) = send(&c, reqwest::Method::GET, &format!("{}/loki/api/v1/rules/dup.yaml", s.url), "").await?;
+    let (st, _, _) = send(
+        &c,
+        reqwest::Method::GET,
+        &format!("{}/loki/api/v1/rules/dup.yaml", s.url),
+        "",
+    )
+    .await?;
     assert_eq!(st, 404);
     assert!(rule(&c, &s.url, "HighFailures").await?.is_some());
     // A local group cannot be deleted through the API.
-    let (st, _, body) = send(&c, reqwest::Method::DELETE, &format!("{}/loki/api/v1/rules/team.yaml/auth", s.url), "").await?;
+    let (st, _, body) = send(
+        &c,
+        reqwest::Method::DELETE,
+        &format!("{}/loki/api/v1/rules/team.yaml/auth", s.url),
+        "",
+    )
+    .await?;
     assert_eq!((st, body.trim()), (404, "group does not exist"));
     s.stop().await?;
     Ok(())
@@ -570,7 +673,9 @@ async fn api_rules_and_a_firing_alert_survive_sigkill() -> anyhow::Result<()> {
         "auth_enabled: false\nruler:\n  evaluation_interval: 1s\n  poll_interval: 1s\n",
     )?;
     let data = dir.path().join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let url = format!("http://127.0.0.1:{port}");
     let c = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -579,7 +684,13 @@ async fn api_rules_and_a_firing_alert_survive_sigkill() -> anyhow::Result<()> {
     wait_ready(&c, &url).await?;
     // `for: 3s`: without the restore, the alert would be pending for 3 s after a restart.
     let group = "name: g\ninterval: 1s\nrules:\n  - alert: Failures\n    expr: 'sum(count_over_time({app=\"auth\"} |= \"failed\" [10m])) > 1'\n    for: 3s\n    annotations:\n      summary: '{{ $value }} failures'\n";
-    let (st, _, body) = send(&c, reqwest::Method::POST, &format!("{url}/api/prom/rules/ns"), group).await?;
+    let (st, _, body) = send(
+        &c,
+        reqwest::Method::POST,
+        &format!("{url}/api/prom/rules/ns"),
+        group,
+    )
+    .await?;
     assert_eq!(st, 202, "{body}");
     push_lines(&c, &url, &["failed", "failed", "failed"]).await?;
     let firing = wait_rule(&c, &url, "Failures", 30, |r| r["state"] == "firing").await?;
@@ -595,7 +706,13 @@ async fn api_rules_and_a_firing_alert_survive_sigkill() -> anyhow::Result<()> {
 
     let mut child = spawn(&config, &data, port)?;
     wait_ready(&c, &url).await?;
-    let (st, _, body) = send(&c, reqwest::Method::GET, &format!("{url}/api/prom/rules/ns/g"), "").await?;
+    let (st, _, body) = send(
+        &c,
+        reqwest::Method::GET,
+        &format!("{url}/api/prom/rules/ns/g"),
+        "",
+    )
+    .await?;
     assert_eq!(st, 200);
     assert_eq!(
         serde_yaml::from_str::<serde_yaml::Value>(&body)?,
@@ -645,7 +762,8 @@ mod prompb {
     }
 }
 
-type Received = std::sync::Arc<std::sync::Mutex<Vec<(std::collections::BTreeMap<String, String>, f64, i64)>>>;
+type Received =
+    std::sync::Arc<std::sync::Mutex<Vec<(std::collections::BTreeMap<String, String>, f64, i64)>>>;
 
 /// A remote-write receiver on a loopback port: snappy-framed protobuf in, samples kept.
 async fn remote_write_receiver() -> anyhow::Result<(String, Received)> {
@@ -698,11 +816,21 @@ async fn recording_rule_values_match_the_query_api() -> anyhow::Result<()> {
     let lines = ["failed a", "failed b", "ok c", "failed d"];
     push_lines(&c, &s.url, &lines).await?;
     let failed = lines.iter().filter(|l| l.contains("failed")).count() as f64;
-    let (st, _, body) = send(&c, reqwest::Method::POST, &format!("{}/loki/api/v1/rules/ns", s.url), &group).await?;
+    let (st, _, body) = send(
+        &c,
+        reqwest::Method::POST,
+        &format!("{}/loki/api/v1/rules/ns", s.url),
+        &group,
+    )
+    .await?;
     assert_eq!(st, 202, "{body}");
     let deadline = Instant::now() + Duration::from_secs(20);
     let sample = loop {
-        let got = received.lock().unwrap_or_else(|e| e.into_inner()).first().cloned();
+        let got = received
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .first()
+            .cloned();
         if let Some(s) = got {
             break s;
         }
@@ -710,7 +838,10 @@ async fn recording_rule_values_match_the_query_api() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let (labels, value, ts_ms) = sample;
-    assert_eq!(labels.get("__name__").map(String::as_str), Some("auth:failures:count1m"));
+    assert_eq!(
+        labels.get("__name__").map(String::as_str),
+        Some("auth:failures:count1m")
+    );
     assert_eq!(labels.get("app").map(String::as_str), Some("auth"));
     assert_eq!(labels.get("source").map(String::as_str), Some("tovlog"));
     assert_eq!(labels.get("cluster").map(String::as_str), Some("eu1"));
@@ -728,7 +859,10 @@ async fn recording_rule_values_match_the_query_api() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("no value in {v}"))?;
     assert_eq!(value, want);
     assert_eq!(value, failed);
-    let r = wait_rule(&c, &s.url, "auth:failures:count1m", 10, |r| r["health"] != "unknown").await?;
+    let r = wait_rule(&c, &s.url, "auth:failures:count1m", 10, |r| {
+        r["health"] != "unknown"
+    })
+    .await?;
     assert_eq!(r["health"], "ok");
     assert_eq!(r["type"], "recording");
     s.stop().await?;

@@ -207,10 +207,11 @@ impl Func {
         match self {
             And | Or | Not | Len | Index | Slice | Print | Printf | Println | Eq | Ne | Lt | Le
             | Gt | Ge | UrlQuery | Html | Js | Title => true,
-            Humanize | Humanize1024 | HumanizeDuration | HumanizePercentage
-            | HumanizeTimestamp | ToUpperProm | ToLowerProm | ReReplaceAll | Match | StripPort
-            | StripDomain | ParseDuration | ToTime | SafeHtml | Args | ExternalUrl
-            | PathPrefix => dialect == super::Dialect::Prometheus,
+            Humanize | Humanize1024 | HumanizeDuration | HumanizePercentage | HumanizeTimestamp
+            | ToUpperProm | ToLowerProm | ReReplaceAll | Match | StripPort | StripDomain
+            | ParseDuration | ToTime | SafeHtml | Args | ExternalUrl | PathPrefix => {
+                dialect == super::Dialect::Prometheus
+            }
             _ => dialect == super::Dialect::Loki,
         }
     }
@@ -1364,9 +1365,12 @@ fn prom_float(v: &Value<'_>) -> Result<f64, String> {
     match v {
         Value::Int(i) | Value::Int64(i) => Ok(*i as f64),
         Value::Float(f) => Ok(*f),
-        Value::Str(s) => s
-            .parse::<f64>()
-            .map_err(|_| format!("strconv.ParseFloat: parsing {}: invalid syntax", printf::quote(s, false))),
+        Value::Str(s) => s.parse::<f64>().map_err(|_| {
+            format!(
+                "strconv.ParseFloat: parsing {}: invalid syntax",
+                printf::quote(s, false)
+            )
+        }),
         Value::Time(t) => Ok(t.unix_nano() as f64 / 1e9),
         other => Err(format!("can't convert {} to float", other.type_name())),
     }

@@ -242,7 +242,11 @@ pub fn go_float_e(v: f64) -> String {
         return "NaN".into();
     }
     if v.is_infinite() {
-        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
+        return if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
     }
     let s = format!("{v:e}");
     match s.split_once('e') {
@@ -293,20 +297,35 @@ impl LabelMatcher {
             }
         }
         let inner = s.trim_start_matches('{').trim_end_matches('}');
-        for (op, equal, is_regex) in [("=~", true, true), ("!~", false, true), ("!=", false, false), ("=", true, false)] {
+        for (op, equal, is_regex) in [
+            ("=~", true, true),
+            ("!~", false, true),
+            ("!=", false, false),
+            ("=", true, false),
+        ] {
             if let Some((n, v)) = inner.split_once(op) {
                 let value = v.trim();
                 let value = value
                     .strip_prefix('"')
                     .and_then(|x| x.strip_suffix('"'))
                     .unwrap_or(value);
-                return LabelMatcher::build(n.trim().to_string(), equal, is_regex, value.to_string());
+                return LabelMatcher::build(
+                    n.trim().to_string(),
+                    equal,
+                    is_regex,
+                    value.to_string(),
+                );
             }
         }
         Err(format!("invalid matcher {s:?}"))
     }
 
-    fn build(name: String, equal: bool, is_regex: bool, value: String) -> Result<LabelMatcher, String> {
+    fn build(
+        name: String,
+        equal: bool,
+        is_regex: bool,
+        value: String,
+    ) -> Result<LabelMatcher, String> {
         let re = if is_regex {
             Some(
                 regex::Regex::new(&format!("^(?:{value})$"))
@@ -393,7 +412,11 @@ pub async fn prometheus_rules(
         Some(v) => match v.to_ascii_lowercase().as_str() {
             "true" | "1" | "t" => true,
             "false" | "0" | "f" => false,
-            _ => return Ok(bad_data(format!("parsing exclude_alerts: invalid boolean {v:?}"))),
+            _ => {
+                return Ok(bad_data(format!(
+                    "parsing exclude_alerts: invalid boolean {v:?}"
+                )))
+            }
         },
     };
     let mut matchers = Vec::new();
@@ -411,11 +434,16 @@ pub async fn prometheus_rules(
         },
     };
     let next_token = p.get("group_next_token");
-    let rule_filtered = !names.is_empty() || !states.is_empty() || !matchers.is_empty() || !want_alert || !want_record;
+    let rule_filtered = !names.is_empty()
+        || !states.is_empty()
+        || !matchers.is_empty()
+        || !want_alert
+        || !want_record;
 
     let mut views: Vec<GroupView> = state.ruler.views(&tenant);
     views.sort_by(|a, b| {
-        (a.key.namespace.as_str(), a.key.name.as_str()).cmp(&(b.key.namespace.as_str(), b.key.name.as_str()))
+        (a.key.namespace.as_str(), a.key.name.as_str())
+            .cmp(&(b.key.namespace.as_str(), b.key.name.as_str()))
     });
     if let Some(tok) = next_token {
         match views
@@ -554,9 +582,13 @@ mod tests {
 
     #[test]
     fn matchers_parse_both_forms() -> Result<(), String> {
-        let labels: BTreeMap<String, String> =
-            [("severity".to_string(), "page".to_string())].into_iter().collect();
-        assert!(LabelMatcher::parse(r#"{"Name":"severity","Value":"page","IsRegex":false,"IsEqual":true}"#)?.matches(&labels));
+        let labels: BTreeMap<String, String> = [("severity".to_string(), "page".to_string())]
+            .into_iter()
+            .collect();
+        assert!(LabelMatcher::parse(
+            r#"{"Name":"severity","Value":"page","IsRegex":false,"IsEqual":true}"#
+        )?
+        .matches(&labels));
         assert!(LabelMatcher::parse(r#"severity=~"pa.*""#)?.matches(&labels));
         assert!(!LabelMatcher::parse(r#"severity!="page""#)?.matches(&labels));
         assert!(LabelMatcher::parse("nonsense").is_err());
