@@ -1081,7 +1081,8 @@ mod tests {
             7.0,
         )];
         let mut sent = Vec::new();
-        apply_alerts(&cfg, &spec, r, &mut rs, &sample, 1_000, &mut sent)?;
+        apply_alerts(&cfg, &spec, r, &mut rs, &sample, 1_000, &mut sent)
+            .map_err(anyhow::Error::msg)?;
         let a = rs
             .alerts
             .values()
@@ -1093,12 +1094,14 @@ mod tests {
         assert_eq!(a.labels.get("alertname").map(String::as_str), Some("A"));
         assert_eq!(a.annotations.get("s").map(String::as_str), Some("v=7"));
         assert!(sent.is_empty(), "pending alerts are not sent");
-        apply_alerts(&cfg, &spec, r, &mut rs, &sample, 2_000, &mut sent)?;
+        apply_alerts(&cfg, &spec, r, &mut rs, &sample, 2_000, &mut sent)
+            .map_err(anyhow::Error::msg)?;
         assert_eq!(
             rs.alerts.values().next().map(|a| a.state),
             Some(AlertState::Pending)
         );
-        apply_alerts(&cfg, &spec, r, &mut rs, &sample, 3_000, &mut sent)?;
+        apply_alerts(&cfg, &spec, r, &mut rs, &sample, 3_000, &mut sent)
+            .map_err(anyhow::Error::msg)?;
         assert_eq!(
             rs.alerts.values().next().map(|a| a.state),
             Some(AlertState::Firing)
@@ -1106,16 +1109,17 @@ mod tests {
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].ends_at, None);
         // Still firing: not resent before resend_delay.
-        apply_alerts(&cfg, &spec, r, &mut rs, &sample, 4_000, &mut sent)?;
+        apply_alerts(&cfg, &spec, r, &mut rs, &sample, 4_000, &mut sent)
+            .map_err(anyhow::Error::msg)?;
         assert_eq!(sent.len(), 1);
         // Condition gone: kept firing for 2 s, then resolved and sent with endsAt.
-        apply_alerts(&cfg, &spec, r, &mut rs, &[], 5_000, &mut sent)?;
-        apply_alerts(&cfg, &spec, r, &mut rs, &[], 6_000, &mut sent)?;
+        apply_alerts(&cfg, &spec, r, &mut rs, &[], 5_000, &mut sent).map_err(anyhow::Error::msg)?;
+        apply_alerts(&cfg, &spec, r, &mut rs, &[], 6_000, &mut sent).map_err(anyhow::Error::msg)?;
         assert_eq!(
             rs.alerts.values().next().map(|a| a.state),
             Some(AlertState::Firing)
         );
-        apply_alerts(&cfg, &spec, r, &mut rs, &[], 7_000, &mut sent)?;
+        apply_alerts(&cfg, &spec, r, &mut rs, &[], 7_000, &mut sent).map_err(anyhow::Error::msg)?;
         let a = rs
             .alerts
             .values()
@@ -1127,8 +1131,9 @@ mod tests {
         assert_eq!(sent[1].ends_at, Some(ms_to_system(7_000)));
         // A pending alert whose condition stops is dropped.
         let mut rs = RuleStatus::default();
-        apply_alerts(&cfg, &spec, r, &mut rs, &sample, 1_000, &mut sent)?;
-        apply_alerts(&cfg, &spec, r, &mut rs, &[], 2_000, &mut sent)?;
+        apply_alerts(&cfg, &spec, r, &mut rs, &sample, 1_000, &mut sent)
+            .map_err(anyhow::Error::msg)?;
+        apply_alerts(&cfg, &spec, r, &mut rs, &[], 2_000, &mut sent).map_err(anyhow::Error::msg)?;
         assert!(rs.alerts.is_empty());
         Ok(())
     }
