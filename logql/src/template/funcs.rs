@@ -1287,79 +1287,6 @@ fn b64_decode(s: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn go_int_parsing_follows_strconv_base0() {
-        assert_eq!(parse_go_int("104"), Some(104));
-        assert_eq!(parse_go_int("-0x1f"), Some(-31));
-        assert_eq!(parse_go_int("010"), Some(8));
-        assert_eq!(parse_go_int("1_000"), Some(1000));
-        assert_eq!(parse_go_int("08"), None);
-        assert_eq!(parse_go_int("33.9"), None);
-        assert_eq!(to_int64(&Value::str("10.00")), 10);
-        assert_eq!(to_int64(&Value::str("33.9")), 0);
-    }
-
-    #[test]
-    fn decimal_float_math() {
-        let f = |func, a: &[f64]| {
-            let v: Vec<Value<'_>> = a.iter().map(|x| Value::Float(*x)).collect();
-            decimal_fold(func, &v)
-        };
-        assert_eq!(f(Func::AddF, &[0.1, 0.2]), Ok(0.3));
-        assert_eq!(f(Func::SubF, &[1.0, 0.9]), Ok(0.1));
-        assert_eq!(f(Func::MulF, &[1.1, 3.0]), Ok(3.3));
-        assert_eq!(f(Func::DivF, &[1.0, 3.0]), Ok(0.3333333333333333));
-        assert!(f(Func::DivF, &[1.0, 0.0]).is_err());
-    }
-
-    #[test]
-    fn base64_round_trip() {
-        assert_eq!(b64_encode(b"hello"), "aGVsbG8=");
-        assert_eq!(b64_decode("aGVsbG8="), Ok(b"hello".to_vec()));
-        assert_eq!(
-            b64_decode("aGVsbG8"),
-            Err("illegal base64 data at input byte 4".into())
-        );
-        assert_eq!(
-            b64_decode("a$=="),
-            Err("illegal base64 data at input byte 1".into())
-        );
-    }
-
-    #[test]
-    fn humanize_bytes() {
-        assert_eq!(parse_bytes("10 MB"), Ok(10e6));
-        assert_eq!(parse_bytes("1.5KiB"), Ok(1536.0));
-        assert_eq!(parse_bytes("42"), Ok(42.0));
-        assert_eq!(
-            parse_bytes("3 parsecs"),
-            Err("unhandled size name: parsecs".into())
-        );
-    }
-
-    #[test]
-    fn url_escaping() {
-        assert_eq!(query_escape("a b&c=d/é"), "a+b%26c%3Dd%2F%C3%A9");
-        assert_eq!(query_unescape("a+b%26c"), Ok("a b&c".into()));
-        assert_eq!(
-            query_unescape("%zz"),
-            Err("invalid URL escape \"%zz\"".into())
-        );
-    }
-
-    #[test]
-    fn go_title_case() {
-        assert_eq!(
-            title("hello wide-world foo_bar"),
-            "Hello Wide-World Foo_bar"
-        );
-    }
-}
-
 /// Prometheus' `convertToFloat`: numbers as they are, strings parsed (an error otherwise).
 fn prom_float(v: &Value<'_>) -> Result<f64, String> {
     match v {
@@ -1498,5 +1425,78 @@ pub(crate) fn url_path(url: &str) -> String {
     match rest.find('/') {
         Some(i) => rest[i..].split(['?', '#']).next().unwrap_or("").to_string(),
         None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_int_parsing_follows_strconv_base0() {
+        assert_eq!(parse_go_int("104"), Some(104));
+        assert_eq!(parse_go_int("-0x1f"), Some(-31));
+        assert_eq!(parse_go_int("010"), Some(8));
+        assert_eq!(parse_go_int("1_000"), Some(1000));
+        assert_eq!(parse_go_int("08"), None);
+        assert_eq!(parse_go_int("33.9"), None);
+        assert_eq!(to_int64(&Value::str("10.00")), 10);
+        assert_eq!(to_int64(&Value::str("33.9")), 0);
+    }
+
+    #[test]
+    fn decimal_float_math() {
+        let f = |func, a: &[f64]| {
+            let v: Vec<Value<'_>> = a.iter().map(|x| Value::Float(*x)).collect();
+            decimal_fold(func, &v)
+        };
+        assert_eq!(f(Func::AddF, &[0.1, 0.2]), Ok(0.3));
+        assert_eq!(f(Func::SubF, &[1.0, 0.9]), Ok(0.1));
+        assert_eq!(f(Func::MulF, &[1.1, 3.0]), Ok(3.3));
+        assert_eq!(f(Func::DivF, &[1.0, 3.0]), Ok(0.3333333333333333));
+        assert!(f(Func::DivF, &[1.0, 0.0]).is_err());
+    }
+
+    #[test]
+    fn base64_round_trip() {
+        assert_eq!(b64_encode(b"hello"), "aGVsbG8=");
+        assert_eq!(b64_decode("aGVsbG8="), Ok(b"hello".to_vec()));
+        assert_eq!(
+            b64_decode("aGVsbG8"),
+            Err("illegal base64 data at input byte 4".into())
+        );
+        assert_eq!(
+            b64_decode("a$=="),
+            Err("illegal base64 data at input byte 1".into())
+        );
+    }
+
+    #[test]
+    fn humanize_bytes() {
+        assert_eq!(parse_bytes("10 MB"), Ok(10e6));
+        assert_eq!(parse_bytes("1.5KiB"), Ok(1536.0));
+        assert_eq!(parse_bytes("42"), Ok(42.0));
+        assert_eq!(
+            parse_bytes("3 parsecs"),
+            Err("unhandled size name: parsecs".into())
+        );
+    }
+
+    #[test]
+    fn url_escaping() {
+        assert_eq!(query_escape("a b&c=d/é"), "a+b%26c%3Dd%2F%C3%A9");
+        assert_eq!(query_unescape("a+b%26c"), Ok("a b&c".into()));
+        assert_eq!(
+            query_unescape("%zz"),
+            Err("invalid URL escape \"%zz\"".into())
+        );
+    }
+
+    #[test]
+    fn go_title_case() {
+        assert_eq!(
+            title("hello wide-world foo_bar"),
+            "Hello Wide-World Foo_bar"
+        );
     }
 }
