@@ -306,20 +306,13 @@ impl Ruler {
 
     /// Stop every group and persist their alert states.
     pub async fn stop(&self) {
-        if let Some(p) = self.inner.poller.lock().take() {
+        let poller = self.inner.poller.lock().take();
+        if let Some(p) = poller {
             p.abort();
         }
         let _guard = self.inner.sync_lock.lock().await;
         let taken = std::mem::take(&mut *self.inner.groups.lock());
-        let running: Vec<(
-            Arc<GroupSpec>,
-            Arc<Mutex<GroupStatus>>,
-            Option<JoinHandle<()>>,
-        )> = taken
-            .into_values()
-            .map(|r| (r.spec, r.status, r.task))
-            .collect();
-        for (spec, status, task) in running {
+        for Running { spec, status, task } in taken.into_values() {
             if let Some(t) = task {
                 t.abort();
                 let _ = t.await;
