@@ -7,7 +7,13 @@
 //! ```
 
 pub mod config;
+pub mod group;
+pub mod manager;
 pub mod notifier;
 pub mod remote_write;
+pub mod state;
+pub mod store;
+pub mod template;
 
 pub use config::RulerConfig;
+pub use manager::Ruler;

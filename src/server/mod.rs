@@ -38,6 +38,8 @@ pub struct AppState {
     pub engine: QueryEngine,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Alerting and recording rules.
+    pub ruler: crate::ruler::Ruler,
 }
 
 impl AppState {
@@ -64,12 +66,15 @@ impl AppState {
             partitions: config.query.partitions,
         };
         let engine = QueryEngine::new(storage.clone(), limits);
+        let ruler =
+            crate::ruler::Ruler::new(config.ruler.clone(), engine.clone(), storage.clone())?;
         Ok(AppState {
             config: Arc::new(config),
             storage,
             ingester,
             engine,
             metrics,
+            ruler,
         })
     }
 }
@@ -140,6 +145,8 @@ pub async fn start_on(
     // (close frame 1001) when shutdown starts, and waited for before the head is flushed.
     let tails = state.ingester.tails().clone();
     let tails_signal = tails.clone();
+    let ruler = state.ruler.clone();
+    ruler.start().await;
     let router = app(state);
     let task = tokio::spawn(async move {
         tracing::info!(%addr, "serving");
@@ -156,6 +163,7 @@ pub async fn start_on(
         if !tails.wait_closed(Duration::from_secs(5)).await {
             tracing::warn!("live tails did not close in time");
         }
+        ruler.stop().await;
         tracing::info!("flushing head to chunks");
         storage.shutdown().await?;
         tracing::info!("shutdown complete");

@@ -32,6 +32,7 @@ pub mod wal;
 
 mod compact;
 mod flush;
+mod objects;
 
 pub use model::{Entry, LabelSet, MatchOp, Matcher, PushStream, Series, StreamId, TenantId};
 pub mod config;
@@ -715,6 +716,27 @@ impl Storage {
     /// Register the chunk object store with a DataFusion session so scans can read it.
     pub fn register_object_store(&self, ctx: &SessionContext) {
         ctx.register_object_store(self.inner.store_url.as_ref(), self.inner.store.clone());
+    }
+
+    /// Write (replace) the named object `name` (`/`-separated segments) in the chunks'
+    /// object store, for components that keep small state next to the data.
+    pub async fn put_object(&self, name: &str, body: bytes::Bytes) -> Result<()> {
+        objects::put(self.inner.store.as_ref(), name, body).await
+    }
+
+    /// Read the named object; `None` when missing.
+    pub async fn get_object(&self, name: &str) -> Result<Option<bytes::Bytes>> {
+        objects::get(self.inner.store.as_ref(), name).await
+    }
+
+    /// Delete the named object (a missing one is not an error).
+    pub async fn delete_object(&self, name: &str) -> Result<()> {
+        objects::delete(self.inner.store.as_ref(), name).await
+    }
+
+    /// Names of the named objects under `prefix` (whole segments; empty for all), sorted.
+    pub async fn list_objects(&self, prefix: &str) -> Result<Vec<String>> {
+        objects::list(self.inner.store.as_ref(), prefix).await
     }
 
     /// Flush the whole head to chunk files now.

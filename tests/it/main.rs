@@ -6,5 +6,6 @@ mod conformance;
 mod crash;
 mod logcli;
 mod push;
+mod ruler;
 mod server;
 mod tail;

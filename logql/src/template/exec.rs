@@ -54,12 +54,24 @@ pub(crate) fn execute<'a>(
     ctx: &'a TemplateContext<'a>,
     out: &mut String,
 ) -> EResult<()> {
+    execute_with_root(name, src, tree, ctx, Value::Labels(ctx.labels), out)
+}
+
+/// [`execute`] with `root` as the dot and `$` instead of the label map (Prometheus' alert
+/// templates see a struct of labels, value and external labels).
+pub(crate) fn execute_with_root<'a>(
+    name: &'a str,
+    src: &'a str,
+    tree: &'a Tree,
+    ctx: &'a TemplateContext<'a>,
+    root: Value<'a>,
+    out: &mut String,
+) -> EResult<()> {
     let vars = if tree.slots > 1 {
         vec![Value::Nil; tree.slots]
     } else {
         Vec::new()
     };
-    let root = Value::Labels(ctx.labels);
     let mut ex = Exec {
         name,
         src,
@@ -514,7 +526,24 @@ impl<'a> Exec<'a, '_> {
         let result = match filled {
             Ok(()) => {
                 let regex = cmd.and_then(|c| c.regex.as_ref());
-                f.call(&mut self.args[base..], self.ctx, regex)
+                match f {
+                    // Prometheus' `externalURL`/`pathPrefix` read the URL the data carries.
+                    Func::ExternalUrl | Func::PathPrefix => {
+                        let url = match &self.root {
+                            Value::Map(m) => match m.get("ExternalURL") {
+                                Some(Value::Str(s)) => s.to_string(),
+                                _ => String::new(),
+                            },
+                            _ => String::new(),
+                        };
+                        Ok(if f == Func::ExternalUrl {
+                            Value::string(url)
+                        } else {
+                            Value::string(super::funcs::url_path(&url))
+                        })
+                    }
+                    _ => f.call(&mut self.args[base..], self.ctx, regex),
+                }
             }
             Err(e) => {
                 self.args.truncate(base);

@@ -179,6 +179,42 @@ functions! {
     Now = "now"();
     UnixEpoch = "unixEpoch"(Time);
     Default = "default"(Any), ..Any;
+    // Prometheus alert templates (`Dialect::Prometheus` only).
+    Humanize = "humanize"(Any);
+    Humanize1024 = "humanize1024"(Any);
+    HumanizeDuration = "humanizeDuration"(Any);
+    HumanizePercentage = "humanizePercentage"(Any);
+    HumanizeTimestamp = "humanizeTimestamp"(Any);
+    ToUpperProm = "toUpper"(Str);
+    ToLowerProm = "toLower"(Str);
+    ReReplaceAll = "reReplaceAll"(Str, Str, Str);
+    Match = "match"(Str, Str);
+    StripPort = "stripPort"(Str);
+    StripDomain = "stripDomain"(Str);
+    ParseDuration = "parseDuration"(Str);
+    ToTime = "toTime"(Any);
+    SafeHtml = "safeHtml"(Str);
+    Args = "args"(), ..Any;
+    ExternalUrl = "externalURL"();
+    PathPrefix = "pathPrefix"();
+}
+
+impl Func {
+    /// Whether the function exists in `dialect`: Go's builtins (and `title`) in both, Loki's
+    /// and sprig's in LogQL templates, Prometheus' in alert templates.
+    pub fn available(self, dialect: super::Dialect) -> bool {
+        use Func::*;
+        match self {
+            And | Or | Not | Len | Index | Slice | Print | Printf | Println | Eq | Ne | Lt | Le
+            | Gt | Ge | UrlQuery | Html | Js | Title => true,
+            Humanize | Humanize1024 | HumanizeDuration | HumanizePercentage | HumanizeTimestamp
+            | ToUpperProm | ToLowerProm | ReReplaceAll | Match | StripPort | StripDomain
+            | ParseDuration | ToTime | SafeHtml | Args | ExternalUrl | PathPrefix => {
+                dialect == super::Dialect::Prometheus
+            }
+            _ => dialect == super::Dialect::Loki,
+        }
+    }
 }
 
 impl Func {
@@ -214,6 +250,51 @@ impl Func {
                 .or_else(|| a.last().cloned())
                 .unwrap_or(Value::Nil),
             Not => Value::Bool(!arg(a, 0).truthy()),
+            Humanize => Value::string(humanize(prom_float(arg(a, 0))?)),
+            Humanize1024 => Value::string(humanize_1024(prom_float(arg(a, 0))?)),
+            HumanizeDuration => Value::string(humanize_duration(prom_float(arg(a, 0))?)),
+            HumanizePercentage => {
+                Value::string(format!("{}%", go_g4(prom_float(arg(a, 0))? * 100.0)))
+            }
+            HumanizeTimestamp => {
+                let v = prom_float(arg(a, 0))?;
+                if v.is_nan() || v.is_infinite() {
+                    Value::string(go_g4(v))
+                } else {
+                    Value::Time(GoTime::from_unix_ns((v * 1e9) as i64))
+                }
+            }
+            ToTime => {
+                let v = prom_float(arg(a, 0))?;
+                if v.is_nan() || v.is_infinite() {
+                    return Err(format!("cannot convert {} to time.Time", go_g4(v)));
+                }
+                Value::Time(GoTime::from_unix_ns((v * 1e9) as i64))
+            }
+            ToUpperProm => Value::string(str_arg(a, 0).to_uppercase()),
+            ToLowerProm => Value::string(str_arg(a, 0).to_lowercase()),
+            ReReplaceAll => {
+                let re = compile(&str_arg(a, 0))?;
+                let repl = str_arg(a, 1);
+                Value::string(re.replace_all(&str_arg(a, 2), &*repl).into_owned())
+            }
+            Match => {
+                let re = compile(&str_arg(a, 0))?;
+                Value::Bool(re.is_match(&str_arg(a, 1)))
+            }
+            StripPort => Value::string(strip_port(&str_arg(a, 0)).to_string()),
+            StripDomain => Value::string(strip_domain(&str_arg(a, 0))),
+            ParseDuration => Value::Float(time::parse_duration_secs(&str_arg(a, 0))?),
+            SafeHtml => Value::string(str_arg(a, 0).into_owned()),
+            Args => {
+                let mut m = std::collections::BTreeMap::new();
+                for (i, v) in a.iter_mut().enumerate() {
+                    m.insert(format!("arg{i}"), std::mem::take(v));
+                }
+                Value::Map(Rc::new(m))
+            }
+            // Answered by the executor, which holds the template data.
+            ExternalUrl | PathPrefix => Value::string(String::new()),
             Len => Value::Int(length(arg(a, 0))?),
             Index => index(a)?,
             Slice => slice(a)?,
@@ -1204,6 +1285,147 @@ fn b64_decode(s: &str) -> Result<Vec<u8>, String> {
         out.extend_from_slice(&bytes[..3 - pad]);
     }
     Ok(out)
+}
+
+/// Prometheus' `convertToFloat`: numbers as they are, strings parsed (an error otherwise).
+fn prom_float(v: &Value<'_>) -> Result<f64, String> {
+    match v {
+        Value::Int(i) | Value::Int64(i) => Ok(*i as f64),
+        Value::Float(f) => Ok(*f),
+        Value::Str(s) => s.parse::<f64>().map_err(|_| {
+            format!(
+                "strconv.ParseFloat: parsing {}: invalid syntax",
+                printf::quote(s, false)
+            )
+        }),
+        Value::Time(t) => Ok(t.unix_nano() as f64 / 1e9),
+        other => Err(format!("can't convert {} to float", other.type_name())),
+    }
+}
+
+/// Go's `fmt.Sprintf("%.4g", v)`.
+fn go_g4(v: f64) -> String {
+    let mut s = String::new();
+    printf::sprintf(&mut s, "%.4g", &[Value::Float(v)]);
+    s
+}
+
+/// Prometheus' `humanize`: SI prefixes, four significant digits.
+fn humanize(mut v: f64) -> String {
+    if v == 0.0 || v.is_nan() || v.is_infinite() {
+        return go_g4(v);
+    }
+    let mut prefix = "";
+    if v.abs() >= 1.0 {
+        for p in ["k", "M", "G", "T", "P", "E", "Z", "Y"] {
+            if v.abs() < 1000.0 {
+                break;
+            }
+            prefix = p;
+            v /= 1000.0;
+        }
+    } else {
+        for p in ["m", "u", "n", "p", "f", "a", "z", "y"] {
+            if v.abs() >= 1.0 {
+                break;
+            }
+            prefix = p;
+            v *= 1000.0;
+        }
+    }
+    format!("{}{prefix}", go_g4(v))
+}
+
+/// Prometheus' `humanize1024`: binary prefixes.
+fn humanize_1024(mut v: f64) -> String {
+    if v.abs() <= 1.0 || v.is_nan() || v.is_infinite() {
+        return go_g4(v);
+    }
+    let mut prefix = "";
+    for p in ["ki", "Mi", "Gi", "Ti", "Pi", "Ei", "Zi", "Yi"] {
+        if v.abs() < 1024.0 {
+            break;
+        }
+        prefix = p;
+        v /= 1024.0;
+    }
+    format!("{}{prefix}", go_g4(v))
+}
+
+/// Prometheus' `humanizeDuration`: `1d 2h 3m 4s` down to seconds, SI prefixes below.
+fn humanize_duration(mut v: f64) -> String {
+    if v.is_nan() || v.is_infinite() {
+        return go_g4(v);
+    }
+    if v == 0.0 {
+        return format!("{}s", go_g4(v));
+    }
+    if v.abs() >= 1.0 {
+        let sign = if v < 0.0 { "-" } else { "" };
+        v = v.abs();
+        let d = v as i64;
+        let (secs, mins, hours, days) = (d % 60, (d / 60) % 60, (d / 3600) % 24, d / 86400);
+        if days != 0 {
+            return format!("{sign}{days}d {hours}h {mins}m {secs}s");
+        }
+        if hours != 0 {
+            return format!("{sign}{hours}h {mins}m {secs}s");
+        }
+        if mins != 0 {
+            return format!("{sign}{mins}m {secs}s");
+        }
+        return format!("{sign}{}s", go_g4(v));
+    }
+    let mut prefix = "";
+    for p in ["m", "u", "n", "p", "f", "a", "z", "y"] {
+        if v.abs() >= 1.0 {
+            break;
+        }
+        prefix = p;
+        v *= 1000.0;
+    }
+    format!("{}{prefix}s", go_g4(v))
+}
+
+/// Prometheus' `stripPort`: the host of `host:port` (IPv6 brackets removed).
+fn strip_port(hostport: &str) -> &str {
+    if let Some(rest) = hostport.strip_prefix('[') {
+        if let Some(end) = rest.find(']') {
+            return &rest[..end];
+        }
+        return hostport;
+    }
+    match hostport.rfind(':') {
+        Some(i) if !hostport[..i].contains(':') => &hostport[..i],
+        _ => hostport,
+    }
+}
+
+/// Prometheus' `stripDomain`: the first label of a host name, keeping a port.
+fn strip_domain(hostport: &str) -> String {
+    let (host, port) = match hostport.rfind(':') {
+        Some(i) if !hostport[..i].contains(':') => (&hostport[..i], &hostport[i..]),
+        _ => (hostport, ""),
+    };
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return hostport.to_string();
+    }
+    match host.find('.') {
+        Some(i) => format!("{}{port}", &host[..i]),
+        None => hostport.to_string(),
+    }
+}
+
+/// The path of a URL (Prometheus' `pathPrefix`).
+pub(crate) fn url_path(url: &str) -> String {
+    let rest = match url.find("://") {
+        Some(i) => &url[i + 3..],
+        None => return String::new(),
+    };
+    match rest.find('/') {
+        Some(i) => rest[i..].split(['?', '#']).next().unwrap_or("").to_string(),
+        None => String::new(),
+    }
 }
 
 #[cfg(test)]

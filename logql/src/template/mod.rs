@@ -63,7 +63,81 @@ pub struct TemplateContext<'a> {
     pub labels: &'a dyn LabelLookup,
 }
 
+/// Which function set a template's names resolve in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// LogQL's `line_format`/`label_format`: Go builtins, Loki's functions, sprig's subset.
+    Loki,
+    /// Prometheus' alert templates: Go builtins and Prometheus' functions (`humanize`,
+    /// `reReplaceAll`, `match`, `externalURL`, …; not `query` and its helpers).
+    Prometheus,
+}
+
+/// What a Prometheus alert template sees: `.Labels`, `.ExternalLabels`, `.ExternalURL` and
+/// `.Value` (the ruler prepends the `$labels`/`$value`/… definitions to the text).
+pub struct AlertData<'a> {
+    /// The alert's labels (the sample's labels).
+    pub labels: &'a dyn LabelLookup,
+    /// The configured external labels.
+    pub external_labels: &'a dyn LabelLookup,
+    /// The configured external URL.
+    pub external_url: &'a str,
+    /// The sample value.
+    pub value: f64,
+}
+
+/// Labels in a sorted map, as a [`LabelLookup`].
+impl LabelLookup for std::collections::BTreeMap<String, String> {
+    fn label(&self, name: &str) -> Option<&str> {
+        self.get(name).map(String::as_str)
+    }
+
+    fn all(&self) -> Vec<(&str, &str)> {
+        self.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    }
+}
+
 impl Template {
+    /// Parse a template in `dialect`'s function set.
+    pub fn parse_dialect(name: &str, src: &str, dialect: Dialect) -> Result<Template, String> {
+        let tree = parse::parse_dialect(name, src, dialect)?;
+        Ok(Template {
+            name: name.to_string(),
+            src: src.to_string(),
+            tree,
+        })
+    }
+
+    /// Execute a Prometheus-dialect template against alert data.
+    pub fn execute_alert(&self, data: &AlertData<'_>) -> Result<String, String> {
+        let mut root = std::collections::BTreeMap::new();
+        root.insert("Labels".to_string(), value::Value::Labels(data.labels));
+        root.insert(
+            "ExternalLabels".to_string(),
+            value::Value::Labels(data.external_labels),
+        );
+        root.insert(
+            "ExternalURL".to_string(),
+            value::Value::str(data.external_url),
+        );
+        root.insert("Value".to_string(), value::Value::Float(data.value));
+        let ctx = TemplateContext {
+            line: "",
+            ts_ns: 0,
+            labels: data.labels,
+        };
+        let mut out = String::new();
+        exec::execute_with_root(
+            &self.name,
+            &self.src,
+            &self.tree,
+            &ctx,
+            value::Value::Map(std::rc::Rc::new(root)),
+            &mut out,
+        )?;
+        Ok(out)
+    }
+
     /// Parse a template; errors read like Loki's (`template: line:1: function "toJson" not defined`).
     pub fn parse(src: &str) -> Result<Template, String> {
         Template::parse_named("line", src)

@@ -114,6 +114,15 @@ pub(crate) struct Tree {
 
 /// Parses `src`; errors are formatted like Go's (`template: line:1: ...`).
 pub(crate) fn parse(name: &str, src: &str) -> Result<Tree, String> {
+    parse_dialect(name, src, super::Dialect::Loki)
+}
+
+/// [`parse`] resolving function names in `dialect`'s function set.
+pub(crate) fn parse_dialect(
+    name: &str,
+    src: &str,
+    dialect: super::Dialect,
+) -> Result<Tree, String> {
     let line_of = |pos: usize| 1 + src[..pos.min(src.len())].matches('\n').count();
     let toks =
         lexer::lex(src).map_err(|e| format!("template: {name}:{}: {}", line_of(e.pos), e.msg))?;
@@ -125,6 +134,7 @@ pub(crate) fn parse(name: &str, src: &str) -> Result<Tree, String> {
         range_depth: 0,
         defs: std::collections::HashMap::new(),
         depth: 0,
+        dialect,
     };
     let result = p.parse_top().and_then(|(root, term)| match term {
         Term::Eof => Ok(root),
@@ -161,6 +171,8 @@ struct Parser {
     defs: std::collections::HashMap<String, Def>,
     /// Current nesting of parentheses and control structures, against [`MAX_DEPTH`].
     depth: usize,
+    /// Which function set names resolve in.
+    dialect: super::Dialect,
 }
 
 /// Nesting allowed in a template (Go has a similar "max expression depth"); parsing and
@@ -662,7 +674,7 @@ impl Parser {
         let t = self.peek().clone();
         let start = t.pos;
         let arg = match t.kind {
-            Tok::Ident(name) => match Func::lookup(&name) {
+            Tok::Ident(name) => match Func::lookup(&name).filter(|f| f.available(self.dialect)) {
                 Some(f) => Arg::Func(f),
                 None => return Err((format!("function {} not defined", quote(&name)), start)),
             },

@@ -3,6 +3,7 @@
 mod labels;
 mod push;
 mod query;
+mod rules;
 mod status;
 mod tail;
 
@@ -72,4 +73,36 @@ pub fn router() -> Router<AppState> {
         .route("/loki/api/v1/tail", get(tail::tail))
         .route("/api/prom/tail", get(tail::legacy_tail))
         .route("/config", get(status::config))
+        .route("/loki/api/v1/rules", get(rules::list_all))
+        .route(
+            "/loki/api/v1/rules/{namespace}",
+            get(rules::list_namespace)
+                .post(rules::create_group)
+                .delete(rules::delete_namespace),
+        )
+        .route(
+            "/loki/api/v1/rules/{namespace}/{group}",
+            get(rules::get_group).delete(rules::delete_group),
+        )
+        .route("/api/prom/rules", get(rules::list_all))
+        .route(
+            "/api/prom/rules/{namespace}",
+            get(rules::list_namespace)
+                .post(rules::create_group)
+                .delete(rules::delete_namespace),
+        )
+        .route(
+            "/api/prom/rules/{namespace}/{group}",
+            get(rules::get_group).delete(rules::delete_group),
+        )
+        .route(
+            "/prometheus/api/v1/rules",
+            get(rules::prometheus_rules).post(rules::prometheus_rules),
+        )
+        .route("/prometheus/api/v1/alerts", get(rules::prometheus_alerts))
+        .route(
+            "/api/prom/api/v1/rules",
+            get(rules::prometheus_rules).post(rules::prometheus_rules),
+        )
+        .route("/api/prom/api/v1/alerts", get(rules::prometheus_alerts))
 }

@@ -27,6 +27,7 @@ pub async fn flush(State(state): State<AppState>) -> Result<StatusCode, ApiError
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut body = state.metrics.render(&state.storage.metrics());
     body.push_str(&state.ingester.tails().render_metrics());
+    state.ruler.render_metrics(&mut body);
     (
         [(
             header::CONTENT_TYPE,
