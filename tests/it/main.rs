@@ -6,4 +6,5 @@ mod conformance;
 mod crash;
 mod logcli;
 mod push;
+mod ruler_peers;
 mod server;
