@@ -182,7 +182,8 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = stat.rsplit(')').next().context("stat format")?;
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).context("utime")?.parse::<f64>()? + f.get(12).context("stime")?.parse::<f64>()?;
+    let ticks: f64 =
+        f.get(11).context("utime")?.parse::<f64>()? + f.get(12).context("stime")?.parse::<f64>()?;
     Ok(ticks / clock_ticks())
 }
 
@@ -235,8 +236,13 @@ async fn push_shifted(url: &str, files: Vec<PathBuf>, shift_ns: i64) -> Result<(
                     .body(serde_json::to_vec(&body)?)
                     .send()
                     .await?;
-                if r.status().as_u16() != 204 {
-                    bail!("push of {} → {}: {}", f.display(), r.status(), r.text().await.unwrap_or_default());
+                let status = r.status();
+                if status.as_u16() != 204 {
+                    bail!(
+                        "push of {} → {status}: {}",
+                        f.display(),
+                        r.text().await.unwrap_or_default()
+                    );
                 }
             }
             Ok::<_, anyhow::Error>(())
@@ -312,7 +318,11 @@ async fn cost(args: &Args, tmp: &Path) -> Result<Value> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(&data)?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("push-")))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("push-"))
+        })
         .collect();
     files.sort();
     let am = start_alertmanager(tmp).await?;
@@ -338,7 +348,11 @@ async fn cost(args: &Args, tmp: &Path) -> Result<Value> {
     let shift = now_ns() + (lead_min as i64) * 60_000_000_000 - t_end;
     let t = Instant::now();
     push_shifted(&server.url, files, shift).await?;
-    eprintln!("pushed {} lines in {:.1}s", meta["lines"], t.elapsed().as_secs_f64());
+    eprintln!(
+        "pushed {} lines in {:.1}s",
+        meta["lines"],
+        t.elapsed().as_secs_f64()
+    );
 
     // Idle baseline.
     let idle_s = 30.0;
@@ -349,7 +363,13 @@ async fn cost(args: &Args, tmp: &Path) -> Result<Value> {
     std::fs::write(rules_dir.join("fake/bench.yaml"), bench_rules())?;
     let client = reqwest::Client::new();
     let metrics = |client: reqwest::Client, url: String| async move {
-        client.get(format!("{url}/metrics")).send().await?.text().await.map_err(anyhow::Error::from)
+        client
+            .get(format!("{url}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await
+            .map_err(anyhow::Error::from)
     };
     // Wait until every group has evaluated once (the poll, then up to one interval).
     let deadline = Instant::now() + Duration::from_secs(180);
@@ -413,7 +433,10 @@ async fn cost(args: &Args, tmp: &Path) -> Result<Value> {
         "rss_mib": rss_mib(pid, "VmRSS:"),
         "peak_rss_mib": rss_mib(pid, "VmHWM:"),
     });
-    println!("cost: 1000 rules / 100 groups / 1m over {} lines, {elapsed:.0}s measured", meta["lines"]);
+    println!(
+        "cost: 1000 rules / 100 groups / 1m over {} lines, {elapsed:.0}s measured",
+        meta["lines"]
+    );
     println!(
         "  cpu/cycle {:.3}s = {:.2}% of one core (idle {:.2}% subtracted), {:.3} ms/rule",
         cpu / cycles,
@@ -431,7 +454,11 @@ async fn cost(args: &Args, tmp: &Path) -> Result<Value> {
         out["group_iterations"],
         out["rule_evaluation_failures"]
     );
-    println!("  rss {:.0} MiB (peak {:.0} MiB)", out["rss_mib"].as_f64().unwrap_or(f64::NAN), out["peak_rss_mib"].as_f64().unwrap_or(f64::NAN));
+    println!(
+        "  rss {:.0} MiB (peak {:.0} MiB)",
+        out["rss_mib"].as_f64().unwrap_or(f64::NAN),
+        out["peak_rss_mib"].as_f64().unwrap_or(f64::NAN)
+    );
     drop(server);
     drop(am);
     Ok(out)

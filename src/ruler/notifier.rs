@@ -218,10 +218,7 @@ pub(crate) fn parse_peer_url(
                 .map(|(_, v)| v.into_owned())
                 .unwrap_or_default()
         };
-        Some((
-            decode(url.username()),
-            decode(url.password().unwrap_or("")),
-        ))
+        Some((decode(url.username()), decode(url.password().unwrap_or(""))))
     };
     // Clearing credentials cannot fail on an http URL with a host.
     let _ = url.set_username("");
@@ -446,7 +443,11 @@ impl Notifier {
     /// serves every tenant).
     pub fn render_metrics(&self, out: &mut String) {
         const P: &str = "loki_prometheus_notifications";
-        let per_am = |out: &mut String, name: &str, help: &str, kind: &str, f: &dyn Fn(&Target) -> String| {
+        let per_am = |out: &mut String,
+                      name: &str,
+                      help: &str,
+                      kind: &str,
+                      f: &dyn Fn(&Target) -> String| {
             metric_header(out, &format!("{P}_{name}"), help, kind);
             for t in &self.targets {
                 let _ = writeln!(
@@ -457,9 +458,13 @@ impl Notifier {
                 );
             }
         };
-        per_am(out, "sent_total", "Total number of alerts sent.", "counter", &|t| {
-            t.sent.load(Ordering::Relaxed).to_string()
-        });
+        per_am(
+            out,
+            "sent_total",
+            "Total number of alerts sent.",
+            "counter",
+            &|t| t.sent.load(Ordering::Relaxed).to_string(),
+        );
         per_am(
             out,
             "errors_total",
@@ -632,7 +637,10 @@ mod tests {
         let urls: Vec<&str> = n.targets.iter().map(|t| t.url.as_str()).collect();
         assert_eq!(
             urls,
-            ["http://a:9093/api/v2/alerts", "http://b:9093/am/api/v2/alerts"]
+            [
+                "http://a:9093/api/v2/alerts",
+                "http://b:9093/am/api/v2/alerts"
+            ]
         );
         let mut m = String::new();
         n.render_metrics(&mut m);
@@ -651,7 +659,11 @@ mod tests {
         let annotations = BTreeMap::from([("summary".to_string(), "s \"q\"".to_string())]);
         let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_250);
         let json = serde_json::to_value(PostableAlert {
-            labels: labels.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+            labels: labels
+                .iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
             annotations: &annotations,
             starts_at: rfc3339(t),
             ends_at: rfc3339(t + Duration::from_secs(60)),

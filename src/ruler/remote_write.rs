@@ -226,7 +226,9 @@ impl Client {
                 b.password.clone()
             } else {
                 std::fs::read_to_string(&b.password_file)
-                    .with_context(|| format!("reading basic_auth.password_file {}", b.password_file))?
+                    .with_context(|| {
+                        format!("reading basic_auth.password_file {}", b.password_file)
+                    })?
                     .trim_end_matches(['\r', '\n'])
                     .to_string()
             };
@@ -652,6 +654,8 @@ impl Drop for RemoteWriter {
 
 #[cfg(test)]
 mod tests {
+    use prost::Message;
+
     use super::*;
 
     fn sample(labels: &[(&str, &str)], value: f64, ts: i64) -> Arc<Sample> {
@@ -667,7 +671,12 @@ mod tests {
 
     #[test]
     fn batches_group_series_and_sort_labels_and_samples() -> anyhow::Result<()> {
-        let a = [("__name__", "r"), ("job", "x"), ("Zone", "1"), ("empty", "")];
+        let a = [
+            ("__name__", "r"),
+            ("job", "x"),
+            ("Zone", "1"),
+            ("empty", ""),
+        ];
         let b = [("__name__", "r"), ("job", "y")];
         let batch = vec![
             sample(&a, 2.0, 2000),
@@ -682,7 +691,10 @@ mod tests {
             .iter()
             .map(|t| t.labels.iter().map(|l| l.name.as_str()).collect())
             .collect();
-        assert_eq!(names, [vec!["Zone", "__name__", "job"], vec!["__name__", "job"]]);
+        assert_eq!(
+            names,
+            [vec!["Zone", "__name__", "job"], vec!["__name__", "job"]]
+        );
         let samples: Vec<Vec<(i64, f64)>> = req
             .timeseries
             .iter()

@@ -226,7 +226,11 @@ impl Listener {
     }
 
     /// The next webhook body (JSON) satisfying `want`, skipping others.
-    pub async fn webhook(&mut self, within: Duration, want: impl Fn(&Value) -> bool) -> Result<Value> {
+    pub async fn webhook(
+        &mut self,
+        within: Duration,
+        want: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -391,13 +395,17 @@ async fn notifier_alert_reaches_alertmanager_and_webhook_then_resolves() -> Resu
     assert_eq!(json_map(&listed["annotations"]), annotations);
     assert_eq!(listed["generatorURL"], generator);
     assert_eq!(listed["status"]["state"], "active");
-    let starts_at = chrono::DateTime::parse_from_rfc3339(listed["startsAt"].as_str().unwrap_or(""))?;
+    let starts_at =
+        chrono::DateTime::parse_from_rfc3339(listed["startsAt"].as_str().unwrap_or(""))?;
     assert_eq!(starts_at.timestamp_millis(), unix_ms(started));
     let ends_at = chrono::DateTime::parse_from_rfc3339(listed["endsAt"].as_str().unwrap_or(""))?;
     // Without an `ends_at` the notifier makes the alert valid for 4 × max(resend_delay,
     // evaluation_interval) from now.
     let validity = 4 * config.resend_delay.max(config.evaluation_interval);
-    assert!(ends_at.timestamp_millis() >= unix_ms(SystemTime::now() + validity - Duration::from_secs(30)));
+    assert!(
+        ends_at.timestamp_millis()
+            >= unix_ms(SystemTime::now() + validity - Duration::from_secs(30))
+    );
 
     // The webhook receives the firing notification with our labels and annotations.
     let firing = hook
@@ -426,19 +434,50 @@ async fn notifier_alert_reaches_alertmanager_and_webhook_then_resolves() -> Resu
     // Two alerts sent to the live Alertmanager; both failed (and dropped) on the dead one.
     let live = format!("alertmanager=\"{}/api/v2/alerts\"", am.url);
     let down = format!("alertmanager=\"{dead}/api/v2/alerts\"");
-    let text = eventually("the dead Alertmanager's errors", Duration::from_secs(20), || {
-        let t = rendered(&notifier);
-        (metric(&t, "loki_prometheus_notifications_errors_total", &down) == Some(2.0)).then_some(t)
-    })
+    let text = eventually(
+        "the dead Alertmanager's errors",
+        Duration::from_secs(20),
+        || {
+            let t = rendered(&notifier);
+            (metric(&t, "loki_prometheus_notifications_errors_total", &down) == Some(2.0))
+                .then_some(t)
+        },
+    )
     .await?;
-    assert_eq!(metric(&text, "loki_prometheus_notifications_sent_total", &live), Some(2.0));
-    assert_eq!(metric(&text, "loki_prometheus_notifications_errors_total", &live), Some(0.0));
-    assert_eq!(metric(&text, "loki_prometheus_notifications_sent_total", &down), Some(0.0));
-    assert_eq!(metric(&text, "loki_prometheus_notifications_dropped_total", &down), Some(2.0));
-    assert_eq!(metric(&text, "loki_prometheus_notifications_queue_length", &live), Some(0.0));
-    assert_eq!(metric(&text, "loki_prometheus_notifications_alertmanagers_discovered", ""), Some(2.0));
     assert_eq!(
-        metric(&text, "loki_prometheus_notifications_latency_seconds_count", &live),
+        metric(&text, "loki_prometheus_notifications_sent_total", &live),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(&text, "loki_prometheus_notifications_errors_total", &live),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&text, "loki_prometheus_notifications_sent_total", &down),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&text, "loki_prometheus_notifications_dropped_total", &down),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(&text, "loki_prometheus_notifications_queue_length", &live),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "loki_prometheus_notifications_alertmanagers_discovered",
+            ""
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "loki_prometheus_notifications_latency_seconds_count",
+            &live
+        ),
         Some(2.0)
     );
     notifier.shutdown(Duration::from_secs(5)).await;
@@ -470,8 +509,14 @@ async fn ruler_clients_send_credentials_and_protocol_headers() -> Result<()> {
         req.headers.get("authorization").map(String::as_str),
         Some(format!("Basic {}", base64(b"ops:p@ss+1")).as_str())
     );
-    assert_eq!(req.headers.get("content-type").map(String::as_str), Some("application/json"));
-    assert!(req.headers.get("user-agent").is_some_and(|u| u.starts_with("tovlog/")));
+    assert_eq!(
+        req.headers.get("content-type").map(String::as_str),
+        Some("application/json")
+    );
+    assert!(req
+        .headers
+        .get("user-agent")
+        .is_some_and(|u| u.starts_with("tovlog/")));
     let body: Value = serde_json::from_slice(&req.body)?;
     assert_eq!(body.as_array().map(Vec::len), Some(1));
     assert_eq!(body[0]["labels"], json!({"alertname": "A"}));
@@ -601,7 +646,10 @@ fn writer_to(url: &str, queue: QueueConfig) -> Result<Arc<RemoteWriter>> {
 /// Samples of two series at three times, values that only an exact round trip preserves.
 fn recorded_samples(name: &str, now_ms: i64) -> Vec<Sample> {
     let mut out = Vec::new();
-    for (i, ts) in [now_ms - 30_000, now_ms - 15_000, now_ms].into_iter().enumerate() {
+    for (i, ts) in [now_ms - 30_000, now_ms - 15_000, now_ms]
+        .into_iter()
+        .enumerate()
+    {
         for (user, base) in [("alice", 0.1_f64), ("mallory", 1e-7)] {
             out.push(Sample {
                 labels: labels(&[("__name__", name), ("user", user), ("env", "prod")]),
@@ -645,19 +693,53 @@ async fn remote_write_samples_read_back_from_prometheus() -> Result<()> {
     writer.send(samples.clone());
     let text = eventually("all samples sent", Duration::from_secs(20), || {
         let t = rendered_rw(&writer);
-        (metric(&t, "loki_ruler_wal_prometheus_remote_storage_samples_total", "remote_name=\"prom\"") == Some(n)).then_some(t)
+        (metric(
+            &t,
+            "loki_ruler_wal_prometheus_remote_storage_samples_total",
+            "remote_name=\"prom\"",
+        ) == Some(n))
+        .then_some(t)
     })
     .await?;
-    assert_eq!(metric(&text, "loki_ruler_wal_prometheus_remote_storage_samples_failed_total", ""), Some(0.0));
-    assert_eq!(metric(&text, "loki_ruler_wal_prometheus_remote_storage_samples_pending", ""), Some(0.0));
-    assert_eq!(metric(&text, "loki_ruler_wal_prometheus_remote_storage_samples_in_total", ""), Some(n));
     assert_eq!(
-        metric(&text, "loki_ruler_wal_prometheus_remote_storage_queue_highest_sent_timestamp_seconds", ""),
+        metric(
+            &text,
+            "loki_ruler_wal_prometheus_remote_storage_samples_failed_total",
+            ""
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "loki_ruler_wal_prometheus_remote_storage_samples_pending",
+            ""
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "loki_ruler_wal_prometheus_remote_storage_samples_in_total",
+            ""
+        ),
+        Some(n)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "loki_ruler_wal_prometheus_remote_storage_queue_highest_sent_timestamp_seconds",
+            ""
+        ),
         Some(now_ms as f64 / 1000.0)
     );
     // 6 samples at 4 per request: 2 requests.
     assert_eq!(
-        metric(&text, "loki_ruler_wal_prometheus_remote_storage_sent_batch_duration_seconds_count", ""),
+        metric(
+            &text,
+            "loki_ruler_wal_prometheus_remote_storage_sent_batch_duration_seconds_count",
+            ""
+        ),
         Some(2.0)
     );
 
@@ -685,22 +767,63 @@ async fn remote_write_retries_until_prometheus_comes_up() -> Result<()> {
     // Nothing listens yet: the batch is retried and stays pending.
     let text = eventually("retries", Duration::from_secs(20), || {
         let t = rendered_rw(&writer);
-        (metric(&t, "loki_ruler_wal_prometheus_remote_storage_samples_retried_total", "") >= Some(2.0 * n))
-            .then_some(t)
+        (metric(
+            &t,
+            "loki_ruler_wal_prometheus_remote_storage_samples_retried_total",
+            "",
+        ) >= Some(2.0 * n))
+        .then_some(t)
     })
     .await?;
-    assert_eq!(metric(&text, "loki_ruler_wal_prometheus_remote_storage_samples_pending", ""), Some(n));
-    assert_eq!(metric(&text, "loki_ruler_wal_prometheus_remote_storage_samples_total", ""), Some(0.0));
+    assert_eq!(
+        metric(
+            &text,
+            "loki_ruler_wal_prometheus_remote_storage_samples_pending",
+            ""
+        ),
+        Some(n)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "loki_ruler_wal_prometheus_remote_storage_samples_total",
+            ""
+        ),
+        Some(0.0)
+    );
     assert_eq!(writer.pending(), samples.len() as u64);
 
     let prom = start_prometheus(port).await?;
-    let text = eventually("the samples sent after the receiver came up", Duration::from_secs(20), || {
-        let t = rendered_rw(&writer);
-        (metric(&t, "loki_ruler_wal_prometheus_remote_storage_samples_total", "") == Some(n)).then_some(t)
-    })
+    let text = eventually(
+        "the samples sent after the receiver came up",
+        Duration::from_secs(20),
+        || {
+            let t = rendered_rw(&writer);
+            (metric(
+                &t,
+                "loki_ruler_wal_prometheus_remote_storage_samples_total",
+                "",
+            ) == Some(n))
+            .then_some(t)
+        },
+    )
     .await?;
-    assert_eq!(metric(&text, "loki_ruler_wal_prometheus_remote_storage_samples_failed_total", ""), Some(0.0));
-    assert_eq!(metric(&text, "loki_ruler_wal_prometheus_remote_storage_samples_pending", ""), Some(0.0));
+    assert_eq!(
+        metric(
+            &text,
+            "loki_ruler_wal_prometheus_remote_storage_samples_failed_total",
+            ""
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "loki_ruler_wal_prometheus_remote_storage_samples_pending",
+            ""
+        ),
+        Some(0.0)
+    );
     let got = prometheus_samples(&prom, "tovlog:retry:test", now_ms + 1000).await?;
     assert_eq!(got, expected_series(&samples));
     writer.shutdown(Duration::from_secs(5)).await;
@@ -710,7 +833,10 @@ async fn remote_write_retries_until_prometheus_comes_up() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_write_drops_batches_prometheus_rejects() -> Result<()> {
     let prom = start_prometheus(free_port()?).await?;
-    let writer = writer_to(&format!("{}/api/v1/write", prom.url), QueueConfig::default())?;
+    let writer = writer_to(
+        &format!("{}/api/v1/write", prom.url),
+        QueueConfig::default(),
+    )?;
     let now_ms = unix_ms(SystemTime::now());
     let series = labels(&[("__name__", "tovlog:ooo:test"), ("job", "x")]);
     writer.send(vec![Sample {
@@ -719,8 +845,12 @@ async fn remote_write_drops_batches_prometheus_rejects() -> Result<()> {
         timestamp_ms: now_ms,
     }]);
     eventually("the first sample sent", Duration::from_secs(20), || {
-        (metric(&rendered_rw(&writer), "loki_ruler_wal_prometheus_remote_storage_samples_total", "") == Some(1.0))
-            .then_some(())
+        (metric(
+            &rendered_rw(&writer),
+            "loki_ruler_wal_prometheus_remote_storage_samples_total",
+            "",
+        ) == Some(1.0))
+        .then_some(())
     })
     .await?;
     // An older sample of the same series: Prometheus answers 400 (out of order), which is
@@ -730,13 +860,36 @@ async fn remote_write_drops_batches_prometheus_rejects() -> Result<()> {
         value: 2.0,
         timestamp_ms: now_ms - 60_000,
     }]);
-    let text = eventually("the rejected sample counted", Duration::from_secs(20), || {
-        let t = rendered_rw(&writer);
-        (metric(&t, "loki_ruler_wal_prometheus_remote_storage_samples_failed_total", "") == Some(1.0)).then_some(t)
-    })
+    let text = eventually(
+        "the rejected sample counted",
+        Duration::from_secs(20),
+        || {
+            let t = rendered_rw(&writer);
+            (metric(
+                &t,
+                "loki_ruler_wal_prometheus_remote_storage_samples_failed_total",
+                "",
+            ) == Some(1.0))
+            .then_some(t)
+        },
+    )
     .await?;
-    assert_eq!(metric(&text, "loki_ruler_wal_prometheus_remote_storage_samples_retried_total", ""), Some(0.0));
-    assert_eq!(metric(&text, "loki_ruler_wal_prometheus_remote_storage_samples_total", ""), Some(1.0));
+    assert_eq!(
+        metric(
+            &text,
+            "loki_ruler_wal_prometheus_remote_storage_samples_retried_total",
+            ""
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "loki_ruler_wal_prometheus_remote_storage_samples_total",
+            ""
+        ),
+        Some(1.0)
+    );
     let got = prometheus_samples(&prom, "tovlog:ooo:test", now_ms + 1000).await?;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].1, vec![(now_ms, 1.0)]);
