@@ -188,6 +188,12 @@ pub struct RemoteWriteClient {
     /// Bearer token.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub bearer_token: String,
+    /// File holding a bearer token, read at each request.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub bearer_token_file: String,
+    /// `Authorization` header (Prometheus' `authorization` block).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<Authorization>,
     /// Queue settings.
     pub queue_config: QueueConfig,
     /// Other Prometheus remote-write keys (relabel configs, metadata…): accepted, unused.
@@ -203,6 +209,8 @@ impl Default for RemoteWriteClient {
             headers: BTreeMap::new(),
             basic_auth: None,
             bearer_token: String::new(),
+            bearer_token_file: String::new(),
+            authorization: None,
             queue_config: QueueConfig::default(),
             other: BTreeMap::new(),
         }
@@ -217,6 +225,22 @@ pub struct BasicAuth {
     pub username: String,
     /// Password.
     pub password: String,
+    /// File holding the password (wins over `password`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub password_file: String,
+}
+
+/// Prometheus' `authorization` block: `Authorization: <type> <credentials>`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Authorization {
+    /// Scheme. Default `Bearer`.
+    #[serde(rename = "type")]
+    pub auth_type: String,
+    /// The credentials.
+    pub credentials: String,
+    /// File holding the credentials, read at each request (wins over `credentials`).
+    pub credentials_file: String,
 }
 
 /// Prometheus' `queue_config` keys tovlog honours.

@@ -7,5 +7,6 @@ mod crash;
 mod logcli;
 mod push;
 mod ruler;
+mod ruler_peers;
 mod server;
 mod tail;
