@@ -5,5 +5,6 @@ mod compare;
 mod conformance;
 mod crash;
 mod logcli;
+mod patterns;
 mod push;
 mod server;
