@@ -215,8 +215,18 @@ struct Rows<'a> {
 
 impl<'a> Rows<'a> {
     fn of(batch: &'a RecordBatch) -> Result<Rows<'a>, QueryError> {
-        let bad = |what: &str| QueryError::Internal(format!("scan column {what} is missing or has the wrong type"));
-        let col = |name: &str| batch.schema_ref().index_of(name).ok().map(|i| batch.column(i));
+        let bad = |what: &str| {
+            QueryError::Internal(format!(
+                "scan column {what} is missing or has the wrong type"
+            ))
+        };
+        let col = |name: &str| {
+            batch
+                .schema_ref()
+                .index_of(name)
+                .ok()
+                .map(|i| batch.column(i))
+        };
         Ok(Rows {
             stream_ids: col(STREAM_ID)
                 .and_then(|c| c.as_primitive_opt::<UInt64Type>())
@@ -288,12 +298,10 @@ async fn learn(qc: &QueryContext, scan: Arc<dyn ExecutionPlan>) -> Result<Vec<St
             let format = *formats
                 .entry(sid)
                 .or_insert_with(|| LineFormat::detect(line));
-            let miner = miners
-                .entry((sid, rows.level(i)))
-                .or_insert_with(|| Miner {
-                    drain: Drain::new(DrainConfig::default()),
-                    seen: 0,
-                });
+            let miner = miners.entry((sid, rows.level(i))).or_insert_with(|| Miner {
+                drain: Drain::new(DrainConfig::default()),
+                seen: 0,
+            });
             miner.seen += 1;
             if miner.seen > TRAIN_ALL && miner.seen % TRAIN_STRIDE != 0 {
                 continue;

@@ -81,7 +81,11 @@ fn parse_answer(body: &str) -> anyhow::Result<Reported> {
 /// Every check of the module for one job, whose answer may hold `max_patterns` patterns.
 async fn check_job(server: &TestServer, job: &str, max_patterns: usize) -> anyhow::Result<()> {
     let lines = dataset_lines(job)?;
-    anyhow::ensure!(lines.len() > 1000, "{job}: dataset has {} lines", lines.len());
+    anyhow::ensure!(
+        lines.len() > 1000,
+        "{job}: dataset has {} lines",
+        lines.len()
+    );
     let start = lines.iter().map(|l| l.0).min().unwrap_or(0);
     let end = lines.iter().map(|l| l.0).max().unwrap_or(0) + 1;
     let selector = format!("{{job=\"{job}\"}}");
@@ -122,7 +126,13 @@ async fn check_job(server: &TestServer, job: &str, max_patterns: usize) -> anyho
             .collect();
         anyhow::ensure!(hits.len() <= 1, "{job}: {line:?} matches {hits:?}");
         match hits.first() {
-            Some(p) => *expected.entry(p).or_default().entry(bucket(*ts)).or_default() += 1,
+            Some(p) => {
+                *expected
+                    .entry(p)
+                    .or_default()
+                    .entry(bucket(*ts))
+                    .or_default() += 1
+            }
             None => uncovered += 1,
         }
     }
@@ -139,15 +149,24 @@ async fn check_job(server: &TestServer, job: &str, max_patterns: usize) -> anyho
             }
         }
         let want = expected.remove(pattern.as_str()).unwrap_or_default();
-        anyhow::ensure!(got == want, "{job}: samples of {pattern:?}: got {got:?}, want {want:?}");
+        anyhow::ensure!(
+            got == want,
+            "{job}: samples of {pattern:?}: got {got:?}, want {want:?}"
+        );
     }
 
     // Placeholders stand where the lines vary: no pattern is a line of the dataset, and
     // each covers many distinct lines.
     let distinct: BTreeSet<&str> = lines.iter().map(|l| l.1.as_str()).collect();
     for pattern in reported.keys() {
-        anyhow::ensure!(pattern.contains("<_>"), "{job}: {pattern:?} has no placeholder");
-        anyhow::ensure!(!distinct.contains(pattern.as_str()), "{job}: {pattern:?} is a line");
+        anyhow::ensure!(
+            pattern.contains("<_>"),
+            "{job}: {pattern:?} has no placeholder"
+        );
+        anyhow::ensure!(
+            !distinct.contains(pattern.as_str()),
+            "{job}: {pattern:?} is a line"
+        );
     }
 
     // The `|>` filter of each pattern, run as a log query, returns the lines it counted.
@@ -174,7 +193,10 @@ async fn check_job(server: &TestServer, job: &str, max_patterns: usize) -> anyho
             .flatten()
             .map(|s| s["values"].as_array().map_or(0, |a| a.len() as u64))
             .sum();
-        anyhow::ensure!(entries == total, "{query}: {entries} entries, pattern counted {total}");
+        anyhow::ensure!(
+            entries == total,
+            "{query}: {entries} entries, pattern counted {total}"
+        );
     }
     Ok(())
 }
@@ -221,7 +243,11 @@ async fn patterns_are_the_templates_of_the_lines() -> anyhow::Result<()> {
 async fn bad_pattern_requests_are_rejected_like_loki() -> anyhow::Result<()> {
     let mut server = TestServer::start(conformance_config()?).await?;
     let cases: [(&str, &str, &str); 4] = [
-        (r#"{job="nginx"} |= "x""#, "1m", "only label matchers are supported"),
+        (
+            r#"{job="nginx"} |= "x""#,
+            "1m",
+            "only label matchers are supported",
+        ),
         (r#"{job="nginx""#, "1m", "parse error"),
         (r#"{job="nginx"}"#, "abc", "invalid step parameter"),
         (r#"{job="nginx"}"#, "1ms", "exceeded maximum resolution"),

@@ -224,7 +224,11 @@ impl Drain {
                 self.tick += 1;
                 let cluster = Cluster {
                     tokens: (0..n).map(|i| tokens.token(line, i).into()).collect(),
-                    separators: tokens.separators.iter().map(|s| s.text(line).into()).collect(),
+                    separators: tokens
+                        .separators
+                        .iter()
+                        .map(|s| s.text(line).into())
+                        .collect(),
                     wrapped: tokens.wrapped,
                     size: 1,
                     last_used: self.tick,

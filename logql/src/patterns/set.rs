@@ -116,7 +116,14 @@ impl PatternSet {
         self.visit(LITERAL_ROOT, b, 0, true, &mut hit);
     }
 
-    fn visit(&self, node: usize, b: &[u8], off: usize, may_touch: bool, hit: &mut impl FnMut(usize)) {
+    fn visit(
+        &self,
+        node: usize,
+        b: &[u8],
+        off: usize,
+        may_touch: bool,
+        hit: &mut impl FnMut(usize),
+    ) {
         let Some(n) = self.nodes.get(node) else {
             return;
         };
@@ -164,7 +171,10 @@ mod tests {
             hits(&set, r#"1.2.3.4 - - [x] "GET /a HTTP/1.1" 200"#),
             vec![0, 2]
         );
-        assert_eq!(hits(&set, r#"1.2.3.4 - - [x] "POST /a HTTP/1.1" 200"#), vec![1]);
+        assert_eq!(
+            hits(&set, r#"1.2.3.4 - - [x] "POST /a HTTP/1.1" 200"#),
+            vec![1]
+        );
         assert_eq!(hits(&set, "foo bar baz"), vec![3, 5]);
         assert_eq!(hits(&set, "x foo bar"), vec![4, 5]);
         assert_eq!(hits(&set, " bar "), vec![5]);

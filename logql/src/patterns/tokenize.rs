@@ -192,7 +192,8 @@ fn is_unicode_punct(c: char) -> bool {
     static RE: OnceLock<Option<regex::Regex>> = OnceLock::new();
     let re = RE.get_or_init(|| regex::Regex::new(r"^\p{P}$").ok());
     let mut buf = [0u8; 4];
-    re.as_ref().is_some_and(|re| re.is_match(c.encode_utf8(&mut buf)))
+    re.as_ref()
+        .is_some_and(|re| re.is_match(c.encode_utf8(&mut buf)))
 }
 
 /// The punctuation tokenizer over `line[from..to]`.
@@ -508,7 +509,18 @@ mod tests {
         let (t, joined) = toks(LineFormat::Logfmt, line).unwrap();
         assert_eq!(
             t,
-            ["ts", "<_>", "level", "info", "msg", "\"hello world\"", "dur", "3ms", "flag", ""]
+            [
+                "ts",
+                "<_>",
+                "level",
+                "info",
+                "msg",
+                "\"hello world\"",
+                "dur",
+                "3ms",
+                "flag",
+                ""
+            ]
         );
         assert_eq!(
             joined,
