@@ -191,9 +191,7 @@ async fn scan(
 fn raw_scan(plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
     let mut node = plan;
     loop {
-        let inner = if node.as_any().is::<CoalescePartitionsExec>()
-            || node.as_any().is::<LineFilterExec>()
-        {
+        let inner = if node.is::<CoalescePartitionsExec>() || node.is::<LineFilterExec>() {
             node.children().first().map(|c| Arc::clone(*c))
         } else {
             None
