@@ -269,8 +269,9 @@ impl Drain {
     fn tree_search(&mut self, line: &str, tokens: &Tokens) -> Option<usize> {
         let n = tokens.tokens.len();
         let mut node = *self.by_length.get(&n)?;
-        let mut depth = 1;
         for i in 0..n {
+            // The root's child (the token count) is depth 1: token `i` is at depth i + 1.
+            let depth = i + 1;
             if depth >= self.max_node_depth() || depth == n {
                 break;
             }
@@ -278,7 +279,6 @@ impl Drain {
             node = current
                 .child(tokens.token(line, i))
                 .or_else(|| current.child(PLACEHOLDER))?;
-            depth += 1;
         }
         self.fast_match(node, line, tokens)
     }
@@ -335,8 +335,8 @@ impl Drain {
         };
         let max_depth = self.max_node_depth();
         let max_children = self.config.max_children;
-        let mut depth = 1;
-        for token in tokens.iter() {
+        for (i, token) in tokens.iter().enumerate() {
+            let depth = i + 1;
             if depth >= max_depth || depth >= n {
                 break;
             }
@@ -361,7 +361,6 @@ impl Drain {
                     }
                 }
             };
-            depth += 1;
         }
         // Leaf: forget evicted clusters, then add this one.
         let live: Vec<usize> = self.nodes[node]

@@ -217,7 +217,7 @@ mod tests {
                         }])
                         .ok()
                     });
-                    p.replace(PLACEHOLDER, "").len() > 0
+                    !p.replace(PLACEHOLDER, "").is_empty()
                         && chain.is_some_and(|c| c.matches(&line))
                 })
                 .map(|(i, _)| i)
