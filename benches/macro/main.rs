@@ -29,6 +29,8 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
+mod patterns;
+
 struct Args {
     lines: u64,
     dataset: Option<PathBuf>,
@@ -488,6 +490,7 @@ async fn main() -> Result<()> {
                 json!({"cold_s": cold, "warm_median_s": med, "answer": verdict}),
             );
         }
+        patterns::run(&client, &server.url, &meta, &mut results).await?;
         rss_query = peak_rss_mib(server.child.id()).unwrap_or(f64::NAN);
         stop(server)?;
     }

@@ -16,6 +16,7 @@ pub mod eval;
 pub mod format;
 pub mod lexer;
 pub mod parser;
+pub mod patterns;
 pub mod pipeline;
 pub mod template;
 pub mod validate;

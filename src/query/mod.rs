@@ -29,8 +29,10 @@ pub mod encode;
 pub mod exec;
 mod logs;
 mod metric;
+mod patterns;
 mod plan;
 
+pub use patterns::PatternsRequest;
 pub use plan::convert_matchers;
 pub mod stats;
 

@@ -5,6 +5,7 @@ mod compare;
 mod conformance;
 mod crash;
 mod logcli;
+mod patterns;
 mod push;
 mod ruler;
 mod ruler_peers;

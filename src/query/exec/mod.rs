@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 use tovlog_logql::eval::KeyIndex;
 
 pub use line_filter::LineFilterExec;
+pub use lines::Lines;
 pub use pipeline::{
     reduce_labels, sample_schema, LabelReduce, PipelineExec, PipelineMode, SampleValue, SAMPLE_KEY,
     SAMPLE_TS, SAMPLE_VALUE,

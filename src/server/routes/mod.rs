@@ -1,6 +1,7 @@
 //! One file per API area; this module assembles them into the router.
 
 mod labels;
+mod patterns;
 mod push;
 mod query;
 mod rules;
@@ -65,6 +66,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/loki/api/v1/format_query",
             get(status::format_query).post(status::format_query),
+        )
+        .route(
+            "/loki/api/v1/patterns",
+            get(patterns::patterns).post(patterns::patterns),
         )
         .route("/loki/api/v1/status/buildinfo", get(status::buildinfo))
         .route("/ready", get(status::ready))
