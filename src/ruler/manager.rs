@@ -322,6 +322,11 @@ impl Ruler {
                 tracing::warn!(error = %e, group = %spec.key.name, "ruler: saving alert state failed");
             }
         }
+        // Deliver what is already queued before the process goes.
+        self.inner.notifier.shutdown(Duration::from_secs(5)).await;
+        if let Some(remote) = &self.inner.remote {
+            remote.shutdown(Duration::from_secs(5)).await;
+        }
     }
 
     /// Groups of `tenant` with their status, ordered by namespace and name.
@@ -1008,6 +1013,8 @@ fn apply_alerts(
     }
     // What Alertmanager must hear (Prometheus' `needsSending`).
     let resend_ms = i64::try_from(cfg.resend_delay.as_millis()).unwrap_or(i64::MAX);
+    let valid_ms = i64::try_from((4 * cfg.resend_delay.max(spec.interval)).as_millis())
+        .unwrap_or(i64::MAX);
     let gen_url = generator_url(&cfg.external_url, &r.rule.expr);
     for a in rs.alerts.values_mut() {
         let needs = match a.state {
@@ -1031,7 +1038,14 @@ fn apply_alerts(
             } else {
                 a.active_at
             }),
-            ends_at: (a.resolved_at != 0).then(|| ms_to_system(a.resolved_at)),
+            // A firing alert stays valid in Alertmanager for four resend periods or group
+            // intervals, whichever is longer, as Prometheus sends it: a group slower than the
+            // resend delay must not see its alerts resolved between evaluations.
+            ends_at: Some(if a.resolved_at != 0 {
+                ms_to_system(a.resolved_at)
+            } else {
+                ms_to_system(ts_ms.saturating_add(valid_ms))
+            }),
             generator_url: gen_url.clone(),
         });
     }
@@ -1100,7 +1114,12 @@ mod tests {
             Some(AlertState::Firing)
         );
         assert_eq!(sent.len(), 1);
-        assert_eq!(sent[0].ends_at, None);
+        let valid = 4 * cfg.resend_delay.max(spec.interval);
+        assert_eq!(
+            sent[0].ends_at,
+            Some(ms_to_system(3_000) + valid),
+            "a firing alert is valid for four resend periods or intervals"
+        );
         // Still firing: not resent before resend_delay.
         apply_alerts(&cfg, &spec, r, &mut rs, &sample, 4_000, &mut sent)
             .map_err(anyhow::Error::msg)?;

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use object_store::{path::Path as ObjectPath, ObjectStore, PutPayload};
+use object_store::{path::Path as ObjectPath, ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::error::{Error, Result};
 
