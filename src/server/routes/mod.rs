@@ -1,5 +1,6 @@
 //! One file per API area; this module assembles them into the router.
 
+mod drilldown;
 mod labels;
 mod push;
 mod query;
@@ -65,6 +66,22 @@ pub fn router() -> Router<AppState> {
             get(status::format_query).post(status::format_query),
         )
         .route("/loki/api/v1/status/buildinfo", get(status::buildinfo))
+        .route(
+            "/loki/api/v1/detected_fields",
+            get(drilldown::detected_fields).post(drilldown::detected_fields),
+        )
+        .route(
+            "/loki/api/v1/detected_field/{name}/values",
+            get(drilldown::detected_field_values).post(drilldown::detected_field_values),
+        )
+        .route(
+            "/loki/api/v1/detected_labels",
+            get(drilldown::detected_labels).post(drilldown::detected_labels),
+        )
+        .route(
+            "/loki/api/v1/drilldown-limits",
+            get(drilldown::drilldown_limits),
+        )
         .route("/ready", get(status::ready))
         .route("/flush", post(status::flush).get(status::flush))
         .route("/metrics", get(status::metrics))
