@@ -78,7 +78,17 @@ impl FieldType {
         }
         if matches!(
             value,
-            "1" | "t" | "T" | "TRUE" | "true" | "True" | "0" | "f" | "F" | "FALSE" | "false" | "False"
+            "1" | "t"
+                | "T"
+                | "TRUE"
+                | "true"
+                | "True"
+                | "0"
+                | "f"
+                | "F"
+                | "FALSE"
+                | "false"
+                | "False"
         ) {
             return FieldType::Boolean;
         }
@@ -165,7 +175,9 @@ pub fn is_detected_label(name: &str, values: &[String]) -> bool {
     if values.len() <= 2 && values.iter().all(|v| v == "0" || v == "1") {
         return true;
     }
-    !values.iter().all(|v| parse_go_float(v).is_ok() || is_uuid(v))
+    !values
+        .iter()
+        .all(|v| parse_go_float(v).is_ok() || is_uuid(v))
 }
 
 /// The detected labels of `labels` (name and distinct values), sorted by name.
@@ -218,9 +230,7 @@ impl EntryFields {
                     values.push(value.to_owned());
                 }
             }
-            None => self
-                .fields
-                .push((name.to_owned(), vec![value.to_owned()])),
+            None => self.fields.push((name.to_owned(), vec![value.to_owned()])),
         }
     }
 }
@@ -276,7 +286,9 @@ impl Detector {
                 Parser::Logfmt => &self.logfmt,
             };
             self.lb.reset(&stream, &[]);
-            pipeline.process(entry.ts_ns, &entry.line, &mut self.lb).is_some()
+            pipeline
+                .process(entry.ts_ns, &entry.line, &mut self.lb)
+                .is_some()
                 && !self.lb.has_error()
         });
         let Some(parser) = parser else {
@@ -288,8 +300,7 @@ impl Detector {
             }
         }
         if parser == Parser::Json {
-            out.json_paths =
-                json_label_paths(&entry.line, &|n| stream.iter().any(|(s, _)| s == n));
+            out.json_paths = json_label_paths(&entry.line, &|n| stream.iter().any(|(s, _)| s == n));
         }
         out.parser = Some(parser);
         out

@@ -234,7 +234,11 @@ async fn a_pipeline_restricts_the_sample() -> anyhow::Result<()> {
         })
         .collect();
     deletes.sort_by(|a, b| b.0.cmp(&a.0));
-    anyhow::ensure!(deletes.len() > 100, "the dataset has {} deletes", deletes.len());
+    anyhow::ensure!(
+        deletes.len() > 100,
+        "the dataset has {} deletes",
+        deletes.len()
+    );
     let sample = &deletes[..100];
     let distinct = |key: &str| -> HashSet<String> {
         sample
@@ -246,7 +250,12 @@ async fn a_pipeline_restricts_the_sample() -> anyhow::Result<()> {
             .collect()
     };
     let query = r#"{job="tovplay-backend"} | json | action="DELETE""#;
-    let fields = get_json(&server, "/loki/api/v1/detected_fields", &dataset_range(query)).await?;
+    let fields = get_json(
+        &server,
+        "/loki/api/v1/detected_fields",
+        &dataset_range(query),
+    )
+    .await?;
     let action = field(&fields, "action")?;
     assert_eq!(action["cardinality"], 1, "{action}");
     assert_eq!(action["parsers"], json!(["json"]));
@@ -435,9 +444,9 @@ async fn detected_labels_and_limits() -> anyhow::Result<()> {
     )
     .await?;
     assert!(
-        only_db["detectedLabels"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|l| l["label"] == "app" && l["cardinality"] == 1)),
+        only_db["detectedLabels"].as_array().is_some_and(|a| a
+            .iter()
+            .any(|l| l["label"] == "app" && l["cardinality"] == 1)),
         "{only_db}"
     );
     // Outside the range there is nothing.

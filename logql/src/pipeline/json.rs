@@ -1194,10 +1194,7 @@ mod label_path_tests {
 
     #[test]
     fn a_syntax_error_keeps_what_was_found() {
-        assert_eq!(
-            paths(r#"{"a":1,"b":"#, &[]),
-            vec![entry("a", &["a"])]
-        );
+        assert_eq!(paths(r#"{"a":1,"b":"#, &[]), vec![entry("a", &["a"])]);
         assert!(paths("level=info", &[]).is_empty());
     }
 }

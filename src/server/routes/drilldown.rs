@@ -83,10 +83,7 @@ fn common(
 
 /// A positive count parameter (Loki's `parseInt` then its range checks).
 fn positive(p: &Params, names: &[&str], default: u32) -> Result<u32, ApiError> {
-    let Some((name, text)) = names
-        .iter()
-        .find_map(|n| p.get(n).map(|v| (*n, v.trim())))
-    else {
+    let Some((name, text)) = names.iter().find_map(|n| p.get(n).map(|v| (*n, v.trim()))) else {
         return Ok(default);
     };
     let n: i64 = text.parse().map_err(|_| {
