@@ -19,6 +19,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod tail;
+mod drilldown;
 
 use std::{
     path::{Path, PathBuf},
@@ -322,6 +323,39 @@ fn queries(meta: &Value) -> Vec<Query> {
     ]
 }
 
+/// One cold run of a GET, then the median of 5 warm runs (s), with the last answer
+/// (`{"error": …}` when one failed).
+async fn time_query(
+    client: &reqwest::Client,
+    url: &str,
+    path: &str,
+    params: &[(String, String)],
+) -> Result<(f64, f64, Value)> {
+    let mut times = Vec::new();
+    let mut last = Value::Null;
+    for _ in 0..6 {
+        let t = Instant::now();
+        let r = client
+            .get(format!("{url}{path}"))
+            .query(params)
+            .send()
+            .await?;
+        let status = r.status();
+        let body = r.text().await?;
+        times.push(t.elapsed().as_secs_f64());
+        if !status.is_success() {
+            last = json!({"error": format!("{status}: {}", body.chars().take(200).collect::<String>())});
+            break;
+        }
+        last = serde_json::from_str(&body).unwrap_or(Value::Null);
+    }
+    let cold = times[0];
+    let mut warm: Vec<f64> = times[1..].to_vec();
+    warm.sort_by(|a, b| a.total_cmp(b));
+    let med = warm.get(warm.len() / 2).copied().unwrap_or(f64::NAN);
+    Ok((cold, med, last))
+}
+
 fn entries(v: &Value) -> usize {
     v["data"]["result"]
         .as_array()
@@ -457,28 +491,7 @@ async fn main() -> Result<()> {
             "query", "cold s", "warm med s"
         );
         for q in queries(&meta) {
-            let mut times = Vec::new();
-            let mut last = Value::Null;
-            for _ in 0..6 {
-                let t = Instant::now();
-                let r = client
-                    .get(format!("{}{}", server.url, q.path))
-                    .query(&q.params)
-                    .send()
-                    .await?;
-                let status = r.status();
-                let body = r.text().await?;
-                times.push(t.elapsed().as_secs_f64());
-                if !status.is_success() {
-                    last = json!({"error": format!("{status}: {}", body.chars().take(200).collect::<String>())});
-                    break;
-                }
-                last = serde_json::from_str(&body).unwrap_or(Value::Null);
-            }
-            let cold = times[0];
-            let mut warm: Vec<f64> = times[1..].to_vec();
-            warm.sort_by(|a, b| a.total_cmp(b));
-            let med = warm.get(warm.len() / 2).copied().unwrap_or(f64::NAN);
+            let (cold, med, last) = time_query(&client, &server.url, q.path, &q.params).await?;
             let verdict = if last.get("error").is_some() {
                 last["error"].to_string()
             } else {
@@ -491,6 +504,7 @@ async fn main() -> Result<()> {
             );
         }
         patterns::run(&client, &server.url, &meta, &mut results).await?;
+        drilldown::run(&client, &server.url, &meta, &mut results).await?;
         rss_query = peak_rss_mib(server.child.id()).unwrap_or(f64::NAN);
         stop(server)?;
     }

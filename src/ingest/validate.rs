@@ -439,7 +439,8 @@ fn rfc3339(ts_ns: i64) -> String {
     .unwrap_or_else(|| ts_ns.to_string())
 }
 
-const LEVEL_KEYS: [&str; 9] = [
+/// The fields a level is looked for in (Loki's `log_level_fields`).
+pub const LEVEL_KEYS: [&str; 9] = [
     "level", "LEVEL", "Level", "severity", "SEVERITY", "Severity", "lvl", "LVL", "Lvl",
 ];
 

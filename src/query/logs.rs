@@ -42,21 +42,24 @@ use super::{Direction, QueryError, QueryRequest};
 
 /// The labels of one log entry after the pipeline, in Loki's categories.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-struct EntryLabels {
+pub(super) struct EntryLabels {
     /// Full label set (the entry's stream in the response), sorted by name.
-    labels: Vec<(String, String)>,
+    pub(super) labels: Vec<(String, String)>,
     /// Structured metadata part (categorize-labels only).
-    structured_metadata: Vec<(String, String)>,
+    pub(super) structured_metadata: Vec<(String, String)>,
     /// Parsed part (categorize-labels only).
-    parsed: Vec<(String, String)>,
+    pub(super) parsed: Vec<(String, String)>,
 }
 
 /// One entry after the pipeline, with its labels resolved.
 #[derive(Debug, Clone, PartialEq)]
-struct Row {
-    ts: i64,
-    line: String,
-    labels: EntryLabels,
+pub(super) struct Row {
+    /// Timestamp, ns.
+    pub(super) ts: i64,
+    /// The line after the pipeline.
+    pub(super) line: String,
+    /// Its labels.
+    pub(super) labels: EntryLabels,
 }
 
 /// Run a log query.
@@ -66,6 +69,26 @@ pub(super) async fn run(
     req: &QueryRequest,
     started: Instant,
 ) -> Result<Value, QueryError> {
+    let rows = first_rows(qc, log, req).await?;
+    let streams = group_streams(rows, req.categorize_labels);
+    let entries: u64 = streams.iter().map(|s| s.entries.len() as u64).sum();
+    let result = encode::streams_result(&streams, req.categorize_labels);
+    let stats = qc.stats.snapshot(started.elapsed(), entries);
+    Ok(encode::envelope(
+        "streams",
+        result,
+        req.categorize_labels,
+        &stats,
+    ))
+}
+
+/// The first `req.limit` entries of `[start, end)` in the query direction, after the
+/// pipeline, in output order (labels split into categories when `categorize_labels`).
+pub(super) async fn first_rows(
+    qc: &QueryContext,
+    log: &LogExpr,
+    req: &QueryRequest,
+) -> Result<Vec<Row>, QueryError> {
     let pipeline =
         Arc::new(Pipeline::new(&log.pipeline).map_err(|e| QueryError::BadRequest(e.to_string()))?);
     let limit = req.limit as usize;
@@ -107,16 +130,7 @@ pub(super) async fn run(
             windows.grow(n, limit - rows.len());
         }
     }
-    let streams = group_streams(rows, req.categorize_labels);
-    let entries: u64 = streams.iter().map(|s| s.entries.len() as u64).sum();
-    let result = encode::streams_result(&streams, req.categorize_labels);
-    let stats = qc.stats.snapshot(started.elapsed(), entries);
-    Ok(encode::envelope(
-        "streams",
-        result,
-        req.categorize_labels,
-        &stats,
-    ))
+    Ok(rows)
 }
 
 /// Most pieces one window is read in (see [`pieces`]).

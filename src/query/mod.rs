@@ -25,6 +25,7 @@
 //! exhausting the process, and a timeout of [`QueryLimits::query_timeout`].
 //! The HTTP layer validates parameters and rejects instant log queries before calling in.
 
+pub mod detected;
 pub mod encode;
 pub mod exec;
 mod logs;
@@ -161,24 +162,31 @@ impl QueryEngine {
         if req.instant && !expr.is_sample() {
             return Err(QueryError::BadRequest(INSTANT_LOG_QUERY_ERROR.to_owned()));
         }
+        let tenant = req.tenant.clone();
+        self.with_timeout(&tenant, |qc| async move {
+            match expr {
+                Expr::Log(log) => logs::run(&qc, &log, &req, started).await,
+                Expr::Sample(sample) => metric::run(qc, sample, &req, started).await,
+            }
+        })
+        .await
+    }
+
+    /// Run `work` with a new query context of `tenant`, under the query timeout.
+    async fn with_timeout<T, F, Fut>(&self, tenant: &str, work: F) -> Result<T, QueryError>
+    where
+        F: FnOnce(Arc<plan::QueryContext>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, QueryError>>,
+    {
         let cancelled = Arc::new(AtomicBool::new(false));
         let qc = Arc::new(plan::QueryContext::new(
             Arc::clone(&self.storage),
-            req.tenant.clone(),
+            tenant.to_owned(),
             &self.limits,
             Arc::clone(&cancelled),
         )?);
         let timeout = self.limits.query_timeout;
-        let run = {
-            let qc = Arc::clone(&qc);
-            async move {
-                match expr {
-                    Expr::Log(log) => logs::run(&qc, &log, &req, started).await,
-                    Expr::Sample(sample) => metric::run(qc, sample, &req, started).await,
-                }
-            }
-        };
-        match tokio::time::timeout(timeout, run).await {
+        match tokio::time::timeout(timeout, work(qc)).await {
             Ok(result) => result,
             Err(_) => {
                 // Work still running on blocking threads sees the flag and stops.

@@ -4,6 +4,7 @@
 mod compare;
 mod conformance;
 mod crash;
+mod drilldown;
 mod logcli;
 mod patterns;
 mod push;

@@ -32,7 +32,7 @@ pub(crate) fn go_quote(s: &str) -> String {
 /// `strconv.ParseFloat(s, 64)`: decimal and hexadecimal floats, `inf`/`infinity`/`nan`
 /// in any case, an optional sign; underscores only between digits of base-prefixed
 /// numbers. Errors read `strconv.ParseFloat: parsing "x": invalid syntax`.
-pub(crate) fn parse_go_float(s: &str) -> Result<f64, String> {
+pub fn parse_go_float(s: &str) -> Result<f64, String> {
     let syntax = || {
         format!(
             "strconv.ParseFloat: parsing {}: invalid syntax",
@@ -263,7 +263,7 @@ pub(crate) fn parse_go_duration(s: &str) -> Result<i64, String> {
 
 /// go-humanize `ParseBytes`: a decimal number (commas ignored) followed by an optional
 /// SI or IEC unit, case-insensitive (`1.5MB`, `20KiB`, `42 k`).
-pub(crate) fn parse_humanize_bytes(s: &str) -> Result<u64, String> {
+pub fn parse_humanize_bytes(s: &str) -> Result<u64, String> {
     let mut last = 0;
     let mut has_comma = false;
     for (i, c) in s.char_indices() {

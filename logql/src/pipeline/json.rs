@@ -1062,3 +1062,139 @@ mod tests {
         assert!(lb.has_error());
     }
 }
+
+/// The JSON path of every label `| json` (without parameters) sets from `line`, as Loki's
+/// `JSONParser` records it with `captureJSONPath` (Logs Drilldown's `jsonPath`): the label
+/// name, and the keys leading to its value from the root. A top-level key's path is the key
+/// itself; every segment of a nested key's path loses an `_extracted` suffix (Loki trims it
+/// from each segment). Names are built as [`JsonParser`] builds them and get the
+/// `_extracted` suffix where `collides` says a label of that name already exists; the first
+/// occurrence of a name wins, as for the labels. Arrays and nulls set no label. A syntax
+/// error ends the walk with the paths found before it.
+pub fn json_label_paths(line: &str, collides: &dyn Fn(&str) -> bool) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    let mut prefix = String::new();
+    let mut path = Vec::new();
+    // A syntax error keeps what was found: the caller knows from the parser whether the
+    // line parsed.
+    let _ = label_paths_walk(line, collides, &mut prefix, &mut path, &mut out);
+    out
+}
+
+fn label_paths_walk(
+    data: &str,
+    collides: &dyn Fn(&str) -> bool,
+    prefix: &mut String,
+    path: &mut Vec<String>,
+    out: &mut Vec<(String, Vec<String>)>,
+) -> Result<(), JsonErr> {
+    object_each(data, &mut |key, value, ty| {
+        let blank = key.trim_matches(super::labels::is_go_space).is_empty();
+        match ty {
+            JsonType::Object => {
+                // The same prefix as `JsonParser::walk`.
+                let len = prefix.len();
+                if !blank && !prefix.is_empty() {
+                    prefix.push('_');
+                }
+                append_sanitized(prefix, key);
+                path.push(key.to_owned());
+                let r = label_paths_walk(value, collides, prefix, path, out);
+                path.pop();
+                prefix.truncate(len);
+                r
+            }
+            JsonType::Array | JsonType::Null => Ok(()),
+            JsonType::String | JsonType::Number | JsonType::Boolean => {
+                let mut name = String::new();
+                if prefix.is_empty() {
+                    sanitize_label_key(key, &mut name);
+                    if name.is_empty() {
+                        return Ok(());
+                    }
+                } else {
+                    name.push_str(prefix);
+                    if !blank {
+                        name.push('_');
+                    }
+                    append_sanitized(&mut name, key);
+                }
+                if collides(&name) {
+                    name.push_str(DUPLICATE_SUFFIX);
+                }
+                if out.iter().any(|(n, _)| *n == name) {
+                    return Ok(());
+                }
+                let segments = if path.is_empty() {
+                    vec![key.to_owned()]
+                } else {
+                    path.iter()
+                        .map(String::as_str)
+                        .chain(std::iter::once(key))
+                        .map(|s| s.strip_suffix(DUPLICATE_SUFFIX).unwrap_or(s).to_owned())
+                        .collect()
+                };
+                out.push((name, segments));
+                Ok(())
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod label_path_tests {
+    use super::*;
+
+    fn paths(line: &str, taken: &[&str]) -> Vec<(String, Vec<String>)> {
+        json_label_paths(line, &|n| taken.contains(&n))
+    }
+
+    fn entry(name: &str, path: &[&str]) -> (String, Vec<String>) {
+        (
+            name.to_owned(),
+            path.iter().map(|s| (*s).to_owned()).collect(),
+        )
+    }
+
+    #[test]
+    fn paths_follow_the_names_json_sets() {
+        let line = r#"{"level":"warn","user":{"id":103,"roles":["p"],"a.b":{"c":true}},"x":null,"1st":1,"level":"dup"}"#;
+        assert_eq!(
+            paths(line, &[]),
+            vec![
+                entry("level", &["level"]),
+                entry("user_id", &["user", "id"]),
+                entry("user_a_b_c", &["user", "a.b", "c"]),
+                entry("_1st", &["1st"]),
+            ]
+        );
+        // The labels a parser sets agree on the names.
+        let mut lb = LabelsBuilder::new();
+        lb.reset(&[], &[]);
+        assert!(JsonParser.process(line, &mut lb, &LabelHints::all()));
+        let mut names: Vec<String> = lb.labels().into_iter().map(|(n, _)| n).collect();
+        names.sort();
+        let mut found: Vec<String> = paths(line, &[]).into_iter().map(|(n, _)| n).collect();
+        found.sort();
+        assert_eq!(names, found);
+    }
+
+    #[test]
+    fn colliding_names_are_suffixed_and_paths_trimmed() {
+        let line = r#"{"job":"a","k8s":{"job":"b","pod_extracted":"c"}}"#;
+        assert_eq!(
+            paths(line, &["job", "k8s_job"]),
+            vec![
+                entry("job_extracted", &["job"]),
+                entry("k8s_job_extracted", &["k8s", "job"]),
+                entry("k8s_pod_extracted", &["k8s", "pod"]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_keeps_what_was_found() {
+        assert_eq!(paths(r#"{"a":1,"b":"#, &[]), vec![entry("a", &["a"])]);
+        assert!(paths("level=info", &[]).is_empty());
+    }
+}

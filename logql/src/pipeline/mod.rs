@@ -45,7 +45,9 @@ mod unwrap;
 
 use std::borrow::Cow;
 
+pub use convert::{parse_go_float, parse_humanize_bytes};
 pub use hints::{metadata_sensitive_names, LabelHints, PRESERVE_ERROR_LABEL};
+pub use json::json_label_paths;
 pub use labels::{CategorizedLabels, LabelsBuilder, ERROR_DETAILS_LABEL, ERROR_LABEL};
 pub use line_filter::LineFilterChain;
 pub use needles::{field_needles, metadata_needles, FieldNeedle, FieldNeedleFinder};

@@ -1,5 +1,6 @@
 //! One file per API area; this module assembles them into the router.
 
+mod drilldown;
 mod labels;
 mod patterns;
 mod push;
@@ -72,6 +73,22 @@ pub fn router() -> Router<AppState> {
             get(patterns::patterns).post(patterns::patterns),
         )
         .route("/loki/api/v1/status/buildinfo", get(status::buildinfo))
+        .route(
+            "/loki/api/v1/detected_fields",
+            get(drilldown::detected_fields).post(drilldown::detected_fields),
+        )
+        .route(
+            "/loki/api/v1/detected_field/{name}/values",
+            get(drilldown::detected_field_values).post(drilldown::detected_field_values),
+        )
+        .route(
+            "/loki/api/v1/detected_labels",
+            get(drilldown::detected_labels).post(drilldown::detected_labels),
+        )
+        .route(
+            "/loki/api/v1/drilldown-limits",
+            get(drilldown::drilldown_limits),
+        )
         .route("/ready", get(status::ready))
         .route("/flush", post(status::flush).get(status::flush))
         .route("/metrics", get(status::metrics))

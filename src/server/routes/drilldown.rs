@@ -1,0 +1,384 @@
+//! The endpoints of Grafana's Logs Drilldown app besides queries and patterns:
+//! `detected_fields`, `detected_field/{name}/values`, `detected_labels` and
+//! `drilldown-limits`. Parameters are read and checked here with Loki's rules and
+//! messages; the detection itself is `query::detected`.
+
+use std::time::Duration;
+
+use axum::{
+    body::Bytes,
+    extract::{Path, RawQuery, State},
+    http::{HeaderMap, Method},
+    Json,
+};
+use serde::Serialize;
+use serde_json::{json, Value};
+use tovlog_logql::ast::Expr;
+
+use crate::{
+    config::duration,
+    ingest::validate::LEVEL_KEYS,
+    query::detected::{
+        self, DetectedField, SampleRequest, SampledEntry, DEFAULT_FIELD_LIMIT, DEFAULT_LINE_LIMIT,
+    },
+    server::{
+        error::ApiError,
+        params::{self, Params},
+        AppState,
+    },
+};
+
+const HOUR_NS: i64 = 3_600_000_000_000;
+/// Most points a range may be cut into by `step` (Loki's limit, checked as Loki does).
+const MAX_POINTS: i64 = 11_000;
+
+/// A request's tenant, form values and time range.
+struct Common {
+    tenant: String,
+    params: Params,
+    start_ns: i64,
+    end_ns: i64,
+}
+
+/// Loki's `bounds`: `end` defaults to now, `start` to `since` (default 1h) before the end,
+/// or before now when the end is in the future.
+fn common(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+    raw: Option<&str>,
+    body: &[u8],
+) -> Result<Common, ApiError> {
+    let tenant = params::tenant(headers, state.config.auth_enabled)?;
+    let p = Params::collect(method, raw, headers, body);
+    let since_ns = match p.get("since") {
+        None => HOUR_NS,
+        Some(s) => duration::parse(s)
+            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "could not parse 'since' parameter: not a valid duration string: {s:?}"
+                ))
+            })?,
+    };
+    let now = params::now_ns();
+    let end_ns = params::parse_time(p.get("end"), now, "end")?;
+    let start_ns = params::parse_time(
+        p.get("start"),
+        end_ns.min(now).saturating_sub(since_ns),
+        "start",
+    )?;
+    if end_ns < start_ns {
+        return Err(ApiError::BadRequest(
+            "end timestamp must not be before or equal to start time".into(),
+        ));
+    }
+    Ok(Common {
+        tenant,
+        params: p,
+        start_ns,
+        end_ns,
+    })
+}
+
+/// A positive count parameter (Loki's `parseInt` then its range checks).
+fn positive(p: &Params, names: &[&str], default: u32) -> Result<u32, ApiError> {
+    let Some((name, text)) = names.iter().find_map(|n| p.get(n).map(|v| (*n, v.trim()))) else {
+        return Ok(default);
+    };
+    let n: i64 = text.parse().map_err(|_| {
+        ApiError::BadRequest(format!(
+            "invalid {name} parameter: cannot parse {text:?} to an integer"
+        ))
+    })?;
+    if n <= 0 {
+        return Err(ApiError::BadRequest(
+            "limit must be a positive value".into(),
+        ));
+    }
+    u32::try_from(n).map_err(|_| {
+        ApiError::BadRequest(format!(
+            "{name} value {n} is out of range [0, {}]",
+            u32::MAX
+        ))
+    })
+}
+
+/// What `detected_fields` and `detected_field/{name}/values` were asked.
+struct FieldsRequest {
+    sample: SampleRequest,
+    /// Most fields (or values) to return.
+    limit: u32,
+}
+
+/// Read and check the parameters of the two field endpoints as Loki does: a log query,
+/// the time range, `line_limit` (within `max_entries_limit_per_query`), `limit` (or the
+/// older `field_limit`) and `step`.
+fn fields_request(state: &AppState, c: Common) -> Result<FieldsRequest, ApiError> {
+    let p = &c.params;
+    let query = p
+        .get("query")
+        .ok_or_else(|| ApiError::BadRequest("query parameter is required".into()))?;
+    let line_limit = positive(p, &["line_limit"], DEFAULT_LINE_LIMIT)?;
+    let limit = positive(p, &["limit", "field_limit"], DEFAULT_FIELD_LIMIT)?;
+    let step_ns = match p.get("step") {
+        Some(s) => params::parse_step(s)?,
+        None => params::default_step_ns(c.start_ns, c.end_ns),
+    };
+    if step_ns <= 0 {
+        return Err(ApiError::BadRequest(
+            "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+        ));
+    }
+    if (c.end_ns - c.start_ns) / step_ns > MAX_POINTS {
+        return Err(ApiError::BadRequest(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"
+                .into(),
+        ));
+    }
+    // Checked here so a metric query gets Loki's answer before any limit.
+    let expr = tovlog_logql::parse(query).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if !matches!(expr, Expr::Log(_)) {
+        return Err(ApiError::BadRequest(format!(
+            "invalid query {query:?}: detected fields need a log query (a selector and an optional pipeline), not a metric query"
+        )));
+    }
+    let l = &state.config.limits_config;
+    if line_limit > l.max_entries_limit_per_query {
+        return Err(ApiError::BadRequest(format!(
+            "max entries limit per query exceeded, limit > max_entries_limit_per_query ({line_limit} > {})",
+            l.max_entries_limit_per_query
+        )));
+    }
+    let max_len = i64::try_from(l.max_query_length.as_nanos()).unwrap_or(i64::MAX);
+    if max_len > 0 && c.end_ns.saturating_sub(c.start_ns) > max_len {
+        return Err(ApiError::BadRequest(format!(
+            "the query time range exceeds the limit (query length: {}s, limit: {}s)",
+            c.end_ns.saturating_sub(c.start_ns) / 1_000_000_000,
+            max_len / 1_000_000_000
+        )));
+    }
+    Ok(FieldsRequest {
+        sample: SampleRequest {
+            tenant: c.tenant,
+            query: query.to_owned(),
+            start_ns: c.start_ns,
+            end_ns: c.end_ns,
+            line_limit,
+        },
+        limit,
+    })
+}
+
+/// Sample the entries fields are detected in, counted as a query.
+async fn sample(state: &AppState, req: SampleRequest) -> Result<Vec<SampledEntry>, ApiError> {
+    let result = state.engine.sample(req).await;
+    state.metrics.query(result.is_err());
+    Ok(result?)
+}
+
+/// One field of a `detected_fields` answer, in Loki's JSON shape and key order.
+#[derive(Debug, Serialize)]
+pub struct FieldJson {
+    label: String,
+    #[serde(rename = "type")]
+    field_type: &'static str,
+    cardinality: u64,
+    /// `null` for structured metadata and fields no parser found in the line.
+    parsers: Option<Vec<&'static str>>,
+    #[serde(rename = "jsonPath", skip_serializing_if = "Option::is_none")]
+    json_path: Option<Vec<String>>,
+}
+
+impl From<DetectedField> for FieldJson {
+    fn from(f: DetectedField) -> FieldJson {
+        FieldJson {
+            label: f.label,
+            field_type: f.field_type.as_str(),
+            cardinality: f.cardinality,
+            parsers: (!f.parsers.is_empty())
+                .then(|| f.parsers.iter().map(|p| p.as_str()).collect()),
+            json_path: f.json_path,
+        }
+    }
+}
+
+/// The `detected_fields` answer.
+#[derive(Debug, Serialize)]
+pub struct FieldsJson {
+    fields: Vec<FieldJson>,
+    limit: u32,
+}
+
+/// The `detected_field/{name}/values` answer.
+#[derive(Debug, Serialize)]
+pub struct ValuesJson {
+    values: Vec<String>,
+    limit: u32,
+}
+
+/// `GET|POST /loki/api/v1/detected_fields`: the fields of the newest `line_limit` entries
+/// of `query` (default 100), at most `limit` of them (default 1000).
+pub async fn detected_fields(
+    State(state): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Json<FieldsJson>, ApiError> {
+    let c = common(&state, &method, &headers, raw.as_deref(), &body)?;
+    let req = fields_request(&state, c)?;
+    let entries = sample(&state, req.sample).await?;
+    let fields = detected::detect_fields(&entries, req.limit as usize)?;
+    Ok(Json(FieldsJson {
+        fields: fields.into_iter().map(FieldJson::from).collect(),
+        limit: req.limit,
+    }))
+}
+
+/// `GET|POST /loki/api/v1/detected_field/{name}/values`: the distinct values of one field
+/// in the same sample as `detected_fields`.
+pub async fn detected_field_values(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Json<ValuesJson>, ApiError> {
+    let c = common(&state, &method, &headers, raw.as_deref(), &body)?;
+    let req = fields_request(&state, c)?;
+    let entries = sample(&state, req.sample).await?;
+    let values = detected::field_values(&entries, &name, req.limit as usize)?;
+    Ok(Json(ValuesJson {
+        values,
+        limit: req.limit,
+    }))
+}
+
+/// `GET|POST /loki/api/v1/detected_labels`: the stream labels of the time range (of the
+/// streams `query` selects, when given) with their number of values, leaving out what
+/// Loki leaves out (see `detected::is_detected_label`).
+pub async fn detected_labels(
+    State(state): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let c = common(&state, &method, &headers, raw.as_deref(), &body)?;
+    let matchers = match c.params.get("query").map(str::trim) {
+        None | Some("") => Vec::new(),
+        Some(q) => {
+            let expr = tovlog_logql::parse(q).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            match expr {
+                Expr::Log(log) if log.pipeline.is_empty() => {
+                    crate::query::convert_matchers(&log.selector)?
+                }
+                _ => {
+                    return Err(ApiError::BadRequest(
+                        "only label matchers is supported".into(),
+                    ))
+                }
+            }
+        }
+    };
+    let names = state
+        .storage
+        .label_names(&c.tenant, &matchers, c.start_ns, c.end_ns)?;
+    let mut labels = Vec::with_capacity(names.len());
+    for name in names {
+        let values = state
+            .storage
+            .label_values(&c.tenant, &name, &matchers, c.start_ns, c.end_ns)?;
+        labels.push((name, values));
+    }
+    let detected: Vec<Value> = detected::detected_labels(labels)
+        .into_iter()
+        .map(|l| json!({"label": l.label, "cardinality": l.cardinality}))
+        .collect();
+    Ok(Json(json!({ "detectedLabels": detected })))
+}
+
+/// A duration as Prometheus' `model.Duration` prints it in JSON (`0s`, `5m`, `30d1h`):
+/// Loki's limits are of that type.
+fn prom_duration(d: Duration) -> String {
+    let mut ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    // Years and weeks only when they divide exactly, as Prometheus does.
+    for (unit, mult, exact) in [
+        ("y", 365 * 86_400_000u128, true),
+        ("w", 7 * 86_400_000, true),
+        ("d", 86_400_000, false),
+        ("h", 3_600_000, false),
+        ("m", 60_000, false),
+        ("s", 1000, false),
+        ("ms", 1, false),
+    ] {
+        if exact && ms % mult != 0 {
+            continue;
+        }
+        let v = ms / mult;
+        if v > 0 {
+            out.push_str(&format!("{v}{unit}"));
+            ms -= v * mult;
+        }
+    }
+    out
+}
+
+/// `GET /loki/api/v1/drilldown-limits`: the limits Loki publishes to the Drilldown app
+/// (its default allow-list, for the settings tovlog has), whether patterns are served
+/// and the version. Limits tovlog does not have are answered with Loki's "disabled"
+/// value (`0`, `0s`, `false`).
+pub async fn drilldown_limits(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    params::tenant(&headers, state.config.auth_enabled)?;
+    let l = &state.config.limits_config;
+    let limits = json!({
+        "discover_log_levels": l.discover_log_levels,
+        "discover_service_name": l.discover_service_name,
+        "log_level_fields": LEVEL_KEYS,
+        "max_entries_limit_per_query": l.max_entries_limit_per_query,
+        "max_line_size_truncate": l.max_line_size_truncate,
+        "max_query_bytes_read": 0,
+        "max_query_length": prom_duration(l.max_query_length),
+        "max_query_lookback": prom_duration(l.max_query_lookback),
+        "max_query_range": "0s",
+        "max_query_series": l.max_query_series,
+        "metric_aggregation_enabled": false,
+        "pattern_persistence_enabled": false,
+        "query_timeout": prom_duration(state.config.query.timeout),
+        // tovlog keeps data until it is deleted: Loki's "no retention".
+        "retention_period": "0s",
+        "volume_enabled": l.volume_enabled,
+        "volume_max_series": l.volume_max_series,
+    });
+    Ok(Json(json!({
+        "limits": limits,
+        "pattern_ingester_enabled": true,
+        "version": env!("CARGO_PKG_VERSION"),
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_print_as_prometheus_does() {
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        assert_eq!(prom_duration(Duration::ZERO), "0s");
+        assert_eq!(prom_duration(Duration::from_secs(300)), "5m");
+        assert_eq!(prom_duration(h(721)), "30d1h");
+        assert_eq!(prom_duration(h(24 * 14)), "2w");
+        assert_eq!(prom_duration(h(24 * 365)), "1y");
+        assert_eq!(prom_duration(h(24 * 366)), "366d");
+        assert_eq!(prom_duration(Duration::from_millis(1500)), "1s500ms");
+    }
+}
