@@ -4,6 +4,7 @@
 mod compare;
 mod conformance;
 mod crash;
+mod dashboards;
 mod logcli;
 mod push;
 mod server;
