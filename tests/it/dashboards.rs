@@ -521,7 +521,13 @@ fn promql_metric_names(expr: &str) -> BTreeSet<String> {
                 while j < chars.len() && chars[j].is_whitespace() {
                     j += 1;
                 }
-                let call = j < chars.len() && chars[j] == '(';
+                let next: String = chars[j..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_alphabetic())
+                    .collect();
+                // `sum by (le) (…)`: an aggregation with its grouping first is a call too.
+                let call =
+                    (j < chars.len() && chars[j] == '(') || next == "by" || next == "without";
                 if LABEL_LISTS.contains(&word.as_str()) && call {
                     i = skip_to(j, ')');
                 } else if !call && !KEYWORDS.contains(&word.as_str()) {
