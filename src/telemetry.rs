@@ -33,6 +33,7 @@ pub struct Metrics {
     discarded: [AtomicU64; Reason::ALL.len()],
     queries: AtomicU64,
     query_errors: AtomicU64,
+    query_duration: Histogram,
 }
 
 impl Metrics {
@@ -55,6 +56,11 @@ impl Metrics {
         if failed {
             self.query_errors.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Record how long a query took (`tovlog_query_duration_seconds`).
+    pub fn query_duration(&self, seconds: f64) {
+        self.query_duration.observe(seconds);
     }
 
     /// Prometheus text exposition of these counters plus the storage figures.
@@ -144,6 +150,11 @@ impl Metrics {
             "gauge",
             storage.head_entries,
         );
+        self.query_duration.render(
+            &mut out,
+            "tovlog_query_duration_seconds",
+            "Time to answer a query (instant or range), errors included.",
+        );
         let _ = writeln!(
             out,
             "# HELP tovlog_ingest_discarded_entries_total Entries rejected at ingest, by reason.\n# TYPE tovlog_ingest_discarded_entries_total counter"
@@ -157,5 +168,55 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+/// Upper bounds (seconds) of the query latency histogram's buckets, Prometheus' defaults widened
+/// to a minute: a day-long range query over cold chunks can take tens of seconds.
+const QUERY_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// A fixed-bucket histogram with lock-free counters, rendered as a Prometheus histogram
+/// (`_bucket{le}`, `_sum`, `_count`). Hand-written for the same reason as [`Metrics`].
+#[derive(Debug, Default)]
+struct Histogram {
+    /// Observations per bucket (not cumulative), the last one for `+Inf`.
+    buckets: [AtomicU64; QUERY_BUCKETS.len() + 1],
+    /// Sum of observations in nanoseconds (an integer, so it can be an atomic).
+    sum_nanos: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, seconds: f64) {
+        let seconds = if seconds.is_finite() && seconds > 0.0 {
+            seconds
+        } else {
+            0.0
+        };
+        let i = QUERY_BUCKETS
+            .iter()
+            .position(|le| seconds <= *le)
+            .unwrap_or(QUERY_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos
+            .fetch_add((seconds * 1e9) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0u64;
+        for (i, le) in QUERY_BUCKETS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        cumulative += self.buckets[QUERY_BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        // The count is the +Inf bucket, so the two always agree in one scrape.
+        let _ = writeln!(out, "{name}_count {cumulative}");
     }
 }

@@ -5,6 +5,7 @@ mod compare;
 mod conformance;
 mod crash;
 mod drilldown;
+mod dashboards;
 mod logcli;
 mod patterns;
 mod push;

@@ -106,8 +106,12 @@ pub(super) fn check_limits(
 }
 
 async fn run(state: &AppState, req: QueryRequest) -> Result<Json<Value>, ApiError> {
+    let started = std::time::Instant::now();
     let result = state.engine.query(req).await;
     state.metrics.query(result.is_err());
+    state
+        .metrics
+        .query_duration(started.elapsed().as_secs_f64());
     Ok(Json(result?))
 }
 
