@@ -18,8 +18,8 @@
 //! Figures are printed, never asserted: speed is measured here, correctness in `tests/`.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-mod tail;
 mod drilldown;
+mod tail;
 
 use std::{
     path::{Path, PathBuf},

@@ -301,7 +301,7 @@ async fn learn(qc: &QueryContext, scan: Arc<dyn ExecutionPlan>) -> Result<Vec<St
                 seen: 0,
             });
             miner.seen += 1;
-            if miner.seen > TRAIN_ALL && miner.seen % TRAIN_STRIDE != 0 {
+            if miner.seen > TRAIN_ALL && !miner.seen.is_multiple_of(TRAIN_STRIDE) {
                 continue;
             }
             if miner.drain.is_blocked() {

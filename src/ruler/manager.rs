@@ -417,8 +417,8 @@ impl Ruler {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");
             for (user, v) in &per_user {
                 let (sum, count) = if pick == 0 { (v.0, v.1) } else { (v.2, v.3) };
-                let _ = writeln!(out, "{name}_sum{{user=\"{}\"}} {sum}", esc(*user));
-                let _ = writeln!(out, "{name}_count{{user=\"{}\"}} {count}", esc(*user));
+                let _ = writeln!(out, "{name}_sum{{user=\"{}\"}} {sum}", esc(user));
+                let _ = writeln!(out, "{name}_count{{user=\"{}\"}} {count}", esc(user));
             }
         }
         let name = "tovlog_ruler_alerts";
@@ -1013,8 +1013,8 @@ fn apply_alerts(
     }
     // What Alertmanager must hear (Prometheus' `needsSending`).
     let resend_ms = i64::try_from(cfg.resend_delay.as_millis()).unwrap_or(i64::MAX);
-    let valid_ms = i64::try_from((4 * cfg.resend_delay.max(spec.interval)).as_millis())
-        .unwrap_or(i64::MAX);
+    let valid_ms =
+        i64::try_from((4 * cfg.resend_delay.max(spec.interval)).as_millis()).unwrap_or(i64::MAX);
     let gen_url = generator_url(&cfg.external_url, &r.rule.expr);
     for a in rs.alerts.values_mut() {
         let needs = match a.state {

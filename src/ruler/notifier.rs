@@ -125,7 +125,8 @@ impl<T> DropOldestQueue<T> {
     }
 
     /// The most items kept.
-    pub(crate) fn capacity(&self) -> usize {
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
         self.capacity
     }
 }

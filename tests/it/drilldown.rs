@@ -233,7 +233,7 @@ async fn a_pipeline_restricts_the_sample() -> anyhow::Result<()> {
             (v["action"] == "DELETE").then_some((e.ts, v))
         })
         .collect();
-    deletes.sort_by(|a, b| b.0.cmp(&a.0));
+    deletes.sort_by_key(|d| std::cmp::Reverse(d.0));
     anyhow::ensure!(
         deletes.len() > 100,
         "the dataset has {} deletes",

@@ -4,8 +4,8 @@
 mod compare;
 mod conformance;
 mod crash;
-mod drilldown;
 mod dashboards;
+mod drilldown;
 mod logcli;
 mod patterns;
 mod push;

@@ -513,7 +513,7 @@ rules:
 async fn query_error_marks_rule_unhealthy_and_the_group_goes_on() -> anyhow::Result<()> {
     let mut s = TestServer::start(ruler_config("")?).await?;
     let c = s.client.clone();
-    let broken = r#"sum(count_over_time({app="auth"} | json [1m])) > 0"#;
+    let broken = r#"count_over_time({app="auth"} | json [1m]) > 0"#;
     let group = format!(
         "name: mixed\ninterval: 1s\nrules:\n  - alert: Broken\n    expr: '{broken}'\n  - alert: Works\n    expr: 'sum(count_over_time({{app=\"auth\"}}[1m])) > 0'\n"
     );

@@ -662,7 +662,10 @@ fn recorded_samples(name: &str, now_ms: i64) -> Vec<Sample> {
 }
 
 /// The samples as Prometheus should return them, grouped per series.
-fn expected_series(samples: &[Sample]) -> Vec<(BTreeMap<String, String>, Vec<(i64, f64)>)> {
+/// A series' labels and its `(timestamp ms, value)` points.
+type Series = (BTreeMap<String, String>, Vec<(i64, f64)>);
+
+fn expected_series(samples: &[Sample]) -> Vec<Series> {
     let mut by: BTreeMap<BTreeMap<String, String>, Vec<(i64, f64)>> = BTreeMap::new();
     for s in samples {
         by.entry(s.labels.clone())

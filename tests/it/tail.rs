@@ -429,8 +429,9 @@ async fn slow_client_gets_dropped_entries_and_buffers_stay_bounded() -> anyhow::
         anyhow::ensure!(tokio::time::Instant::now() < deadline, "tail never opened");
         tokio::task::yield_now().await;
     }
-    // 8000 lines of 2 KB (16 MB): far more than the frame queue plus the socket buffers.
-    let (pushes, per_push, width) = (40usize, 200usize, 2048usize);
+    // 30,000 lines of 2 KB (60 MB): more than the inbox and delay buffers (16 MiB each), the
+    // frame queue and the socket buffers together, however fast the server's tasks run.
+    let (pushes, per_push, width) = (150usize, 200usize, 2048usize);
     let total = pushes * per_push;
     let t = now_ns();
     for p in 0..pushes {

@@ -30,6 +30,11 @@ impl<'a> Lines<'a> {
         }
     }
 
+    /// Whether the column has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Whether row `i` has a line (lines are never null in the schema).
     pub fn is_valid(&self, i: usize) -> bool {
         match self {

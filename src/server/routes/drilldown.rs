@@ -318,7 +318,7 @@ fn prom_duration(d: Duration) -> String {
         ("s", 1000, false),
         ("ms", 1, false),
     ] {
-        if exact && ms % mult != 0 {
+        if exact && !ms.is_multiple_of(mult) {
             continue;
         }
         let v = ms / mult;
