@@ -10,6 +10,7 @@ mod logcli;
 mod patterns;
 mod push;
 mod ruler;
+mod ruler_e2e;
 mod ruler_peers;
 mod server;
 mod tail;
