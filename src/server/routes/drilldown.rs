@@ -28,17 +28,11 @@ use crate::{
     },
 };
 
+use super::labels::{common_with, Common};
+
 const HOUR_NS: i64 = 3_600_000_000_000;
 /// Most points a range may be cut into by `step` (Loki's limit, checked as Loki does).
 const MAX_POINTS: i64 = 11_000;
-
-/// A request's tenant, form values and time range.
-struct Common {
-    tenant: String,
-    params: Params,
-    start_ns: i64,
-    end_ns: i64,
-}
 
 /// Loki's `bounds`: `end` defaults to now, `start` to `since` (default 1h) before the end,
 /// or before now when the end is in the future.
@@ -49,35 +43,18 @@ fn common(
     raw: Option<&str>,
     body: &[u8],
 ) -> Result<Common, ApiError> {
-    let tenant = params::tenant(headers, state.config.auth_enabled)?;
-    let p = Params::collect(method, raw, headers, body);
-    let since_ns = match p.get("since") {
-        None => HOUR_NS,
-        Some(s) => duration::parse(s)
-            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-            .ok_or_else(|| {
-                ApiError::BadRequest(format!(
-                    "could not parse 'since' parameter: not a valid duration string: {s:?}"
-                ))
-            })?,
-    };
-    let now = params::now_ns();
-    let end_ns = params::parse_time(p.get("end"), now, "end")?;
-    let start_ns = params::parse_time(
-        p.get("start"),
-        end_ns.min(now).saturating_sub(since_ns),
-        "start",
-    )?;
-    if end_ns < start_ns {
-        return Err(ApiError::BadRequest(
-            "end timestamp must not be before or equal to start time".into(),
-        ));
-    }
-    Ok(Common {
-        tenant,
-        params: p,
-        start_ns,
-        end_ns,
+    common_with(state, method, headers, raw, body, |p, end_ns| {
+        let since_ns = match p.get("since") {
+            None => HOUR_NS,
+            Some(s) => duration::parse(s)
+                .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "could not parse 'since' parameter: not a valid duration string: {s:?}"
+                    ))
+                })?,
+        };
+        Ok(end_ns.min(params::now_ns()).saturating_sub(since_ns))
     })
 }
 

@@ -38,11 +38,12 @@ pub fn selector_matchers(query: &str) -> Result<Vec<Matcher>, ApiError> {
     Ok(crate::query::convert_matchers(&log.selector)?)
 }
 
-struct Common {
-    tenant: String,
-    params: Params,
-    start_ns: i64,
-    end_ns: i64,
+/// A request's tenant, form values and time range.
+pub(super) struct Common {
+    pub(super) tenant: String,
+    pub(super) params: Params,
+    pub(super) start_ns: i64,
+    pub(super) end_ns: i64,
 }
 
 fn common(
@@ -52,10 +53,26 @@ fn common(
     raw: Option<&str>,
     body: &[u8],
 ) -> Result<Common, ApiError> {
+    common_with(state, method, headers, raw, body, |_, end_ns| {
+        Ok(end_ns - 6 * HOUR_NS)
+    })
+}
+
+/// Tenant, form values and `[start, end]`: `end` defaults to now, `start` to what
+/// `default_start` derives from the form and the end (each endpoint has Loki's own default).
+pub(super) fn common_with(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+    raw: Option<&str>,
+    body: &[u8],
+    default_start: impl FnOnce(&Params, i64) -> Result<i64, ApiError>,
+) -> Result<Common, ApiError> {
     let tenant = params::tenant(headers, state.config.auth_enabled)?;
     let p = Params::collect(method, raw, headers, body);
     let end_ns = params::parse_time(p.get("end"), params::now_ns(), "end")?;
-    let start_ns = params::parse_time(p.get("start"), end_ns - 6 * HOUR_NS, "start")?;
+    let start_default = default_start(&p, end_ns)?;
+    let start_ns = params::parse_time(p.get("start"), start_default, "start")?;
     if end_ns < start_ns {
         return Err(ApiError::BadRequest(
             "end timestamp must not be before or equal to start time".into(),
