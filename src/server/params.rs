@@ -141,6 +141,31 @@ pub fn default_step_ns(start_ns: i64, end_ns: i64) -> i64 {
     (secs as i64) * 1_000_000_000
 }
 
+/// Most points a range may be cut into by `step` (Loki's limit).
+pub const MAX_POINTS: i64 = 11_000;
+
+/// Loki's answer to too many points on `query_range` and the Drilldown endpoints.
+pub const TOO_MANY_POINTS: &str = "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)";
+
+/// The form's `step` for `[start_ns, end_ns]`: as given, or Loki's default for the range.
+/// Refused when it is ≤ 0, or when it cuts the range into more than [`MAX_POINTS`] points
+/// (`too_many` is the endpoint's own message for that).
+pub fn range_step(p: &Params, start_ns: i64, end_ns: i64, too_many: &str) -> Result<i64, ApiError> {
+    let step_ns = match p.get("step") {
+        Some(s) => parse_step(s)?,
+        None => default_step_ns(start_ns, end_ns),
+    };
+    if step_ns <= 0 {
+        return Err(ApiError::BadRequest(
+            "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+        ));
+    }
+    if (end_ns - start_ns) / step_ns > MAX_POINTS {
+        return Err(ApiError::BadRequest(too_many.into()));
+    }
+    Ok(step_ns)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,8 +31,6 @@ use crate::{
 use super::labels::{common_with, Common};
 
 const HOUR_NS: i64 = 3_600_000_000_000;
-/// Most points a range may be cut into by `step` (Loki's limit, checked as Loki does).
-const MAX_POINTS: i64 = 11_000;
 
 /// Loki's `bounds`: `end` defaults to now, `start` to `since` (default 1h) before the end,
 /// or before now when the end is in the future.
@@ -98,21 +96,8 @@ fn fields_request(state: &AppState, c: Common) -> Result<FieldsRequest, ApiError
         .ok_or_else(|| ApiError::BadRequest("query parameter is required".into()))?;
     let line_limit = positive(p, &["line_limit"], DEFAULT_LINE_LIMIT)?;
     let limit = positive(p, &["limit", "field_limit"], DEFAULT_FIELD_LIMIT)?;
-    let step_ns = match p.get("step") {
-        Some(s) => params::parse_step(s)?,
-        None => params::default_step_ns(c.start_ns, c.end_ns),
-    };
-    if step_ns <= 0 {
-        return Err(ApiError::BadRequest(
-            "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
-        ));
-    }
-    if (c.end_ns - c.start_ns) / step_ns > MAX_POINTS {
-        return Err(ApiError::BadRequest(
-            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"
-                .into(),
-        ));
-    }
+    // Loki validates `step` here though the answer does not use it.
+    params::range_step(p, c.start_ns, c.end_ns, params::TOO_MANY_POINTS)?;
     // Checked here so a metric query gets Loki's answer before any limit.
     let expr = tovlog_logql::parse(query).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     if !matches!(expr, Expr::Log(_)) {

@@ -18,8 +18,6 @@ use crate::{
     },
 };
 
-/// Most samples per pattern (Loki's limit for this endpoint).
-const MAX_POINTS: i64 = 11_000;
 const HOUR_NS: i64 = 3_600_000_000_000;
 
 /// Parse and validate a patterns request.
@@ -33,21 +31,12 @@ fn request(p: &Params, tenant: String) -> Result<PatternsRequest, ApiError> {
             "end timestamp must not be before or equal to start time".into(),
         ));
     }
-    let step_ns = match p.get("step") {
-        Some(s) => params::parse_step(s)?,
-        None => params::default_step_ns(start_ns, end_ns),
-    };
-    if step_ns <= 0 {
-        return Err(ApiError::BadRequest(
-            "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
-        ));
-    }
-    if (end_ns - start_ns) / step_ns > MAX_POINTS {
-        return Err(ApiError::BadRequest(
-            "exceeded maximum resolution of 11,000 points per time series. Try increasing the value of the step parameter"
-                .into(),
-        ));
-    }
+    let step_ns = params::range_step(
+        p,
+        start_ns,
+        end_ns,
+        "exceeded maximum resolution of 11,000 points per time series. Try increasing the value of the step parameter",
+    )?;
     Ok(PatternsRequest {
         tenant,
         query,

@@ -19,8 +19,6 @@ use crate::{
     },
 };
 
-/// Most points a range query may produce per series (Loki's limit).
-const MAX_POINTS: i64 = 11_000;
 const HOUR_NS: i64 = 3_600_000_000_000;
 
 fn parse_direction(p: &Params) -> Result<Direction, ApiError> {
@@ -144,21 +142,7 @@ fn range_request(
             "end timestamp must not be before or equal to start time".into(),
         ));
     }
-    let step_ns = match p.get("step") {
-        Some(s) => params::parse_step(s)?,
-        None => params::default_step_ns(start_ns, end_ns),
-    };
-    if step_ns <= 0 {
-        return Err(ApiError::BadRequest(
-            "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
-        ));
-    }
-    if (end_ns - start_ns) / step_ns > MAX_POINTS {
-        return Err(ApiError::BadRequest(
-            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"
-                .into(),
-        ));
-    }
+    let step_ns = params::range_step(p, start_ns, end_ns, params::TOO_MANY_POINTS)?;
     let limit = parse_limit(p)?;
     let direction = parse_direction(p)?;
     check_limits(state, &expr, limit, start_ns, end_ns)?;
