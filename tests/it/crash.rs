@@ -4,45 +4,16 @@
 
 use std::{
     collections::{BTreeMap, HashSet},
-    path::Path,
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::{json, Value};
 
+use crate::server::{free_port, spawn, wait_ready};
+
 const T0: i64 = 1_763_596_800_000_000_000;
-
-fn spawn(config: &Path, data: &Path, port: u16) -> anyhow::Result<Child> {
-    Ok(Command::new(env!("CARGO_BIN_EXE_tovlog"))
-        .arg("--config")
-        .arg(config)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?)
-}
-
-async fn wait_ready(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Ok(r) = client.get(format!("{url}/ready")).send().await {
-            if r.status().is_success() {
-                return Ok(());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    anyhow::bail!("server at {url} never became ready")
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
 
 /// All lines of `{job="crash"}`, with how often each was returned.
 async fn read_back(client: &reqwest::Client, url: &str) -> anyhow::Result<BTreeMap<String, usize>> {

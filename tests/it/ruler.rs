@@ -5,14 +5,13 @@
 
 use std::{
     path::Path,
-    process::{Child, Command, Stdio},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use serde_json::{json, Value};
 use tovlog::Config;
 
-use crate::server::TestServer;
+use crate::server::{spawn, wait_ready, TestServer};
 
 /// A server whose ruler evaluates every second and re-reads its stores every second.
 fn ruler_config(extra: &str) -> anyhow::Result<Config> {
@@ -622,30 +621,6 @@ async fn local_rule_files_are_served_read_only() -> anyhow::Result<()> {
     assert_eq!((st, body.trim()), (404, "group does not exist"));
     s.stop().await?;
     Ok(())
-}
-
-fn spawn(config: &Path, data: &Path, port: u16) -> anyhow::Result<Child> {
-    Ok(Command::new(env!("CARGO_BIN_EXE_tovlog"))
-        .arg("--config")
-        .arg(config)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?)
-}
-
-async fn wait_ready(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Ok(r) = client.get(format!("{url}/ready")).send().await {
-            if r.status().is_success() {
-                return Ok(());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    anyhow::bail!("server at {url} never became ready")
 }
 
 /// True when some file under `dir` whose path mentions `part` contains `needle`.

@@ -14,19 +14,14 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
+
+pub use crate::server::free_port;
 use tovlog::ruler::{
     config::{QueueConfig, RemoteWriteClient, RemoteWriteConfig},
     notifier::{Alert, Notifier},
     remote_write::{RemoteWriter, Sample},
     RulerConfig,
 };
-
-/// A free loopback port (bound then released).
-pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
 
 /// A peer process with its directory; killed when dropped.
 pub struct Peer {

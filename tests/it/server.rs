@@ -1,6 +1,10 @@
 //! `TestServer`: a real tovlog server on 127.0.0.1:0 with a temporary data directory.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use tovlog::{server::RunningServer, Config};
 
@@ -128,4 +132,37 @@ impl Drop for TestServer {
             drop(s);
         }
     }
+}
+
+/// Start the release binary as a child process on `port` with `config` and `data`.
+pub fn spawn(config: &Path, data: &Path, port: u16) -> anyhow::Result<Child> {
+    Ok(Command::new(env!("CARGO_BIN_EXE_tovlog"))
+        .arg("--config")
+        .arg(config)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?)
+}
+
+/// Wait (up to 60 s) until the server at `url` answers `/ready`.
+pub async fn wait_ready(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(r) = client.get(format!("{url}/ready")).send().await {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("server at {url} never became ready")
+}
+
+/// A free loopback port.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
