@@ -130,6 +130,8 @@ pub const INSTANT_LOG_QUERY_ERROR: &str =
 pub struct QueryEngine {
     storage: Arc<Storage>,
     limits: Arc<QueryLimits>,
+    /// What `/patterns` learnt and counted per chunk file.
+    patterns: Arc<patterns::PatternsCache>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -146,6 +148,7 @@ impl QueryEngine {
         QueryEngine {
             storage,
             limits: Arc::new(limits),
+            patterns: Arc::default(),
         }
     }
 

@@ -2,15 +2,19 @@
 //! `[start, end)`, with their line counts per step.
 //!
 //! Loki keeps patterns in memory for the last hours only; tovlog mines them from the
-//! stored lines of any range, in two reads of the selected streams:
+//! stored lines of any range. The rows are read part by part (the head's, then each
+//! chunk file's), and what a chunk file gives is kept ([`PatternsCache`]): files never
+//! change, so a repeated request reads only the head and the files it has not seen.
 //!
 //! ```text
-//!  1. learn:  lines ─► Drain miner per (stream, detected_level) ─► candidate patterns
+//!  1. learn:  part ─► Drain miner per (stream, detected_level) ─► patterns with sizes
 //!             (every line up to TRAIN_ALL per miner, then one in TRAIN_STRIDE)
-//!  2. count:  lines ─► which candidates' `|>` filters match (bit mask), per partition
-//!             in parallel ─► lines per (mask, level, step bucket)
+//!             all parts ─► the largest MAX_CANDIDATES patterns: the candidates
+//!  2. count:  part ─► which candidates' `|>` filters match each line (bit mask)
+//!             ─► lines per (mask, level, 10 s sample)          (parts in parallel)
 //!  3. choose: patterns whose filters never match the same line (`select_disjoint`),
-//!             drop those under MIN_PATTERN_LINES, keep the MAX_PATTERNS largest
+//!             drop those under MIN_PATTERN_LINES, keep the MAX_PATTERNS largest;
+//!             samples summed per step
 //! ```
 //!
 //! A reported count is by construction the number of lines the pattern's `|> "…"` filter
@@ -18,13 +22,17 @@
 //! it counted; and no line counts for two patterns.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+use datafusion::catalog::TableProvider;
+use parking_lot::Mutex;
+use tovlog_storage::ScanRequest;
 
 use datafusion::arrow::array::{Array, AsArray, MapArray, RecordBatch, UInt64Array};
 use datafusion::arrow::datatypes::{Int64Type, UInt64Type};
 use datafusion::execution::TaskContext;
-use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -33,11 +41,10 @@ use tovlog_logql::ast::{Expr, LogExpr};
 use tovlog_logql::patterns::{
     self as mining, tokenize, Drain, DrainConfig, LineFormat, PatternSet, Tokens, MAX_CANDIDATES,
 };
-use tovlog_logql::pipeline::Pipeline;
 use tovlog_storage::schema::{LINE, METADATA, STREAM_ID, TS};
 
-use super::exec::{LineFilterExec, Lines};
-use super::plan::{build_scan, datafusion_error, QueryContext, ScanColumns, ScanSpec};
+use super::exec::Lines;
+use super::plan::{datafusion_error, QueryContext};
 use super::{humanize, QueryEngine, QueryError};
 
 /// Lines every miner learns from before it samples.
@@ -93,7 +100,7 @@ impl QueryEngine {
             Arc::clone(&cancelled),
         )?;
         let timeout = self.limits().query_timeout;
-        match tokio::time::timeout(timeout, run(&qc, &log, &req)).await {
+        match tokio::time::timeout(timeout, run(&qc, &log, &req, &self.patterns)).await {
             Ok(result) => result,
             Err(_) => {
                 cancelled.store(true, Ordering::Relaxed);
@@ -128,8 +135,14 @@ impl Buckets {
     }
 
     /// Index of the bucket of a line at `ts_ns`.
+    #[cfg(test)]
     fn index(&self, ts_ns: i64) -> u32 {
-        let b = Self::truncate(ts_ns.div_euclid(1_000_000), self.step_ms);
+        self.index_ms(ts_ns.div_euclid(1_000_000))
+    }
+
+    /// Index of the bucket of the 10 s sample starting at `sample_ms`.
+    fn index_ms(&self, sample_ms: i64) -> u32 {
+        let b = Self::truncate(sample_ms, self.step_ms);
         ((b - self.base_ms).max(0) / self.step_ms) as u32
     }
 
@@ -139,68 +152,218 @@ impl Buckets {
     }
 }
 
-async fn run(qc: &QueryContext, log: &LogExpr, req: &PatternsRequest) -> Result<Value, QueryError> {
+async fn run(
+    qc: &QueryContext,
+    log: &LogExpr,
+    req: &PatternsRequest,
+    cache: &PatternsCache,
+) -> Result<Value, QueryError> {
     let empty = || json!({"status": "success", "data": []});
-    let Some(learn_scan) = scan(qc, log, req).await? else {
+    let units = units(qc, log, req).await?;
+    if units.is_empty() {
         return Ok(empty());
-    };
-    let candidates = learn(qc, learn_scan).await?;
+    }
+    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let ctx = qc.session.task_ctx();
+
+    // 1. learn, per part (chunk files from the cache when they have been learnt before).
+    let permits = Arc::new(tokio::sync::Semaphore::new(parallel));
+    let mut tasks = Vec::with_capacity(units.len());
+    for u in &units {
+        let hit = u.key.as_ref().and_then(|k| cache.learnt(k));
+        let (plan, ctx, cancelled) = (
+            Arc::clone(&u.learn),
+            Arc::clone(&ctx),
+            Arc::clone(&qc.cancelled),
+        );
+        let permits = Arc::clone(&permits);
+        tasks.push(match hit {
+            Some(hit) => Job::Done(hit),
+            None => Job::Running(tokio::spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                learn(plan, ctx, cancelled).await.map(Arc::new)
+            })),
+        });
+    }
+    let mut learnt: Vec<Arc<Learnt>> = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        learnt.push(t.result("learn").await?);
+    }
+    for (u, l) in units.iter().zip(&learnt) {
+        if let Some(k) = &u.key {
+            cache.keep_learnt(k.clone(), Arc::clone(l));
+        }
+    }
+    let candidates = candidates(&learnt);
     if candidates.is_empty() {
         return Ok(empty());
     }
-    let Some(count_scan) = scan(qc, log, req).await? else {
-        return Ok(empty());
+    let fingerprint = {
+        let mut h = std::hash::DefaultHasher::new();
+        candidates.hash(&mut h);
+        h.finish()
     };
-    let buckets = Buckets::new(req.start_ns, req.step_ns);
+
+    // 2. count, per part (cached per chunk file and candidate set).
     let set = Arc::new(PatternSet::new(&candidates));
-    let counts = count(qc, count_scan, set, buckets, req.start_ns, req.end_ns).await?;
+    let range = (req.start_ns, req.end_ns);
+    let mut tasks = Vec::with_capacity(units.len());
+    for u in &units {
+        let key = u.key.clone().map(|k| (k, fingerprint));
+        let hit = key.as_ref().and_then(|k| cache.counted(k));
+        let (plan, ctx, cancelled) = (
+            Arc::clone(&u.count),
+            Arc::clone(&ctx),
+            Arc::clone(&qc.cancelled),
+        );
+        let (set, permits) = (Arc::clone(&set), Arc::clone(&permits));
+        tasks.push((
+            key,
+            match hit {
+                Some(hit) => Job::Done(hit),
+                None => Job::Running(tokio::spawn(async move {
+                    let _permit = permits.acquire_owned().await;
+                    count(plan, ctx, cancelled, set, range).await.map(Arc::new)
+                })),
+            },
+        ));
+    }
+    let mut counted: Vec<Arc<Samples>> = Vec::with_capacity(tasks.len());
+    for (key, t) in tasks {
+        let ran = matches!(t, Job::Running(_));
+        let samples = t.result("count").await?;
+        if let (Some(key), true) = (key, ran) {
+            cache.keep_counted(key, Arc::clone(&samples));
+        }
+        counted.push(samples);
+    }
+
+    // 3. choose and answer.
+    let buckets = Buckets::new(req.start_ns, req.step_ns);
+    let mut counts = Counts::default();
+    for samples in &counted {
+        for &((mask, level, sample_ms), n) in samples.iter() {
+            *counts
+                .entry((mask, level, buckets.index_ms(sample_ms)))
+                .or_default() += n;
+        }
+    }
     let patterns: Vec<&str> = candidates.iter().map(String::as_str).collect();
     Ok(answer(&patterns, &counts, buckets))
 }
 
-/// The selected streams' rows in range as the storage reads them: partitioned, lines as
+/// A part's result: from the cache, or being computed.
+enum Job<T> {
+    Done(Arc<T>),
+    Running(tokio::task::JoinHandle<Result<Arc<T>, QueryError>>),
+}
+
+impl<T> Job<T> {
+    async fn result(self, what: &str) -> Result<Arc<T>, QueryError> {
+        match self {
+            Job::Done(t) => Ok(t),
+            Job::Running(task) => task
+                .await
+                .map_err(|e| QueryError::Internal(format!("patterns {what} task failed: {e}")))?,
+        }
+    }
+}
+
+/// Which rows of a chunk file a request read: a part's result depends on nothing else
+/// (chunk files never change; a new file has a new path).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct UnitKey {
+    path: String,
+    /// Row ranges of the selected streams.
+    rows: Vec<(u64, u64)>,
+    /// The request's range, when the rows hold some outside it (they are filtered).
+    range: Option<(i64, i64)>,
+    /// Whether `detected_level` was read.
+    levels: bool,
+}
+
+/// One part of the selected rows: the head's, or one chunk file's (with its cache key).
+/// A scan plan is executed once, so each phase has its own.
+struct Unit {
+    key: Option<UnitKey>,
+    learn: Arc<dyn ExecutionPlan>,
+    count: Arc<dyn ExecutionPlan>,
+}
+
+/// The parts of the selected streams' rows in range, each a scan of its own: lines as
 /// views into the decoded pages, with `metadata` when a `detected_level` can be there.
-/// `None` when no stream matches.
-async fn scan(
+async fn units(
     qc: &QueryContext,
     log: &LogExpr,
     req: &PatternsRequest,
-) -> Result<Option<Arc<dyn ExecutionPlan>>, QueryError> {
-    let pipeline = Arc::new(Pipeline::new(&[]).map_err(|e| QueryError::Internal(e.to_string()))?);
-    let built = build_scan(
-        qc,
-        ScanSpec {
-            log,
-            pipeline,
-            mode: None,
-            interner: super::exec::Interner::new(),
-            columns: ScanColumns::All,
+) -> Result<Vec<Unit>, QueryError> {
+    if req.start_ns >= req.end_ns {
+        return Ok(Vec::new());
+    }
+    let streams = qc.resolve_streams(&log.selector, req.start_ns, req.end_ns)?;
+    if streams.0.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ids: Vec<u64> = streams.0.keys().copied().collect();
+    ids.sort_unstable();
+    let head_levels = qc
+        .storage
+        .metadata_keys(&qc.tenant, &ids, req.start_ns, req.end_ns)
+        .is_none_or(|keys| keys.contains(LEVEL_KEY));
+    let table = qc
+        .storage
+        .logs_table(ScanRequest {
+            tenant: qc.tenant.clone(),
+            streams: ids,
             start_ns: req.start_ns,
             end_ns: req.end_ns,
-            minute_counts: None,
-            metadata_names: Some(vec![LEVEL_KEY.to_owned()]),
-        },
-    )
-    .await?;
-    Ok(built.map(|(plan, _)| raw_scan(plan)))
-}
-
-/// Without a pipeline, the nodes `build_scan` puts over the scan only merge partitions and
-/// copy view lines into plain strings: read the scan itself instead, partition by
-/// partition, lines as views.
-fn raw_scan(plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
-    let mut node = plan;
-    loop {
-        let inner = if node.is::<CoalescePartitionsExec>() || node.is::<LineFilterExec>() {
-            node.children().first().map(|c| Arc::clone(*c))
+        })
+        .map_err(super::plan::storage_error)?
+        .with_line_views()
+        .map_err(datafusion_error)?;
+    let (head, files) = table.split_by_file();
+    let state = qc.session.state();
+    let mut units = Vec::with_capacity(files.len() + 1);
+    let parts = head
+        .map(|h| (None, h, head_levels))
+        .into_iter()
+        .chain(files.into_iter().map(|(f, t)| {
+            let levels = f
+                .metadata_keys
+                .as_ref()
+                .is_none_or(|keys| keys.iter().any(|k| k == LEVEL_KEY));
+            let key = UnitKey {
+                rows: f.stream_rows.iter().map(|r| (r.start, r.end)).collect(),
+                range: (!f.rows_exact).then_some((req.start_ns, req.end_ns)),
+                path: f.path,
+                levels,
+            };
+            (Some(key), t, levels)
+        }));
+    for (key, table, levels) in parts {
+        let provider: Arc<dyn TableProvider> = Arc::new(table);
+        let schema = provider.schema();
+        let names: &[&str] = if levels {
+            &[STREAM_ID, TS, LINE, METADATA]
         } else {
-            None
+            &[STREAM_ID, TS, LINE]
         };
-        match inner {
-            Some(child) => node = child,
-            None => return node,
-        }
+        let projection = names
+            .iter()
+            .map(|n| schema.index_of(n))
+            .collect::<Result<Vec<usize>, _>>()
+            .map_err(|e| QueryError::Internal(format!("logs table schema: {e}")))?;
+        let learn = provider
+            .scan(&state, Some(&projection), &[], None)
+            .await
+            .map_err(datafusion_error)?;
+        let count = provider
+            .scan(&state, Some(&projection), &[], None)
+            .await
+            .map_err(datafusion_error)?;
+        units.push(Unit { key, learn, count });
     }
+    Ok(units)
 }
 
 /// The columns of one scan batch this module reads.
@@ -261,32 +424,47 @@ impl<'a> Rows<'a> {
     }
 }
 
+/// Every batch of every partition of `plan`, one partition after the other.
+async fn for_each_batch(
+    plan: &Arc<dyn ExecutionPlan>,
+    ctx: &Arc<TaskContext>,
+    cancelled: &AtomicBool,
+    mut f: impl FnMut(&RecordBatch) -> Result<(), QueryError>,
+) -> Result<(), QueryError> {
+    for p in 0..plan.output_partitioning().partition_count() {
+        let mut stream = plan.execute(p, Arc::clone(ctx)).map_err(datafusion_error)?;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(datafusion_error)?;
+            if cancelled.load(Ordering::Relaxed) {
+                return Err(QueryError::Timeout("query timed out".to_owned()));
+            }
+            f(&batch)?;
+        }
+    }
+    Ok(())
+}
+
 /// A miner of one (stream, level) and how many lines it saw.
 struct Miner {
     drain: Drain,
     seen: u64,
 }
 
-/// Phase 1: learn the candidate patterns, largest clusters first (only valid `|>`
-/// filters).
-async fn learn(qc: &QueryContext, scan: Arc<dyn ExecutionPlan>) -> Result<Vec<String>, QueryError> {
-    let plan: Arc<dyn ExecutionPlan> = if scan.output_partitioning().partition_count() > 1 {
-        Arc::new(CoalescePartitionsExec::new(scan))
-    } else {
-        scan
-    };
-    let mut stream = plan
-        .execute(0, qc.session.task_ctx())
-        .map_err(datafusion_error)?;
+/// What one part taught: its clusters' patterns with their sizes.
+type Learnt = Vec<(String, u64)>;
+
+/// Phase 1, for one part: the patterns of its clusters, one Drain miner per (stream,
+/// level).
+async fn learn(
+    plan: Arc<dyn ExecutionPlan>,
+    ctx: Arc<TaskContext>,
+    cancelled: Arc<AtomicBool>,
+) -> Result<Learnt, QueryError> {
     let mut formats: HashMap<u64, LineFormat> = HashMap::new();
     let mut miners: HashMap<(u64, u8), Miner> = HashMap::new();
     let mut tokens = Tokens::default();
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(datafusion_error)?;
-        if qc.cancelled.load(Ordering::Relaxed) {
-            return Err(QueryError::Timeout("query timed out".to_owned()));
-        }
-        let rows = Rows::of(&batch)?;
+    for_each_batch(&plan, &ctx, &cancelled, |batch| {
+        let rows = Rows::of(batch)?;
         for i in 0..batch.num_rows() {
             if !rows.lines.is_valid(i) {
                 continue;
@@ -311,8 +489,9 @@ async fn learn(qc: &QueryContext, scan: Arc<dyn ExecutionPlan>) -> Result<Vec<St
                 miner.drain.train(line, &tokens);
             }
         }
-    }
-    // The same pattern from several streams or levels is one candidate.
+        Ok(())
+    })
+    .await?;
     let mut sizes: HashMap<String, u64> = HashMap::new();
     for miner in miners.values() {
         for cluster in miner.drain.clusters() {
@@ -322,75 +501,122 @@ async fn learn(qc: &QueryContext, scan: Arc<dyn ExecutionPlan>) -> Result<Vec<St
             }
         }
     }
-    let mut by_size: Vec<(String, u64)> = sizes.into_iter().collect();
-    by_size.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    Ok(by_size
+    let mut learnt: Learnt = sizes.into_iter().collect();
+    learnt.sort_unstable();
+    Ok(learnt)
+}
+
+/// The candidate patterns of all parts, largest clusters first (the same pattern from
+/// several parts, streams or levels is one candidate; only valid `|>` filters).
+fn candidates(learnt: &[Arc<Learnt>]) -> Vec<String> {
+    let mut sizes: HashMap<&str, u64> = HashMap::new();
+    for part in learnt {
+        for (p, n) in part.iter() {
+            *sizes.entry(p.as_str()).or_default() += n;
+        }
+    }
+    let mut by_size: Vec<(&str, u64)> = sizes.into_iter().collect();
+    by_size.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    by_size
         .into_iter()
-        .filter_map(|(p, _)| mining::filter(&p).map(|_| p))
+        .filter(|(p, _)| mining::filter(p).is_some())
         .take(MAX_CANDIDATES)
-        .collect())
+        .map(|(p, _)| p.to_owned())
+        .collect()
 }
 
 /// Lines per (matching candidates, level, bucket).
 type Counts = HashMap<(u128, u8, u32), u64, foldhash::fast::FixedState>;
 
-/// Phase 2: count every line in `[start_ns, end_ns)` by the set of candidates matching it,
-/// one task per scan partition.
+/// Lines of one part per (matching candidates, level, 10 s sample start in ms).
+type Samples = Vec<((u128, u8, i64), u64)>;
+
+/// Phase 2, for one part: its lines in `[start, end)` by the set of candidates matching
+/// each, per 10 s sample.
 async fn count(
-    qc: &QueryContext,
-    scan: Arc<dyn ExecutionPlan>,
+    plan: Arc<dyn ExecutionPlan>,
+    ctx: Arc<TaskContext>,
+    cancelled: Arc<AtomicBool>,
     set: Arc<PatternSet>,
-    buckets: Buckets,
-    start_ns: i64,
-    end_ns: i64,
-) -> Result<Counts, QueryError> {
-    let ctx: Arc<TaskContext> = qc.session.task_ctx();
-    let mut tasks = Vec::new();
-    for p in 0..scan.output_partitioning().partition_count() {
-        let mut stream = scan
-            .execute(p, Arc::clone(&ctx))
-            .map_err(datafusion_error)?;
-        let set = Arc::clone(&set);
-        let cancelled = Arc::clone(&qc.cancelled);
-        tasks.push(tokio::spawn(async move {
-            let mut counts = Counts::default();
-            while let Some(batch) = stream.next().await {
-                let batch = batch.map_err(datafusion_error)?;
-                if cancelled.load(Ordering::Relaxed) {
-                    return Err(QueryError::Timeout("query timed out".to_owned()));
-                }
-                let rows = Rows::of(&batch)?;
-                for i in 0..batch.num_rows() {
-                    let ts = rows.ts.value(i);
-                    if ts < start_ns || ts >= end_ns || !rows.lines.is_valid(i) {
-                        continue;
-                    }
-                    let mut mask = 0u128;
-                    set.matches(rows.lines.value(i), |j| mask |= 1u128 << j);
-                    if mask != 0 {
-                        *counts
-                            .entry((mask, rows.level(i), buckets.index(ts)))
-                            .or_default() += 1;
-                    }
-                }
+    (start_ns, end_ns): (i64, i64),
+) -> Result<Samples, QueryError> {
+    let mut counts: HashMap<(u128, u8, i64), u64, foldhash::fast::FixedState> = HashMap::default();
+    for_each_batch(&plan, &ctx, &cancelled, |batch| {
+        let rows = Rows::of(batch)?;
+        for i in 0..batch.num_rows() {
+            let ts = rows.ts.value(i);
+            if ts < start_ns || ts >= end_ns || !rows.lines.is_valid(i) {
+                continue;
             }
-            Ok::<Counts, QueryError>(counts)
-        }));
-    }
-    let mut total = Counts::default();
-    for task in tasks {
-        let part = task
-            .await
-            .map_err(|e| QueryError::Internal(format!("patterns count task failed: {e}")))??;
-        if total.is_empty() {
-            total = part;
-            continue;
+            let mut mask = 0u128;
+            set.matches(rows.lines.value(i), |j| mask |= 1u128 << j);
+            if mask != 0 {
+                let ms = ts.div_euclid(1_000_000);
+                let sample = ms - ms.rem_euclid(SAMPLE_INTERVAL_MS);
+                *counts.entry((mask, rows.level(i), sample)).or_default() += 1;
+            }
         }
-        for (k, v) in part {
-            *total.entry(k).or_default() += v;
-        }
+        Ok(())
+    })
+    .await?;
+    Ok(counts.into_iter().collect())
+}
+
+/// Results per chunk file, so a repeated request (Drilldown's patterns tab refreshing, or
+/// one a little later) reads only the head and files it has not seen: what each file
+/// taught, and its counts per candidate set. Bounded by [`CACHE_SAMPLES`]; when full it
+/// starts over rather than track recency (as the trigram index cache does).
+#[derive(Debug, Default)]
+pub struct PatternsCache {
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    learnt: HashMap<UnitKey, Arc<Learnt>>,
+    counted: HashMap<(UnitKey, u64), Arc<Samples>>,
+    /// Patterns and samples held.
+    entries: usize,
+}
+
+/// Most patterns plus samples the cache holds (about 48 bytes each).
+const CACHE_SAMPLES: usize = 500_000;
+
+impl PatternsCache {
+    fn learnt(&self, key: &UnitKey) -> Option<Arc<Learnt>> {
+        self.inner.lock().learnt.get(key).cloned()
     }
-    Ok(total)
+
+    fn counted(&self, key: &(UnitKey, u64)) -> Option<Arc<Samples>> {
+        self.inner.lock().counted.get(key).cloned()
+    }
+
+    fn make_room(inner: &mut CacheInner, n: usize) {
+        if inner.entries + n > CACHE_SAMPLES {
+            inner.learnt.clear();
+            inner.counted.clear();
+            inner.entries = 0;
+        }
+        inner.entries += n;
+    }
+
+    fn keep_learnt(&self, key: UnitKey, learnt: Arc<Learnt>) {
+        let mut inner = self.inner.lock();
+        if inner.learnt.contains_key(&key) || learnt.len() > CACHE_SAMPLES / 4 {
+            return;
+        }
+        Self::make_room(&mut inner, learnt.len() + 1);
+        inner.learnt.insert(key, learnt);
+    }
+
+    fn keep_counted(&self, key: (UnitKey, u64), samples: Arc<Samples>) {
+        let mut inner = self.inner.lock();
+        if inner.counted.contains_key(&key) || samples.len() > CACHE_SAMPLES / 4 {
+            return;
+        }
+        Self::make_room(&mut inner, samples.len() + 1);
+        inner.counted.insert(key, samples);
+    }
 }
 
 /// Phase 3: the reported patterns and Loki's JSON body.

@@ -211,6 +211,13 @@ async fn patterns_are_the_templates_of_the_lines() -> anyhow::Result<()> {
     let result = async {
         check_job(&server, "nginx", 12).await?;
         check_job(&server, "tovplay-backend", 15).await?;
+        // From chunk files: read once, then from what the first request kept per file.
+        let (status, body) = server.post("/flush", Vec::new(), &[]).await?;
+        anyhow::ensure!(status < 300, "flush: {status} {body}");
+        for _ in 0..2 {
+            check_job(&server, "nginx", 12).await?;
+            check_job(&server, "tovplay-backend", 15).await?;
+        }
         // The backend's JSON lines carry levels: its patterns come in more than one.
         let (_, body) = server
             .get(

@@ -368,6 +368,33 @@ impl LogsTable {
         &self.files
     }
 
+    /// The same table as one table per part: the head's rows (`None` when there are none)
+    /// and one table per chunk file, each with this table's settings. Chunk files never
+    /// change once written, so a caller may keep results per file (keyed by its path and
+    /// rows) and read only the parts it has no result for.
+    pub fn split_by_file(self) -> (Option<LogsTable>, Vec<(ChunkFile, LogsTable)>) {
+        let part = |head: Vec<RecordBatch>, files: Vec<ChunkFile>| LogsTable {
+            schema: self.schema.clone(),
+            streams: self.streams.clone(),
+            start_ns: self.start_ns,
+            end_ns: self.end_ns,
+            head,
+            files,
+            store_url: self.store_url.clone(),
+            needles: self.needles.clone(),
+            indexes: self.indexes.clone(),
+            line_predicate: self.line_predicate.clone(),
+            parquet_readers: self.parquet_readers.clone(),
+        };
+        let head = (!self.head.is_empty()).then(|| part(self.head.clone(), Vec::new()));
+        let files = self
+            .files
+            .iter()
+            .map(|f| (f.clone(), part(Vec::new(), vec![f.clone()])))
+            .collect();
+        (head, files)
+    }
+
     /// Rows coming from the head.
     pub fn head_rows(&self) -> usize {
         self.head.iter().map(|b| b.num_rows()).sum()
