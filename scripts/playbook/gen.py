@@ -148,8 +148,9 @@ class Gen:
         self.victim = self.users[VICTIM_INDEX]
 
     def uuid(self, rnd):
-        g = rnd.getrandbits
-        return "%08x-%04x-4%03x-%04x-%012x" % (g(32), g(16), g(12), 0x8000 | g(14), g(48))
+        x = rnd.getrandbits(122)
+        return "%08x-%04x-4%03x-%04x-%012x" % (x >> 90, (x >> 74) & 0xFFFF, (x >> 62) & 0xFFF,
+                                               0x8000 | ((x >> 48) & 0x3FFF), x & 0xFFFFFFFFFFFF)
 
     # ---- line formats (hand-written JSON: every value is ASCII without quotes or backslashes,
     # except the error stack, which is escaped explicitly; json.dumps per line would halve speed)
@@ -207,8 +208,8 @@ class Normal:
         if uid == g.victim[0] and t >= self.quiet_from:
             uid, uname = g.users[-2]
         action, method, audited = g.act_v[bisect.bisect_left(g.act_c, rnd.random() * g.act_c[-1])]
-        rtype, plural, table = RESOURCES[rnd.randrange(4)]
-        rid = rnd.randrange(1, 3000)
+        rtype, plural, table = RESOURCES[int(rnd.random() * 4)]
+        rid = (1 + int(rnd.random() * (3000 - 1)))
         if action == "LOGIN":
             rtype, path, rid = "User", "/api/auth/login", uid
         elif action == "LOGOUT":
@@ -243,9 +244,9 @@ class Normal:
         if status >= 500:
             err, msg = ERRORS[rnd.randrange(len(ERRORS))]
             extra = (',"error":"%s: %s","stack":"Traceback (most recent call last):\\n  File \\"/app/app/routes/%s.py\\",'
-                     ' line %d, in handle\\n%s: %s"') % (err, msg, table, rnd.randrange(20, 400), err, msg)
+                     ' line %d, in handle\\n%s: %s"') % (err, msg, table, (20 + int(rnd.random() * (400 - 20))), err, msg)
         meta = {"trace_id": "%032x" % rnd.getrandbits(128)} if rnd.random() < 0.5 else None
-        s = S_BACKEND[rnd.randrange(4)]
+        s = S_BACKEND[int(rnd.random() * 4)]
         message = "%s %s" % (action.lower(), rtype.lower())
         line = g.backend_line(t, level, "app.routes.%s" % table, message, cid, uid, uname, action, rtype, rid, dur,
                               ip, method, path, status, extra)
@@ -277,15 +278,15 @@ class Normal:
         elif r < 0.38:
             method, path = "GET", SLOW_PATH
         else:
-            _, plural, _ = RESOURCES[rnd.randrange(4)]
-            method = ("GET", "GET", "GET", "POST", "PUT", "DELETE")[rnd.randrange(6)] if rnd.random() < 0.9 else "GET"
-            path = "/api/%s/%d" % (plural, rnd.randrange(1, 3000))
+            _, plural, _ = RESOURCES[int(rnd.random() * 4)]
+            method = ("GET", "GET", "GET", "POST", "PUT", "DELETE")[int(rnd.random() * 6)] if rnd.random() < 0.9 else "GET"
+            path = "/api/%s/%d" % (plural, (1 + int(rnd.random() * (3000 - 1))))
         r = rnd.random()
         status = 502 if r < 0.004 else (500 if r < 0.01 else (404 if r < 0.05 else (304 if r < 0.1 else 200)))
-        size = 0 if status == 304 else rnd.randrange(120, 60000)
+        size = 0 if status == 304 else (120 + int(rnd.random() * (60000 - 120)))
         rt = min(0.9, rnd.lognormvariate(-3.2, 1.0))
-        out.append((t, S_NGINX[rnd.randrange(2)],
-                    g.nginx_line(t, ip, method, path, status, size, UAS[rnd.randrange(3)], rt, g.uuid(rnd)), None))
+        out.append((t, S_NGINX[int(rnd.random() * 2)],
+                    g.nginx_line(t, ip, method, path, status, size, UAS[int(rnd.random() * 3)], rt, g.uuid(rnd)), None))
 
     def postgres(self, t, out):
         g, rnd = self.g, self.rnd
@@ -294,9 +295,9 @@ class Normal:
             uid = g.users[-2][0]
         r = rnd.random()
         op = "INSERT" if r < 0.3 else ("DELETE" if r < 0.33 else "UPDATE")
-        _, _, table = RESOURCES[rnd.randrange(4)]
-        changed = ("name", "name,score", "status", "last_login", "score")[rnd.randrange(5)] if op == "UPDATE" else ""
-        line = g.pg_line("info", table, op, rnd.randrange(1, 3000), uid, changed, rnd.randrange(1, 300), g.uuid(rnd))
+        _, _, table = RESOURCES[int(rnd.random() * 4)]
+        changed = ("name", "name,score", "status", "last_login", "score")[int(rnd.random() * 5)] if op == "UPDATE" else ""
+        line = g.pg_line("info", table, op, (1 + int(rnd.random() * (3000 - 1))), uid, changed, (1 + int(rnd.random() * (300 - 1))), g.uuid(rnd))
         out.append((t, S_PG, line, None))
 
     def frontend(self, t, out):
@@ -306,14 +307,14 @@ class Normal:
             uid, uname = g.users[-2]
         r = rnd.random()
         level, msg = ("error", "Uncaught TypeError: x is undefined") if r < 0.02 else (
-            ("warn", "Render slow") if r < 0.1 else ("info", ("Button clicked", "API call", "Page view")[rnd.randrange(3)]))
+            ("warn", "Render slow") if r < 0.1 else ("info", ("Button clicked", "API call", "Page view")[int(rnd.random() * 3)]))
         roles = '["player","admin"]' if uid <= ADMINS else '["player"]'
         line = ('{"level":"%s","msg":"%s","user":{"id":%d,"name":"%s","roles":%s},"component":"%s",'
                 '"correlation_id":"%s","url":"https://tovplay.example/%s","perf":{"render_ms":%.1f,"ttfb_ms":%d}}') % (
-            level, msg, uid, uname, roles, ("GameBoard", "LoginForm", "Lobby", "Leaderboard")[rnd.randrange(4)],
-            g.uuid(rnd), ("games", "lobby", "leaderboard", "profile")[rnd.randrange(4)], rnd.uniform(1, 400),
-            rnd.randrange(20, 900))
-        out.append((t, S_FRONTEND[rnd.randrange(2)], line, None))
+            level, msg, uid, uname, roles, ("GameBoard", "LoginForm", "Lobby", "Leaderboard")[int(rnd.random() * 4)],
+            g.uuid(rnd), ("games", "lobby", "leaderboard", "profile")[int(rnd.random() * 4)], rnd.uniform(1, 400),
+            (20 + int(rnd.random() * (900 - 20))))
+        out.append((t, S_FRONTEND[int(rnd.random() * 2)], line, None))
 
 
 def plan(g, end, span, backend_per_min):
@@ -584,7 +585,7 @@ def main():
         ms = start + m * MIN
         ents = []
         while len(ents) < counts[m]:
-            normal.emit(ms + rnd.randrange(MIN), ents)
+            normal.emit(ms + int(rnd.random() * MIN), ents)
         del ents[counts[m]:]
         while pi < len(planted) and planted[pi][0] < ms + MIN:
             ents.append(planted[pi])
