@@ -273,7 +273,7 @@ async fn main() -> Result<()> {
     let config = tmp.path().join("bench.yaml");
     std::fs::write(
         &config,
-        "auth_enabled: false\n\
+        "auth_enabled: false\nlog:\n  level: warn\n\
          limits_config:\n  reject_old_samples: false\n  ingestion_rate_mb: 100000\n  \
          ingestion_burst_size_mb: 100000\n  max_query_series: 100000\n  \
          max_entries_limit_per_query: 100000\n  max_query_lookback: 0s\n\

@@ -135,7 +135,10 @@ async fn the_playbook_finds_every_planted_incident() -> anyhow::Result<()> {
         .iter()
         .filter_map(|s| s["metric"]["ip"].as_str())
         .collect();
-    assert_eq!(ips, [truth["scenario2"]["attacker_ip"].as_str().unwrap_or("?")]);
+    assert_eq!(
+        ips,
+        [truth["scenario2"]["attacker_ip"].as_str().unwrap_or("?")]
+    );
     // ... and the database counts every row the wipe deleted.
     let rows = instant(
         &server,
