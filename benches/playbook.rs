@@ -300,8 +300,8 @@ async fn main() -> Result<()> {
     println!("flush + compaction settled in {settle_s:.1}s");
 
     println!(
-        "{:<22} {:>8} {:>12}  {}",
-        "query", "cold s", "warm med s", "title"
+        "{:<22} {:>8} {:>12}  title",
+        "query", "cold s", "warm med s"
     );
     let mut results = serde_json::Map::new();
     for req in requests(&data)? {
