@@ -8,6 +8,7 @@ mod dashboards;
 mod drilldown;
 mod logcli;
 mod patterns;
+mod playbook;
 mod push;
 mod ruler;
 mod ruler_e2e;

@@ -307,3 +307,31 @@ pub(crate) fn parse_float(text: &str) -> Result<f64, String> {
         Err(_) => Err(format!("strconv.ParseFloat: parsing {q}: invalid syntax")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_expr;
+
+    #[test]
+    fn time_condition_as_label_filter_says_to_use_the_time_range() {
+        let q = r#"{job="tovplay-backend"} | json | __timestamp__ > now() - 1h"#;
+        let msg = match parse_expr(q) {
+            Ok(e) => panic!("parsed a clock filter: {e:?}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            msg.starts_with("parse error at line 1, col 50: syntax error: unexpected IDENTIFIER"),
+            "{msg}"
+        );
+        assert!(msg.contains("query's time range instead"), "{msg}");
+        // An ordering comparison on `__timestamp__` gets the advice too, at the name.
+        let msg = match parse_expr(r#"{job="x"} | __timestamp__ >= 1700000000"#) {
+            Ok(e) => panic!("parsed a clock filter: {e:?}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(msg.starts_with("parse error at line 1, col 13:"), "{msg}");
+        assert!(msg.contains("time range"), "{msg}");
+        // Ordinary label filters (including a label called `now`) are untouched.
+        assert!(parse_expr(r#"{job="x"} | json | duration_ms > 1000 | now="y""#).is_ok());
+    }
+}

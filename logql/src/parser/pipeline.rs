@@ -276,6 +276,7 @@ fn lf_primary(i: Input<'_>) -> PResult<'_, LabelFilterExpr> {
         Tok::Ident => {
             let name = i.token().text.to_string();
             let op_tok = i.peek(1);
+            let at_name = i;
             let i = i.advance(1);
             let cmp = match op_tok {
                 Tok::Eq => CmpOp::Eq,
@@ -298,6 +299,12 @@ fn lf_primary(i: Input<'_>) -> PResult<'_, LabelFilterExpr> {
             };
             let string_ok = matches!(op_tok, Tok::Eq | Tok::Neq);
             let v = i.advance(1);
+            if is_now_call(v) {
+                return time_filter_advice(v);
+            }
+            if name == TIMESTAMP && !string_ok {
+                return time_filter_advice(at_name);
+            }
             match v.tok() {
                 Tok::Str(s) if string_ok => {
                     let op = if cmp == CmpOp::Eq {
@@ -359,6 +366,34 @@ fn lf_primary(i: Input<'_>) -> PResult<'_, LabelFilterExpr> {
         }
         _ => fail(i),
     }
+}
+
+/// The name the source playbook compared with `now()`: not a label, so never a filter.
+const TIMESTAMP: &str = "__timestamp__";
+
+/// `now(` at `i`: LogQL has no clock function in label filters.
+fn is_now_call(i: Input<'_>) -> bool {
+    matches!(i.tok(), Tok::Ident) && i.token().text == "now" && matches!(i.peek(1), Tok::LParen)
+}
+
+/// The error for a time condition written as a label filter (`| __timestamp__ > now() - 1h`):
+/// Loki's syntax error at the offending token, followed by what to do instead, since a bare
+/// "unexpected IDENTIFIER" does not tell an investigator that the time range is the way.
+fn time_filter_advice<O>(at: Input<'_>) -> PResult<'_, O> {
+    let t = at.token();
+    Err(nom::Err::Failure(super::PErr {
+        pos: at.pos,
+        custom: Some(Error::Parse {
+            line: t.line,
+            col: t.col,
+            msg: format!(
+                "syntax error: unexpected {}: LogQL has no `__timestamp__ > now() - …` filter; \
+                 select the time with the query's time range instead (`start`/`end` or `since` \
+                 on the HTTP API, the time picker in Grafana)",
+                t.describe()
+            ),
+        }),
+    }))
 }
 
 /// Loki's `literalExpr`: `NUMBER`, `+NUMBER` or `-NUMBER`. A malformed number is reported

@@ -1,0 +1,341 @@
+//! The forensics playbook in seconds: ingest speed and the warm latency of every playbook query
+//! over the incident data set (docs/forensics.md).
+//!
+//! ```text
+//! cargo bench --workspace --bench playbook -- [--lines 10000000] [--dataset DIR] [--runs 5]
+//! ```
+//!
+//! 1. generates the data set with `scripts/playbook/gen.py` (24 hours ending
+//!    2026-11-21T00:00:00Z, seed 25; kept under `target/bench-data/playbook-<lines>`), or reuses
+//!    `--dataset DIR`,
+//! 2. starts the release `tovlog` binary as a child process on a temporary data directory (old
+//!    samples accepted, ingestion limits raised, compaction as soon as a window is written),
+//! 3. pushes every body with 2 concurrent clients: lines/s and raw MB/s,
+//! 4. flushes (`POST /flush`) and waits until the background compactor has re-encoded every
+//!    window and deleted what it replaced (`/metrics`),
+//! 5. runs every query of `scripts/playbook/queries.json` (resolved against `truth.json` by
+//!    `check.py --emit`) once cold, then `--runs` times, and prints each one's warm median,
+//! 6. runs `check.py` once against the server, so the figures are those of right answers,
+//! 7. prints a table and one JSON line with every figure.
+//!
+//! Figures are printed, never asserted: correctness is `tests/it/playbook.rs`.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+/// The span's end: fixed, so a data set generated once serves every run.
+const END: &str = "2026-11-21T00:00:00Z";
+
+struct Args {
+    lines: u64,
+    dataset: Option<PathBuf>,
+    runs: usize,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args {
+        lines: 10_000_000,
+        dataset: None,
+        runs: 5,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--lines" => a.lines = it.next().context("--lines N")?.parse()?,
+            "--dataset" => a.dataset = Some(it.next().context("--dataset DIR")?.into()),
+            "--runs" => a.runs = it.next().context("--runs N")?.parse()?,
+            "--bench" => {}
+            other if other.starts_with("--") => bail!("unknown flag {other}"),
+            _ => {}
+        }
+    }
+    if a.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    Ok(a)
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The generated data set (generated once per size).
+fn dataset(args: &Args) -> Result<PathBuf> {
+    if let Some(d) = &args.dataset {
+        return Ok(d.clone());
+    }
+    let dir = root().join(format!("target/bench-data/playbook-{}", args.lines));
+    if let Ok(truth) = std::fs::read(dir.join("truth.json")) {
+        let truth: Value = serde_json::from_slice(&truth)?;
+        if truth["lines"].as_u64() == Some(args.lines) {
+            return Ok(dir);
+        }
+    }
+    eprintln!("generating {} lines into {}", args.lines, dir.display());
+    let t = Instant::now();
+    let status = Command::new("python3")
+        .arg(root().join("scripts/playbook/gen.py"))
+        .args(["--lines", &args.lines.to_string(), "--end", END, "--out"])
+        .arg(&dir)
+        .status()
+        .context("running gen.py")?;
+    if !status.success() {
+        bail!("gen.py failed");
+    }
+    eprintln!("generated in {:.0}s", t.elapsed().as_secs_f64());
+    Ok(dir)
+}
+
+/// The server child process, killed on drop (a failed run leaves nothing behind).
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start(config: &Path, data_dir: &Path) -> Result<Server> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_tovlog"))
+        .arg("--config")
+        .arg(config)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(data_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting tovlog")?;
+    let mut server = Server {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while Instant::now() < deadline {
+        if let Some(status) = server.child.try_wait()? {
+            bail!("tovlog exited with {status}");
+        }
+        if let Ok(r) = client.get(format!("{}/ready", server.url)).send().await {
+            if r.status().is_success() {
+                return Ok(server);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("server did not become ready")
+}
+
+/// Push every body with 2 concurrent clients (files interleaved, so time order is kept roughly).
+async fn push_all(url: &str, files: &[PathBuf]) -> Result<u64> {
+    let client = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for worker in 0..2 {
+        let mine: Vec<PathBuf> = files.iter().skip(worker).step_by(2).cloned().collect();
+        let client = client.clone();
+        let url = format!("{url}/loki/api/v1/push");
+        tasks.push(tokio::spawn(async move {
+            let mut bytes = 0u64;
+            for f in mine {
+                let body = tokio::fs::read(&f).await?;
+                bytes += body.len() as u64;
+                let r = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await?;
+                let status = r.status();
+                if status.as_u16() != 204 {
+                    bail!(
+                        "push of {} → {status}: {}",
+                        f.display(),
+                        r.text().await.unwrap_or_default()
+                    );
+                }
+            }
+            Ok::<_, anyhow::Error>(bytes)
+        }));
+    }
+    let mut bytes = 0;
+    for t in tasks {
+        bytes += t.await??;
+    }
+    Ok(bytes)
+}
+
+/// Wait until every chunk file is compacted and every replaced file deleted.
+async fn wait_for_compaction(client: &reqwest::Client, url: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    while Instant::now() < deadline {
+        let text = client
+            .get(format!("{url}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let gauge = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+        };
+        if gauge("tovlog_chunk_files_uncompacted ") == Some(0)
+            && gauge("tovlog_chunk_files_pending_delete ") == Some(0)
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    bail!("compaction did not finish within an hour")
+}
+
+/// The playbook's requests, resolved against truth.json by check.py.
+fn requests(data: &Path) -> Result<Vec<Value>> {
+    let out = Command::new("python3")
+        .arg(root().join("scripts/playbook/check.py"))
+        .arg("--data")
+        .arg(data)
+        .arg("--emit")
+        .output()
+        .context("running check.py --emit")?;
+    if !out.status.success() {
+        bail!("check.py --emit: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    match serde_json::from_slice(&out.stdout)? {
+        Value::Array(v) => Ok(v),
+        other => bail!("check.py --emit printed {other}"),
+    }
+}
+
+/// One cold run, then `runs` warm ones: (cold s, warm median s, HTTP status of the last).
+async fn time_query(
+    client: &reqwest::Client,
+    url: &str,
+    req: &Value,
+    runs: usize,
+) -> Result<(f64, f64, u16)> {
+    let path = req["path"].as_str().context("request without path")?;
+    let params: Vec<(String, String)> = req["params"]
+        .as_object()
+        .context("request without params")?
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+        .collect();
+    let mut times = Vec::with_capacity(runs + 1);
+    let mut status = 0;
+    for _ in 0..=runs {
+        let t = Instant::now();
+        let r = client
+            .get(format!("{url}{path}"))
+            .query(&params)
+            .send()
+            .await?;
+        status = r.status().as_u16();
+        r.bytes().await?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let cold = times[0];
+    let mut warm = times[1..].to_vec();
+    warm.sort_by(|a, b| a.total_cmp(b));
+    Ok((cold, warm[warm.len() / 2], status))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = parse_args()?;
+    let data = dataset(&args)?;
+    let truth: Value = serde_json::from_slice(&std::fs::read(data.join("truth.json"))?)?;
+    let lines = truth["lines"].as_u64().unwrap_or(0);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&data)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("push-"))
+        })
+        .collect();
+    files.sort();
+
+    let tmp = tempfile::tempdir()?;
+    let config = tmp.path().join("bench.yaml");
+    std::fs::write(
+        &config,
+        "auth_enabled: false\nlog:\n  level: warn\n\
+         limits_config:\n  reject_old_samples: false\n  ingestion_rate_mb: 100000\n  \
+         ingestion_burst_size_mb: 100000\n  max_query_series: 100000\n  \
+         max_entries_limit_per_query: 100000\n  max_query_lookback: 0s\n\
+         storage:\n  compaction:\n    min_age: 1m\n    check_interval: 1s\n    delete_delay: 0s\n    concurrency: 2\n",
+    )?;
+    let server = start(&config, &tmp.path().join("data")).await?;
+    let client = reqwest::Client::new();
+
+    let t = Instant::now();
+    let bytes = push_all(&server.url, &files).await?;
+    let ingest_s = t.elapsed().as_secs_f64();
+    let lines_per_s = lines as f64 / ingest_s;
+    let mb_per_s = bytes as f64 / ingest_s / 1e6;
+    println!(
+        "ingest: {lines} lines in {ingest_s:.2}s = {lines_per_s:.0} lines/s ({mb_per_s:.1} MB/s of push JSON)"
+    );
+    let r = client.post(format!("{}/flush", server.url)).send().await?;
+    if !r.status().is_success() {
+        bail!("flush failed: {}", r.status());
+    }
+    let t = Instant::now();
+    wait_for_compaction(&client, &server.url).await?;
+    let settle_s = t.elapsed().as_secs_f64();
+    println!("flush + compaction settled in {settle_s:.1}s");
+
+    println!(
+        "{:<22} {:>8} {:>12}  title",
+        "query", "cold s", "warm med s"
+    );
+    let mut results = serde_json::Map::new();
+    for req in requests(&data)? {
+        let id = req["id"].as_str().unwrap_or("?").to_string();
+        let (cold, med, status) = time_query(&client, &server.url, &req, args.runs).await?;
+        println!(
+            "{id:<22} {cold:>8.3} {med:>12.3}  {} (HTTP {status})",
+            req["title"].as_str().unwrap_or("")
+        );
+        results.insert(
+            id,
+            json!({"cold_s": cold, "warm_median_s": med, "status": status}),
+        );
+    }
+    let check = Command::new("python3")
+        .arg(root().join("scripts/playbook/check.py"))
+        .args(["--url", &server.url, "--data"])
+        .arg(&data)
+        .output()
+        .context("running check.py")?;
+    let report = String::from_utf8_lossy(&check.stdout);
+    println!(
+        "answers: {}",
+        report.lines().last().unwrap_or("check.py printed nothing")
+    );
+    if !check.status.success() {
+        println!("{report}");
+    }
+    drop(server);
+    println!(
+        "{}",
+        json!({"lines": lines, "ingest_s": ingest_s, "lines_per_s": lines_per_s,
+               "push_mb_per_s": mb_per_s, "settle_s": settle_s, "answers_ok": check.status.success(),
+               "queries": results})
+    );
+    Ok(())
+}
