@@ -18,6 +18,7 @@
 //! It knows DataFusion, Parquet and tantivy, but nothing of HTTP or LogQL syntax.
 #![warn(missing_docs)]
 
+pub mod chain;
 pub mod chunk;
 pub mod head;
 pub mod index;
@@ -310,7 +311,8 @@ impl Storage {
         let listed = manifest::load_tenants(store.as_ref()).await?;
         let mut tenants: HashMap<String, Arc<Tenant>> = HashMap::new();
         for name in &listed {
-            let m = manifest::load(store.as_ref(), name).await?;
+            let mut m = manifest::load(store.as_ref(), name).await?;
+            chain::open_tenant(store.as_ref(), name, &mut m).await?;
             let t = Tenant::open(&config.data_dir, name, m)?;
             tenants.insert(name.clone(), Arc::new(t));
         }

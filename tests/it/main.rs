@@ -14,3 +14,4 @@ mod ruler_e2e;
 mod ruler_peers;
 mod server;
 mod tail;
+mod verify;
