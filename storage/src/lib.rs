@@ -11,6 +11,9 @@
 //!                                                              ▼
 //!                       compaction: merge window, zstd 17, trigram block index (.tri)
 //!
+//!  every manifest edit of a flush or compaction: SHA-256 of each written file + an entry of
+//!  the tenant's hash chain (chain.rs), checked offline by `chain::verify` (`tovlog verify`)
+//!
 //!  series()/label_names()/label_values()  ◄── label index + head
 //!  logs_table(tenant) : DataFusion TableProvider over head + chunks (stream/time pruning)
 //! ```
