@@ -1,5 +1,5 @@
 //! Command line: `tovlog [serve] [--listen ADDR] [--data-dir DIR] [--config FILE]`,
-//! and `tovlog check-config`.
+//! `tovlog check-config`, `tovlog verify` and `tovlog chain-head`.
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -26,6 +26,28 @@ pub enum Command {
     Serve(ServeArgs),
     /// Load and validate the configuration, print it as YAML with every default filled in, exit.
     CheckConfig(ServeArgs),
+    /// Check the tamper-evident storage (reads the store only; run it with the server
+    /// stopped or running): every tenant's hash chain, its head, and every listed file's
+    /// SHA-256. Exits 1 at the first break, 0 with a summary when clean.
+    Verify(VerifyArgs),
+    /// Print each tenant's hash chain head as TENANT=HASH, to keep elsewhere and pass to
+    /// `verify --expect-head` later.
+    ChainHead(ServeArgs),
+}
+
+/// Options of `verify`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct VerifyArgs {
+    /// The store to check: the same options as `serve`.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// A head recorded earlier (`tovlog chain-head`), TENANT=HASH; it must be in the tenant's
+    /// chain up to the current head, proving the history was not rewritten since. Repeatable.
+    #[arg(long, value_name = "TENANT=HASH")]
+    pub expect_head: Vec<String>,
+    /// Files hashed at once [default: the number of CPUs].
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub concurrency: usize,
 }
 
 /// Options shared by `serve` and `check-config`.

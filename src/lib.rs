@@ -16,5 +16,6 @@ pub mod ruler;
 pub mod server;
 pub mod tail;
 pub mod telemetry;
+pub mod verify;
 
 pub use config::Config;

@@ -12,10 +12,21 @@ fn main() -> anyhow::Result<()> {
 #[tokio::main]
 async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    match &cli.command {
+        Some(Command::Verify(a)) => {
+            let code = tovlog::verify::run_verify(a, cli.serve.clone()).await?;
+            std::process::exit(code);
+        }
+        Some(Command::ChainHead(a)) => {
+            let code = tovlog::verify::run_chain_head(a.clone().or(cli.serve.clone())).await?;
+            std::process::exit(code);
+        }
+        _ => {}
+    }
     let (check_only, args) = match cli.command {
         Some(Command::Serve(a)) => (false, a.or(cli.serve)),
         Some(Command::CheckConfig(a)) => (true, a.or(cli.serve)),
-        None => (false, cli.serve),
+        Some(Command::Verify(_)) | Some(Command::ChainHead(_)) | None => (false, cli.serve),
     };
     let config = args.load()?;
     if check_only {

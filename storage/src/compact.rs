@@ -13,7 +13,8 @@
 //! 2. writes the result with `compaction.zstd_level` and `line_page_bytes` on a thread
 //!    with the lowest CPU priority, so ingest and queries win any contention, plus the
 //!    file's trigram block index ([`crate::textindex`]);
-//! 3. swaps the manifest (inputs out, outputs in) under the manifest lock, and records the
+//! 3. swaps the manifest (inputs out, outputs in) under the manifest lock, with a hash chain
+//!    entry ([`crate::chain`]) naming both and the outputs' SHA-256, and records the
 //!    inputs as pending deletes. They are deleted `delete_delay` later, when no query
 //!    planned against the old manifest can still be reading them.
 //!
@@ -41,6 +42,7 @@ use parquet::arrow::arrow_reader::{
 use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 
+use crate::chain::{self, ChainEvent, RemovedFile};
 use crate::chunk::writer_properties;
 use crate::error::{Error, Result};
 use crate::manifest::{self, ChunkMeta, ManifestState, MetadataKeys, PendingDelete, StreamRange};
@@ -258,8 +260,39 @@ impl Inner {
                 )));
             }
             next.version = manifest::MANIFEST_VERSION;
+            let reason = format!(
+                "compaction: merged into {}",
+                metas
+                    .iter()
+                    .map(|m| m.path.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let removed = next
+                .chunks
+                .iter()
+                .filter(|c| replaced.contains(c.path.as_str()))
+                .flat_map(chain::chunk_files)
+                .map(|f| RemovedFile {
+                    path: f.path,
+                    size: f.size,
+                    sha256: f.sha256,
+                    reason: reason.clone(),
+                })
+                .collect();
+            let added = metas.iter().flat_map(chain::chunk_files).collect();
             next.chunks.retain(|c| !replaced.contains(c.path.as_str()));
             next.chunks.extend(metas);
+            chain::append(
+                self.store.as_ref(),
+                &job.tenant.name,
+                &mut next,
+                ChainEvent::Compaction,
+                format!("{reason} ({dir}, {duplicates} duplicate rows dropped)"),
+                added,
+                removed,
+            )
+            .await?;
             for c in &job.inputs {
                 let mut paths = vec![c.path.clone()];
                 if c.text_index_bytes.is_some() {
@@ -735,12 +768,16 @@ impl Sink<'_> {
         if let Some(w) = self.writer.take() {
             let data = Bytes::from(w.into_inner()?);
             let (text_index, metadata_keys) = index_file(&data)?;
+            let text_index = text_index.encode();
             let mut meta = std::mem::replace(&mut self.meta, empty_meta());
             meta.streams.sort_unstable_by_key(|s| s.id);
             meta.metadata_keys = metadata_keys.finish();
+            // Hashed here, from the bytes about to be written (see `crate::chain`).
+            meta.sha256 = Some(chain::sha256_hex(&data));
+            meta.text_index_sha256 = Some(chain::sha256_hex(&text_index));
             self.outputs.push(Output {
                 data,
-                text_index: text_index.encode(),
+                text_index,
                 meta,
             });
         }
@@ -892,6 +929,8 @@ fn empty_meta() -> ChunkMeta {
         created_ms: 0,
         text_index_bytes: None,
         metadata_keys: None,
+        sha256: None,
+        text_index_sha256: None,
     }
 }
 
@@ -1043,6 +1082,8 @@ mod tests {
             created_ms: 0,
             text_index_bytes: None,
             metadata_keys: c.metadata_keys,
+            sha256: Some(c.sha256),
+            text_index_sha256: None,
         };
         Ok((Bytes::from(c.data), meta))
     }

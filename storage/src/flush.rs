@@ -6,7 +6,8 @@
 //!    head to its frozen list. Frozen heads stay visible to queries.
 //! 2. Per tenant, per window: encode on a blocking thread, `put` the file
 //!    (`<tenant>/<window>/<seq>.parquet`, so a retried flush overwrites, never duplicates).
-//! 3. Index new streams, write the manifest with `flushed_wal_seq = seq`, then swap the
+//! 3. Index new streams, write the hash chain's entry for the new files ([`crate::chain`]),
+//!    write the manifest with `flushed_wal_seq = seq` and the new chain head, then swap the
 //!    manifest in and drop the frozen head in one step (no window where rows are seen
 //!    twice or not at all).
 //! 4. When no tenant holds frozen data any more, delete WAL segments below `seq`.
@@ -21,6 +22,7 @@ use std::time::Instant;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
 
+use crate::chain::{self, ChainEvent, RemovedFile};
 use crate::chunk::SortedHead;
 use crate::error::{Error, Result};
 use crate::head::Head;
@@ -130,6 +132,8 @@ impl Inner {
                 created_ms: manifest::now_ms(),
                 text_index_bytes: None,
                 metadata_keys: encoded.metadata_keys,
+                sha256: Some(encoded.sha256),
+                text_index_sha256: None,
             });
         }
         drop(sorted);
@@ -152,9 +156,31 @@ impl Inner {
         next.version = manifest::MANIFEST_VERSION;
         next.flushed_wal_seq = next.flushed_wal_seq.max(seq);
         // A retried flush of the same frozen head rewrites the same paths: replace, not add.
-        next.chunks
-            .retain(|c| !chunks.iter().any(|n| n.path == c.path));
+        let mut removed = Vec::new();
+        next.chunks.retain(|c| {
+            let rewritten = chunks.iter().any(|n| n.path == c.path);
+            if rewritten {
+                removed.extend(chain::chunk_files(c).into_iter().map(|f| RemovedFile {
+                    path: f.path,
+                    size: f.size,
+                    sha256: f.sha256,
+                    reason: "flush: rewritten by a retried flush of the same WAL segments".into(),
+                }));
+            }
+            !rewritten
+        });
+        let added = chunks.iter().flat_map(chain::chunk_files).collect();
         next.chunks.extend(chunks);
+        chain::append(
+            self.store.as_ref(),
+            &tenant.name,
+            &mut next,
+            ChainEvent::Flush,
+            format!("flush: head of WAL segments below {seq}, {rows} rows"),
+            added,
+            removed,
+        )
+        .await?;
         manifest::save(self.store.as_ref(), &tenant.name, &next).await?;
         {
             let mut frozen = tenant.frozen.write();

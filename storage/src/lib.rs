@@ -11,6 +11,9 @@
 //!                                                              ▼
 //!                       compaction: merge window, zstd 17, trigram block index (.tri)
 //!
+//!  every manifest edit of a flush or compaction: SHA-256 of each written file + an entry of
+//!  the tenant's hash chain (chain.rs), checked offline by `chain::verify` (`tovlog verify`)
+//!
 //!  series()/label_names()/label_values()  ◄── label index + head
 //!  logs_table(tenant) : DataFusion TableProvider over head + chunks (stream/time pruning)
 //! ```
@@ -18,6 +21,7 @@
 //! It knows DataFusion, Parquet and tantivy, but nothing of HTTP or LogQL syntax.
 #![warn(missing_docs)]
 
+pub mod chain;
 pub mod chunk;
 pub mod head;
 pub mod index;
@@ -310,7 +314,8 @@ impl Storage {
         let listed = manifest::load_tenants(store.as_ref()).await?;
         let mut tenants: HashMap<String, Arc<Tenant>> = HashMap::new();
         for name in &listed {
-            let m = manifest::load(store.as_ref(), name).await?;
+            let mut m = manifest::load(store.as_ref(), name).await?;
+            chain::open_tenant(store.as_ref(), name, &mut m).await?;
             let t = Tenant::open(&config.data_dir, name, m)?;
             tenants.insert(name.clone(), Arc::new(t));
         }

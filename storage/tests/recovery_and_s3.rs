@@ -728,4 +728,68 @@ mod s3 {
         assert_eq!(storage.metrics().chunk_files, 3);
         server.abort();
     }
+
+    /// `verify` reads the chain and re-hashes the files through the S3 API, and finds a
+    /// file edited in the bucket.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn verify_over_s3_checks_the_chain_and_finds_an_edited_file() {
+        use tovlog_storage::chain::{self, BreakKind, VerifyOptions};
+        let s3_root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(s3_root.path().join(BUCKET)).expect("bucket dir");
+        let data = tempfile::tempdir().expect("tempdir");
+        let (endpoint, server) = start_server(s3_root.path()).await;
+        let cfg = s3_config(data.path(), &endpoint);
+        let storage = Storage::open(cfg.clone()).await.expect("open");
+        for (i, ts) in [BASE + 1, BASE + HOUR + 1].into_iter().enumerate() {
+            storage
+                .append(TENANT, vec![stream(&[("app", "a")], &[(ts, "line")])])
+                .await
+                .expect("append");
+            if i == 0 {
+                storage.flush().await.expect("flush");
+            }
+        }
+        storage.shutdown().await.expect("shutdown");
+        drop(storage);
+
+        let store = tovlog_storage::store::build(&cfg).expect("store");
+        let report = chain::verify(store.clone(), &VerifyOptions::default()).await;
+        assert_eq!(report.first_break, None);
+        assert_eq!(report.tenants.len(), 1);
+        assert_eq!((report.tenants[0].entries, report.tenants[0].files), (2, 2));
+        let head = report.tenants[0].head.clone().expect("head");
+        let expect = VerifyOptions {
+            expect_heads: vec![(TENANT.into(), head.hash.clone())],
+            concurrency: 1,
+        };
+        assert_eq!(
+            chain::verify(store.clone(), &expect).await.first_break,
+            None
+        );
+
+        // Flip a byte of a chunk file inside the bucket.
+        let mut stack = vec![s3_root.path().join(BUCKET).join("logs")];
+        let mut file = None;
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).expect("bucket dir").flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "parquet") {
+                    file = Some(p);
+                }
+            }
+        }
+        let file = file.expect("a chunk file in the bucket");
+        let mut bytes = std::fs::read(&file).expect("read");
+        bytes[10] ^= 0x80;
+        std::fs::write(&file, &bytes).expect("write");
+        let b = chain::verify(store, &VerifyOptions::default())
+            .await
+            .first_break
+            .expect("a break");
+        assert_eq!(b.kind, BreakKind::FileModified);
+        assert!(b.detail.contains("SHA-256 mismatch"), "{b}");
+        server.abort();
+    }
 }

@@ -1178,3 +1178,235 @@ async fn files_group_a_services_streams_and_legacy_id_ordered_files_still_merge(
     storage.shutdown().await?;
     Ok(())
 }
+
+mod chain {
+    //! The hash chain of file-list changes (`tovlog_storage::chain`) on a real local store:
+    //! what flushes and compactions record, `verify` on clean and edited data, data of a
+    //! build without the chain, and a write interrupted between chain entry and manifest.
+    use super::*;
+    use tovlog_storage::chain::{self, BreakKind, ChainEntry, ChainEvent, VerifyOptions};
+    use tovlog_storage::StorageConfig;
+
+    fn io(e: impl std::fmt::Display) -> Error {
+        Error::Internal(e.to_string())
+    }
+
+    async fn verify(cfg: &StorageConfig) -> Result<chain::VerifyReport> {
+        let store = tovlog_storage::store::build(cfg)?;
+        Ok(chain::verify(store, &VerifyOptions::default()).await)
+    }
+
+    fn tenant_dir(dir: &std::path::Path) -> std::path::PathBuf {
+        dir.join("chunks").join("fake")
+    }
+
+    fn entry(dir: &std::path::Path, seq: u64) -> Result<ChainEntry> {
+        let path = tenant_dir(dir)
+            .join("chain")
+            .join(format!("{seq:020}.json"));
+        serde_json::from_slice(&std::fs::read(path).map_err(io)?).map_err(io)
+    }
+
+    fn manifest_json(dir: &std::path::Path) -> Result<serde_json::Value> {
+        let bytes = std::fs::read(tenant_dir(dir).join("manifest.json")).map_err(io)?;
+        serde_json::from_slice(&bytes).map_err(io)
+    }
+
+    async fn two_flushes(storage: &Storage, hour: i64) -> Result<()> {
+        storage
+            .append(
+                "fake",
+                vec![
+                    push(&[("job", "api")], &[(30, "a30"), (10, "a10")]),
+                    push(&[("job", "web")], &[(hour + 1, "next window")]),
+                ],
+            )
+            .await?;
+        storage.flush().await?;
+        storage
+            .append("fake", vec![push(&[("job", "api")], &[(20, "a20")])])
+            .await?;
+        storage.flush().await
+    }
+
+    #[tokio::test]
+    async fn flushes_and_compactions_are_chained_and_verify_finds_an_edited_file() -> Result<()> {
+        let dir = tmp()?;
+        let cfg = compact_now_config(dir.path());
+        let hour = 3_600_000_000_000i64;
+        let storage = Storage::open(cfg.clone()).await?;
+        two_flushes(&storage, hour).await?;
+        assert_eq!(storage.compact().await?, 2);
+        // The next pass deletes the replaced files: no entry of its own.
+        assert_eq!(storage.compact().await?, 0);
+        storage.shutdown().await?;
+        drop(storage);
+
+        let e: Vec<ChainEntry> = (0..4)
+            .map(|s| entry(dir.path(), s))
+            .collect::<Result<_>>()?;
+        assert_eq!(
+            e.iter().map(|e| e.event).collect::<Vec<_>>(),
+            vec![
+                ChainEvent::Flush,
+                ChainEvent::Flush,
+                ChainEvent::Compaction,
+                ChainEvent::Compaction
+            ]
+        );
+        assert_eq!((e[0].added.len(), e[1].added.len()), (2, 1));
+        for w in e.windows(2) {
+            assert_eq!(w[1].prev_hash, w[0].hash);
+        }
+        // The first window's compaction merged its two flushed files into a file and its
+        // block index, and says so.
+        let first = e[2..]
+            .iter()
+            .find(|e| e.removed.len() == 2)
+            .ok_or_else(|| io("no compaction of two files"))?;
+        assert_eq!(first.added.len(), 2);
+        let merged = first.added.iter().find(|f| f.path.ends_with(".parquet"));
+        let merged = merged.ok_or_else(|| io("no merged file"))?;
+        for r in &first.removed {
+            assert!(
+                r.reason
+                    .starts_with(&format!("compaction: merged into {}", merged.path)),
+                "{}",
+                r.reason
+            );
+        }
+        // Each recorded hash is the file's SHA-256.
+        for f in e.iter().flat_map(|e| &e.added) {
+            let on_disk = dir.path().join("chunks").join(&f.path);
+            if on_disk.exists() {
+                let bytes = std::fs::read(&on_disk).map_err(io)?;
+                assert_eq!(f.sha256, chain::sha256_hex(&bytes), "{}", f.path);
+            }
+        }
+
+        let report = verify(&cfg).await?;
+        assert_eq!(report.first_break, None);
+        let t = &report.tenants[0];
+        // The manifest lists both windows' compacted files and their indexes.
+        assert_eq!((t.entries, t.files), (4, 4));
+        assert_eq!(
+            t.head.as_ref().map(|h| h.hash.as_str()),
+            Some(e[3].hash.as_str())
+        );
+
+        // One flipped byte in the merged file.
+        let file = dir.path().join("chunks").join(&merged.path);
+        let mut bytes = std::fs::read(&file).map_err(io)?;
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x01;
+        std::fs::write(&file, &bytes).map_err(io)?;
+        let b = verify(&cfg)
+            .await?
+            .first_break
+            .ok_or_else(|| io("no break"))?;
+        assert_eq!(b.kind, BreakKind::FileModified);
+        assert!(b.detail.contains(&merged.path), "{b}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn data_of_a_build_without_the_chain_gets_a_genesis_entry() -> Result<()> {
+        let dir = tmp()?;
+        let cfg = compact_now_config(dir.path());
+        let storage = Storage::open(cfg.clone()).await?;
+        two_flushes(&storage, 3_600_000_000_000).await?;
+        storage.shutdown().await?;
+        drop(storage);
+        // Make it look like an older build's: no hashes, no head, no chain.
+        let mut m = manifest_json(dir.path())?;
+        let obj = m.as_object_mut().ok_or_else(|| io("manifest"))?;
+        obj.remove("chain");
+        for c in obj
+            .get_mut("chunks")
+            .and_then(|c| c.as_array_mut())
+            .into_iter()
+            .flatten()
+        {
+            c.as_object_mut().map(|c| c.remove("sha256"));
+        }
+        std::fs::write(
+            tenant_dir(dir.path()).join("manifest.json"),
+            serde_json::to_vec(&m).map_err(io)?,
+        )
+        .map_err(io)?;
+        std::fs::remove_dir_all(tenant_dir(dir.path()).join("chain")).map_err(io)?;
+        let b = verify(&cfg)
+            .await?
+            .first_break
+            .ok_or_else(|| io("no break"))?;
+        assert_eq!(b.kind, BreakKind::HistoryRewritten);
+        assert!(b.detail.contains("no chain head"), "{b}");
+
+        // The first start hashes the files into a genesis entry; the chain goes on from it.
+        let storage = Storage::open(cfg.clone()).await?;
+        let genesis = entry(dir.path(), 0)?;
+        assert_eq!(genesis.event, ChainEvent::Genesis);
+        assert_eq!(genesis.added.len(), 3);
+        storage
+            .append("fake", vec![push(&[("job", "api")], &[(40, "a40")])])
+            .await?;
+        storage.flush().await?;
+        storage.shutdown().await?;
+        drop(storage);
+        assert_eq!(entry(dir.path(), 1)?.prev_hash, genesis.hash);
+        let report = verify(&cfg).await?;
+        assert_eq!(report.first_break, None);
+        assert_eq!((report.tenants[0].entries, report.tenants[0].files), (2, 4));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_entry_beyond_the_head_is_a_note_and_is_discarded_at_start() -> Result<()> {
+        let dir = tmp()?;
+        let cfg = compact_now_config(dir.path());
+        let storage = Storage::open(cfg.clone()).await?;
+        two_flushes(&storage, 3_600_000_000_000).await?;
+        storage.shutdown().await?;
+        drop(storage);
+        // A crash after writing entry 2 and before the manifest pointing at it.
+        let head = entry(dir.path(), 1)?.head();
+        let interrupted = ChainEntry::next(
+            Some(&head),
+            ChainEvent::Flush,
+            "flush: never published".into(),
+            vec![chain::FileRef {
+                path: "fake/0/00000000000000000099.parquet".into(),
+                size: 1,
+                sha256: chain::sha256_hex(b"x"),
+            }],
+            Vec::new(),
+        )?;
+        let path = tenant_dir(dir.path())
+            .join("chain")
+            .join(format!("{:020}.json", 2));
+        std::fs::write(&path, serde_json::to_vec(&interrupted).map_err(io)?).map_err(io)?;
+        let report = verify(&cfg).await?;
+        assert_eq!(report.first_break, None);
+        assert!(
+            report.notes.iter().any(|n| n.contains("beyond the head")),
+            "{:?}",
+            report.notes
+        );
+
+        let storage = Storage::open(cfg.clone()).await?;
+        assert!(!path.exists(), "the interrupted entry is discarded");
+        storage
+            .append("fake", vec![push(&[("job", "api")], &[(50, "a50")])])
+            .await?;
+        storage.flush().await?;
+        storage.shutdown().await?;
+        drop(storage);
+        let next = entry(dir.path(), 2)?;
+        assert_eq!(next.prev_hash, head.hash);
+        assert_ne!(next.hash, interrupted.hash);
+        let report = verify(&cfg).await?;
+        assert_eq!(report.first_break, None);
+        assert!(report.notes.is_empty(), "{:?}", report.notes);
+        Ok(())
+    }
+}

@@ -15,3 +15,4 @@ mod ruler_e2e;
 mod ruler_peers;
 mod server;
 mod tail;
+mod verify;

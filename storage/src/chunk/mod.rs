@@ -176,8 +176,11 @@ impl SortedHead {
         stats.sort_unstable_by_key(|s| s.id);
         // `into_inner` writes the footer (finishing twice is an error).
         let data = writer.into_inner()?;
+        // Hashed here, from the bytes about to be written (see `crate::chain`).
+        let sha256 = crate::chain::sha256_hex(&data);
         Ok(EncodedChunk {
             data,
+            sha256,
             min_ts,
             max_ts,
             rows,
@@ -203,6 +206,8 @@ fn write_rows(writer: &mut ArrowWriter<Vec<u8>>, builder: &mut BatchBuilder) -> 
 pub struct EncodedChunk {
     /// The Parquet bytes.
     pub data: Vec<u8>,
+    /// Lowercase hex SHA-256 of `data`.
+    pub sha256: String,
     /// Smallest timestamp.
     pub min_ts: i64,
     /// Largest timestamp.

@@ -8,7 +8,11 @@
 //! tenants.json                          {"version":1,"tenants":["fake", ...]}
 //! <tenant>/manifest.json                Manifest (below), rewritten whole on each flush
 //! <tenant>/<window start, s>/<wal seq:020>.parquet   chunk files
+//! <tenant>/chain/<seq:020>.json         hash chain of file-list changes ([`crate::chain`])
 //! ```
+//!
+//! Each chunk entry records the file's SHA-256 (and its block index's), and the manifest
+//! records the head of the tenant's hash chain; both are written under the manifest lock.
 //!
 //! `manifest.json` holds `flushed_wal_seq`: every WAL record of this tenant in a segment
 //! numbered below it is in the listed chunks, so replay skips those records and no entry
@@ -105,6 +109,14 @@ pub struct ChunkMeta {
     /// of older versions, or more than [`MAX_METADATA_KEYS`] distinct keys).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata_keys: Option<Vec<String>>,
+    /// Lowercase hex SHA-256 of the file, computed from its bytes as they were written
+    /// (see [`crate::chain`]). `None` only in manifests of older versions, until the first
+    /// start hashes their files into the chain's genesis entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// SHA-256 of the file's block index (`.tri`), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_index_sha256: Option<String>,
 }
 
 /// Distinct metadata keys a chunk's manifest entry lists at most.
@@ -271,6 +283,10 @@ pub struct Manifest {
     /// passed. Recorded here so a restart still deletes them.
     #[serde(default)]
     pub pending_deletes: Vec<PendingDelete>,
+    /// The newest entry of the tenant's hash chain of file-list changes ([`crate::chain`]);
+    /// `None` before the first flush, and in manifests of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<crate::chain::ChainHead>,
 }
 
 /// A chunk file no longer listed, waiting for in-flight queries before it is deleted.
@@ -506,6 +522,8 @@ mod tests {
             created_ms: 0,
             text_index_bytes: None,
             metadata_keys: Some(Vec::new()),
+            sha256: None,
+            text_index_sha256: None,
         }
     }
 
@@ -603,6 +621,10 @@ mod tests {
                 path: "fake/0/0.parquet".into(),
                 after_ms: 5,
             }],
+            chain: Some(crate::chain::ChainHead {
+                seq: 3,
+                hash: crate::chain::ZERO_HASH.into(),
+            }),
         };
         save(&store, "t", &m).await?;
         assert_eq!(load(&store, "t").await?, m);
