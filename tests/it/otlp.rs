@@ -16,7 +16,7 @@ use crate::server::TestServer;
 
 const T0: i64 = 1_763_596_800_000_000_000; // 2025-11-20T00:00:00Z
 
-/// One entry read back: stream labels, timestamp, line, structured metadata.
+/// One entry read back: index labels, timestamp, line, structured metadata.
 #[derive(Debug)]
 struct Row {
     labels: serde_json::Map<String, Value>,
@@ -63,14 +63,19 @@ async fn read(
     for stream in v["data"]["result"].as_array().into_iter().flatten() {
         let labels = stream["stream"].as_object().cloned().unwrap_or_default();
         for e in stream["values"].as_array().into_iter().flatten() {
+            let metadata = e[2]["structuredMetadata"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            // `stream` holds every label of the entry; the index labels are what is left once
+            // the structured metadata is taken out.
+            let mut index = labels.clone();
+            index.retain(|k, _| !metadata.contains_key(k));
             rows.push(Row {
-                labels: labels.clone(),
+                labels: index,
                 ts: e[0].as_str().unwrap_or("0").parse()?,
                 line: e[1].as_str().unwrap_or_default().to_string(),
-                metadata: e[2]["structuredMetadata"]
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default(),
+                metadata,
             });
         }
     }
@@ -184,6 +189,7 @@ print(json.dumps({
     "flushed": flushed,
     "trace_id": format(ctx.trace_id, "032x"),
     "span_id": format(ctx.span_id, "016x"),
+    "flags": int(ctx.trace_flags),
 }))
 "#;
 
@@ -248,16 +254,39 @@ async fn python_sdk_exporter_logs_are_queryable() -> anyhow::Result<()> {
             r.ts
         );
     }
+    // The index holds exactly one stream, labelled with the resource's index-list attributes.
+    let series = s
+        .get(
+            "/loki/api/v1/series",
+            &[
+                ("match[]".to_string(), r#"{service_name=~".+"}"#.to_string()),
+                ("start".to_string(), start.to_string()),
+                ("end".to_string(), end.to_string()),
+            ],
+            &[("X-Scope-OrgID".to_string(), "py-tenant".to_string())],
+        )
+        .await?;
+    assert_eq!(series.0, 200, "{}", series.1);
+    let series: Value = serde_json::from_str(&series.1)?;
+    // The SDK adds a random `service.instance.id`, which is on Loki's index list too.
+    let instance = series["data"][0]["service_instance_id"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(!instance.is_empty(), "{series}");
+    assert_eq!(
+        series["data"],
+        json!([{"deployment_environment": "prod", "service_instance_id": instance,
+                "service_name": "forensics-api"}])
+    );
     let [dropped, backup, restore] = &rows[..] else {
         anyhow::bail!("expected 3 rows, got {rows:?}");
     };
     assert_eq!(dropped.meta("trace_id"), Some(trace_id.as_str()));
     assert_eq!(dropped.meta("span_id"), Some(span_id.as_str()));
-    assert_eq!(
-        dropped.meta("flags"),
-        Some("1"),
-        "sampled span: {dropped:?}"
-    );
+    // The span's W3C trace flags (sampled, and random with recent SDKs).
+    let flags = printed["flags"].as_u64().unwrap_or_default();
+    assert_eq!(flags & 1, 1, "the span is sampled");
+    assert_eq!(dropped.meta("flags"), Some(flags.to_string().as_str()));
     assert_eq!(dropped.meta("user_id"), Some("mallory"));
     assert_eq!(dropped.meta("db_table"), Some("orders"));
     assert_eq!(dropped.meta("severity_number"), Some("13"));
