@@ -402,11 +402,11 @@ pub fn to_streams(
         .collect())
 }
 
+/// Name/value pairs, as [`RawLabels::Map`] and [`RawEntry::metadata`] hold them.
+type Pairs = Vec<(String, String)>;
+
 /// Stream labels (sorted) and the structured metadata of one resource.
-fn resource_labels(
-    attributes: &[proto::KeyValue],
-    opts: &MapOptions<'_>,
-) -> (Vec<(String, String)>, Vec<(String, String)>) {
+fn resource_labels(attributes: &[proto::KeyValue], opts: &MapOptions<'_>) -> (Pairs, Pairs) {
     let mut labels: BTreeMap<String, String> = BTreeMap::new();
     let mut metadata = Vec::new();
     let discover = !opts.discover_service_name.is_empty();
