@@ -30,6 +30,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Alerting and recording rules (Loki's `ruler` block).
     pub ruler: crate::ruler::RulerConfig,
+    /// HTTP server settings (CORS).
+    pub server: ServerConfig,
 }
 
 impl Default for Config {
@@ -43,8 +45,20 @@ impl Default for Config {
             storage: StorageConfig::default(),
             log: LogConfig::default(),
             ruler: crate::ruler::RulerConfig::default(),
+            server: ServerConfig::default(),
         }
     }
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Origins (`https://app.example:8443`) whose browser pages may POST to the push endpoints
+    /// (`/loki/api/v1/push`, `/api/prom/push`, `/otlp/v1/logs`): preflights are answered and
+    /// `Access-Control-Allow-Origin` echoes a listed origin; `*` allows any. Default empty (no
+    /// CORS headers).
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// Per-tenant limits (Loki's `limits_config` keys and defaults).
@@ -271,6 +285,19 @@ impl Config {
                 key: "limits_config.max_query_series",
                 msg: "must be > 0".into(),
             });
+        }
+        for origin in &self.server.cors_allowed_origins {
+            let o = origin.trim();
+            let scheme_ok = o.starts_with("http://") || o.starts_with("https://");
+            let chars_ok = o.bytes().all(|b| b.is_ascii_graphic());
+            if o != "*" && (!scheme_ok || !chars_ok || o.ends_with('/')) {
+                return Err(ConfigError::Invalid {
+                    key: "server.cors_allowed_origins",
+                    msg: format!(
+                        "{origin:?} is not an origin: want `*` or scheme://host[:port] without a path"
+                    ),
+                });
+            }
         }
         if self.query.timeout.is_zero() {
             return Err(ConfigError::Invalid {

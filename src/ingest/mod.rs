@@ -4,6 +4,7 @@
 //! to the live tails that select them ([`crate::tail`]).
 
 pub mod decode;
+pub mod otlp;
 pub mod validate;
 
 use std::{collections::HashMap, sync::Arc, time::Instant};
@@ -96,6 +97,22 @@ impl Ingester {
     ) -> Result<(), PushError> {
         let inflated = decode::decompress(body, content_encoding)?;
         let raw = decode::decode(inflated.as_deref().unwrap_or(body), content_type)?;
+        let done = self.push_streams(tenant, raw).await?;
+        if done.message.is_empty() {
+            Ok(())
+        } else {
+            Err(PushError::Partial(done.message))
+        }
+    }
+
+    /// Validate, rate-limit and store decoded streams for `tenant` (the path every push
+    /// protocol shares once its body is decoded). Rejected entries are reported in the
+    /// result, the others are stored; a rate limit or storage failure stores nothing.
+    pub async fn push_streams(
+        &self,
+        tenant: &str,
+        raw: Vec<decode::RawStream>,
+    ) -> Result<Ingested, PushError> {
         let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
         let validated = Validator::new(&self.limits, now_ns).validate(raw);
         for r in &validated.rejections {
@@ -111,6 +128,7 @@ impl Ingester {
                 validated.bytes
             )));
         }
+        let accepted = validated.entries;
         if !validated.streams.is_empty() {
             let lines = validated.entries as u64;
             let bytes = validated.bytes as u64;
@@ -123,15 +141,27 @@ impl Ingester {
                 tap.deliver();
             }
         }
-        if validated.rejections.is_empty() {
-            Ok(())
-        } else {
-            let msg: Vec<String> = validated
-                .rejections
-                .into_iter()
-                .map(|r| r.message)
-                .collect();
-            Err(PushError::Partial(msg.join("\n")))
-        }
+        let rejected = validated.rejections.iter().map(|r| r.entries).sum();
+        let message: Vec<String> = validated
+            .rejections
+            .into_iter()
+            .map(|r| r.message)
+            .collect();
+        Ok(Ingested {
+            accepted,
+            rejected,
+            message: message.join("\n"),
+        })
     }
+}
+
+/// What [`Ingester::push_streams`] stored and refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ingested {
+    /// Entries stored.
+    pub accepted: usize,
+    /// Entries rejected by validation.
+    pub rejected: usize,
+    /// One line per rejection (Loki's messages); empty when nothing was rejected.
+    pub message: String,
 }

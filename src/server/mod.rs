@@ -2,11 +2,13 @@
 //!
 //! ```text
 //!  client ──► axum router ──► routes/push   ──► ingest::Ingester ──► storage (WAL, head)
+//!                         ├─► routes/otlp   ──► ingest::otlp ──► ingest::Ingester
 //!                         ├─► routes/query  ──► query::QueryEngine ──► storage (scan)
 //!                         ├─► routes/labels ──► storage label index
 //!                         └─► routes/status (ready, metrics, buildinfo, format_query)
 //! ```
 
+mod cors;
 pub mod error;
 pub mod params;
 mod routes;
@@ -82,7 +84,9 @@ impl AppState {
 /// The router with every route and layer.
 pub fn app(state: AppState) -> Router {
     let body_limit = usize::try_from(state.config.max_request_body).unwrap_or(usize::MAX);
+    let cors = cors::CorsPolicy::new(&state.config.server.cors_allowed_origins);
     routes::router()
+        .merge(routes::push_router(cors))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CompressionLayer::new())
         .layer(TraceLayer::new_for_http())

@@ -7,6 +7,7 @@ mod crash;
 mod dashboards;
 mod drilldown;
 mod logcli;
+mod otlp;
 mod patterns;
 mod playbook;
 mod push;

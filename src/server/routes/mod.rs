@@ -2,6 +2,7 @@
 
 mod drilldown;
 mod labels;
+mod otlp;
 mod patterns;
 mod push;
 mod query;
@@ -19,8 +20,6 @@ use super::AppState;
 /// Every route of the HTTP API.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/loki/api/v1/push", post(push::push))
-        .route("/api/prom/push", post(push::push))
         .route(
             "/loki/api/v1/query_range",
             get(query::query_range).post(query::query_range),
@@ -127,4 +126,20 @@ pub fn router() -> Router<AppState> {
             get(rules::prometheus_rules).post(rules::prometheus_rules),
         )
         .route("/api/prom/api/v1/alerts", get(rules::prometheus_alerts))
+}
+
+/// The push routes (Loki push, legacy push, OTLP logs), behind `cors` when it is configured
+/// (`server.cors_allowed_origins`) so a browser front end may post to them directly.
+pub fn push_router(cors: Option<std::sync::Arc<super::cors::CorsPolicy>>) -> Router<AppState> {
+    let routes = Router::new()
+        .route("/loki/api/v1/push", post(push::push))
+        .route("/api/prom/push", post(push::push))
+        .route("/otlp/v1/logs", post(otlp::logs));
+    match cors {
+        Some(cors) => routes.layer(axum::middleware::from_fn_with_state(
+            cors,
+            super::cors::middleware,
+        )),
+        None => routes,
+    }
 }
