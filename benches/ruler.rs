@@ -6,10 +6,11 @@
 //!
 //! **Cost** (`--only cost`):
 //! 1. generates the standard workload with `shared/bench/gen.py` (or reuses `--dataset DIR`) and
-//!    pushes it through the HTTP API with every timestamp shifted so the day ends `--minutes` + 2
+//!    pushes it through the HTTP API with every timestamp shifted so the day ends `--minutes` + 18
 //!    minutes from now: each evaluation's `[5m]` windows then hold the day's last minutes (about
 //!    0.6 × the day's average rate),
-//! 2. measures the server's idle CPU for 30 s, then writes 1,000 alert rules in 100 groups at a
+//! 2. flushes, waits until the compaction of the pushed day is over (the server's CPU
+//!    under 5% of a core for 10 s), measures its idle CPU for 30 s, then writes 1,000 alert rules in 100 groups at a
 //!    1-minute interval (the playbook's four alerts with varied thresholds and hosts) to the
 //!    ruler's local rule directory, with a real Alertmanager receiving what fires,
 //! 3. after the first evaluation cycle, measures for `--minutes` minutes: CPU per cycle (minus the
@@ -328,7 +329,9 @@ async fn cost(args: &Args, tmp: &Path) -> Result<Value> {
     let am = start_alertmanager(tmp).await?;
     let rules_dir = tmp.join("rules");
     std::fs::create_dir_all(rules_dir.join("fake"))?;
-    let lead_min = args.minutes + 2;
+    // Room for the flush and compaction to settle (at most 12 minutes), the idle baseline
+    // and the first cycle before the measured minutes.
+    let lead_min = args.minutes + 18;
     let config = tmp.join("tovlog.yaml");
     std::fs::write(
         &config,
@@ -354,6 +357,26 @@ async fn cost(args: &Args, tmp: &Path) -> Result<Value> {
         t.elapsed().as_secs_f64()
     );
 
+    // Let the flush and the compaction of the pushed day finish first: the cost window
+    // must hold the ruler's work only.
+    let client0 = reqwest::Client::new();
+    client0.post(format!("{}/flush", server.url)).send().await?;
+    let settle = Instant::now();
+    loop {
+        let c = cpu_seconds(pid)?;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let busy = (cpu_seconds(pid)? - c) / 10.0;
+        if busy < 0.05 {
+            break;
+        }
+        if settle.elapsed() > Duration::from_secs(720) {
+            bail!("the server was still busy ({busy:.2} cores) 12 minutes after the push");
+        }
+    }
+    eprintln!(
+        "flush and compaction settled {:.0}s after the push",
+        settle.elapsed().as_secs_f64()
+    );
     // Idle baseline.
     let idle_s = 30.0;
     let c0 = cpu_seconds(pid)?;

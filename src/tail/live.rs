@@ -31,6 +31,9 @@ pub struct Live {
     seen: Option<HashSet<u64>>,
     last_labels: Arc<Vec<(String, String)>>,
     last_categories: Option<Arc<Categories>>,
+    /// Tails with the same key run the same pipeline and share its output per batch
+    /// (`None`: not shared).
+    shared_key: Option<u64>,
 }
 
 fn entry_key(ts_ns: i64, line: &str, labels: &[(String, String)]) -> u64 {
@@ -69,7 +72,18 @@ impl Live {
             seen: None,
             last_labels: Arc::new(Vec::new()),
             last_categories: None,
+            shared_key: None,
         }
+    }
+
+    /// Share the pipeline's output per batch with the other tails of `query` (the query
+    /// text with its `categorize-labels` choice decides the output, nothing else).
+    pub fn shared(mut self, query: &str) -> Live {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        query.hash(&mut h);
+        self.categorize.hash(&mut h);
+        self.shared_key = Some(h.finish());
+        self
     }
 
     /// Queue the entries of a `streams` query result (the recent entries a tail starts
@@ -122,66 +136,90 @@ impl Live {
         self.pending.len() - before
     }
 
+    /// The pipeline's output for one batch.
+    fn process(&mut self, batch: &LiveBatch) -> Vec<TailEntry> {
+        let mut out = Vec::new();
+        let stream_labels = batch.stream.labels.pairs();
+        let mut stream_arc: Option<Arc<Vec<(String, String)>>> = None;
+        for entry in &batch.stream.entries {
+            self.lb.reset(stream_labels, &entry.metadata);
+            let Some(line) = self
+                .pipeline
+                .process(entry.ts_ns, &entry.line, &mut self.lb)
+            else {
+                continue;
+            };
+            let labels = if self.lb.is_unchanged() {
+                Arc::clone(stream_arc.get_or_insert_with(|| Arc::new(stream_labels.to_vec())))
+            } else {
+                let l = self.lb.labels();
+                if *self.last_labels != l {
+                    self.last_labels = Arc::new(l);
+                }
+                Arc::clone(&self.last_labels)
+            };
+            let categories = self.categorize.then(|| {
+                let c = self.lb.categorized();
+                let fresh = Categories {
+                    structured_metadata: c.structured_metadata,
+                    parsed: c.parsed,
+                };
+                match &self.last_categories {
+                    Some(last) if **last == fresh => Arc::clone(last),
+                    _ => {
+                        let a = Arc::new(fresh);
+                        self.last_categories = Some(Arc::clone(&a));
+                        a
+                    }
+                }
+            });
+            out.push(TailEntry {
+                ts_ns: entry.ts_ns,
+                line: line.into_owned(),
+                labels,
+                categories,
+            });
+        }
+        out
+    }
+
     /// Run the pipeline over delivered streams and queue what it keeps. Returns the
     /// number of entries dropped because too many are held back by `delay_for`.
     pub fn ingest(&mut self, batches: &[Arc<LiveBatch>]) -> u64 {
         let seen = self.seen.take();
         let mut dropped = 0u64;
         for batch in batches {
-            let stream_labels = batch.stream.labels.pairs();
-            let mut stream_arc: Option<Arc<Vec<(String, String)>>> = None;
-            for entry in &batch.stream.entries {
-                self.lb.reset(stream_labels, &entry.metadata);
-                let Some(line) = self
-                    .pipeline
-                    .process(entry.ts_ns, &entry.line, &mut self.lb)
-                else {
-                    continue;
-                };
-                let labels = if self.lb.is_unchanged() {
-                    Arc::clone(stream_arc.get_or_insert_with(|| Arc::new(stream_labels.to_vec())))
-                } else {
-                    let l = self.lb.labels();
-                    if *self.last_labels != l {
-                        self.last_labels = Arc::new(l);
+            let shared = self.shared_key.and_then(|key| {
+                let memo = batch.processed.lock();
+                memo.iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, e)| Arc::clone(e))
+            });
+            let entries = match shared {
+                Some(entries) => entries,
+                None => {
+                    let entries = Arc::new(self.process(batch));
+                    if let Some(key) = self.shared_key {
+                        batch.processed.lock().push((key, Arc::clone(&entries)));
                     }
-                    Arc::clone(&self.last_labels)
-                };
+                    entries
+                }
+            };
+            for e in entries.iter() {
                 if let Some(seen) = &seen {
-                    if seen.contains(&entry_key(entry.ts_ns, &line, &labels)) {
+                    if seen.contains(&entry_key(e.ts_ns, &e.line, &e.labels)) {
                         continue;
                     }
                 }
-                let categories = self.categorize.then(|| {
-                    let c = self.lb.categorized();
-                    let fresh = Categories {
-                        structured_metadata: c.structured_metadata,
-                        parsed: c.parsed,
-                    };
-                    match &self.last_categories {
-                        Some(last) if **last == fresh => Arc::clone(last),
-                        _ => {
-                            let a = Arc::new(fresh);
-                            self.last_categories = Some(Arc::clone(&a));
-                            a
-                        }
-                    }
-                });
-                let e = TailEntry {
-                    ts_ns: entry.ts_ns,
-                    line: line.into_owned(),
-                    labels,
-                    categories,
-                };
                 if self.pending.len() >= MAX_PENDING_ENTRIES
                     || self.pending_bytes >= MAX_PENDING_BYTES
                 {
                     dropped += 1;
-                    self.drop_one(&e);
+                    self.drop_one(e);
                     continue;
                 }
                 self.pending_bytes += e.line.len();
-                self.pending.push(e);
+                self.pending.push(e.clone());
             }
         }
         dropped
@@ -277,13 +315,10 @@ mod tests {
                 metadata: vec![("trace".into(), "t1".into())],
             })
             .collect();
-        Arc::new(LiveBatch {
-            bytes: entries.iter().map(|e| e.line.len()).sum(),
-            stream: PushStream {
-                labels: LabelSet::new(vec![("job".into(), "x".into())]),
-                entries,
-            },
-        })
+        Arc::new(LiveBatch::new(PushStream {
+            labels: LabelSet::new(vec![("job".into(), "x".into())]),
+            entries,
+        }))
     }
 
     #[test]
@@ -305,6 +340,24 @@ mod tests {
         let names: Vec<&str> = ready[0].labels.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(names, ["job", "level", "msg", "trace"]);
         assert_eq!(l.pending_len(), 0);
+    }
+
+    #[test]
+    fn tails_of_one_query_share_the_pipeline_output() {
+        let q = r#"{job="x"} |= "keep" | logfmt"#;
+        let mut a = live(q, false, 0).shared(q);
+        let mut b = live(q, false, 0).shared(q);
+        let mut other = live(r#"{job="x"} |= "drop""#, false, 0).shared(r#"{job="x"} |= "drop""#);
+        let batch = batch(&[(1, "msg=keep-a"), (2, "msg=drop")]);
+        for l in [&mut a, &mut b, &mut other] {
+            assert_eq!(l.ingest(&[Arc::clone(&batch)]), 0);
+        }
+        // One output per distinct query, whatever the number of tails.
+        assert_eq!(batch.processed.lock().len(), 2);
+        let (ra, rb) = (a.take_ready(10), b.take_ready(10));
+        assert_eq!(ra, rb);
+        assert_eq!(ra.len(), 1);
+        assert_eq!(other.take_ready(10)[0].line, "msg=drop");
     }
 
     #[test]

@@ -68,6 +68,20 @@ pub struct LiveBatch {
     pub stream: PushStream,
     /// Sum of its line lengths.
     pub bytes: usize,
+    /// What each tail query's pipeline made of it, by [`Live::shared_key`]: tails running
+    /// the same query (several people watching one Live view) run the pipeline once.
+    pub processed: Mutex<Vec<(u64, Arc<Vec<TailEntry>>)>>,
+}
+
+impl LiveBatch {
+    /// A batch of `stream`.
+    pub fn new(stream: PushStream) -> LiveBatch {
+        LiveBatch {
+            bytes: stream.entries.iter().map(|e| e.line.len()).sum(),
+            stream,
+            processed: Mutex::new(Vec::new()),
+        }
+    }
 }
 
 /// What a subscriber's inbox holds between two wake-ups of its session.
@@ -229,12 +243,7 @@ impl TailRegistry {
                 if stream.entries.is_empty() || !sub.selects(stream) {
                     continue;
                 }
-                let batch = shared.get_or_insert_with(|| {
-                    Arc::new(LiveBatch {
-                        bytes: stream.entries.iter().map(|e| e.line.len()).sum(),
-                        stream: stream.clone(),
-                    })
-                });
+                let batch = shared.get_or_insert_with(|| Arc::new(LiveBatch::new(stream.clone())));
                 batches.push(Arc::clone(batch));
             }
         }

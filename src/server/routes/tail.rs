@@ -278,7 +278,7 @@ async fn run(
         Err(e) => return End::Error(e.to_string()),
     };
     let sub = subscription.subscriber();
-    let mut live = Live::new(req.pipeline, req.categorize, req.delay_ns);
+    let mut live = Live::new(req.pipeline, req.categorize, req.delay_ns).shared(&req.query);
     let history = QueryRequest {
         tenant: req.tenant,
         query: req.query,
