@@ -222,6 +222,37 @@ mod tests {
     use super::*;
     use crate::pipeline::logfmt::LogfmtParser;
 
+    /// Label filter regexes match the whole value, as LogQL's documentation says, where
+    /// Loki's classic engine turns one-sided patterns into substring tests
+    /// (grafana/loki#14433, #23892): an investigator's `username=~"a.*"` must not
+    /// return `carol`.
+    #[test]
+    fn regexes_are_anchored_to_the_whole_value() {
+        let cases = [
+            ("a.*", "alice", true),
+            ("a.*", "carol", false),
+            (".*a", "maya", true),
+            (".*a", "carol", false),
+            ("warn|warning", "warning", true),
+            ("warn|warning", "warn", true),
+            ("warn|warning", "warnings", false),
+            ("warn|warning", "prewarn", false),
+            ("ca", "carol", false),
+            ("", "", true),
+            ("", "x", false),
+        ];
+        for (re, v, want) in cases {
+            let Ok(m) = StringMatcher::new(MatchOp::Re, re, false) else {
+                panic!("{re} does not compile")
+            };
+            assert_eq!(m.matches(v), want, "{re} =~ {v}");
+            let Ok(n) = StringMatcher::new(MatchOp::Nre, re, false) else {
+                panic!("{re} does not compile")
+            };
+            assert_eq!(n.matches(v), !want, "{re} !~ {v}");
+        }
+    }
+
     fn s(name: &str, op: MatchOp, v: &str) -> LabelFilterExpr {
         LabelFilterExpr::String {
             name: name.into(),
