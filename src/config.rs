@@ -104,6 +104,8 @@ pub struct LimitsConfig {
     /// Live tails (`/loki/api/v1/tail`) a tenant may have open at once; 0 disables
     /// tailing. Default 10.
     pub max_concurrent_tail_requests: usize,
+    /// Secret redaction at ingest, with per-tenant overrides (docs/redaction.md). Default off.
+    pub redaction: crate::ingest::redact::RedactionConfig,
 }
 
 impl Default for LimitsConfig {
@@ -145,6 +147,7 @@ impl Default for LimitsConfig {
             volume_enabled: true,
             volume_max_series: 1000,
             max_concurrent_tail_requests: 10,
+            redaction: crate::ingest::redact::RedactionConfig::default(),
         }
     }
 }
@@ -270,6 +273,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "limits_config.max_query_series",
                 msg: "must be > 0".into(),
+            });
+        }
+        if let Err(e) = crate::ingest::redact::Redactor::new(&l.redaction) {
+            return Err(ConfigError::Invalid {
+                key: "limits_config.redaction",
+                msg: e.to_string(),
             });
         }
         if self.query.timeout.is_zero() {

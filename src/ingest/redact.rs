@@ -1,0 +1,1259 @@
+//! Redaction at ingest: per-tenant rules that replace secrets in log lines and in structured
+//! metadata values with `<redacted:KIND>` after validation and before the entries reach the WAL,
+//! so a password or token a service logged by mistake is never written to disk, flushed into a
+//! chunk, compacted or shipped to object storage. Stream labels are left alone (docs/redaction.md).
+//!
+//! ```text
+//!  text ──► trigger scan (one Aho-Corasick pass, ASCII case-insensitive) ──► woken patterns only
+//!       └─► card scan (one pass over the bytes: 13–19 digit runs, IIN prefix, Luhn)
+//!       └─► custom regexes (always; the regex crate's own literal prefilters)
+//! ```
+//!
+//! A text with no trigger word and no long digit run costs two linear scans and no allocation;
+//! only a text a rule actually changes is copied.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+
+use aho_corasick::AhoCorasick;
+use regex::{Regex, RegexBuilder};
+use serde::{Deserialize, Serialize};
+use tovlog_storage::PushStream;
+
+/// A built-in kind of secret (its name is the `KIND` of `<redacted:KIND>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Builtin {
+    /// Values of password-like keys (`password=`, `"token": "…"`, `client_secret: …`) and the
+    /// password of a URL's user info (`postgres://user:PASSWORD@host`).
+    Password,
+    /// `Authorization: Bearer|Basic|Token …` credentials and bare `Bearer <token>`.
+    Bearer,
+    /// Well-known API key shapes (Stripe, GitHub, Slack, Google, GitLab, OpenAI, Anthropic) and
+    /// long key material after `api_key=`.
+    ApiKey,
+    /// AWS access key ids (`AKIA…`, `ASIA…`) and `aws_secret_access_key` values.
+    AwsKey,
+    /// Payment card numbers: 13–19 digits (spaces or dashes allowed) with a card network's
+    /// prefix that pass the Luhn check.
+    CreditCard,
+}
+
+impl Builtin {
+    /// Every built-in kind, in the order they are applied.
+    pub const ALL: [Builtin; 5] = [
+        Builtin::AwsKey,
+        Builtin::ApiKey,
+        Builtin::Bearer,
+        Builtin::CreditCard,
+        Builtin::Password,
+    ];
+
+    /// The kind's name in configuration, markers and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Builtin::Password => "password",
+            Builtin::Bearer => "bearer",
+            Builtin::ApiKey => "api_key",
+            Builtin::AwsKey => "aws_key",
+            Builtin::CreditCard => "credit_card",
+        }
+    }
+}
+
+/// A user-defined rule: the whole match of `regex`, or its first capture group that took part
+/// in the match, becomes `<redacted:NAME>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomRule {
+    /// Rule name: 1–64 characters of `[A-Za-z0-9_]`, unique among the rules of a tenant.
+    pub name: String,
+    /// Regular expression (Rust `regex` syntax, as LogQL's `|~`); must not match the empty text.
+    pub regex: String,
+}
+
+/// `limits_config.redaction`: which rules run, for every tenant and per tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedactionConfig {
+    /// Redact at all. Default **false**: Loki stores lines verbatim, and so does tovlog unless
+    /// asked.
+    pub enabled: bool,
+    /// Built-in kinds to apply. Default all five: `password, bearer, api_key, aws_key,
+    /// credit_card`.
+    pub builtin: Vec<Builtin>,
+    /// Custom rules, applied before the built-ins in the order given. Default none.
+    pub custom: Vec<CustomRule>,
+    /// Per-tenant overrides by tenant id: each key given replaces the default's. Default none.
+    pub tenants: BTreeMap<String, RedactionOverride>,
+}
+
+impl Default for RedactionConfig {
+    fn default() -> Self {
+        RedactionConfig {
+            enabled: false,
+            builtin: Builtin::ALL.to_vec(),
+            custom: Vec::new(),
+            tenants: BTreeMap::new(),
+        }
+    }
+}
+
+/// One tenant's changes to the default rules; an absent key keeps the default's value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedactionOverride {
+    /// Replaces `enabled`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Replaces `builtin`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub builtin: Option<Vec<Builtin>>,
+    /// Replaces `custom`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom: Option<Vec<CustomRule>>,
+}
+
+/// A rule that cannot be compiled, naming the configuration key.
+#[derive(Debug, thiserror::Error)]
+pub enum RedactError {
+    /// The regex does not compile.
+    #[error("{key} ({name}): invalid regex: {source}")]
+    Regex {
+        /// Dotted key of the rule.
+        key: String,
+        /// Rule name.
+        name: String,
+        /// Cause.
+        #[source]
+        source: Box<regex::Error>,
+    },
+    /// The regex matches the empty text, so it would redact nothing between every character.
+    #[error("{key} ({name}): regex {regex:?} matches the empty string")]
+    EmptyMatch {
+        /// Dotted key of the rule.
+        key: String,
+        /// Rule name.
+        name: String,
+        /// The regex.
+        regex: String,
+    },
+    /// The name is empty, too long, has other characters than `[A-Za-z0-9_]`, or is taken.
+    #[error("{key}: rule name {name:?} {why}")]
+    Name {
+        /// Dotted key of the rule.
+        key: String,
+        /// Rule name.
+        name: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+}
+
+/// The compiled rules of every tenant.
+#[derive(Debug)]
+pub struct Redactor {
+    default: Option<Arc<RuleSet>>,
+    tenants: HashMap<String, Option<Arc<RuleSet>>>,
+}
+
+impl Redactor {
+    /// Compile `config`; an invalid custom rule is an error naming its key.
+    pub fn new(config: &RedactionConfig) -> Result<Redactor, RedactError> {
+        let catalogue = Catalogue::new();
+        // Rules are compiled even where they are off, so a broken rule fails at startup rather
+        // than on the day someone turns it on.
+        let default_rules = Arc::new(RuleSet::new(
+            &catalogue,
+            &config.builtin,
+            &config.custom,
+            "limits_config.redaction.custom",
+        )?);
+        let default = config.enabled.then(|| default_rules.clone());
+        let mut tenants = HashMap::with_capacity(config.tenants.len());
+        for (tenant, o) in &config.tenants {
+            let rules = if o.builtin.is_none() && o.custom.is_none() {
+                default_rules.clone()
+            } else {
+                Arc::new(RuleSet::new(
+                    &catalogue,
+                    o.builtin.as_deref().unwrap_or(&config.builtin),
+                    o.custom.as_deref().unwrap_or(&config.custom),
+                    &format!("limits_config.redaction.tenants.{tenant}.custom"),
+                )?)
+            };
+            tenants.insert(
+                tenant.clone(),
+                o.enabled.unwrap_or(config.enabled).then_some(rules),
+            );
+        }
+        Ok(Redactor { default, tenants })
+    }
+
+    /// The rules for `tenant`, or `None` when redaction is off for it.
+    pub fn for_tenant(&self, tenant: &str) -> Option<&Arc<RuleSet>> {
+        match self.tenants.get(tenant) {
+            Some(rules) => rules.as_ref(),
+            None => self.default.as_ref(),
+        }
+    }
+}
+
+/// The rules of one tenant, compiled: custom rules first, then the built-ins in
+/// [`Builtin::ALL`] order. Counts are per rule, indexed as [`RuleSet::rule_names`].
+#[derive(Debug)]
+pub struct RuleSet {
+    custom: Vec<Rule>,
+    builtin: Vec<Arc<Rule>>,
+    /// Trigger words of the enabled built-in patterns (lower case, matched ASCII
+    /// case-insensitively); `None` when no enabled pattern has one.
+    triggers: Option<AhoCorasick>,
+    /// For each trigger word, the pattern bits it wakes.
+    trigger_bits: Vec<u64>,
+    /// Pattern bits that run on every text (the card scan).
+    always: u64,
+    /// Every enabled pattern bit, to stop the trigger scan early.
+    all: u64,
+}
+
+impl RuleSet {
+    fn new(
+        catalogue: &Catalogue,
+        builtin: &[Builtin],
+        custom: &[CustomRule],
+        key: &str,
+    ) -> Result<RuleSet, RedactError> {
+        let mut names: Vec<&str> = Vec::new();
+        let mut custom_rules = Vec::with_capacity(custom.len());
+        for (i, c) in custom.iter().enumerate() {
+            let key = format!("{key}[{i}]");
+            let bad_name = |why| RedactError::Name {
+                key: key.clone(),
+                name: c.name.clone(),
+                why,
+            };
+            if c.name.is_empty()
+                || c.name.len() > 64
+                || !c
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                return Err(bad_name("must be 1-64 characters of [A-Za-z0-9_]"));
+            }
+            if names.contains(&c.name.as_str()) || Builtin::ALL.iter().any(|b| b.name() == c.name) {
+                return Err(bad_name(
+                    "is already taken by another rule or a built-in kind",
+                ));
+            }
+            names.push(&c.name);
+            let re = RegexBuilder::new(&c.regex)
+                .build()
+                .map_err(|source| RedactError::Regex {
+                    key: key.clone(),
+                    name: c.name.clone(),
+                    source: Box::new(source),
+                })?;
+            if re.is_match("") {
+                return Err(RedactError::EmptyMatch {
+                    key,
+                    name: c.name.clone(),
+                    regex: c.regex.clone(),
+                });
+            }
+            custom_rules.push(Rule {
+                name: c.name.clone(),
+                marker: marker(&c.name),
+                key_name: None,
+                patterns: vec![Pattern::Regex(RegexPattern {
+                    bit: 0,
+                    re,
+                    accept: any,
+                    json_value: false,
+                })],
+            });
+        }
+        let builtin: Vec<Arc<Rule>> = Builtin::ALL
+            .iter()
+            .filter(|b| builtin.contains(b))
+            .map(|b| catalogue.rule(*b))
+            .collect();
+        let mut all = 0u64;
+        let mut always = 0u64;
+        for rule in &builtin {
+            for p in &rule.patterns {
+                all |= p.bit();
+                if matches!(p, Pattern::Cards) {
+                    always |= p.bit();
+                }
+            }
+        }
+        let (words, trigger_bits): (Vec<&str>, Vec<u64>) = TRIGGERS
+            .iter()
+            .filter(|(_, bits)| bits & all != 0)
+            .map(|(w, bits)| (*w, bits & all))
+            .unzip();
+        let triggers = if words.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .build(&words)
+                    .expect("the trigger words are a few short literals"),
+            )
+        };
+        Ok(RuleSet {
+            custom: custom_rules,
+            builtin,
+            triggers,
+            trigger_bits,
+            always,
+            all,
+        })
+    }
+
+    /// Rule names (the `rule` label of the redaction counter), in count order.
+    pub fn rule_names(&self) -> impl Iterator<Item = &str> {
+        self.custom
+            .iter()
+            .map(|r| r.name.as_str())
+            .chain(self.builtin.iter().map(|r| r.name.as_str()))
+    }
+
+    /// How many rules (the length of a counts slice).
+    pub fn len(&self) -> usize {
+        self.custom.len() + self.builtin.len()
+    }
+
+    /// Whether there are no rules at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Redact every line and structured metadata value of `streams` in place, adding the
+    /// replacements made by rule `i` to `counts[i]` (`counts.len()` must be [`Self::len`]).
+    pub fn redact_streams(&self, streams: &mut [PushStream], counts: &mut [u64]) {
+        for stream in streams {
+            for e in &mut stream.entries {
+                if let Some(line) = self.redact_text(&e.line, counts) {
+                    e.line = line;
+                }
+                for (name, value) in &mut e.metadata {
+                    if let Some(v) = self.redact_metadata(name, value, counts) {
+                        *value = v;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The patterns `text` wakes: trigger words present, plus the always-on scans.
+    fn wake(&self, text: &str) -> u64 {
+        let mut bits = self.always;
+        if let Some(ac) = &self.triggers {
+            // Most texts have no trigger at all: one search answers that.
+            if let Some(first) = ac.find(text) {
+                bits |= self.trigger_bits[first.pattern().as_usize()];
+                let rest = aho_corasick::Input::new(text).span(first.start() + 1..text.len());
+                for m in ac.find_overlapping_iter(rest) {
+                    bits |= self.trigger_bits[m.pattern().as_usize()];
+                    if bits == self.all {
+                        break;
+                    }
+                }
+            }
+        }
+        bits
+    }
+
+    /// `text` with every secret replaced, or `None` when no rule changed it (no allocation).
+    pub fn redact_text(&self, text: &str, counts: &mut [u64]) -> Option<String> {
+        let mut out: Option<String> = None;
+        for (rule, count) in self.custom.iter().zip(counts.iter_mut()) {
+            if let Some(s) = rule.apply(out.as_deref().unwrap_or(text), u64::MAX, count) {
+                out = Some(s);
+            }
+        }
+        let bits = self.wake(text);
+        if bits == 0 {
+            return out;
+        }
+        let counts = counts.get_mut(self.custom.len()..).unwrap_or_default();
+        for (rule, count) in self.builtin.iter().zip(counts.iter_mut()) {
+            if let Some(s) = rule.apply(out.as_deref().unwrap_or(text), bits, count) {
+                out = Some(s);
+            }
+        }
+        out
+    }
+
+    /// A structured metadata value with secrets replaced, or `None` when unchanged. A value
+    /// whose name is itself secret-like (`password`, `api_key`, `authorization`,
+    /// `aws_secret_access_key`, …) is replaced whole; any other value is redacted as a text.
+    pub fn redact_metadata(&self, name: &str, value: &str, counts: &mut [u64]) -> Option<String> {
+        let bits = self.wake(name);
+        if bits & !self.always != 0 && !value.is_empty() && !value.starts_with(MARKER_PREFIX) {
+            let offset = self.custom.len();
+            for (i, rule) in self.builtin.iter().enumerate() {
+                if let Some(key) = &rule.key_name {
+                    if rule.bits() & bits != 0 && key.is_match(name) {
+                        if let Some(c) = counts.get_mut(offset + i) {
+                            *c += 1;
+                        }
+                        return Some(rule.marker.clone());
+                    }
+                }
+            }
+        }
+        self.redact_text(value, counts)
+    }
+}
+
+/// Every marker starts so; a value already redacted by an earlier rule is left alone.
+const MARKER_PREFIX: &str = "<redacted:";
+
+fn marker(name: &str) -> String {
+    format!("{MARKER_PREFIX}{name}>")
+}
+
+/// One rule: a name, its marker, the patterns that find its secrets, and for metadata a
+/// regex over the metadata name that makes the whole value secret.
+#[derive(Debug)]
+struct Rule {
+    name: String,
+    marker: String,
+    key_name: Option<Regex>,
+    patterns: Vec<Pattern>,
+}
+
+impl Rule {
+    fn bits(&self) -> u64 {
+        self.patterns.iter().fold(0, |b, p| b | p.bit())
+    }
+
+    /// Apply the patterns among `woken` in turn; `None` when nothing changed.
+    fn apply(&self, text: &str, woken: u64, count: &mut u64) -> Option<String> {
+        let mut out: Option<String> = None;
+        for p in &self.patterns {
+            if p.bit() != 0 && woken & p.bit() == 0 {
+                continue;
+            }
+            let cur = out.as_deref().unwrap_or(text);
+            let changed = match p {
+                Pattern::Regex(r) => r.apply(cur, &self.marker, count),
+                Pattern::Cards => cards::redact(cur, &self.marker, count),
+            };
+            if changed.is_some() {
+                out = changed;
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug)]
+enum Pattern {
+    Regex(RegexPattern),
+    /// The card scan (a regex cannot check Luhn).
+    Cards,
+}
+
+impl Pattern {
+    fn bit(&self) -> u64 {
+        match self {
+            Pattern::Regex(r) => r.bit,
+            Pattern::Cards => 1 << CARD,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct RegexPattern {
+    /// This pattern's wake bit; 0 for custom rules, which always run.
+    bit: u64,
+    re: Regex,
+    /// Second look at a candidate secret (e.g. `null` is no password).
+    accept: fn(&str) -> bool,
+    /// The secret may be an unquoted JSON value (`"token":123`): keep the line valid JSON by
+    /// quoting the marker when the key was quoted.
+    json_value: bool,
+}
+
+impl RegexPattern {
+    fn apply(&self, text: &str, marker: &str, count: &mut u64) -> Option<String> {
+        // The cheap question first: no match, no allocation.
+        self.re.find(text)?;
+        let mut out = String::new();
+        let mut last = 0;
+        let mut n = 0u64;
+        for caps in self.re.captures_iter(text) {
+            let Some(whole) = caps.get(0) else { continue };
+            let target = (1..caps.len()).find_map(|i| caps.get(i)).unwrap_or(whole);
+            let secret = target.as_str();
+            if secret.is_empty() || secret.starts_with(MARKER_PREFIX) || !(self.accept)(secret) {
+                continue;
+            }
+            let quote = if self.json_value {
+                json_quote(&text[whole.start()..target.start()])
+            } else {
+                ""
+            };
+            if out.is_empty() {
+                out.reserve(text.len() + marker.len());
+            }
+            out.push_str(&text[last..target.start()]);
+            out.push_str(quote);
+            out.push_str(marker);
+            out.push_str(quote);
+            last = target.end();
+            n += 1;
+        }
+        if n == 0 {
+            return None;
+        }
+        out.push_str(&text[last..]);
+        *count += n;
+        Some(out)
+    }
+}
+
+/// The quote to wrap an unquoted value's marker in: `"` (or `\"` inside an escaped JSON
+/// string) when the key before it was quoted, nothing otherwise.
+fn json_quote(key_and_separator: &str) -> &'static str {
+    match key_and_separator.as_bytes().last() {
+        Some(b'"' | b'\'') | None => "",
+        _ if key_and_separator.contains("\\\"") => "\\\"",
+        _ if key_and_separator.contains('"') => "\"",
+        _ => "",
+    }
+}
+
+fn any(_: &str) -> bool {
+    true
+}
+
+/// A password-like value, not a JSON literal or an already masked one.
+fn password_value(v: &str) -> bool {
+    !(v.eq_ignore_ascii_case("null")
+        || v.eq_ignore_ascii_case("true")
+        || v.eq_ignore_ascii_case("false")
+        || v.bytes().all(|b| b == b'*'))
+}
+
+/// A bare `Bearer X` is a token only when X looks like one (a digit, or long), so prose such
+/// as "missing bearer credentials" is kept.
+fn token_like(v: &str) -> bool {
+    v.len() >= 8 && (v.len() >= 24 || v.bytes().any(|b| b.is_ascii_digit()))
+}
+
+// Wake bits of the built-in patterns.
+const PASSWORD_KV: u32 = 0;
+const PASSWORD_URL: u32 = 1;
+const BEARER_HEADER: u32 = 2;
+const BEARER_BARE: u32 = 3;
+const API_KEY_SHAPES: u32 = 4;
+const API_KEY_GENERIC: u32 = 5;
+const AWS_KEY_ID: u32 = 6;
+const AWS_SECRET: u32 = 7;
+const CARD: u32 = 8;
+
+const fn bit(b: u32) -> u64 {
+    1 << b
+}
+
+/// Trigger words (lower case) and the patterns each wakes. A pattern runs on a text only when
+/// one of its words is in it, so every word must be a substring of anything the pattern can
+/// match.
+const TRIGGERS: &[(&str, u64)] = &[
+    ("passw", bit(PASSWORD_KV)),
+    ("pwd", bit(PASSWORD_KV)),
+    ("secret", bit(PASSWORD_KV)),
+    ("token", bit(PASSWORD_KV)),
+    ("api_key", bit(PASSWORD_KV) | bit(API_KEY_GENERIC)),
+    ("apikey", bit(PASSWORD_KV) | bit(API_KEY_GENERIC)),
+    ("api-key", bit(PASSWORD_KV) | bit(API_KEY_GENERIC)),
+    ("private_key", bit(PASSWORD_KV)),
+    ("privatekey", bit(PASSWORD_KV)),
+    ("private-key", bit(PASSWORD_KV)),
+    ("://", bit(PASSWORD_URL)),
+    ("authorization", bit(BEARER_HEADER)),
+    ("bearer", bit(BEARER_BARE)),
+    ("sk_live_", bit(API_KEY_SHAPES)),
+    ("sk_test_", bit(API_KEY_SHAPES)),
+    ("rk_live_", bit(API_KEY_SHAPES)),
+    ("rk_test_", bit(API_KEY_SHAPES)),
+    ("ghp_", bit(API_KEY_SHAPES)),
+    ("gho_", bit(API_KEY_SHAPES)),
+    ("ghu_", bit(API_KEY_SHAPES)),
+    ("ghs_", bit(API_KEY_SHAPES)),
+    ("ghr_", bit(API_KEY_SHAPES)),
+    ("github_pat_", bit(API_KEY_SHAPES)),
+    ("xox", bit(API_KEY_SHAPES)),
+    ("aiza", bit(API_KEY_SHAPES)),
+    ("glpat-", bit(API_KEY_SHAPES)),
+    ("sk-proj-", bit(API_KEY_SHAPES)),
+    ("sk-ant-", bit(API_KEY_SHAPES)),
+    ("akia", bit(AWS_KEY_ID)),
+    ("asia", bit(AWS_KEY_ID)),
+    ("access_key", bit(AWS_SECRET)),
+    ("accesskey", bit(AWS_SECRET)),
+];
+
+/// The value after a key and `:` or `=`: double-quoted (JSON escapes), single-quoted,
+/// backslash-quoted (a JSON document inside a JSON string), or bare up to whitespace, a quote,
+/// `,`, `;`, `&`, `}` or `]`. Exactly one of its four groups takes part in a match.
+const VALUE: &str = r#"(?:\\?["'])?\s*[:=]\s*(?:"((?:[^"\\]|\\.)*)"|'([^']*)'|\\"((?:[^"\\]|\\[^"])*)\\"|([^\s"',;&}\]\\]+))"#;
+
+/// Key endings that make a value a password (matched case-insensitively at the end of the key:
+/// `db_password`, `X-Auth-Token`, `client_secret`, `refresh_token`, `apiKey`).
+const PASSWORD_KEYS: &str = r"(?:passw(?:or)?d|pwd|secret|token|api[_-]?key|private[_-]?key)";
+
+/// The built-in rules, compiled once per [`Redactor`] and shared by every tenant's set.
+struct Catalogue {
+    rules: Vec<(Builtin, Arc<Rule>)>,
+}
+
+impl Catalogue {
+    fn new() -> Catalogue {
+        let re = |s: &str| Regex::new(s).expect("built-in redaction regexes are valid");
+        let pat = |b: u32, s: &str, accept: fn(&str) -> bool, json_value: bool| {
+            Pattern::Regex(RegexPattern {
+                bit: bit(b),
+                re: re(s),
+                accept,
+                json_value,
+            })
+        };
+        let rule = |kind: Builtin, key_name: Option<&str>, patterns: Vec<Pattern>| {
+            (
+                kind,
+                Arc::new(Rule {
+                    name: kind.name().to_string(),
+                    marker: marker(kind.name()),
+                    key_name: key_name.map(re),
+                    patterns,
+                }),
+            )
+        };
+        let rules = vec![
+            rule(
+                Builtin::AwsKey,
+                Some(r"(?i)secret_?access_?key$"),
+                vec![
+                    pat(AWS_KEY_ID, r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", any, false),
+                    pat(
+                        AWS_SECRET,
+                        &format!(r"(?i)secret_?access_?key{VALUE}"),
+                        password_value,
+                        true,
+                    ),
+                ],
+            ),
+            rule(
+                Builtin::ApiKey,
+                Some(r"(?i)api_?key$"),
+                vec![
+                    pat(
+                        API_KEY_SHAPES,
+                        concat!(
+                            r"\b(?:(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{10,}",
+                            r"|gh[pousr]_[0-9A-Za-z]{36,}",
+                            r"|github_pat_[0-9A-Za-z_]{22,}",
+                            r"|xox[baprs]-[0-9A-Za-z-]{10,}",
+                            r"|AIza[0-9A-Za-z_-]{35}",
+                            r"|glpat-[0-9A-Za-z_-]{20,}",
+                            r"|sk-(?:proj|ant)-[0-9A-Za-z_-]{20,})",
+                        ),
+                        any,
+                        false,
+                    ),
+                    pat(
+                        API_KEY_GENERIC,
+                        r#"(?i)api[_-]?key(?:\\?["'])?\s*[:=]\s*(?:\\?["'])?([0-9A-Za-z+/_-]{16,}={0,2})"#,
+                        any,
+                        true,
+                    ),
+                ],
+            ),
+            rule(
+                Builtin::Bearer,
+                Some(r"(?i)authorization$"),
+                vec![
+                    pat(
+                        BEARER_HEADER,
+                        r#"(?i)authorization(?:\\?["'])?\s*[:=]\s*(?:\\?["'])?(?:bearer|basic|token)\s+([0-9A-Za-z._~+/-]+=*)"#,
+                        any,
+                        false,
+                    ),
+                    pat(
+                        BEARER_BARE,
+                        r"(?i)\bbearer\s+([0-9A-Za-z._~+/-]+=*)",
+                        token_like,
+                        false,
+                    ),
+                ],
+            ),
+            rule(Builtin::CreditCard, None, vec![Pattern::Cards]),
+            rule(
+                Builtin::Password,
+                Some(&format!("(?i){PASSWORD_KEYS}$")),
+                vec![
+                    pat(
+                        PASSWORD_KV,
+                        &format!("(?i){PASSWORD_KEYS}{VALUE}"),
+                        password_value,
+                        true,
+                    ),
+                    pat(
+                        PASSWORD_URL,
+                        r"(?i)\b[a-z][a-z0-9+.-]*://[^\s:/@?#]*:([^\s/@?#]+)@",
+                        any,
+                        false,
+                    ),
+                ],
+            ),
+        ];
+        Catalogue { rules }
+    }
+
+    fn rule(&self, kind: Builtin) -> Arc<Rule> {
+        self.rules
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, r)| r.clone())
+            .expect("the catalogue has every built-in kind")
+    }
+}
+
+/// Payment card numbers. A regex finds digit runs but cannot check Luhn, so this is a
+/// hand-written scan of the bytes.
+mod cards {
+    /// Most digit groups a run is split into (a card has at most 19 digits).
+    const MAX_GROUPS: usize = 19;
+
+    /// `text` with every card number replaced by `marker`, or `None`.
+    pub(super) fn redact(text: &str, marker: &str, count: &mut u64) -> Option<String> {
+        let mut out: Option<String> = None;
+        let mut last = 0;
+        for_each(text.as_bytes(), |start, end| {
+            let o = out.get_or_insert_with(|| String::with_capacity(text.len() + marker.len()));
+            o.push_str(&text[last..start]);
+            o.push_str(marker);
+            last = end;
+            *count += 1;
+        });
+        let mut o = out?;
+        o.push_str(&text[last..]);
+        Some(o)
+    }
+
+    /// Call `found(start, end)` for each card number in `b`, in order. A run is digits joined
+    /// by single spaces or dashes, not glued to a word, a decimal point, a sign or a dash
+    /// chain (UUIDs); within it, the longest stretch of whole groups with 13–19 digits, a card
+    /// network's prefix and a valid Luhn sum is a card.
+    pub(super) fn for_each(b: &[u8], mut found: impl FnMut(usize, usize)) {
+        let mut i = 0;
+        while i < b.len() {
+            if !b[i].is_ascii_digit() {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            let mut groups = [(0usize, 0usize); MAX_GROUPS];
+            let mut n = 0;
+            let mut j = i;
+            loop {
+                let g = j;
+                while j < b.len() && b[j].is_ascii_digit() {
+                    j += 1;
+                }
+                if n < MAX_GROUPS {
+                    groups[n] = (g, j);
+                    n += 1;
+                }
+                if j + 1 < b.len() && matches!(b[j], b' ' | b'-') && b[j + 1].is_ascii_digit() {
+                    j += 1;
+                } else {
+                    break;
+                }
+            }
+            i = j;
+            if j - start < 13 || !free_before(b, start) || !free_after(b, j) {
+                continue;
+            }
+            let mut s = 0;
+            while s < n {
+                let mut best = None;
+                let mut digits = 0;
+                for (e, g) in groups.iter().enumerate().take(n).skip(s) {
+                    digits += g.1 - g.0;
+                    if digits > 19 {
+                        break;
+                    }
+                    if digits >= 13 && is_card(&b[groups[s].0..g.1], digits) {
+                        best = Some(e);
+                    }
+                }
+                match best {
+                    Some(e) => {
+                        found(groups[s].0, groups[e].1);
+                        s = e + 1;
+                    }
+                    None => s += 1,
+                }
+            }
+        }
+    }
+
+    fn free_before(b: &[u8], start: usize) -> bool {
+        match start.checked_sub(1).map(|p| b[p]) {
+            None => true,
+            Some(c) => !(c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'+' | b'-')),
+        }
+    }
+
+    fn free_after(b: &[u8], end: usize) -> bool {
+        match b.get(end) {
+            None => true,
+            Some(c) if c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-') => false,
+            Some(b'.' | b',') => !b.get(end + 1).is_some_and(u8::is_ascii_digit),
+            Some(_) => true,
+        }
+    }
+
+    /// Digits of `span` (separators skipped) have a network's prefix and length and pass Luhn.
+    fn is_card(span: &[u8], digits: usize) -> bool {
+        let mut prefix = 0u32;
+        let mut seen = 0;
+        for &c in span {
+            if c.is_ascii_digit() && seen < 4 {
+                prefix = prefix * 10 + u32::from(c - b'0');
+                seen += 1;
+            }
+        }
+        let two = prefix / 100;
+        let network = match prefix / 1000 {
+            // Visa.
+            4 => matches!(digits, 13 | 16 | 19),
+            // Mastercard 51–55 (and Maestro 50, 56–59).
+            5 => (16..=19).contains(&digits),
+            // Mastercard 2221–2720.
+            2 => (2221..=2720).contains(&prefix) && digits == 16,
+            // Amex 34/37; Diners 30, 36, 38, 39; JCB 35.
+            3 => match two {
+                34 | 37 => digits == 15,
+                35 => (16..=19).contains(&digits),
+                30 | 36 | 38 | 39 => (14..=19).contains(&digits),
+                _ => false,
+            },
+            // Discover, UnionPay, Maestro.
+            6 => (16..=19).contains(&digits),
+            _ => false,
+        };
+        network && luhn(span)
+    }
+
+    fn luhn(span: &[u8]) -> bool {
+        let mut sum = 0u32;
+        let mut double = false;
+        for &c in span.iter().rev() {
+            if !c.is_ascii_digit() {
+                continue;
+            }
+            let mut d = u32::from(c - b'0');
+            if double {
+                d *= 2;
+                if d > 9 {
+                    d -= 9;
+                }
+            }
+            sum += d;
+            double = !double;
+        }
+        sum % 10 == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use anyhow::Context;
+
+    type Result<T = ()> = anyhow::Result<T>;
+
+    fn all() -> Result<Arc<RuleSet>> {
+        let config = RedactionConfig {
+            enabled: true,
+            ..RedactionConfig::default()
+        };
+        Redactor::new(&config)?
+            .for_tenant("t")
+            .cloned()
+            .context("enabled rules")
+    }
+
+    /// Redact `text` and return it with the counts by rule name.
+    fn run(rules: &RuleSet, text: &str) -> (String, Vec<(String, u64)>) {
+        let mut counts = vec![0; rules.len()];
+        let out = rules
+            .redact_text(text, &mut counts)
+            .unwrap_or_else(|| text.to_string());
+        let named = rules
+            .rule_names()
+            .zip(counts)
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| (r.to_string(), n))
+            .collect();
+        (out, named)
+    }
+
+    fn redacted(rules: &RuleSet, text: &str) -> String {
+        run(rules, text).0
+    }
+
+    #[test]
+    fn passwords_in_logfmt_json_and_key_value_shapes() -> Result {
+        let r = all()?;
+        assert_eq!(
+            redacted(&r, "level=info user=bob password=hunter2 ok=1"),
+            "level=info user=bob password=<redacted:password> ok=1"
+        );
+        assert_eq!(
+            redacted(&r, r#"msg="login" db_password="p@ss word" next=1"#),
+            r#"msg="login" db_password="<redacted:password>" next=1"#
+        );
+        assert_eq!(
+            redacted(&r, r#"{"user":"bob","Password":"s3cr\"et","n":1}"#),
+            r#"{"user":"bob","Password":"<redacted:password>","n":1}"#
+        );
+        assert_eq!(
+            redacted(&r, "config loaded, client_secret: abc123 retries: 3"),
+            "config loaded, client_secret: <redacted:password> retries: 3"
+        );
+        assert_eq!(
+            redacted(&r, "GET /cb?code=1&access_token=eyJabc&state=x"),
+            "GET /cb?code=1&access_token=<redacted:password>&state=x"
+        );
+        assert_eq!(
+            redacted(&r, "X-Auth-Token: 0a1b2c3d PWD='x y'"),
+            "X-Auth-Token: <redacted:password> PWD='<redacted:password>'"
+        );
+        // An unquoted JSON value is quoted so the line stays JSON.
+        assert_eq!(
+            redacted(&r, r#"{"refresh_token":12345,"passwd": null}"#),
+            r#"{"refresh_token":"<redacted:password>","passwd": null}"#
+        );
+        // A JSON document inside a JSON string keeps its escaped quotes.
+        assert_eq!(
+            redacted(&r, r#"{"body":"{\"private_key\":\"MIIEv\"}"}"#),
+            r#"{"body":"{\"private_key\":\"<redacted:password>\"}"}"#
+        );
+        assert_eq!(
+            redacted(&r, "dsn=postgres://app:Sup3r@db:5432/x"),
+            "dsn=postgres://app:<redacted:password>@db:5432/x"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn words_that_only_look_like_keys_are_kept() -> Result {
+        let r = all()?;
+        for line in [
+            "Failed password for invalid user admin from 10.0.0.1 port 22 ssh2",
+            "max_tokens=512 tokenizer=bpe password_reset_required=true",
+            r#"{"token_count":3,"passwords":"x"}"#,
+            "GET https://tovplay.org/games 200",
+            "missing bearer credentials",
+            "order 1234567890123456 shipped",
+        ] {
+            let (out, counts) = run(&r, line);
+            assert_eq!(out, line);
+            assert!(counts.is_empty(), "{line}: {counts:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn bearer_and_basic_credentials() -> Result {
+        let r = all()?;
+        assert_eq!(
+            redacted(&r, "Authorization: Bearer eyJhbGciOi.J9x_y-z"),
+            "Authorization: Bearer <redacted:bearer>"
+        );
+        assert_eq!(
+            redacted(&r, r#"{"authorization":"Basic dXNlcjpwYXNz"}"#),
+            r#"{"authorization":"Basic <redacted:bearer>"}"#
+        );
+        assert_eq!(
+            redacted(
+                &r,
+                "curl -H 'authorization: token ghx1234abcd' and bearer abcdef123456"
+            ),
+            "curl -H 'authorization: token <redacted:bearer>' and bearer <redacted:bearer>"
+        );
+        let (_, counts) = run(&r, "Authorization: Bearer abcdef0123456789");
+        assert_eq!(counts, vec![("bearer".to_string(), 1)]);
+        Ok(())
+    }
+
+    #[test]
+    fn api_key_shapes() -> Result {
+        let r = all()?;
+        let stripe = "sk_live_4eC39HqLyjWDarjtT1zdp7dc";
+        let github = "ghp_ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghij";
+        let slack = "xoxb-123456789012-abcdefABCDEF";
+        let google = "AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe";
+        for key in [stripe, github, slack, google] {
+            let line = format!("calling upstream with key {key} now");
+            assert_eq!(
+                redacted(&r, &line),
+                "calling upstream with key <redacted:api_key> now",
+                "{key}"
+            );
+        }
+        assert_eq!(
+            redacted(&r, "api_key=9f86d081884c7d659a2feaa0c55ad015 ok"),
+            "api_key=<redacted:api_key> ok"
+        );
+        assert_eq!(
+            redacted(&r, r#"{"apiKey":"c2VjcmV0LWtleS1tYXRlcmlhbA=="}"#),
+            r#"{"apiKey":"<redacted:api_key>"}"#
+        );
+        // A short value after api_key is still a password-like value.
+        assert_eq!(redacted(&r, "api_key=abc"), "api_key=<redacted:password>");
+        Ok(())
+    }
+
+    #[test]
+    fn aws_keys() -> Result {
+        let r = all()?;
+        assert_eq!(
+            redacted(&r, "using AKIAIOSFODNN7EXAMPLE for s3"),
+            "using <redacted:aws_key> for s3"
+        );
+        assert_eq!(
+            redacted(&r, "creds ASIAY34FZKBOKMUTVV7A expire"),
+            "creds <redacted:aws_key> expire"
+        );
+        assert_eq!(
+            redacted(
+                &r,
+                "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY x=1"
+            ),
+            "AWS_SECRET_ACCESS_KEY=<redacted:aws_key> x=1"
+        );
+        assert_eq!(
+            redacted(&r, r#"{"SecretAccessKey":"wJalrXUtnFEMI/K7MDENG"}"#),
+            r#"{"SecretAccessKey":"<redacted:aws_key>"}"#
+        );
+        // Not an id: too short, or glued to other letters.
+        assert_eq!(
+            redacted(&r, "AKIA1234 XAKIAIOSFODNN7EXAMPLE"),
+            "AKIA1234 XAKIAIOSFODNN7EXAMPLE"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn credit_cards_pass_luhn_and_have_a_network_prefix() -> Result {
+        let r = all()?;
+        for card in [
+            "4111111111111111",
+            "4111 1111 1111 1111",
+            "5500-0000-0000-0004",
+            "378282246310005",
+            "6011111111111117",
+            "2223000048400011",
+        ] {
+            let (out, counts) = run(&r, &format!("paid with {card}."));
+            assert_eq!(out, "paid with <redacted:credit_card>.", "{card}");
+            assert_eq!(counts, vec![("credit_card".to_string(), 1)]);
+        }
+        // A date before the card joins its run, but the card is found inside it.
+        assert_eq!(
+            redacted(&r, "2025-11-21 4111-1111-1111-1111"),
+            "2025-11-21 <redacted:credit_card>"
+        );
+        assert_eq!(
+            redacted(&r, r#"{"card":"4012888888881881","n":2}"#),
+            r#"{"card":"<redacted:credit_card>","n":2}"#
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn order_ids_timestamps_and_floats_are_not_cards() -> Result {
+        let r = all()?;
+        for line in [
+            // Luhn fails.
+            "order 4111111111111112 shipped",
+            "order 5500 0000 0000 0005",
+            // Luhn passes but no network starts with 1, 7, 8, 9 or 0: epoch ns and ms.
+            "ts=1763596800000000000 took=1763596800000",
+            "id=7992739871000000",
+            // Glued to letters, a decimal point or a dash chain.
+            "trace=ab4111111111111111cd",
+            "score=0.4111111111111111 x=4111111111111111.5",
+            "uuid=41111111-1111-1111-a111-111111111111",
+            // Too short and too long.
+            "pin 411111111111 acct 41111111111111111111",
+        ] {
+            let (out, counts) = run(&r, line);
+            assert_eq!(out, line);
+            assert!(counts.is_empty(), "{line}: {counts:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn luhn_checks_known_numbers() {
+        let valid = |s: &str| {
+            let mut hit = false;
+            cards::for_each(s.as_bytes(), |_, _| hit = true);
+            hit
+        };
+        assert!(valid("4539 1488 0343 6467"));
+        assert!(!valid("4539 1488 0343 6468"));
+        assert!(valid("30569309025904"));
+        assert!(!valid("30569309025905"));
+    }
+
+    #[test]
+    fn metadata_values_are_redacted_by_name_and_by_content() -> Result {
+        let r = all()?;
+        let mut counts = vec![0; r.len()];
+        assert_eq!(
+            r.redact_metadata("password", "hunter2", &mut counts)
+                .as_deref(),
+            Some("<redacted:password>")
+        );
+        assert_eq!(
+            r.redact_metadata("user_api_key", "k", &mut counts)
+                .as_deref(),
+            Some("<redacted:api_key>")
+        );
+        assert_eq!(
+            r.redact_metadata("aws_secret_access_key", "abc", &mut counts)
+                .as_deref(),
+            Some("<redacted:aws_key>")
+        );
+        assert_eq!(
+            r.redact_metadata("http_authorization", "Bearer x", &mut counts)
+                .as_deref(),
+            Some("<redacted:bearer>")
+        );
+        assert_eq!(
+            r.redact_metadata("card", "4111-1111-1111-1111", &mut counts)
+                .as_deref(),
+            Some("<redacted:credit_card>")
+        );
+        assert_eq!(
+            r.redact_metadata("note", "token=abc", &mut counts)
+                .as_deref(),
+            Some("token=<redacted:password>")
+        );
+        assert_eq!(
+            r.redact_metadata("trace_id", "0af7651916cd43dd8448eb211c80319c", &mut counts),
+            None
+        );
+        assert_eq!(
+            r.redact_metadata("detected_level", "info", &mut counts),
+            None
+        );
+        let total: u64 = counts.iter().sum();
+        assert_eq!(total, 6);
+        Ok(())
+    }
+
+    #[test]
+    fn custom_rules_replace_group_one_or_the_whole_match() -> Result {
+        let config: RedactionConfig = serde_yaml::from_str(
+            "enabled: true\nbuiltin: []\ncustom:\n  - {name: session_id, regex: 'sid=([a-f0-9]{32})'}\n  - {name: ssn, regex: '\\b\\d{3}-\\d{2}-\\d{4}\\b'}\n",
+        )?;
+        let red = Redactor::new(&config)?;
+        let r = red.for_tenant("x").context("rules")?;
+        let (out, counts) = run(
+            r,
+            "sid=0123456789abcdef0123456789abcdef ssn 123-45-6789 password=kept",
+        );
+        assert_eq!(
+            out,
+            "sid=<redacted:session_id> ssn <redacted:ssn> password=kept"
+        );
+        assert_eq!(
+            counts,
+            vec![("session_id".to_string(), 1), ("ssn".to_string(), 1)]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn tenants_override_the_default() -> Result {
+        let config: RedactionConfig = serde_yaml::from_str(
+            "enabled: false\ntenants:\n  acme: {enabled: true, builtin: [credit_card]}\n  beta: {enabled: true}\n",
+        )?;
+        let red = Redactor::new(&config)?;
+        assert!(red.for_tenant("other").is_none());
+        let acme = red.for_tenant("acme").context("acme")?;
+        assert_eq!(acme.rule_names().collect::<Vec<_>>(), vec!["credit_card"]);
+        assert_eq!(
+            redacted(acme, "password=x 4111111111111111"),
+            "password=x <redacted:credit_card>"
+        );
+        let beta = red.for_tenant("beta").context("beta")?;
+        assert_eq!(beta.len(), 5);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_custom_rules_are_rejected_with_their_key() {
+        let bad = |yaml: &str| -> String {
+            let config: RedactionConfig = match serde_yaml::from_str(yaml) {
+                Ok(c) => c,
+                Err(e) => return format!("yaml: {e}"),
+            };
+            match Redactor::new(&config) {
+                Ok(_) => "accepted".to_string(),
+                Err(e) => e.to_string(),
+            }
+        };
+        let e = bad("enabled: true\ncustom: [{name: x, regex: 'a(b'}]\n");
+        assert!(
+            e.starts_with("limits_config.redaction.custom[0] (x): invalid regex"),
+            "{e}"
+        );
+        let e = bad("tenants: {t1: {enabled: true, custom: [{name: ok, regex: 'a'}, {name: y, regex: '[z'}]}}\n");
+        assert!(
+            e.starts_with("limits_config.redaction.tenants.t1.custom[1] (y): invalid regex"),
+            "{e}"
+        );
+        let e = bad("enabled: true\ncustom: [{name: e, regex: 'x*'}]\n");
+        assert!(e.contains("matches the empty string"), "{e}");
+        let e = bad("enabled: true\ncustom: [{name: 'bad name', regex: 'x'}]\n");
+        assert!(e.contains("must be 1-64 characters"), "{e}");
+        let e = bad("enabled: true\ncustom: [{name: password, regex: 'x'}]\n");
+        assert!(e.contains("already taken"), "{e}");
+        // Rules that are off are checked all the same.
+        let e = bad("custom: [{name: x, regex: 'a(b'}]\n");
+        assert!(e.contains("invalid regex"), "{e}");
+    }
+
+    #[test]
+    fn untouched_text_is_not_copied() -> Result {
+        let r = all()?;
+        let mut counts = vec![0; r.len()];
+        for line in [
+            r#"{"timestamp":"2025-11-21T10:00:01.000001Z","level":"INFO","message":"read game","user_id":1042,"ip":"10.1.2.3","status":200}"#,
+            r#"10.0.0.5 - - [21/Nov/2025:10:00:01 +0000] "GET /api/games/12 HTTP/1.1" 200 512 "https://tovplay.org/games" "curl/8.4.0" rt=0.012"#,
+            "",
+        ] {
+            assert_eq!(r.redact_text(line, &mut counts), None, "{line}");
+        }
+        assert!(counts.iter().all(|c| *c == 0));
+        Ok(())
+    }
+}
