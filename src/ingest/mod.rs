@@ -123,11 +123,11 @@ impl Ingester {
         }
         if !validated.streams.is_empty() {
             if let Some(rules) = self.redactor.for_tenant(tenant) {
-                let mut counts = vec![0u64; rules.len()];
-                rules.redact_streams(&mut validated.streams, &mut counts);
-                for (rule, n) in rules.rule_names().zip(counts) {
-                    if n > 0 {
-                        self.metrics.redacted(tenant, rule, n);
+                let mut pass = rules.pass();
+                rules.redact_streams(&mut validated.streams, &mut pass);
+                for (rule, n) in rules.rule_names().zip(pass.counts()) {
+                    if *n > 0 {
+                        self.metrics.redacted(tenant, rule, *n);
                     }
                 }
             }

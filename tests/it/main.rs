@@ -9,6 +9,7 @@ mod drilldown;
 mod logcli;
 mod patterns;
 mod push;
+mod redact;
 mod ruler;
 mod ruler_e2e;
 mod ruler_peers;
