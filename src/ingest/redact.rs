@@ -944,7 +944,7 @@ mod cards {
         let mut n = 0;
         let mut g = start;
         for k in start..=end {
-            if k == end || !b[k].is_ascii_digit() {
+            if b.get(k).is_none_or(|c| k == end || !c.is_ascii_digit()) {
                 if n < MAX_GROUPS {
                     groups[n] = (g, k);
                     n += 1;
@@ -1040,7 +1040,7 @@ mod cards {
             sum += d;
             double = !double;
         }
-        sum % 10 == 0
+        sum.is_multiple_of(10)
     }
 }
 
