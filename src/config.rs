@@ -118,6 +118,8 @@ pub struct LimitsConfig {
     /// Live tails (`/loki/api/v1/tail`) a tenant may have open at once; 0 disables
     /// tailing. Default 10.
     pub max_concurrent_tail_requests: usize,
+    /// Secret redaction at ingest, with per-tenant overrides (docs/redaction.md). Default off.
+    pub redaction: crate::ingest::redact::RedactionConfig,
 }
 
 impl Default for LimitsConfig {
@@ -159,6 +161,7 @@ impl Default for LimitsConfig {
             volume_enabled: true,
             volume_max_series: 1000,
             max_concurrent_tail_requests: 10,
+            redaction: crate::ingest::redact::RedactionConfig::default(),
         }
     }
 }
@@ -298,6 +301,12 @@ impl Config {
                     ),
                 });
             }
+        }
+        if let Err(e) = crate::ingest::redact::Redactor::new(&l.redaction) {
+            return Err(ConfigError::Invalid {
+                key: "limits_config.redaction",
+                msg: e.to_string(),
+            });
         }
         if self.query.timeout.is_zero() {
             return Err(ConfigError::Invalid {

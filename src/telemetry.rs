@@ -1,6 +1,7 @@
 //! Logging (the only tracing subscriber) and the process metrics served on `/metrics`.
 
 use std::{
+    collections::BTreeMap,
     fmt::Write,
     sync::atomic::{AtomicU64, Ordering},
 };
@@ -34,6 +35,8 @@ pub struct Metrics {
     queries: AtomicU64,
     query_errors: AtomicU64,
     query_duration: Histogram,
+    /// Secrets redacted at ingest by (tenant, rule).
+    redactions: parking_lot::Mutex<BTreeMap<(String, String), u64>>,
 }
 
 impl Metrics {
@@ -47,6 +50,17 @@ impl Metrics {
     pub fn discarded(&self, reason: Reason, entries: u64) {
         if let Some(i) = Reason::ALL.iter().position(|r| *r == reason) {
             self.discarded[i].fetch_add(entries, Ordering::Relaxed);
+        }
+    }
+
+    /// Count `n` secrets that `rule` redacted for `tenant`.
+    pub fn redacted(&self, tenant: &str, rule: &str, n: u64) {
+        let mut map = self.redactions.lock();
+        match map.get_mut(&(tenant.to_string(), rule.to_string())) {
+            Some(v) => *v += n,
+            None => {
+                map.insert((tenant.to_string(), rule.to_string()), n);
+            }
         }
     }
 
@@ -167,7 +181,30 @@ impl Metrics {
                 self.discarded[i].load(Ordering::Relaxed)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP tovlog_ingest_redactions_total Secrets replaced at ingest, by tenant and redaction rule.\n# TYPE tovlog_ingest_redactions_total counter"
+        );
+        for ((tenant, rule), n) in self.redactions.lock().iter() {
+            let _ = writeln!(
+                out,
+                "tovlog_ingest_redactions_total{{tenant=\"{}\",rule=\"{rule}\"}} {n}",
+                label_value(tenant)
+            );
+        }
         out
+    }
+}
+
+/// A Prometheus label value with `\\`, `"` and newlines escaped.
+fn label_value(v: &str) -> std::borrow::Cow<'_, str> {
+    if v.contains(['\\', '"', '\n']) {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+            .into()
+    } else {
+        v.into()
     }
 }
 

@@ -1,8 +1,10 @@
 //! The end-to-end benchmark over the standard workload (`shared/bench/gen.py`):
 //!
 //! ```text
-//! cargo bench --bench macro -- [--lines 1000000] [--dataset DIR] [--skip-queries] [--tail]
+//! cargo bench --bench macro -- [--lines 1000000] [--dataset DIR] [--skip-queries] [--tail] [--redact]
 //! ```
+//!
+//! `--redact` runs the server with every built-in redaction rule on (`limits_config.redaction`).
 //!
 //! 1. generates the dataset with `gen.py` (or reuses `--dataset`),
 //! 2. starts the release `tovlog` binary as a child process (WAL fsync on) on a temp data dir,
@@ -37,6 +39,7 @@ struct Args {
     dataset: Option<PathBuf>,
     skip_queries: bool,
     keep: Option<PathBuf>,
+    redact: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -45,6 +48,7 @@ fn parse_args() -> Result<Args> {
         dataset: None,
         skip_queries: false,
         keep: None,
+        redact: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -53,6 +57,7 @@ fn parse_args() -> Result<Args> {
             "--dataset" => a.dataset = Some(it.next().context("--dataset DIR")?.into()),
             "--data-dir" => a.keep = Some(it.next().context("--data-dir DIR")?.into()),
             "--skip-queries" => a.skip_queries = true,
+            "--redact" => a.redact = true,
             "--bench" => {}
             "--tail" => {}
             other if other.starts_with("--") => bail!("unknown flag {other}"),
@@ -450,9 +455,14 @@ async fn main() -> Result<()> {
         // replaced files at once (no queries run during ingest).
         extra.push_str("\nstorage:\n  compaction:\n    min_age: 1m\n    check_interval: 1s\n    delete_delay: 0s\n    concurrency: 2\n");
     }
+    let redaction = if args.redact {
+        "  redaction:\n    enabled: true\n"
+    } else {
+        ""
+    };
     std::fs::write(
         &config,
-        format!("auth_enabled: false\nlimits_config:\n  ingestion_rate_mb: 100000\n  ingestion_burst_size_mb: 100000\n  max_query_series: 100000\n  max_entries_limit_per_query: 100000\n  discover_log_levels: false\n{extra}\n"),
+        format!("auth_enabled: false\nlimits_config:\n  ingestion_rate_mb: 100000\n  ingestion_burst_size_mb: 100000\n  max_query_series: 100000\n  max_entries_limit_per_query: 100000\n  discover_log_levels: false\n{redaction}{extra}\n"),
     )?;
 
     let tail_files = files.clone();

@@ -1,10 +1,12 @@
 //! The write path in front of storage: decode a push body, validate it with Loki's rules and
-//! limits, enforce the per-tenant ingestion rate, and hand the valid streams to
+//! limits, enforce the per-tenant ingestion rate, redact secrets ([`redact`]), and hand the
+//! valid streams to
 //! [`tovlog_storage::Storage::append`], which acknowledges only once the WAL has them; then
 //! to the live tails that select them ([`crate::tail`]).
 
 pub mod decode;
 pub mod otlp;
+pub mod redact;
 pub mod validate;
 
 use std::{collections::HashMap, sync::Arc, time::Instant};
@@ -13,6 +15,7 @@ use parking_lot::Mutex;
 use tovlog_storage::Storage;
 
 use crate::{config::LimitsConfig, tail::TailRegistry, telemetry::Metrics};
+use redact::Redactor;
 use validate::{Reason, Validator};
 
 /// What the HTTP layer must answer for a push.
@@ -46,20 +49,27 @@ pub struct Ingester {
     limits: LimitsConfig,
     metrics: Arc<Metrics>,
     buckets: Mutex<HashMap<String, Bucket>>,
+    /// Per-tenant secret redaction, applied before the WAL sees an entry.
+    redactor: Redactor,
     /// Live tails fed after each successful append.
     tails: Arc<TailRegistry>,
 }
 
 impl Ingester {
-    /// Build over a storage handle.
-    pub fn new(storage: Arc<Storage>, limits: LimitsConfig, metrics: Arc<Metrics>) -> Self {
-        Ingester {
+    /// Build over a storage handle; fails when a redaction rule does not compile.
+    pub fn new(
+        storage: Arc<Storage>,
+        limits: LimitsConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, redact::RedactError> {
+        Ok(Ingester {
             storage,
+            redactor: Redactor::new(&limits.redaction)?,
             limits,
             metrics,
             buckets: Mutex::new(HashMap::new()),
             tails: TailRegistry::new(),
-        }
+        })
     }
 
     /// The live tails this write path feeds.
@@ -114,7 +124,7 @@ impl Ingester {
         raw: Vec<decode::RawStream>,
     ) -> Result<Ingested, PushError> {
         let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
-        let validated = Validator::new(&self.limits, now_ns).validate(raw);
+        let mut validated = Validator::new(&self.limits, now_ns).validate(raw);
         for r in &validated.rejections {
             self.metrics.discarded(r.reason, r.entries as u64);
         }
@@ -130,6 +140,15 @@ impl Ingester {
         }
         let accepted = validated.entries;
         if !validated.streams.is_empty() {
+            if let Some(rules) = self.redactor.for_tenant(tenant) {
+                let mut pass = rules.pass();
+                rules.redact_streams(&mut validated.streams, &mut pass);
+                for (rule, n) in rules.rule_names().zip(pass.counts()) {
+                    if *n > 0 {
+                        self.metrics.redacted(tenant, rule, *n);
+                    }
+                }
+            }
             let lines = validated.entries as u64;
             let bytes = validated.bytes as u64;
             // Copies for the live tails that select these streams (none, at the cost of one

@@ -59,7 +59,7 @@ impl AppState {
             storage.clone(),
             config.limits_config.clone(),
             metrics.clone(),
-        ));
+        )?);
         let limits = QueryLimits {
             max_entries_limit_per_query: config.limits_config.max_entries_limit_per_query,
             max_query_series: config.limits_config.max_query_series,

@@ -13,7 +13,7 @@ use crate::{
     server::{conformance_config, TestServer},
 };
 
-fn conformance_dir() -> std::path::PathBuf {
+pub(crate) fn conformance_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance")
 }
 
@@ -32,7 +32,7 @@ fn known_failures() -> anyhow::Result<BTreeSet<String>> {
 }
 
 #[allow(clippy::print_stderr)]
-async fn run_cases(server: &TestServer, cases: &[Case]) -> anyhow::Result<()> {
+pub(crate) async fn run_cases(server: &TestServer, cases: &[Case]) -> anyhow::Result<()> {
     let known = known_failures()?;
     let (mut passed, mut failed) = (0, 0);
     let mut unexpected = Vec::new();

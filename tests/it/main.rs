@@ -11,6 +11,7 @@ mod otlp;
 mod patterns;
 mod playbook;
 mod push;
+mod redact;
 mod ruler;
 mod ruler_e2e;
 mod ruler_peers;
