@@ -9,8 +9,8 @@
 //!    pushes it through the HTTP API with every timestamp shifted so the day ends `--minutes` + 18
 //!    minutes from now: each evaluation's `[5m]` windows then hold the day's last minutes (about
 //!    0.6 × the day's average rate),
-//! 2. flushes, waits until the compaction of the pushed day is over (the server's CPU
-//!    under 5% of a core for 10 s), measures its idle CPU for 30 s, then writes 1,000 alert rules in 100 groups at a
+//! 2. flushes, waits until the compaction of the pushed day is over (`/metrics`: no file left
+//!    to compact or delete), measures its idle CPU for 30 s, then writes 1,000 alert rules in 100 groups at a
 //!    1-minute interval (the playbook's four alerts with varied thresholds and hosts) to the
 //!    ruler's local rule directory, with a real Alertmanager receiving what fires,
 //! 3. after the first evaluation cycle, measures for `--minutes` minutes: CPU per cycle (minus the
@@ -338,6 +338,7 @@ async fn cost(args: &Args, tmp: &Path) -> Result<Value> {
         format!(
             "auth_enabled: false\nlimits_config:\n  ingestion_rate_mb: 100000\n  ingestion_burst_size_mb: 100000\n  \
              max_query_series: 100000\n  discover_log_levels: false\n  creation_grace_period: {}m\n\
+             storage:\n  compaction:\n    min_age: 1m\n    check_interval: 1s\n    delete_delay: 0s\n    concurrency: 2\n\
              ruler:\n  evaluation_interval: 1m\n  poll_interval: 5s\n  alertmanager_url: {}\n  \
              storage:\n    type: local\n    local:\n      directory: {}\n",
             lead_min + 5,
@@ -363,15 +364,25 @@ async fn cost(args: &Args, tmp: &Path) -> Result<Value> {
     client0.post(format!("{}/flush", server.url)).send().await?;
     let settle = Instant::now();
     loop {
-        let c = cpu_seconds(pid)?;
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        let busy = (cpu_seconds(pid)? - c) / 10.0;
-        if busy < 0.05 {
+        let text = client0
+            .get(format!("{}/metrics", server.url))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let gauge = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+        };
+        if gauge("tovlog_chunk_files_uncompacted ") == Some(0)
+            && gauge("tovlog_chunk_files_pending_delete ") == Some(0)
+        {
             break;
         }
         if settle.elapsed() > Duration::from_secs(720) {
-            bail!("the server was still busy ({busy:.2} cores) 12 minutes after the push");
+            bail!("compaction was not over 12 minutes after the push");
         }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     eprintln!(
         "flush and compaction settled {:.0}s after the push",
@@ -411,6 +422,7 @@ async fn cost(args: &Args, tmp: &Path) -> Result<Value> {
     let t0 = Instant::now();
     let mut seen = std::collections::HashSet::new();
     let mut eval_times = Vec::new();
+    let mut errors = std::collections::BTreeSet::new();
     let window = Duration::from_secs(args.minutes * 60);
     while t0.elapsed() < window {
         tokio::time::sleep(Duration::from_secs(15).min(window.saturating_sub(t0.elapsed()))).await;
@@ -422,6 +434,9 @@ async fn cost(args: &Args, tmp: &Path) -> Result<Value> {
             .await?;
         for g in v["data"]["groups"].as_array().into_iter().flatten() {
             for r in g["rules"].as_array().into_iter().flatten() {
+                if let Some(e) = r["lastError"].as_str().filter(|e| !e.is_empty()) {
+                    errors.insert(e.to_owned());
+                }
                 let key = format!("{}|{}", r["name"], r["lastEvaluation"]);
                 if let Some(e) = r["evaluationTime"].as_f64() {
                     if seen.insert(key) {
@@ -433,6 +448,9 @@ async fn cost(args: &Args, tmp: &Path) -> Result<Value> {
     }
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds(pid)? - c0 - idle_rate * elapsed;
+    for e in &errors {
+        eprintln!("rule error: {e}");
+    }
     let m1 = metrics(client.clone(), server.url.clone()).await?;
     let delta = |s: &str| metric_sum(&m1, s) - metric_sum(&m0, s);
     let cycles = elapsed / 60.0;
