@@ -428,7 +428,9 @@ def plan(g, end, span, backend_per_min):
     slow_504 = 0
     slow_lines = 0
     for i in range(n_slow):
-        t = slow_start + int(i * (15 * MIN) / n_slow) + prnd.randrange(SEC // 2)
+        # Jitter within the line's own slot, so the last line stays inside the 15 minutes
+        # (at 10M lines the slots are shorter than half a second).
+        t = slow_start + int(i * (15 * MIN) / n_slow) + prnd.randrange(max(1, min(SEC // 2, (15 * MIN) // n_slow)))
         uid, uname = g.users[5 + prnd.randrange(N_USERS - 10)]
         cid, tr = chain_ids()
         dur = round(prnd.uniform(1200, 6000), 1)
