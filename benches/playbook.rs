@@ -21,6 +21,9 @@
 //! Figures are printed, never asserted: correctness is `tests/it/playbook.rs`.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -177,30 +180,6 @@ async fn push_all(url: &str, files: &[PathBuf]) -> Result<u64> {
     Ok(bytes)
 }
 
-/// Wait until every chunk file is compacted and every replaced file deleted.
-async fn wait_for_compaction(client: &reqwest::Client, url: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(3600);
-    while Instant::now() < deadline {
-        let text = client
-            .get(format!("{url}/metrics"))
-            .send()
-            .await?
-            .text()
-            .await?;
-        let gauge = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
-        };
-        if gauge("tovlog_chunk_files_uncompacted ") == Some(0)
-            && gauge("tovlog_chunk_files_pending_delete ") == Some(0)
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    bail!("compaction did not finish within an hour")
-}
-
 /// The playbook's requests, resolved against truth.json by check.py.
 fn requests(data: &Path) -> Result<Vec<Value>> {
     let out = Command::new("python3")
@@ -295,7 +274,7 @@ async fn main() -> Result<()> {
         bail!("flush failed: {}", r.status());
     }
     let t = Instant::now();
-    wait_for_compaction(&client, &server.url).await?;
+    common::wait_for_compaction(&client, &server.url, Duration::from_secs(3600)).await?;
     let settle_s = t.elapsed().as_secs_f64();
     println!("flush + compaction settled in {settle_s:.1}s");
 

@@ -27,6 +27,9 @@
 //! cargo builds). Figures are printed, never asserted.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
@@ -363,27 +366,7 @@ async fn cost(args: &Args, tmp: &Path) -> Result<Value> {
     let client0 = reqwest::Client::new();
     client0.post(format!("{}/flush", server.url)).send().await?;
     let settle = Instant::now();
-    loop {
-        let text = client0
-            .get(format!("{}/metrics", server.url))
-            .send()
-            .await?
-            .text()
-            .await?;
-        let gauge = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
-        };
-        if gauge("tovlog_chunk_files_uncompacted ") == Some(0)
-            && gauge("tovlog_chunk_files_pending_delete ") == Some(0)
-        {
-            break;
-        }
-        if settle.elapsed() > Duration::from_secs(720) {
-            bail!("compaction was not over 12 minutes after the push");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    common::wait_for_compaction(&client0, &server.url, Duration::from_secs(720)).await?;
     eprintln!(
         "flush and compaction settled {:.0}s after the push",
         settle.elapsed().as_secs_f64()

@@ -20,6 +20,9 @@
 //! Figures are printed, never asserted: speed is measured here, correctness in `tests/`.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+#[path = "../common/mod.rs"]
+mod common;
+
 mod drilldown;
 mod tail;
 
@@ -145,30 +148,6 @@ fn stop(mut server: Server) -> Result<()> {
         bail!("tovlog exited with {status}");
     }
     Ok(())
-}
-
-/// Wait until every chunk file is compacted and every replaced file deleted.
-async fn wait_for_compaction(client: &reqwest::Client, url: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(3600);
-    while Instant::now() < deadline {
-        let text = client
-            .get(format!("{url}/metrics"))
-            .send()
-            .await?
-            .text()
-            .await?;
-        let gauge = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
-        };
-        if gauge("tovlog_chunk_files_uncompacted ") == Some(0)
-            && gauge("tovlog_chunk_files_pending_delete ") == Some(0)
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    bail!("compaction did not finish within an hour")
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
@@ -478,7 +457,7 @@ async fn main() -> Result<()> {
     }
     let disk_flushed = dir_bytes(&data_dir);
     let t = Instant::now();
-    wait_for_compaction(&client, &server.url).await?;
+    common::wait_for_compaction(&client, &server.url, Duration::from_secs(3600)).await?;
     let compaction_s = t.elapsed().as_secs_f64();
     let rss_compaction = peak_rss_mib(server.child.id()).unwrap_or(f64::NAN);
     stop(server)?;
