@@ -26,7 +26,7 @@ mod common;
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -97,50 +97,7 @@ fn dataset(args: &Args) -> Result<PathBuf> {
 }
 
 /// The server child process, killed on drop (a failed run leaves nothing behind).
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start(config: &Path, data_dir: &Path) -> Result<Server> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_tovlog"))
-        .arg("--config")
-        .arg(config)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(data_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting tovlog")?;
-    let mut server = Server {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while Instant::now() < deadline {
-        if let Some(status) = server.child.try_wait()? {
-            bail!("tovlog exited with {status}");
-        }
-        if let Ok(r) = client.get(format!("{}/ready", server.url)).send().await {
-            if r.status().is_success() {
-                return Ok(server);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("server did not become ready")
-}
+use common::start_tovlog as start;
 
 /// Push every body with 2 concurrent clients (files interleaved, so time order is kept roughly).
 async fn push_all(url: &str, files: &[PathBuf]) -> Result<u64> {

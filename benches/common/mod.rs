@@ -1,4 +1,6 @@
-//! What the benchmarks share (each includes this file with `#[path]`).
+//! What the benchmarks share (each includes this file with `#[path]`; not every benchmark
+//! uses every item).
+#![allow(dead_code)]
 
 use std::time::{Duration, Instant};
 
@@ -31,4 +33,54 @@ pub async fn wait_for_compaction(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     bail!("compaction was not over within {}s", limit.as_secs())
+}
+
+/// A release `tovlog` started by a benchmark; killed when dropped.
+pub struct Server {
+    /// The process.
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start the `tovlog` binary cargo built on a free loopback port and wait for `/ready`.
+pub async fn start_tovlog(config: &std::path::Path, data_dir: &std::path::Path) -> Result<Server> {
+    use anyhow::Context;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tovlog"))
+        .arg("--config")
+        .arg(config)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(data_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .context("starting tovlog")?;
+    let mut server = Server {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while Instant::now() < deadline {
+        if let Some(status) = server.child.try_wait()? {
+            bail!("tovlog exited with {status}");
+        }
+        if let Ok(r) = client.get(format!("{}/ready", server.url)).send().await {
+            if r.status().is_success() {
+                return Ok(server);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("server did not become ready")
 }

@@ -28,7 +28,7 @@ mod tail;
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -96,41 +96,7 @@ fn dataset(args: &Args) -> Result<PathBuf> {
     Ok(dir)
 }
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-async fn start(config: &Path, data_dir: &Path) -> Result<Server> {
-    let port = free_port()?;
-    let child = Command::new(env!("CARGO_BIN_EXE_tovlog"))
-        .args(["--config"])
-        .arg(config)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(data_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting tovlog")?;
-    let url = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while Instant::now() < deadline {
-        if let Ok(r) = client.get(format!("{url}/ready")).send().await {
-            if r.status().is_success() {
-                return Ok(Server { child, url });
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("server did not become ready")
-}
+use common::{start_tovlog as start, Server};
 
 fn peak_rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
