@@ -241,7 +241,56 @@ pub enum ConfigError {
     },
 }
 
+/// Keys whose values are secrets: `/config` and `check-config` print them as `********`
+/// (as Loki prints its `flagext.Secret` values), whatever block they are in.
+const SECRET_KEYS: &[&str] = &[
+    "secret_access_key",
+    "session_token",
+    "password",
+    "basic_auth_password",
+    "credentials",
+    "bearer_token",
+    "token",
+    "token_hash",
+    "password_hash",
+    "client_secret",
+    "account_key",
+    "sas_token",
+];
+
+/// Replace every non-empty value of a [`SECRET_KEYS`] key, at any depth.
+fn mask_secrets(v: &mut serde_yaml::Value) {
+    match v {
+        serde_yaml::Value::Mapping(m) => {
+            for (k, val) in m.iter_mut() {
+                let secret = k.as_str().is_some_and(|k| SECRET_KEYS.contains(&k));
+                let empty = match &*val {
+                    serde_yaml::Value::Null => true,
+                    serde_yaml::Value::String(s) => s.is_empty(),
+                    _ => false,
+                };
+                if secret && !empty {
+                    *val = serde_yaml::Value::String("********".to_owned());
+                } else {
+                    mask_secrets(val);
+                }
+            }
+        }
+        serde_yaml::Value::Sequence(items) => items.iter_mut().for_each(mask_secrets),
+        serde_yaml::Value::Tagged(t) => mask_secrets(&mut t.value),
+        _ => {}
+    }
+}
+
 impl Config {
+    /// The configuration as YAML with every secret (object store keys, passwords, tokens,
+    /// hashes) printed as `********`: what `/config` and `tovlog check-config` show.
+    pub fn to_masked_yaml(&self) -> Result<String, serde_yaml::Error> {
+        let mut v = serde_yaml::to_value(self)?;
+        mask_secrets(&mut v);
+        serde_yaml::to_string(&v)
+    }
+
     /// Load a YAML file (an empty file means all defaults).
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -442,6 +491,28 @@ pub mod bytesize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printed_configuration_masks_every_secret() -> Result<(), serde_yaml::Error> {
+        let c = Config::from_yaml(
+            "storage:\n  object_store:\n    type: s3\n    bucket: logs\n    access_key_id: AKIAEXAMPLE\n    secret_access_key: s3cr3t-key\n\
+             ruler:\n  alertmanager_client:\n    basic_auth_username: am\n    basic_auth_password: am-pass\n    credentials: am-token\n",
+        )?;
+        let text = c.to_masked_yaml()?;
+        for secret in ["s3cr3t-key", "am-pass", "am-token"] {
+            assert!(!text.contains(secret), "{secret} printed:\n{text}");
+        }
+        assert!(
+            text.contains("secret_access_key: '********'")
+                || text.contains("secret_access_key: \"********\""),
+            "{text}"
+        );
+        // What is not a secret stays readable, and unset secrets stay visibly unset.
+        assert!(text.contains("AKIAEXAMPLE") && text.contains("basic_auth_username: am"));
+        let defaults = Config::default().to_masked_yaml()?;
+        assert!(!defaults.contains("********"), "{defaults}");
+        Ok(())
+    }
 
     #[test]
     fn default_round_trips_through_yaml() -> Result<(), serde_yaml::Error> {

@@ -30,10 +30,7 @@ async fn run() -> anyhow::Result<()> {
     };
     let config = args.load()?;
     if check_only {
-        std::io::Write::write_all(
-            &mut std::io::stdout(),
-            serde_yaml::to_string(&config)?.as_bytes(),
-        )?;
+        std::io::Write::write_all(&mut std::io::stdout(), config.to_masked_yaml()?.as_bytes())?;
         return Ok(());
     }
     tovlog::telemetry::init(&config.log);

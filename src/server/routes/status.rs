@@ -52,7 +52,9 @@ pub async fn buildinfo() -> Json<serde_json::Value> {
 
 /// `GET /config`: the running configuration as YAML.
 pub async fn config(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let text = serde_yaml::to_string(state.config.as_ref())
+    let text = state
+        .config
+        .to_masked_yaml()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "text/yaml; charset=utf-8")], text).into_response())
 }
