@@ -48,7 +48,7 @@ use super::plan::{datafusion_error, QueryContext};
 use super::{humanize, QueryEngine, QueryError};
 
 /// Lines every miner learns from before it samples.
-const TRAIN_ALL: u64 = 20_000;
+const TRAIN_ALL: u64 = 4_000;
 /// Past [`TRAIN_ALL`], a miner learns from one line in this many.
 const TRAIN_STRIDE: u64 = 16;
 /// Patterns with fewer lines in the range are not reported (Loki's `minClusterSize`).
@@ -564,8 +564,8 @@ async fn count(
 
 /// Results per chunk file, so a repeated request (Drilldown's patterns tab refreshing, or
 /// one a little later) reads only the head and files it has not seen: what each file
-/// taught, and its counts per candidate set. Bounded by [`CACHE_SAMPLES`]; when full it
-/// starts over rather than track recency (as the trigram index cache does).
+/// taught, and its counts per candidate set. Bounded by [`CACHE_SAMPLES`]; when full, the
+/// oldest results go first.
 #[derive(Debug, Default)]
 pub struct PatternsCache {
     inner: Mutex<CacheInner>,
@@ -575,12 +575,22 @@ pub struct PatternsCache {
 struct CacheInner {
     learnt: HashMap<UnitKey, Arc<Learnt>>,
     counted: HashMap<(UnitKey, u64), Arc<Samples>>,
+    /// What was kept, oldest first, with its size: evicted in this order.
+    order: std::collections::VecDeque<(Kept, usize)>,
     /// Patterns and samples held.
     entries: usize,
 }
 
-/// Most patterns plus samples the cache holds (about 48 bytes each).
-const CACHE_SAMPLES: usize = 500_000;
+/// A key of either map of [`CacheInner`].
+#[derive(Debug)]
+enum Kept {
+    Learnt(UnitKey),
+    Counted((UnitKey, u64)),
+}
+
+/// Most patterns plus samples the cache holds (about 40 bytes each: at most about 40 MiB).
+/// A day of the benchmark's nginx or backend lines needs about 250,000.
+const CACHE_SAMPLES: usize = 1_000_000;
 
 impl PatternsCache {
     fn learnt(&self, key: &UnitKey) -> Option<Arc<Learnt>> {
@@ -591,13 +601,24 @@ impl PatternsCache {
         self.inner.lock().counted.get(key).cloned()
     }
 
-    fn make_room(inner: &mut CacheInner, n: usize) {
-        if inner.entries + n > CACHE_SAMPLES {
-            inner.learnt.clear();
-            inner.counted.clear();
-            inner.entries = 0;
+    /// Evict the oldest results until `n` more entries fit, then count them in.
+    fn make_room(inner: &mut CacheInner, kept: Kept, n: usize) {
+        while inner.entries + n > CACHE_SAMPLES {
+            let Some((old, size)) = inner.order.pop_front() else {
+                break;
+            };
+            match old {
+                Kept::Learnt(k) => {
+                    inner.learnt.remove(&k);
+                }
+                Kept::Counted(k) => {
+                    inner.counted.remove(&k);
+                }
+            }
+            inner.entries = inner.entries.saturating_sub(size);
         }
         inner.entries += n;
+        inner.order.push_back((kept, n));
     }
 
     fn keep_learnt(&self, key: UnitKey, learnt: Arc<Learnt>) {
@@ -605,7 +626,7 @@ impl PatternsCache {
         if inner.learnt.contains_key(&key) || learnt.len() > CACHE_SAMPLES / 4 {
             return;
         }
-        Self::make_room(&mut inner, learnt.len() + 1);
+        Self::make_room(&mut inner, Kept::Learnt(key.clone()), learnt.len() + 1);
         inner.learnt.insert(key, learnt);
     }
 
@@ -614,7 +635,7 @@ impl PatternsCache {
         if inner.counted.contains_key(&key) || samples.len() > CACHE_SAMPLES / 4 {
             return;
         }
-        Self::make_room(&mut inner, samples.len() + 1);
+        Self::make_room(&mut inner, Kept::Counted(key.clone()), samples.len() + 1);
         inner.counted.insert(key, samples);
     }
 }

@@ -805,6 +805,14 @@ async fn evaluate(inner: &Inner, spec: &GroupSpec, status: &Mutex<GroupStatus>, 
                     let mut applied = Ok(());
                     if let Some(rs) = st.rules.get_mut(i) {
                         applied = apply_alerts(cfg, spec, r, rs, &samples, ts_ms, &mut to_send);
+                        // Publish the health with the new state: a reader between this
+                        // and the bookkeeping below must not see a pending alert of a rule
+                        // that has never been evaluated.
+                        if applied.is_ok() {
+                            rs.health = Health::Ok;
+                            rs.last_error.clear();
+                            rs.last_evaluation = ts_ms;
+                        }
                     }
                     applied
                 } else {
