@@ -194,16 +194,7 @@ async fn main() -> Result<()> {
     let data = dataset(&args)?;
     let truth: Value = serde_json::from_slice(&std::fs::read(data.join("truth.json"))?)?;
     let lines = truth["lines"].as_u64().unwrap_or(0);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&data)?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("push-"))
-        })
-        .collect();
-    files.sort();
+    let files = common::push_files(&data)?;
 
     let tmp = tempfile::tempdir()?;
     let config = tmp.path().join("bench.yaml");

@@ -319,16 +319,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 async fn cost(args: &Args, tmp: &Path) -> Result<Value> {
     let data = dataset(args)?;
     let meta: Value = serde_json::from_slice(&std::fs::read(data.join("meta.json"))?)?;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&data)?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("push-"))
-        })
-        .collect();
-    files.sort();
+    let files = common::push_files(&data)?;
     let am = start_alertmanager(tmp).await?;
     let rules_dir = tmp.join("rules");
     std::fs::create_dir_all(rules_dir.join("fake"))?;

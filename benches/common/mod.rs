@@ -84,3 +84,18 @@ pub async fn start_tovlog(config: &std::path::Path, data_dir: &std::path::Path) 
     }
     bail!("server did not become ready")
 }
+
+/// The `push-*` bodies of a generated data set, in order.
+pub fn push_files(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("push-"))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}

@@ -379,16 +379,7 @@ async fn main() -> Result<()> {
     let meta: Value = serde_json::from_slice(&std::fs::read(data.join("meta.json"))?)?;
     let lines = meta["lines"].as_u64().unwrap_or(0);
     let raw_bytes = meta["raw_line_bytes"].as_u64().unwrap_or(0);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&data)?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("push-"))
-        })
-        .collect();
-    files.sort();
+    let files = common::push_files(&data)?;
 
     let tmp = tempfile::tempdir()?;
     let data_dir = args.keep.clone().unwrap_or_else(|| tmp.path().join("data"));
