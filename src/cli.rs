@@ -26,6 +26,13 @@ pub enum Command {
     Serve(ServeArgs),
     /// Load and validate the configuration, print it as YAML with every default filled in, exit.
     CheckConfig(ServeArgs),
+    /// Print the argon2id hash of a bearer token or password for `auth.credentials`
+    /// (`token_hash`, `password_hash`). The secret is read from standard input (one line)
+    /// unless given as the argument; prefer stdin, which keeps it out of the shell history.
+    HashSecret {
+        /// The secret; `-` or nothing reads it from standard input.
+        secret: Option<String>,
+    },
     /// Check the tamper-evident storage (reads the store only; run it with the server
     /// stopped or running): every tenant's hash chain, its head, and every listed file's
     /// SHA-256. Exits 1 at the first break, 0 with a summary when clean.

@@ -32,6 +32,8 @@ pub struct Config {
     pub ruler: crate::ruler::RulerConfig,
     /// HTTP server settings (CORS).
     pub server: ServerConfig,
+    /// Credentials bound to tenants and roles (docs/security.md). Default off, as Loki.
+    pub auth: crate::server::auth::AuthConfig,
 }
 
 impl Default for Config {
@@ -46,6 +48,7 @@ impl Default for Config {
             log: LogConfig::default(),
             ruler: crate::ruler::RulerConfig::default(),
             server: ServerConfig::default(),
+            auth: crate::server::auth::AuthConfig::default(),
         }
     }
 }
@@ -59,6 +62,8 @@ pub struct ServerConfig {
     /// `Access-Control-Allow-Origin` echoes a listed origin; `*` allows any. Default empty (no
     /// CORS headers).
     pub cors_allowed_origins: Vec<String>,
+    /// HTTPS (Loki's `http_tls_config` keys); unset serves plain HTTP.
+    pub http_tls_config: crate::server::tls::TlsConfig,
 }
 
 /// Per-tenant limits (Loki's `limits_config` keys and defaults).
@@ -267,6 +272,9 @@ fn mask_secrets(v: &mut serde_yaml::Value) {
                 let empty = match &*val {
                     serde_yaml::Value::Null => true,
                     serde_yaml::Value::String(s) => s.is_empty(),
+                    // A list of entries (`auth.credentials`): their names and roles stay
+                    // readable, their own secret keys are masked below.
+                    serde_yaml::Value::Sequence(items) => items.iter().all(|i| i.is_mapping()),
                     _ => false,
                 };
                 if secret && !empty {
@@ -356,6 +364,17 @@ impl Config {
                 key: "limits_config.redaction",
                 msg: e.to_string(),
             });
+        }
+        if self.server.http_tls_config.enabled() {
+            if let Err(e) = self.server.http_tls_config.load() {
+                return Err(ConfigError::Invalid {
+                    key: "server.http_tls_config",
+                    msg: e.to_string(),
+                });
+            }
+        }
+        if let Err(msg) = self.auth.validate() {
+            return Err(ConfigError::Invalid { key: "auth", msg });
         }
         if self.query.timeout.is_zero() {
             return Err(ConfigError::Invalid {

@@ -17,6 +17,22 @@ async fn run() -> anyhow::Result<()> {
             let code = tovlog::verify::run_verify(a, cli.serve.clone()).await?;
             std::process::exit(code);
         }
+        Some(Command::HashSecret { secret }) => {
+            let secret = match secret.as_deref() {
+                None | Some("-") => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim_end_matches(['\r', '\n']).to_string()
+                }
+                Some(s) => s.to_string(),
+            };
+            if secret.is_empty() {
+                anyhow::bail!("hash-secret: the secret is empty");
+            }
+            let hash = tovlog::server::auth::hash_secret(&secret)?;
+            std::io::Write::write_all(&mut std::io::stdout(), format!("{hash}\n").as_bytes())?;
+            return Ok(());
+        }
         Some(Command::ChainHead(a)) => {
             let code = tovlog::verify::run_chain_head(a.clone().or(cli.serve.clone())).await?;
             std::process::exit(code);
@@ -26,7 +42,10 @@ async fn run() -> anyhow::Result<()> {
     let (check_only, args) = match cli.command {
         Some(Command::Serve(a)) => (false, a.or(cli.serve)),
         Some(Command::CheckConfig(a)) => (true, a.or(cli.serve)),
-        Some(Command::Verify(_)) | Some(Command::ChainHead(_)) | None => (false, cli.serve),
+        Some(Command::Verify(_))
+        | Some(Command::ChainHead(_))
+        | Some(Command::HashSecret { .. })
+        | None => (false, cli.serve),
     };
     let config = args.load()?;
     if check_only {

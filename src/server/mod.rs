@@ -8,10 +8,12 @@
 //!                         └─► routes/status (ready, metrics, buildinfo, format_query)
 //! ```
 
+pub mod auth;
 mod cors;
 pub mod error;
 pub mod params;
 mod routes;
+pub mod tls;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -42,6 +44,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Alerting and recording rules.
     pub ruler: crate::ruler::Ruler,
+    /// Credentials (`auth`).
+    pub auth: Arc<auth::Auth>,
 }
 
 impl AppState {
@@ -70,7 +74,9 @@ impl AppState {
         let engine = QueryEngine::new(storage.clone(), limits);
         let ruler =
             crate::ruler::Ruler::new(config.ruler.clone(), engine.clone(), storage.clone())?;
+        let auth = auth::Auth::new(config.auth.clone());
         Ok(AppState {
+            auth,
             config: Arc::new(config),
             storage,
             ingester,
@@ -85,8 +91,12 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     let body_limit = usize::try_from(state.config.max_request_body).unwrap_or(usize::MAX);
     let cors = cors::CorsPolicy::new(&state.config.server.cors_allowed_origins);
+    let auth = state.auth.clone();
     routes::router()
         .merge(routes::push_router(cors))
+        // Outside the routes' own layers (CORS), inside body limit and tracing: a refused
+        // request never reaches a handler.
+        .layer(axum::middleware::from_fn_with_state(auth, auth::middleware))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CompressionLayer::new())
         .layer(TraceLayer::new_for_http())
@@ -96,6 +106,7 @@ pub fn app(state: AppState) -> Router {
 /// A server running in this process (used by `main` and by tests).
 pub struct RunningServer {
     addr: SocketAddr,
+    https: bool,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -106,9 +117,10 @@ impl RunningServer {
         self.addr
     }
 
-    /// Base URL, e.g. `http://127.0.0.1:3100`.
+    /// Base URL, e.g. `http://127.0.0.1:3100` (`https://` with `server.http_tls_config`).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stop accepting, finish in-flight requests, flush the head, and wait.
@@ -141,8 +153,18 @@ pub async fn start_on(
     listener: TcpListener,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<RunningServer> {
-    let state = AppState::open(config).await?;
+    // Before storage opens: a certificate that cannot load stops start-up at once.
     let addr = listener.local_addr()?;
+    let bound = if config.server.http_tls_config.enabled() {
+        Bound::Tls(tls::TlsListener::new(
+            listener,
+            &config.server.http_tls_config,
+        )?)
+    } else {
+        Bound::Plain(listener)
+    };
+    let https = matches!(bound, Bound::Tls(_));
+    let state = AppState::open(config).await?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let storage = state.storage.clone();
     // Live tails are websockets axum no longer tracks once upgraded: they are told to close
@@ -153,17 +175,29 @@ pub async fn start_on(
     ruler.start().await;
     let router = app(state);
     let task = tokio::spawn(async move {
-        tracing::info!(%addr, "serving");
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    _ = signal => {},
-                    _ = stop_rx => {},
-                }
-                tracing::info!("shutting down: draining requests");
-                tails_signal.shutdown();
-            })
-            .await?;
+        tracing::info!(%addr, https, "serving");
+        let shutdown = async move {
+            tokio::select! {
+                _ = signal => {},
+                _ = stop_rx => {},
+            }
+            tracing::info!("shutting down: draining requests");
+            tails_signal.shutdown();
+        };
+        // The client address is what failed authentications are counted by.
+        let service = router.into_make_service_with_connect_info::<tls::ClientAddr>();
+        match bound {
+            Bound::Tls(tls) => {
+                axum::serve(tls, service)
+                    .with_graceful_shutdown(shutdown)
+                    .await?
+            }
+            Bound::Plain(listener) => {
+                axum::serve(listener, service)
+                    .with_graceful_shutdown(shutdown)
+                    .await?
+            }
+        }
         if !tails.wait_closed(Duration::from_secs(5)).await {
             tracing::warn!("live tails did not close in time");
         }
@@ -175,9 +209,16 @@ pub async fn start_on(
     });
     Ok(RunningServer {
         addr,
+        https,
         stop: Some(stop_tx),
         task,
     })
+}
+
+/// The socket the API is served on.
+enum Bound {
+    Plain(TcpListener),
+    Tls(tls::TlsListener),
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -1,6 +1,7 @@
 //! tovlog's integration tests: one binary (less linking on a 2-core CI) whose modules each start
 //! real servers on loopback ports and talk real HTTP.
 
+mod auth;
 mod compare;
 mod conformance;
 mod crash;
@@ -17,4 +18,5 @@ mod ruler_e2e;
 mod ruler_peers;
 mod server;
 mod tail;
+mod tls;
 mod verify;

@@ -28,6 +28,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut body = state.metrics.render(&state.storage.metrics());
     body.push_str(&state.ingester.tails().render_metrics());
     state.ruler.render_metrics(&mut body);
+    body.push_str(&state.auth.render());
     (
         [(
             header::CONTENT_TYPE,
