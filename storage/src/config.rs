@@ -289,6 +289,12 @@ pub struct CompactionConfig {
     pub check_interval: HumanDuration,
     /// Windows compacted at the same time, each on its own low-priority thread. Default `1`.
     pub concurrency: usize,
+    /// Apply retention (Loki's `compactor.retention_enabled`): rows past their stream's
+    /// retention period are hidden from queries and removed by the compactor. Default `false`.
+    pub retention_enabled: bool,
+    /// A delete request can be cancelled for this long; the compactor rewrites files for it
+    /// only afterwards (Loki's `compactor.delete_request_cancel_period`). Default `24h`.
+    pub delete_request_cancel_period: HumanDuration,
 }
 
 impl Default for CompactionConfig {
@@ -302,6 +308,8 @@ impl Default for CompactionConfig {
             delete_delay: HumanDuration(Duration::from_secs(600)),
             check_interval: HumanDuration(Duration::from_secs(10)),
             concurrency: 1,
+            retention_enabled: false,
+            delete_request_cancel_period: HumanDuration(Duration::from_secs(24 * 3600)),
         }
     }
 }

@@ -40,6 +40,7 @@ mod objects;
 
 pub use model::{Entry, LabelSet, MatchOp, Matcher, PushStream, Series, StreamId, TenantId};
 pub mod config;
+pub mod erase;
 pub mod error;
 
 pub use config::StorageConfig;
@@ -747,6 +748,50 @@ impl Storage {
     /// Flush the whole head to chunk files now.
     pub async fn flush(&self) -> Result<()> {
         self.inner.flush_all().await
+    }
+
+    /// Set the compiler of delete queries (stored requests are compiled with it too).
+    pub fn set_delete_compiler(&self, _compiler: erase::DeleteCompiler) {
+        unimplemented!("erase: set_delete_compiler")
+    }
+
+    /// Set where each tenant's retention policy comes from (asked on every query and
+    /// compactor pass; only used when `compaction.retention_enabled`).
+    pub fn set_retention(&self, _source: erase::RetentionSource) {
+        unimplemented!("erase: set_retention")
+    }
+
+    /// Record a delete request; when this returns, every query already omits its lines.
+    /// `Error::InvalidRequest` when the query does not compile or the range is empty.
+    pub async fn add_delete(
+        &self,
+        _tenant: &str,
+        _query: &str,
+        _start_ns: i64,
+        _end_ns: i64,
+        _requested_by: &str,
+    ) -> Result<erase::DeleteRequest> {
+        unimplemented!("erase: add_delete")
+    }
+
+    /// A tenant's delete requests, oldest first, with their current status.
+    pub async fn deletes(&self, _tenant: &str) -> Result<Vec<erase::DeleteRequest>> {
+        unimplemented!("erase: deletes")
+    }
+
+    /// Cancel a delete request within `compaction.delete_request_cancel_period`.
+    pub async fn cancel_delete(
+        &self,
+        _tenant: &str,
+        _request_id: &str,
+    ) -> Result<erase::CancelOutcome> {
+        unimplemented!("erase: cancel_delete")
+    }
+
+    /// A number that changes whenever the tenant's delete requests change (Loki's cache
+    /// generation number for results caches).
+    pub fn delete_generation(&self, _tenant: &str) -> u64 {
+        unimplemented!("erase: delete_generation")
     }
 
     /// Run one compaction pass now (windows past `compaction.min_age`, due deletions).
