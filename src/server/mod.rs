@@ -11,6 +11,7 @@
 mod cors;
 pub mod error;
 pub mod params;
+pub mod replica;
 mod routes;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -87,6 +88,10 @@ pub fn app(state: AppState) -> Router {
     let cors = cors::CorsPolicy::new(&state.config.server.cors_allowed_origins);
     routes::router()
         .merge(routes::push_router(cors))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            replica::refuse_writes,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CompressionLayer::new())
         .layer(TraceLayer::new_for_http())
@@ -150,7 +155,10 @@ pub async fn start_on(
     let tails = state.ingester.tails().clone();
     let tails_signal = tails.clone();
     let ruler = state.ruler.clone();
-    ruler.start().await;
+    // A read replica evaluates no rules: the writer does, and keeps their alert state.
+    if !state.storage.is_read_only() {
+        ruler.start().await;
+    }
     let router = app(state);
     let task = tokio::spawn(async move {
         tracing::info!(%addr, "serving");

@@ -16,5 +16,6 @@ mod ruler;
 mod ruler_e2e;
 mod ruler_peers;
 mod server;
+mod sor;
 mod tail;
 mod verify;
