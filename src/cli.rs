@@ -70,6 +70,10 @@ pub struct ServeArgs {
     /// YAML configuration file; every key is documented in docs/configuration.md. Flags override it.
     #[arg(long, short = 'c', value_name = "FILE", env = "TOVLOG_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Run as a read replica of the bucket (`storage.role: reader`): answer queries over what
+    /// the writer flushed, never write.
+    #[arg(long)]
+    pub read_only: bool,
 }
 
 impl ServeArgs {
@@ -79,6 +83,7 @@ impl ServeArgs {
             listen: self.listen.or(other.listen),
             data_dir: self.data_dir.or(other.data_dir),
             config: self.config.or(other.config),
+            read_only: self.read_only || other.read_only,
         }
     }
 
@@ -93,6 +98,9 @@ impl ServeArgs {
         }
         if let Some(dir) = &self.data_dir {
             config.storage.data_dir = dir.clone();
+        }
+        if self.read_only {
+            config.storage.role = tovlog_storage::replica::Role::Reader;
         }
         config.validate()?;
         Ok(config)

@@ -27,6 +27,9 @@ pub enum ApiError {
     /// Query too slow: 504.
     #[error("{0}")]
     Timeout(String),
+    /// This process cannot do it now (a read replica asked to write, a fenced writer): 503.
+    #[error("{0}")]
+    Unavailable(String),
     /// Our failure: 500 (details go to the log only).
     #[error("{0}")]
     Internal(String),
@@ -42,6 +45,7 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -83,13 +87,16 @@ impl From<crate::ingest::PushError> for ApiError {
             PushError::Decode(d) => ApiError::BadRequest(d.to_string()),
             PushError::Partial(m) => ApiError::BadRequest(m),
             PushError::RateLimited(m) => ApiError::TooManyRequests(m),
-            PushError::Storage(s) => ApiError::Internal(s.to_string()),
+            PushError::Storage(s) => ApiError::from(s),
         }
     }
 }
 
 impl From<tovlog_storage::Error> for ApiError {
     fn from(e: tovlog_storage::Error) -> Self {
-        ApiError::Internal(e.to_string())
+        match e {
+            tovlog_storage::Error::ReadOnly(_) => ApiError::Unavailable(e.to_string()),
+            e => ApiError::Internal(e.to_string()),
+        }
     }
 }

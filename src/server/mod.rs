@@ -12,6 +12,7 @@ pub mod auth;
 mod cors;
 pub mod error;
 pub mod params;
+pub mod replica;
 mod routes;
 pub mod tls;
 
@@ -94,8 +95,12 @@ pub fn app(state: AppState) -> Router {
     let auth = state.auth.clone();
     routes::router()
         .merge(routes::push_router(cors))
-        // Outside the routes' own layers (CORS), inside body limit and tracing: a refused
-        // request never reaches a handler.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            replica::refuse_writes,
+        ))
+        // Outside the routes' own layers (CORS) and the replica's refusal of writes, inside
+        // body limit and tracing: a refused request never reaches a handler.
         .layer(axum::middleware::from_fn_with_state(auth, auth::middleware))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CompressionLayer::new())
@@ -172,7 +177,10 @@ pub async fn start_on(
     let tails = state.ingester.tails().clone();
     let tails_signal = tails.clone();
     let ruler = state.ruler.clone();
-    ruler.start().await;
+    // A read replica evaluates no rules: the writer does, and keeps their alert state.
+    if !state.storage.is_read_only() {
+        ruler.start().await;
+    }
     let router = app(state);
     let task = tokio::spawn(async move {
         tracing::info!(%addr, https, "serving");

@@ -25,6 +25,13 @@ pub struct StorageConfig {
     pub chunk: ChunkConfig,
     /// Background compaction settings.
     pub compaction: CompactionConfig,
+    /// `writer` (default) or `reader`: a read replica following the bucket a writer fills
+    /// (see [`crate::replica`]).
+    pub role: crate::replica::Role,
+    /// The writer lease on the bucket ([`crate::lease`]).
+    pub lease: crate::lease::LeaseConfig,
+    /// How a reader follows the bucket.
+    pub replica: crate::replica::ReplicaConfig,
 }
 
 impl Default for StorageConfig {
@@ -36,6 +43,9 @@ impl Default for StorageConfig {
             head: HeadConfig::default(),
             chunk: ChunkConfig::default(),
             compaction: CompactionConfig::default(),
+            role: crate::replica::Role::default(),
+            lease: crate::lease::LeaseConfig::default(),
+            replica: crate::replica::ReplicaConfig::default(),
         }
     }
 }
@@ -78,6 +88,12 @@ impl StorageConfig {
         if self.compaction.max_file_bytes.0 < 1024 * 1024 {
             return Err(Error::Config(
                 "compaction.max_file_bytes must be at least 1MiB".into(),
+            ));
+        }
+        self.lease.validate()?;
+        if self.replica.poll_interval.0.is_zero() {
+            return Err(Error::Config(
+                "replica.poll_interval must be positive".into(),
             ));
         }
         if let ObjectStoreConfig::S3(s3) = &self.object_store {
@@ -289,6 +305,12 @@ pub struct CompactionConfig {
     pub check_interval: HumanDuration,
     /// Windows compacted at the same time, each on its own low-priority thread. Default `1`.
     pub concurrency: usize,
+    /// Apply retention (Loki's `compactor.retention_enabled`): rows past their stream's
+    /// retention period are hidden from queries and removed by the compactor. Default `false`.
+    pub retention_enabled: bool,
+    /// A delete request can be cancelled for this long; the compactor rewrites files for it
+    /// only afterwards (Loki's `compactor.delete_request_cancel_period`). Default `24h`.
+    pub delete_request_cancel_period: HumanDuration,
 }
 
 impl Default for CompactionConfig {
@@ -302,6 +324,8 @@ impl Default for CompactionConfig {
             delete_delay: HumanDuration(Duration::from_secs(600)),
             check_interval: HumanDuration(Duration::from_secs(10)),
             concurrency: 1,
+            retention_enabled: false,
+            delete_request_cancel_period: HumanDuration(Duration::from_secs(24 * 3600)),
         }
     }
 }

@@ -55,6 +55,12 @@ pub enum Error {
     /// Invalid configuration.
     #[error("invalid storage configuration: {0}")]
     Config(String),
+    /// A request the caller must correct (the message says how): HTTP 400.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// This process may not write (a read replica, or another writer holds the bucket).
+    #[error("read-only: {0}")]
+    ReadOnly(String),
     /// The storage is shutting down.
     #[error("storage is closed")]
     Closed,

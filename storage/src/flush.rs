@@ -6,7 +6,8 @@
 //!    head to its frozen list. Frozen heads stay visible to queries.
 //! 2. Per tenant, per window: encode on a blocking thread, `put` the file
 //!    (`<tenant>/<window>/<seq>.parquet`, so a retried flush overwrites, never duplicates).
-//! 3. Index new streams, write the hash chain's entry for the new files ([`crate::chain`]),
+//! 3. Write the label sets of streams new to the bucket ([`crate::streams_log`]), index
+//!    new streams, write the hash chain's entry for the new files ([`crate::chain`]),
 //!    write the manifest with `flushed_wal_seq = seq` and the new chain head, then swap the
 //!    manifest in and drop the frozen head in one step (no window where rows are seen
 //!    twice or not at all).
@@ -144,6 +145,9 @@ impl Inner {
             .streams()
             .map(|(id, s)| (id, s.labels.clone()))
             .collect();
+        // The bucket's label objects before both: they must hold every stream a manifest
+        // lists (the index is a cache of them, see `streams_log`).
+        crate::streams_log::record(self.store.as_ref(), tenant, &streams).await?;
         let t = tenant.clone();
         tokio::task::spawn_blocking(move || t.index.add_streams(&streams))
             .await

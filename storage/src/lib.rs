@@ -25,9 +25,11 @@ pub mod chain;
 pub mod chunk;
 pub mod head;
 pub mod index;
+pub mod lease;
 pub mod manifest;
 pub mod model;
 pub mod order;
+pub mod replica;
 pub mod scan;
 pub mod schema;
 pub mod store;
@@ -37,9 +39,11 @@ pub mod wal;
 mod compact;
 mod flush;
 mod objects;
+mod streams_log;
 
 pub use model::{Entry, LabelSet, MatchOp, Matcher, PushStream, Series, StreamId, TenantId};
 pub mod config;
+pub mod erase;
 pub mod error;
 
 pub use config::StorageConfig;
@@ -158,6 +162,8 @@ pub(crate) struct Tenant {
     pub(crate) frozen: RwLock<Vec<(u64, Arc<Head>)>>,
     pub(crate) manifest: RwLock<Arc<ManifestState>>,
     pub(crate) index: LabelIndex,
+    /// The tenant's label objects in the bucket ([`streams_log`]).
+    pub(crate) streams_log: streams_log::StreamsLog,
 }
 
 impl Tenant {
@@ -175,6 +181,7 @@ impl Tenant {
             frozen: RwLock::new(Vec::new()),
             manifest: RwLock::new(ManifestState::new(manifest)),
             index,
+            streams_log: streams_log::StreamsLog::default(),
         })
     }
 
@@ -247,6 +254,10 @@ pub(crate) struct Inner {
     pub(crate) parquet_readers: Arc<dyn ParquetFileReaderFactory>,
     /// Computes the `line_flags` column of compacted files.
     pub(crate) line_flags: Option<schema::LineClassifier>,
+    /// Whether this process may write the store now (reader role, lost or stale lease).
+    pub(crate) guard: Arc<lease::WriteGuard>,
+    /// The writer lease, when held.
+    pub(crate) lease: Option<Arc<lease::Lease>>,
 }
 
 /// Memory for parsed chunk-file footers and page indexes (a few KiB to a few hundred KiB
@@ -309,15 +320,38 @@ impl Storage {
             path: config.data_dir.clone(),
             source: e,
         })?;
-        let store = store::build(&config)?;
+        let raw_store = store::build(&config)?;
+        let reader = config.role == replica::Role::Reader;
+        // Before anything writes: a reader's store refuses writes; a writer takes the lease.
+        let (guard, lease) = if reader {
+            (
+                Arc::new(lease::WriteGuard::read_only(replica::READ_ONLY)),
+                None,
+            )
+        } else if config.lease.enabled {
+            let guard = Arc::new(lease::WriteGuard::default());
+            let node = lease::node_id(&config.data_dir)?;
+            let lease =
+                lease::Lease::acquire(raw_store.clone(), guard.clone(), &node, config.lease.ttl.0)
+                    .await?;
+            (guard, Some(lease))
+        } else {
+            (Arc::new(lease::WriteGuard::default()), None)
+        };
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(lease::GuardedStore::new(raw_store, guard.clone()));
         let store_url = store::chunk_store_url()?;
         let listed = manifest::load_tenants(store.as_ref()).await?;
         let mut tenants: HashMap<String, Arc<Tenant>> = HashMap::new();
         for name in &listed {
             let mut m = manifest::load(store.as_ref(), name).await?;
-            chain::open_tenant(store.as_ref(), name, &mut m).await?;
-            let t = Tenant::open(&config.data_dir, name, m)?;
-            tenants.insert(name.clone(), Arc::new(t));
+            if !reader {
+                chain::open_tenant(store.as_ref(), name, &mut m).await?;
+            }
+            let t = Arc::new(Tenant::open(&config.data_dir, name, m)?);
+            // The label index is a cache of the bucket's label objects.
+            streams_log::open_tenant(store.as_ref(), &t, !reader).await?;
+            tenants.insert(name.clone(), t);
         }
 
         // WAL replay is blocking file I/O.
@@ -388,7 +422,17 @@ impl Storage {
             text_indexes,
             parquet_readers,
             line_flags,
+            guard,
+            lease,
         });
+        if reader {
+            let interval = inner.config.replica.poll_interval.0;
+            let task = tokio::spawn(replica::run_follower(Arc::downgrade(&inner), interval));
+            return Ok(Arc::new(Storage {
+                inner,
+                tasks: parking_lot::Mutex::new(vec![task]),
+            }));
+        }
         // Before any flush or compaction writes: files of interrupted writes go.
         if let Err(e) = inner.remove_orphans().await {
             tracing::error!(error = %e, "orphan chunk cleanup failed; continuing");
@@ -396,6 +440,10 @@ impl Storage {
         let mut tasks = vec![tokio::spawn(flush::run_flusher(Arc::downgrade(&inner)))];
         if inner.config.compaction.enabled {
             tasks.push(tokio::spawn(compact::run_compactor(Arc::downgrade(&inner))));
+        }
+        if let Some(lease) = &inner.lease {
+            let interval = inner.config.lease.renew_interval.0;
+            tasks.push(tokio::spawn(lease::run_heartbeat(lease.clone(), interval)));
         }
         Ok(Arc::new(Storage {
             inner,
@@ -410,6 +458,7 @@ impl Storage {
         if inner.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
+        inner.guard.check_storage()?;
         if streams.iter().all(|s| s.entries.is_empty()) {
             return Ok(AppendSummary::default());
         }
@@ -726,6 +775,7 @@ impl Storage {
     /// Write (replace) the named object `name` (`/`-separated segments) in the chunks'
     /// object store, for components that keep small state next to the data.
     pub async fn put_object(&self, name: &str, body: bytes::Bytes) -> Result<()> {
+        self.inner.guard.check_storage()?;
         objects::put(self.inner.store.as_ref(), name, body).await
     }
 
@@ -736,6 +786,7 @@ impl Storage {
 
     /// Delete the named object (a missing one is not an error).
     pub async fn delete_object(&self, name: &str) -> Result<()> {
+        self.inner.guard.check_storage()?;
         objects::delete(self.inner.store.as_ref(), name).await
     }
 
@@ -747,6 +798,50 @@ impl Storage {
     /// Flush the whole head to chunk files now.
     pub async fn flush(&self) -> Result<()> {
         self.inner.flush_all().await
+    }
+
+    /// Set the compiler of delete queries (stored requests are compiled with it too).
+    pub fn set_delete_compiler(&self, _compiler: erase::DeleteCompiler) {
+        unimplemented!("erase: set_delete_compiler")
+    }
+
+    /// Set where each tenant's retention policy comes from (asked on every query and
+    /// compactor pass; only used when `compaction.retention_enabled`).
+    pub fn set_retention(&self, _source: erase::RetentionSource) {
+        unimplemented!("erase: set_retention")
+    }
+
+    /// Record a delete request; when this returns, every query already omits its lines.
+    /// `Error::InvalidRequest` when the query does not compile or the range is empty.
+    pub async fn add_delete(
+        &self,
+        _tenant: &str,
+        _query: &str,
+        _start_ns: i64,
+        _end_ns: i64,
+        _requested_by: &str,
+    ) -> Result<erase::DeleteRequest> {
+        unimplemented!("erase: add_delete")
+    }
+
+    /// A tenant's delete requests, oldest first, with their current status.
+    pub async fn deletes(&self, _tenant: &str) -> Result<Vec<erase::DeleteRequest>> {
+        unimplemented!("erase: deletes")
+    }
+
+    /// Cancel a delete request within `compaction.delete_request_cancel_period`.
+    pub async fn cancel_delete(
+        &self,
+        _tenant: &str,
+        _request_id: &str,
+    ) -> Result<erase::CancelOutcome> {
+        unimplemented!("erase: cancel_delete")
+    }
+
+    /// A number that changes whenever the tenant's delete requests change (Loki's cache
+    /// generation number for results caches).
+    pub fn delete_generation(&self, _tenant: &str) -> u64 {
+        unimplemented!("erase: delete_generation")
     }
 
     /// Run one compaction pass now (windows past `compaction.min_age`, due deletions).
@@ -761,9 +856,45 @@ impl Storage {
         for task in self.tasks.lock().drain(..) {
             task.abort();
         }
+        if self.is_read_only() {
+            return Ok(());
+        }
+        // The lease stays renewed while the last flush runs, however long it takes.
+        let heartbeat = self.inner.lease.as_ref().map(|lease| {
+            let interval = self.inner.config.lease.renew_interval.0;
+            tokio::spawn(lease::run_heartbeat(lease.clone(), interval))
+        });
         let flushed = self.inner.flush_all().await;
+        if let Some(task) = heartbeat {
+            task.abort();
+        }
         self.inner.wal.close();
-        flushed
+        flushed?;
+        if let Some(lease) = &self.inner.lease {
+            lease.release().await?;
+        }
+        Ok(())
+    }
+
+    /// `true` in the reader role (a read replica): appends and object writes fail with
+    /// [`Error::ReadOnly`].
+    pub fn is_read_only(&self) -> bool {
+        self.inner.config.role == replica::Role::Reader
+    }
+
+    /// `Err(`[`Error::ReadOnly`]`)` when this process may not write now: a read replica,
+    /// or a writer that lost its lease (fenced) or could not renew it in time.
+    pub fn check_writable(&self) -> Result<()> {
+        self.inner.guard.check_storage()
+    }
+
+    /// A reader's step of following the bucket now (the follower task does it every
+    /// `replica.poll_interval`). Returns the number of tenants whose manifest changed.
+    pub async fn follow(&self) -> Result<usize> {
+        if !self.is_read_only() {
+            return Ok(0);
+        }
+        self.inner.follow_once().await
     }
 
     /// Current figures for `/metrics`.

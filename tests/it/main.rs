@@ -17,6 +17,7 @@ mod ruler;
 mod ruler_e2e;
 mod ruler_peers;
 mod server;
+mod sor;
 mod tail;
 mod tls;
 mod verify;
