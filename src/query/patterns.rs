@@ -96,7 +96,7 @@ impl QueryEngine {
         let qc = QueryContext::new(
             Arc::clone(&self.storage),
             req.tenant.clone(),
-            &self.limits,
+            &self.tenant_limits(&req.tenant),
             Arc::clone(&cancelled),
         )?;
         let timeout = self.limits().query_timeout;
