@@ -66,6 +66,9 @@ impl AppState {
             Some(Arc::new(tovlog_logql::pipeline::line_flags)),
         )
         .await?;
+        // Delete queries are LogQL; retention periods come from the limits and overrides.
+        storage.set_delete_compiler(crate::erase::delete_compiler());
+        storage.set_retention(overrides.retention_source());
         let ingester = Arc::new(Ingester::new(
             storage.clone(),
             overrides.clone(),

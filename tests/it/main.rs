@@ -7,6 +7,7 @@ mod crash;
 mod dashboards;
 mod deletes;
 mod drilldown;
+mod erase_crash;
 mod logcli;
 mod otlp;
 mod patterns;
