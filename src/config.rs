@@ -34,6 +34,11 @@ pub struct Config {
     pub server: ServerConfig,
     /// Credentials bound to tenants and roles (docs/security.md). Default off, as Loki.
     pub auth: crate::server::auth::AuthConfig,
+    /// Loki's `compactor` block: the keys tovlog has a knob for are copied onto
+    /// `storage.compaction` (they win over it); the others are accepted and ignored.
+    pub compactor: CompactorConfig,
+    /// Loki's `runtime_config` block: a per-tenant overrides file re-read while running.
+    pub runtime_config: RuntimeConfigConfig,
 }
 
 impl Default for Config {
@@ -49,6 +54,8 @@ impl Default for Config {
             ruler: crate::ruler::RulerConfig::default(),
             server: ServerConfig::default(),
             auth: crate::server::auth::AuthConfig::default(),
+            compactor: CompactorConfig::default(),
+            runtime_config: RuntimeConfigConfig::default(),
         }
     }
 }
@@ -64,6 +71,145 @@ pub struct ServerConfig {
     pub cors_allowed_origins: Vec<String>,
     /// HTTPS (Loki's `http_tls_config` keys); unset serves plain HTTP.
     pub http_tls_config: crate::server::tls::TlsConfig,
+}
+
+/// Loki's `compactor` block, so an operator's Loki file works unchanged. The keys tovlog has
+/// a knob for are copied onto `storage.compaction` when given (they win over it); Loki keys
+/// with no meaning here are accepted and ignored (listed in docs/configuration.md). Every
+/// key is optional; an absent key leaves tovlog's own setting alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompactorConfig {
+    /// How often the compactor looks for work → `storage.compaction.check_interval`.
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub compaction_interval: Option<Duration>,
+    /// Apply retention → `storage.compaction.retention_enabled`. As in Loki, the delete
+    /// API exists only when retention is enabled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_enabled: Option<bool>,
+    /// How long objects the manifest dropped are kept before they are deleted →
+    /// `storage.compaction.delete_delay`.
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub retention_delete_delay: Option<Duration>,
+    /// How long a delete request can be cancelled →
+    /// `storage.compaction.delete_request_cancel_period`.
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub delete_request_cancel_period: Option<Duration>,
+    /// Windows compacted at once → `storage.compaction.concurrency`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_compaction_parallelism: Option<usize>,
+    /// Largest `max_interval` a delete request may ask for (Loki's `delete_max_interval`;
+    /// `0` = no bound). tovlog never splits a delete request: the value only validates the
+    /// parameter as Loki does. Default `24h`.
+    #[serde(with = "duration")]
+    pub delete_max_interval: Duration,
+    /// Ignored (Loki's local scratch directory; tovlog's compactor works in `storage.data_dir`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub working_directory: Option<serde_yaml::Value>,
+    /// Ignored (tovlog applies retention on every compactor pass).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apply_retention_interval: Option<serde_yaml::Value>,
+    /// Ignored (object deletion is bounded by the compactor itself).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_delete_worker_count: Option<serde_yaml::Value>,
+    /// Ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_table_timeout: Option<serde_yaml::Value>,
+    /// Ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_backoff_config: Option<serde_yaml::Value>,
+    /// Ignored (delete requests live in tovlog's own object store).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delete_request_store: Option<serde_yaml::Value>,
+    /// Ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delete_request_store_key_prefix: Option<serde_yaml::Value>,
+    /// Ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delete_request_store_db_type: Option<serde_yaml::Value>,
+    /// Ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_delete_request_store_db_type: Option<serde_yaml::Value>,
+    /// Ignored (tovlog applies every pending delete request in a pass).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delete_batch_size: Option<serde_yaml::Value>,
+    /// Ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload_parallelism: Option<serde_yaml::Value>,
+    /// Ignored (one process runs the compactor).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compactor_ring: Option<serde_yaml::Value>,
+    /// Ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tables_to_compact: Option<serde_yaml::Value>,
+    /// Ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_latest_n_tables: Option<serde_yaml::Value>,
+    /// Ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub horizontal_scaling_mode: Option<serde_yaml::Value>,
+    /// Ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_config: Option<serde_yaml::Value>,
+    /// Ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jobs_config: Option<serde_yaml::Value>,
+    /// Ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deletion_marker_object_store_prefix: Option<serde_yaml::Value>,
+}
+
+impl Default for CompactorConfig {
+    fn default() -> Self {
+        CompactorConfig {
+            compaction_interval: None,
+            retention_enabled: None,
+            retention_delete_delay: None,
+            delete_request_cancel_period: None,
+            max_compaction_parallelism: None,
+            delete_max_interval: Duration::from_secs(24 * 3600),
+            working_directory: None,
+            apply_retention_interval: None,
+            retention_delete_worker_count: None,
+            retention_table_timeout: None,
+            retention_backoff_config: None,
+            delete_request_store: None,
+            delete_request_store_key_prefix: None,
+            delete_request_store_db_type: None,
+            backup_delete_request_store_db_type: None,
+            delete_batch_size: None,
+            upload_parallelism: None,
+            compactor_ring: None,
+            tables_to_compact: None,
+            skip_latest_n_tables: None,
+            horizontal_scaling_mode: None,
+            worker_config: None,
+            jobs_config: None,
+            deletion_marker_object_store_prefix: None,
+        }
+    }
+}
+
+/// Loki's `runtime_config` block: where the per-tenant overrides file is and how often it is
+/// re-read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfigConfig {
+    /// The overrides file (`overrides: {<tenant>: {<limits_config keys>}}`); empty means
+    /// none. Default empty.
+    pub file: String,
+    /// How often the file is re-read. Default `10s`.
+    #[serde(with = "duration")]
+    pub period: Duration,
+}
+
+impl Default for RuntimeConfigConfig {
+    fn default() -> Self {
+        RuntimeConfigConfig {
+            file: String::new(),
+            period: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Per-tenant limits (Loki's `limits_config` keys and defaults).
@@ -125,6 +271,89 @@ pub struct LimitsConfig {
     pub max_concurrent_tail_requests: usize,
     /// Secret redaction at ingest, with per-tenant overrides (docs/redaction.md). Default off.
     pub redaction: crate::ingest::redact::RedactionConfig,
+    /// How long the tenant's entries are kept (Loki's `retention_period`); `0s` keeps them
+    /// forever. Applied only when retention is enabled (`compactor.retention_enabled` or
+    /// `storage.compaction.retention_enabled`). Default `0s`.
+    #[serde(with = "duration")]
+    pub retention_period: Duration,
+    /// Per-stream retention (Loki's `retention_stream`): the matching rule of highest
+    /// priority sets the period of a stream; streams no rule matches use `retention_period`.
+    /// Default none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retention_stream: Vec<RetentionStream>,
+    /// What the delete API may do for the tenant (Loki's `deletion_mode`): `disabled`
+    /// refuses it (403), `filter-only` and `filter-and-delete` accept delete requests.
+    /// Default `filter-and-delete`.
+    pub deletion_mode: DeletionMode,
+}
+
+/// One `limits_config.retention_stream` rule, as Loki writes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionStream {
+    /// Stream selector (`{namespace="dev"}`) choosing the streams the rule applies to.
+    pub selector: String,
+    /// Among the rules matching a stream the highest priority wins. Default 0.
+    #[serde(default)]
+    pub priority: i32,
+    /// How long matching streams are kept; at least `24h`, as in Loki.
+    #[serde(with = "duration")]
+    pub period: Duration,
+}
+
+/// Loki's `deletion_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeletionMode {
+    /// The delete API answers 403 for the tenant.
+    Disabled,
+    /// Deletes are applied to queries and never rewritten in the files (see
+    /// docs/configuration.md for how tovlog treats this mode).
+    FilterOnly,
+    /// Deletes are applied to queries and removed from the files by the compactor.
+    #[default]
+    FilterAndDelete,
+}
+
+impl DeletionMode {
+    /// The mode's name in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeletionMode::Disabled => "disabled",
+            DeletionMode::FilterOnly => "filter-only",
+            DeletionMode::FilterAndDelete => "filter-and-delete",
+        }
+    }
+
+    /// Parse a mode; the error is Loki's text.
+    pub fn parse(text: &str) -> Result<DeletionMode, String> {
+        match text {
+            "disabled" => Ok(DeletionMode::Disabled),
+            "filter-only" => Ok(DeletionMode::FilterOnly),
+            "filter-and-delete" => Ok(DeletionMode::FilterAndDelete),
+            _ => Err(
+                "unknown deletion mode: must be one of disabled|filter-only|filter-and-delete"
+                    .to_owned(),
+            ),
+        }
+    }
+
+    /// Whether the delete API is available.
+    pub fn delete_enabled(self) -> bool {
+        self != DeletionMode::Disabled
+    }
+}
+
+impl Serialize for DeletionMode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for DeletionMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        DeletionMode::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for LimitsConfig {
@@ -167,6 +396,9 @@ impl Default for LimitsConfig {
             volume_max_series: 1000,
             max_concurrent_tail_requests: 10,
             redaction: crate::ingest::redact::RedactionConfig::default(),
+            retention_period: Duration::ZERO,
+            retention_stream: Vec::new(),
+            deletion_mode: DeletionMode::FilterAndDelete,
         }
     }
 }
@@ -240,7 +472,7 @@ pub enum ConfigError {
     #[error("invalid value for {key}: {msg}")]
     Invalid {
         /// Dotted key.
-        key: &'static str,
+        key: String,
         /// Why.
         msg: String,
     },
@@ -316,47 +548,25 @@ impl Config {
         if text.trim().is_empty() {
             return Ok(Config::default());
         }
-        serde_yaml::from_str(text)
+        let mut config: Config = serde_yaml::from_str(text)?;
+        config.apply_compactor();
+        Ok(config)
     }
 
-    /// Reject impossible settings.
+    /// Reject impossible settings, naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let l = &self.limits_config;
-        if l.ingestion_rate_mb.is_nan() || l.ingestion_rate_mb <= 0.0 {
-            return Err(ConfigError::Invalid {
-                key: "limits_config.ingestion_rate_mb",
-                msg: "must be > 0".into(),
-            });
-        }
-        if l.ingestion_burst_size_mb < l.ingestion_rate_mb.min(1.0) {
-            return Err(ConfigError::Invalid {
-                key: "limits_config.ingestion_burst_size_mb",
-                msg: "must be at least 1 MB or the rate".into(),
-            });
-        }
-        if l.max_entries_limit_per_query == 0 {
-            return Err(ConfigError::Invalid {
-                key: "limits_config.max_entries_limit_per_query",
-                msg: "must be > 0".into(),
-            });
-        }
-        if l.max_query_series == 0 {
-            return Err(ConfigError::Invalid {
-                key: "limits_config.max_query_series",
-                msg: "must be > 0".into(),
-            });
-        }
+        self.limits_config.validate("limits_config")?;
         for origin in &self.server.cors_allowed_origins {
             let o = origin.trim();
             let scheme_ok = o.starts_with("http://") || o.starts_with("https://");
             let chars_ok = o.bytes().all(|b| b.is_ascii_graphic());
             if o != "*" && (!scheme_ok || !chars_ok || o.ends_with('/')) {
-                return Err(ConfigError::Invalid {
-                    key: "server.cors_allowed_origins",
-                    msg: format!(
+                return Err(invalid(
+                    "server.cors_allowed_origins",
+                    format!(
                         "{origin:?} is not an origin: want `*` or scheme://host[:port] without a path"
                     ),
-                });
+                ));
             }
         }
         if let Err(e) = crate::ingest::redact::Redactor::new(&l.redaction) {
@@ -377,12 +587,128 @@ impl Config {
             return Err(ConfigError::Invalid { key: "auth", msg });
         }
         if self.query.timeout.is_zero() {
-            return Err(ConfigError::Invalid {
-                key: "query.timeout",
-                msg: "must be > 0".into(),
-            });
+            return Err(invalid("query.timeout", "must be > 0"));
+        }
+        if self.compactor.max_compaction_parallelism == Some(0) {
+            return Err(invalid(
+                "compactor.max_compaction_parallelism",
+                "must be > 0",
+            ));
+        }
+        if !self.runtime_config.file.is_empty() && self.runtime_config.period.is_zero() {
+            return Err(invalid("runtime_config.period", "must be > 0"));
         }
         Ok(())
+    }
+
+    /// Copy the `compactor` keys tovlog has a knob for onto `storage.compaction` (a key
+    /// given in `compactor` wins). Idempotent; [`Config::from_yaml`] calls it, and so does
+    /// the server before opening storage, for configurations built in code.
+    pub fn apply_compactor(&mut self) {
+        let c = &self.compactor;
+        let s = &mut self.storage.compaction;
+        if let Some(d) = c.compaction_interval {
+            s.check_interval = tovlog_storage::config::HumanDuration(d);
+        }
+        if let Some(on) = c.retention_enabled {
+            s.retention_enabled = on;
+        }
+        if let Some(d) = c.retention_delete_delay {
+            s.delete_delay = tovlog_storage::config::HumanDuration(d);
+        }
+        if let Some(d) = c.delete_request_cancel_period {
+            s.delete_request_cancel_period = tovlog_storage::config::HumanDuration(d);
+        }
+        if let Some(n) = c.max_compaction_parallelism {
+            s.concurrency = n;
+        }
+    }
+}
+
+fn invalid(key: impl Into<String>, msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        msg: msg.into(),
+    }
+}
+
+impl LimitsConfig {
+    /// Reject impossible limits; `prefix` names where they came from in error messages
+    /// (`limits_config`, or `overrides.<tenant>` of the runtime file).
+    pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        let l = self;
+        if l.ingestion_rate_mb.is_nan() || l.ingestion_rate_mb <= 0.0 {
+            return Err(invalid(
+                format!("{prefix}.ingestion_rate_mb"),
+                "must be > 0",
+            ));
+        }
+        if l.ingestion_burst_size_mb < l.ingestion_rate_mb.min(1.0) {
+            return Err(invalid(
+                format!("{prefix}.ingestion_burst_size_mb"),
+                "must be at least 1 MB or the rate",
+            ));
+        }
+        if l.max_entries_limit_per_query == 0 {
+            return Err(invalid(
+                format!("{prefix}.max_entries_limit_per_query"),
+                "must be > 0",
+            ));
+        }
+        if l.max_query_series == 0 {
+            return Err(invalid(format!("{prefix}.max_query_series"), "must be > 0"));
+        }
+        if let Err(e) = crate::ingest::redact::Redactor::new(&l.redaction) {
+            return Err(invalid(format!("{prefix}.redaction"), e.to_string()));
+        }
+        self.retention_rules(prefix)?;
+        Ok(())
+    }
+
+    /// The `retention_stream` rules with their selectors parsed (Loki's checks: a valid
+    /// selector, a period of at least 24h).
+    pub fn retention_rules(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<tovlog_storage::erase::RetentionRule>, ConfigError> {
+        self.retention_stream
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| {
+                let key = format!("{prefix}.retention_stream[{i}]");
+                let matchers = parse_selector(&rule.selector).map_err(|e| {
+                    invalid(
+                        format!("{key}.selector"),
+                        format!("invalid labels matchers: {e}"),
+                    )
+                })?;
+                if rule.period < Duration::from_secs(24 * 3600) {
+                    return Err(invalid(
+                        format!("{key}.period"),
+                        format!(
+                            "retention period must be >= 24h was {}",
+                            duration::format(&rule.period)
+                        ),
+                    ));
+                }
+                Ok(tovlog_storage::erase::RetentionRule {
+                    matchers,
+                    priority: rule.priority,
+                    period: rule.period,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Parse a bare stream selector (`{a="b", c=~"d.*"}`, no pipeline) into storage matchers.
+pub fn parse_selector(text: &str) -> Result<Vec<tovlog_storage::Matcher>, String> {
+    let expr = tovlog_logql::parse(text).map_err(|e| e.to_string())?;
+    match expr {
+        tovlog_logql::ast::Expr::Log(log) if log.pipeline.is_empty() => {
+            crate::query::convert_matchers(&log.selector).map_err(|e| e.to_string())
+        }
+        _ => Err(format!("{text:?} is not a stream selector")),
     }
 }
 
@@ -463,6 +789,24 @@ pub mod duration {
             }
         };
         parse(&text).ok_or_else(|| serde::de::Error::custom(format!("invalid duration {text:?}")))
+    }
+}
+
+/// Optional durations (`None` when the key is absent), in [`duration`]'s formats.
+pub mod opt_duration {
+    use super::*;
+
+    /// serde: serialize a present value.
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => duration::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// serde: deserialize a duration.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        duration::deserialize(d).map(Some)
     }
 }
 
@@ -550,6 +894,108 @@ mod tests {
         assert_eq!(c.limits_config.max_query_series, 7);
         assert_eq!(c.limits_config.max_line_size, 1 << 20);
         assert_eq!(c.limits_config.max_entries_limit_per_query, 5000);
+        Ok(())
+    }
+
+    #[test]
+    fn a_loki_retention_file_loads_unchanged() -> Result<(), Box<dyn std::error::Error>> {
+        let c = Config::from_yaml(
+            r#"
+compactor:
+  working_directory: /var/loki/compactor
+  compaction_interval: 5m
+  retention_enabled: true
+  retention_delete_delay: 2h
+  retention_delete_worker_count: 150
+  delete_request_store: s3
+  delete_request_cancel_period: 1h
+  compactor_ring:
+    kvstore: {store: inmemory}
+limits_config:
+  retention_period: 744h
+  retention_stream:
+    - selector: '{namespace="dev"}'
+      priority: 1
+      period: 24h
+    - selector: '{container="nginx", level=~"debug|info"}'
+      period: 1w
+  deletion_mode: filter-only
+runtime_config:
+  file: /etc/loki/overrides.yaml
+  period: 20s
+"#,
+        )?;
+        let s = &c.storage.compaction;
+        assert!(s.retention_enabled);
+        assert_eq!(s.check_interval.0, Duration::from_secs(300));
+        assert_eq!(s.delete_delay.0, Duration::from_secs(7200));
+        assert_eq!(s.delete_request_cancel_period.0, Duration::from_secs(3600));
+        let l = &c.limits_config;
+        assert_eq!(l.retention_period, Duration::from_secs(744 * 3600));
+        assert_eq!(l.deletion_mode, DeletionMode::FilterOnly);
+        let rules = l.retention_rules("limits_config")?;
+        assert_eq!(rules.len(), 2);
+        assert_eq!(
+            (rules[0].priority, rules[0].period),
+            (1, Duration::from_secs(86_400))
+        );
+        assert_eq!(rules[1].matchers.len(), 2);
+        assert_eq!(rules[1].period, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.runtime_config.period, Duration::from_secs(20));
+        c.validate()?;
+        // Printed and read back, the configuration is the same.
+        let again = Config::from_yaml(&serde_yaml::to_string(&c)?)?;
+        assert_eq!(again, c);
+        Ok(())
+    }
+
+    #[test]
+    fn absent_compactor_keys_leave_storage_alone() -> Result<(), serde_yaml::Error> {
+        let c = Config::from_yaml(
+            "storage:\n  compaction:\n    check_interval: 3s\n    retention_enabled: true\ncompactor:\n  delete_request_cancel_period: 2s\n",
+        )?;
+        assert_eq!(
+            c.storage.compaction.check_interval.0,
+            Duration::from_secs(3)
+        );
+        assert!(c.storage.compaction.retention_enabled);
+        assert_eq!(
+            c.storage.compaction.delete_request_cancel_period.0,
+            Duration::from_secs(2)
+        );
+        assert!(Config::from_yaml("compactor:\n  no_such_key: 1\n").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn bad_retention_and_deletion_settings_name_the_key() -> Result<(), serde_yaml::Error> {
+        let bad_selector = Config::from_yaml(
+            "limits_config:\n  retention_stream:\n    - selector: '{a=\"b\"}'\n      period: 48h\n    - selector: 'a=b'\n      period: 48h\n",
+        )?;
+        let e = bad_selector.validate().err().map(|e| e.to_string());
+        assert!(
+            e.as_deref().is_some_and(|e| e.starts_with(
+                "invalid value for limits_config.retention_stream[1].selector: invalid labels matchers:"
+            )),
+            "{e:?}"
+        );
+        let short = Config::from_yaml(
+            "limits_config:\n  retention_stream:\n    - selector: '{a=\"b\"}'\n      period: 12h\n",
+        )?;
+        assert_eq!(
+            short.validate().err().map(|e| e.to_string()).as_deref(),
+            Some("invalid value for limits_config.retention_stream[0].period: retention period must be >= 24h was 12h")
+        );
+        let mode = Config::from_yaml("limits_config:\n  deletion_mode: sometimes\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            mode.contains(
+                "unknown deletion mode: must be one of disabled|filter-only|filter-and-delete"
+            ),
+            "{mode}"
+        );
         Ok(())
     }
 

@@ -10,7 +10,9 @@
 
 pub mod cli;
 pub mod config;
+pub mod erase;
 pub mod ingest;
+pub mod limits;
 pub mod query;
 pub mod ruler;
 pub mod server;

@@ -37,6 +37,11 @@ pub struct Metrics {
     query_duration: Histogram,
     /// Secrets redacted at ingest by (tenant, rule).
     redactions: parking_lot::Mutex<BTreeMap<(String, String), u64>>,
+    /// The runtime overrides file's last reload: (successful, SHA-256 in force); `None`
+    /// without a file.
+    runtime_config: parking_lot::Mutex<Option<(bool, String)>>,
+    /// Delete requests accepted, by tenant.
+    deletes_received: parking_lot::Mutex<BTreeMap<String, u64>>,
 }
 
 impl Metrics {
@@ -70,6 +75,37 @@ impl Metrics {
         if failed {
             self.query_errors.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Record a reload of the runtime overrides file and the hash of the file in force.
+    pub fn runtime_config_reloaded(&self, successful: bool, hash: &str) {
+        *self.runtime_config.lock() = Some((successful, hash.to_owned()));
+    }
+
+    /// Count a delete request accepted for `tenant`.
+    pub fn delete_received(&self, tenant: &str) {
+        *self
+            .deletes_received
+            .lock()
+            .entry(tenant.to_owned())
+            .or_default() += 1;
+    }
+
+    /// The runtime config gauges under Loki's names (empty without an overrides file).
+    pub fn render_runtime_config(&self) -> String {
+        let mut out = String::new();
+        if let Some((ok, hash)) = &*self.runtime_config.lock() {
+            let _ = writeln!(
+                out,
+                "# HELP loki_runtime_config_last_reload_successful Whether the last runtime-config reload attempt was successful.\n# TYPE loki_runtime_config_last_reload_successful gauge\nloki_runtime_config_last_reload_successful {}",
+                u8::from(*ok)
+            );
+            let _ = writeln!(
+                out,
+                "# HELP loki_runtime_config_hash Hash of the currently active runtime config file.\n# TYPE loki_runtime_config_hash gauge\nloki_runtime_config_hash{{sha256=\"{hash}\"}} 1"
+            );
+        }
+        out
     }
 
     /// Record how long a query took (`tovlog_query_duration_seconds`).
@@ -192,6 +228,18 @@ impl Metrics {
                 label_value(tenant)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP loki_compactor_delete_requests_received_total Number of delete requests received per user.\n# TYPE loki_compactor_delete_requests_received_total counter"
+        );
+        for (tenant, n) in self.deletes_received.lock().iter() {
+            let _ = writeln!(
+                out,
+                "loki_compactor_delete_requests_received_total{{user=\"{}\"}} {n}",
+                label_value(tenant)
+            );
+        }
+        out.push_str(&self.render_runtime_config());
         out
     }
 }

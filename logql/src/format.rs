@@ -379,7 +379,9 @@ fn frac(v: u64, div: u64) -> String {
     format!("{int}.{}", digits.trim_end_matches('0'))
 }
 
-fn go_duration(ns: i64) -> String {
+/// Go's `time.Duration.String` (`24h0m0s`, `1m30s`, `1.5s`, `250ms`), as Loki prints
+/// durations in its error messages.
+pub fn go_duration(ns: i64) -> String {
     if ns == 0 {
         return "0s".into();
     }

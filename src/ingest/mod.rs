@@ -14,8 +14,7 @@ use std::{collections::HashMap, sync::Arc, time::Instant};
 use parking_lot::Mutex;
 use tovlog_storage::Storage;
 
-use crate::{config::LimitsConfig, tail::TailRegistry, telemetry::Metrics};
-use redact::Redactor;
+use crate::{config::LimitsConfig, limits::Overrides, tail::TailRegistry, telemetry::Metrics};
 use validate::{Reason, Validator};
 
 /// What the HTTP layer must answer for a push.
@@ -46,30 +45,30 @@ struct Bucket {
 /// Decodes, validates, rate-limits and stores pushes.
 pub struct Ingester {
     storage: Arc<Storage>,
-    limits: LimitsConfig,
+    /// Per-tenant limits (defaults plus runtime overrides), including the secret redaction
+    /// applied before the WAL sees an entry; looked up once per push.
+    overrides: Arc<Overrides>,
     metrics: Arc<Metrics>,
     buckets: Mutex<HashMap<String, Bucket>>,
-    /// Per-tenant secret redaction, applied before the WAL sees an entry.
-    redactor: Redactor,
     /// Live tails fed after each successful append.
     tails: Arc<TailRegistry>,
 }
 
 impl Ingester {
-    /// Build over a storage handle; fails when a redaction rule does not compile.
-    pub fn new(
-        storage: Arc<Storage>,
-        limits: LimitsConfig,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, redact::RedactError> {
-        Ok(Ingester {
+    /// Build over a storage handle and the per-tenant limits.
+    pub fn new(storage: Arc<Storage>, overrides: Arc<Overrides>, metrics: Arc<Metrics>) -> Self {
+        Ingester {
             storage,
-            redactor: Redactor::new(&limits.redaction)?,
-            limits,
+            overrides,
             metrics,
             buckets: Mutex::new(HashMap::new()),
             tails: TailRegistry::new(),
-        })
+        }
+    }
+
+    /// The per-tenant limits this write path reads.
+    pub fn overrides(&self) -> &Arc<Overrides> {
+        &self.overrides
     }
 
     /// The live tails this write path feeds.
@@ -77,9 +76,11 @@ impl Ingester {
         &self.tails
     }
 
-    fn allow(&self, tenant: &str, bytes: usize) -> bool {
-        let rate = self.limits.ingestion_rate_mb * 1024.0 * 1024.0;
-        let burst = self.limits.ingestion_burst_size_mb * 1024.0 * 1024.0;
+    /// Take `bytes` from the tenant's token bucket. The rate and burst are the tenant's current
+    /// ones, so an override changed at runtime applies from the next push on.
+    fn allow(&self, tenant: &str, limits: &LimitsConfig, bytes: usize) -> bool {
+        let rate = limits.ingestion_rate_mb * 1024.0 * 1024.0;
+        let burst = limits.ingestion_burst_size_mb * 1024.0 * 1024.0;
         let now = Instant::now();
         let mut buckets = self.buckets.lock();
         let b = buckets.entry(tenant.to_string()).or_insert(Bucket {
@@ -124,23 +125,26 @@ impl Ingester {
         raw: Vec<decode::RawStream>,
     ) -> Result<Ingested, PushError> {
         let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
-        let mut validated = Validator::new(&self.limits, now_ns).validate(raw);
+        // One lookup per push request, never per entry.
+        let tenant_limits = self.overrides.tenant(tenant);
+        let limits = &tenant_limits.limits;
+        let mut validated = Validator::new(limits, now_ns).validate(raw);
         for r in &validated.rejections {
             self.metrics.discarded(r.reason, r.entries as u64);
         }
-        if validated.entries > 0 && !self.allow(tenant, validated.bytes) {
+        if validated.entries > 0 && !self.allow(tenant, limits, validated.bytes) {
             self.metrics
                 .discarded(Reason::RateLimited, validated.entries as u64);
             return Err(PushError::RateLimited(format!(
                 "Ingestion rate limit exceeded for user {tenant} (limit: {} bytes/sec) while attempting to ingest '{}' lines totaling '{}' bytes, reduce log volume or contact your administrator to see if the limit can be increased",
-                (self.limits.ingestion_rate_mb * 1024.0 * 1024.0) as u64,
+                (limits.ingestion_rate_mb * 1024.0 * 1024.0) as u64,
                 validated.entries,
                 validated.bytes
             )));
         }
         let accepted = validated.entries;
         if !validated.streams.is_empty() {
-            if let Some(rules) = self.redactor.for_tenant(tenant) {
+            if let Some(rules) = tenant_limits.redactor.for_tenant(tenant) {
                 let mut pass = rules.pass();
                 rules.redact_streams(&mut validated.streams, &mut pass);
                 for (rule, n) in rules.rule_names().zip(pass.counts()) {

@@ -130,6 +130,9 @@ pub const INSTANT_LOG_QUERY_ERROR: &str =
 pub struct QueryEngine {
     storage: Arc<Storage>,
     limits: Arc<QueryLimits>,
+    /// Per-tenant `max_query_series` and `max_entries_limit_per_query` (runtime overrides);
+    /// `None`: `limits` for every tenant.
+    overrides: Option<Arc<crate::limits::Overrides>>,
     /// What `/patterns` learnt and counted per chunk file.
     patterns: Arc<patterns::PatternsCache>,
 }
@@ -148,13 +151,36 @@ impl QueryEngine {
         QueryEngine {
             storage,
             limits: Arc::new(limits),
+            overrides: None,
             patterns: Arc::default(),
         }
+    }
+
+    /// Read the per-tenant query limits from `overrides` (its values replace
+    /// `max_query_series` and `max_entries_limit_per_query` of the engine's limits).
+    pub fn with_overrides(mut self, overrides: Arc<crate::limits::Overrides>) -> QueryEngine {
+        self.overrides = Some(overrides);
+        self
     }
 
     /// The configured limits.
     pub fn limits(&self) -> &QueryLimits {
         &self.limits
+    }
+
+    /// The limits a query of `tenant` runs with.
+    pub(crate) fn tenant_limits(&self, tenant: &str) -> Arc<QueryLimits> {
+        match &self.overrides {
+            None => Arc::clone(&self.limits),
+            Some(o) => {
+                let t = o.tenant(tenant);
+                Arc::new(QueryLimits {
+                    max_entries_limit_per_query: t.limits.max_entries_limit_per_query,
+                    max_query_series: t.limits.max_query_series,
+                    ..(*self.limits).clone()
+                })
+            }
+        }
     }
 
     /// Run a query; returns the full Loki JSON body `{"status":"success","data":{…}}`.
@@ -185,7 +211,7 @@ impl QueryEngine {
         let qc = Arc::new(plan::QueryContext::new(
             Arc::clone(&self.storage),
             tenant.to_owned(),
-            &self.limits,
+            &self.tenant_limits(tenant),
             Arc::clone(&cancelled),
         )?);
         let timeout = self.limits.query_timeout;

@@ -96,7 +96,7 @@ impl QueryEngine {
         let qc = QueryContext::new(
             Arc::clone(&self.storage),
             req.tenant.clone(),
-            &self.limits,
+            &self.tenant_limits(&req.tenant),
             Arc::clone(&cancelled),
         )?;
         let timeout = self.limits().query_timeout;
@@ -280,6 +280,8 @@ struct UnitKey {
     range: Option<(i64, i64)>,
     /// Whether `detected_level` was read.
     levels: bool,
+    /// What the scan leaves out of the file (expired or deleted rows), if anything.
+    erase: Option<u64>,
 }
 
 /// One part of the selected rows: the head's, or one chunk file's (with its cache key).
@@ -335,6 +337,7 @@ async fn units(
             let key = UnitKey {
                 rows: f.stream_rows.iter().map(|r| (r.start, r.end)).collect(),
                 range: (!f.rows_exact).then_some((req.start_ns, req.end_ns)),
+                erase: f.erase.as_ref().map(|e| e.key()),
                 path: f.path,
                 levels,
             };

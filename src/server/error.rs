@@ -15,6 +15,9 @@ pub enum ApiError {
     /// Missing tenant: 401.
     #[error("no org id")]
     NoOrgId,
+    /// Not allowed for this tenant: 403.
+    #[error("{0}")]
+    Forbidden(String),
     /// Unknown resource: 404.
     #[error("{0}")]
     NotFound(String),
@@ -41,6 +44,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NoOrgId => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,

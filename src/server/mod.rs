@@ -26,6 +26,7 @@ use tower_http::{compression::CompressionLayer, trace::TraceLayer};
 use crate::{
     config::Config,
     ingest::Ingester,
+    limits::{Overrides, TenantLimits},
     query::{QueryEngine, QueryLimits},
     telemetry::Metrics,
 };
@@ -47,11 +48,22 @@ pub struct AppState {
     pub ruler: crate::ruler::Ruler,
     /// Credentials (`auth`).
     pub auth: Arc<auth::Auth>,
+    /// Per-tenant limits: `limits_config` plus the runtime overrides file.
+    pub overrides: Arc<Overrides>,
 }
 
 impl AppState {
     /// Open storage (replaying the WAL) and build the state.
-    pub async fn open(config: Config) -> anyhow::Result<AppState> {
+    pub async fn open(mut config: Config) -> anyhow::Result<AppState> {
+        // A configuration built in code gets its `compactor` keys applied too.
+        config.apply_compactor();
+        let metrics = Arc::new(Metrics::default());
+        // Loaded before storage opens: a bad overrides file stops start-up, as in Loki.
+        let overrides = Overrides::new(
+            config.limits_config.clone(),
+            &config.runtime_config,
+            metrics.clone(),
+        )?;
         // Compaction records which lines are flat JSON objects, which `| json` then reads
         // by searching for keys (`tovlog_logql::pipeline::line_flags`).
         let storage = Storage::open_with(
@@ -59,12 +71,14 @@ impl AppState {
             Some(Arc::new(tovlog_logql::pipeline::line_flags)),
         )
         .await?;
-        let metrics = Arc::new(Metrics::default());
+        // Delete queries are LogQL; retention periods come from the limits and overrides.
+        storage.set_delete_compiler(crate::erase::delete_compiler());
+        storage.set_retention(overrides.retention_source());
         let ingester = Arc::new(Ingester::new(
             storage.clone(),
-            config.limits_config.clone(),
+            overrides.clone(),
             metrics.clone(),
-        )?);
+        ));
         let limits = QueryLimits {
             max_entries_limit_per_query: config.limits_config.max_entries_limit_per_query,
             max_query_series: config.limits_config.max_query_series,
@@ -72,7 +86,7 @@ impl AppState {
             max_memory_bytes: usize::try_from(config.query.max_memory).unwrap_or(usize::MAX),
             partitions: config.query.partitions,
         };
-        let engine = QueryEngine::new(storage.clone(), limits);
+        let engine = QueryEngine::new(storage.clone(), limits).with_overrides(overrides.clone());
         let ruler =
             crate::ruler::Ruler::new(config.ruler.clone(), engine.clone(), storage.clone())?;
         let auth = auth::Auth::new(config.auth.clone());
@@ -84,7 +98,13 @@ impl AppState {
             engine,
             metrics,
             ruler,
+            overrides,
         })
+    }
+
+    /// The limits of `tenant` (defaults plus runtime overrides): ask once per request.
+    pub fn limits(&self, tenant: &str) -> Arc<TenantLimits> {
+        self.overrides.tenant(tenant)
     }
 }
 
@@ -93,8 +113,11 @@ pub fn app(state: AppState) -> Router {
     let body_limit = usize::try_from(state.config.max_request_body).unwrap_or(usize::MAX);
     let cors = cors::CorsPolicy::new(&state.config.server.cors_allowed_origins);
     let auth = state.auth.clone();
-    routes::router()
-        .merge(routes::push_router(cors))
+    let mut router = routes::router().merge(routes::push_router(cors));
+    if state.config.storage.compaction.retention_enabled {
+        router = router.merge(routes::delete_router());
+    }
+    router
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             replica::refuse_writes,
@@ -177,6 +200,7 @@ pub async fn start_on(
     let tails = state.ingester.tails().clone();
     let tails_signal = tails.clone();
     let ruler = state.ruler.clone();
+    let reloader = state.overrides.spawn_reloader();
     // A read replica evaluates no rules: the writer does, and keeps their alert state.
     if !state.storage.is_read_only() {
         ruler.start().await;
@@ -210,6 +234,9 @@ pub async fn start_on(
             tracing::warn!("live tails did not close in time");
         }
         ruler.stop().await;
+        if let Some(reloader) = reloader {
+            reloader.abort();
+        }
         tracing::info!("flushing head to chunks");
         storage.shutdown().await?;
         tracing::info!("shutdown complete");

@@ -24,7 +24,8 @@
 //!
 //! Events: `flush` (new chunk files; a retried flush that rewrites a path removes the old
 //! version first), `compaction` (the merged outputs are added, the inputs removed with the
-//! reason `compaction: merged into ...`), and `genesis`. The physical deletion of replaced
+//! reason `compaction: merged into ...`), `retention` and `delete` (files unlisted or
+//! rewritten by [`crate::erase`]), and `genesis`. The physical deletion of replaced
 //! files after `compaction.delete_delay` is not an entry: those files already left the
 //! listing at their compaction.
 //!
@@ -82,6 +83,10 @@ pub enum ChainEvent {
     Flush,
     /// The compactor merged a window's files.
     Compaction,
+    /// Files past their retention period were unlisted or rewritten without expired rows.
+    Retention,
+    /// Files were rewritten without the rows of delete requests.
+    Delete,
 }
 
 impl std::fmt::Display for ChainEvent {
@@ -90,6 +95,8 @@ impl std::fmt::Display for ChainEvent {
             ChainEvent::Genesis => "genesis",
             ChainEvent::Flush => "flush",
             ChainEvent::Compaction => "compaction",
+            ChainEvent::Retention => "retention",
+            ChainEvent::Delete => "delete",
         })
     }
 }

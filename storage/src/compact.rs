@@ -56,8 +56,10 @@ use crate::{Inner, Tenant};
 const OUT_ROWS: usize = 16 * 1024;
 /// Rows per batch read from an input file.
 const IN_ROWS: usize = 8 * 1024;
+/// Input batches held beyond one per cursor before picked rows are written out.
+const MAX_LIVE_BATCHES: usize = 8;
 
-fn os_err(path: &str, source: object_store::Error) -> Error {
+pub(crate) fn os_err(path: &str, source: object_store::Error) -> Error {
     Error::ObjectStore {
         path: path.to_string(),
         source,
@@ -73,10 +75,10 @@ struct Job {
 }
 
 /// One output file of a merge, with its trigram index.
-struct Output {
-    data: Bytes,
-    text_index: Vec<u8>,
-    meta: ChunkMeta,
+pub(crate) struct Output {
+    pub(crate) data: Bytes,
+    pub(crate) text_index: Vec<u8>,
+    pub(crate) meta: ChunkMeta,
 }
 
 impl Inner {
@@ -154,6 +156,21 @@ impl Inner {
             if self.closed.load(Ordering::Acquire) {
                 break;
             }
+        }
+        // Retention and due delete requests (`crate::erase`), after merging: a window
+        // merged above is rewritten once, not per input.
+        let erased = self.erase_pass().await?;
+        if erased.files_dropped + erased.files_rewritten + erased.processed > 0 {
+            tracing::info!(
+                files_dropped = erased.files_dropped,
+                files_rewritten = erased.files_rewritten,
+                deletes_processed = erased.processed,
+                "retention and deletes applied"
+            );
+        }
+        // Unlisted chunk objects left by an interrupted write of this process.
+        if self.erase.sweep_due(ORPHAN_SWEEP_INTERVAL) {
+            self.sweep_orphans(Some(ORPHAN_MIN_AGE)).await?;
         }
         Ok(done)
     }
@@ -281,6 +298,9 @@ impl Inner {
                 })
                 .collect();
             let added = metas.iter().flat_map(chain::chunk_files).collect();
+            let inputs: Vec<&str> = job.inputs.iter().map(|c| c.path.as_str()).collect();
+            let outputs: Vec<&str> = metas.iter().map(|c| c.path.as_str()).collect();
+            crate::erase::carry_clean(&mut next, &inputs, &outputs);
             next.chunks.retain(|c| !replaced.contains(c.path.as_str()));
             next.chunks.extend(metas);
             chain::append(
@@ -354,10 +374,22 @@ impl Inner {
 
     /// Delete chunk files no manifest lists or will delete: outputs of a compaction or
     /// flush that crashed before its manifest edit (the WAL still holds what such a flush
-    /// wrote; a compaction's inputs are still listed). Run only at start-up, before the
+    /// wrote; a compaction's inputs are still listed). Run at start-up, before the
     /// flusher and compactor start: a file they are writing is not listed yet.
     pub(crate) async fn remove_orphans(&self) -> Result<usize> {
+        self.sweep_orphans(None).await
+    }
+
+    /// [`Self::remove_orphans`] while the flusher and compactor run: only objects older
+    /// than `min_age` (`None`: any), far longer than any write takes to be listed. Only
+    /// chunk objects (`<tenant>/<window>/<name>.parquet` or `.tri`) are candidates; the
+    /// manifest, the chain, delete requests and everything else are never touched.
+    pub(crate) async fn sweep_orphans(
+        &self,
+        min_age: Option<std::time::Duration>,
+    ) -> Result<usize> {
         let _edit = self.manifest_lock.lock().await;
+        let now = std::time::SystemTime::now();
         let tenants: Vec<Arc<Tenant>> = self.tenants.read().values().cloned().collect();
         let mut removed = 0;
         for tenant in tenants {
@@ -387,8 +419,14 @@ impl Inner {
                 .map_err(|e| os_err(tenant.dir.as_str(), e))?;
             for object in listed {
                 let path = object.location.to_string();
-                let chunk_file = path.ends_with(".parquet") || path.ends_with(".tri");
-                if chunk_file && !known.contains(&path) {
+                if !is_chunk_object(&tenant.dir, &path) || known.contains(&path) {
+                    continue;
+                }
+                let young = min_age.is_some_and(|age| {
+                    now.duration_since(std::time::SystemTime::from(object.last_modified))
+                        .map_or(true, |d| d < age)
+                });
+                if !young {
                     match self.store.delete(&object.location).await {
                         Ok(()) | Err(object_store::Error::NotFound { .. }) => removed += 1,
                         Err(e) => return Err(os_err(&path, e)),
@@ -404,6 +442,30 @@ impl Inner {
         }
         Ok(removed)
     }
+}
+
+/// How often the running compactor looks for unlisted chunk objects.
+const ORPHAN_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Unlisted chunk objects younger than this are left alone by the running sweep (a write
+/// is listed within seconds).
+const ORPHAN_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Is `path` a chunk object of a window directory of the tenant: `<dir>/<digits>/<name>`
+/// ending in `.parquet` or `.tri`?
+fn is_chunk_object(tenant_dir: &str, path: &str) -> bool {
+    let Some(rest) = path
+        .strip_prefix(tenant_dir)
+        .and_then(|r| r.strip_prefix('/'))
+    else {
+        return false;
+    };
+    let mut parts = rest.split('/');
+    let (Some(window), Some(name), None) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    !window.is_empty()
+        && window.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+        && (name.ends_with(".parquet") || name.ends_with(".tri"))
 }
 
 /// The background compactor. Holds only a weak reference, so dropping the storage stops it.
@@ -427,7 +489,7 @@ pub(crate) async fn run_compactor(inner: Weak<Inner>) {
 }
 
 /// Put the calling thread at the lowest CPU priority (nice 19).
-fn lower_thread_priority() {
+pub(crate) fn lower_thread_priority() {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: setpriority with PRIO_PROCESS and who = 0 only changes the nice value of
@@ -443,7 +505,7 @@ fn lower_thread_priority() {
 /// Hand freed heap memory back to the OS. The zstd contexts of strong levels take tens of
 /// MiB per page and glibc keeps such freed blocks in the thread's arena, so without this
 /// the process would hold the compactor's peak forever.
-fn release_free_memory() {
+pub(crate) fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: malloc_trim only returns free pages of the allocator to the kernel; it
@@ -454,18 +516,18 @@ fn release_free_memory() {
     }
 }
 
-struct MergeSettings {
-    row_group_rows: usize,
-    zstd_level: i32,
-    line_page_bytes: usize,
-    max_file_bytes: usize,
-    window_start_ns: i64,
+pub(crate) struct MergeSettings {
+    pub(crate) row_group_rows: usize,
+    pub(crate) zstd_level: i32,
+    pub(crate) line_page_bytes: usize,
+    pub(crate) max_file_bytes: usize,
+    pub(crate) window_start_ns: i64,
     /// Computes the `line_flags` column of the output (null without one).
-    line_flags: Option<LineClassifier>,
+    pub(crate) line_flags: Option<LineClassifier>,
 }
 
 /// One input of a merge: the file and its row ranges in merge order.
-struct Input {
+pub(crate) struct Input {
     data: Bytes,
     /// Runs of rows to read one after the other: together, the file's streams in
     /// [`crate::order`]. One run for a file written in that order; in a file of an older
@@ -477,7 +539,11 @@ struct Input {
 }
 
 impl Input {
-    fn new(data: Bytes, meta: &ChunkMeta, places: &HashMap<StreamId, Place>) -> Result<Input> {
+    pub(crate) fn new(
+        data: Bytes,
+        meta: &ChunkMeta,
+        places: &HashMap<StreamId, Place>,
+    ) -> Result<Input> {
         let ranges = meta.stream_rows().ok_or_else(|| {
             Error::Internal(format!(
                 "compaction: the stream ranges of {} do not add up to its rows",
@@ -942,6 +1008,16 @@ fn merge(
     places: &HashMap<StreamId, Place>,
     settings: &MergeSettings,
 ) -> Result<(Vec<Output>, u64)> {
+    merge_erasing(inputs, places, settings, None)
+}
+
+/// [`merge`] leaving out the rows `erase` drops (it counts them).
+pub(crate) fn merge_erasing(
+    inputs: Vec<Input>,
+    places: &HashMap<StreamId, Place>,
+    settings: &MergeSettings,
+    mut erase: Option<&mut crate::erase::RowErasure>,
+) -> Result<(Vec<Output>, u64)> {
     let mut live: Vec<RecordBatch> = Vec::new();
     let mut cursors: Vec<Cursor> = Vec::new();
     let mut heap: BinaryHeap<Reverse<(u32, i64, usize)>> = BinaryHeap::new();
@@ -976,7 +1052,13 @@ fn merge(
     while let Some(Reverse((rank, ts, i))) = heap.pop() {
         let cursor = &mut cursors[i];
         let line = cursor.batch.column(2).as_string::<i32>().value(cursor.row);
-        if last == Some((rank, ts)) {
+        let erased = match erase.as_deref_mut() {
+            Some(e) => e.drops(cursor.stream.0, ts, line),
+            None => false,
+        };
+        if erased {
+            // Left out; counted by `erase`.
+        } else if last == Some((rank, ts)) {
             if last_line.iter().any(|l| l.as_slice() == line.as_bytes()) {
                 duplicates += 1;
             } else {
@@ -999,7 +1081,8 @@ fn merge(
         }
         let (nrank, nts) = cursor.key(places)?;
         heap.push(Reverse((nrank, nts, i)));
-        if picks.len() >= OUT_ROWS {
+        // Erased rows take no pick, so batches are also let go by count.
+        if picks.len() >= OUT_ROWS || live.len() >= cursors.len() + MAX_LIVE_BATCHES {
             flush_picks(&mut sink, &mut live, &mut cursors, &mut picks)?;
         }
     }
@@ -1017,18 +1100,20 @@ fn flush_picks(
     cursors: &mut [Cursor],
     picks: &mut Vec<(usize, usize)>,
 ) -> Result<()> {
-    let schema = logs_schema();
-    let mut columns = Vec::with_capacity(schema.fields().len());
-    for c in 0..schema.fields().len() {
-        let arrays: Vec<&dyn Array> = live.iter().map(|b| b.column(c).as_ref()).collect();
-        columns.push(arrow::compute::interleave(&arrays, picks)?);
+    if !picks.is_empty() {
+        let schema = logs_schema();
+        let mut columns = Vec::with_capacity(schema.fields().len());
+        for c in 0..schema.fields().len() {
+            let arrays: Vec<&dyn Array> = live.iter().map(|b| b.column(c).as_ref()).collect();
+            columns.push(arrow::compute::interleave(&arrays, picks)?);
+        }
+        let mut batch = RecordBatch::try_new(schema, columns)?;
+        if let Some(f) = &sink.settings.line_flags {
+            batch = classify(batch, f)?;
+        }
+        picks.clear();
+        sink.write(&batch)?;
     }
-    let mut batch = RecordBatch::try_new(schema, columns)?;
-    if let Some(f) = &sink.settings.line_flags {
-        batch = classify(batch, f)?;
-    }
-    picks.clear();
-    sink.write(&batch)?;
     live.clear();
     for cursor in cursors.iter_mut() {
         live.push(cursor.batch.clone());

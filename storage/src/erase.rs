@@ -1,23 +1,53 @@
-//! Erasure: retention and delete requests.
+//! Erasure: retention and delete requests, applied to queries at once and to the files
+//! by the compactor.
 //!
-//! CONTRACT STUB (session 22): the public types and `Storage` methods below are the
-//! interface between the storage engine (which owns tombstones, query-time filtering and
-//! the compactor's physical rewrite) and the HTTP layer (config keys, delete API routes).
-//! Bodies marked `unimplemented` are filled in by the storage side.
+//! ```text
+//!  add_delete ──► <tenant>/deletes/<id>/received.json ──► tombstone (in memory)
+//!                       (append-only event log, log.rs)         │ every scan, series,
+//!                                                               ▼ labels, volume
+//!  retention source (per query) ──► per-stream cut-off ──► EraseFilter (filter.rs):
+//!                                    head batches filtered, files with erased rows read
+//!                                    through a FilterExec, other files as before
+//!  compactor pass (apply.rs): expired files unlisted; files with rows of due requests
+//!  (past the cancel period) or a quarter expired rewritten; manifest + chain entry
+//!  (`retention` / `delete`); then `processed.json` with the lines removed
+//! ```
 //!
 //! - **Retention**: a [`RetentionSource`] gives each tenant's [`RetentionPolicy`] (global
 //!   period plus per-stream rules, Loki's `retention_period` / `retention_stream`); it is
 //!   asked again on every query and compactor pass, so runtime overrides take effect
-//!   without a restart. Rows older than `now - period(stream)` are invisible to scans,
-//!   series, labels and volumes as soon as retention is enabled, and the compactor removes
-//!   them physically.
-//! - **Deletes**: a delete request (LogQL selector with optional line filters, time range)
-//!   is recorded append-only in the object store and applied as a tombstone to every query
-//!   from the moment [`crate::Storage::add_delete`] returns; after the cancel period the
-//!   compactor rewrites the affected files and the request becomes `processed`.
+//!   without a restart. With `compaction.retention_enabled`, rows older than
+//!   `now - period(stream)` are invisible to scans, series, labels and volumes, and the
+//!   compactor removes them physically.
+//! - **Deletes**: a delete request (LogQL selector with optional line filters, inclusive
+//!   time range) is recorded append-only in the object store and applied as a tombstone
+//!   to every query from the moment [`crate::Storage::add_delete`] returns; after
+//!   `compaction.delete_request_cancel_period` the compactor rewrites the affected files
+//!   and the request becomes `processed` with the lines it removed.
+//! - **Cost**: a scan asks once whether any tombstone overlaps its range or any
+//!   cut-off falls after its start; when not, it is planned exactly as without erasure.
+//!   Otherwise only the streams and files concerned pay a per-row check.
+//! - **Series, labels, volumes**: a stream disappears when retention expired all its
+//!   rows in range, or when deletes without line filters cover every time range it has
+//!   data in. Volumes count from the cut-off; deleted rows still count until the
+//!   compactor has removed them (an estimate, like the proration of files the range
+//!   cuts).
+//! - **Crash safety**: see the `apply` submodule; [`fault`] has the crash-test points.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+mod apply;
+pub mod fault;
+mod filter;
+mod log;
+
+pub use apply::DeleteProgress;
+pub(crate) use apply::{carry_clean, RowErasure};
+pub(crate) use filter::select_files;
+pub(crate) use filter::EraseExpr;
+pub use filter::EraseFilter;
+pub(crate) use log::Eraser;
 
 use serde::{Deserialize, Serialize};
 

@@ -65,7 +65,7 @@ use tokio::sync::Notify;
 use head::Head;
 use index::LabelIndex;
 use manifest::ManifestState;
-use scan::{ChunkFile, LogsTable};
+use scan::LogsTable;
 use wal::Wal;
 
 /// What one `append` did.
@@ -258,6 +258,8 @@ pub(crate) struct Inner {
     pub(crate) guard: Arc<lease::WriteGuard>,
     /// The writer lease, when held.
     pub(crate) lease: Option<Arc<lease::Lease>>,
+    /// Retention and delete requests ([`erase`]).
+    pub(crate) erase: erase::Eraser,
 }
 
 /// Memory for parsed chunk-file footers and page indexes (a few KiB to a few hundred KiB
@@ -424,7 +426,10 @@ impl Storage {
             line_flags,
             guard,
             lease,
+            erase: erase::Eraser::default(),
         });
+        // Delete requests apply to every query, a replica's too.
+        inner.erase.load(inner.store.as_ref()).await?;
         if reader {
             let interval = inner.config.replica.poll_interval.0;
             let task = tokio::spawn(replica::run_follower(Arc::downgrade(&inner), interval));
@@ -496,10 +501,11 @@ impl Storage {
         let Some(t) = self.inner.tenant(tenant) else {
             return Ok(Vec::new());
         };
-        let mut out: Vec<Series> = t
-            .matching_streams(matchers, start_ns, end_ns)?
+        let mut out: Vec<Series> = self
+            .inner
+            .visible_streams(&t, matchers, start_ns, end_ns)?
             .into_iter()
-            .map(|(id, labels)| Series {
+            .map(|(id, (labels, _))| Series {
                 id,
                 labels: (*labels).clone(),
             })
@@ -519,10 +525,11 @@ impl Storage {
         let Some(t) = self.inner.tenant(tenant) else {
             return Ok(Vec::new());
         };
-        let names: BTreeSet<String> = t
-            .matching_streams(matchers, start_ns, end_ns)?
+        let names: BTreeSet<String> = self
+            .inner
+            .visible_streams(&t, matchers, start_ns, end_ns)?
             .values()
-            .flat_map(|l| l.pairs().iter().map(|(k, _)| k.clone()))
+            .flat_map(|(l, _)| l.pairs().iter().map(|(k, _)| k.clone()))
             .collect();
         Ok(names.into_iter().collect())
     }
@@ -539,10 +546,11 @@ impl Storage {
         let Some(t) = self.inner.tenant(tenant) else {
             return Ok(Vec::new());
         };
-        let values: BTreeSet<String> = t
-            .matching_streams(matchers, start_ns, end_ns)?
+        let values: BTreeSet<String> = self
+            .inner
+            .visible_streams(&t, matchers, start_ns, end_ns)?
             .values()
-            .filter_map(|l| l.get(name).filter(|v| !v.is_empty()).map(str::to_string))
+            .filter_map(|(l, _)| l.get(name).filter(|v| !v.is_empty()).map(str::to_string))
             .collect();
         Ok(values.into_iter().collect())
     }
@@ -561,12 +569,12 @@ impl Storage {
         let Some(t) = self.inner.tenant(tenant) else {
             return Ok(Vec::new());
         };
-        let streams = t.matching_streams(matchers, start_ns, end_ns)?;
+        let streams = self.inner.visible_streams(&t, matchers, start_ns, end_ns)?;
         let mut out = Vec::with_capacity(streams.len());
         let frozen = t.frozen.read();
         let head = t.head.read();
         let manifest = t.manifest.read().clone();
-        for (id, labels) in streams {
+        for (id, (labels, start_ns)) in streams {
             let (mut entries, mut bytes, mut chunks) = (0u64, 0u64, 0u64);
             let mut in_head = false;
             for h in std::iter::once(&*head).chain(frozen.iter().map(|(_, h)| h.as_ref())) {
@@ -639,32 +647,27 @@ impl Storage {
                 url,
             ));
         }
+        // Expired and deleted rows (`None`, the common case: nothing to leave out).
+        let erase = self.inner.erase_filter(&t, &streams, start_ns, end_ns);
+        if let Some(e) = &erase {
+            streams.retain(|&id| !e.gone(id, end_ns));
+        }
         let mut batches = Vec::new();
         let manifest = {
             let frozen = t.frozen.read();
             let head = t.head.read();
             for h in std::iter::once(&*head).chain(frozen.iter().map(|(_, h)| h.as_ref())) {
                 if let Some(b) = h.snapshot(&streams, start_ns, end_ns)? {
-                    batches.push(b);
+                    match &erase {
+                        Some(e) => batches.push(e.filter_batch(b)?),
+                        None => batches.push(b),
+                    }
                 }
             }
             t.manifest.read().clone()
         };
-        let files: Vec<ChunkFile> = manifest
-            .manifest
-            .chunks
-            .iter()
-            .filter(|c| c.overlaps(&streams, start_ns, end_ns))
-            .map(|c| ChunkFile {
-                path: c.path.clone(),
-                size: c.size,
-                rows: c.rows,
-                text_index: c.text_index_bytes.is_some(),
-                stream_rows: c.stream_row_ranges(&streams, start_ns, end_ns),
-                rows_exact: c.rows_exact(&streams, start_ns, end_ns),
-                metadata_keys: c.metadata_keys.clone(),
-            })
-            .collect();
+        let files: Vec<scan::ChunkFile> =
+            erase::select_files(&manifest, &streams, start_ns, end_ns, erase.as_ref());
         self.inner
             .scan_chunk_files
             .fetch_add(files.len() as u64, Ordering::Relaxed);
@@ -801,47 +804,61 @@ impl Storage {
     }
 
     /// Set the compiler of delete queries (stored requests are compiled with it too).
-    pub fn set_delete_compiler(&self, _compiler: erase::DeleteCompiler) {
-        unimplemented!("erase: set_delete_compiler")
+    pub fn set_delete_compiler(&self, compiler: erase::DeleteCompiler) {
+        self.inner.erase.set_compiler(compiler);
     }
 
     /// Set where each tenant's retention policy comes from (asked on every query and
     /// compactor pass; only used when `compaction.retention_enabled`).
-    pub fn set_retention(&self, _source: erase::RetentionSource) {
-        unimplemented!("erase: set_retention")
+    pub fn set_retention(&self, source: erase::RetentionSource) {
+        self.inner.erase.set_retention(source);
     }
 
     /// Record a delete request; when this returns, every query already omits its lines.
     /// `Error::InvalidRequest` when the query does not compile or the range is empty.
     pub async fn add_delete(
         &self,
-        _tenant: &str,
-        _query: &str,
-        _start_ns: i64,
-        _end_ns: i64,
-        _requested_by: &str,
+        tenant: &str,
+        query: &str,
+        start_ns: i64,
+        end_ns: i64,
+        requested_by: &str,
     ) -> Result<erase::DeleteRequest> {
-        unimplemented!("erase: add_delete")
+        self.inner
+            .erase
+            .add(
+                self.inner.store.as_ref(),
+                tenant,
+                query,
+                start_ns,
+                end_ns,
+                requested_by,
+            )
+            .await
     }
 
     /// A tenant's delete requests, oldest first, with their current status.
-    pub async fn deletes(&self, _tenant: &str) -> Result<Vec<erase::DeleteRequest>> {
-        unimplemented!("erase: deletes")
+    pub async fn deletes(&self, tenant: &str) -> Result<Vec<erase::DeleteRequest>> {
+        Ok(self.inner.erase.requests(tenant))
     }
 
     /// Cancel a delete request within `compaction.delete_request_cancel_period`.
     pub async fn cancel_delete(
         &self,
-        _tenant: &str,
-        _request_id: &str,
+        tenant: &str,
+        request_id: &str,
     ) -> Result<erase::CancelOutcome> {
-        unimplemented!("erase: cancel_delete")
+        let period = self.inner.config.compaction.delete_request_cancel_period.0;
+        self.inner
+            .erase
+            .cancel(self.inner.store.as_ref(), tenant, request_id, period)
+            .await
     }
 
     /// A number that changes whenever the tenant's delete requests change (Loki's cache
     /// generation number for results caches).
-    pub fn delete_generation(&self, _tenant: &str) -> u64 {
-        unimplemented!("erase: delete_generation")
+    pub fn delete_generation(&self, tenant: &str) -> u64 {
+        self.inner.erase.generation(tenant)
     }
 
     /// Run one compaction pass now (windows past `compaction.min_age`, due deletions).

@@ -105,7 +105,8 @@ fn fields_request(state: &AppState, c: Common) -> Result<FieldsRequest, ApiError
             "invalid query {query:?}: detected fields need a log query (a selector and an optional pipeline), not a metric query"
         )));
     }
-    let l = &state.config.limits_config;
+    let tenant_limits = state.limits(&c.tenant);
+    let l = &tenant_limits.limits;
     if line_limit > l.max_entries_limit_per_query {
         return Err(ApiError::BadRequest(format!(
             "max entries limit per query exceeded, limit > max_entries_limit_per_query ({line_limit} > {})",
@@ -300,8 +301,9 @@ pub async fn drilldown_limits(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    params::tenant(&headers, state.config.auth_enabled)?;
-    let l = &state.config.limits_config;
+    let tenant = params::tenant(&headers, state.config.auth_enabled)?;
+    let tenant_limits = state.limits(&tenant);
+    let l = &tenant_limits.limits;
     let limits = json!({
         "discover_log_levels": l.discover_log_levels,
         "discover_service_name": l.discover_service_name,
@@ -316,8 +318,8 @@ pub async fn drilldown_limits(
         "metric_aggregation_enabled": false,
         "pattern_persistence_enabled": false,
         "query_timeout": prom_duration(state.config.query.timeout),
-        // tovlog keeps data until it is deleted: Loki's "no retention".
-        "retention_period": "0s",
+        // Loki publishes the tenant's period whether or not the compactor enforces it.
+        "retention_period": prom_duration(l.retention_period),
         "volume_enabled": l.volume_enabled,
         "volume_max_series": l.volume_max_series,
     });

@@ -217,10 +217,12 @@ struct VolumeGrouping {
 
 fn volume_grouping(
     state: &AppState,
+    tenant: &str,
     p: &Params,
     matchers: &[Matcher],
 ) -> Result<VolumeGrouping, ApiError> {
-    if !state.config.limits_config.volume_enabled {
+    let tenant_limits = state.limits(tenant);
+    if !tenant_limits.limits.volume_enabled {
         return Err(ApiError::NotFound("volume not enabled".into()));
     }
     let by_labels = match p.get("aggregateBy") {
@@ -257,7 +259,7 @@ fn volume_grouping(
     let limit = if limit == 0 {
         100
     } else {
-        limit.min(state.config.limits_config.volume_max_series)
+        limit.min(tenant_limits.limits.volume_max_series)
     };
     Ok(VolumeGrouping {
         by_labels,
@@ -326,7 +328,7 @@ pub async fn volume(
 ) -> Result<Json<Value>, ApiError> {
     let c = common(&state, &method, &headers, raw.as_deref(), &body)?;
     let matchers = required_selector(&c.params)?;
-    let g = volume_grouping(&state, &c.params, &matchers)?;
+    let g = volume_grouping(&state, &c.tenant, &c.params, &matchers)?;
     let vols = state
         .storage
         .volumes(&c.tenant, &matchers, c.start_ns, c.end_ns)?;
@@ -354,7 +356,7 @@ pub async fn volume_range(
 ) -> Result<Json<Value>, ApiError> {
     let c = common(&state, &method, &headers, raw.as_deref(), &body)?;
     let matchers = required_selector(&c.params)?;
-    let g = volume_grouping(&state, &c.params, &matchers)?;
+    let g = volume_grouping(&state, &c.tenant, &c.params, &matchers)?;
     let step_ns = match c.params.get("step") {
         Some(s) => params::parse_step(s)?,
         None => params::default_step_ns(c.start_ns, c.end_ns),

@@ -1,5 +1,6 @@
 //! One file per API area; this module assembles them into the router.
 
+mod delete;
 mod drilldown;
 mod labels;
 mod otlp;
@@ -126,6 +127,22 @@ pub fn router() -> Router<AppState> {
             get(rules::prometheus_rules).post(rules::prometheus_rules),
         )
         .route("/api/prom/api/v1/alerts", get(rules::prometheus_alerts))
+}
+
+/// The log deletion API (Loki registers it only when `compactor.retention_enabled`).
+pub fn delete_router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/loki/api/v1/delete",
+            post(delete::create)
+                .put(delete::create)
+                .get(delete::list)
+                .delete(delete::cancel),
+        )
+        .route(
+            "/loki/api/v1/cache/generation_numbers",
+            get(delete::generation_numbers),
+        )
 }
 
 /// The push routes (Loki push, legacy push, OTLP logs), behind `cors` when it is configured

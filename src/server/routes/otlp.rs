@@ -75,7 +75,8 @@ pub async fn logs(State(state): State<AppState>, headers: HeaderMap, body: Bytes
         Ok(r) => r,
         Err(e) => return bad_request(format, &e.to_string()),
     };
-    let limits = &state.config.limits_config;
+    let tenant_limits = state.limits(&tenant);
+    let limits = &tenant_limits.limits;
     let opts = otlp::MapOptions {
         discover_service_name: &limits.discover_service_name,
         discover_log_levels: limits.discover_log_levels,

@@ -80,12 +80,14 @@ impl From<QueryError> for ApiError {
 /// Checks shared by range and instant queries.
 pub(super) fn check_limits(
     state: &AppState,
+    tenant: &str,
     expr: &Expr,
     limit: u32,
     start_ns: i64,
     end_ns: i64,
 ) -> Result<(), ApiError> {
-    let l = &state.config.limits_config;
+    let tenant_limits = state.limits(tenant);
+    let l = &tenant_limits.limits;
     if matches!(expr, Expr::Log(_)) && limit > l.max_entries_limit_per_query {
         return Err(ApiError::BadRequest(format!(
             "max entries limit per query exceeded, limit > max_entries_limit_per_query ({limit} > {})",
@@ -145,7 +147,7 @@ fn range_request(
     let step_ns = params::range_step(p, start_ns, end_ns, params::TOO_MANY_POINTS)?;
     let limit = parse_limit(p)?;
     let direction = parse_direction(p)?;
-    check_limits(state, &expr, limit, start_ns, end_ns)?;
+    check_limits(state, &tenant, &expr, limit, start_ns, end_ns)?;
     Ok(QueryRequest {
         tenant,
         query,
@@ -179,7 +181,7 @@ pub async fn query_instant(
     let time_ns = params::parse_time(p.get("time"), params::now_ns(), "time")?;
     let limit = parse_limit(&p)?;
     let direction = parse_direction(&p)?;
-    check_limits(&state, &expr, limit, time_ns, time_ns)?;
+    check_limits(&state, &tenant, &expr, limit, time_ns, time_ns)?;
     let req = QueryRequest {
         tenant,
         query,

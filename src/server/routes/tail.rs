@@ -263,8 +263,9 @@ async fn run(
         return End::Shutdown;
     }
     let now = params::now_ns();
-    let limits = &state.config.limits_config;
-    if let Err(e) = check_limits(state, &req.expr, req.limit, req.start_ns, now) {
+    let tenant_limits = state.limits(&req.tenant);
+    let limits = &tenant_limits.limits;
+    if let Err(e) = check_limits(state, &req.tenant, &req.expr, req.limit, req.start_ns, now) {
         return End::Error(e.to_string());
     }
     // Subscribe before reading the recent entries, so nothing pushed meanwhile is missed

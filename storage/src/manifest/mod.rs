@@ -287,6 +287,11 @@ pub struct Manifest {
     /// `None` before the first flush, and in manifests of older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain: Option<crate::chain::ChainHead>,
+    /// Delete requests being applied by the compactor: lines removed so far and the files
+    /// known to be free of their rows ([`crate::erase`]), updated in the same write as the
+    /// files they concern.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub deletes: std::collections::BTreeMap<String, crate::erase::DeleteProgress>,
 }
 
 /// A chunk file no longer listed, waiting for in-flight queries before it is deleted.
@@ -625,6 +630,7 @@ mod tests {
                 seq: 3,
                 hash: crate::chain::ZERO_HASH.into(),
             }),
+            ..Manifest::default()
         };
         save(&store, "t", &m).await?;
         assert_eq!(load(&store, "t").await?, m);

@@ -51,6 +51,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 
+use crate::erase::{EraseExpr, EraseFilter};
 use crate::model::StreamId;
 
 mod footers;
@@ -81,6 +82,10 @@ pub struct ChunkFile {
     pub rows_exact: bool,
     /// Structured metadata keys of its rows (`None`: unknown).
     pub metadata_keys: Option<Vec<String>>,
+    /// Rows of it the scan must leave out (expired or deleted, see [`crate::erase`]);
+    /// `None` for a file without such rows, read as before. A caller keeping results
+    /// per file keys them by [`EraseFilter::key`] too.
+    pub erase: Option<Arc<EraseFilter>>,
 }
 
 /// Rows of one stream in the minute ending at `minute_end_ns` (see
@@ -332,6 +337,11 @@ impl LogsTable {
         let mut out = Vec::new();
         let mut kept = Vec::with_capacity(self.files.len());
         for f in std::mem::take(&mut self.files) {
+            if f.erase.is_some() {
+                // The counts include erased rows.
+                kept.push(f);
+                continue;
+            }
             let index = self.index_of(&f).await;
             let Some(counts) = index.as_ref().and_then(|i| i.counts.as_ref()) else {
                 kept.push(f);
@@ -504,103 +514,136 @@ impl TableProvider for LogsTable {
         } else {
             self.file_selections().await?
         };
-        if !files.is_empty() {
-            // Row selections that are exactly the wanted rows (a range covering the files'
-            // time spans) need no stream and time test: rows are then only read.
-            let exact = files.iter().all(|(f, _)| f.rows_exact);
-            let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
-            let restriction = state.create_physical_expr(self.restriction(), &df_schema)?;
-            let line_match = match self.pushable_line_predicate() {
-                Some(p) => {
-                    let line = physical_col(LINE, &self.schema)?;
-                    Some(Arc::new(LineMatchExpr::new(line, p)) as Arc<dyn PhysicalExpr>)
-                }
-                None => None,
-            };
-            let predicate = match (line_match, exact) {
-                (Some(m), true) => Some(m),
-                (Some(m), false) => Some(Arc::new(BinaryExpr::new(restriction, Operator::And, m))
-                    as Arc<dyn PhysicalExpr>),
-                (None, true) => None,
-                (None, false) => Some(restriction),
-            };
-            let mut source = ParquetSource::new(self.schema.clone()).with_enable_page_index(true);
-            if let Some(predicate) = predicate {
-                source = source
-                    .with_predicate(predicate)
-                    .with_pushdown_filters(true)
-                    .with_reorder_filters(true);
-            }
-            if let Some(readers) = &self.parquet_readers {
-                source = source.with_parquet_file_reader_factory(readers.clone());
-            }
-            let partitions = state.config().target_partitions().max(1);
-            // Fewer files than partitions (a recent hour is one file): split each file's
-            // rows so every core decodes a share.
-            let pieces = if files.len() < partitions {
-                partitions.div_ceil(files.len())
-            } else {
-                1
-            };
-            let mut units: Vec<(&ChunkFile, RowSelection)> = Vec::new();
-            for (f, selection) in files {
-                for part in split_selection(&selection, pieces, MIN_SPLIT_ROWS) {
-                    units.push((f, part));
-                }
-            }
-            let mut groups: Vec<Vec<PartitionedFile>> =
-                vec![Vec::new(); partitions.min(units.len())];
-            let n_groups = groups.len();
-            for (i, (f, selection)) in units.into_iter().enumerate() {
-                let file = PartitionedFile::new(f.path.clone(), f.size)
-                    .with_extension(ParquetRowSelection::new(selection));
-                groups[i % n_groups].push(file);
-            }
-            let mut builder = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source));
-            for g in groups {
-                builder = builder.with_file_group(FileGroup::new(g));
-            }
-            // The reader decodes only the projected columns plus the restriction's own
-            // (`stream_id`, `ts`): a count never decompresses a line.
-            let mut read: Vec<usize> = match projection {
-                Some(p) => p.clone(),
-                None => (0..self.schema.fields().len()).collect(),
-            };
-            if exact {
-                builder = builder.with_projection_indices(Some(read))?;
-                inputs.push(DataSourceExec::from_data_source(builder.build()));
-                return Self::union(inputs, &self.schema, projection);
-            }
-            for c in [STREAM_ID, TS] {
-                let i = self.schema.index_of(c)?;
-                if !read.contains(&i) {
-                    read.push(i);
-                }
-            }
-            read.sort_unstable();
-            builder = builder.with_projection_indices(Some(read.clone()))?;
-            let parquet = DataSourceExec::from_data_source(builder.build());
-            let read_schema = Arc::new(self.schema.project(&read)?);
-            let read_df = DFSchema::try_from(read_schema.as_ref().clone())?;
-            let filter_predicate = state.create_physical_expr(self.restriction(), &read_df)?;
-            // Positions of the requested columns among those read.
-            let out: Option<Vec<usize>> = projection.map(|p| {
-                p.iter()
-                    .filter_map(|c| read.iter().position(|r| r == c))
-                    .collect()
-            });
-            // The Parquet reader filters rows while decoding; the FilterExec keeps the
-            // restriction exact whatever the reader decides to push down.
-            let filter = FilterExecBuilder::new(filter_predicate, parquet)
-                .apply_projection(out)?
-                .build()?;
-            inputs.push(Arc::new(filter));
+        // Files with erased rows are read through their own filter; the others as if
+        // nothing were erased.
+        let (erased, plain): (Vec<_>, Vec<_>) =
+            files.into_iter().partition(|(f, _)| f.erase.is_some());
+        if !plain.is_empty() {
+            inputs.push(self.files_plan(state, projection, plain, None)?);
+        }
+        if let Some(filter) = erased.first().and_then(|(f, _)| f.erase.clone()) {
+            inputs.push(self.files_plan(state, projection, erased, Some(filter))?);
         }
         Self::union(inputs, &self.schema, projection)
     }
 }
 
 impl LogsTable {
+    /// The plan reading `files` (each with its row selection), leaving out the rows
+    /// `erase` erases.
+    fn files_plan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        files: Vec<(&ChunkFile, RowSelection)>,
+        erase: Option<Arc<EraseFilter>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        // Row selections that are exactly the wanted rows (a range covering the files'
+        // time spans) need no stream and time test: rows are then only read.
+        let exact = erase.is_none() && files.iter().all(|(f, _)| f.rows_exact);
+        let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
+        let restriction = state.create_physical_expr(self.restriction(), &df_schema)?;
+        let line_match = match self.pushable_line_predicate() {
+            Some(p) => {
+                let line = physical_col(LINE, &self.schema)?;
+                Some(Arc::new(LineMatchExpr::new(line, p)) as Arc<dyn PhysicalExpr>)
+            }
+            None => None,
+        };
+        let predicate =
+            match (line_match, exact) {
+                (Some(m), true) => Some(m),
+                (Some(m), false) => Some(Arc::new(BinaryExpr::new(restriction, Operator::And, m))
+                    as Arc<dyn PhysicalExpr>),
+                (None, true) => None,
+                (None, false) => Some(restriction),
+            };
+        let mut source = ParquetSource::new(self.schema.clone()).with_enable_page_index(true);
+        if let Some(predicate) = predicate {
+            source = source
+                .with_predicate(predicate)
+                .with_pushdown_filters(true)
+                .with_reorder_filters(true);
+        }
+        if let Some(readers) = &self.parquet_readers {
+            source = source.with_parquet_file_reader_factory(readers.clone());
+        }
+        let partitions = state.config().target_partitions().max(1);
+        // Fewer files than partitions (a recent hour is one file): split each file's
+        // rows so every core decodes a share.
+        let pieces = if files.len() < partitions {
+            partitions.div_ceil(files.len())
+        } else {
+            1
+        };
+        let mut units: Vec<(&ChunkFile, RowSelection)> = Vec::new();
+        for (f, selection) in files {
+            for part in split_selection(&selection, pieces, MIN_SPLIT_ROWS) {
+                units.push((f, part));
+            }
+        }
+        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); partitions.min(units.len())];
+        let n_groups = groups.len();
+        for (i, (f, selection)) in units.into_iter().enumerate() {
+            let file = PartitionedFile::new(f.path.clone(), f.size)
+                .with_extension(ParquetRowSelection::new(selection));
+            groups[i % n_groups].push(file);
+        }
+        let mut builder = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source));
+        for g in groups {
+            builder = builder.with_file_group(FileGroup::new(g));
+        }
+        // The reader decodes only the projected columns plus the restriction's own
+        // (`stream_id`, `ts`): a count never decompresses a line.
+        let mut read: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+        if exact {
+            builder = builder.with_projection_indices(Some(read))?;
+            return Ok(DataSourceExec::from_data_source(builder.build()));
+        }
+        let line_needed = erase.as_ref().is_some_and(|e| e.needs_line());
+        for c in [STREAM_ID, TS, LINE] {
+            if c == LINE && !line_needed {
+                continue;
+            }
+            let i = self.schema.index_of(c)?;
+            if !read.contains(&i) {
+                read.push(i);
+            }
+        }
+        read.sort_unstable();
+        builder = builder.with_projection_indices(Some(read.clone()))?;
+        let parquet = DataSourceExec::from_data_source(builder.build());
+        let read_schema = Arc::new(self.schema.project(&read)?);
+        let read_df = DFSchema::try_from(read_schema.as_ref().clone())?;
+        let mut filter_predicate = state.create_physical_expr(self.restriction(), &read_df)?;
+        if let Some(erase) = erase {
+            let mut columns = vec![
+                physical_col(STREAM_ID, &read_schema)?,
+                physical_col(TS, &read_schema)?,
+            ];
+            if line_needed {
+                columns.push(physical_col(LINE, &read_schema)?);
+            }
+            let keep = Arc::new(EraseExpr::new(erase, columns)) as Arc<dyn PhysicalExpr>;
+            filter_predicate = Arc::new(BinaryExpr::new(filter_predicate, Operator::And, keep));
+        }
+        // Positions of the requested columns among those read.
+        let out: Option<Vec<usize>> = projection.map(|p| {
+            p.iter()
+                .filter_map(|c| read.iter().position(|r| r == c))
+                .collect()
+        });
+        // The Parquet reader filters rows while decoding; the FilterExec keeps the
+        // restriction exact whatever the reader decides to push down.
+        let filter = FilterExecBuilder::new(filter_predicate, parquet)
+            .apply_projection(out)?
+            .build()?;
+        Ok(Arc::new(filter))
+    }
+
     /// The scan of `inputs` (head and files, each already projected).
     fn union(
         inputs: Vec<Arc<dyn ExecutionPlan>>,
