@@ -66,6 +66,10 @@ impl AppState {
             Some(Arc::new(tovlog_logql::pipeline::line_flags)),
         )
         .await?;
+        // Retention asks the current overrides on every query and compactor pass; delete
+        // queries are compiled with the logql crate's line filters.
+        storage.set_retention(overrides.retention_source());
+        storage.set_delete_compiler(crate::erase::delete_compiler());
         let ingester = Arc::new(Ingester::new(
             storage.clone(),
             overrides.clone(),
