@@ -401,9 +401,7 @@ async fn generation(s: &TestServer, tenant: &str) -> anyhow::Result<String> {
     }
 }
 
-#[ignore = "fails after merging erase (a WAL segment missing during a flush, or 400s); to investigate"]
 #[tokio::test]
-
 async fn delete_round_trip_applies_at_once_and_cancel_restores() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut s = TestServer::start(delete_config(dir.path(), "")?).await?;
@@ -557,13 +555,12 @@ async fn delete_round_trip_applies_at_once_and_cancel_restores() -> anyhow::Resu
     let mut s = TestServer::start_in(delete_config(dir.path(), "")?, &s.data_dir).await?;
     assert_eq!(query_lines(&s, "t", qs, qe).await?, want);
     assert_eq!(list(&s, "t", "?include_cancelled=true").await?, all);
+    s.stop().await?;
     drop(dir_keep);
-    s.stop().await
+    Ok(())
 }
 
-#[ignore = "fails after merging erase (a WAL segment missing during a flush, or 400s); to investigate"]
 #[tokio::test]
-
 async fn a_delete_is_processed_after_the_cancel_period_with_its_lines_counted() -> anyhow::Result<()>
 {
     let dir = tempfile::tempdir()?;
@@ -649,12 +646,12 @@ async fn a_delete_is_processed_after_the_cancel_period_with_its_lines_counted() 
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["status"], "processed");
     assert_eq!(listed[0]["lines_removed"], removed as u64);
+    s.stop().await?;
     drop(keep);
-    s.stop().await
+    Ok(())
 }
 
 #[tokio::test]
-
 async fn a_cancel_after_the_cancel_period_is_refused() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut config = delete_config(dir.path(), "")?;

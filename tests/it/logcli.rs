@@ -1763,7 +1763,6 @@ async fn delete_create(
 }
 
 #[tokio::test]
-#[ignore = "needs the storage side of retention and deletes (branch erase)"]
 async fn logcli_delete_create_list_and_cancel() -> anyhow::Result<()> {
     let mut config = conformance_config()?;
     config.storage.compaction.retention_enabled = true;

@@ -435,9 +435,8 @@ async fn wait_for_answers(
     }
 }
 
-#[ignore = "fails after merging erase; to investigate"]
 #[tokio::test]
-
+#[ignore = "fails at its first check (head data, line 487): some read API disagrees with the expected cut-off; not diagnosed yet"]
 async fn retention_per_tenant_and_stream_agrees_everywhere_before_and_after_compaction(
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -493,9 +492,12 @@ storage:
     assert_eq!(status, 204, "{body}");
     assert_eq!(answers(&s, "acme", start, end).await?, acme);
     assert_eq!(answers(&s, "keep", start, end).await?, keep);
-    wait_for_compaction(&s).await?;
+    // The compactor's retention pass removes acme's expired rows (a `retention` event in the
+    // tenant's hash chain); keep keeps everything.
+    wait_for_retention(&s, "acme", 0).await?;
     assert_eq!(answers(&s, "acme", start, end).await?, acme);
     assert_eq!(answers(&s, "keep", start, end).await?, keep);
+    assert_eq!(retention_events(&s, "keep")?, 0);
 
     // The overrides file changed at runtime: acme keeps 20h, keep 80h.
     std::fs::write(
@@ -511,34 +513,53 @@ storage:
     let keep = expected_answers(&visible(&data, now, |_| Some(80)));
     wait_for_answers(&s, "acme", start, end, &acme).await?;
     wait_for_answers(&s, "keep", start, end, &keep).await?;
-    wait_for_compaction(&s).await?;
+    // The next retention pass follows the new periods: keep's 100h-old audit rows go too.
+    wait_for_retention(&s, "keep", 0).await?;
     assert_eq!(answers(&s, "acme", start, end).await?, acme);
     assert_eq!(answers(&s, "keep", start, end).await?, keep);
 
-    // Physically gone: restarted with retention off, the same answers come from the files.
+    // Restarted on the same directory, the answers are the same.
     let keep_dir = s.take_dir();
     s.stop().await?;
-    let mut off = config;
-    off.compactor.retention_enabled = Some(false);
-    off.storage.compaction.retention_enabled = false;
-    let mut s = TestServer::start_in(off, &s.data_dir).await?;
+    let mut s = TestServer::start_in(config, &s.data_dir).await?;
     assert_eq!(answers(&s, "acme", start, end).await?, acme);
     assert_eq!(answers(&s, "keep", start, end).await?, keep);
+    s.stop().await?;
     drop(keep_dir);
-    s.stop().await
+    Ok(())
 }
 
-/// Wait until the compactor has nothing left to do.
-async fn wait_for_compaction(s: &TestServer) -> anyhow::Result<()> {
+/// `retention` events in `tenant`'s hash chain (`<tenant>/chain/<seq>.json` of the local
+/// object store): each is one compactor edit that dropped or rewrote expired files.
+fn retention_events(s: &TestServer, tenant: &str) -> anyhow::Result<usize> {
+    let dir = s.data_dir.join("chunks").join(tenant).join("chain");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(0);
+    };
+    let mut n = 0;
+    for e in entries {
+        let path = e?.path();
+        if path.extension().is_some_and(|x| x == "json") {
+            let v: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+            n += usize::from(v["event"] == "retention");
+        }
+    }
+    Ok(n)
+}
+
+/// Wait until the compactor recorded more than `seen` retention events for `tenant` and has
+/// no flushed file left to compact.
+async fn wait_for_retention(s: &TestServer, tenant: &str, seen: usize) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let m = metrics(s).await?;
-        if m.lines().any(|l| l == "tovlog_chunk_files_uncompacted 0") {
+        let idle = m.lines().any(|l| l == "tovlog_chunk_files_uncompacted 0");
+        if idle && retention_events(s, tenant)? > seen {
             return Ok(());
         }
         anyhow::ensure!(
             std::time::Instant::now() < deadline,
-            "compaction never finished:\n{m}"
+            "no retention pass for {tenant} in 60 s:\n{m}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
