@@ -209,7 +209,10 @@ fn queries(meta: &Value) -> Vec<(&'static str, Vec<(String, String)>)> {
         ),
         (
             "Q7",
-            day(r#"sum(count_over_time({env=~".+"}[5m]))"#, &[("step", "300")]),
+            day(
+                r#"sum(count_over_time({env=~".+"}[5m]))"#,
+                &[("step", "300")],
+            ),
         ),
         (
             "Q8",
@@ -267,7 +270,12 @@ async fn run_queries(
 }
 
 /// Lines of the day matching `query` (a log selector with filters), by an instant query.
-async fn count_lines(client: &reqwest::Client, url: &str, query: &str, meta: &Value) -> Result<u64> {
+async fn count_lines(
+    client: &reqwest::Client,
+    url: &str,
+    query: &str,
+    meta: &Value,
+) -> Result<u64> {
     let t0 = meta["t0_ns"].as_i64().unwrap_or(0);
     let t1 = meta["t_end_ns"].as_i64().unwrap_or(0);
     let hours = (t1 - t0) / 3_600_000_000_000 + 1;
@@ -335,7 +343,11 @@ async fn main() -> Result<()> {
     let client = reqwest::Client::new();
 
     // 1. Load, compact, baseline.
-    write_config(&config, "", "compactor:\n  delete_request_cancel_period: 24h\n")?;
+    write_config(
+        &config,
+        "",
+        "compactor:\n  delete_request_cancel_period: 24h\n",
+    )?;
     let server = start(&config, &data_dir).await?;
     push_all(&server.url, files).await?;
     client
@@ -371,7 +383,11 @@ async fn main() -> Result<()> {
     stop(server)?;
 
     // 4. The compactor applies the delete.
-    write_config(&config, "", "compactor:\n  delete_request_cancel_period: 1s\n")?;
+    write_config(
+        &config,
+        "",
+        "compactor:\n  delete_request_cancel_period: 1s\n",
+    )?;
     let t = Instant::now();
     let server = start(&config, &data_dir).await?;
     let processed = wait_processed(&client, &server.url, Duration::from_secs(3600)).await?;
@@ -418,15 +434,24 @@ async fn main() -> Result<()> {
     let disk_retained = dir_bytes(&data_dir);
 
     println!("\n== tovlog erase benchmark: {lines} lines ==");
-    println!("delete {target} over the day: {before} lines before, {after} visible right after the POST");
-    println!("  POST {:.3} s, POST → first answer without them {:.3} s", post_s, effect_s);
-    println!("\n| query | cold s | warm s | cold s (tombstone) | warm s (tombstone) | warm slowdown |");
+    println!(
+        "delete {target} over the day: {before} lines before, {after} visible right after the POST"
+    );
+    println!(
+        "  POST {:.3} s, POST → first answer without them {:.3} s",
+        post_s, effect_s
+    );
+    println!(
+        "\n| query | cold s | warm s | cold s (tombstone) | warm s (tombstone) | warm slowdown |"
+    );
     println!("|---|---|---|---|---|---|");
     let mut rows = Vec::new();
     for ((id, c0, w0), (_, c1, w1)) in baseline.iter().zip(&pending) {
         let slow = (w1 / w0 - 1.0) * 100.0;
         println!("| {id} | {c0:.3} | {w0:.3} | {c1:.3} | {w1:.3} | {slow:+.1}% |");
-        rows.push(json!({"id": id, "cold": c0, "warm": w0, "cold_tombstone": c1, "warm_tombstone": w1}));
+        rows.push(
+            json!({"id": id, "cold": c0, "warm": w0, "cold_tombstone": c1, "warm_tombstone": w1}),
+        );
     }
     println!(
         "\ncompactor applying the delete: {delete_s:.1} s (restart included), lines removed {removed:?}, left visible {after_compaction}, peak RSS {delete_rss:.0} MiB (idle after {idle_rss:.0} MiB)"

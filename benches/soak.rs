@@ -92,7 +92,7 @@ impl Generator {
             self.seq += 1;
             let s = (self.seq as usize) % self.streams;
             let level = ["info", "info", "info", "warn", "error"][(self.seq % 5) as usize];
-            let line = if s % 2 == 0 {
+            let line = if s.is_multiple_of(2) {
                 format!(
                     r#"{{"level":"{level}","msg":"request served","user_id":{},"duration_ms":{},"path":"/api/v1/items/{}","seq":{}}}"#,
                     self.seq % 977,
@@ -117,7 +117,7 @@ impl Generator {
         let streams: Vec<Value> = per
             .into_iter()
             .map(|(s, values)| {
-                json!({"stream": {"job": "soak", "stream": format!("s{s:03}"), "kind": if s % 2 == 0 {"json"} else {"logfmt"}}, "values": values})
+                json!({"stream": {"job": "soak", "stream": format!("s{s:03}"), "kind": if s.is_multiple_of(2) {"json"} else {"logfmt"}}, "values": values})
             })
             .collect();
         (json!({ "streams": streams }).to_string(), counts)
@@ -138,7 +138,9 @@ fn p99(v: &mut [f64]) -> f64 {
         return f64::NAN;
     }
     v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() as f64 * 0.99).ceil() as usize).saturating_sub(1).min(v.len() - 1)]
+    v[((v.len() as f64 * 0.99).ceil() as usize)
+        .saturating_sub(1)
+        .min(v.len() - 1)]
 }
 
 const BODY_LINES: usize = 1000;
@@ -205,7 +207,10 @@ async fn main() -> Result<()> {
                 task.await??;
             }
             let max = pushed.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64();
-            println!("maximum push rate: {max:.0} lines/s; soaking at 80%: {:.0}", max * 0.8);
+            println!(
+                "maximum push rate: {max:.0} lines/s; soaking at 80%: {:.0}",
+                max * 0.8
+            );
             (max * 0.8) as u64
         }
     };
@@ -260,7 +265,9 @@ async fn main() -> Result<()> {
             }
         }));
     }
-    let queries: Vec<(&str, Vec<(&str, String)>, u64)> = {
+    // (path, parameters, every N seconds)
+    type Read = (&'static str, Vec<(&'static str, String)>, u64);
+    let queries: Vec<Read> = {
         vec![
             ("/loki/api/v1/query_range", vec![("query", r#"{job="soak", kind="json"} |= "error" | json | duration_ms > 2000"#.into()), ("limit", "1000".into())], 5),
             ("/loki/api/v1/query_range", vec![("query", r#"sum by (level) (count_over_time({job="soak"} | logfmt [1m]))"#.into()), ("step", "15".into())], 5),
@@ -279,8 +286,10 @@ async fn main() -> Result<()> {
             while !stop.load(Ordering::Relaxed) {
                 tick.tick().await;
                 let end = now_ns();
-                let mut p: Vec<(String, String)> =
-                    params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+                let mut p: Vec<(String, String)> = params
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect();
                 p.push(("start".into(), (end - 3_600_000_000_000).to_string()));
                 p.push(("end".into(), end.to_string()));
                 let t = Instant::now();
@@ -330,7 +339,9 @@ async fn main() -> Result<()> {
         }));
     }
 
-    println!("\n| minute | RSS MiB | push p99 ms | query p99 ms | lines pushed | errors | tail frames |");
+    println!(
+        "\n| minute | RSS MiB | push p99 ms | query p99 ms | lines pushed | errors | tail frames |"
+    );
     println!("|---|---|---|---|---|---|---|");
     let mut rss = Vec::new();
     let mut last_frames = 0;
@@ -367,7 +378,11 @@ async fn main() -> Result<()> {
         println!(
             "RSS after minute 5: {base:.0} MiB; largest departure later {:.1}% ({})",
             worst * 100.0,
-            if worst <= 0.10 { "within 10%" } else { "OVER 10%" }
+            if worst <= 0.10 {
+                "within 10%"
+            } else {
+                "OVER 10%"
+            }
         );
     }
 

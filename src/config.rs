@@ -569,22 +569,13 @@ impl Config {
                 ));
             }
         }
-        if let Err(e) = crate::ingest::redact::Redactor::new(&l.redaction) {
-            return Err(ConfigError::Invalid {
-                key: "limits_config.redaction",
-                msg: e.to_string(),
-            });
-        }
         if self.server.http_tls_config.enabled() {
             if let Err(e) = self.server.http_tls_config.load() {
-                return Err(ConfigError::Invalid {
-                    key: "server.http_tls_config",
-                    msg: e.to_string(),
-                });
+                return Err(invalid("server.http_tls_config", e.to_string()));
             }
         }
         if let Err(msg) = self.auth.validate() {
-            return Err(ConfigError::Invalid { key: "auth", msg });
+            return Err(invalid("auth", msg));
         }
         if self.query.timeout.is_zero() {
             return Err(invalid("query.timeout", "must be > 0"));

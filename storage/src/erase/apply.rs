@@ -435,7 +435,7 @@ impl Inner {
             let outputs: Vec<&str> = metas.iter().map(|m| m.path.as_str()).collect();
             // Outputs hold no row of the due requests; the input's marks go with it.
             for progress in next.deletes.values_mut() {
-                let was_clean = progress.clean.iter().any(|p| *p == c.path);
+                let was_clean = progress.clean.contains(&c.path);
                 progress.clean.retain(|p| *p != c.path);
                 if was_clean {
                     progress.clean.extend(outputs.iter().map(|o| o.to_string()));
@@ -520,7 +520,7 @@ fn file_needs(tenant: &Tenant, m: &Manifest, c: &ChunkMeta, t: &Tombstone) -> bo
     }
     if m.deletes
         .get(&t.request_id)
-        .is_some_and(|p| p.clean.iter().any(|x| *x == c.path))
+        .is_some_and(|p| p.clean.contains(&c.path))
     {
         return false;
     }
@@ -552,9 +552,7 @@ fn plan_file(tenant: &Tenant, ctx: &EraseContext, m: &Manifest, c: &ChunkMeta) -
         // Requests already applied to this file are left out.
         e.cuts.retain(|cut| {
             let id = &ctx.tombstones[cut.request].request_id;
-            !m.deletes
-                .get(id)
-                .is_some_and(|p| p.clean.iter().any(|x| *x == c.path))
+            !m.deletes.get(id).is_some_and(|p| p.clean.contains(&c.path))
         });
         if s.max_ts >= e.cutoff {
             all_expired = false;
