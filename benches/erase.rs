@@ -346,7 +346,8 @@ async fn main() -> Result<()> {
     write_config(
         &config,
         "",
-        "compactor:\n  delete_request_cancel_period: 24h\n",
+        // The delete API is served only with retention on, as in Loki (no period: nothing expires).
+        "compactor:\n  retention_enabled: true\n  delete_request_cancel_period: 24h\n",
     )?;
     let server = start(&config, &data_dir).await?;
     push_all(&server.url, files).await?;
@@ -386,7 +387,7 @@ async fn main() -> Result<()> {
     write_config(
         &config,
         "",
-        "compactor:\n  delete_request_cancel_period: 1s\n",
+        "compactor:\n  retention_enabled: true\n  delete_request_cancel_period: 1s\n",
     )?;
     let t = Instant::now();
     let server = start(&config, &data_dir).await?;
