@@ -415,25 +415,21 @@ mod deletes {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "its POST was refused (end in the future, now fixed); not yet run since"]
     async fn crash_after_writing_the_rewrite() -> anyhow::Result<()> {
         run("erase.after_rewrite_write").await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "its POST was refused (end in the future, now fixed); not yet run since"]
     async fn crash_after_the_rewrite_chain_entry() -> anyhow::Result<()> {
         run("erase.after_rewrite_chain").await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "its POST was refused (end in the future, now fixed); not yet run since"]
     async fn crash_after_the_rewrite_manifest_edit() -> anyhow::Result<()> {
         run("erase.after_rewrite_manifest").await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "its POST was refused (end in the future, now fixed); not yet run since"]
     async fn crash_before_the_processed_event() -> anyhow::Result<()> {
         run("erase.before_processed").await
     }
