@@ -96,73 +96,7 @@ fn dataset(args: &Args) -> Result<PathBuf> {
     Ok(dir)
 }
 
-use common::{start_tovlog as start, Server};
-
-fn peak_rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
-fn stop(mut server: Server) -> Result<()> {
-    Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()?;
-    let status = server.child.wait()?;
-    if !status.success() {
-        bail!("tovlog exited with {status}");
-    }
-    Ok(())
-}
-
-fn dir_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            match e.metadata() {
-                Ok(m) if m.is_dir() => total += dir_bytes(&e.path()),
-                Ok(m) => total += m.len(),
-                Err(_) => {}
-            }
-        }
-    }
-    total
-}
-
-async fn push_all(url: &str, files: Vec<PathBuf>) -> Result<()> {
-    let client = reqwest::Client::new();
-    let mut tasks = Vec::new();
-    for worker in 0..2 {
-        let mine: Vec<PathBuf> = files.iter().skip(worker).step_by(2).cloned().collect();
-        let client = client.clone();
-        let url = format!("{url}/loki/api/v1/push");
-        tasks.push(tokio::spawn(async move {
-            for f in mine {
-                let body = tokio::fs::read(&f).await?;
-                let r = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await?;
-                let status = r.status();
-                if status.as_u16() != 204 {
-                    bail!(
-                        "push of {} → {status}: {}",
-                        f.display(),
-                        r.text().await.unwrap_or_default()
-                    );
-                }
-            }
-            Ok::<_, anyhow::Error>(())
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    Ok(())
-}
+use common::{dir_bytes, peak_rss_mib, push_all, start_tovlog as start, stop};
 
 struct Query {
     id: &'static str,
