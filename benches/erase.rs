@@ -26,7 +26,6 @@ mod common;
 
 use std::{
     path::{Path, PathBuf},
-    process::Command,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -60,29 +59,7 @@ fn parse_args() -> Result<Args> {
 
 /// The generated dataset (kept under target/bench-data, shared with the other benchmarks).
 fn dataset(args: &Args) -> Result<PathBuf> {
-    if let Some(d) = &args.dataset {
-        return Ok(d.clone());
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = root.join(format!("target/bench-data/{}", args.lines));
-    if let Ok(meta) = std::fs::read(dir.join("meta.json")) {
-        let meta: Value = serde_json::from_slice(&meta)?;
-        if meta["lines"].as_u64() == Some(args.lines) {
-            return Ok(dir);
-        }
-    }
-    let gen = root.join("../shared/bench/gen.py");
-    eprintln!("generating {} lines with {}", args.lines, gen.display());
-    let status = Command::new("python3")
-        .arg(&gen)
-        .args(["--lines", &args.lines.to_string(), "--out"])
-        .arg(&dir)
-        .status()
-        .context("running gen.py")?;
-    if !status.success() {
-        bail!("gen.py failed");
-    }
-    Ok(dir)
+    common::dataset(args.lines, args.dataset.as_deref())
 }
 
 fn rss_mib(pid: u32) -> Option<f64> {

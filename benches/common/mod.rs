@@ -171,3 +171,32 @@ pub async fn push_all(url: &str, files: Vec<PathBuf>) -> Result<()> {
     }
     Ok(())
 }
+
+/// The standard workload of `lines` lines: `explicit` when given, else generated once with
+/// `shared/bench/gen.py` under target/bench-data (shared by the benchmarks).
+pub fn dataset(lines: u64, explicit: Option<&Path>) -> Result<PathBuf> {
+    use anyhow::Context;
+    if let Some(d) = explicit {
+        return Ok(d.to_path_buf());
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join(format!("target/bench-data/{lines}"));
+    if let Ok(meta) = std::fs::read(dir.join("meta.json")) {
+        let meta: serde_json::Value = serde_json::from_slice(&meta)?;
+        if meta["lines"].as_u64() == Some(lines) {
+            return Ok(dir);
+        }
+    }
+    let gen = root.join("../shared/bench/gen.py");
+    eprintln!("generating {lines} lines with {}", gen.display());
+    let status = Command::new("python3")
+        .arg(&gen)
+        .args(["--lines", &lines.to_string(), "--out"])
+        .arg(&dir)
+        .status()
+        .context("running gen.py")?;
+    if !status.success() {
+        bail!("gen.py failed");
+    }
+    Ok(dir)
+}
