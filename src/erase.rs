@@ -40,14 +40,19 @@ pub fn compile_delete(query: &str) -> Result<CompiledDelete, String> {
         }
     }
     let matchers = crate::query::convert_matchers(&log.selector).map_err(|e| e.to_string())?;
-    let line = if filters.is_empty() {
-        None
+    let (line, needles) = if filters.is_empty() {
+        (None, Vec::new())
     } else {
         let chain = LineFilterChain::new(&filters).map_err(|e| e.to_string())?;
+        let needles = chain.required_substrings();
         let line: tovlog_storage::erase::LineMatch = Arc::new(move |l: &str| chain.matches(l));
-        Some(line)
+        (Some(line), needles)
     };
-    Ok(CompiledDelete { matchers, line })
+    Ok(CompiledDelete {
+        matchers,
+        line,
+        needles,
+    })
 }
 
 /// [`compile_delete`] as storage's compiler.

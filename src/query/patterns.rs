@@ -337,7 +337,7 @@ async fn units(
             let key = UnitKey {
                 rows: f.stream_rows.iter().map(|r| (r.start, r.end)).collect(),
                 range: (!f.rows_exact).then_some((req.start_ns, req.end_ns)),
-                erase: f.erase.as_ref().map(|e| e.key()),
+                erase: f.erase_key(),
                 path: f.path,
                 levels,
             };

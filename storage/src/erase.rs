@@ -6,8 +6,11 @@
 //!                       (append-only event log, log.rs)         │ every scan, series,
 //!                                                               ▼ labels, volume
 //!  retention source (per query) ──► per-stream cut-off ──► EraseFilter (filter.rs):
-//!                                    head batches filtered, files with erased rows read
-//!                                    through a FilterExec, other files as before
+//!                                    head batches filtered; files a cut-off or a delete
+//!                                    without line filters touches read through a
+//!                                    FilterExec; rows of line-filtered deletes found once
+//!                                    per file (rows.rs) and left out of row selections
+//!                                    and minute counts; other files as before
 //!  compactor pass (apply.rs): expired files unlisted; files with rows of due requests
 //!  (past the cancel period) or a quarter expired rewritten; manifest + chain entry
 //!  (`retention` / `delete`); then `processed.json` with the lines removed
@@ -26,12 +29,13 @@
 //!   and the request becomes `processed` with the lines it removed.
 //! - **Cost**: a scan asks once whether any tombstone overlaps its range or any
 //!   cut-off falls after its start; when not, it is planned exactly as without erasure.
-//!   Otherwise only the streams and files concerned pay a per-row check.
+//!   Otherwise only the streams and files concerned pay a per-row check of `stream_id`
+//!   and `ts`; a delete with line filters costs one read of the blocks that may hold its
+//!   literals per file, after which the file is read as if nothing were erased.
 //! - **Series, labels, volumes**: a stream disappears when retention expired all its
 //!   rows in range, or when deletes without line filters cover every time range it has
-//!   data in. Volumes count from the cut-off; deleted rows still count until the
-//!   compactor has removed them (an estimate, like the proration of files the range
-//!   cuts).
+//!   data in. Volumes count from the cut-off (exactly, from the rows, where it falls
+//!   inside a file); deleted rows still count until the compactor has removed them.
 //! - **Crash safety**: see the `apply` submodule; [`fault`] has the crash-test points.
 
 use std::sync::Arc;
@@ -41,6 +45,7 @@ mod apply;
 pub mod fault;
 mod filter;
 mod log;
+mod rows;
 
 pub use apply::DeleteProgress;
 pub(crate) use apply::{carry_clean, RowErasure};
@@ -48,6 +53,8 @@ pub(crate) use filter::select_files;
 pub(crate) use filter::EraseExpr;
 pub use filter::EraseFilter;
 pub(crate) use log::Eraser;
+pub use rows::ErasedRowsCache;
+pub(crate) use rows::{kept_rows, ErasedRow, FileStream, LineErase};
 
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +71,10 @@ pub struct CompiledDelete {
     pub matchers: Vec<Matcher>,
     /// Line filters; `None` deletes every line of the selected streams in range.
     pub line: Option<LineMatch>,
+    /// Byte strings every line `line` deletes contains (case-sensitive; may be empty).
+    /// The chunk files' trigram indexes then find the deleted rows without reading
+    /// every line (see the `rows` submodule).
+    pub needles: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for CompiledDelete {
@@ -71,6 +82,7 @@ impl std::fmt::Debug for CompiledDelete {
         f.debug_struct("CompiledDelete")
             .field("matchers", &self.matchers)
             .field("line", &self.line.is_some())
+            .field("needles", &self.needles.len())
             .finish()
     }
 }

@@ -250,6 +250,8 @@ pub(crate) struct Inner {
     pub(crate) compactions: AtomicU64,
     pub(crate) compaction_pending: AtomicU64,
     pub(crate) text_indexes: Arc<scan::TextIndexCache>,
+    /// Rows line-filtered deletes remove, per (chunk file, request).
+    pub(crate) erased_rows: Arc<erase::ErasedRowsCache>,
     /// Opens chunk files for scans, keeping their parsed footers and page indexes.
     pub(crate) parquet_readers: Arc<dyn ParquetFileReaderFactory>,
     /// Computes the `line_flags` column of compacted files.
@@ -402,6 +404,13 @@ impl Storage {
             store.clone(),
             PARQUET_METADATA_CACHE_BYTES,
         ));
+        // At most 24 bytes a row: 1M rows is under 24 MiB, passed only by pending deletes
+        // that remove over a million lines (each query then finds its rows again).
+        let erased_rows = Arc::new(erase::ErasedRowsCache::new(
+            parquet_readers.clone(),
+            text_indexes.clone(),
+            1 << 20,
+        ));
         let inner = Arc::new(Inner {
             config,
             wal,
@@ -422,6 +431,7 @@ impl Storage {
             compactions: AtomicU64::new(0),
             compaction_pending: AtomicU64::new(0),
             text_indexes,
+            erased_rows,
             parquet_readers,
             line_flags,
             guard,
@@ -558,8 +568,10 @@ impl Storage {
     /// Entries and bytes per matching stream in the range. Head data is counted exactly;
     /// a chunk file's rows of the stream count with the share of the stream's time span in
     /// the file that the range covers ([`manifest::StreamRange::share_in`], as Loki's index
-    /// prorates chunks), so only files the range cuts are estimated.
-    pub fn volumes(
+    /// prorates chunks), so only files the range cuts are estimated. Where a retention
+    /// cut-off falls inside a stream's span in a file, its rows there are counted exactly
+    /// (read once and kept), so expired rows never count.
+    pub async fn volumes(
         &self,
         tenant: &str,
         matchers: &[Matcher],
@@ -571,39 +583,67 @@ impl Storage {
         };
         let streams = self.inner.visible_streams(&t, matchers, start_ns, end_ns)?;
         let mut out = Vec::with_capacity(streams.len());
-        let frozen = t.frozen.read();
-        let head = t.head.read();
-        let manifest = t.manifest.read().clone();
-        for (id, (labels, start_ns)) in streams {
-            let (mut entries, mut bytes, mut chunks) = (0u64, 0u64, 0u64);
-            let mut in_head = false;
-            for h in std::iter::once(&*head).chain(frozen.iter().map(|(_, h)| h.as_ref())) {
-                let (n, b) = h.volume(id, start_ns, end_ns);
-                entries += n;
-                bytes += b;
-                in_head |= n > 0;
-            }
-            chunks += u64::from(in_head);
-            for c in &manifest.manifest.chunks {
-                if let Some(s) = c.stream(id) {
-                    if s.overlaps(start_ns, end_ns) {
-                        let share = s.share_in(start_ns, end_ns);
+        // Counted from rows after the locks are released: (slot in `out`, the stream's rows
+        // in a file, its cut-off).
+        let mut exact: Vec<(usize, erase::FileStream, i64)> = Vec::new();
+        {
+            let frozen = t.frozen.read();
+            let head = t.head.read();
+            let manifest = t.manifest.read().clone();
+            for (id, (labels, from)) in streams {
+                let (mut entries, mut bytes, mut chunks) = (0u64, 0u64, 0u64);
+                let mut in_head = false;
+                for h in std::iter::once(&*head).chain(frozen.iter().map(|(_, h)| h.as_ref())) {
+                    let (n, b) = h.volume(id, from, end_ns);
+                    entries += n;
+                    bytes += b;
+                    in_head |= n > 0;
+                }
+                chunks += u64::from(in_head);
+                for c in &manifest.manifest.chunks {
+                    if let Some(s) = c.stream(id) {
+                        if !s.overlaps(from, end_ns) {
+                            continue;
+                        }
+                        chunks += 1;
+                        if from > start_ns && s.min_ts < from {
+                            let file = erase::FileStream {
+                                path: c.path.clone(),
+                                size: c.size,
+                                file_rows: c.rows,
+                                ranges: c.stream_row_ranges(&[id], i64::MIN, i64::MAX),
+                                stream: id,
+                            };
+                            exact.push((out.len(), file, from));
+                            continue;
+                        }
+                        let share = s.share_in(from, end_ns);
                         // Truncated, as Loki truncates its prorated counts.
                         entries += (s.rows as f64 * share) as u64;
                         bytes += (s.line_bytes as f64 * share) as u64;
-                        chunks += 1;
                     }
                 }
+                out.push(StreamVolume {
+                    series: Series {
+                        id,
+                        labels: (*labels).clone(),
+                    },
+                    entries,
+                    bytes,
+                    chunks,
+                });
             }
-            out.push(StreamVolume {
-                series: Series {
-                    id,
-                    labels: (*labels).clone(),
-                },
-                entries,
-                bytes,
-                chunks,
-            });
+        }
+        for (slot, file, from) in exact {
+            let (n, b) = self
+                .inner
+                .erased_rows
+                .stream_volume(&file, from, end_ns)
+                .await?;
+            if let Some(v) = out.get_mut(slot) {
+                v.entries += n;
+                v.bytes += b;
+            }
         }
         out.sort_by(|a, b| a.series.labels.cmp(&b.series.labels));
         Ok(out)
@@ -666,14 +706,22 @@ impl Storage {
             }
             t.manifest.read().clone()
         };
-        let files: Vec<scan::ChunkFile> =
-            erase::select_files(&manifest, &streams, start_ns, end_ns, erase.as_ref());
+        let files: Vec<scan::ChunkFile> = erase::select_files(
+            &manifest,
+            &streams,
+            start_ns,
+            end_ns,
+            erase.as_ref(),
+            &self.inner.erased_rows,
+            &|id| t.labels_of(id),
+        );
         self.inner
             .scan_chunk_files
             .fetch_add(files.len() as u64, Ordering::Relaxed);
         Ok(
             LogsTable::new(streams, start_ns, end_ns, batches, files, url)
-                .with_parquet_readers(self.inner.parquet_readers.clone()),
+                .with_parquet_readers(self.inner.parquet_readers.clone())
+                .with_erased_rows(self.inner.erased_rows.clone()),
         )
     }
 

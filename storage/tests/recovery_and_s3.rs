@@ -532,6 +532,7 @@ mod figures {
             .expect("append");
         let v = storage
             .volumes(TENANT, &[], BASE, BASE + 10)
+            .await
             .expect("volumes");
         assert_eq!(v.len(), 2);
         assert_eq!(v[0].series.labels.get("app"), Some("a"));
@@ -540,6 +541,7 @@ mod figures {
         assert_eq!((v[1].entries, v[1].bytes, v[1].chunks), (1, 1, 1));
         let only_a = storage
             .volumes(TENANT, &[m("app", MatchOp::Eq, "a")], BASE + 2, BASE + 3)
+            .await
             .expect("volumes");
         assert_eq!(only_a.len(), 1);
         assert_eq!(

@@ -184,24 +184,27 @@ async fn volumes_of_flushed_data_prorate_files_the_range_cuts() -> Result<()> {
     storage
         .append("fake", vec![push(&[("job", "api")], &refs)])
         .await?;
-    let volume = |start: i64, end: i64| -> Result<(u64, u64, u64)> {
-        let v = storage.volumes("fake", &sel, start, end)?;
-        Ok(v.iter().fold((0, 0, 0), |a, v| {
-            (a.0 + v.entries, a.1 + v.bytes, a.2 + v.chunks)
-        }))
+    let volume = |start: i64, end: i64| {
+        let (storage, sel) = (&storage, &sel);
+        async move {
+            let v = storage.volumes("fake", sel, start, end).await?;
+            Ok::<_, Error>(v.iter().fold((0, 0, 0), |a, v| {
+                (a.0 + v.entries, a.1 + v.bytes, a.2 + v.chunks)
+            }))
+        }
     };
     // In the head: exact.
-    assert_eq!(volume(0, 50 * sec)?, (50, 500, 1));
+    assert_eq!(volume(0, 50 * sec).await?, (50, 500, 1));
     storage.flush().await?;
     assert_eq!(storage.metrics().head_entries, 0);
     // A range covering the file counts it whole.
-    assert_eq!(volume(0, 101 * sec)?, (101, 1010, 1));
+    assert_eq!(volume(0, 101 * sec).await?, (101, 1010, 1));
     // The first half of the file's span: half of its rows and bytes, not all of them.
-    assert_eq!(volume(0, 50 * sec + 1)?, (50, 505, 1));
+    assert_eq!(volume(0, 50 * sec + 1).await?, (50, 505, 1));
     // A quarter in the middle.
-    assert_eq!(volume(25 * sec, 50 * sec + 1)?, (25, 252, 1));
+    assert_eq!(volume(25 * sec, 50 * sec + 1).await?, (25, 252, 1));
     // Outside the file's span: nothing.
-    assert_eq!(volume(101 * sec, 200 * sec)?, (0, 0, 0));
+    assert_eq!(volume(101 * sec, 200 * sec).await?, (0, 0, 0));
     Ok(())
 }
 
@@ -285,7 +288,9 @@ async fn label_queries_answer_each_matcher_from_head_and_index() -> Result<()> {
         ["prod"]
     );
     assert!(storage.series("other-tenant", &[], 0, 1000)?.is_empty());
-    let vols = storage.volumes("fake", &[m("job", MatchOp::Re, ".+")?], 0, 1000)?;
+    let vols = storage
+        .volumes("fake", &[m("job", MatchOp::Re, ".+")?], 0, 1000)
+        .await?;
     assert_eq!(
         vols.iter()
             .map(|v| (v.entries, v.bytes, v.chunks))

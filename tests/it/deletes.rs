@@ -555,6 +555,16 @@ async fn delete_round_trip_applies_at_once_and_cancel_restores() -> anyhow::Resu
     let mut s = TestServer::start_in(delete_config(dir.path(), "")?, &s.data_dir).await?;
     assert_eq!(query_lines(&s, "t", qs, qe).await?, want);
     assert_eq!(list(&s, "t", "?include_cancelled=true").await?, all);
+    // Flushed to chunk files, still pending: the same answers, from the files' rows and
+    // (at a whole minute, with the lines the delete removes found in the files and taken
+    // off) from their per-minute counts.
+    let (status, body) = s.post("/flush", Vec::new(), &[]).await?;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(query_lines(&s, "t", qs, qe).await?, want);
+    assert_eq!(counts(&s, "t", qe).await?, expected_counts(&want));
+    let minute = qe - qe.rem_euclid(60 * SEC_NS);
+    assert_eq!(counts(&s, "t", minute).await?, expected_counts(&want));
+    assert_eq!(query_lines(&s, "other", qs, qe).await?.len(), data.len());
     s.stop().await?;
     drop(dir_keep);
     Ok(())

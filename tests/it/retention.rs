@@ -227,9 +227,11 @@ fn dataset(now: i64) -> Vec<Pushed> {
                 out.push(Pushed {
                     app: app.to_string(),
                     ts,
+                    // Long enough that each app's volume is several KiB (Loki's volumes
+                    // are whole KiB per stream, see `expected_answers`).
                     line: format!(
                         "app={app} age={h}h n={k} {}",
-                        "x".repeat((h + k) as usize % 7)
+                        "x".repeat(400 + (h + k) as usize % 7 * 37)
                     ),
                 });
             }
@@ -281,6 +283,10 @@ fn expected_answers(visible: &[Pushed]) -> Answers {
     for p in visible {
         *counts.entry(p.app.clone()).or_insert(0) += 1;
         *volume.entry(p.app.clone()).or_insert(0) += p.line.len() as u64;
+    }
+    // One stream per app; Loki's index keeps chunk sizes in whole KiB, and so do volumes.
+    for bytes in volume.values_mut() {
+        *bytes = *bytes / 1024 * 1024;
     }
     let apps: Vec<String> = counts.keys().cloned().collect();
     Answers {
@@ -436,7 +442,6 @@ async fn wait_for_answers(
 }
 
 #[tokio::test]
-#[ignore = "fails at its first check (head data, line 487): some read API disagrees with the expected cut-off; not diagnosed yet"]
 async fn retention_per_tenant_and_stream_agrees_everywhere_before_and_after_compaction(
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;

@@ -198,7 +198,8 @@ pub async fn index_stats(
     let matchers = required_selector(&c.params)?;
     let vols = state
         .storage
-        .volumes(&c.tenant, &matchers, c.start_ns, c.end_ns)?;
+        .volumes(&c.tenant, &matchers, c.start_ns, c.end_ns)
+        .await?;
     let streams = vols.iter().filter(|v| v.entries > 0).count();
     let (chunks, entries, bytes) = vols.iter().fold((0u64, 0u64, 0u64), |a, v| {
         (a.0 + v.chunks, a.1 + v.entries, a.2 + v.bytes)
@@ -331,7 +332,8 @@ pub async fn volume(
     let g = volume_grouping(&state, &c.tenant, &c.params, &matchers)?;
     let vols = state
         .storage
-        .volumes(&c.tenant, &matchers, c.start_ns, c.end_ns)?;
+        .volumes(&c.tenant, &matchers, c.start_ns, c.end_ns)
+        .await?;
     let mut groups: Vec<_> = group_volumes(&g, &vols).into_iter().collect();
     groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     groups.truncate(g.limit);
@@ -383,7 +385,8 @@ pub async fn volume_range(
         };
         let vols = state
             .storage
-            .volumes(&c.tenant, &matchers, bucket_start, bucket_end)?;
+            .volumes(&c.tenant, &matchers, bucket_start, bucket_end)
+            .await?;
         for (k, bytes) in group_volumes(&g, &vols) {
             series.entry(k).or_default().push((stamp, bytes));
         }

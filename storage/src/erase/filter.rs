@@ -5,9 +5,12 @@
 //! A scan asks [`Inner::erase_filter`] once. With no pending tombstone overlapping its
 //! range and no retention cut-off after its start (the common case) the answer is `None`
 //! and the scan is planned exactly as without erasure. Otherwise the filter maps each
-//! affected stream to its cut-off and its tombstones; the files where such a stream's
-//! rows may be erased are read through a `FilterExec` with [`EraseExpr`] (the others as
-//! before), and head batches are filtered in memory.
+//! affected stream to its cut-off and its tombstones. Head batches are filtered in
+//! memory. Files where a cut-off or a delete without line filters may erase rows are read
+//! through a `FilterExec` with [`EraseExpr`] (a check of `stream_id` and `ts`); files
+//! where a delete with line filters may erase rows carry those rows' positions
+//! (`rows.rs`), which the scan leaves out of its row selection; the others are read as
+//! before.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -23,6 +26,7 @@ use datafusion::logical_expr::ColumnarValue;
 use datafusion::physical_plan::PhysicalExpr;
 
 use super::log::Tombstone;
+use super::rows::{ErasedRowsCache, FindRows, LineErase};
 use super::{LineMatch, RetentionPolicy};
 use crate::error::Result;
 use crate::manifest::{ChunkMeta, ManifestState};
@@ -88,6 +92,16 @@ impl StreamErase {
                 .any(|c| c.start_ns <= max_ts && c.end_ns >= min_ts)
     }
 
+    /// May rows in `[min_ts, max_ts]` be erased by the cut-off or a delete without line
+    /// filters (those a check of `stream_id` and `ts` decides)?
+    pub(crate) fn touches_without_lines(&self, min_ts: i64, max_ts: i64) -> bool {
+        min_ts < self.cutoff
+            || self
+                .cuts
+                .iter()
+                .any(|c| c.line.is_none() && c.start_ns <= max_ts && c.end_ns >= min_ts)
+    }
+
     fn needs_line(&self) -> bool {
         self.cuts.iter().any(|c| c.line.is_some())
     }
@@ -96,6 +110,8 @@ impl StreamErase {
 /// The rows one scan must not return, per stream (see the module doc).
 pub struct EraseFilter {
     streams: HashMap<StreamId, StreamErase>,
+    /// The tombstones the cuts' `request` index.
+    tombstones: Vec<Tombstone>,
     needs_line: bool,
     key: u64,
 }
@@ -110,9 +126,11 @@ impl fmt::Debug for EraseFilter {
 }
 
 impl EraseFilter {
-    pub(crate) fn new(streams: HashMap<StreamId, StreamErase>, tombstone_ids: &[&str]) -> Self {
+    pub(crate) fn new(streams: HashMap<StreamId, StreamErase>, tombstones: &[Tombstone]) -> Self {
         let mut h = DefaultHasher::new();
-        tombstone_ids.hash(&mut h);
+        for t in tombstones {
+            t.request_id.hash(&mut h);
+        }
         let mut cutoffs: Vec<(StreamId, i64)> =
             streams.iter().map(|(id, s)| (*id, s.cutoff)).collect();
         cutoffs.sort_unstable();
@@ -120,8 +138,46 @@ impl EraseFilter {
         EraseFilter {
             needs_line: streams.values().any(StreamErase::needs_line),
             streams,
+            tombstones: tombstones.to_vec(),
             key: h.finish(),
         }
+    }
+
+    /// The same filter without the deletes that have line filters (files apply those by
+    /// leaving out the rows [`super::rows`] found); `None` when nothing else is erased.
+    fn without_line_cuts(&self) -> Option<Arc<EraseFilter>> {
+        let streams: HashMap<StreamId, StreamErase> = self
+            .streams
+            .iter()
+            .filter_map(|(id, e)| {
+                let cuts: Vec<Cut> = e
+                    .cuts
+                    .iter()
+                    .filter(|c| c.line.is_none())
+                    .cloned()
+                    .collect();
+                (e.cutoff != i64::MIN || !cuts.is_empty()).then(|| {
+                    (
+                        *id,
+                        StreamErase {
+                            cutoff: e.cutoff,
+                            cuts,
+                        },
+                    )
+                })
+            })
+            .collect();
+        if streams.is_empty() {
+            return None;
+        }
+        let mut h = DefaultHasher::new();
+        (self.key, "without line cuts").hash(&mut h);
+        Some(Arc::new(EraseFilter {
+            streams,
+            tombstones: self.tombstones.clone(),
+            needs_line: false,
+            key: h.finish(),
+        }))
     }
 
     /// Identifies what this filter erases: equal keys, equal rows erased. Callers that
@@ -427,12 +483,7 @@ impl Inner {
         if map.is_empty() {
             return None;
         }
-        let ids: Vec<&str> = ctx
-            .tombstones
-            .iter()
-            .map(|t| t.request_id.as_str())
-            .collect();
-        Some(Arc::new(EraseFilter::new(map, &ids)))
+        Some(Arc::new(EraseFilter::new(map, &ctx.tombstones)))
     }
 
     /// Streams matching `matchers` with rows in `[start, end)` that are not erased, each
@@ -501,15 +552,19 @@ fn covered(ranges: &[(i64, i64)], cover: &mut [(i64, i64)]) -> bool {
         .all(|&(lo, hi)| merged.iter().any(|&(a, b)| a <= lo && hi <= b))
 }
 
-/// The chunk files a scan of `streams` (sorted) in `[start, end)` reads: those the
-/// manifest says hold rows of them in range, without the streams' expired rows; files
-/// where rows of an erased stream may be erased carry the filter.
+/// The chunk files a scan of `streams` in `[start, end)` reads. With `erase`, streams whose
+/// rows in a file are all expired leave that file's selection; a file the cut-off or a
+/// delete without line filters touches is read through `erase` (without its line filters);
+/// a file a delete with line filters touches carries that request's rows, known in `rows`
+/// or found when the scan runs (the streams it selects decided with `labels`).
 pub(crate) fn select_files(
     manifest: &ManifestState,
     streams: &[StreamId],
     start: i64,
     end: i64,
     erase: Option<&Arc<EraseFilter>>,
+    rows: &ErasedRowsCache,
+    labels: &dyn Fn(StreamId) -> Option<Arc<LabelSet>>,
 ) -> Vec<ChunkFile> {
     let plain = |c: &ChunkMeta| ChunkFile {
         path: c.path.clone(),
@@ -520,6 +575,7 @@ pub(crate) fn select_files(
         rows_exact: c.rows_exact(streams, start, end),
         metadata_keys: c.metadata_keys.clone(),
         erase: None,
+        line_erase: Vec::new(),
     };
     let Some(erase) = erase else {
         return manifest
@@ -530,23 +586,35 @@ pub(crate) fn select_files(
             .map(&plain)
             .collect();
     };
+    let mut without_lines: Option<Option<Arc<EraseFilter>>> = None;
     let mut out = Vec::new();
     for c in &manifest.manifest.chunks {
         if !c.overlaps(streams, start, end) {
             continue;
         }
         let mut touched = false;
+        let mut requests: Vec<usize> = Vec::new();
         let mut expired: Vec<StreamId> = Vec::new();
         c.for_each_overlapping(streams, start, end, |s| {
             if let Some(e) = erase.stream(s.id) {
                 if s.max_ts < e.cutoff {
                     expired.push(s.id);
-                } else if e.touches(s.min_ts.max(start), s.max_ts.min(end.saturating_sub(1))) {
-                    touched = true;
+                    return;
+                }
+                let (lo, hi) = (s.min_ts.max(start), s.max_ts.min(end.saturating_sub(1)));
+                touched |= e.touches_without_lines(lo, hi);
+                for cut in &e.cuts {
+                    if cut.line.is_some()
+                        && cut.start_ns <= hi
+                        && cut.end_ns >= lo
+                        && !requests.contains(&cut.request)
+                    {
+                        requests.push(cut.request);
+                    }
                 }
             }
         });
-        if !touched && expired.is_empty() {
+        if !touched && expired.is_empty() && requests.is_empty() {
             out.push(plain(c));
             continue;
         }
@@ -566,6 +634,18 @@ pub(crate) fn select_files(
         if stream_rows.is_empty() {
             continue;
         }
+        let line_erase = requests
+            .iter()
+            .filter_map(|&r| erase.tombstones.get(r))
+            .map(|t| line_erase(c, t, rows, labels))
+            .collect();
+        let file_erase = if touched {
+            without_lines
+                .get_or_insert_with(|| erase.without_line_cuts())
+                .clone()
+        } else {
+            None
+        };
         out.push(ChunkFile {
             path: c.path.clone(),
             size: c.size,
@@ -574,10 +654,47 @@ pub(crate) fn select_files(
             stream_rows,
             rows_exact: !touched && c.rows_exact(ids, start, end),
             metadata_keys: c.metadata_keys.clone(),
-            erase: touched.then(|| Arc::clone(erase)),
+            erase: file_erase,
+            line_erase,
         });
     }
     out
+}
+
+/// What tombstone `t` (with line filters) removes from file `c`.
+fn line_erase(
+    c: &ChunkMeta,
+    t: &Tombstone,
+    rows: &ErasedRowsCache,
+    labels: &dyn Fn(StreamId) -> Option<Arc<LabelSet>>,
+) -> LineErase {
+    if let Some(known) = rows.get(&c.path, &t.request_id) {
+        return LineErase::Known {
+            request_id: t.request_id.clone(),
+            rows: known,
+        };
+    }
+    let mut streams: Vec<StreamId> = c
+        .streams
+        .iter()
+        .filter(|s| s.min_ts <= t.end_ns && s.max_ts >= t.start_ns)
+        .filter(|s| labels(s.id).is_some_and(|l| t.matchers.iter().all(|m| m.matches_labels(&l))))
+        .map(|s| s.id)
+        .collect();
+    streams.sort_unstable();
+    LineErase::Find(Arc::new(FindRows {
+        path: c.path.clone(),
+        size: c.size,
+        file_rows: c.rows,
+        text_index: c.text_index_bytes.is_some(),
+        request_id: t.request_id.clone(),
+        ranges: c.stream_row_ranges(&streams, t.start_ns, t.end_ns.saturating_add(1)),
+        streams,
+        start_ns: t.start_ns,
+        end_ns: t.end_ns,
+        line: t.line.clone().unwrap_or_else(|| Arc::new(|_: &str| true)),
+        needles: t.needles.clone(),
+    }))
 }
 
 #[cfg(test)]

@@ -108,6 +108,8 @@ pub(crate) struct Tombstone {
     pub(crate) created_ms: i64,
     pub(crate) matchers: Vec<Matcher>,
     pub(crate) line: Option<LineMatch>,
+    /// Literals every line `line` deletes contains (at least 3 bytes each).
+    pub(crate) needles: Vec<crate::textindex::TextNeedle>,
     /// Inclusive bounds, ns.
     pub(crate) start_ns: i64,
     pub(crate) end_ns: i64,
@@ -227,6 +229,12 @@ impl LogState {
                     created_ms: r.created_ms,
                     matchers: c.matchers.clone(),
                     line: c.line.clone(),
+                    needles: c
+                        .needles
+                        .iter()
+                        .filter(|n| n.len() >= 3)
+                        .map(|n| crate::textindex::TextNeedle::literal(n.clone()))
+                        .collect(),
                     start_ns: r.start_ns,
                     end_ns: r.end_ns,
                 });

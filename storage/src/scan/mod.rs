@@ -21,6 +21,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -51,7 +52,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 
-use crate::erase::{EraseExpr, EraseFilter};
+use crate::erase::{EraseExpr, EraseFilter, ErasedRowsCache, LineErase};
 use crate::model::StreamId;
 
 mod footers;
@@ -84,8 +85,27 @@ pub struct ChunkFile {
     pub metadata_keys: Option<Vec<String>>,
     /// Rows of it the scan must leave out (expired or deleted, see [`crate::erase`]);
     /// `None` for a file without such rows, read as before. A caller keeping results
-    /// per file keys them by [`EraseFilter::key`] too.
+    /// per file keys them by [`ChunkFile::erase_key`] too.
     pub erase: Option<Arc<EraseFilter>>,
+    /// Deletes with line filters that remove rows of it: the scan leaves those rows out of
+    /// its selection (see the `erase::rows` module).
+    pub(crate) line_erase: Vec<LineErase>,
+}
+
+impl ChunkFile {
+    /// Identifies what the scan leaves out of this file (`None`: nothing): equal keys,
+    /// equal rows left out.
+    pub fn erase_key(&self) -> Option<u64> {
+        if self.erase.is_none() && self.line_erase.is_empty() {
+            return None;
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.erase.as_ref().map(|e| e.key()).hash(&mut h);
+        for l in &self.line_erase {
+            l.request_id().hash(&mut h);
+        }
+        Some(h.finish())
+    }
 }
 
 /// Rows of one stream in the minute ending at `minute_end_ns` (see
@@ -169,6 +189,8 @@ pub struct LogsTable {
     line_predicate: Option<LinePredicate>,
     /// Opens chunk files; `None`: DataFusion's default, which parses each footer anew.
     parquet_readers: Option<Arc<dyn ParquetFileReaderFactory>>,
+    /// Finds the rows of [`ChunkFile::line_erase`].
+    erased_rows: Option<Arc<ErasedRowsCache>>,
 }
 
 impl fmt::Debug for LogsTable {
@@ -211,7 +233,26 @@ impl LogsTable {
             indexes: None,
             line_predicate: None,
             parquet_readers: None,
+            erased_rows: None,
         }
+    }
+
+    /// Find the rows line-filtered deletes remove from the files through `cache`.
+    pub(crate) fn with_erased_rows(mut self, cache: Arc<ErasedRowsCache>) -> Self {
+        self.erased_rows = Some(cache);
+        self
+    }
+
+    /// The rows the line-filtered deletes of `f` remove, sorted by position (found now
+    /// where not known yet).
+    async fn erased_rows_of(&self, f: &ChunkFile) -> crate::Result<Vec<crate::erase::ErasedRow>> {
+        if f.line_erase.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cache = self.erased_rows.as_ref().ok_or_else(|| {
+            crate::Error::Internal("a scan with line-filtered deletes has no row finder".into())
+        })?;
+        cache.file_rows(&f.line_erase).await
     }
 
     /// Open chunk files through `readers` (the storage's, which keeps parsed footers).
@@ -280,10 +321,19 @@ impl LogsTable {
                     .map(|r| r.start as usize..(r.end as usize).min(total)),
                 total,
             );
-            let selection = match needles {
+            let mut selection = match needles {
                 Some(n) => n.intersection(&streams),
                 None => streams,
             };
+            if !f.line_erase.is_empty() {
+                let erased = self
+                    .erased_rows_of(f)
+                    .await
+                    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+                if !erased.is_empty() {
+                    selection = selection.intersection(&crate::erase::kept_rows(&erased, total));
+                }
+            }
             if selection.row_count() > 0 {
                 out.push((f, selection));
             }
@@ -347,12 +397,37 @@ impl LogsTable {
                 kept.push(f);
                 continue;
             };
+            // Rows of line-filtered deletes come off the counts of their minutes.
+            let mut erased: HashMap<(StreamId, i64), u32> = HashMap::new();
+            match self.erased_rows_of(&f).await {
+                Ok(rows) => {
+                    for r in rows {
+                        if r.ts >= self.start_ns
+                            && r.ts < self.end_ns
+                            && self.streams.binary_search(&r.stream).is_ok()
+                        {
+                            *erased
+                                .entry((r.stream, textindex::minute_of(r.ts)))
+                                .or_default() += 1;
+                        }
+                    }
+                }
+                Err(e) => {
+                    // The scan tries again, and fails the query if it fails again.
+                    tracing::warn!(file = %f.path, error = %e, "rows of a pending delete not found");
+                    kept.push(f);
+                    continue;
+                }
+            }
             counts.for_each(&self.streams, first, last, |stream, minute, rows| {
-                out.push(MinuteCount {
-                    stream,
-                    minute_end_ns: minute.saturating_mul(textindex::MINUTE_NS),
-                    rows,
-                })
+                let rows = rows.saturating_sub(erased.get(&(stream, minute)).copied().unwrap_or(0));
+                if rows > 0 {
+                    out.push(MinuteCount {
+                        stream,
+                        minute_end_ns: minute.saturating_mul(textindex::MINUTE_NS),
+                        rows,
+                    })
+                }
             });
         }
         self.files = kept;
@@ -395,6 +470,7 @@ impl LogsTable {
             indexes: self.indexes.clone(),
             line_predicate: self.line_predicate.clone(),
             parquet_readers: self.parquet_readers.clone(),
+            erased_rows: self.erased_rows.clone(),
         };
         let head = (!self.head.is_empty()).then(|| part(self.head.clone(), Vec::new()));
         let files = self
