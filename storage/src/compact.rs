@@ -701,7 +701,7 @@ impl Cursor {
 
 /// `batch` of an input file with the columns of [`logs_schema`]: a file written before
 /// `line_flags` existed gets a null one.
-fn with_all_columns(batch: RecordBatch) -> Result<RecordBatch> {
+pub(crate) fn with_all_columns(batch: RecordBatch) -> Result<RecordBatch> {
     let schema = logs_schema();
     if batch.num_columns() == schema.fields().len() {
         return Ok(batch);

@@ -235,6 +235,12 @@ pub struct HeadConfig {
     pub max_age: HumanDuration,
     /// How often the background flusher checks the thresholds. Default `1s`.
     pub check_interval: HumanDuration,
+    /// Rows of chunk files newer than this are kept decoded in memory once a query has read
+    /// them, so alert rules and dashboards over the last minutes do not decompress the same
+    /// pages again (see `scan::RecentRows`). Default `15m`.
+    pub recent_window: HumanDuration,
+    /// Memory for those rows; `0` turns it off. Default `32MiB`.
+    pub recent_bytes: ByteSize,
 }
 
 impl Default for HeadConfig {
@@ -243,6 +249,8 @@ impl Default for HeadConfig {
             max_bytes: ByteSize(64 * 1024 * 1024),
             max_age: HumanDuration(Duration::from_secs(600)),
             check_interval: HumanDuration(Duration::from_secs(1)),
+            recent_window: HumanDuration(Duration::from_secs(900)),
+            recent_bytes: ByteSize(32 * 1024 * 1024),
         }
     }
 }

@@ -139,6 +139,10 @@ pub struct StorageMetrics {
     pub head_entries: u64,
     /// Chunk files selected by scans so far (after manifest pruning).
     pub scan_chunk_files: u64,
+    /// Chunk files whose rows scans took from the decoded recent rows instead.
+    pub scan_recent_files: u64,
+    /// Bytes of decoded recent rows held (`head.recent_bytes` at most).
+    pub recent_bytes: u64,
     /// Label sets indexed in the label indexes of all tenants.
     pub indexed_streams: u64,
     /// Chunk files written by a flush and not compacted yet.
@@ -252,6 +256,8 @@ pub(crate) struct Inner {
     pub(crate) text_indexes: Arc<scan::TextIndexCache>,
     /// Rows line-filtered deletes remove, per (chunk file, request).
     pub(crate) erased_rows: Arc<erase::ErasedRowsCache>,
+    /// Recent rows of chunk files, decoded.
+    pub(crate) recent_rows: Arc<scan::RecentRows>,
     /// Opens chunk files for scans, keeping their parsed footers and page indexes.
     pub(crate) parquet_readers: Arc<dyn ParquetFileReaderFactory>,
     /// Computes the `line_flags` column of compacted files.
@@ -411,6 +417,11 @@ impl Storage {
             text_indexes.clone(),
             1 << 20,
         ));
+        let recent_rows = Arc::new(scan::RecentRows::new(
+            parquet_readers.clone(),
+            config.head.recent_window.0,
+            usize::try_from(config.head.recent_bytes.0).unwrap_or(usize::MAX),
+        ));
         let inner = Arc::new(Inner {
             config,
             wal,
@@ -432,6 +443,7 @@ impl Storage {
             compaction_pending: AtomicU64::new(0),
             text_indexes,
             erased_rows,
+            recent_rows,
             parquet_readers,
             line_flags,
             guard,
@@ -721,7 +733,8 @@ impl Storage {
         Ok(
             LogsTable::new(streams, start_ns, end_ns, batches, files, url)
                 .with_parquet_readers(self.inner.parquet_readers.clone())
-                .with_erased_rows(self.inner.erased_rows.clone()),
+                .with_erased_rows(self.inner.erased_rows.clone())
+                .with_recent_rows(self.inner.recent_rows.clone()),
         )
     }
 
@@ -983,6 +996,8 @@ impl Storage {
             head_bytes: inner.head_bytes.load(Ordering::Relaxed),
             head_entries: inner.head_entries.load(Ordering::Relaxed),
             scan_chunk_files: inner.scan_chunk_files.load(Ordering::Relaxed),
+            scan_recent_files: inner.recent_rows.served(),
+            recent_bytes: inner.recent_rows.bytes() as u64,
             indexed_streams: indexed,
             uncompacted_files,
             compactions: inner.compactions.load(Ordering::Relaxed),

@@ -1415,3 +1415,81 @@ mod chain {
         Ok(())
     }
 }
+
+/// Scans over the last minutes take flushed and compacted files' recent rows from memory
+/// after the first one, with exactly the answers of the Parquet read (the same data in a
+/// store with `head.recent_bytes: 0`); a range starting before the window reads Parquet.
+#[tokio::test]
+async fn recent_rows_of_files_come_from_memory_with_the_same_answers() -> Result<()> {
+    const MIN: i64 = 60_000_000_000;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .as_nanos() as i64;
+    let (dir, plain_dir) = (tmp()?, tmp()?);
+    let storage = Storage::open(compact_now_config(dir.path())).await?;
+    let mut plain_cfg = compact_now_config(plain_dir.path());
+    plain_cfg.head.recent_bytes = tovlog_storage::config::ByteSize(0);
+    let plain = Storage::open(plain_cfg).await?;
+    let apps = ["a", "b", "c"];
+    // Rows every 7 s over the last 40 minutes, in two pushes (two files per window before
+    // compaction).
+    for half in 0..2i64 {
+        let mut streams = Vec::new();
+        let lines: Vec<Vec<(i64, String)>> = apps
+            .iter()
+            .enumerate()
+            .map(|(k, app)| {
+                (0..(20 * 60 / 7))
+                    .map(|i| {
+                        let ts = now - 40 * MIN + half * 20 * MIN + i * 7_000_000_000 + k as i64;
+                        (ts, format!("{app} {half} {i}"))
+                    })
+                    .collect()
+            })
+            .collect();
+        for (app, rows) in apps.iter().zip(&lines) {
+            let entries: Vec<(i64, &str)> = rows.iter().map(|(t, l)| (*t, l.as_str())).collect();
+            streams.push(push(&[("app", app)], &entries));
+        }
+        for s in [&storage, &plain] {
+            s.append("fake", streams.clone()).await?;
+            s.flush().await?;
+        }
+    }
+    let ids: Vec<StreamId> = apps
+        .iter()
+        .map(|a| labels(&[("app", a)]).fingerprint())
+        .collect();
+    for compacted in [false, true] {
+        if compacted {
+            storage.compact().await?;
+            plain.compact().await?;
+        }
+        let served = storage.metrics().scan_recent_files;
+        for (start, end) in [
+            (now - 5 * MIN, now + MIN),
+            (now - 5 * MIN + 3, now - MIN - 5),
+            (now - 14 * MIN, now),
+        ] {
+            for streams in [ids.clone(), vec![ids[1]]] {
+                let want = read(&plain, streams.clone(), start, end).await?;
+                assert!(!want.is_empty());
+                assert_eq!(read(&storage, streams.clone(), start, end).await?, want);
+                assert_eq!(read(&storage, streams, start, end).await?, want);
+            }
+        }
+        assert!(storage.metrics().scan_recent_files > served);
+        assert!(storage.metrics().recent_bytes > 0);
+        assert_eq!(plain.metrics().scan_recent_files, 0);
+        // Older than the window: from Parquet.
+        let served = storage.metrics().scan_recent_files;
+        let (start, end) = (now - 30 * MIN, now);
+        assert_eq!(
+            read(&storage, ids.clone(), start, end).await?,
+            read(&plain, ids.clone(), start, end).await?
+        );
+        assert_eq!(storage.metrics().scan_recent_files, served);
+    }
+    Ok(())
+}

@@ -19,22 +19,20 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray};
+use arrow::array::{Array, AsArray, Int64Array, StringArray, UInt64Array};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int64Type, UInt64Type};
-use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
-use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use futures::TryStreamExt;
 use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection};
-use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStream};
+use parquet::arrow::async_reader::ParquetRecordBatchStream;
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::file::metadata::PageIndexPolicy;
 
 use super::LineMatch;
 use crate::error::{Error, Result};
 use crate::model::StreamId;
-use crate::scan::TextIndexCache;
+use crate::scan::{OpenedFile, TextIndexCache};
 use crate::schema::{LINE, STREAM_ID, TS};
 use crate::textindex::TextNeedle;
 
@@ -248,19 +246,8 @@ impl ErasedRowsCache {
         let mut batches = self
             .open(path, size, selection, &[STREAM_ID, TS, LINE])
             .await?;
-        let bad = |what: &str| Error::Internal(format!("{path}: {what} column"));
         while let Some(batch) = batches.try_next().await? {
-            let ids = batch
-                .column_by_name(STREAM_ID)
-                .and_then(|a| a.as_primitive_opt::<UInt64Type>())
-                .ok_or_else(|| bad(STREAM_ID))?;
-            let ts = batch
-                .column_by_name(TS)
-                .and_then(|a| a.as_primitive_opt::<Int64Type>())
-                .ok_or_else(|| bad(TS))?;
-            let line = batch.column_by_name(LINE).ok_or_else(|| bad(LINE))?;
-            let line = cast(line, &DataType::Utf8)?;
-            let line = line.as_string_opt::<i32>().ok_or_else(|| bad(LINE))?;
+            let (ids, ts, line) = row_columns(&batch, path)?;
             for i in 0..batch.num_rows() {
                 if ids.value(i) == stream {
                     rows.push((ts.value(i), line.value(i).len() as u64));
@@ -283,14 +270,8 @@ impl ErasedRowsCache {
         size: u64,
         selection: RowSelection,
         columns: &[&str],
-    ) -> Result<ParquetRecordBatchStream<Reader>> {
-        let reader = self.readers.create_reader(
-            0,
-            PartitionedFile::new(path, size),
-            None,
-            &ExecutionPlanMetricsSet::new(),
-        )?;
-        let reader = Reader(reader);
+    ) -> Result<ParquetRecordBatchStream<OpenedFile>> {
+        let reader = OpenedFile::open(self.readers.as_ref(), path, size)?;
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
         let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?;
         let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
@@ -342,21 +323,12 @@ impl ErasedRowsCache {
             .await?;
         let mut at = positions.iter().flat_map(|r| r.clone());
         let mut out = Vec::new();
-        let bad = |what: &str| Error::Internal(format!("{}: {what} column", job.path));
         while let Some(batch) = batches.try_next().await? {
-            let ids = batch
-                .column_by_name(STREAM_ID)
-                .and_then(|a| a.as_primitive_opt::<UInt64Type>())
-                .ok_or_else(|| bad(STREAM_ID))?;
-            let ts = batch
-                .column_by_name(TS)
-                .and_then(|a| a.as_primitive_opt::<Int64Type>())
-                .ok_or_else(|| bad(TS))?;
-            let line = batch.column_by_name(LINE).ok_or_else(|| bad(LINE))?;
-            let line = cast(line, &DataType::Utf8)?;
-            let line = line.as_string_opt::<i32>().ok_or_else(|| bad(LINE))?;
+            let (ids, ts, line) = row_columns(&batch, &job.path)?;
             for i in 0..batch.num_rows() {
-                let pos = at.next().ok_or_else(|| bad("row position"))?;
+                let pos = at.next().ok_or_else(|| {
+                    Error::Internal(format!("{}: more rows than selected", job.path))
+                })?;
                 let (id, t) = (ids.value(i), ts.value(i));
                 if t < job.start_ns
                     || t > job.end_ns
@@ -377,34 +349,25 @@ impl ErasedRowsCache {
     }
 }
 
-/// A chunk file reader from the scans' factory, as the Parquet stream takes it (parquet
-/// implements its trait for boxed readers that are not `Send` only).
-pub(crate) struct Reader(Box<dyn AsyncFileReader + Send>);
-
-impl AsyncFileReader for Reader {
-    fn get_bytes(
-        &mut self,
-        range: Range<u64>,
-    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<bytes::Bytes>> {
-        self.0.get_bytes(range)
-    }
-
-    fn get_byte_ranges(
-        &mut self,
-        ranges: Vec<Range<u64>>,
-    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Vec<bytes::Bytes>>> {
-        self.0.get_byte_ranges(ranges)
-    }
-
-    fn get_metadata<'a>(
-        &'a mut self,
-        options: Option<&'a ArrowReaderOptions>,
-    ) -> futures::future::BoxFuture<
-        'a,
-        parquet::errors::Result<Arc<parquet::file::metadata::ParquetMetaData>>,
-    > {
-        self.0.get_metadata(options)
-    }
+/// `stream_id`, `ts` and `line` (as Utf8) of a batch [`ErasedRowsCache::open`] read from
+/// chunk file `path`.
+fn row_columns(
+    batch: &arrow::array::RecordBatch,
+    path: &str,
+) -> Result<(UInt64Array, Int64Array, StringArray)> {
+    let bad = |what: &str| Error::Internal(format!("{path}: {what} column"));
+    let ids = batch
+        .column_by_name(STREAM_ID)
+        .and_then(|a| a.as_primitive_opt::<UInt64Type>())
+        .ok_or_else(|| bad(STREAM_ID))?;
+    let ts = batch
+        .column_by_name(TS)
+        .and_then(|a| a.as_primitive_opt::<Int64Type>())
+        .ok_or_else(|| bad(TS))?;
+    let line = batch.column_by_name(LINE).ok_or_else(|| bad(LINE))?;
+    let line = cast(line, &DataType::Utf8)?;
+    let line = line.as_string_opt::<i32>().ok_or_else(|| bad(LINE))?;
+    Ok((ids.clone(), ts.clone(), line.clone()))
 }
 
 /// The row ranges `selection` selects, in order.

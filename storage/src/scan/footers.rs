@@ -90,6 +90,48 @@ impl AsyncFileReader for WithPageIndex {
     }
 }
 
+/// A chunk file opened through a [`ParquetFileReaderFactory`] (the scans' own, with its
+/// cached footers), for code that reads it with parquet's stream reader rather than a plan
+/// (parquet implements its reader trait for boxed readers that are not `Send` only).
+pub(crate) struct OpenedFile(Box<dyn AsyncFileReader + Send>);
+
+impl OpenedFile {
+    /// Open chunk file `path` of `size` bytes.
+    pub(crate) fn open(
+        readers: &dyn ParquetFileReaderFactory,
+        path: &str,
+        size: u64,
+    ) -> DfResult<OpenedFile> {
+        let reader = readers.create_reader(
+            0,
+            PartitionedFile::new(path, size),
+            None,
+            &ExecutionPlanMetricsSet::new(),
+        )?;
+        Ok(OpenedFile(reader))
+    }
+}
+
+impl AsyncFileReader for OpenedFile {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        self.0.get_bytes(range)
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        self.0.get_byte_ranges(ranges)
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        self.0.get_metadata(options)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

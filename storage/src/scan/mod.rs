@@ -57,8 +57,11 @@ use crate::model::StreamId;
 
 mod footers;
 mod predicate;
+mod recent;
 
 pub use footers::ChunkReaders;
+pub(crate) use footers::OpenedFile;
+pub use recent::RecentRows;
 
 use crate::schema::{logs_schema, LINE, STREAM_ID, TS};
 use crate::textindex::{self, TextIndex, TextNeedle};
@@ -191,6 +194,8 @@ pub struct LogsTable {
     parquet_readers: Option<Arc<dyn ParquetFileReaderFactory>>,
     /// Finds the rows of [`ChunkFile::line_erase`].
     erased_rows: Option<Arc<ErasedRowsCache>>,
+    /// Serves recent rows of files from memory.
+    recent: Option<Arc<RecentRows>>,
 }
 
 impl fmt::Debug for LogsTable {
@@ -234,7 +239,49 @@ impl LogsTable {
             line_predicate: None,
             parquet_readers: None,
             erased_rows: None,
+            recent: None,
         }
+    }
+
+    /// Take rows of files in a recent range from `recent` instead of their Parquet pages.
+    pub(crate) fn with_recent_rows(mut self, recent: Arc<RecentRows>) -> Self {
+        self.recent = Some(recent);
+        self
+    }
+
+    /// Move the files `recent` serves from memory out of `files`, their rows into `memory`.
+    async fn take_recent<'a>(
+        &self,
+        files: Vec<(&'a ChunkFile, RowSelection)>,
+        memory: &mut Vec<RecordBatch>,
+    ) -> DfResult<Vec<(&'a ChunkFile, RowSelection)>> {
+        let Some(recent) = &self.recent else {
+            return Ok(files);
+        };
+        let mut out = Vec::with_capacity(files.len());
+        for (f, selection) in files {
+            if f.erase.is_some() || !f.line_erase.is_empty() {
+                out.push((f, selection));
+                continue;
+            }
+            let rows = recent
+                .rows(f, &self.streams, self.start_ns, self.end_ns)
+                .await
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            match rows {
+                Some(batches) => {
+                    for b in batches {
+                        if b.schema() == self.schema {
+                            memory.push(b);
+                        } else {
+                            memory.push(crate::schema::cast_batch(&b, &self.schema)?);
+                        }
+                    }
+                }
+                None => out.push((f, selection)),
+            }
+        }
+        Ok(out)
     }
 
     /// Find the rows line-filtered deletes remove from the files through `cache`.
@@ -419,8 +466,17 @@ impl LogsTable {
                     continue;
                 }
             }
+            // Most (stream, minute) entries have nothing erased: a search among the few
+            // streams that do spares them a hash lookup each.
+            let mut erased_streams: Vec<StreamId> = erased.keys().map(|k| k.0).collect();
+            erased_streams.sort_unstable();
+            erased_streams.dedup();
             counts.for_each(&self.streams, first, last, |stream, minute, rows| {
-                let rows = rows.saturating_sub(erased.get(&(stream, minute)).copied().unwrap_or(0));
+                let rows = if erased_streams.binary_search(&stream).is_ok() {
+                    rows.saturating_sub(erased.get(&(stream, minute)).copied().unwrap_or(0))
+                } else {
+                    rows
+                };
                 if rows > 0 {
                     out.push(MinuteCount {
                         stream,
@@ -471,6 +527,7 @@ impl LogsTable {
             line_predicate: self.line_predicate.clone(),
             parquet_readers: self.parquet_readers.clone(),
             erased_rows: self.erased_rows.clone(),
+            recent: self.recent.clone(),
         };
         let head = (!self.head.is_empty()).then(|| part(self.head.clone(), Vec::new()));
         let files = self
@@ -578,18 +635,21 @@ impl TableProvider for LogsTable {
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        if !self.head.is_empty() {
-            inputs.push(MemorySourceConfig::try_new_exec(
-                std::slice::from_ref(&self.head),
-                self.schema.clone(),
-                projection.cloned(),
-            )?);
-        }
         let files = if self.streams.is_empty() {
             Vec::new()
         } else {
             self.file_selections().await?
         };
+        // Head rows, and the rows of files read from memory.
+        let mut memory = self.head.clone();
+        let files = self.take_recent(files, &mut memory).await?;
+        if !memory.is_empty() {
+            inputs.push(MemorySourceConfig::try_new_exec(
+                &[memory],
+                self.schema.clone(),
+                projection.cloned(),
+            )?);
+        }
         // Files with erased rows are read through their own filter; the others as if
         // nothing were erased.
         let (erased, plain): (Vec<_>, Vec<_>) =
