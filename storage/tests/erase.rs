@@ -858,17 +858,21 @@ mod figures {
                 "x",
             )
             .await?;
+        let line = time_scans(&storage, &ids, start, end).await?;
         storage
             .add_delete(TENANT, "{app=\"svc-7\"}", base, base + 24 * HOUR, "x")
             .await?;
         let tomb = time_scans(&storage, &ids, start, end).await?;
         eprintln!(
-            "rows {} -> {}; ts-only scan {:.1} -> {:.1} ms; full scan {:.1} -> {:.1} ms; files {}",
+            "rows {} -> {} -> {}; ts-only scan {:.1} -> {:.1} -> {:.1} ms; full scan {:.1} -> {:.1} -> {:.1} ms (none -> the line-filtered delete -> both); files {}",
             plain.0,
+            line.0,
             tomb.0,
             plain.1,
+            line.1,
             tomb.1,
             plain.2,
+            line.2,
             tomb.2,
             storage.metrics().chunk_files
         );
