@@ -92,6 +92,13 @@ impl StreamErase {
                 .any(|c| c.start_ns <= max_ts && c.end_ns >= min_ts)
     }
 
+    /// Does one delete without line filters take every row in `[min_ts, max_ts]`?
+    pub(crate) fn deletes_whole(&self, min_ts: i64, max_ts: i64) -> bool {
+        self.cuts
+            .iter()
+            .any(|c| c.line.is_none() && c.start_ns <= min_ts && c.end_ns >= max_ts)
+    }
+
     /// May rows in `[min_ts, max_ts]` be erased by the cut-off or a delete without line
     /// filters (those a check of `stream_id` and `ts` decides)?
     pub(crate) fn touches_without_lines(&self, min_ts: i64, max_ts: i64) -> bool {
@@ -553,7 +560,8 @@ fn covered(ranges: &[(i64, i64)], cover: &mut [(i64, i64)]) -> bool {
 }
 
 /// The chunk files a scan of `streams` in `[start, end)` reads. With `erase`, streams whose
-/// rows in a file are all expired leave that file's selection; a file the cut-off or a
+/// rows in a file are all expired, or all taken by one delete without line filters, leave
+/// that file's selection; a file the cut-off or a
 /// delete without line filters touches is read through `erase` (without its line filters);
 /// a file a delete with line filters touches carries that request's rows, known in `rows`
 /// or found when the scan runs (the streams it selects decided with `labels`).
@@ -597,11 +605,13 @@ pub(crate) fn select_files(
         let mut expired: Vec<StreamId> = Vec::new();
         c.for_each_overlapping(streams, start, end, |s| {
             if let Some(e) = erase.stream(s.id) {
-                if s.max_ts < e.cutoff {
+                let (lo, hi) = (s.min_ts.max(start), s.max_ts.min(end.saturating_sub(1)));
+                // Every row of the stream the scan would read here is expired or deleted
+                // without a line filter: the stream leaves this file's selection.
+                if s.max_ts < e.cutoff || e.deletes_whole(lo, hi) {
                     expired.push(s.id);
                     return;
                 }
-                let (lo, hi) = (s.min_ts.max(start), s.max_ts.min(end.saturating_sub(1)));
                 touched |= e.touches_without_lines(lo, hi);
                 for cut in &e.cuts {
                     if cut.line.is_some()
