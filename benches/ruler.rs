@@ -195,47 +195,6 @@ fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-/// Push every body with each timestamp moved by `shift_ns`, 2 concurrent clients.
-async fn push_shifted(url: &str, files: Vec<PathBuf>, shift_ns: i64) -> Result<()> {
-    let client = reqwest::Client::new();
-    let mut tasks = Vec::new();
-    for worker in 0..2 {
-        let mine: Vec<PathBuf> = files.iter().skip(worker).step_by(2).cloned().collect();
-        let client = client.clone();
-        let url = format!("{url}/loki/api/v1/push");
-        tasks.push(tokio::spawn(async move {
-            for f in mine {
-                let mut body: Value = serde_json::from_slice(&tokio::fs::read(&f).await?)?;
-                for s in body["streams"].as_array_mut().into_iter().flatten() {
-                    for v in s["values"].as_array_mut().into_iter().flatten() {
-                        let ts: i64 = v[0].as_str().unwrap_or("0").parse()?;
-                        v[0] = Value::String((ts + shift_ns).to_string());
-                    }
-                }
-                let r = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(serde_json::to_vec(&body)?)
-                    .send()
-                    .await?;
-                let status = r.status();
-                if status.as_u16() != 204 {
-                    bail!(
-                        "push of {} → {status}: {}",
-                        f.display(),
-                        r.text().await.unwrap_or_default()
-                    );
-                }
-            }
-            Ok::<_, anyhow::Error>(())
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    Ok(())
-}
-
 /// 1,000 alert rules in 100 groups of 10, the playbook's alerts with varied thresholds and hosts.
 fn bench_rules() -> String {
     let mut y = String::from("groups:\n");
@@ -323,7 +282,7 @@ async fn cost(args: &Args, tmp: &Path) -> Result<Value> {
     let t_end = meta["t_end_ns"].as_i64().context("t_end_ns")?;
     let shift = now_ns() + (lead_min as i64) * 60_000_000_000 - t_end;
     let t = Instant::now();
-    push_shifted(&server.url, files, shift).await?;
+    common::push_shifted(&server.url, files, shift).await?;
     eprintln!(
         "pushed {} lines in {:.1}s",
         meta["lines"],

@@ -139,6 +139,11 @@ pub fn dir_bytes(dir: &Path) -> u64 {
 
 /// Push every body of `files` with 2 concurrent clients; any answer but 204 fails.
 pub async fn push_all(url: &str, files: Vec<PathBuf>) -> Result<()> {
+    push_shifted(url, files, 0).await
+}
+
+/// [`push_all`] with every timestamp moved by `shift_ns` (bodies are sent as read when 0).
+pub async fn push_shifted(url: &str, files: Vec<PathBuf>, shift_ns: i64) -> Result<()> {
     let client = reqwest::Client::new();
     let mut tasks = Vec::new();
     for worker in 0..2 {
@@ -147,7 +152,17 @@ pub async fn push_all(url: &str, files: Vec<PathBuf>) -> Result<()> {
         let url = format!("{url}/loki/api/v1/push");
         tasks.push(tokio::spawn(async move {
             for f in mine {
-                let body = tokio::fs::read(&f).await?;
+                let mut body = tokio::fs::read(&f).await?;
+                if shift_ns != 0 {
+                    let mut json: serde_json::Value = serde_json::from_slice(&body)?;
+                    for s in json["streams"].as_array_mut().into_iter().flatten() {
+                        for v in s["values"].as_array_mut().into_iter().flatten() {
+                            let ts: i64 = v[0].as_str().unwrap_or("0").parse()?;
+                            v[0] = serde_json::Value::String((ts + shift_ns).to_string());
+                        }
+                    }
+                    body = serde_json::to_vec(&json)?;
+                }
                 let r = client
                     .post(&url)
                     .header("content-type", "application/json")
