@@ -99,44 +99,6 @@ fn dataset(args: &Args) -> Result<PathBuf> {
 /// The server child process, killed on drop (a failed run leaves nothing behind).
 use common::start_tovlog as start;
 
-/// Push every body with 2 concurrent clients (files interleaved, so time order is kept roughly).
-async fn push_all(url: &str, files: &[PathBuf]) -> Result<u64> {
-    let client = reqwest::Client::new();
-    let mut tasks = Vec::new();
-    for worker in 0..2 {
-        let mine: Vec<PathBuf> = files.iter().skip(worker).step_by(2).cloned().collect();
-        let client = client.clone();
-        let url = format!("{url}/loki/api/v1/push");
-        tasks.push(tokio::spawn(async move {
-            let mut bytes = 0u64;
-            for f in mine {
-                let body = tokio::fs::read(&f).await?;
-                bytes += body.len() as u64;
-                let r = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await?;
-                let status = r.status();
-                if status.as_u16() != 204 {
-                    bail!(
-                        "push of {} → {status}: {}",
-                        f.display(),
-                        r.text().await.unwrap_or_default()
-                    );
-                }
-            }
-            Ok::<_, anyhow::Error>(bytes)
-        }));
-    }
-    let mut bytes = 0;
-    for t in tasks {
-        bytes += t.await??;
-    }
-    Ok(bytes)
-}
-
 /// The playbook's requests, resolved against truth.json by check.py.
 fn requests(data: &Path) -> Result<Vec<Value>> {
     let out = Command::new("python3")
@@ -210,7 +172,7 @@ async fn main() -> Result<()> {
     let client = reqwest::Client::new();
 
     let t = Instant::now();
-    let bytes = push_all(&server.url, &files).await?;
+    let bytes = common::push_all(&server.url, files.clone()).await?;
     let ingest_s = t.elapsed().as_secs_f64();
     let lines_per_s = lines as f64 / ingest_s;
     let mb_per_s = bytes as f64 / ingest_s / 1e6;

@@ -137,13 +137,14 @@ pub fn dir_bytes(dir: &Path) -> u64 {
     total
 }
 
-/// Push every body of `files` with 2 concurrent clients; any answer but 204 fails.
-pub async fn push_all(url: &str, files: Vec<PathBuf>) -> Result<()> {
+/// Push every body of `files` with 2 concurrent clients (files interleaved, so time order
+/// is kept roughly); any answer but 204 fails. Returns the bytes of the files read.
+pub async fn push_all(url: &str, files: Vec<PathBuf>) -> Result<u64> {
     push_shifted(url, files, 0).await
 }
 
 /// [`push_all`] with every timestamp moved by `shift_ns` (bodies are sent as read when 0).
-pub async fn push_shifted(url: &str, files: Vec<PathBuf>, shift_ns: i64) -> Result<()> {
+pub async fn push_shifted(url: &str, files: Vec<PathBuf>, shift_ns: i64) -> Result<u64> {
     let client = reqwest::Client::new();
     let mut tasks = Vec::new();
     for worker in 0..2 {
@@ -151,8 +152,10 @@ pub async fn push_shifted(url: &str, files: Vec<PathBuf>, shift_ns: i64) -> Resu
         let client = client.clone();
         let url = format!("{url}/loki/api/v1/push");
         tasks.push(tokio::spawn(async move {
+            let mut bytes = 0u64;
             for f in mine {
                 let mut body = tokio::fs::read(&f).await?;
+                bytes += body.len() as u64;
                 if shift_ns != 0 {
                     let mut json: serde_json::Value = serde_json::from_slice(&body)?;
                     for s in json["streams"].as_array_mut().into_iter().flatten() {
@@ -178,13 +181,14 @@ pub async fn push_shifted(url: &str, files: Vec<PathBuf>, shift_ns: i64) -> Resu
                     );
                 }
             }
-            Ok::<_, anyhow::Error>(())
+            Ok::<_, anyhow::Error>(bytes)
         }));
     }
+    let mut bytes = 0;
     for t in tasks {
-        t.await??;
+        bytes += t.await??;
     }
-    Ok(())
+    Ok(bytes)
 }
 
 /// The standard workload of `lines` lines: `explicit` when given, else generated once with
