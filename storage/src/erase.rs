@@ -49,9 +49,9 @@ mod rows;
 
 pub use apply::DeleteProgress;
 pub(crate) use apply::{carry_clean, RowErasure};
-pub(crate) use filter::select_files;
 pub(crate) use filter::EraseExpr;
 pub use filter::EraseFilter;
+pub(crate) use filter::{now_ns, select_files};
 pub(crate) use log::Eraser;
 pub use rows::ErasedRowsCache;
 pub(crate) use rows::{kept_rows, ErasedRow, FileStream, LineErase};

@@ -27,6 +27,7 @@ use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::file::metadata::PageIndexPolicy;
 
 use super::{ChunkFile, OpenedFile};
+use crate::erase::now_ns;
 use crate::error::{Error, Result};
 use crate::model::StreamId;
 use crate::schema::{logs_schema, STREAM_ID, TS};
@@ -48,12 +49,6 @@ pub struct RecentRows {
     entries: parking_lot::Mutex<HashMap<String, Arc<Entry>>>,
     bytes: AtomicUsize,
     served: AtomicU64,
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 impl RecentRows {
