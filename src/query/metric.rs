@@ -34,7 +34,7 @@ use datafusion::physical_plan::{execute_stream, ExecutionPlan};
 use futures::StreamExt;
 use serde_json::Value;
 
-use tovlog_logql::ast::{RangeAggregation, RangeOp, SampleExpr, VectorAggregation};
+use tovlog_logql::ast::{RangeAggregation, RangeOp, SampleExpr, VectorAggregation, VectorOp};
 use tovlog_logql::eval::{
     self, Bucketing, EvalLimits, FailureCut, LeafHints, RangeInput, RawSeries, SeriesVals, Steps,
 };
@@ -42,8 +42,8 @@ use tovlog_logql::pipeline::{metadata_sensitive_names, LabelHints, Pipeline, Sam
 
 use super::encode;
 use super::exec::{
-    sample_schema, Interner, LabelReduce, PipelineMode, RangeVectorExec, RangeVectorSpec,
-    SampleValue, StreamMap,
+    sample_schema, take_labels, Interner, LabelReduce, PipelineMode, RangeVectorExec,
+    RangeVectorSpec, SampleValue, StreamMap, SERIES_ID_LABEL,
 };
 use super::plan::{build_scan, datafusion_error, QueryContext, ScanColumns, ScanSpec};
 use super::{QueryError, QueryRequest};
@@ -138,6 +138,37 @@ fn reduce_of(hints: &LeafHints) -> LabelReduce {
     }
 }
 
+/// The labels a leaf's series need to carry when only its parent reads them: `Some(names)`
+/// when the parent keeps nothing but the labels `names` of each series (`avg by (route)`,
+/// `max(…)`), and the leaf neither groups (the evaluator's extractor grouping reduces
+/// labels then) nor is `absent_over_time`. Each series still stays apart by its whole
+/// label set ([`LabelReduce::Carry`]).
+fn carried_names(
+    agg: &RangeAggregation,
+    parent: Option<&VectorAggregation>,
+) -> Option<Vec<String>> {
+    let parent = parent?;
+    let keeps_only_grouping = matches!(
+        parent.op,
+        VectorOp::Sum
+            | VectorOp::Avg
+            | VectorOp::Count
+            | VectorOp::Min
+            | VectorOp::Max
+            | VectorOp::Stddev
+            | VectorOp::Stdvar
+    );
+    if !keeps_only_grouping || agg.grouping.is_some() || agg.op == RangeOp::AbsentOverTime {
+        return None;
+    }
+    match &parent.grouping {
+        None => Some(Vec::new()),
+        Some(g) if g.without => None,
+        Some(g) if g.labels.iter().any(|l| l == SERIES_ID_LABEL) => None,
+        Some(g) => Some(g.labels.clone()),
+    }
+}
+
 /// The evaluator's view of storage.
 struct EngineInput {
     qc: Arc<QueryContext>,
@@ -207,6 +238,11 @@ impl RangeInput for EngineInput {
         }
         let parent = self.parent_of(agg);
         let label_hints = LabelHints::for_range_aggregation(agg, parent.as_ref());
+        // A repeated leaf's vector is shared by every occurrence, whatever their parents.
+        let carry = match self.repeated(agg) {
+            true => None,
+            false => carried_names(agg, parent.as_ref()),
+        };
         let evaluated = self.handle.block_on(range_vector(
             &self.qc,
             agg,
@@ -214,6 +250,7 @@ impl RangeInput for EngineInput {
             steps,
             label_hints,
             self.series_guard,
+            carry,
         ));
         match evaluated {
             Ok((vector, reservation)) => {
@@ -271,6 +308,7 @@ async fn plan_range_vector(
     steps: &Steps,
     label_hints: LabelHints,
     max_series: Option<usize>,
+    carry: Option<Vec<String>>,
 ) -> Result<Arc<RangeVectorExec>, QueryError> {
     let range = &agg.range;
     // Windows are (t − offset − range, t − offset]; storage ranges are [start, end).
@@ -296,7 +334,10 @@ async fn plan_range_vector(
     let pool = &runtime.memory_pool;
     let interner =
         Interner::with_reservation(MemoryConsumer::new("tovlog series labels").register(pool));
-    let reduce = reduce_of(hints);
+    let reduce = match (reduce_of(hints), carry) {
+        (LabelReduce::Keep, Some(names)) => LabelReduce::Carry(names),
+        (reduce, _) => reduce,
+    };
     let columns = scan_columns(&pipeline, &value, &reduce);
     // Additive functions over whole steps are summed per step bucket while reading.
     let bucketing = Bucketing::of(agg, steps);
@@ -366,8 +407,9 @@ async fn range_vector(
     steps: &Steps,
     label_hints: LabelHints,
     max_series: Option<usize>,
+    carry: Option<Vec<String>>,
 ) -> Result<(Vec<SeriesVals>, MemoryReservation), QueryError> {
-    let node = plan_range_vector(qc, agg, hints, steps, label_hints, max_series).await?;
+    let node = plan_range_vector(qc, agg, hints, steps, label_hints, max_series, carry).await?;
     let label_table = Arc::clone(node.labels());
     let mut stream = execute_stream(node, qc.session.task_ctx()).map_err(datafusion_error)?;
     let runtime = qc.session.runtime_env();
@@ -405,13 +447,14 @@ async fn range_vector(
         }
     }
     drop(stream);
-    let sets = label_table.sets();
+    let mut sets = label_table.take_sets().into_iter();
     let mut out = Vec::with_capacity(per_id.len());
-    for (id, points) in per_id.into_iter().enumerate() {
+    for points in per_id {
+        let set = sets.next();
         if points.is_empty() {
             continue;
         }
-        let labels = sets.get(id).map(|l| l.as_ref().clone()).unwrap_or_default();
+        let labels = set.map(take_labels).unwrap_or_default();
         out.push(SeriesVals { labels, points });
     }
     // The label sets now live in the series: move their accounting over before the

@@ -763,3 +763,90 @@ async fn limited_needle_queries_across_many_files() {
         assert_eq!(result_timestamps(&body), oldest, "forward, limit {limit}");
     }
 }
+
+/// The series of a matrix result by label set (sorted keys), for comparisons free of
+/// series order.
+fn matrix_by_labels(body: &Value) -> std::collections::BTreeMap<String, Vec<(i64, f64)>> {
+    body["data"]["result"]
+        .as_array()
+        .expect("matrix")
+        .iter()
+        .map(|s| {
+            let points = s["values"]
+                .as_array()
+                .expect("values")
+                .iter()
+                .map(|v| {
+                    let t = v[0].as_i64().expect("ts");
+                    let x: f64 = v[1].as_str().expect("value").parse().expect("number");
+                    (t, x)
+                })
+                .collect();
+            (s["metric"].to_string(), points)
+        })
+        .collect()
+}
+
+/// A parent that keeps only some labels (`avg by (status) (…)`) lets the leaf's series carry
+/// only those labels (`LabelReduce::Carry`), yet every series stays apart: the answers
+/// equal those over whole label sets, which the same leaf gets under a binary operation
+/// (its parent is then not an aggregation). Each synthetic line is its own series (`n`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parents_keeping_some_labels_still_see_every_series_apart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = synthetic_storage(dir.path(), 20_000).await;
+    let engine = QueryEngine::new(storage, QueryLimits::default());
+    let leaf_n = r#"{job="synth"} | json | unwrap n [10s]"#;
+    let leaf_count = r#"{job="synth"} | json [10s]"#;
+    let cases = [
+        ("avg by (status)", format!("avg_over_time({leaf_n})")),
+        ("max by (host)", format!("last_over_time({leaf_n})")),
+        (
+            "stddev by (host, status)",
+            format!("max_over_time({leaf_n})"),
+        ),
+        ("sum", format!("avg_over_time({leaf_n})")),
+        (
+            "count by (status)",
+            format!("count_over_time({leaf_count})"),
+        ),
+        ("min by (host)", format!("rate({leaf_count})")),
+        ("count", r#"count_over_time({job="synth"}[10s])"#.to_owned()),
+        (
+            "avg by (host)",
+            r#"bytes_over_time({job="synth"}[10s])"#.to_owned(),
+        ),
+    ];
+    for (parent, leaf) in cases {
+        let carried = format!("{parent} ({leaf})");
+        // The leaf's parent is the binary operation here.
+        let whole = format!("{parent} ({leaf} + 0)");
+        let run = |q: String| {
+            let engine = &engine;
+            async move {
+                let req = range_request(&q, T0, T0 + 30 * SEC, 5 * SEC, 100);
+                let body = engine.query(req).await.expect("query");
+                matrix_by_labels(&body)
+            }
+        };
+        let (got, want) = (run(carried.clone()).await, run(whole.clone()).await);
+        assert!(!want.is_empty(), "{whole}: no series");
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>(),
+            "{carried} vs {whole}"
+        );
+        for (labels, points) in &want {
+            let g = &got[labels];
+            assert_eq!(g.len(), points.len(), "{carried}: {labels}");
+            for ((tg, xg), (tw, xw)) in g.iter().zip(points) {
+                assert_eq!(tg, tw, "{carried}: {labels}");
+                let scale = xw.abs().max(1.0);
+                assert!(
+                    (xg - xw).abs() <= 1e-9 * scale,
+                    "{carried}: {labels} at {tw}: {xg} vs {xw}"
+                );
+            }
+        }
+    }
+}

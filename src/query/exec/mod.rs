@@ -22,8 +22,8 @@ use tovlog_logql::eval::KeyIndex;
 pub use line_filter::LineFilterExec;
 pub use lines::Lines;
 pub use pipeline::{
-    reduce_labels, sample_schema, LabelReduce, PipelineExec, PipelineMode, SampleValue, SAMPLE_KEY,
-    SAMPLE_TS, SAMPLE_VALUE,
+    carried_labels, reduce_labels, sample_schema, LabelReduce, PipelineExec, PipelineMode,
+    SampleValue, SAMPLE_KEY, SAMPLE_TS, SAMPLE_VALUE,
 };
 pub use range::{
     range_vector_schema, RangeVectorExec, RangeVectorSpec, RANGE_SERIES, RANGE_STEP, RANGE_VALUE,
@@ -52,6 +52,29 @@ struct InternerInner {
     /// with hundreds of thousands of values).
     ids: KeyIndex,
     sets: Vec<Arc<Vec<(String, String)>>>,
+    /// Series kept apart by their whole label set while carrying fewer labels
+    /// ([`Interner::intern_identity`]): the encoded whole set → id.
+    identities: HashMap<Box<[u8]>, u32, foldhash::fast::FixedState>,
+}
+
+/// Name of the label that tells apart series which carry only some of their labels
+/// ([`LabelReduce::Carry`]); its value is the series id. Label names of parsed fields
+/// never start with `__tovlog`, and a query grouping by it is not given this reduction.
+pub const SERIES_ID_LABEL: &str = "__tovlog_series__";
+
+/// Appends `labels` (sorted, unique names) to `out` as the identity key
+/// [`Interner::intern_identity`] takes: each name and value with its length in front, so
+/// equal keys are equal label sets.
+pub fn encode_identity<'a>(
+    labels: impl IntoIterator<Item = (&'a str, &'a str)>,
+    out: &mut Vec<u8>,
+) {
+    for (k, v) in labels {
+        for s in [k, v] {
+            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+    }
 }
 
 impl Interner {
@@ -96,6 +119,39 @@ impl Interner {
         Ok(id as u32)
     }
 
+    /// The id of the series whose whole label set encodes to `key` ([`encode_identity`]),
+    /// assigning the next one when new; a new series carries the labels `carried` makes of
+    /// its id. A range function then sees every series apart while the strings of labels
+    /// no later step reads are neither built nor copied. Fails when the memory pool cannot
+    /// hold a new series.
+    pub fn intern_identity(
+        &self,
+        key: &[u8],
+        carried: impl FnOnce(u32) -> Vec<(String, String)>,
+    ) -> Result<u32> {
+        let mut inner = self.inner.lock();
+        let inner = &mut *inner;
+        if let Some(&id) = inner.identities.get(key) {
+            return Ok(id);
+        }
+        let id = inner.sets.len() as u32;
+        let labels = carried(id);
+        if let Some(r) = &self.reservation {
+            let bytes: usize = labels
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 48)
+                .sum::<usize>()
+                + key.len()
+                + 128;
+            r.try_grow(bytes)?;
+        }
+        let hash = inner.ids.hash(&labels);
+        inner.sets.push(Arc::new(labels));
+        inner.ids.insert(hash, id as usize);
+        inner.identities.insert(key.into(), id);
+        Ok(id)
+    }
+
     /// Bytes accounted for the label sets so far.
     pub fn reserved_bytes(&self) -> usize {
         self.reservation.as_ref().map_or(0, MemoryReservation::size)
@@ -104,6 +160,15 @@ impl Interner {
     /// All label sets, indexed by id.
     pub fn sets(&self) -> Vec<Arc<Vec<(String, String)>>> {
         self.inner.lock().sets.clone()
+    }
+
+    /// All label sets, indexed by id, moved out: the interner is empty afterwards. A set
+    /// nothing else shares leaves without a copy ([`take_labels`]).
+    pub fn take_sets(&self) -> Vec<Arc<Vec<(String, String)>>> {
+        let mut inner = self.inner.lock();
+        inner.ids = KeyIndex::default();
+        inner.identities = HashMap::default();
+        std::mem::take(&mut inner.sets)
     }
 
     /// Number of distinct label sets.
@@ -115,6 +180,11 @@ impl Interner {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// The labels of a shared set: moved out when nothing else holds it, else copied.
+pub fn take_labels(set: Arc<Vec<(String, String)>>) -> Vec<(String, String)> {
+    Arc::try_unwrap(set).unwrap_or_else(|shared| shared.as_ref().clone())
 }
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ use tovlog_storage::schema::{cast_batch, LINE, LINE_FLAGS, METADATA, STREAM_ID, 
 use super::line_filter::normalized_schema;
 use super::lines::Lines;
 use super::value_table::ValueTable;
-use super::{Interner, StreamLabels, StreamMap};
+use super::{encode_identity, Interner, StreamLabels, StreamMap, SERIES_ID_LABEL};
 use crate::query::plan::QUERY_CANCELLED;
 use crate::query::stats::StatsCollector;
 
@@ -102,6 +102,12 @@ pub enum LabelReduce {
     By(Vec<String>),
     /// All but these labels.
     Without(Vec<String>),
+    /// Every series stays apart by its whole label set but carries only these labels and
+    /// its id ([`SERIES_ID_LABEL`]); error labels keep the whole set. For a range function
+    /// that must see each series alone (`avg_over_time`) under a parent that keeps only
+    /// these labels (`avg by (route) (…)`): with one series per request, copying and
+    /// freeing every parsed field of every series was most of such a query.
+    Carry(Vec<String>),
 }
 
 /// What the node emits.
@@ -536,7 +542,31 @@ pub fn reduce_labels(labels: Vec<(String, String)>, reduce: &LabelReduce) -> Vec
             .into_iter()
             .filter(|(k, _)| !names.iter().any(|n| n == k))
             .collect(),
+        // The whole set is the series' identity: callers intern it with
+        // `Interner::intern_identity` (see `carried_labels`).
+        LabelReduce::Carry(_) => labels,
     }
+}
+
+/// What a series under [`LabelReduce::Carry`] carries: the labels `names` of `get` and the
+/// series id, sorted.
+pub fn carried_labels<'a>(
+    names: &[String],
+    get: impl Fn(&str) -> Option<&'a str>,
+    id: u32,
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::with_capacity(names.len() + 1);
+    for n in names {
+        if out.iter().any(|(k, _)| k == n) {
+            continue;
+        }
+        if let Some(v) = get(n) {
+            out.push((n.clone(), v.to_owned()));
+        }
+    }
+    out.push((SERIES_ID_LABEL.to_owned(), id.to_string()));
+    out.sort();
+    out
 }
 
 /// The series labels of the current entry. Entries with a pipeline error keep their full
@@ -616,6 +646,10 @@ struct SetCache {
     groups: HashMap<u64, Vec<SetEntry>, foldhash::fast::FixedState>,
     /// Sets in `groups`.
     len: usize,
+    /// The current entry's identity key under [`LabelReduce::Carry`].
+    identity: Vec<u8>,
+    /// Identity key → series id of the sets seen under [`LabelReduce::Carry`].
+    identities: HashMap<Box<[u8]>, u32, foldhash::fast::FixedState>,
 }
 
 /// A series label set and its series id.
@@ -667,6 +701,37 @@ impl SetCache {
         }
         self.groups.entry(hash).or_default().push((set, key));
         self.len += 1;
+        Ok(key)
+    }
+
+    /// The series id of the entry in `lb` (without a pipeline error) under
+    /// [`LabelReduce::Carry`]`(names)`: its whole label set, encoded into a reused buffer,
+    /// is the identity; a set seen before costs no allocation.
+    fn carry_key(
+        &mut self,
+        lb: &LabelsBuilder,
+        names: &[String],
+        interner: &Interner,
+    ) -> Result<u32> {
+        lb.labels_into(&mut self.scratch);
+        self.identity.clear();
+        encode_identity(
+            self.scratch
+                .iter()
+                .filter(|(k, _)| k != PRESERVE_ERROR_LABEL)
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+            &mut self.identity,
+        );
+        if let Some(&key) = self.identities.get(self.identity.as_slice()) {
+            return Ok(key);
+        }
+        let key = interner.intern_identity(&self.identity, |id| {
+            carried_labels(names, |n| lb.get(n), id)
+        })?;
+        if self.identities.len() >= Self::MAX_SETS {
+            self.identities.clear();
+        }
+        self.identities.insert(self.identity.as_slice().into(), key);
         Ok(key)
     }
 }
@@ -724,6 +789,9 @@ impl SeriesKeys {
     ) -> Result<u32> {
         match reduce {
             LabelReduce::By(names) if !lb.has_error() => self.by.key(lb, names, interner),
+            LabelReduce::Carry(names) if !lb.has_error() => {
+                self.sets.carry_key(lb, names, interner)
+            }
             _ => self.sets.key(lb, reduce, interner),
         }
     }

@@ -52,7 +52,9 @@ use tovlog_logql::eval::{
 };
 use tovlog_storage::scan::MinuteCount;
 
-use super::{reduce_labels, Interner, LabelReduce, StreamMap};
+use super::{
+    carried_labels, encode_identity, reduce_labels, take_labels, Interner, LabelReduce, StreamMap,
+};
 use crate::query::plan::QUERY_CANCELLED;
 use crate::query::QueryError;
 
@@ -576,15 +578,17 @@ impl RangeVectorStream {
                 table,
             } => self.bucketed_series(bucketing, first, table)?,
             Samples::Raw(per_key) => {
-                let sets = self.interner.sets();
+                // The input is over: the series take the interner's sets.
+                let mut sets = self.interner.take_sets().into_iter();
                 let mut out = Vec::with_capacity(per_key.len());
-                for (k, mut samples) in per_key.into_iter().enumerate() {
+                for mut samples in per_key {
+                    let set = sets.next();
                     if samples.is_empty() {
                         continue;
                     }
                     // Stable: entries with equal timestamps keep their storage order.
                     samples.sort_by_key(|s| s.0);
-                    let labels = sets.get(k).map(|l| l.as_ref().clone()).unwrap_or_default();
+                    let labels = set.map(take_labels).unwrap_or_default();
                     out.push(RawSeries { labels, samples });
                 }
                 out
@@ -626,15 +630,29 @@ impl RangeVectorStream {
             let key = match keys.get(&c.stream) {
                 Some(&k) => k,
                 None => {
-                    let labels = self
-                        .spec
-                        .streams
-                        .0
-                        .get(&c.stream)
-                        .map_or_else(Vec::new, |l| {
-                            reduce_labels(l.as_ref().clone(), &self.spec.reduce)
-                        });
-                    let k = self.interner.intern(labels)?;
+                    let stream = self.spec.streams.0.get(&c.stream);
+                    let k = match &self.spec.reduce {
+                        LabelReduce::Carry(names) => {
+                            // The key the pipeline gives the stream's rows.
+                            let mut key = Vec::new();
+                            let pairs = stream.map(|l| l.as_slice()).unwrap_or_default();
+                            encode_identity(
+                                pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                                &mut key,
+                            );
+                            let get = |n: &str| {
+                                pairs.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str())
+                            };
+                            self.interner
+                                .intern_identity(&key, |id| carried_labels(names, get, id))?
+                        }
+                        reduce => {
+                            let labels = stream.map_or_else(Vec::new, |l| {
+                                reduce_labels(l.as_ref().clone(), reduce)
+                            });
+                            self.interner.intern(labels)?
+                        }
+                    };
                     keys.insert(c.stream, k);
                     k
                 }
@@ -643,9 +661,10 @@ impl RangeVectorStream {
             table.add(key, idx, f64::from(c.rows), c.rows, &self.reservation)?;
         }
         self.check_series()?;
-        let sets = self.interner.sets();
+        let mut sets = self.interner.take_sets().into_iter();
         let mut out = Vec::with_capacity(table.per_key.len());
-        for (k, buckets) in table.per_key.into_iter().enumerate() {
+        for buckets in table.per_key {
+            let set = sets.next();
             let samples: Vec<(i64, f64)> = buckets
                 .into_sums()
                 .into_iter()
@@ -654,7 +673,7 @@ impl RangeVectorStream {
             if samples.is_empty() {
                 continue;
             }
-            let labels = sets.get(k).map(|l| l.as_ref().clone()).unwrap_or_default();
+            let labels = set.map(take_labels).unwrap_or_default();
             out.push(RawSeries { labels, samples });
         }
         Ok(out)
