@@ -323,6 +323,21 @@ pub(crate) fn flat_object(line: &str) -> Option<FlatObject> {
         .then_some(FlatObject { reserved_keys })
 }
 
+/// Whether `| json` extracting every label walks all of `line` without a syntax error.
+/// That walk enters every nested object and reports only what [`object_each`] meets, so
+/// this walk, which sets no label, fails exactly where it would. On such a line a hinted
+/// walk ([`JsonParser::process`] with hints) sets each hinted label as the whole walk
+/// does: first occurrence wins, and no error label can appear later.
+pub(crate) fn walks_cleanly(line: &str) -> bool {
+    fn walk(data: &str) -> Result<(), JsonErr> {
+        object_each(data, &mut |_, value, ty| match ty {
+            JsonType::Object => walk(value),
+            _ => Ok(()),
+        })
+    }
+    walk(line).is_ok()
+}
+
 /// What [`flat_object`] found about a flat line.
 pub(crate) struct FlatObject {
     /// Some key starts with `__`.

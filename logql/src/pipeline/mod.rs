@@ -351,10 +351,11 @@ impl Pipeline {
 
     /// A first look at an entry that passed the leading line filters, for a pipeline that
     /// extracts every label (log queries) and starts with `| json` and label filters:
-    /// where the line is a flat JSON object (`flags` has [`FLAT_JSON`]), `| json` extracts
-    /// only the labels those filters read, by searching for their keys, and the filters
-    /// run on them. Their values are those the whole parse would give (every key of a
-    /// flat line is its own label name, and the first occurrence of a key sets it), so
+    /// `| json` extracts only the labels those filters read, and the filters run on them.
+    /// Where the line is a flat JSON object (`flags` has [`FLAT_JSON`]) the labels are
+    /// found by searching for their keys; otherwise, on a line whose whole walk meets no
+    /// syntax error, by a walk that sets nothing else. Their values are those the whole
+    /// parse would give (the first occurrence of a key sets its label), so
     /// [`Precheck::Dropped`] means [`Self::process_after_leading`] drops the entry too,
     /// at a fraction of the cost on selective filters (`| json | duration_ms > 2000`).
     /// `lb` must have been `reset` for this entry.
@@ -365,12 +366,21 @@ impl Pipeline {
         let Some((CompiledStage::Json(p), rest)) = self.stages.split_first() else {
             return Precheck::Skipped;
         };
-        if flags & FLAT_JSON == 0 {
-            return Precheck::Skipped;
-        }
-        let reserved = flags & NO_RESERVED_KEYS == 0;
         // The hints carry no early filter: extraction never drops the line itself.
-        let kept = p.process_flat(line, lb, &pre.hints, reserved)
+        let extracted = if flags & FLAT_JSON != 0 {
+            let reserved = flags & NO_RESERVED_KEYS == 0;
+            p.process_flat(line, lb, &pre.hints, reserved)
+        } else {
+            // Not known to be flat (nested objects, or a line of the head, whose flags are
+            // not computed): the hinted walk reads the filters' labels as the whole walk
+            // would once the line is known to parse cleanly. A line that does not keeps
+            // its error label and is left to the whole pipeline.
+            if !json::walks_cleanly(line) {
+                return Precheck::Skipped;
+            }
+            p.process(line, lb, &pre.hints)
+        };
+        let kept = extracted
             && rest.iter().take(pre.filters).all(|s| match s {
                 CompiledStage::LabelFilter(f) => f.process(lb),
                 _ => true,

@@ -1521,6 +1521,78 @@ mod flat_json {
         })
     }
 
+    /// Objects whose values may be objects (keys that flatten into the filtered names:
+    /// `{"a":{"extracted":…}}` sets `a_extracted`) or arrays, and keys that sanitize into
+    /// them (`a-extracted`).
+    fn nested_line() -> impl Strategy<Value = String> {
+        let leaf = prop::sample::select(vec![
+            r#""a""#,
+            r#""x y""#,
+            "1",
+            "2500",
+            "-2.5",
+            "true",
+            "null",
+            "[1,{\"a\":2}]",
+        ]);
+        let key = prop::sample::select(vec![
+            "a",
+            "b",
+            "ab",
+            "host",
+            "x",
+            "extracted",
+            "a-extracted",
+            "x1",
+            "1",
+        ]);
+        let inner = prop::collection::vec((key.clone(), leaf.clone()), 0..3).prop_map(|kv| {
+            let body: Vec<String> = kv.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+            format!("{{{}}}", body.join(","))
+        });
+        let value = prop_oneof![leaf.prop_map(str::to_owned), inner];
+        prop::collection::vec((key, value), 0..6).prop_map(|entries| {
+            let body: Vec<String> = entries
+                .iter()
+                .map(|(k, v)| format!("\"{k}\":{v}"))
+                .collect();
+            format!("{{{}}}", body.join(","))
+        })
+    }
+
+    /// A precheck drops only what the whole pipeline drops, on any line.
+    fn precheck_is_sound(line: &str) -> Result<(), TestCaseError> {
+        let stream = pairs(&[("host", "s1"), ("job", "j")]);
+        let meta = pairs(&[("ab", "m")]);
+        for (q, p) in log_pipelines() {
+            let mut lb = LabelsBuilder::new();
+            lb.reset(&stream, &meta);
+            if p.precheck(line, line_flags(line), &mut lb) == Precheck::Dropped {
+                lb.reset(&stream, &meta);
+                let kept = p
+                    .process_after_leading(0, line, 0, &mut lb)
+                    .map(|l| (l.into_owned(), lb.labels()));
+                prop_assert_eq!(kept, None, "{} on {}", q, line);
+            }
+        }
+        Ok(())
+    }
+
+    /// A line with one byte inserted, replaced or removed.
+    fn mutate(line: String, at: prop::sample::Index, byte: u8, op: u8) -> String {
+        let mut b = line.into_bytes();
+        let i = at.index(b.len() + 1);
+        match op {
+            0 => b.insert(i, byte),
+            1 if i < b.len() => b[i] = byte,
+            _ if i < b.len() => {
+                b.remove(i);
+            }
+            _ => {}
+        }
+        String::from_utf8(b).unwrap_or_default()
+    }
+
     /// A flat line with one byte inserted, replaced or removed: mostly no longer flat, and
     /// where still flat, of a shape the generator does not make.
     fn mutated() -> impl Strategy<Value = String> {
@@ -1624,12 +1696,25 @@ mod flat_json {
             if line_flags(&line) & FLAT_JSON != 0 {
                 read_alike(&line)?;
             }
+            precheck_is_sound(&line)?;
+        }
+
+        #[test]
+        fn nested_lines_are_prechecked_soundly(
+            line in nested_line(),
+            at in any::<prop::sample::Index>(),
+            byte in prop::sample::select(b"{}[]\":, a1-n\t".to_vec()),
+            op in 0..4u8,
+        ) {
+            precheck_is_sound(&line)?;
+            // And one byte off: mostly a syntax error somewhere.
+            precheck_is_sound(&mutate(line, at, byte, op))?;
         }
     }
 }
 
-/// `Pipeline::precheck` drops lines by the filters right after a leading `| json`, only
-/// when the line is flat and the query has no hints.
+/// `Pipeline::precheck` drops lines by the filters right after a leading `| json`, when
+/// the line parses cleanly (flat lines by key search) and the query has no hints.
 #[test]
 fn precheck_reads_the_filtered_keys_of_flat_lines() -> Result<(), Error> {
     let stages = [
@@ -1649,8 +1734,18 @@ fn precheck_reads_the_filtered_keys_of_flat_lines() -> Result<(), Error> {
     assert_eq!(pre(r#"{"ms":2500,"level":"error"}"#), Precheck::Passed);
     // A conversion error keeps the line (with `__error__`), as the filter does.
     assert_eq!(pre(r#"{"ms":"slow","level":"error"}"#), Precheck::Passed);
-    // Not flat (nested object): nothing is checked.
-    assert_eq!(pre(r#"{"ms":12,"o":{"a":1}}"#), Precheck::Skipped);
+    // Not flat (nested object): read by a walk once the whole line parses.
+    assert_eq!(pre(r#"{"ms":12,"o":{"a":1}}"#), Precheck::Dropped);
+    assert_eq!(
+        pre(r#"{"o":{"a":1},"ms":2500,"level":"error"}"#),
+        Precheck::Passed
+    );
+    // A syntax error anywhere keeps the line (with `__error__`): nothing is checked.
+    assert_eq!(pre(r#"{"ms":12,"o":{"a":1},"x":}"#), Precheck::Skipped);
+    assert_eq!(pre(r#"{"ms":12,"o":{"a":"x}}"#), Precheck::Skipped);
+    // Even inside an object the filters' walk would skip: the whole walk enters it.
+    assert_eq!(pre(r#"{"o":{"a" 1},"ms":12}"#), Precheck::Skipped);
+    assert_eq!(pre("ms=12"), Precheck::Skipped);
     // Metric queries with hints read flat lines by key already.
     let hinted = Pipeline::with_hints(&stages, LabelHints::for_label_filters(&[]))?;
     assert!(!hinted.prechecks());
