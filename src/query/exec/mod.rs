@@ -53,8 +53,10 @@ struct InternerInner {
     ids: KeyIndex,
     sets: Vec<Arc<Vec<(String, String)>>>,
     /// Series kept apart by their whole label set while carrying fewer labels
-    /// ([`Interner::intern_identity`]): the encoded whole set → id.
-    identities: HashMap<Box<[u8]>, u32, foldhash::fast::FixedState>,
+    /// ([`Interner::intern_identity`]): positions in `identity_keys` by hash.
+    identities: KeyIndex,
+    /// The encoded whole set of each such series, with its id.
+    identity_keys: Vec<(Box<[u8]>, u32)>,
 }
 
 /// Name of the label that tells apart series which carry only some of their labels
@@ -131,8 +133,12 @@ impl Interner {
     ) -> Result<u32> {
         let mut inner = self.inner.lock();
         let inner = &mut *inner;
-        if let Some(&id) = inner.identities.get(key) {
-            return Ok(id);
+        let key_hash = inner.identities.hash(key);
+        let keys = &inner.identity_keys;
+        if let Some(at) = inner.identities.find(key_hash, |at| {
+            keys.get(at).is_some_and(|(k, _)| **k == *key)
+        }) {
+            return Ok(keys[at].1);
         }
         let id = inner.sets.len() as u32;
         let labels = carried(id);
@@ -148,7 +154,8 @@ impl Interner {
         let hash = inner.ids.hash(&labels);
         inner.sets.push(Arc::new(labels));
         inner.ids.insert(hash, id as usize);
-        inner.identities.insert(key.into(), id);
+        inner.identities.insert(key_hash, inner.identity_keys.len());
+        inner.identity_keys.push((key.into(), id));
         Ok(id)
     }
 
@@ -167,7 +174,8 @@ impl Interner {
     pub fn take_sets(&self) -> Vec<Arc<Vec<(String, String)>>> {
         let mut inner = self.inner.lock();
         inner.ids = KeyIndex::default();
-        inner.identities = HashMap::default();
+        inner.identities = KeyIndex::default();
+        inner.identity_keys = Vec::new();
         std::mem::take(&mut inner.sets)
     }
 

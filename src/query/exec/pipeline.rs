@@ -648,8 +648,6 @@ struct SetCache {
     len: usize,
     /// The current entry's identity key under [`LabelReduce::Carry`].
     identity: Vec<u8>,
-    /// Identity key → series id of the sets seen under [`LabelReduce::Carry`].
-    identities: HashMap<Box<[u8]>, u32, foldhash::fast::FixedState>,
 }
 
 /// A series label set and its series id.
@@ -706,7 +704,9 @@ impl SetCache {
 
     /// The series id of the entry in `lb` (without a pipeline error) under
     /// [`LabelReduce::Carry`]`(names)`: its whole label set, encoded into a reused buffer,
-    /// is the identity; a set seen before costs no allocation.
+    /// is the identity; a set seen before costs no allocation. The interner is asked
+    /// directly: where this reduction applies most sets are new (one series per request),
+    /// and a partition-local table beside it doubled the hashing and the copies.
     fn carry_key(
         &mut self,
         lb: &LabelsBuilder,
@@ -722,17 +722,9 @@ impl SetCache {
                 .map(|(k, v)| (k.as_str(), v.as_str())),
             &mut self.identity,
         );
-        if let Some(&key) = self.identities.get(self.identity.as_slice()) {
-            return Ok(key);
-        }
-        let key = interner.intern_identity(&self.identity, |id| {
+        interner.intern_identity(&self.identity, |id| {
             carried_labels(names, |n| lb.get(n), id)
-        })?;
-        if self.identities.len() >= Self::MAX_SETS {
-            self.identities.clear();
-        }
-        self.identities.insert(self.identity.as_slice().into(), key);
-        Ok(key)
+        })
     }
 }
 
