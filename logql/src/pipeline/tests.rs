@@ -1602,19 +1602,7 @@ mod flat_json {
             prop::sample::select(b"{}[]\":, a1-n\t".to_vec()),
             0..3u8,
         )
-            .prop_map(|(line, at, byte, op)| {
-                let mut b = line.into_bytes();
-                let i = at.index(b.len() + 1);
-                match op {
-                    0 => b.insert(i, byte),
-                    1 if i < b.len() => b[i] = byte,
-                    _ if i < b.len() => {
-                        b.remove(i);
-                    }
-                    _ => {}
-                }
-                String::from_utf8(b).unwrap_or_default()
-            })
+            .prop_map(|(line, at, byte, op)| mutate(line, at, byte, op))
     }
 
     /// Log queries: no hints, so `Pipeline::precheck` reads the filters' keys first.
