@@ -555,7 +555,19 @@ pub fn carried_labels<'a>(
     get: impl Fn(&str) -> Option<&'a str>,
     id: u32,
 ) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::with_capacity(names.len() + 1);
+    let mut out = named_labels(names, get, 1);
+    out.push((SERIES_ID_LABEL.to_owned(), id.to_string()));
+    out.sort();
+    out
+}
+
+/// The labels `names` (each once) that `get` has, unsorted, with room for `extra` more.
+fn named_labels<'a>(
+    names: &[String],
+    get: impl Fn(&str) -> Option<&'a str>,
+    extra: usize,
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::with_capacity(names.len() + extra);
     for n in names {
         if out.iter().any(|(k, _)| k == n) {
             continue;
@@ -564,8 +576,6 @@ pub fn carried_labels<'a>(
             out.push((n.clone(), v.to_owned()));
         }
     }
-    out.push((SERIES_ID_LABEL.to_owned(), id.to_string()));
-    out.sort();
     out
 }
 
@@ -593,15 +603,7 @@ fn series_labels(lb: &LabelsBuilder, reduce: &LabelReduce) -> Vec<(String, Strin
 /// The labels `names` of an entry without a pipeline error, sorted: its series under
 /// `by (names)`. Reads only those labels instead of materialising the full set.
 fn grouping_labels(lb: &LabelsBuilder, names: &[String]) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::with_capacity(names.len());
-    for n in names {
-        if out.iter().any(|(k, _)| k == n) {
-            continue;
-        }
-        if let Some(v) = lb.get(n) {
-            out.push((n.clone(), v.to_owned()));
-        }
-    }
+    let mut out = named_labels(names, |n| lb.get(n), 0);
     out.sort();
     out
 }
