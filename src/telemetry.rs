@@ -189,6 +189,30 @@ impl Metrics {
             storage.pending_deletes,
         );
         counter(
+            "tovlog_chunk_files_quarantined_total",
+            "Chunk files this process found damaged (size or SHA-256 differs from the listing, or missing) and quarantined.",
+            "counter",
+            storage.quarantined_files,
+        );
+        counter(
+            "tovlog_chunk_files_quarantined",
+            "Chunk files the manifests list as quarantined: queries over their streams and times warn that rows are missing.",
+            "gauge",
+            storage.quarantined_listed,
+        );
+        counter(
+            "tovlog_block_indexes_damaged_total",
+            "Block indexes (.tri) this process found damaged; their chunk files are read whole.",
+            "counter",
+            storage.damaged_indexes,
+        );
+        counter(
+            "tovlog_label_indexes_rebuilt",
+            "Tenants whose local label index was damaged at start, set aside and rebuilt from the bucket.",
+            "gauge",
+            storage.label_indexes_rebuilt,
+        );
+        counter(
             "tovlog_head_bytes",
             "Bytes held in the in-memory head.",
             "gauge",

@@ -568,9 +568,10 @@ impl QueryEngine {
             instant: false,
             categorize_labels: true,
         };
-        let rows = self
-            .with_timeout(&req.tenant, |qc| async move {
-                logs::first_rows(&qc, &log, &query).await
+        let (rows, _) = self
+            .with_timeout(&req.tenant, |qc| {
+                let (log, query) = (&log, &query);
+                async move { logs::first_rows(&qc, log, query).await }
             })
             .await?;
         Ok(rows.into_iter().map(SampledEntry::from_row).collect())

@@ -192,30 +192,73 @@ impl QueryEngine {
             return Err(QueryError::BadRequest(INSTANT_LOG_QUERY_ERROR.to_owned()));
         }
         let tenant = req.tenant.clone();
-        self.with_timeout(&tenant, |qc| async move {
-            match expr {
-                Expr::Log(log) => logs::run(&qc, &log, &req, started).await,
-                Expr::Sample(sample) => metric::run(qc, sample, &req, started).await,
-            }
-        })
-        .await
+        let (body, warnings) = self
+            .with_timeout(&tenant, |qc| {
+                let (expr, req) = (&expr, &req);
+                async move {
+                    match expr {
+                        Expr::Log(log) => logs::run(&qc, log, req, started).await,
+                        Expr::Sample(sample) => metric::run(qc, sample.clone(), req, started).await,
+                    }
+                }
+            })
+            .await?;
+        Ok(with_warnings(body, warnings))
     }
 
-    /// Run `work` with a new query context of `tenant`, under the query timeout.
-    async fn with_timeout<T, F, Fut>(&self, tenant: &str, work: F) -> Result<T, QueryError>
+    /// Run `work` with a new query context of `tenant`, under the query timeout. Returns
+    /// its result and the warnings of its reads.
+    ///
+    /// A read that fails may have met a damaged chunk file: the files the failed attempt
+    /// read are hashed ([`Storage::check_chunks`]) and, when that quarantined some, `work`
+    /// runs again without them, its warnings saying what the answer lacks.
+    async fn with_timeout<T, F, Fut>(
+        &self,
+        tenant: &str,
+        work: F,
+    ) -> Result<(T, Vec<String>), QueryError>
     where
-        F: FnOnce(Arc<plan::QueryContext>) -> Fut,
+        F: Fn(Arc<plan::QueryContext>) -> Fut,
         Fut: std::future::Future<Output = Result<T, QueryError>>,
     {
         let cancelled = Arc::new(AtomicBool::new(false));
-        let qc = Arc::new(plan::QueryContext::new(
-            Arc::clone(&self.storage),
-            tenant.to_owned(),
-            &self.tenant_limits(tenant),
-            Arc::clone(&cancelled),
-        )?);
+        let limits = self.tenant_limits(tenant);
+        let attempts = async {
+            let mut quarantined = 0usize;
+            loop {
+                let qc = Arc::new(plan::QueryContext::new(
+                    Arc::clone(&self.storage),
+                    tenant.to_owned(),
+                    &limits,
+                    Arc::clone(&cancelled),
+                )?);
+                let error = match work(Arc::clone(&qc)).await {
+                    Ok(v) => return Ok((v, qc.warnings())),
+                    Err(QueryError::Internal(e)) => e,
+                    Err(e) => return Err(e),
+                };
+                let files = qc.files_read();
+                // A few files per failed attempt; a read that fails without damage found
+                // is an error as before.
+                if files.is_empty() || quarantined >= MAX_QUARANTINED_PER_QUERY {
+                    return Err(QueryError::Internal(error));
+                }
+                match self.storage.check_chunks(tenant, &files).await {
+                    Ok(0) => return Err(QueryError::Internal(error)),
+                    Ok(n) => {
+                        tracing::warn!(tenant, files = n, %error,
+                            "query read damaged chunk files; they are quarantined and the query runs again without them");
+                        quarantined += n;
+                    }
+                    Err(e) => {
+                        tracing::warn!(tenant, error = %e, "checking the chunk files of a failed query failed");
+                        return Err(QueryError::Internal(error));
+                    }
+                }
+            }
+        };
         let timeout = self.limits.query_timeout;
-        match tokio::time::timeout(timeout, work(qc)).await {
+        match tokio::time::timeout(timeout, attempts).await {
             Ok(result) => result,
             Err(_) => {
                 // Work still running on blocking threads sees the flag and stops.
@@ -227,6 +270,22 @@ impl QueryEngine {
             }
         }
     }
+}
+
+/// Damaged files one query quarantines at most before it gives up with its error.
+const MAX_QUARANTINED_PER_QUERY: usize = 64;
+
+/// `body` (`{"status":"success",…}`) with Loki's top-level `warnings` when there are any.
+pub(crate) fn with_warnings(
+    mut body: serde_json::Value,
+    warnings: Vec<String>,
+) -> serde_json::Value {
+    if !warnings.is_empty() {
+        if let Some(map) = body.as_object_mut() {
+            map.insert("warnings".to_owned(), serde_json::Value::from(warnings));
+        }
+    }
+    body
 }
 
 /// `1m0s`-like rendering for error texts.

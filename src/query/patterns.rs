@@ -45,7 +45,7 @@ use tovlog_storage::schema::{LINE, METADATA, STREAM_ID, TS};
 
 use super::exec::Lines;
 use super::plan::{datafusion_error, QueryContext};
-use super::{humanize, QueryEngine, QueryError};
+use super::{QueryEngine, QueryError};
 
 /// Lines every miner learns from before it samples.
 const TRAIN_ALL: u64 = 4_000;
@@ -92,24 +92,14 @@ impl QueryEngine {
             Expr::Log(log) if log.pipeline.is_empty() => log,
             _ => return Err(QueryError::BadRequest(NOT_A_SELECTOR.to_owned())),
         };
-        let cancelled = Arc::new(AtomicBool::new(false));
-        let qc = QueryContext::new(
-            Arc::clone(&self.storage),
-            req.tenant.clone(),
-            &self.tenant_limits(&req.tenant),
-            Arc::clone(&cancelled),
-        )?;
-        let timeout = self.limits().query_timeout;
-        match tokio::time::timeout(timeout, run(&qc, &log, &req, &self.patterns)).await {
-            Ok(result) => result,
-            Err(_) => {
-                cancelled.store(true, Ordering::Relaxed);
-                Err(QueryError::Timeout(format!(
-                    "query timed out after {}: decrease the duration of the request or add more label matchers to the query",
-                    humanize(timeout)
-                )))
-            }
-        }
+        let patterns = &self.patterns;
+        let (body, warnings) = self
+            .with_timeout(&req.tenant, |qc| {
+                let (log, req) = (&log, &req);
+                async move { run(&qc, log, req, patterns).await }
+            })
+            .await?;
+        Ok(super::with_warnings(body, warnings))
     }
 }
 
@@ -323,6 +313,7 @@ async fn units(
         .map_err(super::plan::storage_error)?
         .with_line_views()
         .map_err(datafusion_error)?;
+    qc.note_table(&table);
     let (head, files) = table.split_by_file();
     let state = qc.session.state();
     let mut units = Vec::with_capacity(files.len() + 1);

@@ -17,7 +17,8 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use tovlog_logql::ast;
 use tovlog_logql::pipeline::{FieldNeedle, FieldNeedleFinder, Pipeline};
-use tovlog_storage::scan::{LinePredicate, MinuteCount};
+use tovlog_storage::quarantine::Skipped;
+use tovlog_storage::scan::{LinePredicate, LogsTable, MinuteCount};
 use tovlog_storage::schema::{LINE, LINE_FLAGS, METADATA, STREAM_ID, TS};
 use tovlog_storage::textindex::TextNeedle;
 use tovlog_storage::{MatchOp, Matcher, ScanRequest, Storage};
@@ -41,6 +42,15 @@ pub struct QueryContext {
     pub cancelled: Arc<AtomicBool>,
     /// Limits of the engine.
     pub limits: QueryLimits,
+    /// The chunk files this query's scans read and the quarantined ones they could not.
+    reads: parking_lot::Mutex<Reads>,
+}
+
+/// What a query's scans read ([`QueryContext::note_table`]).
+#[derive(Default)]
+struct Reads {
+    files: std::collections::BTreeSet<String>,
+    skipped: std::collections::BTreeMap<String, Skipped>,
 }
 
 /// Scan partitions of a query: `configured`, or twice the cores when 0. Two per core keep
@@ -84,7 +94,52 @@ impl QueryContext {
             stats: StatsCollector::new(),
             cancelled,
             limits: limits.clone(),
+            reads: parking_lot::Mutex::default(),
         })
+    }
+
+    /// Record the chunk files `table` reads (checked for damage if the query fails) and
+    /// the quarantined ones it cannot (reported as warnings).
+    pub fn note_table(&self, table: &LogsTable) {
+        let mut reads = self.reads.lock();
+        reads
+            .files
+            .extend(table.files().iter().map(|f| f.path.clone()));
+        for s in table.skipped() {
+            reads
+                .skipped
+                .entry(s.path.clone())
+                .and_modify(|known| known.rows = known.rows.max(s.rows))
+                .or_insert_with(|| s.clone());
+        }
+    }
+
+    /// The chunk files this query's scans read so far.
+    pub fn files_read(&self) -> Vec<String> {
+        self.reads.lock().files.iter().cloned().collect()
+    }
+
+    /// One warning per quarantined chunk file the query could not read.
+    pub fn warnings(&self) -> Vec<String> {
+        let time = |ns: i64| {
+            chrono::DateTime::from_timestamp_nanos(ns)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        };
+        self.reads
+            .lock()
+            .skipped
+            .values()
+            .map(|s| {
+                format!(
+                    "chunk file {} is quarantined ({}); the answer lacks its {} lines of the selected streams from {} to {}",
+                    s.path,
+                    s.reason,
+                    s.rows,
+                    time(s.min_ts),
+                    time(s.max_ts)
+                )
+            })
+            .collect()
     }
 
     /// Resolve a selector to the streams with data in `[start_ns, end_ns)`.
@@ -325,6 +380,7 @@ pub async fn build_scan(
             needles,
         )
         .map_err(storage_error)?;
+    qc.note_table(&table);
     if let Some(out) = minute_counts {
         out.extend(table.take_minute_counts().await);
     }

@@ -25,7 +25,8 @@
 //! Events: `flush` (new chunk files; a retried flush that rewrites a path removes the old
 //! version first), `compaction` (the merged outputs are added, the inputs removed with the
 //! reason `compaction: merged into ...`), `retention` and `delete` (files unlisted or
-//! rewritten by [`crate::erase`]), and `genesis`. The physical deletion of replaced
+//! rewritten by [`crate::erase`]), `quarantine` (damaged files unlisted by
+//! [`crate::quarantine`]), and `genesis`. The physical deletion of replaced
 //! files after `compaction.delete_delay` is not an entry: those files already left the
 //! listing at their compaction.
 //!
@@ -87,6 +88,9 @@ pub enum ChainEvent {
     Retention,
     /// Files were rewritten without the rows of delete requests.
     Delete,
+    /// Files whose bytes no longer match their hash were taken out of the listing
+    /// ([`crate::quarantine`]).
+    Quarantine,
 }
 
 impl std::fmt::Display for ChainEvent {
@@ -97,6 +101,7 @@ impl std::fmt::Display for ChainEvent {
             ChainEvent::Compaction => "compaction",
             ChainEvent::Retention => "retention",
             ChainEvent::Delete => "delete",
+            ChainEvent::Quarantine => "quarantine",
         })
     }
 }

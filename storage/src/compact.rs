@@ -134,6 +134,7 @@ impl Inner {
     /// Run every due compaction and deletion once. Returns the windows compacted.
     pub(crate) async fn compact_once(&self) -> Result<usize> {
         self.delete_due().await?;
+        self.unlist_damaged_indexes().await?;
         let jobs = self.compaction_jobs();
         self.compaction_pending
             .store(jobs.len() as u64, Ordering::Relaxed);
@@ -178,13 +179,30 @@ impl Inner {
     async fn compact_window(&self, job: Job) -> Result<()> {
         let started = Instant::now();
         let mut inputs = Vec::with_capacity(job.inputs.len());
+        let mut damaged = 0usize;
         for c in &job.inputs {
-            let got = self
-                .store
-                .get(&ObjectPath::from(c.path.as_str()))
-                .await
-                .map_err(|e| os_err(&c.path, e))?;
-            inputs.push(got.bytes().await.map_err(|e| os_err(&c.path, e))?);
+            let data = match self.store.get(&ObjectPath::from(c.path.as_str())).await {
+                Ok(got) => got.bytes().await.map_err(|e| os_err(&c.path, e))?,
+                Err(object_store::Error::NotFound { .. }) => {
+                    self.quarantine(
+                        &job.tenant,
+                        vec![(c.clone(), "the object is missing from the store".into())],
+                    )
+                    .await?;
+                    damaged += 1;
+                    continue;
+                }
+                Err(e) => return Err(os_err(&c.path, e)),
+            };
+            // Merged bytes get a new hash: an altered input must not pass into them.
+            match self.checked_bytes(&job.tenant, c, data).await? {
+                Some(data) => inputs.push(data),
+                None => damaged += 1,
+            }
+        }
+        if damaged > 0 {
+            // Quarantined: the next pass merges the window's other files.
+            return Ok(());
         }
         let places = order::places(
             job.inputs

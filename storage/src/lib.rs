@@ -29,6 +29,7 @@ pub mod lease;
 pub mod manifest;
 pub mod model;
 pub mod order;
+pub mod quarantine;
 pub mod replica;
 pub mod scan;
 pub mod schema;
@@ -153,6 +154,15 @@ pub struct StorageMetrics {
     pub compaction_pending: u64,
     /// Replaced chunk files waiting for deletion.
     pub pending_deletes: u64,
+    /// Chunk files quarantined by this process ([`quarantine`]).
+    pub quarantined_files: u64,
+    /// Chunk files the manifests list as quarantined.
+    pub quarantined_listed: u64,
+    /// Block indexes this process found damaged.
+    pub damaged_indexes: u64,
+    /// Tenants whose label index was found damaged at start, set aside and rebuilt from
+    /// the bucket.
+    pub label_indexes_rebuilt: u64,
 }
 
 /// One tenant's state.
@@ -217,7 +227,7 @@ impl Tenant {
             }
             self.manifest.read().clone()
         };
-        if !manifest.manifest.chunks.is_empty() {
+        if !manifest.stream_ranges.is_empty() {
             for (id, labels) in self.index.lookup(matchers)? {
                 if !out.contains_key(&id) && manifest.stream_has_data(id, start, end) {
                     out.insert(id, labels);
@@ -268,6 +278,8 @@ pub(crate) struct Inner {
     pub(crate) lease: Option<Arc<lease::Lease>>,
     /// Retention and delete requests ([`erase`]).
     pub(crate) erase: erase::Eraser,
+    /// Damage checks and quarantined files ([`quarantine`]).
+    pub(crate) quarantine: quarantine::QuarantineState,
 }
 
 /// Memory for parsed chunk-file footers and page indexes (a few KiB to a few hundred KiB
@@ -449,6 +461,7 @@ impl Storage {
             guard,
             lease,
             erase: erase::Eraser::default(),
+            quarantine: quarantine::QuarantineState::default(),
         });
         // Delete requests apply to every query, a replica's too.
         inner.erase.load(inner.store.as_ref()).await?;
@@ -718,7 +731,7 @@ impl Storage {
             }
             t.manifest.read().clone()
         };
-        let files: Vec<scan::ChunkFile> = erase::select_files(
+        let mut files: Vec<scan::ChunkFile> = erase::select_files(
             &manifest,
             &streams,
             start_ns,
@@ -727,11 +740,24 @@ impl Storage {
             &self.inner.erased_rows,
             &|id| t.labels_of(id),
         );
+        // Damaged files: quarantined ones are no longer listed; a replica leaves out those
+        // it found damaged itself. Either way the scan says what it misses.
+        let unreadable = self.inner.quarantine.unreadable(&tenant);
+        if !unreadable.is_empty() {
+            files.retain(|f| !unreadable.iter().any(|q| q.chunk.path == f.path));
+        }
+        let skipped = quarantine::skipped_in(
+            manifest.manifest.quarantined.iter().chain(&unreadable),
+            &streams,
+            start_ns,
+            end_ns,
+        );
         self.inner
             .scan_chunk_files
             .fetch_add(files.len() as u64, Ordering::Relaxed);
         Ok(
             LogsTable::new(streams, start_ns, end_ns, batches, files, url)
+                .with_skipped(skipped)
                 .with_parquet_readers(self.inner.parquet_readers.clone())
                 .with_erased_rows(self.inner.erased_rows.clone())
                 .with_recent_rows(self.inner.recent_rows.clone()),
@@ -823,6 +849,14 @@ impl Storage {
             c.for_each_overlapping(streams, start_ns, end_ns, |s| rows += s.rows);
         }
         rows
+    }
+
+    /// Hash the chunk files of `tenant` among `paths` (those a failed read touched) that
+    /// this process has not verified yet, and quarantine each whose bytes differ from its
+    /// listing ([`quarantine`]). Returns how many were quarantined: when none, the failure
+    /// was not damage. An unreachable store is an error.
+    pub async fn check_chunks(&self, tenant: &str, paths: &[String]) -> Result<usize> {
+        self.inner.check_chunks(tenant, paths).await
     }
 
     /// Time span of one chunk file (`chunk.window`), ns: reads aligned to it open each file
@@ -980,8 +1014,11 @@ impl Storage {
         let inner = &self.inner;
         let (mut chunk_files, mut chunk_bytes, mut indexed) = (0u64, 0u64, 0u64);
         let (mut pending_deletes, mut uncompacted_files) = (0u64, 0u64);
+        let (mut quarantined_listed, mut label_indexes_rebuilt) = (0u64, 0u64);
         for t in inner.tenants.read().values() {
             let m = t.manifest.read().clone();
+            label_indexes_rebuilt += u64::from(t.index.set_aside().is_some());
+            quarantined_listed += m.manifest.quarantined.len() as u64;
             uncompacted_files += m.manifest.chunks.iter().filter(|c| !c.compacted).count() as u64;
             pending_deletes += m.manifest.pending_deletes.len() as u64;
             chunk_files += m.manifest.chunks.len() as u64;
@@ -1003,6 +1040,10 @@ impl Storage {
             compactions: inner.compactions.load(Ordering::Relaxed),
             compaction_pending: inner.compaction_pending.load(Ordering::Relaxed),
             pending_deletes,
+            quarantined_files: inner.quarantine.files.load(Ordering::Relaxed),
+            quarantined_listed,
+            damaged_indexes: inner.text_indexes.damaged_total(),
+            label_indexes_rebuilt,
         }
     }
 }

@@ -14,6 +14,7 @@ mod otlp;
 mod patterns;
 mod playbook;
 mod push;
+mod quarantine;
 mod redact;
 mod retention;
 mod ruler;

@@ -14,14 +14,14 @@ use tovlog_storage::chain::ChainEntry;
 use crate::server::{conformance_config, TestServer};
 
 /// An exit code and the output of one run of the binary.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 /// Run `tovlog <args> --data-dir <data>` without configuration from the environment.
-fn tovlog(args: &[&str], data: &Path) -> anyhow::Result<Run> {
+pub(crate) fn tovlog(args: &[&str], data: &Path) -> anyhow::Result<Run> {
     let out = Command::new(env!("CARGO_BIN_EXE_tovlog"))
         .args(args)
         .arg("--data-dir")
@@ -67,7 +67,7 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn metric(text: &str, name: &str) -> f64 {
+pub(crate) fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .find_map(|v| v.trim().parse().ok())
@@ -75,11 +75,11 @@ fn metric(text: &str, name: &str) -> f64 {
 }
 
 /// The tenant directory of the local chunk store.
-fn tenant(data: &Path) -> PathBuf {
+pub(crate) fn tenant(data: &Path) -> PathBuf {
     data.join("chunks").join("fake")
 }
 
-fn read_json(path: &Path) -> anyhow::Result<Value> {
+pub(crate) fn read_json(path: &Path) -> anyhow::Result<Value> {
     Ok(serde_json::from_slice(&std::fs::read(path)?)?)
 }
 

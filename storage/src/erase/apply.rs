@@ -297,7 +297,7 @@ impl Inner {
     /// longer listed.
     async fn rewrite_file(
         &self,
-        tenant: &Tenant,
+        tenant: &std::sync::Arc<Tenant>,
         ctx: &EraseContext,
         received: &HashSet<String>,
         c: ChunkMeta,
@@ -311,6 +311,10 @@ impl Inner {
                 .await
                 .map_err(|e| compact::os_err(&c.path, e))?;
             got.bytes().await.map_err(|e| compact::os_err(&c.path, e))?
+        };
+        // An altered file is quarantined, not rewritten under a fresh hash.
+        let Some(data) = self.checked_bytes(tenant, &c, data).await? else {
+            return Ok(false);
         };
         let places = order::places(c.streams.iter().map(|s| (s.id, tenant.index.get(s.id))));
         let input = Input::new(data, &c, &places)?;

@@ -92,6 +92,8 @@ pub(crate) struct FindRows {
     pub(crate) size: u64,
     pub(crate) file_rows: u64,
     pub(crate) text_index: bool,
+    /// SHA-256 of the block index, as listed.
+    pub(crate) text_index_sha256: Option<String>,
     pub(crate) request_id: String,
     /// Streams of the file the request selects, sorted.
     pub(crate) streams: Vec<StreamId>,
@@ -292,7 +294,11 @@ impl ErasedRowsCache {
             total,
         );
         if job.text_index && !job.needles.is_empty() {
-            match self.indexes.get(&job.path).await {
+            match self
+                .indexes
+                .get(&job.path, job.text_index_sha256.as_deref())
+                .await
+            {
                 Ok(index) => {
                     let candidates = index.candidate_rows(
                         &job.streams,

@@ -16,7 +16,7 @@
 //! they live in the manifest's per-stream ranges. Head streams are answered by the head.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -70,11 +70,38 @@ pub struct LabelIndex {
     known: RwLock<HashMap<StreamId, Arc<LabelSet>>>,
     /// Serialises writers (tantivy allows one per index).
     write_lock: Mutex<()>,
+    /// Where a damaged index found at open was moved (it was rebuilt from the bucket).
+    set_aside: Option<PathBuf>,
 }
 
 impl LabelIndex {
-    /// Open (or create) the index in `dir`.
+    /// Open (or create) the index in `dir`. The index is a cache of the bucket's label
+    /// objects ([`crate::streams_log`]): one that fails its checksums or does not open is
+    /// set aside as `<dir>.damaged-<ms>` and started empty, and the tenant's opening refills
+    /// it from the bucket.
     pub fn open(dir: &Path) -> Result<LabelIndex> {
+        match Self::open_checked(dir) {
+            Ok(index) => Ok(index),
+            Err(e) => {
+                let aside = PathBuf::from(format!(
+                    "{}.damaged-{}",
+                    dir.display(),
+                    crate::manifest::now_ms()
+                ));
+                std::fs::rename(dir, &aside).map_err(|source| Error::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+                tracing::error!(index = %dir.display(), set_aside = %aside.display(), error = %e,
+                    "label index damaged; set aside and rebuilt from the bucket's label objects");
+                let mut index = Self::open_checked(dir)?;
+                index.set_aside = Some(aside);
+                Ok(index)
+            }
+        }
+    }
+
+    fn open_checked(dir: &Path) -> Result<LabelIndex> {
         std::fs::create_dir_all(dir).map_err(|e| Error::Io {
             path: dir.to_path_buf(),
             source: e,
@@ -85,7 +112,21 @@ impl LabelIndex {
             detail: e.to_string(),
         })?;
         let index = Index::open_or_create(directory, schema)?;
+        let damaged = index.validate_checksum()?;
+        if !damaged.is_empty() {
+            let mut files: Vec<String> = damaged.iter().map(|p| p.display().to_string()).collect();
+            files.sort();
+            return Err(Error::Corrupt {
+                path: dir.display().to_string(),
+                detail: format!("files failing their checksum: {}", files.join(", ")),
+            });
+        }
         Self::from_index(index, fields)
+    }
+
+    /// Where the damaged index found at open was set aside, if one was.
+    pub fn set_aside(&self) -> Option<&Path> {
+        self.set_aside.as_deref()
     }
 
     /// An index in memory (tests).
@@ -105,6 +146,7 @@ impl LabelIndex {
             fields,
             known: RwLock::new(HashMap::new()),
             write_lock: Mutex::new(()),
+            set_aside: None,
         };
         let all = this.search(&AllQuery)?;
         *this.known.write() = all.into_iter().collect();

@@ -292,6 +292,25 @@ pub struct Manifest {
     /// files they concern.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub deletes: std::collections::BTreeMap<String, crate::erase::DeleteProgress>,
+    /// Chunk files taken out of the listing because their bytes no longer match their
+    /// SHA-256 ([`crate::quarantine`]): scans over their streams and times say that rows
+    /// are missing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quarantined: Vec<Quarantined>,
+}
+
+/// A chunk file found damaged, as the manifest keeps it ([`crate::quarantine`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantined {
+    /// The file's entry as it was listed (streams and times tell which queries miss rows).
+    pub chunk: ChunkMeta,
+    /// What was wrong, e.g. `SHA-256 is 3f…, the chain records 9a…`.
+    pub reason: String,
+    /// When it was found, ms since the epoch.
+    pub at_ms: u64,
+    /// Where its bytes were kept for inspection (`None`: the object was missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_at: Option<String>,
 }
 
 /// A chunk file no longer listed, waiting for in-flight queries before it is deleted.
@@ -322,7 +341,7 @@ pub fn now_ms() -> u64 {
 pub struct ManifestState {
     /// The manifest.
     pub manifest: Manifest,
-    /// Per stream, the time ranges it has in chunk files.
+    /// Per stream, the time ranges it has in chunk files (quarantined ones included).
     pub stream_ranges: HashMap<StreamId, Vec<(i64, i64)>>,
 }
 
@@ -330,7 +349,10 @@ impl ManifestState {
     /// Derive the lookups.
     pub fn new(manifest: Manifest) -> Arc<Self> {
         let mut stream_ranges: HashMap<StreamId, Vec<(i64, i64)>> = HashMap::new();
-        for chunk in &manifest.chunks {
+        // Quarantined files too: selectors still find their streams, and scans over them
+        // report what they cannot read.
+        let quarantined = manifest.quarantined.iter().map(|q| &q.chunk);
+        for chunk in manifest.chunks.iter().chain(quarantined) {
             for s in &chunk.streams {
                 stream_ranges
                     .entry(s.id)

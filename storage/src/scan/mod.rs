@@ -19,7 +19,7 @@
 //! restriction is exact, so the provider answers every query filter `Unsupported` and lets
 //! DataFusion apply those on top.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::ops::Range;
@@ -79,6 +79,8 @@ pub struct ChunkFile {
     pub rows: u64,
     /// Whether it has a trigram index ([`crate::textindex`]).
     pub text_index: bool,
+    /// SHA-256 of the trigram index, as listed (checked at each load).
+    pub text_index_sha256: Option<String>,
     /// Row ranges of the selected streams, from the manifest.
     pub stream_rows: Vec<Range<u64>>,
     /// Whether `stream_rows` are exactly the selected streams' rows in the table's range
@@ -128,27 +130,64 @@ pub struct MinuteCount {
 pub struct TextIndexCache {
     store: Arc<dyn ObjectStore>,
     entries: parking_lot::Mutex<HashMap<String, Arc<TextIndex>>>,
+    /// Chunk files whose index did not match its listed SHA-256 (until unlisted).
+    damaged: parking_lot::Mutex<HashSet<String>>,
+    /// Indexes found damaged by this process.
+    damaged_total: std::sync::atomic::AtomicU64,
     bytes: AtomicUsize,
     capacity: usize,
 }
 
 impl TextIndexCache {
+    /// Chunk files whose block index was found damaged and is not unlisted yet.
+    pub(crate) fn damaged(&self) -> HashSet<String> {
+        self.damaged.lock().clone()
+    }
+
+    /// Forget damage of indexes no longer listed.
+    pub(crate) fn forget_damaged(&self, unlisted: &[String]) {
+        let mut damaged = self.damaged.lock();
+        for p in unlisted {
+            damaged.remove(p);
+        }
+    }
+
+    /// Block indexes this process found damaged.
+    pub fn damaged_total(&self) -> u64 {
+        self.damaged_total
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// A cache over `store` holding at most about `capacity` bytes.
     pub fn new(store: Arc<dyn ObjectStore>, capacity: usize) -> TextIndexCache {
         TextIndexCache {
             store,
             entries: parking_lot::Mutex::new(HashMap::new()),
+            damaged: parking_lot::Mutex::new(HashSet::new()),
+            damaged_total: std::sync::atomic::AtomicU64::new(0),
             bytes: AtomicUsize::new(0),
             capacity,
         }
     }
 
-    /// The index of chunk file `chunk_path`.
-    pub async fn get(&self, chunk_path: &str) -> crate::Result<Arc<TextIndex>> {
+    /// The index of chunk file `chunk_path`, whose bytes must have SHA-256 `sha256` (when
+    /// listed with one). A damaged index is an error, remembered: callers read the whole
+    /// file instead, and the compactor unlists it ([`crate::quarantine`]).
+    pub async fn get(
+        &self,
+        chunk_path: &str,
+        sha256: Option<&str>,
+    ) -> crate::Result<Arc<TextIndex>> {
         if let Some(hit) = self.entries.lock().get(chunk_path) {
             return Ok(hit.clone());
         }
         let path = textindex::index_path(chunk_path);
+        if self.damaged.lock().contains(chunk_path) {
+            return Err(crate::Error::Corrupt {
+                path,
+                detail: "block index damaged (found earlier)".into(),
+            });
+        }
         let object = ObjectPath::from(path.as_str());
         let os_err = |e| crate::Error::ObjectStore {
             path: path.clone(),
@@ -162,6 +201,21 @@ impl TextIndexCache {
             .bytes()
             .await
             .map_err(os_err)?;
+        if let Some(expected) = sha256 {
+            let found = crate::chain::sha256_hex(&data);
+            if found != expected {
+                if self.damaged.lock().insert(chunk_path.to_string()) {
+                    self.damaged_total
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::error!(file = %path, found = %found, listed = %expected,
+                        "block index damaged: its SHA-256 differs from the listing; its chunk file is read whole");
+                }
+                return Err(crate::Error::Corrupt {
+                    path,
+                    detail: format!("SHA-256 is {found}, the listing records {expected}"),
+                });
+            }
+        }
         let index = Arc::new(TextIndex::decode(&path, &data)?);
         let size = index.memory_size();
         let mut entries = self.entries.lock();
@@ -196,6 +250,8 @@ pub struct LogsTable {
     erased_rows: Option<Arc<ErasedRowsCache>>,
     /// Serves recent rows of files from memory.
     recent: Option<Arc<RecentRows>>,
+    /// Quarantined files holding rows of this table's streams and range: not read.
+    skipped: Vec<crate::quarantine::Skipped>,
 }
 
 impl fmt::Debug for LogsTable {
@@ -240,10 +296,22 @@ impl LogsTable {
             parquet_readers: None,
             erased_rows: None,
             recent: None,
+            skipped: Vec::new(),
         }
     }
 
     /// Take rows of files in a recent range from `recent` instead of their Parquet pages.
+    pub(crate) fn with_skipped(mut self, skipped: Vec<crate::quarantine::Skipped>) -> Self {
+        self.skipped = skipped;
+        self
+    }
+
+    /// Quarantined chunk files holding rows this table would have read
+    /// ([`crate::quarantine`]): the answer lacks those rows.
+    pub fn skipped(&self) -> &[crate::quarantine::Skipped] {
+        &self.skipped
+    }
+
     pub(crate) fn with_recent_rows(mut self, recent: Arc<RecentRows>) -> Self {
         self.recent = Some(recent);
         self
@@ -495,7 +563,7 @@ impl LogsTable {
     /// logged, never an error.
     async fn index_of(&self, f: &ChunkFile) -> Option<Arc<TextIndex>> {
         let cache = self.indexes.as_ref().filter(|_| f.text_index)?;
-        match cache.get(&f.path).await {
+        match cache.get(&f.path, f.text_index_sha256.as_deref()).await {
             Ok(index) => Some(index),
             Err(e) => {
                 tracing::warn!(file = %f.path, error = %e, "chunk index unusable; reading the whole file");
@@ -528,6 +596,7 @@ impl LogsTable {
             parquet_readers: self.parquet_readers.clone(),
             erased_rows: self.erased_rows.clone(),
             recent: self.recent.clone(),
+            skipped: Vec::new(),
         };
         let head = (!self.head.is_empty()).then(|| part(self.head.clone(), Vec::new()));
         let files = self
