@@ -45,7 +45,7 @@ use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 use crate::chain::{self, ChainEvent, RemovedFile};
 use crate::chunk::writer_properties;
 use crate::error::{Error, Result};
-use crate::manifest::{self, ChunkMeta, ManifestState, MetadataKeys, PendingDelete, StreamRange};
+use crate::manifest::{self, ChunkMeta, ManifestState, MetadataKeys, StreamRange};
 use crate::model::StreamId;
 use crate::order::{self, Place};
 use crate::schema::{logs_schema, LineClassifier, LINE, LINE_FLAGS};
@@ -332,15 +332,7 @@ impl Inner {
             )
             .await?;
             for c in &job.inputs {
-                let mut paths = vec![c.path.clone()];
-                if c.text_index_bytes.is_some() {
-                    paths.push(textindex::index_path(&c.path));
-                }
-                next.pending_deletes
-                    .extend(paths.into_iter().map(|path| PendingDelete {
-                        path,
-                        after_ms: delete_after,
-                    }));
+                next.delete_later(c, delete_after);
             }
             manifest::save(self.store.as_ref(), &job.tenant.name, &next).await?;
             *job.tenant.manifest.write() = ManifestState::new(next);

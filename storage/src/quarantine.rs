@@ -262,15 +262,7 @@ impl Inner {
                         reason: why.clone(),
                     }),
             );
-            let mut paths = vec![listed.path.clone()];
-            if listed.text_index_bytes.is_some() {
-                paths.push(textindex::index_path(&listed.path));
-            }
-            next.pending_deletes
-                .extend(paths.into_iter().map(|path| PendingDelete {
-                    path,
-                    after_ms: delete_after,
-                }));
+            next.delete_later(&listed, delete_after);
             crate::erase::carry_clean(&mut next, &[listed.path.as_str()], &[]);
             tracing::error!(tenant = %t.name, file = %listed.path, %reason,
                 kept_at = kept_at.as_deref().unwrap_or("-"),
@@ -286,25 +278,39 @@ impl Inner {
         if gone.is_empty() {
             return Ok(());
         }
+        let reason = format!(
+            "quarantine: damaged files taken out of the listing ({})",
+            gone.join(", ")
+        );
+        self.publish(t, next, reason, removed).await?;
+        self.quarantine
+            .files
+            .fetch_add(gone.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Record `removed` in the tenant's hash chain and make `next` its manifest. Call
+    /// under the manifest lock.
+    async fn publish(
+        &self,
+        t: &Tenant,
+        mut next: manifest::Manifest,
+        reason: String,
+        removed: Vec<RemovedFile>,
+    ) -> Result<()> {
         next.version = manifest::MANIFEST_VERSION;
         chain::append(
             self.store.as_ref(),
             &t.name,
             &mut next,
             ChainEvent::Quarantine,
-            format!(
-                "quarantine: damaged files taken out of the listing ({})",
-                gone.join(", ")
-            ),
+            reason,
             Vec::new(),
             removed,
         )
         .await?;
         manifest::save(self.store.as_ref(), &t.name, &next).await?;
         *t.manifest.write() = ManifestState::new(next);
-        self.quarantine
-            .files
-            .fetch_add(gone.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -371,22 +377,11 @@ impl Inner {
                 continue;
             }
             let names: Vec<String> = removed.iter().map(|r| r.path.clone()).collect();
-            next.version = manifest::MANIFEST_VERSION;
-            chain::append(
-                self.store.as_ref(),
-                &t.name,
-                &mut next,
-                ChainEvent::Quarantine,
-                format!(
-                    "quarantine: damaged block indexes unlisted ({})",
-                    names.join(", ")
-                ),
-                Vec::new(),
-                removed,
-            )
-            .await?;
-            manifest::save(self.store.as_ref(), &t.name, &next).await?;
-            *t.manifest.write() = ManifestState::new(next);
+            let reason = format!(
+                "quarantine: damaged block indexes unlisted ({})",
+                names.join(", ")
+            );
+            self.publish(&t, next, reason, removed).await?;
             let unlisted: Vec<String> = listed.iter().map(|c| c.path.clone()).collect();
             self.text_indexes.forget_damaged(&unlisted);
             tracing::error!(tenant = %t.name, files = ?names, "damaged block indexes quarantined; their chunk files are read whole");

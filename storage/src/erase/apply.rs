@@ -35,7 +35,7 @@ use super::log::{within_cancel_period, Tombstone};
 use crate::chain::{self, ChainEvent, RemovedFile};
 use crate::compact::{self, Input, MergeSettings};
 use crate::error::{Error, Result};
-use crate::manifest::{self, ChunkMeta, Manifest, ManifestState, PendingDelete};
+use crate::manifest::{self, ChunkMeta, Manifest, ManifestState};
 use crate::model::StreamId;
 use crate::order;
 use crate::textindex;
@@ -280,11 +280,7 @@ impl Inner {
         .await?;
         fault::point("erase.after_drop_chain");
         for c in &gone {
-            next.pending_deletes
-                .extend(chunk_paths(c).into_iter().map(|path| PendingDelete {
-                    path,
-                    after_ms: delete_after,
-                }));
+            next.delete_later(c, delete_after);
         }
         manifest::save(self.store.as_ref(), &tenant.name, &next).await?;
         *tenant.manifest.write() = ManifestState::new(next);
@@ -469,11 +465,7 @@ impl Inner {
             )
             .await?;
             fault::point("erase.after_rewrite_chain");
-            next.pending_deletes
-                .extend(chunk_paths(&c).into_iter().map(|path| PendingDelete {
-                    path,
-                    after_ms: delete_after,
-                }));
+            next.delete_later(&c, delete_after);
             manifest::save(self.store.as_ref(), &tenant.name, &next).await?;
             *tenant.manifest.write() = ManifestState::new(next);
         }
@@ -490,15 +482,6 @@ impl Inner {
         );
         Ok(true)
     }
-}
-
-/// The Parquet file and its block index.
-fn chunk_paths(c: &ChunkMeta) -> Vec<String> {
-    let mut paths = vec![c.path.clone()];
-    if c.text_index_bytes.is_some() {
-        paths.push(textindex::index_path(&c.path));
-    }
-    paths
 }
 
 /// Does a head of the tenant hold rows `t` may delete?

@@ -322,6 +322,23 @@ pub struct PendingDelete {
     pub after_ms: u64,
 }
 
+impl Manifest {
+    /// Delete chunk file `c` and its block index, if it has one, once `after_ms` has
+    /// passed (files just unlisted: queries still running may read them).
+    pub fn delete_later(&mut self, c: &ChunkMeta, after_ms: u64) {
+        self.pending_deletes.push(PendingDelete {
+            path: c.path.clone(),
+            after_ms,
+        });
+        if c.text_index_bytes.is_some() {
+            self.pending_deletes.push(PendingDelete {
+                path: crate::textindex::index_path(&c.path),
+                after_ms,
+            });
+        }
+    }
+}
+
 impl ChunkMeta {
     /// The time-window directory of the file (`<tenant>/<window start, s>`).
     pub fn window_dir(&self) -> &str {
