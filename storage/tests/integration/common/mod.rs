@@ -1,6 +1,4 @@
 //! Helpers shared by the storage integration tests.
-// Each test binary uses its own subset.
-#![allow(dead_code)]
 
 use std::path::Path;
 

@@ -8,8 +8,7 @@ use datafusion::arrow::datatypes::{Int64Type, UInt64Type};
 use datafusion::prelude::{col, DataFrame, SessionContext};
 use tovlog_storage::{Error, MatchOp, Matcher, Result, ScanRequest, Storage, StreamId};
 
-mod common;
-use common::{config, labels, push};
+use crate::common::{config, labels, push};
 
 fn m(name: &str, op: MatchOp, value: &str) -> Result<Matcher> {
     Matcher::new(name, op, value).map_err(|e| Error::Internal(e.to_string()))

@@ -15,8 +15,7 @@ const HOUR: i64 = 3_600_000_000_000;
 /// An hour-aligned base timestamp.
 const BASE: i64 = 472_222 * HOUR;
 
-mod common;
-use common::{config, push as stream};
+use crate::common::{config, push as stream};
 
 fn m(name: &str, op: MatchOp, value: &str) -> Matcher {
     Matcher::new(name, op, value).expect("valid test regex")

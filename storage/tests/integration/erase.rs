@@ -20,8 +20,7 @@ use tovlog_storage::{
     Error, LabelSet, MatchOp, Matcher, Result, ScanRequest, Storage, StorageConfig,
 };
 
-mod common;
-use common::{config, push};
+use crate::common::{self, config, push};
 
 const TENANT: &str = "fake";
 const HOUR: i64 = 3_600_000_000_000;
@@ -753,7 +752,7 @@ mod s3 {
 
 mod figures {
     //! Scan cost with pending tombstones (run by hand:
-    //! `cargo test --workspace --release --test erase -- --ignored --nocapture`).
+    //! `cargo test --workspace --release --test integration erase::figures -- --ignored --nocapture`).
     use super::*;
 
     /// Rows of `streams` in the range, read as a metric query reads (ts only) and as a
