@@ -3,7 +3,12 @@
 //!
 //! ```text
 //! cargo bench --workspace --bench playbook -- [--lines 10000000] [--dataset DIR] [--runs 5]
+//!     [--store DIR]
 //! ```
+//!
+//! `--store DIR` keeps the server's data directory in `DIR` instead of a temporary one: the
+//! first run loads it, later runs with the same `DIR` skip steps 3–4 and time the queries over
+//! what is there (for comparing builds on one loaded store).
 //!
 //! 1. generates the data set with `scripts/playbook/gen.py` (24 hours ending
 //!    2026-11-21T00:00:00Z, seed 25; kept under `target/bench-data/playbook-<lines>`), or reuses
@@ -40,6 +45,7 @@ struct Args {
     lines: u64,
     dataset: Option<PathBuf>,
     runs: usize,
+    store: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -47,6 +53,7 @@ fn parse_args() -> Result<Args> {
         lines: 10_000_000,
         dataset: None,
         runs: 5,
+        store: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -54,6 +61,7 @@ fn parse_args() -> Result<Args> {
             "--lines" => a.lines = it.next().context("--lines N")?.parse()?,
             "--dataset" => a.dataset = Some(it.next().context("--dataset DIR")?.into()),
             "--runs" => a.runs = it.next().context("--runs N")?.parse()?,
+            "--store" => a.store = Some(it.next().context("--store DIR")?.into()),
             "--bench" => {}
             other if other.starts_with("--") => bail!("unknown flag {other}"),
             _ => {}
@@ -159,7 +167,15 @@ async fn main() -> Result<()> {
     let files = common::push_files(&data)?;
 
     let tmp = tempfile::tempdir()?;
-    let config = tmp.path().join("bench.yaml");
+    let store = match &args.store {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            dir.clone()
+        }
+        None => tmp.path().to_path_buf(),
+    };
+    let loaded = store.join("loaded").exists();
+    let config = store.join("bench.yaml");
     std::fs::write(
         &config,
         "auth_enabled: false\nlog:\n  level: warn\n\
@@ -168,25 +184,33 @@ async fn main() -> Result<()> {
          max_entries_limit_per_query: 100000\n  max_query_lookback: 0s\n\
          storage:\n  compaction:\n    min_age: 1m\n    check_interval: 1s\n    delete_delay: 0s\n    concurrency: 2\n",
     )?;
-    let server = start(&config, &tmp.path().join("data")).await?;
+    let server = start(&config, &store.join("data")).await?;
     let client = reqwest::Client::new();
 
-    let t = Instant::now();
-    let bytes = common::push_all(&server.url, files.clone()).await?;
-    let ingest_s = t.elapsed().as_secs_f64();
-    let lines_per_s = lines as f64 / ingest_s;
-    let mb_per_s = bytes as f64 / ingest_s / 1e6;
-    println!(
-        "ingest: {lines} lines in {ingest_s:.2}s = {lines_per_s:.0} lines/s ({mb_per_s:.1} MB/s of push JSON)"
-    );
-    let r = client.post(format!("{}/flush", server.url)).send().await?;
-    if !r.status().is_success() {
-        bail!("flush failed: {}", r.status());
+    let (mut ingest_s, mut lines_per_s, mut mb_per_s, mut settle_s) = (0.0, 0.0, 0.0, 0.0);
+    if loaded {
+        println!("reusing the loaded store in {}", store.display());
+    } else {
+        let t = Instant::now();
+        let bytes = common::push_all(&server.url, files).await?;
+        ingest_s = t.elapsed().as_secs_f64();
+        lines_per_s = lines as f64 / ingest_s;
+        mb_per_s = bytes as f64 / ingest_s / 1e6;
+        println!(
+            "ingest: {lines} lines in {ingest_s:.2}s = {lines_per_s:.0} lines/s ({mb_per_s:.1} MB/s of push JSON)"
+        );
+        let r = client.post(format!("{}/flush", server.url)).send().await?;
+        if !r.status().is_success() {
+            bail!("flush failed: {}", r.status());
+        }
+        let t = Instant::now();
+        common::wait_for_compaction(&client, &server.url, Duration::from_secs(3600)).await?;
+        settle_s = t.elapsed().as_secs_f64();
+        println!("flush + compaction settled in {settle_s:.1}s");
+        if args.store.is_some() {
+            std::fs::write(store.join("loaded"), format!("{lines}\n"))?;
+        }
     }
-    let t = Instant::now();
-    common::wait_for_compaction(&client, &server.url, Duration::from_secs(3600)).await?;
-    let settle_s = t.elapsed().as_secs_f64();
-    println!("flush + compaction settled in {settle_s:.1}s");
 
     println!(
         "{:<22} {:>8} {:>12}  title",

@@ -24,6 +24,9 @@ pub struct Config {
     pub limits_config: LimitsConfig,
     /// Query execution settings.
     pub query: QueryConfig,
+    /// Admission of queries: how many run at once and how they queue (Loki's
+    /// `query_scheduler` block).
+    pub query_scheduler: QuerySchedulerConfig,
     /// Storage engine settings (WAL, head, chunks, object store).
     pub storage: StorageConfig,
     /// Logging settings.
@@ -49,6 +52,7 @@ impl Default for Config {
             auth_enabled: true,
             limits_config: LimitsConfig::default(),
             query: QueryConfig::default(),
+            query_scheduler: QuerySchedulerConfig::default(),
             storage: StorageConfig::default(),
             log: LogConfig::default(),
             ruler: crate::ruler::RulerConfig::default(),
@@ -262,6 +266,27 @@ pub struct LimitsConfig {
     /// How far back queries may look; `0` disables. Default 0.
     #[serde(with = "duration")]
     pub max_query_lookback: Duration,
+    /// Longest range of a range-vector selector (`[5m]`) a metric query may use; `0`
+    /// disables. Default `0s` (Loki's).
+    #[serde(with = "duration")]
+    pub max_query_range: Duration,
+    /// Queries of the tenant that may run at once; more wait in the tenant's queue (see
+    /// `query_scheduler`). `0` refuses every query, as in Loki. Default 32 (Loki's).
+    pub max_query_parallelism: usize,
+    /// Active streams (streams in the head) the tenant may have, per ingester; `0`
+    /// disables. Default 0 (Loki's).
+    pub max_streams_per_user: usize,
+    /// Active streams the tenant may have across the cluster; `0` disables. tovlog is one
+    /// ingester, so this is the same limit as `max_streams_per_user`; when both are set the
+    /// smaller applies. Default 5000 (Loki's).
+    pub max_global_streams_per_user: usize,
+    /// Bytes per second (lines plus structured metadata) one stream may ingest; `0`
+    /// disables. Default `0` (off; Loki's is `3MB`, see docs/configuration.md).
+    #[serde(with = "bytesize")]
+    pub per_stream_rate_limit: u64,
+    /// How far above its rate one stream may burst, in bytes. Default `15MB` (Loki's).
+    #[serde(with = "bytesize")]
+    pub per_stream_rate_limit_burst: u64,
     /// Serve `/loki/api/v1/index/volume` and `volume_range`. Default true.
     pub volume_enabled: bool,
     /// Maximum series `index/volume` returns. Default 100.
@@ -392,6 +417,14 @@ impl Default for LimitsConfig {
             max_query_series: 500,
             max_query_length: Duration::from_secs(721 * 3600),
             max_query_lookback: Duration::ZERO,
+            max_query_range: Duration::ZERO,
+            max_query_parallelism: 32,
+            max_streams_per_user: 0,
+            max_global_streams_per_user: 5000,
+            // Loki's 3MB would refuse the bulk loads of every configuration that raises
+            // `ingestion_rate_mb` (benchmarks, the playbook loader): off unless asked for.
+            per_stream_rate_limit: 0,
+            per_stream_rate_limit_burst: 15 << 20,
             volume_enabled: true,
             volume_max_series: 1000,
             max_concurrent_tail_requests: 10,
@@ -425,6 +458,41 @@ impl Default for QueryConfig {
             max_memory: 1 << 30,
             partitions: 0,
         }
+    }
+}
+
+/// Admission of queries (Loki's `query_scheduler` block, for the keys tovlog has): every
+/// query of the HTTP API waits for one of `max_concurrent` slots in its tenant's queue, and
+/// the tenants with waiting queries are served in turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuerySchedulerConfig {
+    /// Queries (of all tenants) that run at once; `0` is twice the number of cores, at
+    /// least 4 (Loki's `querier.max_concurrent` default; each query already uses every
+    /// core, and a dashboard's short queries should not wait behind one long one). tovlog's
+    /// knob. Default `0`.
+    pub max_concurrent: usize,
+    /// Queries one tenant may have waiting; one more is answered 429 `too many outstanding
+    /// requests`. Default 2048 (Loki's query frontend default).
+    pub max_outstanding_requests_per_tenant: usize,
+}
+
+impl Default for QuerySchedulerConfig {
+    fn default() -> Self {
+        QuerySchedulerConfig {
+            max_concurrent: 0,
+            max_outstanding_requests_per_tenant: 2048,
+        }
+    }
+}
+
+impl QuerySchedulerConfig {
+    /// `max_concurrent` with `0` resolved to twice the number of cores, at least 4.
+    pub fn concurrency(&self) -> usize {
+        if self.max_concurrent > 0 {
+            return self.max_concurrent;
+        }
+        (2 * std::thread::available_parallelism().map_or(1, usize::from)).max(4)
     }
 }
 
@@ -580,6 +648,12 @@ impl Config {
         if self.query.timeout.is_zero() {
             return Err(invalid("query.timeout", "must be > 0"));
         }
+        if self.query_scheduler.max_outstanding_requests_per_tenant == 0 {
+            return Err(invalid(
+                "query_scheduler.max_outstanding_requests_per_tenant",
+                "must be > 0",
+            ));
+        }
         if self.compactor.max_compaction_parallelism == Some(0) {
             return Err(invalid(
                 "compactor.max_compaction_parallelism",
@@ -624,6 +698,16 @@ fn invalid(key: impl Into<String>, msg: impl Into<String>) -> ConfigError {
 }
 
 impl LimitsConfig {
+    /// The active stream limit in force: the smaller of `max_streams_per_user` and
+    /// `max_global_streams_per_user` that is set (Loki converts the global limit to a local
+    /// one by dividing it among the ingesters; tovlog is one), `None` when neither is.
+    pub fn active_stream_limit(&self) -> Option<usize> {
+        [self.max_streams_per_user, self.max_global_streams_per_user]
+            .into_iter()
+            .filter(|n| *n > 0)
+            .min()
+    }
+
     /// Reject impossible limits; `prefix` names where they came from in error messages
     /// (`limits_config`, or `overrides.<tenant>` of the runtime file).
     pub fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
@@ -648,6 +732,12 @@ impl LimitsConfig {
         }
         if l.max_query_series == 0 {
             return Err(invalid(format!("{prefix}.max_query_series"), "must be > 0"));
+        }
+        if l.per_stream_rate_limit > 0 && l.per_stream_rate_limit_burst == 0 {
+            return Err(invalid(
+                format!("{prefix}.per_stream_rate_limit_burst"),
+                "must be > 0 when per_stream_rate_limit is set",
+            ));
         }
         if let Err(e) = crate::ingest::redact::Redactor::new(&l.redaction) {
             return Err(invalid(format!("{prefix}.redaction"), e.to_string()));
@@ -823,6 +913,28 @@ pub mod bytesize {
         };
         let bytes = value * mult;
         (bytes.is_finite() && bytes >= 0.0).then_some(bytes as u64)
+    }
+
+    /// Print a size as Loki's error messages do (its `flagext.ByteSize`): the largest
+    /// power-of-1024 unit that divides it exactly (`3MB`, `15MB`, `2KB`), else bytes
+    /// (`8238B`).
+    pub fn format(v: u64) -> String {
+        if v == 0 {
+            return "0B".to_owned();
+        }
+        for (unit, shift) in [
+            ("EB", 60),
+            ("PB", 50),
+            ("TB", 40),
+            ("GB", 30),
+            ("MB", 20),
+            ("KB", 10),
+        ] {
+            if v.trailing_zeros() >= shift {
+                return format!("{}{unit}", v >> shift);
+            }
+        }
+        format!("{v}B")
     }
 
     /// serde: serialize as bytes.
@@ -1004,6 +1116,47 @@ runtime_config:
         assert_eq!(duration::parse("90"), Some(Duration::from_secs(90)));
         assert_eq!(duration::parse("5x"), None);
         assert_eq!(duration::parse(""), None);
+    }
+
+    #[test]
+    fn sizes_print_as_loki_prints_them() {
+        assert_eq!(bytesize::format(3 << 20), "3MB");
+        assert_eq!(bytesize::format(15 << 20), "15MB");
+        assert_eq!(bytesize::format(8238), "8238B");
+        assert_eq!(bytesize::format(2048), "2KB");
+        assert_eq!(bytesize::format(1536 << 10), "1536KB");
+        assert_eq!(bytesize::format(0), "0B");
+    }
+
+    #[test]
+    fn stream_limits_take_the_smaller_set_one() {
+        let mut l = LimitsConfig::default();
+        assert_eq!(l.active_stream_limit(), Some(5000));
+        l.max_streams_per_user = 300;
+        assert_eq!(l.active_stream_limit(), Some(300));
+        l.max_global_streams_per_user = 0;
+        assert_eq!(l.active_stream_limit(), Some(300));
+        l.max_streams_per_user = 0;
+        assert_eq!(l.active_stream_limit(), None);
+    }
+
+    #[test]
+    fn new_limits_parse_with_loki_names() -> Result<(), serde_yaml::Error> {
+        let c = Config::from_yaml(
+            "limits_config:\n  max_query_range: 1h\n  max_query_parallelism: 4\n  max_streams_per_user: 10\n  max_global_streams_per_user: 20\n  per_stream_rate_limit: 3MB\n  per_stream_rate_limit_burst: 15MB\nquery_scheduler:\n  max_concurrent: 3\n  max_outstanding_requests_per_tenant: 7\n",
+        )?;
+        let l = &c.limits_config;
+        assert_eq!(l.max_query_range, Duration::from_secs(3600));
+        assert_eq!(l.max_query_parallelism, 4);
+        assert_eq!(l.active_stream_limit(), Some(10));
+        assert_eq!(
+            (l.per_stream_rate_limit, l.per_stream_rate_limit_burst),
+            (3 << 20, 15 << 20)
+        );
+        assert_eq!(c.query_scheduler.concurrency(), 3);
+        assert_eq!(c.query_scheduler.max_outstanding_requests_per_tenant, 7);
+        assert!(Config::default().query_scheduler.concurrency() >= 1);
+        Ok(())
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub enum Reason {
     StructuredMetadataTooLarge,
     /// Tenant ingestion rate exceeded.
     RateLimited,
+    /// The push would have created a stream beyond the tenant's active stream limit.
+    StreamLimit,
+    /// The stream's own rate (`per_stream_rate_limit`) exceeded.
+    PerStreamRateLimit,
 }
 
 impl Reason {
@@ -55,11 +59,13 @@ impl Reason {
             Reason::DisallowedStructuredMetadata => "disallowed_structured_metadata",
             Reason::StructuredMetadataTooLarge => "structured_metadata_too_large",
             Reason::RateLimited => "rate_limited",
+            Reason::StreamLimit => "stream_limit",
+            Reason::PerStreamRateLimit => "per_stream_rate_limit",
         }
     }
 
     /// All reasons, for exposing zero-valued counters.
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 14] = [
         Reason::InvalidLabels,
         Reason::MissingLabels,
         Reason::LabelNameTooLong,
@@ -72,6 +78,8 @@ impl Reason {
         Reason::DisallowedStructuredMetadata,
         Reason::StructuredMetadataTooLarge,
         Reason::RateLimited,
+        Reason::StreamLimit,
+        Reason::PerStreamRateLimit,
     ];
 }
 
@@ -393,16 +401,13 @@ impl<'a> Validator<'a> {
                 e.metadata
                     .push(("detected_level".to_string(), level.to_string()));
             }
-            out.bytes += e.line.len()
-                + e.metadata
-                    .iter()
-                    .map(|(k, v)| k.len() + v.len())
-                    .sum::<usize>();
-            entries.push(Entry {
+            let entry = Entry {
                 ts_ns: e.ts_ns,
                 line: e.line,
                 metadata: e.metadata,
-            });
+            };
+            out.bytes += super::rate::entry_bytes(&entry);
+            entries.push(entry);
         }
         if !entries.is_empty() {
             out.entries += entries.len();

@@ -22,16 +22,20 @@
 //!
 //! Every query gets its own DataFusion session with a memory pool of
 //! [`QueryLimits::max_memory_bytes`], so a heavy query fails with a clear error instead of
-//! exhausting the process, and a timeout of [`QueryLimits::query_timeout`].
+//! exhausting the process, and a timeout of [`QueryLimits::query_timeout`]. With a
+//! [`scheduler::QueryScheduler`] (the server's engine has one) a query first waits for a
+//! slot in its tenant's queue, within the same timeout.
 //! The HTTP layer validates parameters and rejects instant log queries before calling in.
 
 pub mod detected;
 pub mod encode;
 pub mod exec;
+pub mod fields;
 mod logs;
 mod metric;
 mod patterns;
 mod plan;
+pub mod scheduler;
 
 pub use patterns::PatternsRequest;
 pub use plan::convert_matchers;
@@ -116,6 +120,9 @@ pub enum QueryError {
     /// The query needs more resources than allowed (memory, series): HTTP 422/400.
     #[error("{0}")]
     TooLarge(String),
+    /// The tenant has too many queries waiting for a slot: HTTP 429.
+    #[error("{0}")]
+    TooManyRequests(String),
     /// A failure of tovlog or its storage: HTTP 500.
     #[error("{0}")]
     Internal(String),
@@ -135,6 +142,8 @@ pub struct QueryEngine {
     overrides: Option<Arc<crate::limits::Overrides>>,
     /// What `/patterns` learnt and counted per chunk file.
     patterns: Arc<patterns::PatternsCache>,
+    /// The admission queue every query waits in first; `None`: queries run at once.
+    scheduler: Option<Arc<scheduler::QueryScheduler>>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -153,7 +162,20 @@ impl QueryEngine {
             limits: Arc::new(limits),
             overrides: None,
             patterns: Arc::default(),
+            scheduler: None,
         }
+    }
+
+    /// Admit every query through `scheduler` (global concurrency, per-tenant queues and
+    /// `max_query_parallelism`) before it runs.
+    pub fn with_scheduler(mut self, scheduler: Arc<scheduler::QueryScheduler>) -> QueryEngine {
+        self.scheduler = Some(scheduler);
+        self
+    }
+
+    /// The admission queue, when queries go through one.
+    pub fn scheduler(&self) -> Option<&Arc<scheduler::QueryScheduler>> {
+        self.scheduler.as_ref()
     }
 
     /// Read the per-tenant query limits from `overrides` (its values replace
@@ -180,6 +202,14 @@ impl QueryEngine {
                     ..(*self.limits).clone()
                 })
             }
+        }
+    }
+
+    /// The queries `tenant` may run at once (`max_query_parallelism`).
+    fn query_parallelism(&self, tenant: &str) -> usize {
+        match &self.overrides {
+            Some(o) => o.tenant(tenant).limits.max_query_parallelism,
+            None => crate::config::LimitsConfig::default().max_query_parallelism,
         }
     }
 
@@ -224,6 +254,11 @@ impl QueryEngine {
         let cancelled = Arc::new(AtomicBool::new(false));
         let limits = self.tenant_limits(tenant);
         let attempts = async {
+            // Waiting for a slot counts against the timeout, as in Loki's query frontend.
+            let _permit = match &self.scheduler {
+                Some(s) => Some(s.admit(tenant, self.query_parallelism(tenant)).await?),
+                None => None,
+            };
             let mut quarantined = 0usize;
             loop {
                 let qc = Arc::new(plan::QueryContext::new(
@@ -268,6 +303,15 @@ impl QueryEngine {
                     humanize(timeout)
                 )))
             }
+        }
+    }
+}
+
+impl From<scheduler::Refused> for QueryError {
+    fn from(e: scheduler::Refused) -> Self {
+        match e {
+            scheduler::Refused::TooManyOutstanding => QueryError::TooManyRequests(e.to_string()),
+            scheduler::Refused::Disabled => QueryError::BadRequest(e.to_string()),
         }
     }
 }

@@ -324,7 +324,16 @@ pub async fn build_scan(
     // `k` (which then decides instead of the line or metadata).
     let mut field_needles: Vec<FieldNeedle> = Vec::new();
     let mut needles: Vec<TextNeedle> = Vec::new();
+    // Numeric `| json` filters let block field statistics skip blocks (see `fields`).
+    let mut bounds = Vec::new();
     if columns != ScanColumns::TimeOnly {
+        let shadowed = |name: &str| {
+            streams
+                .0
+                .values()
+                .any(|labels| labels.iter().any(|(k, _)| k == name))
+        };
+        bounds = super::fields::bounds(&pipeline, &shadowed);
         needles = pipeline
             .leading_line_filters()
             .required_substrings()
@@ -379,7 +388,8 @@ pub async fn build_scan(
             },
             needles,
         )
-        .map_err(storage_error)?;
+        .map_err(storage_error)?
+        .with_field_bounds(bounds);
     qc.note_table(&table);
     if let Some(out) = minute_counts {
         out.extend(table.take_minute_counts().await);

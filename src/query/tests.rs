@@ -355,6 +355,7 @@ fn status_of(e: &QueryError) -> u16 {
         QueryError::BadRequest(_) => 400,
         QueryError::Timeout(_) => 504,
         QueryError::TooLarge(_) => 400,
+        QueryError::TooManyRequests(_) => 429,
         QueryError::Internal(_) => 500,
     }
 }
@@ -385,10 +386,15 @@ async fn loki_goldens_through_the_engine_from_compacted_chunks() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = storage_config(dir.path());
     config.compaction.min_age = tovlog_storage::config::HumanDuration(Duration::ZERO);
-    // With the server's classifier: `| json` then reads flat lines by key search.
-    let storage = Storage::open_with(config, Some(Arc::new(tovlog_logql::pipeline::line_flags)))
-        .await
-        .expect("open storage");
+    // With the server's classifier (`| json` then reads flat lines by key search) and
+    // field extractor (numeric `| json` filters skip blocks).
+    let storage = Storage::open_with_fields(
+        config,
+        Some(Arc::new(tovlog_logql::pipeline::line_flags)),
+        Some(super::fields::json_field_extractor().expect("extractor")),
+    )
+    .await
+    .expect("open storage");
     load_dataset(&storage).await;
     storage.flush().await.expect("flush");
     assert!(storage.compact().await.expect("compact") > 0);
@@ -849,4 +855,142 @@ async fn parents_keeping_some_labels_still_see_every_series_apart() {
             }
         }
     }
+}
+
+/// Numeric `| json` filters skip the blocks of compacted files whose field statistics rule
+/// every row out, and answer exactly what a scan of every row answers: slow requests in
+/// one burst, a field missing from some rows, text values, lines that are not JSON, a
+/// metadata field shadowing the parsed one, and a stream label shadowing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numeric_json_filters_skip_blocks_by_field_statistics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = storage_config(dir.path());
+    config.compaction.min_age = tovlog_storage::config::HumanDuration(Duration::ZERO);
+    let storage = Storage::open_with_fields(
+        config,
+        Some(Arc::new(tovlog_logql::pipeline::line_flags)),
+        Some(super::fields::json_field_extractor().expect("extractor")),
+    )
+    .await
+    .expect("open storage");
+    // 40,000 requests over 40 minutes of one stream: `d` below 100 but for a burst of
+    // 50 slow ones (2000 to 2049) at rows 30,000..30,050; `m` is text in the first 1,000 rows
+    // and missing from the rest; every 5,000th line is plain text; rows 20,000..20,010
+    // carry a metadata `d` of 5000 that shadows the line's.
+    let n = 40_000usize;
+    let mut api = Vec::with_capacity(n);
+    for i in 0..n {
+        let slow = (30_000..30_050).contains(&i);
+        let d = if slow { 2000 + i % 50 } else { i % 97 };
+        let line = if i % 5000 == 1 {
+            format!("plain text line {i}")
+        } else if i < 1000 {
+            format!(r#"{{"msg":"req {i}","d":{d},"m":"x{i}"}}"#)
+        } else {
+            format!(r#"{{"msg":"req {i}","d":{d}}}"#)
+        };
+        let metadata = if (20_000..20_010).contains(&i) {
+            vec![("d".to_owned(), "5000".to_owned())]
+        } else {
+            Vec::new()
+        };
+        api.push(Entry {
+            ts_ns: T0 + (i as i64) * 60_000_000,
+            line,
+            metadata,
+        });
+    }
+    // A stream with a label `d`: its label decides, whatever its lines say.
+    let shadow: Vec<Entry> = (0..100)
+        .map(|i| Entry {
+            ts_ns: T0 + i * SEC,
+            line: format!(r#"{{"d":{i}}}"#),
+            metadata: Vec::new(),
+        })
+        .collect();
+    storage
+        .append(
+            TENANT,
+            vec![
+                PushStream {
+                    labels: LabelSet::new(vec![("job".to_owned(), "api".to_owned())]),
+                    entries: api.clone(),
+                },
+                PushStream {
+                    labels: LabelSet::new(vec![
+                        ("job".to_owned(), "shadow".to_owned()),
+                        ("d".to_owned(), "7000".to_owned()),
+                    ]),
+                    entries: shadow,
+                },
+            ],
+        )
+        .await
+        .expect("append");
+    storage.flush().await.expect("flush");
+    assert!(storage.compact().await.expect("compact") > 0);
+    assert_eq!(storage.metrics().uncompacted_files, 0);
+    let engine = QueryEngine::new(storage, QueryLimits::default());
+    let end = T0 + 3600 * SEC;
+    // (query, timestamps it must return, whether blocks can be skipped)
+    let ts = |keep: &dyn Fn(usize) -> bool| -> Vec<i64> {
+        let mut v: Vec<i64> = (0..n)
+            .filter(|&i| keep(i))
+            .map(|i| T0 + (i as i64) * 60_000_000)
+            .collect();
+        v.reverse();
+        v
+    };
+    let slow = |i: usize| (30_000..30_050).contains(&i);
+    let meta = |i: usize| (20_000..20_010).contains(&i);
+    let plain = |i: usize| i % 5000 == 1;
+    let cases: Vec<(&str, Vec<i64>, bool)> = vec![
+        (
+            r#"{job="api"} | json | d > 1000"#,
+            ts(&|i| (slow(i) && !plain(i)) || meta(i)),
+            true,
+        ),
+        (
+            r#"{job="api"} |= "req" | json | d >= 2049"#,
+            ts(&|i| (i == 30_049 || meta(i)) && !plain(i)),
+            true,
+        ),
+        (r#"{job="api"} | json | d == 5000"#, ts(&|i| meta(i)), true),
+        // Text values keep their rows with a conversion error: those blocks stay.
+        (
+            r#"{job="api"} | json | m > 5"#,
+            ts(&|i| i < 1000 && !plain(i)),
+            true,
+        ),
+        (r#"{job="api"} | json | absent > 5"#, Vec::new(), true),
+        (r#"{job="api"} | json | d < 0"#, Vec::new(), true),
+    ];
+    for (q, want, prunes) in cases {
+        let body = engine
+            .query(range_request(q, T0, end, 0, 5000))
+            .await
+            .unwrap_or_else(|e| panic!("{q}: {e:?}"));
+        // Each line is a stream of its own (its parsed labels): compare the entries.
+        let mut got = result_timestamps(&body);
+        got.sort_unstable_by(|a, b| b.cmp(a));
+        assert_eq!(got, want, "{q}");
+        let read = body["data"]["stats"]["summary"]["totalLinesProcessed"]
+            .as_u64()
+            .expect("lines processed");
+        if prunes {
+            assert!(read < (n / 2) as u64, "{q}: {read} lines read");
+        }
+    }
+    // The shadowing stream label decides: every line of that stream passes `d > 1000`.
+    let body = engine
+        .query(range_request(
+            r#"{job="shadow"} | json | d > 1000"#,
+            T0,
+            end,
+            0,
+            5000,
+        ))
+        .await
+        .expect("query");
+    assert_eq!(result_timestamps(&body).len(), 100);
 }

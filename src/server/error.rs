@@ -90,7 +90,7 @@ impl From<crate::ingest::PushError> for ApiError {
         match e {
             PushError::Decode(d) => ApiError::BadRequest(d.to_string()),
             PushError::Partial(m) => ApiError::BadRequest(m),
-            PushError::RateLimited(m) => ApiError::TooManyRequests(m),
+            PushError::RateLimited(m) | PushError::StreamLimited(m) => ApiError::TooManyRequests(m),
             PushError::Storage(s) => ApiError::from(s),
         }
     }

@@ -27,7 +27,7 @@ use crate::{
     config::Config,
     ingest::Ingester,
     limits::{Overrides, TenantLimits},
-    query::{QueryEngine, QueryLimits},
+    query::{scheduler::QueryScheduler, QueryEngine, QueryLimits},
     telemetry::Metrics,
 };
 
@@ -66,9 +66,14 @@ impl AppState {
         )?;
         // Compaction records which lines are flat JSON objects, which `| json` then reads
         // by searching for keys (`tovlog_logql::pipeline::line_flags`).
-        let storage = Storage::open_with(
+        // It also records per block what `| json` gives the rows, so numeric filters of
+        // parsed fields skip blocks (`crate::query::fields`).
+        let fields = crate::query::fields::json_field_extractor()
+            .map_err(|e| anyhow::anyhow!("field statistics: {e}"))?;
+        let storage = Storage::open_with_fields(
             config.storage.clone(),
             Some(Arc::new(tovlog_logql::pipeline::line_flags)),
+            Some(fields),
         )
         .await?;
         // Delete queries are LogQL; retention periods come from the limits and overrides.
@@ -87,8 +92,16 @@ impl AppState {
             partitions: config.query.partitions,
         };
         let engine = QueryEngine::new(storage.clone(), limits).with_overrides(overrides.clone());
+        // The ruler's engine has no admission queue: rule evaluations are the server's own
+        // work on a schedule, as Loki's ruler evaluates in-process, not through its query
+        // scheduler.
         let ruler =
             crate::ruler::Ruler::new(config.ruler.clone(), engine.clone(), storage.clone())?;
+        let scheduler = QueryScheduler::new(
+            config.query_scheduler.concurrency(),
+            config.query_scheduler.max_outstanding_requests_per_tenant,
+        );
+        let engine = engine.with_scheduler(scheduler);
         let auth = auth::Auth::new(config.auth.clone());
         Ok(AppState {
             auth,
@@ -135,6 +148,7 @@ pub fn app(state: AppState) -> Router {
 pub struct RunningServer {
     addr: SocketAddr,
     https: bool,
+    scheduler: Option<Arc<QueryScheduler>>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -149,6 +163,11 @@ impl RunningServer {
     pub fn url(&self) -> String {
         let scheme = if self.https { "https" } else { "http" };
         format!("{scheme}://{}", self.addr)
+    }
+
+    /// The queue the API's queries are admitted through (tests watch it to order requests).
+    pub fn query_scheduler(&self) -> Option<&Arc<QueryScheduler>> {
+        self.scheduler.as_ref()
     }
 
     /// Stop accepting, finish in-flight requests, flush the head, and wait.
@@ -201,6 +220,7 @@ pub async fn start_on(
     let tails_signal = tails.clone();
     let ruler = state.ruler.clone();
     let reloader = state.overrides.spawn_reloader();
+    let scheduler = state.engine.scheduler().cloned();
     // A read replica evaluates no rules: the writer does, and keeps their alert state.
     if !state.storage.is_read_only() {
         ruler.start().await;
@@ -245,6 +265,7 @@ pub async fn start_on(
     Ok(RunningServer {
         addr,
         https,
+        scheduler,
         stop: Some(stop_tx),
         task,
     })

@@ -218,6 +218,7 @@ impl Inner {
         let row_group_rows = self.config.chunk.row_group_rows;
         let window_start_ns = job.window_start_ns;
         let line_flags = self.line_flags.clone();
+        let fields = self.fields.clone();
         let stamp = manifest::now_ms();
         let dir = job.window_dir.clone();
         // The merge runs on its own thread at the lowest CPU priority: compaction is
@@ -237,6 +238,7 @@ impl Inner {
                         max_file_bytes: cfg.max_file_bytes.0 as usize,
                         window_start_ns,
                         line_flags,
+                        fields,
                     },
                 );
                 let _ = tx.send(merged);
@@ -534,6 +536,8 @@ pub(crate) struct MergeSettings {
     pub(crate) window_start_ns: i64,
     /// Computes the `line_flags` column of the output (null without one).
     pub(crate) line_flags: Option<LineClassifier>,
+    /// Reports rows' fields for the output's block statistics (none without one).
+    pub(crate) fields: Option<crate::schema::FieldExtractor>,
 }
 
 /// One input of a merge: the file and its row ranges in merge order.
@@ -843,7 +847,7 @@ impl Sink<'_> {
     fn finish_file(&mut self) -> Result<()> {
         if let Some(w) = self.writer.take() {
             let data = Bytes::from(w.into_inner()?);
-            let (text_index, metadata_keys) = index_file(&data)?;
+            let (text_index, metadata_keys) = index_file(&data, self.settings.fields.as_ref())?;
             let text_index = text_index.encode();
             let mut meta = std::mem::replace(&mut self.meta, empty_meta());
             meta.streams.sort_unstable_by_key(|s| s.id);
@@ -867,13 +871,19 @@ impl Sink<'_> {
 /// the decompression of one page, not two. The writer cuts pages by size
 /// (`line_page_bytes`), checked every so many rows, so where they fall is only known once
 /// the file is written.
-fn index_file(data: &Bytes) -> Result<(TextIndex, MetadataKeys)> {
+fn index_file(
+    data: &Bytes,
+    fields: Option<&crate::schema::FieldExtractor>,
+) -> Result<(TextIndex, MetadataKeys)> {
     let options = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);
     let metadata = ArrowReaderMetadata::load(data, options)?;
     let cuts = line_page_cuts(metadata.metadata());
     let reader =
         ParquetRecordBatchReaderBuilder::new_with_metadata(data.clone(), metadata).build()?;
-    let mut index = TextIndexBuilder::default();
+    let mut index = match fields {
+        Some(_) => TextIndexBuilder::with_fields(),
+        None => TextIndexBuilder::default(),
+    };
     let mut keys = MetadataKeys::default();
     let mut cuts = cuts.into_iter().peekable();
     let mut row: u64 = 0;
@@ -920,8 +930,23 @@ fn index_file(data: &Bytes) -> Result<(TextIndex, MetadataKeys)> {
                     line,
                     values.iter().flatten().map(str::as_bytes),
                 );
+                if let Some(f) = fields {
+                    let pairs: Vec<(&str, &str)> = names
+                        .iter()
+                        .zip(values.iter())
+                        .filter_map(|(k, v)| Some((k?, v?)))
+                        .collect();
+                    f(lines.value(i), &pairs, &mut |name, value| {
+                        index.add_field(name, value)
+                    });
+                }
             } else {
                 index.push(file_row, id, t, line, []);
+                if let Some(f) = fields {
+                    f(lines.value(i), &[], &mut |name, value| {
+                        index.add_field(name, value)
+                    });
+                }
             }
             row += 1;
         }
@@ -1202,6 +1227,7 @@ mod tests {
             max_file_bytes: usize::MAX,
             window_start_ns: 0,
             line_flags: None,
+            fields: None,
         };
         let inputs = inputs
             .into_iter()
@@ -1324,6 +1350,7 @@ mod tests {
             max_file_bytes: usize::MAX,
             window_start_ns: 0,
             line_flags: Some(Arc::new(|line: &str| line.len() as u8)),
+            fields: None,
         };
         let inputs = vec![
             Input::new(old, &old_meta, &places)?,

@@ -272,6 +272,8 @@ pub(crate) struct Inner {
     pub(crate) parquet_readers: Arc<dyn ParquetFileReaderFactory>,
     /// Computes the `line_flags` column of compacted files.
     pub(crate) line_flags: Option<schema::LineClassifier>,
+    /// Reports rows' fields for the block statistics of compacted files.
+    pub(crate) fields: Option<schema::FieldExtractor>,
     /// Whether this process may write the store now (reader role, lost or stale lease).
     pub(crate) guard: Arc<lease::WriteGuard>,
     /// The writer lease, when held.
@@ -336,6 +338,16 @@ impl Storage {
     pub async fn open_with(
         config: StorageConfig,
         line_flags: Option<schema::LineClassifier>,
+    ) -> Result<Arc<Storage>> {
+        Self::open_with_fields(config, line_flags, None).await
+    }
+
+    /// [`Storage::open_with`] with a field extractor for the block statistics of
+    /// compacted files (see [`textindex`]).
+    pub async fn open_with_fields(
+        config: StorageConfig,
+        line_flags: Option<schema::LineClassifier>,
+        fields: Option<schema::FieldExtractor>,
     ) -> Result<Arc<Storage>> {
         config.validate()?;
         std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::Io {
@@ -458,6 +470,7 @@ impl Storage {
             recent_rows,
             parquet_readers,
             line_flags,
+            fields,
             guard,
             lease,
             erase: erase::Eraser::default(),
@@ -523,6 +536,20 @@ impl Storage {
             inner.flush_notify.notify_one();
         }
         Ok(summary)
+    }
+
+    /// Which of `ids` the tenant's head holds (the streams appended to since its last
+    /// flush) and, when some are missing, how many streams it holds (`None` when all are
+    /// there: counting takes a pass over the head). Read-only; what the per-tenant active
+    /// stream limit counts.
+    pub fn head_streams(&self, tenant: &str, ids: &[StreamId]) -> (Vec<bool>, Option<usize>) {
+        let Some(t) = self.inner.tenant(tenant) else {
+            return (vec![false; ids.len()], Some(0));
+        };
+        let head = t.head.read();
+        let present: Vec<bool> = ids.iter().map(|id| head.stream(*id).is_some()).collect();
+        let count = present.iter().any(|p| !p).then(|| head.streams().count());
+        (present, count)
     }
 
     /// Streams of a tenant matching all `matchers` with data in `[start_ns, end_ns)`.

@@ -41,6 +41,13 @@ pub fn unknown_line_flags(rows: usize) -> arrow::array::ArrayRef {
 /// bits; the function must be pure (same line, same flags).
 pub type LineClassifier = Arc<dyn Fn(&str) -> u8 + Send + Sync>;
 
+/// Reports the fields of a row for the block statistics of compacted files
+/// ([`crate::textindex`]): given the line and its structured metadata, calls `out(name,
+/// value)` for every field the caller's parser gives the row, with the value when it is a
+/// number. Storage does not interpret lines; the function must be pure.
+pub type FieldExtractor =
+    Arc<dyn Fn(&str, &[(&str, &str)], &mut dyn FnMut(&str, Option<f64>)) + Send + Sync>;
+
 /// The map entry struct type of the `metadata` column.
 pub fn metadata_entries_field() -> Arc<Field> {
     Arc::new(Field::new(

@@ -52,6 +52,20 @@
 //! varint first minute, varint minutes, and one varint row count per minute (0 for a minute
 //! without rows). Versions 1 and 2 stay readable (no counts, no token filters).
 //!
+//! # Field statistics
+//! A query such as `| json | duration_ms > 1000` keeps only rows whose parsed field passes a
+//! numeric comparison, and no needle says which lines those are. With a field extractor
+//! ([`crate::schema::FieldExtractor`], supplied by the query layer, which knows the
+//! parsers) the compactor records per block, for every field name the extractor reports,
+//! the smallest and largest numeric value and whether any row's value was not a number.
+//! A block where every row's field is a number outside the wanted range, or where no row
+//! has the field at all, holds no wanted row ([`FieldBound`]). Version 4 (`"TVLTRI04"`)
+//! appends, after the minute counts: u32 name count, each name as u16 length and bytes,
+//! then per block: u8 kind (0: no statistics; 1: every field of every row recorded; 2:
+//! some names were past [`MAX_FIELD_NAMES`], so a name's absence proves nothing), u16
+//! entry count, and per entry u16 name index, u8 (1: every value a number), f64 min,
+//! f64 max.
+//!
 //! # Minute counts
 //! `count_over_time` and `rate` without a pipeline only need how many rows each stream has
 //! in each window. The sidecar keeps, per stream, the rows of every minute
@@ -68,7 +82,11 @@ use crate::model::StreamId;
 pub const BLOCK_ROWS: u32 = 8192;
 const MAGIC_V1: &[u8; 8] = b"TVLTRI01";
 const MAGIC_V2: &[u8; 8] = b"TVLTRI02";
-const MAGIC: &[u8; 8] = b"TVLTRI03";
+const MAGIC_V3: &[u8; 8] = b"TVLTRI03";
+const MAGIC: &[u8; 8] = b"TVLTRI04";
+/// Distinct field names a file's statistics track; rows' further names leave their blocks
+/// without the proof of absence (kind 2).
+pub const MAX_FIELD_NAMES: usize = 1024;
 /// Shortest run of `[0-9a-f]` indexed as a hex token: shorter ones (`c7a0`, numbers) are
 /// few enough to be in most blocks anyway.
 pub const MIN_TOKEN: usize = 8;
@@ -287,9 +305,80 @@ pub struct Block {
     flags: u32,
     bits: Vec<u64>,
     token_bits: Vec<u64>,
+    /// Field statistics (version 4, with a field extractor).
+    fields: Option<BlockFields>,
+}
+
+/// A block's field statistics (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BlockFields {
+    /// Every field name of every row is among `stats` (none was past the name cap).
+    complete: bool,
+    /// By name index (into [`TextIndex::field_names`]): (every value a number, min bits,
+    /// max bits). Bits of `f64`, so the block stays `Eq`.
+    stats: Vec<(u16, bool, u64, u64)>,
+}
+
+/// A numeric comparison every wanted row's field satisfies: rows without the field, or
+/// whose value is a number failing it, are not wanted (`| json | duration_ms > 1000`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldBound {
+    /// The field (label) name, as the extractor reports it.
+    pub name: String,
+    /// The comparison.
+    pub op: FieldOp,
+    /// The literal it compares with.
+    pub value: f64,
+}
+
+/// Comparisons [`FieldBound`] knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldOp {
+    /// `==`
+    Eq,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+}
+
+impl FieldBound {
+    /// Whether some value in `[min, max]` passes.
+    fn admits(&self, min: f64, max: f64) -> bool {
+        let v = self.value;
+        match self.op {
+            FieldOp::Eq => min <= v && v <= max,
+            FieldOp::Gt => max > v,
+            FieldOp::Ge => max >= v,
+            FieldOp::Lt => min < v,
+            FieldOp::Le => min <= v,
+        }
+    }
 }
 
 impl Block {
+    /// Whether a row of the block may pass `bound` (`names`: the file's field names).
+    fn may_satisfy(&self, bound: &FieldBound, names: &[String]) -> bool {
+        let Some(fields) = &self.fields else {
+            return true;
+        };
+        let entry = names
+            .iter()
+            .position(|n| *n == bound.name)
+            .and_then(|i| fields.stats.iter().find(|e| usize::from(e.0) == i));
+        match entry {
+            // No row has the field: none passes.
+            None => !fields.complete,
+            Some(&(_, numeric, min, max)) => {
+                !numeric || bound.admits(f64::from_bits(min), f64::from_bits(max))
+            }
+        }
+    }
+
     fn may_contain(&self, trigram: u32) -> bool {
         let m = self.bits.len() as u64 * 64;
         if m == 0 {
@@ -392,6 +481,8 @@ pub struct TextIndex {
     pub blocks: Vec<Block>,
     /// Rows per stream per minute (absent in version 1 indexes).
     pub counts: Option<MinuteCounts>,
+    /// Names of the blocks' field statistics (version 4).
+    pub field_names: Vec<String>,
 }
 
 /// The minute `((m − 1)·60 s, m·60 s]` holding `ts_ns`: `m = ⌈ts / 60 s⌉`.
@@ -444,6 +535,19 @@ impl TextIndex {
         end: i64,
         needles: &[TextNeedle],
     ) -> Vec<Range<u32>> {
+        self.candidate_rows_with(streams, start, end, needles, &[])
+    }
+
+    /// [`Self::candidate_rows`] of blocks whose field statistics also let every bound
+    /// pass.
+    pub fn candidate_rows_with(
+        &self,
+        streams: &[StreamId],
+        start: i64,
+        end: i64,
+        needles: &[TextNeedle],
+        bounds: &[FieldBound],
+    ) -> Vec<Range<u32>> {
         let grams: Vec<(bool, Vec<u32>, Vec<u64>)> = needles
             .iter()
             .map(|n| (n.or_escaped, trigrams(&n.bytes), n.tokens()))
@@ -461,7 +565,7 @@ impl TextIndex {
                     || (g.iter().all(|&t| b.may_contain(t))
                         && tokens.iter().all(|&t| b.may_contain_token(t)))
             });
-            if !keep {
+            if !keep || !bounds.iter().all(|f| b.may_satisfy(f, &self.field_names)) {
                 continue;
             }
             let r = b.first_row..b.first_row + b.rows;
@@ -478,7 +582,11 @@ impl TextIndex {
         let counts = self.counts.as_ref().map_or(0, MinuteCounts::memory_size);
         self.blocks
             .iter()
-            .map(|b| (b.bits.len() + b.token_bits.len()) * 8 + std::mem::size_of::<Block>())
+            .map(|b| {
+                (b.bits.len() + b.token_bits.len()) * 8
+                    + b.fields.as_ref().map_or(0, |f| f.stats.len() * 24)
+                    + std::mem::size_of::<Block>()
+            })
             .sum::<usize>()
             + counts
     }
@@ -518,6 +626,30 @@ impl TextIndex {
                 put_varint(&mut out, u64::from(n));
             }
         }
+        out.extend_from_slice(&(self.field_names.len() as u32).to_le_bytes());
+        for n in &self.field_names {
+            // Names are at most `u16::MAX` bytes (the builder skips longer ones).
+            out.extend_from_slice(&(n.len() as u16).to_le_bytes());
+            out.extend_from_slice(n.as_bytes());
+        }
+        for b in &self.blocks {
+            match &b.fields {
+                None => {
+                    out.push(0);
+                    out.extend_from_slice(&0u16.to_le_bytes());
+                }
+                Some(f) => {
+                    out.push(if f.complete { 1 } else { 2 });
+                    out.extend_from_slice(&(f.stats.len() as u16).to_le_bytes());
+                    for &(name, numeric, min, max) in &f.stats {
+                        out.extend_from_slice(&name.to_le_bytes());
+                        out.push(u8::from(numeric));
+                        out.extend_from_slice(&min.to_le_bytes());
+                        out.extend_from_slice(&max.to_le_bytes());
+                    }
+                }
+            }
+        }
         out
     }
 
@@ -529,7 +661,8 @@ impl TextIndex {
         };
         let mut r = Reader { data, pos: 0 };
         let version = match r.take(8).ok_or_else(|| corrupt("truncated header"))? {
-            m if m == MAGIC => 3,
+            m if m == MAGIC => 4,
+            m if m == MAGIC_V3 => 3,
             m if m == MAGIC_V2 => 2,
             m if m == MAGIC_V1 => 1,
             _ => return Err(corrupt("not a trigram index")),
@@ -563,6 +696,7 @@ impl TextIndex {
                     flags,
                     bits,
                     token_bits,
+                    fields: None,
                 })
             })()
             .ok_or_else(|| corrupt("truncated block"))?;
@@ -595,10 +729,60 @@ impl TextIndex {
         } else {
             None
         };
+        let mut field_names = Vec::new();
+        if version >= 4 {
+            let truncated = || corrupt("truncated field statistics");
+            let n = r.u32().ok_or_else(truncated)? as usize;
+            if n > MAX_FIELD_NAMES {
+                return Err(corrupt("too many field names"));
+            }
+            for _ in 0..n {
+                let len = usize::from(r.u16().ok_or_else(truncated)?);
+                let name = r.take(len).ok_or_else(truncated)?;
+                let name =
+                    std::str::from_utf8(name).map_err(|_| corrupt("field name not UTF-8"))?;
+                field_names.push(name.to_string());
+            }
+            for b in &mut blocks {
+                let kind = *r
+                    .take(1)
+                    .ok_or_else(truncated)?
+                    .first()
+                    .ok_or_else(truncated)?;
+                let entries = usize::from(r.u16().ok_or_else(truncated)?);
+                let mut stats = Vec::with_capacity(entries.min(n));
+                for _ in 0..entries {
+                    let name = r.u16().ok_or_else(truncated)?;
+                    if usize::from(name) >= n {
+                        return Err(corrupt("field name index out of range"));
+                    }
+                    let numeric = *r
+                        .take(1)
+                        .ok_or_else(truncated)?
+                        .first()
+                        .ok_or_else(truncated)?;
+                    let min = r.u64().ok_or_else(truncated)?;
+                    let max = r.u64().ok_or_else(truncated)?;
+                    stats.push((name, numeric == 1, min, max));
+                }
+                b.fields = match kind {
+                    0 => None,
+                    1 | 2 => Some(BlockFields {
+                        complete: kind == 1,
+                        stats,
+                    }),
+                    _ => return Err(corrupt("unknown field statistics kind")),
+                };
+            }
+        }
         if r.pos != data.len() {
             return Err(corrupt("trailing bytes"));
         }
-        Ok(TextIndex { blocks, counts })
+        Ok(TextIndex {
+            blocks,
+            counts,
+            field_names,
+        })
     }
 }
 
@@ -613,6 +797,11 @@ impl<'a> Reader<'a> {
         let s = self.data.get(self.pos..end)?;
         self.pos = end;
         Some(s)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        let mut b = [0u8; 2];
+        b.copy_from_slice(self.take(2)?);
+        Some(u16::from_le_bytes(b))
     }
     fn u32(&mut self) -> Option<u32> {
         let mut b = [0u8; 4];
@@ -673,6 +862,75 @@ pub struct TextIndexBuilder {
     blocks: Vec<Block>,
     /// (stream, minute, rows) runs in push order.
     minutes: Vec<(StreamId, i64, u32)>,
+    /// Field statistics, when enabled ([`Self::with_fields`]).
+    fields: Option<FieldsBuilder>,
+}
+
+/// Field statistics being built: the file's names and the open block's values.
+#[derive(Default)]
+struct FieldsBuilder {
+    names: Vec<String>,
+    index: std::collections::HashMap<String, u16>,
+    /// The open block's (name index, every value a number, min, max).
+    open: Vec<(u16, bool, f64, f64)>,
+    /// Where each name's entry is in `open` (`u32::MAX`: none yet), by name index.
+    slot: Vec<u32>,
+    /// A row of the open block had a name past the cap.
+    incomplete: bool,
+}
+
+impl FieldsBuilder {
+    fn add(&mut self, name: &str, value: Option<f64>) {
+        let i = match self.index.get(name) {
+            Some(&i) => i,
+            None if self.names.len() < MAX_FIELD_NAMES && name.len() <= usize::from(u16::MAX) => {
+                let i = self.names.len() as u16;
+                self.names.push(name.to_string());
+                self.index.insert(name.to_string(), i);
+                self.slot.push(u32::MAX);
+                i
+            }
+            None => {
+                self.incomplete = true;
+                return;
+            }
+        };
+        // NaN passes no comparison, but it is kept out of min/max by calling it "not a
+        // number", which only makes the block harder to rule out.
+        let value = value.filter(|v| !v.is_nan());
+        let slot = &mut self.slot[usize::from(i)];
+        if *slot == u32::MAX {
+            *slot = self.open.len() as u32;
+            let (min, max) = value.map_or((f64::INFINITY, f64::NEG_INFINITY), |v| (v, v));
+            self.open.push((i, value.is_some(), min, max));
+            return;
+        }
+        let e = &mut self.open[*slot as usize];
+        match value {
+            Some(v) => {
+                e.2 = e.2.min(v);
+                e.3 = e.3.max(v);
+            }
+            None => e.1 = false,
+        }
+    }
+
+    /// The open block's statistics; starts the next block.
+    fn close(&mut self) -> BlockFields {
+        for e in &self.open {
+            self.slot[usize::from(e.0)] = u32::MAX;
+        }
+        let mut stats: Vec<(u16, bool, u64, u64)> = self
+            .open
+            .drain(..)
+            .map(|(i, numeric, min, max)| (i, numeric, min.to_bits(), max.to_bits()))
+            .collect();
+        stats.sort_unstable_by_key(|e| e.0);
+        BlockFields {
+            complete: !std::mem::take(&mut self.incomplete),
+            stats,
+        }
+    }
 }
 
 impl Default for TextIndexBuilder {
@@ -685,11 +943,29 @@ impl Default for TextIndexBuilder {
             open: None,
             blocks: Vec::new(),
             minutes: Vec::new(),
+            fields: None,
         }
     }
 }
 
 impl TextIndexBuilder {
+    /// A builder that also keeps field statistics: after each [`Self::push`], the row's
+    /// fields are given with [`Self::add_field`].
+    pub fn with_fields() -> TextIndexBuilder {
+        TextIndexBuilder {
+            fields: Some(FieldsBuilder::default()),
+            ..TextIndexBuilder::default()
+        }
+    }
+
+    /// A field of the row pushed last: its value when it is a number, `None` otherwise.
+    /// Ignored by a builder without field statistics.
+    pub fn add_field(&mut self, name: &str, value: Option<f64>) {
+        if let Some(f) = &mut self.fields {
+            f.add(name, value);
+        }
+    }
+
     /// Add row `row` (rows must come in order, grouped by stream) with its line and the
     /// values of its structured metadata.
     pub fn push<'a>(
@@ -778,6 +1054,7 @@ impl TextIndexBuilder {
         }
         self.distinct.clear();
         let token_bits = self.token_filter(rows, &mut flags);
+        let fields = self.fields.as_mut().map(FieldsBuilder::close);
         self.blocks.push(Block {
             min_stream,
             max_stream,
@@ -788,6 +1065,7 @@ impl TextIndexBuilder {
             flags,
             bits,
             token_bits,
+            fields,
         });
     }
 
@@ -833,6 +1111,7 @@ impl TextIndexBuilder {
         TextIndex {
             blocks: self.blocks,
             counts: Some(MinuteCounts { streams }),
+            field_names: self.fields.map(|f| f.names).unwrap_or_default(),
         }
     }
 }
@@ -840,6 +1119,105 @@ impl TextIndexBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Field statistics: a block is ruled out where every row's field is a number outside
+    /// the bound, or no row has the field; text values, rows past the name cap and files
+    /// without statistics keep their blocks. The statistics survive encoding.
+    #[test]
+    fn field_statistics_rule_out_blocks() -> Result<()> {
+        let mut b = TextIndexBuilder::with_fields();
+        // Block 0: d in 1..=10. Block 1: d in 500..=950 and a text `s`. Block 2: no `d`.
+        for row in 0..30u32 {
+            b.push(row, 1, i64::from(row), b"x", []);
+            match row / 10 {
+                0 => b.add_field("d", Some(f64::from(row + 1))),
+                1 => {
+                    b.add_field("d", Some(f64::from(500 + (row - 10) * 50)));
+                    b.add_field("s", if row == 15 { None } else { Some(1.0) });
+                }
+                _ => b.add_field("e", Some(f64::NAN)),
+            }
+            if row % 10 == 9 {
+                b.cut();
+            }
+        }
+        let index = TextIndex::decode("x", &b.finish().encode())?;
+        assert_eq!(index.field_names, vec!["d", "s", "e"]);
+        let rows = |name: &str, op: FieldOp, value: f64| {
+            let bound = FieldBound {
+                name: name.into(),
+                op,
+                value,
+            };
+            index.candidate_rows_with(&[1], 0, 100, &[], &[bound])
+        };
+        assert_eq!(rows("d", FieldOp::Gt, 1000.0), Vec::<Range<u32>>::new());
+        assert_eq!(rows("d", FieldOp::Gt, 800.0), vec![10..20]);
+        assert_eq!(rows("d", FieldOp::Ge, 10.0), vec![0..20]);
+        assert_eq!(rows("d", FieldOp::Lt, 1.0), Vec::<Range<u32>>::new());
+        assert_eq!(rows("d", FieldOp::Le, 1.0), vec![0..10]);
+        assert_eq!(rows("d", FieldOp::Eq, 520.0), vec![10..20]);
+        assert_eq!(
+            rows("d", FieldOp::Eq, 530.0),
+            vec![10..20],
+            "inside the range"
+        );
+        // Text in `s` keeps its block; NaN counts as text.
+        assert_eq!(rows("s", FieldOp::Gt, 5.0), vec![10..20]);
+        assert_eq!(rows("e", FieldOp::Lt, 5.0), vec![20..30]);
+        assert_eq!(rows("nowhere", FieldOp::Gt, 0.0), Vec::<Range<u32>>::new());
+
+        // Names past the cap leave a block without the proof of absence.
+        let mut b = TextIndexBuilder::with_fields();
+        for row in 0..=MAX_FIELD_NAMES as u32 {
+            b.push(row, 1, 0, b"x", []);
+            b.add_field(&format!("f{row}"), Some(1.0));
+        }
+        let capped = TextIndex::decode("x", &b.finish().encode())?;
+        let bound = |name: &str| FieldBound {
+            name: name.into(),
+            op: FieldOp::Gt,
+            value: 5.0,
+        };
+        let all: Vec<Range<u32>> = std::iter::once(0..MAX_FIELD_NAMES as u32 + 1).collect();
+        assert_eq!(
+            capped.candidate_rows_with(&[1], 0, 1, &[], &[bound("late")]),
+            all
+        );
+        assert_eq!(
+            capped.candidate_rows_with(&[1], 0, 1, &[], &[bound("f3")]),
+            Vec::<Range<u32>>::new()
+        );
+
+        // Without statistics nothing is ruled out: a builder without them.
+        let mut b = TextIndexBuilder::default();
+        b.push(0, 1, 0, b"x", []);
+        b.add_field("d", Some(1.0));
+        let plain = TextIndex::decode("x", &b.finish().encode())?;
+        assert_eq!(
+            plain.candidate_rows_with(&[1], 0, 1, &[], &[bound("d")]),
+            vec![0..1]
+        );
+        // Nor in a version 3 index (written before them: no field section).
+        let mut b = TextIndexBuilder::with_fields();
+        b.push(0, 1, 0, b"x", []);
+        b.add_field("d", Some(1.0));
+        let v4 = b.finish().encode();
+        let with = TextIndex::decode("x", &v4)?;
+        assert!(with
+            .candidate_rows_with(&[1], 0, 1, &[], &[bound("d")])
+            .is_empty());
+        // Names: 4 + (2 + 1); the block: kind, count, one 19-byte entry.
+        let mut v3 = v4[..v4.len() - 7 - 3 - 19].to_vec();
+        v3[..8].copy_from_slice(b"TVLTRI03");
+        let old = TextIndex::decode("x", &v3)?;
+        assert!(old.field_names.is_empty());
+        assert_eq!(
+            old.candidate_rows_with(&[1], 0, 1, &[], &[bound("d")]),
+            vec![0..1]
+        );
+        Ok(())
+    }
 
     #[test]
     fn blocks_without_a_needle_trigram_are_skipped_and_round_trip() -> Result<()> {
@@ -972,7 +1350,8 @@ mod tests {
             TextIndex::decode("x", &v1)?,
             TextIndex {
                 blocks: Vec::new(),
-                counts: None
+                counts: None,
+                field_names: Vec::new(),
             }
         );
         Ok(())
@@ -1076,13 +1455,17 @@ mod tests {
         b.push(0, 1, 0, br#"{"id":"0123456789abcdef"}"#, []);
         let mut index = b.finish();
         assert!(index.blocks[0].flags & FLAG_TOKENS != 0);
-        let v3 = index.encode();
-        // Rewrite as version 2: drop the token filter (its word count and words).
+        let v4 = index.encode();
+        // Rewrite as version 2: drop the token filter (its word count and words) and the
+        // field statistics (no names, and a kind and entry count per block).
+        let fields_start = v4.len() - 4 - 3 * index.blocks.len();
         let mut v2 = b"TVLTRI02".to_vec();
-        v2.extend_from_slice(&v3[8..12]);
+        v2.extend_from_slice(&v4[8..12]);
         let block_end = 12 + 48 + index.blocks[0].bits.len() * 8;
-        v2.extend_from_slice(&v3[12..block_end]);
-        v2.extend_from_slice(&v3[block_end + 4 + index.blocks[0].token_bits.len() * 8..]);
+        v2.extend_from_slice(&v4[12..block_end]);
+        v2.extend_from_slice(
+            &v4[block_end + 4 + index.blocks[0].token_bits.len() * 8..fields_start],
+        );
         let old = TextIndex::decode("x", &v2)?;
         assert_eq!(old.blocks[0].flags & FLAG_TOKENS, 0);
         let needle = [TextNeedle::field("fedcba9876543210")];

@@ -9,6 +9,7 @@ mod dashboards;
 mod deletes;
 mod drilldown;
 mod erase_crash;
+mod limits;
 mod logcli;
 mod otlp;
 mod patterns;

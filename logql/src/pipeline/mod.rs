@@ -50,7 +50,10 @@ pub use hints::{metadata_sensitive_names, LabelHints, PRESERVE_ERROR_LABEL};
 pub use json::json_label_paths;
 pub use labels::{CategorizedLabels, LabelsBuilder, ERROR_DETAILS_LABEL, ERROR_LABEL};
 pub use line_filter::LineFilterChain;
-pub use needles::{field_needles, metadata_needles, FieldNeedle, FieldNeedleFinder};
+pub use needles::{
+    field_needles, json_numeric_bounds, metadata_needles, FieldNeedle, FieldNeedleFinder,
+    NumericBound,
+};
 pub use unwrap::SampleExtractor;
 
 use crate::ast;
@@ -190,6 +193,8 @@ pub struct Pipeline {
     field_needles: Vec<FieldNeedle>,
     /// Label equalities before any parser: stream labels or whole metadata values.
     metadata_needles: Vec<FieldNeedle>,
+    /// See [`json_numeric_bounds`].
+    json_bounds: Vec<NumericBound>,
     /// See [`Pipeline::precheck`].
     json_precheck: Option<JsonPrecheck>,
 }
@@ -317,6 +322,7 @@ impl Pipeline {
             hints,
             field_needles: field_needles(stages),
             metadata_needles: metadata_needles(stages),
+            json_bounds: json_numeric_bounds(stages),
             json_precheck,
         })
     }
@@ -495,6 +501,12 @@ impl Pipeline {
     /// escaped in the line or the label is shadowed (see [`FieldNeedle`]).
     pub fn field_needles(&self) -> &[FieldNeedle] {
         &self.field_needles
+    }
+
+    /// Numeric comparisons a full `| json` walk's label passes on every kept line (see
+    /// [`json_numeric_bounds`]).
+    pub fn json_numeric_bounds(&self) -> &[NumericBound] {
+        &self.json_bounds
     }
 
     /// Label equalities before any parser: where no selected stream has the label, every

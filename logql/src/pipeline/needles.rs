@@ -4,7 +4,7 @@
 //! label or structured metadata, which shadow parsed labels). Scans use this to skip lines
 //! and blocks that cannot match before anything is parsed; the pipeline still decides.
 
-use crate::ast::{LabelFilterExpr, MatchOp, Stage};
+use crate::ast::{CmpOp, LabelFilterExpr, MatchOp, Stage};
 
 /// A label equality a line must satisfy after parsing, with the value it implies.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +77,60 @@ pub fn metadata_needles(stages: &[Stage]) -> Vec<FieldNeedle> {
     out
 }
 
+/// A numeric comparison the label `label` of every kept line passes (`| json |
+/// duration_ms > 1000`): a numeric label filter drops a line whose label is missing or is
+/// a number failing the comparison, whatever else the line carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NumericBound {
+    /// The label the filter tests.
+    pub label: String,
+    /// The comparison (never `!=`).
+    pub op: CmpOp,
+    /// The literal.
+    pub value: f64,
+}
+
+/// The numeric bounds of a pipeline whose only parser is one `| json` without
+/// parameters: `name op number` conjuncts (`op` not `!=`, `name` not a `__…__` label) of
+/// the label filters after it, with nothing but line and label filters before them. The
+/// label such a filter reads is the one a full `| json` walk gives the line (parsed, or
+/// structured metadata, which shadows parsed labels), unless a stream label shadows it,
+/// which the caller checks.
+pub fn json_numeric_bounds(stages: &[Stage]) -> Vec<NumericBound> {
+    let mut parsed = false;
+    let mut out = Vec::new();
+    for stage in stages {
+        match stage {
+            Stage::LineFilter(_) => {}
+            Stage::Json(params) if params.is_empty() && !parsed => parsed = true,
+            Stage::LabelFilter(expr) if parsed => numeric_conjuncts(expr, &mut out),
+            Stage::LabelFilter(_) => {}
+            _ => break,
+        }
+    }
+    out
+}
+
+fn numeric_conjuncts(expr: &LabelFilterExpr, out: &mut Vec<NumericBound>) {
+    match expr {
+        LabelFilterExpr::And { lhs, rhs, .. } => {
+            numeric_conjuncts(lhs, out);
+            numeric_conjuncts(rhs, out);
+        }
+        LabelFilterExpr::Paren(inner) => numeric_conjuncts(inner, out),
+        LabelFilterExpr::Number { name, op, value }
+            if *op != CmpOp::Neq && !name.starts_with("__") && !value.is_nan() =>
+        {
+            out.push(NumericBound {
+                label: name.clone(),
+                op: *op,
+                value: *value,
+            });
+        }
+        _ => {}
+    }
+}
+
 fn conjuncts(expr: &LabelFilterExpr, out: &mut Vec<FieldNeedle>) {
     match expr {
         LabelFilterExpr::And { lhs, rhs, .. } => {
@@ -145,6 +199,47 @@ mod tests {
         assert!(needles(r#"{a="b"} | json | cid="""#).is_empty());
         assert!(needles(r#"{a="b"} | json | __error__="JSONParserErr""#).is_empty());
         assert!(needles(r#"{a="b"} | regexp "(?P<cid>.*)" | cid="c1""#).is_empty());
+    }
+
+    #[test]
+    fn numeric_bounds_after_one_plain_json_only() {
+        let bounds = |q: &str| -> Vec<(String, CmpOp, f64)> {
+            let stages = match parse_expr(q) {
+                Ok(crate::ast::Expr::Log(l)) => l.pipeline,
+                other => panic!("{q}: {other:?}"),
+            };
+            json_numeric_bounds(&stages)
+                .into_iter()
+                .map(|b| (b.label, b.op, b.value))
+                .collect()
+        };
+        assert_eq!(
+            bounds(
+                r#"{a="b"} |= "x" | level="info" | json | duration_ms > 1000 and (status >= 500, user="u") | size < 3"#
+            ),
+            vec![
+                ("duration_ms".into(), CmpOp::Gt, 1000.0),
+                ("status".into(), CmpOp::Ge, 500.0),
+                ("size".into(), CmpOp::Lt, 3.0)
+            ]
+        );
+        assert_eq!(bounds(r#"{a="b"} | json | n == 2"#).len(), 1);
+        // Other parsers, parameters, a second parser, rewrites, alternatives, `!=`,
+        // durations, reserved labels, filters before the parser.
+        for q in [
+            r#"{a="b"} | logfmt | n > 1"#,
+            r#"{a="b"} | json n="x.n" | n > 1"#,
+            r#"{a="b"} | json | logfmt | n > 1"#,
+            r#"{a="b"} | json | label_format n=m | n > 1"#,
+            r#"{a="b"} | json | line_format "x" | n > 1"#,
+            r#"{a="b"} | json | n > 1 or m > 1"#,
+            r#"{a="b"} | json | n != 1"#,
+            r#"{a="b"} | json | n > 1s"#,
+            r#"{a="b"} | json | __n__ > 1"#,
+            r#"{a="b"} | n > 1 | json"#,
+        ] {
+            assert!(bounds(q).is_empty(), "{q}");
+        }
     }
 
     #[test]

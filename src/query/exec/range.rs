@@ -610,8 +610,15 @@ impl RangeVectorStream {
         self.reservation
             .resize(points * std::mem::size_of::<(u32, f64)>());
         self.output.reserve(vector.len());
+        // Series that carry their id ([`LabelReduce::Carry`]) are distinct by their labels:
+        // no lookup (a fifth of this call's time with one series per request).
+        let distinct = matches!(self.spec.reduce, LabelReduce::Carry(_));
         for SeriesVals { labels, points } in vector {
-            let id = self.labels.intern(labels)?;
+            let id = if distinct {
+                self.labels.push_distinct(labels)?
+            } else {
+                self.labels.intern(labels)?
+            };
             self.output.push((id, points));
         }
         Ok(())

@@ -265,7 +265,7 @@ pub async fn detected_labels(
 
 /// A duration as Prometheus' `model.Duration` prints it in JSON (`0s`, `5m`, `30d1h`):
 /// Loki's limits are of that type.
-fn prom_duration(d: Duration) -> String {
+pub(super) fn prom_duration(d: Duration) -> String {
     let mut ms = d.as_millis();
     if ms == 0 {
         return "0s".into();
@@ -294,9 +294,9 @@ fn prom_duration(d: Duration) -> String {
 }
 
 /// `GET /loki/api/v1/drilldown-limits`: the limits Loki publishes to the Drilldown app
-/// (its default allow-list, for the settings tovlog has), whether patterns are served
-/// and the version. Limits tovlog does not have are answered with Loki's "disabled"
-/// value (`0`, `0s`, `false`).
+/// (its default allow-list), with the tenant's values of the settings tovlog has, whether
+/// patterns are served and the version. Limits tovlog does not have are answered with
+/// Loki's "disabled" value (`0`, `false`).
 pub async fn drilldown_limits(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -313,7 +313,7 @@ pub async fn drilldown_limits(
         "max_query_bytes_read": 0,
         "max_query_length": prom_duration(l.max_query_length),
         "max_query_lookback": prom_duration(l.max_query_lookback),
-        "max_query_range": "0s",
+        "max_query_range": prom_duration(l.max_query_range),
         "max_query_series": l.max_query_series,
         "metric_aggregation_enabled": false,
         "pattern_persistence_enabled": false,

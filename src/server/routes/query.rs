@@ -8,7 +8,7 @@ use axum::{
     Json,
 };
 use serde_json::{json, Value};
-use tovlog_logql::ast::Expr;
+use tovlog_logql::ast::{Expr, SampleExpr};
 
 use crate::{
     query::{Direction, QueryError, QueryRequest},
@@ -72,6 +72,7 @@ impl From<QueryError> for ApiError {
         match e {
             QueryError::BadRequest(m) | QueryError::TooLarge(m) => ApiError::BadRequest(m),
             QueryError::Timeout(m) => ApiError::Timeout(m),
+            QueryError::TooManyRequests(m) => ApiError::TooManyRequests(m),
             QueryError::Internal(m) => ApiError::Internal(m),
         }
     }
@@ -102,7 +103,42 @@ pub(super) fn check_limits(
             max_len / 1_000_000_000
         )));
     }
+    if let Expr::Sample(sample) = expr {
+        check_range_limit(sample, l.max_query_range)?;
+    }
     Ok(())
+}
+
+/// `max_query_range`: no range-vector selector (`[5m]`) may be longer. Loki's text
+/// (`logqlmodel.ErrIntervalLimit` with both durations, as its engine and query frontend
+/// print them); the first selector over the limit, left to right, is named.
+fn check_range_limit(expr: &SampleExpr, limit: std::time::Duration) -> Result<(), ApiError> {
+    let limit_ns = i64::try_from(limit.as_nanos()).unwrap_or(i64::MAX);
+    if limit_ns == 0 {
+        return Ok(());
+    }
+    let Some(range_ns) = first_range_over(expr, limit_ns) else {
+        return Ok(());
+    };
+    let range = std::time::Duration::from_nanos(u64::try_from(range_ns).unwrap_or(0));
+    Err(ApiError::BadRequest(format!(
+        "[interval] value exceeds limit: [{}] > [{}]",
+        super::drilldown::prom_duration(range),
+        super::drilldown::prom_duration(limit)
+    )))
+}
+
+/// The range of the first range-vector selector of `expr` longer than `limit_ns`.
+fn first_range_over(expr: &SampleExpr, limit_ns: i64) -> Option<i64> {
+    match expr {
+        SampleExpr::Range(r) => (r.range.range_ns > limit_ns).then_some(r.range.range_ns),
+        SampleExpr::Vector(v) => first_range_over(&v.expr, limit_ns),
+        SampleExpr::LabelReplace(l) => first_range_over(&l.expr, limit_ns),
+        SampleExpr::Binary(b) => {
+            first_range_over(&b.lhs, limit_ns).or_else(|| first_range_over(&b.rhs, limit_ns))
+        }
+        SampleExpr::Literal(_) | SampleExpr::VectorLiteral(_) => None,
+    }
 }
 
 async fn run(state: &AppState, req: QueryRequest) -> Result<Json<Value>, ApiError> {

@@ -327,6 +327,7 @@ impl Inner {
             max_file_bytes: self.config.compaction.max_file_bytes.0 as usize,
             window_start_ns,
             line_flags: self.line_flags.clone(),
+            fields: self.fields.clone(),
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()

@@ -64,7 +64,7 @@ pub(crate) use footers::OpenedFile;
 pub use recent::RecentRows;
 
 use crate::schema::{logs_schema, LINE, STREAM_ID, TS};
-use crate::textindex::{self, TextIndex, TextNeedle};
+use crate::textindex::{self, FieldBound, TextIndex, TextNeedle};
 use predicate::LineMatchExpr;
 pub use predicate::{LineMatch, LinePredicate, OnRejected};
 
@@ -242,6 +242,9 @@ pub struct LogsTable {
     store_url: ObjectStoreUrl,
     /// Byte strings every wanted row contains; trigram indexes skip blocks lacking one.
     needles: Vec<TextNeedle>,
+    /// Comparisons every wanted row's field passes; block field statistics skip blocks
+    /// where none can.
+    bounds: Vec<FieldBound>,
     indexes: Option<Arc<TextIndexCache>>,
     line_predicate: Option<LinePredicate>,
     /// Opens chunk files; `None`: DataFusion's default, which parses each footer anew.
@@ -291,6 +294,7 @@ impl LogsTable {
             files,
             store_url,
             needles: Vec::new(),
+            bounds: Vec::new(),
             indexes: None,
             line_predicate: None,
             parquet_readers: None,
@@ -424,6 +428,15 @@ impl LogsTable {
         self
     }
 
+    /// Read only rows that may pass every one of `bounds` (numeric comparisons of a field),
+    /// using the field statistics of files whose index has them (loaded as for
+    /// [`Self::with_needles`], which must come first). Rows failing them may still be
+    /// returned: callers filter exactly.
+    pub fn with_field_bounds(mut self, bounds: Vec<FieldBound>) -> Self {
+        self.bounds = bounds;
+        self
+    }
+
     /// The files to read, each with the rows to read: those of the selected streams that
     /// its trigram index cannot rule out. Files with no such row are left out.
     async fn file_selections(&self) -> DfResult<Vec<(&ChunkFile, RowSelection)>> {
@@ -461,7 +474,7 @@ impl LogsTable {
     async fn needle_selections(&self) -> DfResult<Vec<(&ChunkFile, Option<RowSelection>)>> {
         let mut out = Vec::with_capacity(self.files.len());
         for f in &self.files {
-            let index = if self.needles.is_empty() {
+            let index = if self.needles.is_empty() && self.bounds.is_empty() {
                 None
             } else {
                 self.index_of(f).await
@@ -470,8 +483,13 @@ impl LogsTable {
                 out.push((f, None));
                 continue;
             };
-            let ranges =
-                index.candidate_rows(&self.streams, self.start_ns, self.end_ns, &self.needles);
+            let ranges = index.candidate_rows_with(
+                &self.streams,
+                self.start_ns,
+                self.end_ns,
+                &self.needles,
+                &self.bounds,
+            );
             if ranges.is_empty() {
                 continue;
             }
@@ -494,7 +512,11 @@ impl LogsTable {
     /// scan.
     pub async fn take_minute_counts(&mut self) -> Vec<MinuteCount> {
         let aligned = |t: i64| (t - 1).rem_euclid(textindex::MINUTE_NS) == 0;
-        if !self.needles.is_empty() || !aligned(self.start_ns) || !aligned(self.end_ns) {
+        if !self.needles.is_empty()
+            || !self.bounds.is_empty()
+            || !aligned(self.start_ns)
+            || !aligned(self.end_ns)
+        {
             return Vec::new();
         }
         let first = textindex::minute_of(self.start_ns);
@@ -591,6 +613,7 @@ impl LogsTable {
             files,
             store_url: self.store_url.clone(),
             needles: self.needles.clone(),
+            bounds: self.bounds.clone(),
             indexes: self.indexes.clone(),
             line_predicate: self.line_predicate.clone(),
             parquet_readers: self.parquet_readers.clone(),
