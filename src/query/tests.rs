@@ -378,23 +378,28 @@ async fn loki_goldens_through_the_engine_from_parquet_chunks() {
     run_goldens(storage).await;
 }
 
+/// Storage in `dir` compacting at once, with the server's line classifier (`| json` then
+/// reads flat lines by key search) and field extractor (numeric `| json` filters skip
+/// blocks).
+async fn compacting_storage(dir: &Path) -> Arc<Storage> {
+    let mut config = storage_config(dir);
+    config.compaction.min_age = tovlog_storage::config::HumanDuration(Duration::ZERO);
+    Storage::open_with_fields(
+        config,
+        Some(Arc::new(tovlog_logql::pipeline::line_flags)),
+        Some(super::fields::json_field_extractor().expect("extractor")),
+    )
+    .await
+    .expect("open storage")
+}
+
 /// Compacted files answer needles through their trigram blocks, whole-minute counts
 /// through their minute counts, and `| json` on flat lines through their line flags: the
 /// answers must not change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loki_goldens_through_the_engine_from_compacted_chunks() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = storage_config(dir.path());
-    config.compaction.min_age = tovlog_storage::config::HumanDuration(Duration::ZERO);
-    // With the server's classifier (`| json` then reads flat lines by key search) and
-    // field extractor (numeric `| json` filters skip blocks).
-    let storage = Storage::open_with_fields(
-        config,
-        Some(Arc::new(tovlog_logql::pipeline::line_flags)),
-        Some(super::fields::json_field_extractor().expect("extractor")),
-    )
-    .await
-    .expect("open storage");
+    let storage = compacting_storage(dir.path()).await;
     load_dataset(&storage).await;
     storage.flush().await.expect("flush");
     assert!(storage.compact().await.expect("compact") > 0);
@@ -864,15 +869,7 @@ async fn parents_keeping_some_labels_still_see_every_series_apart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn numeric_json_filters_skip_blocks_by_field_statistics() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = storage_config(dir.path());
-    config.compaction.min_age = tovlog_storage::config::HumanDuration(Duration::ZERO);
-    let storage = Storage::open_with_fields(
-        config,
-        Some(Arc::new(tovlog_logql::pipeline::line_flags)),
-        Some(super::fields::json_field_extractor().expect("extractor")),
-    )
-    .await
-    .expect("open storage");
+    let storage = compacting_storage(dir.path()).await;
     // 40,000 requests over 40 minutes of one stream: `d` below 100 but for a burst of
     // 50 slow ones (2000 to 2049) at rows 30,000..30,050; `m` is text in the first 1,000 rows
     // and missing from the rest; every 5,000th line is plain text; rows 20,000..20,010

@@ -106,15 +106,7 @@ impl Interner {
         {
             return Ok(id as u32);
         }
-        if let Some(r) = &self.reservation {
-            // Strings, their pair slots, the map entry and the Arc: an estimate is enough.
-            let bytes: usize = labels
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 48)
-                .sum::<usize>()
-                + 96;
-            r.try_grow(bytes)?;
-        }
+        self.reserve(&labels, 96)?;
         let id = inner.sets.len();
         inner.sets.push(Arc::new(labels));
         inner.ids.insert(hash, id);
@@ -142,15 +134,7 @@ impl Interner {
         }
         let id = inner.sets.len() as u32;
         let labels = carried(id);
-        if let Some(r) = &self.reservation {
-            let bytes: usize = labels
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 48)
-                .sum::<usize>()
-                + key.len()
-                + 128;
-            r.try_grow(bytes)?;
-        }
+        self.reserve(&labels, key.len() + 128)?;
         // Not in `ids`: the carried labels hold the new id ([`carried_labels`]), so no
         // other set equals them and `intern` never looks for them (hashing them cost the
         // lock's holder a quarter of this call).
@@ -170,26 +154,33 @@ impl Interner {
         self.inner.lock().sets.clone()
     }
 
-    /// All label sets, indexed by id, moved out: the interner is empty afterwards. A set
-    /// nothing else shares leaves without a copy ([`take_labels`]).
     /// The id of `labels`, which the caller knows no interned set equals (each holds a
     /// distinct series id), assigning the next one without looking it up. Fails when the
     /// memory pool cannot hold it.
     pub fn push_distinct(&self, labels: Vec<(String, String)>) -> Result<u32> {
         let mut inner = self.inner.lock();
-        if let Some(r) = &self.reservation {
-            let bytes: usize = labels
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 48)
-                .sum::<usize>()
-                + 64;
-            r.try_grow(bytes)?;
-        }
+        self.reserve(&labels, 64)?;
         let id = inner.sets.len() as u32;
         inner.sets.push(Arc::new(labels));
         Ok(id)
     }
 
+    /// Account a new set of `labels` and `extra` bytes more in the pool (strings, their
+    /// pair slots, map entries and the `Arc`: an estimate is enough).
+    fn reserve(&self, labels: &[(String, String)], extra: usize) -> Result<()> {
+        if let Some(r) = &self.reservation {
+            let bytes: usize = labels
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 48)
+                .sum::<usize>()
+                + extra;
+            r.try_grow(bytes)?;
+        }
+        Ok(())
+    }
+
+    /// All label sets, indexed by id, moved out: the interner is empty afterwards. A set
+    /// nothing else shares leaves without a copy ([`take_labels`]).
     pub fn take_sets(&self) -> Vec<Arc<Vec<(String, String)>>> {
         let mut inner = self.inner.lock();
         inner.ids = KeyIndex::default();
