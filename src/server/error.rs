@@ -100,6 +100,13 @@ impl From<tovlog_storage::Error> for ApiError {
     fn from(e: tovlog_storage::Error) -> Self {
         match e {
             tovlog_storage::Error::ReadOnly(_) => ApiError::Unavailable(e.to_string()),
+            // A full disk passes (the WAL cuts the failed write back off and takes the next
+            // push): retryable, as clients treat 503.
+            tovlog_storage::Error::Io { ref source, .. }
+                if source.kind() == std::io::ErrorKind::StorageFull =>
+            {
+                ApiError::Unavailable(format!("disk full, retry later: {e}"))
+            }
             e => ApiError::Internal(e.to_string()),
         }
     }

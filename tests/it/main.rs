@@ -26,3 +26,4 @@ mod sor;
 mod tail;
 mod tls;
 mod verify;
+mod wal_full;

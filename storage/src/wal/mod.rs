@@ -9,6 +9,14 @@
 //! Recovery: [`Wal::open`] replays every segment in order; a frame that is cut short or
 //! fails its checksum ends that segment, which is truncated there with a warning. New
 //! writes always go to a fresh segment, so a replayed file is never appended to.
+//!
+//! A full disk: a failed `write` is cut back off the segment (`set_len` to the last
+//! acknowledged byte, which frees space, never needs it), its pushes are refused, and the
+//! next batch tries again, so ingest resumes by itself once space returns and no torn frame
+//! sits between acknowledged ones. A failed `fdatasync` is different: what reached the disk
+//! is then unknown (the kernel may have dropped the dirty pages), so the writer refuses
+//! everything until a restart replays the segment. A segment that cannot be started (no
+//! space for its header) is removed again and the current one goes on.
 
 pub mod segment;
 
@@ -288,7 +296,8 @@ struct Writer {
     size: u64,
     config: WalConfig,
     bytes: Arc<AtomicU64>,
-    /// Set after a failed write or sync: the file state is unknown, so refuse further writes.
+    /// Set after a failed sync, or a failed write that could not be cut back off: the file
+    /// state is unknown, so refuse further writes.
     failed: Option<String>,
 }
 
@@ -315,10 +324,17 @@ impl Writer {
             .write(true)
             .open(&path)
             .map_err(|e| io_err(&path, e))?;
-        file.write_all(MAGIC).map_err(|e| io_err(&path, e))?;
-        file.sync_all().map_err(|e| io_err(&path, e))?;
-        // The new directory entry must be durable before anything in it is acknowledged.
-        sync_dir(dir)?;
+        let started = file
+            .write_all(MAGIC)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| io_err(&path, e))
+            // The new directory entry must be durable before anything in it is acknowledged.
+            .and_then(|()| sync_dir(dir));
+        if let Err(e) = started {
+            // Gone again, so the next attempt can create it (it holds nothing).
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
         Ok((file, path))
     }
 
@@ -364,15 +380,24 @@ impl Writer {
             }
             self.commit(&mut buf, &mut acks);
             if self.size >= self.config.segment_size.0 && self.failed.is_none() {
+                // Not fatal: the current segment goes on, and the next batch tries again.
                 if let Err(e) = self.rotate() {
                     tracing::error!(error = %e, "WAL segment rotation failed");
-                    self.failed = Some(e.to_string());
                 }
             }
         }
         if let Err(e) = self.file.sync_all() {
             tracing::error!(error = %e, "final WAL sync failed");
         }
+    }
+
+    /// Remove whatever a failed write left after the last acknowledged byte and continue
+    /// writing there.
+    fn cut_back(&mut self) -> std::io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        self.file.set_len(self.size)?;
+        self.file.seek(SeekFrom::Start(self.size))?;
+        Ok(())
     }
 
     /// Write the pending frames with one write and one sync, then acknowledge them.
@@ -384,31 +409,44 @@ impl Writer {
             Some(msg) => Err(Error::Internal(format!(
                 "WAL unavailable after earlier failure: {msg}"
             ))),
-            None => {
-                let written = self.file.write_all(buf).and_then(|()| {
-                    if self.config.fsync {
+            None => match self.file.write_all(buf) {
+                Err(e) => {
+                    tracing::error!(path = %self.path.display(), error = %e, "WAL write failed");
+                    if let Err(cut) = self.cut_back() {
+                        tracing::error!(path = %self.path.display(), error = %cut, "WAL segment cannot be cut back after a failed write");
+                        self.failed = Some(format!("{e}; cutting the segment back: {cut}"));
+                    }
+                    Err(io_err(&self.path, e))
+                }
+                Ok(()) => {
+                    let synced = if self.config.fsync {
                         self.file.sync_data()
                     } else {
                         Ok(())
-                    }
-                });
-                match written {
-                    Ok(()) => {
-                        self.size += buf.len() as u64;
-                        self.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
-                        Ok(self.seq)
-                    }
-                    Err(e) => {
-                        tracing::error!(path = %self.path.display(), error = %e, "WAL write failed");
-                        self.failed = Some(e.to_string());
-                        Err(io_err(&self.path, e))
+                    };
+                    match synced {
+                        Ok(()) => {
+                            self.size += buf.len() as u64;
+                            self.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                            Ok(self.seq)
+                        }
+                        Err(e) => {
+                            tracing::error!(path = %self.path.display(), error = %e, "WAL sync failed");
+                            self.failed = Some(e.to_string());
+                            Err(io_err(&self.path, e))
+                        }
                     }
                 }
-            }
+            },
         };
         for ack in acks.drain(..) {
             let r = match &result {
                 Ok(seq) => Ok(*seq),
+                // Each waiter gets the I/O error with its kind (a full disk is told apart).
+                Err(Error::Io { path, source }) => Err(Error::Io {
+                    path: path.clone(),
+                    source: std::io::Error::new(source.kind(), source.to_string()),
+                }),
                 Err(e) => Err(Error::Internal(e.to_string())),
             };
             // A caller that went away no longer needs its answer.
