@@ -45,6 +45,8 @@ pub struct QueryScheduler {
     max_concurrent: usize,
     max_outstanding: usize,
     state: Mutex<State>,
+    /// Queries refused with `too many outstanding requests`.
+    refused: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -129,7 +131,46 @@ impl QueryScheduler {
             max_concurrent: max_concurrent.max(1),
             max_outstanding: max_outstanding.max(1),
             state: Mutex::new(State::default()),
+            refused: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// The queue's gauges and counter in the Prometheus text format (`/metrics`).
+    pub fn render_metrics(&self) -> String {
+        use std::fmt::Write;
+        let (running, mut waiting): (usize, Vec<(String, usize)>) = {
+            let state = self.state.lock();
+            let waiting = state
+                .tenants
+                .iter()
+                .filter(|(_, q)| !q.waiting.is_empty())
+                .map(|(t, q)| (t.clone(), q.waiting.len()))
+                .collect();
+            (state.running, waiting)
+        };
+        waiting.sort();
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP tovlog_query_scheduler_slots Queries that may run at once (all tenants).\n\
+             # TYPE tovlog_query_scheduler_slots gauge\ntovlog_query_scheduler_slots {}\n\
+             # HELP tovlog_query_scheduler_running Queries running.\n\
+             # TYPE tovlog_query_scheduler_running gauge\ntovlog_query_scheduler_running {running}\n\
+             # HELP tovlog_query_scheduler_refused_total Queries refused because their tenant's queue was full (429).\n\
+             # TYPE tovlog_query_scheduler_refused_total counter\ntovlog_query_scheduler_refused_total {}\n\
+             # HELP tovlog_query_scheduler_waiting Queries waiting for a slot, by tenant.\n\
+             # TYPE tovlog_query_scheduler_waiting gauge",
+            self.max_concurrent,
+            self.refused.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        for (tenant, n) in waiting {
+            let _ = writeln!(
+                out,
+                "tovlog_query_scheduler_waiting{{tenant=\"{}\"}} {n}",
+                tenant.replace('\\', "\\\\").replace('"', "\\\"")
+            );
+        }
+        out
     }
 
     /// Queries that may run at once.
@@ -174,6 +215,8 @@ impl QueryScheduler {
                 });
             }
             if q.waiting.len() >= self.max_outstanding {
+                self.refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return Err(Refused::TooManyOutstanding);
             }
             let id = state.next_id;

@@ -340,6 +340,19 @@ async fn waiting_tenants_take_turns_for_the_query_slot() -> anyhow::Result<()> {
     );
     tasks.push(send("b", "b1".to_owned()));
     until_waiting(&scheduler, "b", 1).await?;
+    // The queue on /metrics: a's three, b's one, the refusal.
+    let metrics = reqwest::get(format!("{url}/metrics")).await?.text().await?;
+    for line in [
+        "tovlog_query_scheduler_waiting{tenant=\"a\"} 3",
+        "tovlog_query_scheduler_waiting{tenant=\"b\"} 1",
+        "tovlog_query_scheduler_refused_total 1",
+        "tovlog_query_scheduler_running 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing:\n{metrics}"
+        );
+    }
     drop(running);
     let mut answers = Vec::new();
     for t in tasks {

@@ -29,6 +29,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     body.push_str(&state.ingester.tails().render_metrics());
     state.ruler.render_metrics(&mut body);
     body.push_str(&state.auth.render());
+    if let Some(s) = state.engine.scheduler() {
+        body.push_str(&s.render_metrics());
+    }
     (
         [(
             header::CONTENT_TYPE,
