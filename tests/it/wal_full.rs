@@ -67,6 +67,16 @@ fn fill(path: &Path, keep: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Push batch `batch` of `lines` lines: status and body.
+async fn push(s: &TestServer, batch: usize, lines: usize) -> anyhow::Result<(u16, String)> {
+    s.post(
+        "/loki/api/v1/push",
+        push_body(batch, lines),
+        &[("content-type", "application/json")],
+    )
+    .await
+}
+
 async fn count(s: &TestServer) -> anyhow::Result<u64> {
     let params = [
         (
@@ -105,13 +115,7 @@ async fn a_full_wal_disk_refuses_pushes_then_resumes_and_loses_nothing() -> anyh
     let mut batch = 0;
     let refused = loop {
         anyhow::ensure!(batch < 200, "2 MiB never filled up");
-        let (status, body) = server
-            .post(
-                "/loki/api/v1/push",
-                push_body(batch, lines),
-                &[("content-type", "application/json")],
-            )
-            .await?;
+        let (status, body) = push(&server, batch, lines).await?;
         batch += 1;
         if status == 204 {
             acked += lines as u64;
@@ -123,13 +127,7 @@ async fn a_full_wal_disk_refuses_pushes_then_resumes_and_loses_nothing() -> anyh
     assert!(refused.1.contains("disk full"), "{}", refused.1);
     assert!(acked > 0, "the first pushes fit");
     // Still full: refused again, and the server goes on answering with what it has.
-    let (status, _) = server
-        .post(
-            "/loki/api/v1/push",
-            push_body(batch, lines),
-            &[("content-type", "application/json")],
-        )
-        .await?;
+    let (status, _) = push(&server, batch, lines).await?;
     assert_eq!(status, 503);
     batch += 1;
     assert_eq!(server.get("/ready", &[], &[]).await?.0, 200);
@@ -142,13 +140,7 @@ async fn a_full_wal_disk_refuses_pushes_then_resumes_and_loses_nothing() -> anyh
     // Space returns: ingest resumes without a restart.
     std::fs::remove_file(&filler)?;
     for _ in 0..5 {
-        let (status, body) = server
-            .post(
-                "/loki/api/v1/push",
-                push_body(batch, lines),
-                &[("content-type", "application/json")],
-            )
-            .await?;
+        let (status, body) = push(&server, batch, lines).await?;
         assert_eq!(status, 204, "{body}");
         acked += lines as u64;
         batch += 1;
