@@ -5,7 +5,7 @@
 //!  LogQL ─► tovlog-logql (parse, validate) ─► query engine (DataFusion over head + chunks) ─► Loki JSON
 //! ```
 //!
-//! The binary (`main.rs`) only parses the command line and calls [`server::start`]; tests and
+//! The binary (`main.rs`) only calls [`cli::run`], which parses the command line and calls [`server::start`]; tests and
 //! benchmarks start the same server in-process.
 
 pub mod cli;

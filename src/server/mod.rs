@@ -16,7 +16,7 @@ pub mod replica;
 mod routes;
 pub mod tls;
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use axum::{extract::DefaultBodyLimit, Router};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
@@ -184,21 +184,45 @@ impl RunningServer {
     }
 }
 
+/// The future [`start`] and [`start_on`] return. Boxed, and made by functions that are not
+/// generic, so the whole server's async code (storage, the HTTP stack, TLS) is compiled once,
+/// in this crate, instead of again in every binary and test that awaits it.
+pub type Starting = Pin<Box<dyn Future<Output = anyhow::Result<RunningServer>> + Send>>;
+
 /// Open storage, bind `config.listen` and serve until `signal` resolves or `shutdown` is called;
 /// then flush the head to chunks.
-pub async fn start(
-    config: Config,
-    signal: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<RunningServer> {
-    let listener = TcpListener::bind(config.listen).await?;
-    start_on(config, listener, signal).await
+pub fn start(config: Config, signal: impl Future<Output = ()> + Send + 'static) -> Starting {
+    start_dyn(config, None, Box::pin(signal))
 }
 
 /// As [`start`], on an already bound listener.
-pub async fn start_on(
+pub fn start_on(
     config: Config,
     listener: TcpListener,
     signal: impl Future<Output = ()> + Send + 'static,
+) -> Starting {
+    start_dyn(config, Some(listener), Box::pin(signal))
+}
+
+fn start_dyn(
+    config: Config,
+    listener: Option<TcpListener>,
+    signal: Pin<Box<dyn Future<Output = ()> + Send + 'static>>,
+) -> Starting {
+    Box::pin(async move {
+        let listener = match listener {
+            Some(listener) => listener,
+            None => TcpListener::bind(config.listen).await?,
+        };
+        serve_boxed(config, listener, signal).await
+    })
+}
+
+/// The server proper (see [`Starting`]).
+async fn serve_boxed(
+    config: Config,
+    listener: TcpListener,
+    signal: Pin<Box<dyn Future<Output = ()> + Send + 'static>>,
 ) -> anyhow::Result<RunningServer> {
     // Before storage opens: a certificate that cannot load stops start-up at once.
     let addr = listener.local_addr()?;
