@@ -16,15 +16,15 @@ use std::time::Instant;
 
 use futures::StreamExt;
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::compute::SortOptions;
-use datafusion::arrow::datatypes::{Int64Type, UInt64Type};
-use datafusion::physical_expr::expressions::col;
-use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
-use datafusion::physical_optimizer::filter_pushdown::FilterPushdown;
-use datafusion::physical_optimizer::PhysicalOptimizerRule;
-use datafusion::physical_plan::sorts::sort::SortExec;
-use datafusion::physical_plan::{collect, ExecutionPlan};
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::SortOptions;
+use arrow::datatypes::{Int64Type, UInt64Type};
+use datafusion_physical_expr::expressions::col;
+use datafusion_physical_expr::{LexOrdering, PhysicalSortExpr};
+use datafusion_physical_optimizer::filter_pushdown::FilterPushdown;
+use datafusion_physical_optimizer::PhysicalOptimizerRule;
+use datafusion_physical_plan::sorts::sort::SortExec;
+use datafusion_physical_plan::{collect, ExecutionPlan};
 use serde_json::Value;
 
 use tovlog_logql::ast::{LogExpr, Stage};
@@ -386,9 +386,9 @@ async fn top_rows(
         // Let the TopK's dynamic bound on `ts` reach the scan (through the line filter)
         // so chunks and row groups that cannot beat the current top rows are skipped.
         let sort = FilterPushdown::new_post_optimization()
-            .optimize(sort, qc.session.state().config_options())
+            .optimize(sort, qc.task.session_config().options())
             .map_err(datafusion_error)?;
-        let batches = collect(sort, qc.session.task_ctx())
+        let batches = collect(sort, Arc::clone(&qc.task))
             .await
             .map_err(datafusion_error)?;
         let fetched: usize = batches.iter().map(RecordBatch::num_rows).sum();

@@ -26,11 +26,11 @@ use std::time::Instant;
 
 use tovlog_storage::scan::MinuteCount;
 
-use datafusion::arrow::array::AsArray;
-use datafusion::arrow::datatypes::{Float64Type, UInt32Type};
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
-use datafusion::physical_plan::empty::EmptyExec;
-use datafusion::physical_plan::{execute_stream, ExecutionPlan};
+use arrow::array::AsArray;
+use arrow::datatypes::{Float64Type, UInt32Type};
+use datafusion_execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion_physical_plan::empty::EmptyExec;
+use datafusion_physical_plan::{execute_stream, ExecutionPlan};
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -330,7 +330,7 @@ async fn plan_range_vector(
         }
         (_, None) => SampleValue::One,
     };
-    let runtime = qc.session.runtime_env();
+    let runtime = qc.task.runtime_env();
     let pool = &runtime.memory_pool;
     let interner =
         Interner::with_reservation(MemoryConsumer::new("tovlog series labels").register(pool));
@@ -411,8 +411,8 @@ async fn range_vector(
 ) -> Result<(Vec<SeriesVals>, MemoryReservation), QueryError> {
     let node = plan_range_vector(qc, agg, hints, steps, label_hints, max_series, carry).await?;
     let label_table = Arc::clone(node.labels());
-    let mut stream = execute_stream(node, qc.session.task_ctx()).map_err(datafusion_error)?;
-    let runtime = qc.session.runtime_env();
+    let mut stream = execute_stream(node, Arc::clone(&qc.task)).map_err(datafusion_error)?;
+    let runtime = qc.task.runtime_env();
     let reservation = MemoryConsumer::new("tovlog range vector").register(&runtime.memory_pool);
     // Points per output series id (each series' points arrive together, in step order).
     let mut per_id: Vec<Vec<(u32, f64)>> = Vec::new();

@@ -8,7 +8,7 @@
 //!                                            encode (streams / matrix / vector / scalar + stats)
 //!
 //!  each storage read = plan::build_scan:
-//!    label index → stream ids → Storage::scan_table (only the columns needed)
+//!    label index → stream ids → Storage::logs_table → LogsTable::scan (only the columns needed)
 //!    ─► LineFilterExec (leading line filters, vectorised over the Arrow `line` column)
 //!    ─► PipelineExec (rest of the pipeline, per batch; skipped when it cannot drop rows)
 //!    ─► log queries: TopK sort on `ts` (its dynamic bound reaches the Parquet scan), then
@@ -20,7 +20,7 @@
 //!       the vector aggregations and binary operators over the range vectors
 //! ```
 //!
-//! Every query gets its own DataFusion session with a memory pool of
+//! Every query gets its own DataFusion task context with a memory pool of
 //! [`QueryLimits::max_memory_bytes`], so a heavy query fails with a clear error instead of
 //! exhausting the process, and a timeout of [`QueryLimits::query_timeout`]. With a
 //! [`scheduler::QueryScheduler`] (the server's engine has one) a query first waits for a

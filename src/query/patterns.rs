@@ -26,14 +26,13 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use datafusion::catalog::TableProvider;
 use parking_lot::Mutex;
 use tovlog_storage::ScanRequest;
 
-use datafusion::arrow::array::{Array, AsArray, MapArray, RecordBatch, UInt64Array};
-use datafusion::arrow::datatypes::{Int64Type, UInt64Type};
-use datafusion::execution::TaskContext;
-use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use arrow::array::{Array, AsArray, MapArray, RecordBatch, UInt64Array};
+use arrow::datatypes::{Int64Type, UInt64Type};
+use datafusion_execution::TaskContext;
+use datafusion_physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -154,7 +153,7 @@ async fn run(
         return Ok(empty());
     }
     let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let ctx = qc.session.task_ctx();
+    let ctx = Arc::clone(&qc.task);
 
     // 1. learn, per part (chunk files from the cache when they have been learnt before).
     let permits = Arc::new(tokio::sync::Semaphore::new(parallel));
@@ -315,7 +314,7 @@ async fn units(
         .map_err(datafusion_error)?;
     qc.note_table(&table);
     let (head, files) = table.split_by_file();
-    let state = qc.session.state();
+    let partitions = qc.partitions();
     let mut units = Vec::with_capacity(files.len() + 1);
     let parts = head
         .map(|h| (None, h, head_levels))
@@ -335,8 +334,7 @@ async fn units(
             (Some(key), t, levels)
         }));
     for (key, table, levels) in parts {
-        let provider: Arc<dyn TableProvider> = Arc::new(table);
-        let schema = provider.schema();
+        let schema = table.schema();
         let names: &[&str] = if levels {
             &[STREAM_ID, TS, LINE, METADATA]
         } else {
@@ -347,12 +345,12 @@ async fn units(
             .map(|n| schema.index_of(n))
             .collect::<Result<Vec<usize>, _>>()
             .map_err(|e| QueryError::Internal(format!("logs table schema: {e}")))?;
-        let learn = provider
-            .scan(&state, Some(&projection), &[], None)
+        let learn = table
+            .scan(partitions, Some(&projection))
             .await
             .map_err(datafusion_error)?;
-        let count = provider
-            .scan(&state, Some(&projection), &[], None)
+        let count = table
+            .scan(partitions, Some(&projection))
             .await
             .map_err(datafusion_error)?;
         units.push(Unit { key, learn, count });
@@ -363,7 +361,7 @@ async fn units(
 /// The columns of one scan batch this module reads.
 struct Rows<'a> {
     stream_ids: &'a UInt64Array,
-    ts: &'a datafusion::arrow::array::Int64Array,
+    ts: &'a arrow::array::Int64Array,
     lines: Lines<'a>,
     metadata: Option<&'a MapArray>,
 }

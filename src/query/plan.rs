@@ -1,4 +1,4 @@
-//! Planning of storage reads: the per-query DataFusion session (memory pool), stream
+//! Planning of storage reads: the per-query DataFusion task context (memory pool), stream
 //! resolution through the label index, and the physical plan
 //! `scan ─► LineFilterExec ─► PipelineExec` shared by log and metric queries.
 
@@ -6,14 +6,13 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use datafusion::catalog::TableProvider;
-use datafusion::error::DataFusionError;
-use datafusion::execution::memory_pool::GreedyMemoryPool;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::execution::session_state::SessionStateBuilder;
-use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
-use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion_common::error::DataFusionError;
+use datafusion_execution::config::SessionConfig;
+use datafusion_execution::memory_pool::GreedyMemoryPool;
+use datafusion_execution::runtime_env::RuntimeEnvBuilder;
+use datafusion_execution::TaskContext;
+use datafusion_physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion_physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 
 use tovlog_logql::ast;
 use tovlog_logql::pipeline::{FieldNeedle, FieldNeedleFinder, Pipeline};
@@ -27,15 +26,16 @@ use super::exec::{Interner, LineFilterExec, PipelineExec, PipelineMode, StreamMa
 use super::stats::StatsCollector;
 use super::{QueryError, QueryLimits};
 
-/// Everything one running query shares: storage, tenant, its DataFusion session with its
-/// own memory pool, statistics and the cancellation flag.
+/// Everything one running query shares: storage, tenant, its DataFusion task context with
+/// its own memory pool, statistics and the cancellation flag.
 pub struct QueryContext {
     /// The store.
     pub storage: Arc<Storage>,
     /// Tenant of the query.
     pub tenant: String,
-    /// Session with the query's memory pool.
-    pub session: SessionContext,
+    /// What the query's plans execute with: its memory pool (the runtime, which also
+    /// reads the chunk store), batch size and scan partitions.
+    pub task: Arc<TaskContext>,
     /// Counters for `stats`.
     pub stats: Arc<StatsCollector>,
     /// Set when the query timed out; execution nodes stop at the next batch.
@@ -64,7 +64,7 @@ fn partitions(configured: usize) -> usize {
 }
 
 impl QueryContext {
-    /// A new context: a DataFusion session whose runtime has a greedy memory pool of
+    /// A new context: a DataFusion task context whose runtime has a greedy memory pool of
     /// `limits.max_memory_bytes`.
     pub fn new(
         storage: Arc<Storage>,
@@ -81,16 +81,14 @@ impl QueryContext {
         let config = SessionConfig::new()
             .with_batch_size(8192)
             .with_target_partitions(partitions(limits.partitions));
-        let state = SessionStateBuilder::new()
-            .with_config(config)
-            .with_runtime_env(runtime)
-            .build();
-        let session = SessionContext::new_with_state(state);
-        storage.register_object_store(&session);
+        storage.register_object_store(&runtime);
+        let task = TaskContext::default()
+            .with_session_config(config)
+            .with_runtime(runtime);
         Ok(QueryContext {
             storage,
             tenant,
-            session,
+            task: Arc::new(task),
             stats: StatsCollector::new(),
             cancelled,
             limits: limits.clone(),
@@ -112,6 +110,11 @@ impl QueryContext {
                 .and_modify(|known| known.rows = known.rows.max(s.rows))
                 .or_insert_with(|| s.clone());
         }
+    }
+
+    /// The most partitions a scan of this query is split into.
+    pub fn partitions(&self) -> usize {
+        self.task.session_config().target_partitions()
     }
 
     /// The chunk files this query's scans read so far.
@@ -415,14 +418,12 @@ pub async fn build_scan(
     if columns != ScanColumns::TimeOnly {
         table = table.with_line_views().map_err(datafusion_error)?;
     }
-    let provider: Arc<dyn TableProvider> = Arc::new(table);
-    let state = qc.session.state();
     let names: &[&str] = match columns {
         ScanColumns::All => &[STREAM_ID, TS, LINE, METADATA],
         ScanColumns::NoMetadata => &[STREAM_ID, TS, LINE],
         ScanColumns::TimeOnly => &[STREAM_ID, TS],
     };
-    let table_schema = provider.schema();
+    let table_schema = table.schema();
     // Line flags speed up `| json` (`Pipeline::process_flagged`, `Pipeline::precheck`).
     let flags = (columns != ScanColumns::TimeOnly && mode.is_some() && pipeline.reads_line_flags())
         .then_some(LINE_FLAGS);
@@ -432,8 +433,8 @@ pub async fn build_scan(
         .map(|n| table_schema.index_of(n))
         .collect::<Result<Vec<usize>, _>>()
         .map_err(|e| QueryError::Internal(format!("logs table schema: {e}")))?;
-    let scan = provider
-        .scan(&state, Some(&projection), &[], None)
+    let scan = table
+        .scan(qc.partitions(), Some(&projection))
         .await
         .map_err(datafusion_error)?;
     StatsCollector::add(&qc.stats.scans, 1);

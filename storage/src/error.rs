@@ -34,7 +34,7 @@ pub enum Error {
     Arrow(#[from] arrow::error::ArrowError),
     /// DataFusion failed.
     #[error("datafusion error: {0}")]
-    DataFusion(#[from] datafusion::error::DataFusionError),
+    DataFusion(#[from] datafusion_common::error::DataFusionError),
     /// The label index failed.
     #[error("label index error: {0}")]
     Index(#[from] tantivy::TantivyError),

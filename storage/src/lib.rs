@@ -15,7 +15,7 @@
 //!  the tenant's hash chain (chain.rs), checked offline by `chain::verify` (`tovlog verify`)
 //!
 //!  series()/label_names()/label_values()  ◄── label index + head
-//!  logs_table(tenant) : DataFusion TableProvider over head + chunks (stream/time pruning)
+//!  logs_table(tenant) : a DataFusion plan over head + chunks (stream/time pruning)
 //! ```
 //!
 //! It knows DataFusion, Parquet and tantivy, but nothing of HTTP or LogQL syntax.
@@ -55,10 +55,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use datafusion::catalog::TableProvider;
-use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
-use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::prelude::SessionContext;
+use datafusion_datasource_parquet::ParquetFileReaderFactory;
+use datafusion_execution::object_store::ObjectStoreUrl;
+use datafusion_execution::runtime_env::RuntimeEnv;
+use datafusion_execution::TaskContext;
 use object_store::ObjectStore;
 use parking_lot::RwLock;
 use tokio::sync::Notify;
@@ -701,14 +701,9 @@ impl Storage {
         Ok(out)
     }
 
-    /// A DataFusion table over head and chunks holding exactly the requested rows
-    /// (schema [`schema::logs_schema`]); stream and time restrictions are applied inside
+    /// The rows of the requested streams and time range over head and chunks (schema
+    /// [`schema::logs_schema`]); stream and time restrictions are applied inside its scan
     /// (Parquet pruning by manifest, row-group statistics and page index).
-    pub fn scan_table(&self, request: ScanRequest) -> Result<Arc<dyn TableProvider>> {
-        Ok(Arc::new(self.logs_table(request)?))
-    }
-
-    /// [`Self::scan_table`] with the concrete type, which tells what the scan will read.
     pub fn logs_table(&self, request: ScanRequest) -> Result<LogsTable> {
         let ScanRequest {
             tenant,
@@ -892,9 +887,18 @@ impl Storage {
         i64::try_from(self.inner.config.chunk.window.0.as_nanos()).unwrap_or(i64::MAX)
     }
 
-    /// Register the chunk object store with a DataFusion session so scans can read it.
-    pub fn register_object_store(&self, ctx: &SessionContext) {
-        ctx.register_object_store(self.inner.store_url.as_ref(), self.inner.store.clone());
+    /// Register the chunk object store with a DataFusion runtime so scans executed with it
+    /// can read chunk files.
+    pub fn register_object_store(&self, runtime: &RuntimeEnv) {
+        runtime.register_object_store(self.inner.store_url.as_ref(), self.inner.store.clone());
+    }
+
+    /// A DataFusion task context (default configuration and memory pool) that can execute
+    /// [`LogsTable::scan`] plans of this store.
+    pub fn task_context(&self) -> Arc<TaskContext> {
+        let ctx = TaskContext::default();
+        self.register_object_store(ctx.runtime_env().as_ref());
+        Arc::new(ctx)
     }
 
     /// Write (replace) the named object `name` (`/`-separated segments) in the chunks'

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion_execution::object_store::ObjectStoreUrl;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::prefix::PrefixStore;
@@ -12,7 +12,7 @@ use object_store::ObjectStore;
 use crate::config::{ObjectStoreConfig, StorageConfig};
 use crate::error::{Error, Result};
 
-/// The URL under which the chunk store is registered with DataFusion sessions. The scheme
+/// The URL under which the chunk store is registered with DataFusion runtimes. The scheme
 /// is ours, so it never collides with stores a user registers.
 pub const CHUNK_STORE_URL: &str = "tovlog-chunks://store/";
 

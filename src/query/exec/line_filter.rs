@@ -8,18 +8,18 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::BooleanBufferBuilder;
-use datafusion::arrow::array::{Array, AsArray, BooleanArray, MapArray, RecordBatch};
-use datafusion::arrow::compute::filter_record_batch;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::EquivalenceProperties;
-use datafusion::physical_plan::filter_pushdown::{FilterDescription, FilterPushdownPhase};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
+use arrow::array::BooleanBufferBuilder;
+use arrow::array::{Array, AsArray, BooleanArray, MapArray, RecordBatch};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion_common::config::ConfigOptions;
+use datafusion_common::error::{DataFusionError, Result};
+use datafusion_common::tree_node::TreeNodeRecursion;
+use datafusion_execution::{SendableRecordBatchStream, TaskContext};
+use datafusion_physical_expr::EquivalenceProperties;
+use datafusion_physical_plan::filter_pushdown::{FilterDescription, FilterPushdownPhase};
+use datafusion_physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion_physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr, PlanProperties,
     ReplaceChildrenOptions,
 };
@@ -272,7 +272,7 @@ impl ExecutionPlan for LineFilterExec {
         self.replace_children(
             children,
             ReplaceChildrenOptions::new(
-                datafusion::physical_plan::ChildrenPropertiesMode::Recompute,
+                datafusion_physical_plan::ChildrenPropertiesMode::Recompute,
             ),
         )
     }
@@ -318,11 +318,11 @@ impl ExecutionPlan for LineFilterExec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{
+    use arrow::array::{
         ArrayRef, Int64Array, MapArray, StringArray, StringViewArray, StructArray, UInt64Array,
     };
-    use datafusion::arrow::buffer::OffsetBuffer;
-    use datafusion::arrow::datatypes::DataType;
+    use arrow::buffer::OffsetBuffer;
+    use arrow::datatypes::DataType;
     use tovlog_logql::ast::{LineFilter, LineFilterOp, LineFilterValue, Stage};
 
     fn view_batch() -> RecordBatch {
@@ -467,10 +467,10 @@ mod tests {
 
     #[test]
     fn parent_filters_pass_through_to_the_scan() {
-        use datafusion::logical_expr::Operator;
-        use datafusion::physical_expr::expressions::{col, lit, BinaryExpr};
-        use datafusion::physical_plan::empty::EmptyExec;
-        use datafusion::physical_plan::filter_pushdown::PushedDown;
+        use datafusion_expr::Operator;
+        use datafusion_physical_expr::expressions::{col, lit, BinaryExpr};
+        use datafusion_physical_plan::empty::EmptyExec;
+        use datafusion_physical_plan::filter_pushdown::PushedDown;
 
         let scan: Arc<dyn ExecutionPlan> = Arc::new(EmptyExec::new(logs_schema()));
         let node = LineFilterExec::try_new(

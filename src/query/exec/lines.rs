@@ -1,6 +1,6 @@
 //! Read access to a scan's `line` column in either string encoding it comes in.
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray, StringViewArray};
+use arrow::array::{Array, ArrayRef, AsArray, StringArray, StringViewArray};
 
 /// A `line` column: `Utf8` (log queries, which keep rows, and head batches) or `Utf8View`
 /// (metric scans, whose Parquet reader points lines into decompressed pages instead of
@@ -89,7 +89,7 @@ mod tests {
         assert_eq!(Lines::of(&sliced).map(|l| l.value_bytes()), Some(31));
         let sliced = utf8.slice(2, 1);
         assert_eq!(Lines::of(&sliced).map(|l| l.value_bytes()), Some(31));
-        let ints: ArrayRef = Arc::new(datafusion::arrow::array::Int64Array::from(vec![1]));
+        let ints: ArrayRef = Arc::new(arrow::array::Int64Array::from(vec![1]));
         assert!(Lines::of(&ints).is_none());
     }
 }

@@ -14,8 +14,8 @@ mod value_table;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::error::Result;
-use datafusion::execution::memory_pool::MemoryReservation;
+use datafusion_common::error::Result;
+use datafusion_execution::memory_pool::MemoryReservation;
 use parking_lot::Mutex;
 use tovlog_logql::eval::KeyIndex;
 
@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn interner_memory_is_accounted() {
-        use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryConsumer, MemoryPool};
+        use datafusion_execution::memory_pool::{GreedyMemoryPool, MemoryConsumer, MemoryPool};
         let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1000));
         let i = Interner::with_reservation(MemoryConsumer::new("t").register(&pool));
         let mut failed = false;

@@ -18,21 +18,19 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use datafusion::arrow::array::{
+use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, Float64Builder, Int64Array,
     Int64Builder, MapArray, RecordBatch, UInt32Builder, UInt64Array, UInt8Array,
 };
-use datafusion::arrow::compute::filter_record_batch;
-use datafusion::arrow::datatypes::{
-    DataType, Field, Int64Type, Schema, SchemaRef, UInt64Type, UInt8Type,
-};
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::EquivalenceProperties;
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, UInt64Type, UInt8Type};
+use datafusion_common::error::{DataFusionError, Result};
+use datafusion_common::tree_node::TreeNodeRecursion;
+use datafusion_execution::{SendableRecordBatchStream, TaskContext};
+use datafusion_physical_expr::EquivalenceProperties;
+use datafusion_physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion_physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion_physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
     PhysicalExpr, PlanProperties, ReplaceChildrenOptions,
 };
@@ -198,7 +196,7 @@ impl PipelineExec {
         };
         let props = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema),
-            datafusion::physical_plan::Partitioning::UnknownPartitioning(
+            datafusion_physical_plan::Partitioning::UnknownPartitioning(
                 input.output_partitioning().partition_count(),
             ),
             EmissionType::Incremental,
@@ -1282,7 +1280,7 @@ mod tests {
         fast: bool,
         bucketing: Option<Bucketing>,
     ) -> Vec<LabeledSample> {
-        use datafusion::arrow::array::StringArray;
+        use arrow::array::StringArray;
         let pipeline = Arc::new(Pipeline::new(query_stages).unwrap());
         // As in a plan, `LineFilterExec` below has run the leading line filters.
         let (rows, ts): (Vec<(u64, &str)>, Vec<i64>) = rows
@@ -1329,11 +1327,10 @@ mod tests {
         .unwrap();
         let (out, _) = state.process_sample(&batch).unwrap();
         let (keys, ts, values) = (
-            out.column(0)
-                .as_primitive::<datafusion::arrow::datatypes::UInt32Type>(),
+            out.column(0).as_primitive::<arrow::datatypes::UInt32Type>(),
             out.column(1).as_primitive::<Int64Type>(),
             out.column(2)
-                .as_primitive::<datafusion::arrow::datatypes::Float64Type>(),
+                .as_primitive::<arrow::datatypes::Float64Type>(),
         );
         let sets = interner.sets();
         (0..out.num_rows())

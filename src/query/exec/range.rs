@@ -27,20 +27,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 
-use datafusion::arrow::array::{
-    ArrayRef, AsArray, Float64Builder, PrimitiveArray, RecordBatch, UInt32Builder,
-};
-use datafusion::arrow::datatypes::{
-    DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, UInt32Type,
-};
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
-use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::EquivalenceProperties;
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
-use datafusion::physical_plan::{
+use arrow::array::{ArrayRef, AsArray, Float64Builder, PrimitiveArray, RecordBatch, UInt32Builder};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, UInt32Type};
+use datafusion_common::error::{DataFusionError, Result};
+use datafusion_common::tree_node::TreeNodeRecursion;
+use datafusion_execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion_execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
+use datafusion_physical_expr::EquivalenceProperties;
+use datafusion_physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion_physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion_physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, Distribution, ExecutionPlan,
     ExecutionPlanProperties, Partitioning, PhysicalExpr, PlanProperties, ReplaceChildrenOptions,
 };
@@ -798,12 +794,12 @@ impl RecordBatchStream for RangeVectorStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{Float64Array, Int64Array, UInt32Array};
-    use datafusion::datasource::memory::MemorySourceConfig;
-    use datafusion::execution::memory_pool::GreedyMemoryPool;
-    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-    use datafusion::physical_plan::empty::EmptyExec;
-    use datafusion::prelude::SessionConfig;
+    use arrow::array::{Float64Array, Int64Array, UInt32Array};
+    use datafusion_datasource::memory::MemorySourceConfig;
+    use datafusion_execution::config::SessionConfig;
+    use datafusion_execution::memory_pool::GreedyMemoryPool;
+    use datafusion_execution::runtime_env::RuntimeEnvBuilder;
+    use datafusion_physical_plan::empty::EmptyExec;
     use tovlog_logql::ast::{Expr, SampleExpr};
 
     use crate::query::exec::sample_schema;
@@ -903,7 +899,7 @@ mod tests {
     async fn run(node: RangeVectorExec, ctx: Arc<TaskContext>) -> Result<Vec<SeriesVals>> {
         let node = Arc::new(node);
         let table = Arc::clone(node.labels());
-        let batches = datafusion::physical_plan::collect(node, ctx).await?;
+        let batches = datafusion_physical_plan::collect(node, ctx).await?;
         let mut out: Vec<SeriesVals> = Vec::new();
         for b in &batches {
             let (ids, ks, vs) = (

@@ -21,9 +21,9 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, BooleanArray, BooleanBufferBuilder, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int64Type, Schema, UInt64Type};
-use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::logical_expr::ColumnarValue;
-use datafusion::physical_plan::PhysicalExpr;
+use datafusion_common::error::{DataFusionError, Result as DfResult};
+use datafusion_expr::ColumnarValue;
+use datafusion_physical_plan::PhysicalExpr;
 
 use super::log::Tombstone;
 use super::rows::{ErasedRowsCache, FindRows, LineErase};

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, Int64Array, StringArray, UInt64Array};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int64Type, UInt64Type};
-use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
+use datafusion_datasource_parquet::ParquetFileReaderFactory;
 use futures::TryStreamExt;
 use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection};
 use parquet::arrow::async_reader::ParquetRecordBatchStream;

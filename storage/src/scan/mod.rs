@@ -1,4 +1,4 @@
-//! The logs table: a DataFusion [`TableProvider`] over exactly the requested streams in
+//! The logs table: a DataFusion plan ([`LogsTable::scan`]) over exactly the requested streams in
 //! `[start, end)`, from the head snapshot and the chunk files the manifest selected.
 //!
 //! ```text
@@ -28,26 +28,27 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use async_trait::async_trait;
-use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::DFSchema;
-use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::datasource::physical_plan::{
-    FileGroup, FileScanConfigBuilder, ParquetFileReaderFactory, ParquetSource,
-};
-use datafusion::datasource::source::DataSourceExec;
-use datafusion::error::Result as DfResult;
-use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::logical_expr::{col, lit, Expr, Operator, TableType};
-use datafusion::physical_expr::expressions::{col as physical_col, BinaryExpr};
-use datafusion::physical_plan::empty::EmptyExec;
-use datafusion::physical_plan::filter::FilterExecBuilder;
-use datafusion::physical_plan::union::UnionExec;
-use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::PhysicalExpr;
+use datafusion_common::error::Result as DfResult;
+use datafusion_common::DFSchema;
+use datafusion_datasource::file_groups::FileGroup;
+use datafusion_datasource::file_scan_config::FileScanConfigBuilder;
+use datafusion_datasource::memory::MemorySourceConfig;
+use datafusion_datasource::source::DataSourceExec;
+use datafusion_datasource::PartitionedFile;
+use datafusion_datasource_parquet::{source::ParquetSource, ParquetFileReaderFactory};
+use datafusion_execution::object_store::ObjectStoreUrl;
+use datafusion_expr::execution_props::ExecutionProps;
+use datafusion_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion_expr::{col, lit, Expr, Operator};
+use datafusion_physical_expr::create_physical_expr;
+use datafusion_physical_expr::expressions::{col as physical_col, BinaryExpr};
+use datafusion_physical_plan::empty::EmptyExec;
+use datafusion_physical_plan::filter::FilterExecBuilder;
+use datafusion_physical_plan::union::UnionExec;
+use datafusion_physical_plan::ExecutionPlan;
+use datafusion_physical_plan::PhysicalExpr;
 
-use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
+use datafusion_datasource_parquet::ParquetRowSelection;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
@@ -231,7 +232,8 @@ impl TextIndexCache {
     }
 }
 
-/// The table [`crate::Storage::scan_table`] returns.
+/// The rows of some streams over a time range, in head and chunk files
+/// ([`crate::Storage::logs_table`]); [`LogsTable::scan`] plans their read.
 pub struct LogsTable {
     schema: SchemaRef,
     streams: Vec<StreamId>,
@@ -339,7 +341,7 @@ impl LogsTable {
             let rows = recent
                 .rows(f, &self.streams, self.start_ns, self.end_ns)
                 .await
-                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+                .map_err(|e| datafusion_common::error::DataFusionError::External(Box::new(e)))?;
             match rows {
                 Some(batches) => {
                     for b in batches {
@@ -454,10 +456,9 @@ impl LogsTable {
                 None => streams,
             };
             if !f.line_erase.is_empty() {
-                let erased = self
-                    .erased_rows_of(f)
-                    .await
-                    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+                let erased = self.erased_rows_of(f).await.map_err(|e| {
+                    datafusion_common::error::DataFusionError::External(Box::new(e))
+                })?;
                 if !erased.is_empty() {
                     selection = selection.intersection(&crate::erase::kept_rows(&erased, total));
                 }
@@ -651,6 +652,17 @@ impl LogsTable {
             .and(col(TS).gt_eq(lit(self.start_ns)))
             .and(col(TS).lt(lit(self.end_ns)))
     }
+
+    /// [`Self::restriction`] over rows of `schema`. Its literals have the columns' own
+    /// types, so it needs no coercion or simplification.
+    fn physical_restriction(&self, schema: &DFSchema) -> DfResult<Arc<dyn PhysicalExpr>> {
+        create_physical_expr(
+            &self.restriction(),
+            schema,
+            &ExecutionProps::new(),
+            &PhysicalPlanningContext::default(),
+        )
+    }
 }
 
 /// Files are split for parallel decoding only above this many selected rows per piece.
@@ -709,22 +721,20 @@ fn split_selection(selection: &RowSelection, parts: usize, min_rows: usize) -> V
         .collect()
 }
 
-#[async_trait]
-impl TableProvider for LogsTable {
-    fn schema(&self) -> SchemaRef {
+impl LogsTable {
+    /// Schema of the table's rows ([`logs_schema`]); `projection`s index into it.
+    pub fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
 
-    fn table_type(&self) -> TableType {
-        TableType::Base
-    }
-
-    async fn scan(
+    /// The physical plan reading exactly the table's rows (the `projection`'s columns of
+    /// them, all columns when `None`), in at most `partitions` partitions: head rows from
+    /// memory, chunk files through DataFusion's Parquet scan with the rows each file's
+    /// selection, restriction and indexes leave.
+    pub async fn scan(
         &self,
-        state: &dyn Session,
+        partitions: usize,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         let files = if self.streams.is_empty() {
@@ -747,21 +757,19 @@ impl TableProvider for LogsTable {
         let (erased, plain): (Vec<_>, Vec<_>) =
             files.into_iter().partition(|(f, _)| f.erase.is_some());
         if !plain.is_empty() {
-            inputs.push(self.files_plan(state, projection, plain, None)?);
+            inputs.push(self.files_plan(partitions, projection, plain, None)?);
         }
         if let Some(filter) = erased.first().and_then(|(f, _)| f.erase.clone()) {
-            inputs.push(self.files_plan(state, projection, erased, Some(filter))?);
+            inputs.push(self.files_plan(partitions, projection, erased, Some(filter))?);
         }
         Self::union(inputs, &self.schema, projection)
     }
-}
 
-impl LogsTable {
     /// The plan reading `files` (each with its row selection), leaving out the rows
     /// `erase` erases.
     fn files_plan(
         &self,
-        state: &dyn Session,
+        partitions: usize,
         projection: Option<&Vec<usize>>,
         files: Vec<(&ChunkFile, RowSelection)>,
         erase: Option<Arc<EraseFilter>>,
@@ -770,7 +778,7 @@ impl LogsTable {
         // time spans) need no stream and time test: rows are then only read.
         let exact = erase.is_none() && files.iter().all(|(f, _)| f.rows_exact);
         let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
-        let restriction = state.create_physical_expr(self.restriction(), &df_schema)?;
+        let restriction = self.physical_restriction(&df_schema)?;
         let line_match = match self.pushable_line_predicate() {
             Some(p) => {
                 let line = physical_col(LINE, &self.schema)?;
@@ -796,7 +804,7 @@ impl LogsTable {
         if let Some(readers) = &self.parquet_readers {
             source = source.with_parquet_file_reader_factory(readers.clone());
         }
-        let partitions = state.config().target_partitions().max(1);
+        let partitions = partitions.max(1);
         // Fewer files than partitions (a recent hour is one file): split each file's
         // rows so every core decodes a share.
         let pieces = if files.len() < partitions {
@@ -846,7 +854,7 @@ impl LogsTable {
         let parquet = DataSourceExec::from_data_source(builder.build());
         let read_schema = Arc::new(self.schema.project(&read)?);
         let read_df = DFSchema::try_from(read_schema.as_ref().clone())?;
-        let mut filter_predicate = state.create_physical_expr(self.restriction(), &read_df)?;
+        let mut filter_predicate = self.physical_restriction(&read_df)?;
         if let Some(erase) = erase {
             let mut columns = vec![
                 physical_col(STREAM_ID, &read_schema)?,

@@ -12,9 +12,9 @@ use arrow::array::{AsArray, BooleanArray, BooleanBufferBuilder};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Schema};
 use arrow::record_batch::RecordBatch;
-use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::logical_expr::ColumnarValue;
-use datafusion::physical_plan::PhysicalExpr;
+use datafusion_common::error::{DataFusionError, Result as DfResult};
+use datafusion_expr::ColumnarValue;
+use datafusion_physical_plan::PhysicalExpr;
 
 /// Decides from a line alone whether a row may be wanted.
 pub type LineMatch = Arc<dyn Fn(&str) -> bool + Send + Sync>;

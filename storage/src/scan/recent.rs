@@ -20,7 +20,7 @@ use std::sync::Arc;
 use arrow::array::{AsArray, Int64Array, RecordBatch};
 use arrow::compute::kernels::cmp::gt_eq;
 use arrow::datatypes::{Int64Type, UInt64Type};
-use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
+use datafusion_datasource_parquet::ParquetFileReaderFactory;
 use futures::TryStreamExt;
 use parquet::arrow::arrow_reader::{ArrowPredicateFn, ArrowReaderOptions, RowFilter};
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Int64Type, UInt64Type};
-use datafusion::prelude::SessionContext;
 use tovlog_storage::chain::{self, VerifyOptions};
 use tovlog_storage::config::HumanDuration;
 use tovlog_storage::erase::{
@@ -89,21 +88,13 @@ async fn read_all(
         .iter()
         .map(|l| (l.fingerprint(), l.to_string()))
         .collect();
-    let table = storage.scan_table(ScanRequest {
+    let table = storage.logs_table(ScanRequest {
         tenant: TENANT.into(),
         streams: names.keys().copied().collect(),
         start_ns: start,
         end_ns: end,
     })?;
-    let ctx = SessionContext::new();
-    storage.register_object_store(&ctx);
-    let df = ctx
-        .read_table(table)
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    let batches = df
-        .collect()
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    let batches = crate::common::collect(storage, &table, &[]).await?;
     let mut out = Vec::new();
     for b in batches {
         let col = |n: &str| {
@@ -763,32 +754,23 @@ mod figures {
         start: i64,
         end: i64,
     ) -> Result<(u64, f64, f64)> {
-        let ctx = SessionContext::new();
-        storage.register_object_store(&ctx);
         let mut best = (f64::MAX, f64::MAX);
         let mut rows = 0u64;
         for _ in 0..5 {
             for (k, sql_ts_only) in [true, false].into_iter().enumerate() {
-                let table = storage.scan_table(ScanRequest {
+                let table = storage.logs_table(ScanRequest {
                     tenant: TENANT.into(),
                     streams: ids.to_vec(),
                     start_ns: start,
                     end_ns: end,
                 })?;
                 let started = std::time::Instant::now();
-                let df = ctx
-                    .read_table(table)
-                    .map_err(|e| Error::Internal(e.to_string()))?;
-                let df = if sql_ts_only {
-                    df.select_columns(&["ts"])
+                let columns: &[&str] = if sql_ts_only {
+                    &["ts"]
                 } else {
-                    df.select_columns(&["stream_id", "ts", "line"])
-                }
-                .map_err(|e| Error::Internal(e.to_string()))?;
-                let batches = df
-                    .collect()
-                    .await
-                    .map_err(|e| Error::Internal(e.to_string()))?;
+                    &["stream_id", "ts", "line"]
+                };
+                let batches = crate::common::collect(storage, &table, columns).await?;
                 let ms = started.elapsed().as_secs_f64() * 1000.0;
                 rows = batches.iter().map(|b| b.num_rows() as u64).sum();
                 if k == 0 {

@@ -1,12 +1,11 @@
 //! Storage-level tests (read-back, label API on head and chunks, restarts and torn WAL tails,
 //! pruning, figures, S3 against an in-process s3s server): a real [`Storage`] on a temporary directory, read back through
-//! DataFusion exactly as the query engine does (`scan_table` + `register_object_store`).
+//! DataFusion exactly as the query engine does (`logs_table` + `LogsTable::scan`).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{Array, Int64Array, StringArray, UInt64Array};
-use datafusion::prelude::SessionContext;
 use tovlog_storage::{MatchOp, Matcher, ScanRequest, Storage, StorageConfig};
 
 const TENANT: &str = "fake";
@@ -30,19 +29,14 @@ async fn read_all(storage: &Storage, start: i64, end: i64) -> Vec<(String, i64, 
         .map(|s| (s.id, s.labels.to_string()))
         .collect();
     let table = storage
-        .scan_table(ScanRequest {
+        .logs_table(ScanRequest {
             tenant: TENANT.into(),
             streams: ids,
             start_ns: start,
             end_ns: end,
         })
-        .expect("scan_table");
-    let ctx = SessionContext::new();
-    storage.register_object_store(&ctx);
-    let batches = ctx
-        .read_table(table)
-        .expect("read_table")
-        .collect()
+        .expect("logs_table");
+    let batches = crate::common::collect(storage, &table, &[])
         .await
         .expect("collect");
     let mut out = Vec::new();

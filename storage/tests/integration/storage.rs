@@ -3,37 +3,29 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{Int64Type, UInt64Type};
-use datafusion::prelude::{col, DataFrame, SessionContext};
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Int64Type, UInt64Type};
 use tovlog_storage::{Error, MatchOp, Matcher, Result, ScanRequest, Storage, StreamId};
 
-use crate::common::{config, labels, push};
+use crate::common::{collect, config, labels, push};
 
 fn m(name: &str, op: MatchOp, value: &str) -> Result<Matcher> {
     Matcher::new(name, op, value).map_err(|e| Error::Internal(e.to_string()))
 }
 
-/// The (stream_id, ts, line) columns of a scan, as a DataFrame.
-async fn scan_frame(
+/// The table of a scan of tenant `fake`.
+fn table(
     storage: &Storage,
     streams: Vec<StreamId>,
     start_ns: i64,
     end_ns: i64,
-) -> Result<DataFrame> {
-    let ctx = SessionContext::new();
-    storage.register_object_store(&ctx);
-    let table = storage.scan_table(ScanRequest {
+) -> Result<tovlog_storage::scan::LogsTable> {
+    storage.logs_table(ScanRequest {
         tenant: "fake".into(),
         streams,
         start_ns,
         end_ns,
-    })?;
-    ctx.register_table("logs", table)?;
-    Ok(ctx
-        .table("logs")
-        .await?
-        .select_columns(&["stream_id", "ts", "line"])?)
+    })
 }
 
 /// Read (stream_id, ts, line) rows of a scan, sorted.
@@ -43,15 +35,8 @@ async fn read(
     start_ns: i64,
     end_ns: i64,
 ) -> Result<Vec<(StreamId, i64, String)>> {
-    let batches = scan_frame(storage, streams, start_ns, end_ns)
-        .await?
-        .sort(vec![
-            col("stream_id").sort(true, false),
-            col("ts").sort(true, false),
-            col("line").sort(true, false),
-        ])?
-        .collect()
-        .await?;
+    let table = table(storage, streams, start_ns, end_ns)?;
+    let batches = collect(storage, &table, &["stream_id", "ts", "line"]).await?;
     let mut out = Vec::new();
     for b in batches {
         let ids = b.column(0).as_primitive::<UInt64Type>();
@@ -61,6 +46,7 @@ async fn read(
             out.push((ids.value(i), ts.value(i), lines.value(i).to_string()));
         }
     }
+    out.sort();
     Ok(out)
 }
 
@@ -126,11 +112,9 @@ async fn scan_tests_rows(
     start_ns: i64,
     end_ns: i64,
 ) -> Result<bool> {
-    let plan = scan_frame(storage, streams, start_ns, end_ns)
-        .await?
-        .create_physical_plan()
-        .await?;
-    let shown = datafusion::physical_plan::displayable(plan.as_ref())
+    let table = table(storage, streams, start_ns, end_ns)?;
+    let plan = table.scan(2, None).await?;
+    let shown = datafusion_physical_plan::displayable(plan.as_ref())
         .indent(true)
         .to_string();
     Ok(shown.contains("FilterExec") || shown.contains("predicate="))
@@ -442,23 +426,12 @@ async fn structured_metadata_survives_flush() -> Result<()> {
     ];
     storage.append("fake", vec![s]).await?;
     storage.flush().await?;
-    let ctx = SessionContext::new();
-    storage.register_object_store(&ctx);
-    ctx.register_table(
-        "logs",
-        storage.scan_table(ScanRequest {
-            tenant: "fake".into(),
-            streams: vec![id],
-            start_ns: 0,
-            end_ns: 10,
-        })?,
-    )?;
-    let batches = ctx
-        .table("logs")
-        .await?
-        .sort(vec![col("ts").sort(true, false)])?
-        .collect()
-        .await?;
+    let table = table(&storage, vec![id], 0, 10)?;
+    // One batch in time order (the file holds the stream's rows sorted by time).
+    let batches = collect(&storage, &table, &[]).await?;
+    let batches = [arrow::compute::concat_batches(&table.schema(), &batches)?];
+    let ts = batches[0].column(1).as_primitive::<Int64Type>();
+    assert_eq!(ts.values().to_vec(), vec![1, 2]);
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     assert_eq!(rows, 2);
     let map = batches[0].column(3).as_map();
@@ -600,9 +573,7 @@ async fn read_with_needles(
     storage: &Storage,
     id: StreamId,
     needles: Vec<tovlog_storage::textindex::TextNeedle>,
-) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
-    let ctx = SessionContext::new();
-    storage.register_object_store(&ctx);
+) -> Result<Vec<arrow::array::RecordBatch>> {
     let table = storage.logs_table_with_needles(
         ScanRequest {
             tenant: "fake".into(),
@@ -612,8 +583,7 @@ async fn read_with_needles(
         },
         needles,
     )?;
-    ctx.register_table("logs", Arc::new(table))?;
-    Ok(ctx.table("logs").await?.collect().await?)
+    collect(storage, &table, &[]).await
 }
 
 #[tokio::test]
@@ -893,8 +863,6 @@ async fn line_predicates_drop_rows_while_decoding_unless_metadata_may_decide() -
     let rows = |p: tovlog_storage::scan::LinePredicate| {
         let storage = &storage;
         async move {
-            let ctx = SessionContext::new();
-            storage.register_object_store(&ctx);
             let table = storage
                 .logs_table(ScanRequest {
                     tenant: "fake".into(),
@@ -903,8 +871,7 @@ async fn line_predicates_drop_rows_while_decoding_unless_metadata_may_decide() -
                     end_ns: 1_000_000,
                 })?
                 .with_line_predicate(p);
-            ctx.register_table("logs", Arc::new(table))?;
-            let batches = ctx.table("logs").await?.collect().await?;
+            let batches = collect(storage, &table, &[]).await?;
             Ok::<_, Error>(batches.iter().map(|b| b.num_rows()).sum::<usize>())
         }
     };
@@ -981,23 +948,22 @@ fn make_legacy(dir: &std::path::Path, file: &std::path::Path) -> Result<()> {
         .first()
         .map(|b| b.schema())
         .ok_or_else(|| Error::Internal("empty file".into()))?;
-    let all =
-        datafusion::arrow::compute::concat_batches(&schema, &batches)?.project(&[0, 1, 2, 3])?;
+    let all = arrow::compute::concat_batches(&schema, &batches)?.project(&[0, 1, 2, 3])?;
     let schema = all.schema();
-    let sort = datafusion::arrow::compute::lexsort_to_indices(
+    let sort = arrow::compute::lexsort_to_indices(
         &[
-            datafusion::arrow::compute::SortColumn {
+            arrow::compute::SortColumn {
                 values: all.column(0).clone(),
                 options: None,
             },
-            datafusion::arrow::compute::SortColumn {
+            arrow::compute::SortColumn {
                 values: all.column(1).clone(),
                 options: None,
             },
         ],
         None,
     )?;
-    let sorted = datafusion::arrow::compute::take_record_batch(&all, &sort)?;
+    let sorted = arrow::compute::take_record_batch(&all, &sort)?;
     let mut writer = ArrowWriter::try_new(Vec::new(), schema, None)?;
     writer.write(&sorted)?;
     let bytes = writer.into_inner()?;
@@ -1032,27 +998,12 @@ async fn read_flags(
     storage: &Storage,
     streams: Vec<StreamId>,
 ) -> Result<Vec<(String, Option<u8>)>> {
-    let ctx = SessionContext::new();
-    storage.register_object_store(&ctx);
-    let table = storage.scan_table(ScanRequest {
-        tenant: "fake".into(),
-        streams,
-        start_ns: 0,
-        end_ns: i64::MAX,
-    })?;
-    ctx.register_table("logs", table)?;
-    let batches = ctx
-        .table("logs")
-        .await?
-        .select_columns(&["line", "line_flags"])?
-        .collect()
-        .await?;
+    let table = table(storage, streams, 0, i64::MAX)?;
+    let batches = collect(storage, &table, &["line", "line_flags"]).await?;
     let mut out = Vec::new();
     for b in batches {
         let lines = b.column(0).as_string::<i32>();
-        let flags = b
-            .column(1)
-            .as_primitive::<datafusion::arrow::datatypes::UInt8Type>();
+        let flags = b.column(1).as_primitive::<arrow::datatypes::UInt8Type>();
         for i in 0..b.num_rows() {
             out.push((
                 lines.value(i).to_string(),

@@ -36,3 +36,25 @@ pub fn push(pairs: &[(&str, &str)], entries: &[(i64, &str)]) -> PushStream {
             .collect(),
     }
 }
+
+/// The rows of `table` (the named `columns`, every column when empty), read through the
+/// same scan plan the query engine executes.
+pub async fn collect(
+    storage: &tovlog_storage::Storage,
+    table: &tovlog_storage::scan::LogsTable,
+    columns: &[&str],
+) -> tovlog_storage::Result<Vec<arrow::array::RecordBatch>> {
+    let schema = table.schema();
+    let projection = if columns.is_empty() {
+        None
+    } else {
+        Some(
+            columns
+                .iter()
+                .map(|c| schema.index_of(c))
+                .collect::<Result<Vec<_>, _>>()?,
+        )
+    };
+    let plan = table.scan(2, projection.as_ref()).await?;
+    Ok(datafusion_physical_plan::collect(plan, storage.task_context()).await?)
+}
