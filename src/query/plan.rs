@@ -267,7 +267,7 @@ fn line_predicate(
     stats: Arc<StatsCollector>,
 ) -> LinePredicate {
     let pipeline = Arc::clone(pipeline);
-    let finders: Vec<FieldNeedleFinder> = field_needles.iter().map(FieldNeedle::finder).collect();
+    let finders: Vec<FieldNeedleFinder> = FieldNeedle::finders(field_needles);
     LinePredicate {
         matches: Arc::new(move |line: &str| {
             pipeline.leading_line_filters().matches(line)

@@ -13,14 +13,28 @@ pub struct FieldNeedle {
     pub label: String,
     /// Its required value: the line contains it unless escaped or shadowed.
     pub value: Vec<u8>,
+    /// Every parser before the filter is a plain `| json`: then the value is in the line as
+    /// a whole JSON value, not only as bytes somewhere ([`FieldNeedleFinder::line_allows`]).
+    pub json_value: bool,
 }
 
 impl FieldNeedle {
+    /// Testers of all `needles`, in the order a line is best tested by: longest value
+    /// first (rarer, and found fastest), and of equal ones the plain before the whole-value
+    /// tests, so a line most needles reject is rejected before a short value's every
+    /// occurrence is examined.
+    pub fn finders(needles: &[FieldNeedle]) -> Vec<FieldNeedleFinder> {
+        let mut sorted: Vec<&FieldNeedle> = needles.iter().collect();
+        sorted.sort_by_key(|n| (std::cmp::Reverse(n.value.len()), n.json_value));
+        sorted.into_iter().map(FieldNeedle::finder).collect()
+    }
+
     /// A precompiled tester of this needle.
     pub fn finder(&self) -> FieldNeedleFinder {
         FieldNeedleFinder {
             label: self.label.clone(),
             finder: memchr::memmem::Finder::new(&self.value).into_owned(),
+            json_value: self.json_value,
         }
     }
 }
@@ -31,27 +45,76 @@ pub struct FieldNeedleFinder {
     /// The label the filter tests.
     pub label: String,
     finder: memchr::memmem::Finder<'static>,
+    json_value: bool,
 }
 
 impl FieldNeedleFinder {
     /// Whether the line lets the filter match: it contains the value, or has a backslash
     /// (the value may be escaped). A line failing this can still match only through a
     /// stream label or structured metadata named [`Self::label`].
+    ///
+    /// After plain `| json` parsers only, the value must also stand in the line as a whole
+    /// JSON value: a string `"value"` or a bare token (number, `true`, `false`) ending
+    /// where the parser's tokens end, after a `:` (whitespace allowed around it). `| json`
+    /// takes every label value from such a place: a number is its raw token, a string its
+    /// content, which equals the bytes when the line has no backslash; array elements set
+    /// no label. Keys are not checked, as nested objects (`{"user":{"id":3}}` gives
+    /// `user_id`) and sanitized keys (`user-id`) name labels that are not in the line. A
+    /// needle `3` thus passes `"user_id":3` and `"id": "3"`, not `"status":503` or
+    /// `"path":"/v1/3"`.
     pub fn line_allows(&self, line: &[u8]) -> bool {
-        self.finder.find(line).is_some() || memchr::memchr(b'\\', line).is_some()
+        if memchr::memchr(b'\\', line).is_some() {
+            return true;
+        }
+        if !self.json_value {
+            return self.finder.find(line).is_some();
+        }
+        let n = self.finder.needle().len();
+        self.finder
+            .find_iter(line)
+            .any(|at| whole_json_value(line, at, at + n))
     }
+}
+
+/// Whether `line[start..end]` is a whole JSON value after a `:` (see
+/// [`FieldNeedleFinder::line_allows`]).
+fn whole_json_value(line: &[u8], start: usize, end: usize) -> bool {
+    let space = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'\x0b' | b'\x0c');
+    let colon_before = |mut i: usize| {
+        while i > 0 && space(line[i - 1]) {
+            i -= 1;
+        }
+        i > 0 && line[i - 1] == b':'
+    };
+    let quoted = start > 0 && line[start - 1] == b'"' && line.get(end) == Some(&b'"');
+    if quoted && colon_before(start - 1) {
+        return true;
+    }
+    // A bare token ends where the parser ends tokens.
+    let token_ends = line
+        .get(end)
+        .is_none_or(|&c| space(c) || matches!(c, b',' | b'}' | b']'));
+    token_ends && colon_before(start)
 }
 
 /// The field needles of a pipeline: `name = "value"` conjuncts (non-empty value, not a
 /// `__…__` label) of label filters that follow only line filters, `json` and `logfmt`.
 pub fn field_needles(stages: &[Stage]) -> Vec<FieldNeedle> {
     let mut parsed = false;
+    let mut plain_json = true;
     let mut out = Vec::new();
     for stage in stages {
         match stage {
             Stage::LineFilter(_) => {}
-            Stage::Json(_) | Stage::Logfmt { .. } => parsed = true,
-            Stage::LabelFilter(expr) if parsed => conjuncts(expr, &mut out),
+            Stage::Json(params) => {
+                parsed = true;
+                plain_json &= params.is_empty();
+            }
+            Stage::Logfmt { .. } => {
+                parsed = true;
+                plain_json = false;
+            }
+            Stage::LabelFilter(expr) if parsed => conjuncts(expr, plain_json, &mut out),
             // Label filters before any parser test stream labels or metadata only; every
             // other stage can rename labels or rewrite the line.
             Stage::LabelFilter(_) => {}
@@ -70,7 +133,7 @@ pub fn metadata_needles(stages: &[Stage]) -> Vec<FieldNeedle> {
     for stage in stages {
         match stage {
             Stage::LineFilter(_) => {}
-            Stage::LabelFilter(expr) => conjuncts(expr, &mut out),
+            Stage::LabelFilter(expr) => conjuncts(expr, false, &mut out),
             _ => break,
         }
     }
@@ -131,13 +194,13 @@ fn numeric_conjuncts(expr: &LabelFilterExpr, out: &mut Vec<NumericBound>) {
     }
 }
 
-fn conjuncts(expr: &LabelFilterExpr, out: &mut Vec<FieldNeedle>) {
+fn conjuncts(expr: &LabelFilterExpr, json_value: bool, out: &mut Vec<FieldNeedle>) {
     match expr {
         LabelFilterExpr::And { lhs, rhs, .. } => {
-            conjuncts(lhs, out);
-            conjuncts(rhs, out);
+            conjuncts(lhs, json_value, out);
+            conjuncts(rhs, json_value, out);
         }
-        LabelFilterExpr::Paren(inner) => conjuncts(inner, out),
+        LabelFilterExpr::Paren(inner) => conjuncts(inner, json_value, out),
         LabelFilterExpr::String {
             name,
             op: MatchOp::Eq,
@@ -145,6 +208,7 @@ fn conjuncts(expr: &LabelFilterExpr, out: &mut Vec<FieldNeedle>) {
         } if !value.is_empty() && !name.starts_with("__") => out.push(FieldNeedle {
             label: name.clone(),
             value: value.as_bytes().to_vec(),
+            json_value,
         }),
         _ => {}
     }
@@ -160,12 +224,94 @@ mod tests {
         let f = FieldNeedle {
             label: "user".into(),
             value: b"mallory".to_vec(),
+            json_value: false,
         }
         .finder();
         assert!(f.line_allows(br#"{"user":"mallory"}"#));
         assert!(f.line_allows(br#"{"user":"mall\u006fry"}"#));
         assert!(!f.line_allows(br#"{"user":"alice"}"#));
         assert_eq!(f.label, "user");
+    }
+
+    #[test]
+    fn after_plain_json_the_value_must_be_a_whole_json_value() {
+        let f = FieldNeedle {
+            label: "user_id".into(),
+            value: b"3".to_vec(),
+            json_value: true,
+        }
+        .finder();
+        for line in [
+            r#"{"user_id":3}"#,
+            r#"{"a":1,"user_id" : 3 ,"b":2}"#,
+            "{\"user_id\":\n\t3}",
+            r#"{"user":{"id":3}}"#,
+            r#"{"user-id":"3","status":503}"#,
+            r#"{"ids":[1,2,3],"user_id":3}"#,
+            r#"{"path":"/v1/3","user_id":3}"#,
+            // A backslash: the value may be escaped.
+            r#"{"user_id":"\u0033"}"#,
+            // Conservative: a string that looks like a value.
+            r#"{"msg":"count: 3, done"}"#,
+        ] {
+            assert!(f.line_allows(line.as_bytes()), "{line}");
+        }
+        for line in [
+            r#"{"user_id":13}"#,
+            r#"{"user_id":31}"#,
+            r#"{"status":503}"#,
+            r#"{"path":"/v1/3"}"#,
+            r#"{"3":1}"#,
+            r#"{"ids":[1,2,3]}"#,
+            r#"{"user_id":"3a"}"#,
+            r#"{"user_id":3.0}"#,
+            "level=info user_id=3",
+        ] {
+            assert!(!f.line_allows(line.as_bytes()), "{line}");
+        }
+        let t = FieldNeedle {
+            label: "ok".into(),
+            value: b"true".to_vec(),
+            json_value: true,
+        }
+        .finder();
+        assert!(t.line_allows(br#"{"ok":true}"#));
+        assert!(t.line_allows(br#"{"ok":"true"}"#));
+        assert!(!t.line_allows(br#"{"ok":"untrue"}"#));
+        // Other parsers: the bytes anywhere.
+        let l = FieldNeedle {
+            label: "user_id".into(),
+            value: b"3".to_vec(),
+            json_value: false,
+        }
+        .finder();
+        assert!(l.line_allows(b"level=info user_id=3"));
+        assert!(l.line_allows(br#"{"status":503}"#));
+    }
+
+    #[test]
+    fn json_values_only_after_plain_json_parsers() {
+        let flags = |q: &str| -> Vec<bool> {
+            let stages = match parse_expr(q) {
+                Ok(crate::ast::Expr::Log(l)) => l.pipeline,
+                other => panic!("{q}: {other:?}"),
+            };
+            field_needles(&stages)
+                .into_iter()
+                .map(|n| n.json_value)
+                .collect()
+        };
+        assert_eq!(flags(r#"{a="b"} | json | u="3""#), vec![true]);
+        assert_eq!(
+            flags(r#"{a="b"} | json | u="3" | json | v="4""#),
+            vec![true, true]
+        );
+        assert_eq!(
+            flags(r#"{a="b"} | json | u="3" | logfmt | v="4""#),
+            vec![true, false]
+        );
+        assert_eq!(flags(r#"{a="b"} | logfmt | u="3""#), vec![false]);
+        assert_eq!(flags(r#"{a="b"} | json u="x[0]" | u="3""#), vec![false]);
     }
 
     fn needles(q: &str) -> Vec<(String, String)> {

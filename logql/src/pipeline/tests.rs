@@ -1578,6 +1578,39 @@ mod flat_json {
         Ok(())
     }
 
+    /// Every label `| json` gives a line passes the field needle of its value: the needle
+    /// test drops no line the pipeline would keep.
+    fn json_needles_are_sound(line: &str) -> Result<(), TestCaseError> {
+        static JSON: OnceLock<Pipeline> = OnceLock::new();
+        let p = JSON.get_or_init(|| match Pipeline::new(&[json()]) {
+            Ok(p) => p,
+            Err(e) => panic!("| json: {e}"),
+        });
+        let mut lb = LabelsBuilder::new();
+        lb.reset(&pairs(&[]), &pairs(&[]));
+        if p.process(0, line, &mut lb).is_none() {
+            return Ok(());
+        }
+        for (name, value) in lb.labels() {
+            if value.is_empty() || name.starts_with("__") {
+                continue;
+            }
+            let needle = FieldNeedle {
+                label: name.clone(),
+                value: value.clone().into_bytes(),
+                json_value: true,
+            };
+            prop_assert!(
+                needle.finder().line_allows(line.as_bytes()),
+                "{}={:?} dropped from {}",
+                name,
+                value,
+                line
+            );
+        }
+        Ok(())
+    }
+
     /// A line with one byte inserted, replaced or removed.
     fn mutate(line: String, at: prop::sample::Index, byte: u8, op: u8) -> String {
         let mut b = line.into_bytes();
@@ -1685,6 +1718,7 @@ mod flat_json {
                 read_alike(&line)?;
             }
             precheck_is_sound(&line)?;
+            json_needles_are_sound(&line)?;
         }
 
         #[test]
@@ -1695,8 +1729,11 @@ mod flat_json {
             op in 0..4u8,
         ) {
             precheck_is_sound(&line)?;
+            json_needles_are_sound(&line)?;
             // And one byte off: mostly a syntax error somewhere.
-            precheck_is_sound(&mutate(line, at, byte, op))?;
+            let line = mutate(line, at, byte, op);
+            precheck_is_sound(&line)?;
+            json_needles_are_sound(&line)?;
         }
     }
 }

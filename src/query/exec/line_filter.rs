@@ -165,7 +165,7 @@ impl LineFilterExec {
             return self;
         };
         self.fields = Arc::new(FieldPrefilter {
-            needles: needles.iter().map(FieldNeedle::finder).collect(),
+            needles: FieldNeedle::finders(needles),
             metadata_idx: Some(metadata_idx),
         });
         self
@@ -437,6 +437,7 @@ mod tests {
                 needles: vec![FieldNeedle {
                     label: label.into(),
                     value: value.as_bytes().to_vec(),
+                    json_value: false,
                 }
                 .finder()],
                 metadata_idx: Some(3),
@@ -457,6 +458,7 @@ mod tests {
             needles: vec![FieldNeedle {
                 label: "user".into(),
                 value: b"bob".to_vec(),
+                json_value: false,
             }
             .finder()],
             metadata_idx: None,
