@@ -63,16 +63,15 @@ impl FieldNeedleFinder {
     /// needle `3` thus passes `"user_id":3` and `"id": "3"`, not `"status":503` or
     /// `"path":"/v1/3"`.
     pub fn line_allows(&self, line: &[u8]) -> bool {
-        if memchr::memchr(b'\\', line).is_some() {
-            return true;
-        }
-        if !self.json_value {
-            return self.finder.find(line).is_some();
-        }
-        let n = self.finder.needle().len();
-        self.finder
-            .find_iter(line)
-            .any(|at| whole_json_value(line, at, at + n))
+        let found = if self.json_value {
+            let n = self.finder.needle().len();
+            self.finder
+                .find_iter(line)
+                .any(|at| whole_json_value(line, at, at + n))
+        } else {
+            self.finder.find(line).is_some()
+        };
+        found || memchr::memchr(b'\\', line).is_some()
     }
 }
 
