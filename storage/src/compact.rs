@@ -265,12 +265,14 @@ impl Inner {
                 )
                 .await
                 .map_err(|e| os_err(&index, e))?;
+            crate::fault::point("compact.after_index_put");
             self.store
                 .put(&ObjectPath::from(path.as_str()), PutPayload::from(out.data))
                 .await
                 .map_err(|e| os_err(&path, e))?;
             metas.push(meta);
         }
+        crate::fault::point("compact.after_output_put");
 
         let before: u64 = job.inputs.iter().map(|c| c.size).sum();
         let after: u64 = metas.iter().map(|c| c.size).sum();
@@ -333,10 +335,12 @@ impl Inner {
                 removed,
             )
             .await?;
+            crate::fault::point("compact.after_chain");
             for c in &job.inputs {
                 next.delete_later(c, delete_after);
             }
             manifest::save(self.store.as_ref(), &job.tenant.name, &next).await?;
+            crate::fault::point("compact.after_manifest");
             *job.tenant.manifest.write() = ManifestState::new(next);
         }
         self.compactions.fetch_add(1, Ordering::Relaxed);
@@ -375,6 +379,7 @@ impl Inner {
                     Err(e) => return Err(os_err(path, e)),
                 }
             }
+            crate::fault::point("compact.after_input_delete");
             let _edit = self.manifest_lock.lock().await;
             let mut next = tenant.manifest.read().manifest.clone();
             next.pending_deletes.retain(|p| !due.contains(&p.path));

@@ -42,7 +42,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod apply;
-pub mod fault;
 mod filter;
 mod log;
 mod rows;

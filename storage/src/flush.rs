@@ -121,6 +121,7 @@ impl Inner {
                     path: path.clone(),
                     source: e,
                 })?;
+            crate::fault::point("flush.after_chunk_put");
             rows += encoded.rows;
             chunks.push(ChunkMeta {
                 path,
@@ -148,6 +149,7 @@ impl Inner {
         // The bucket's label objects before both: they must hold every stream a manifest
         // lists (the index is a cache of them, see `streams_log`).
         crate::streams_log::record(self.store.as_ref(), tenant, &streams).await?;
+        crate::fault::point("flush.after_streams_log");
         let t = tenant.clone();
         tokio::task::spawn_blocking(move || t.index.add_streams(&streams))
             .await
@@ -185,7 +187,9 @@ impl Inner {
             removed,
         )
         .await?;
+        crate::fault::point("flush.after_chain");
         manifest::save(self.store.as_ref(), &tenant.name, &next).await?;
+        crate::fault::point("flush.after_manifest");
         {
             let mut frozen = tenant.frozen.write();
             let mut state = tenant.manifest.write();

@@ -46,6 +46,7 @@ pub use model::{Entry, LabelSet, MatchOp, Matcher, PushStream, Series, StreamId,
 pub mod config;
 pub mod erase;
 pub mod error;
+pub mod fault;
 
 pub use config::StorageConfig;
 pub use error::{Error, Result};

@@ -1,5 +1,5 @@
 //! The crash matrix of retention and deletes: the real `tovlog` binary runs with a fault
-//! point armed (`TOVLOG_FAULT`, see `tovlog_storage::erase::fault`), so it aborts — as a
+//! point armed (`TOVLOG_FAULT`, see `tovlog_storage::fault`), so it aborts — as a
 //! `kill -9` would stop it — at one step of the compactor's retention or delete rewrite.
 //! Restarted without the fault on the same data directory, it must answer exactly what it
 //! would have answered without the crash, finish the work, and pass `tovlog verify`.
@@ -13,17 +13,22 @@ use serde_json::{json, Value};
 
 use crate::server::{free_port, wait_ready};
 
-const HOUR: i64 = 3_600_000_000_000;
-const MINUTE: i64 = 60_000_000_000;
+pub(crate) const HOUR: i64 = 3_600_000_000_000;
+pub(crate) const MINUTE: i64 = 60_000_000_000;
 
-fn now_ns() -> i64 {
+pub(crate) fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// Start the binary, with `fault` armed when given.
-fn spawn(config: &Path, data: &Path, port: u16, fault: Option<&str>) -> anyhow::Result<Child> {
+pub(crate) fn spawn(
+    config: &Path,
+    data: &Path,
+    port: u16,
+    fault: Option<&str>,
+) -> anyhow::Result<Child> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tovlog"));
     cmd.arg("--config")
         .arg(config)
@@ -40,7 +45,7 @@ fn spawn(config: &Path, data: &Path, port: u16, fault: Option<&str>) -> anyhow::
 
 /// Wait for the child to end by itself (the fault point); `false` on timeout (then it is
 /// killed).
-fn wait_exit(child: &mut Child, timeout: Duration) -> anyhow::Result<bool> {
+pub(crate) fn wait_exit(child: &mut Child, timeout: Duration) -> anyhow::Result<bool> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait()? {
@@ -56,15 +61,15 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> anyhow::Result<bool> {
 
 /// One test scenario: a data set, what the compactor does to it, and the lines that must
 /// remain.
-struct Case {
-    client: reqwest::Client,
-    url: String,
+pub(crate) struct Case {
+    pub(crate) client: reqwest::Client,
+    pub(crate) url: String,
     /// Start of the oldest window pushed.
-    first_ns: i64,
+    pub(crate) first_ns: i64,
 }
 
 impl Case {
-    async fn push(&self, job: &str, rows: &[(i64, String)]) -> anyhow::Result<()> {
+    pub(crate) async fn push(&self, job: &str, rows: &[(i64, String)]) -> anyhow::Result<()> {
         let values: Vec<Value> = rows
             .iter()
             .map(|(t, l)| json!([t.to_string(), l]))
@@ -81,7 +86,7 @@ impl Case {
     }
 
     /// Every line of `{job=~".+"}` the server returns, with how many times.
-    async fn lines(&self) -> anyhow::Result<BTreeSet<String>> {
+    pub(crate) async fn lines(&self) -> anyhow::Result<BTreeSet<String>> {
         let resp = self
             .client
             .get(format!("{}/loki/api/v1/query_range", self.url))
@@ -107,7 +112,7 @@ impl Case {
         Ok(seen)
     }
 
-    async fn flush(&self) -> anyhow::Result<()> {
+    pub(crate) async fn flush(&self) -> anyhow::Result<()> {
         let r = self
             .client
             .post(format!("{}/flush", self.url))
@@ -119,7 +124,7 @@ impl Case {
 }
 
 /// `tovlog verify` over the data directory must pass.
-fn verify(data: &Path) -> anyhow::Result<()> {
+pub(crate) fn verify(data: &Path) -> anyhow::Result<()> {
     let out = Command::new(env!("CARGO_BIN_EXE_tovlog"))
         .args(["verify", "--data-dir"])
         .arg(data)
@@ -135,7 +140,7 @@ fn verify(data: &Path) -> anyhow::Result<()> {
 }
 
 /// Parquet files under the tenant's window directories.
-fn parquet_files(data: &Path) -> Vec<std::path::PathBuf> {
+pub(crate) fn parquet_files(data: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![data.join("chunks").join("fake")];
     while let Some(d) = stack.pop() {

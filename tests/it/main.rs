@@ -5,6 +5,7 @@ mod auth;
 mod compare;
 mod conformance;
 mod crash;
+mod crash_matrix;
 mod dashboards;
 mod deletes;
 mod drilldown;

@@ -29,12 +29,12 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
-use super::fault;
 use super::filter::{EraseContext, StreamErase};
 use super::log::{within_cancel_period, Tombstone};
 use crate::chain::{self, ChainEvent, RemovedFile};
 use crate::compact::{self, Input, MergeSettings};
 use crate::error::{Error, Result};
+use crate::fault;
 use crate::manifest::{self, ChunkMeta, Manifest, ManifestState};
 use crate::model::StreamId;
 use crate::order;

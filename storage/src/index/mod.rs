@@ -221,7 +221,9 @@ impl LabelIndex {
             doc.add_text(self.fields.labels, json);
             writer.add_document(doc)?;
         }
+        crate::fault::point("index.before_commit");
         writer.commit()?;
+        crate::fault::point("index.after_commit");
         writer.wait_merging_threads()?;
         self.reader.reload()?;
         let mut known = self.known.write();
