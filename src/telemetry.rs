@@ -159,6 +159,18 @@ impl Metrics {
             storage.flushes,
         );
         counter(
+            "tovlog_flush_failures_total",
+            "Head flush attempts that failed (the object store unreachable, say); each is retried.",
+            "counter",
+            storage.flush_failures,
+        );
+        counter(
+            "tovlog_flush_failing",
+            "1 while the last head flush attempt failed: a push that finds the head full is refused with 503.",
+            "gauge",
+            u64::from(storage.flush_failing),
+        );
+        counter(
             "tovlog_chunk_files",
             "Chunk files in the store.",
             "gauge",

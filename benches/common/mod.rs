@@ -166,14 +166,25 @@ pub async fn push_shifted(url: &str, files: Vec<PathBuf>, shift_ns: i64) -> Resu
                     }
                     body = serde_json::to_vec(&json)?;
                 }
-                let r = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await?;
-                let status = r.status();
-                if status.as_u16() != 204 {
+                // A full head answers 503 (flushes behind ingest): retried with backoff,
+                // as Promtail does.
+                let mut delay = std::time::Duration::from_millis(100);
+                loop {
+                    let r = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await?;
+                    let status = r.status();
+                    if status.as_u16() == 204 {
+                        break;
+                    }
+                    if status.as_u16() == 503 && delay < std::time::Duration::from_secs(30) {
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                        continue;
+                    }
                     bail!(
                         "push of {} → {status}: {}",
                         f.display(),

@@ -100,6 +100,8 @@ impl From<tovlog_storage::Error> for ApiError {
     fn from(e: tovlog_storage::Error) -> Self {
         match e {
             tovlog_storage::Error::ReadOnly(_) => ApiError::Unavailable(e.to_string()),
+            // The head is full and cannot be flushed now: clients retry a 503 later.
+            tovlog_storage::Error::Backlogged(m) => ApiError::Unavailable(m),
             // A full disk passes (the WAL cuts the failed write back off and takes the next
             // push): retryable, as clients treat 503.
             tovlog_storage::Error::Io { ref source, .. }

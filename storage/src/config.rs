@@ -127,7 +127,7 @@ pub enum ObjectStoreConfig {
     /// A directory on the local file system.
     Local(LocalStoreConfig),
     /// An S3-compatible service.
-    S3(S3Config),
+    S3(Box<S3Config>),
 }
 
 impl Default for ObjectStoreConfig {
@@ -166,6 +166,21 @@ pub struct S3Config {
     pub path_style: bool,
     /// Key prefix inside the bucket. Default empty.
     pub prefix: String,
+    /// PEM file of certificate authorities to trust for an `https://` endpoint, besides
+    /// the system's (a private CA in front of MinIO, say). Default: unset.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Time limit of one request, from sending to the end of the response body. Default
+    /// `30s`.
+    pub request_timeout: HumanDuration,
+    /// Time limit of opening a connection. Default `5s`.
+    pub connect_timeout: HumanDuration,
+    /// Retries of a failed request (5xx, timeouts, connection errors), with exponential
+    /// backoff. Default `10`.
+    pub max_retries: usize,
+    /// No retry starts this long after a request's first attempt. A flush against an
+    /// unreachable store reports its failure after about this long (pushes are refused once
+    /// the head is full, see `head.stall_timeout`). Default `1m`.
+    pub retry_timeout: HumanDuration,
 }
 
 impl Default for S3Config {
@@ -179,6 +194,11 @@ impl Default for S3Config {
             allow_http: false,
             path_style: true,
             prefix: String::new(),
+            ca_file: None,
+            request_timeout: HumanDuration(Duration::from_secs(30)),
+            connect_timeout: HumanDuration(Duration::from_secs(5)),
+            max_retries: 10,
+            retry_timeout: HumanDuration(Duration::from_secs(60)),
         }
     }
 }
@@ -198,6 +218,11 @@ impl std::fmt::Debug for S3Config {
             .field("allow_http", &self.allow_http)
             .field("path_style", &self.path_style)
             .field("prefix", &self.prefix)
+            .field("ca_file", &self.ca_file)
+            .field("request_timeout", &self.request_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_retries", &self.max_retries)
+            .field("retry_timeout", &self.retry_timeout)
             .finish()
     }
 }
@@ -235,6 +260,11 @@ pub struct HeadConfig {
     pub max_age: HumanDuration,
     /// How often the background flusher checks the thresholds. Default `1s`.
     pub check_interval: HumanDuration,
+    /// When the head holds twice `max_bytes` (flushes fall behind ingest), a push waits
+    /// this long for a flush to free memory before it is refused with a retryable 503. A
+    /// push is refused at once while flushes fail (the object store unreachable). Default
+    /// `5s`, below the 10 s timeout of Promtail's client.
+    pub stall_timeout: HumanDuration,
     /// Rows of chunk files newer than this are kept decoded in memory once a query has read
     /// them, so alert rules and dashboards over the last minutes do not decompress the same
     /// pages again (see `scan::RecentRows`). Default `15m`.
@@ -249,6 +279,7 @@ impl Default for HeadConfig {
             max_bytes: ByteSize(64 * 1024 * 1024),
             max_age: HumanDuration(Duration::from_secs(600)),
             check_interval: HumanDuration(Duration::from_secs(1)),
+            stall_timeout: HumanDuration(Duration::from_secs(5)),
             recent_window: HumanDuration(Duration::from_secs(900)),
             recent_bytes: ByteSize(32 * 1024 * 1024),
         }

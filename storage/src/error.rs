@@ -61,6 +61,10 @@ pub enum Error {
     /// This process may not write (a read replica, or another writer holds the bucket).
     #[error("read-only: {0}")]
     ReadOnly(String),
+    /// The head is full and cannot be flushed now (the object store fails, or flushes fall
+    /// behind ingest): the push is refused, retryable (HTTP 503).
+    #[error("{0}")]
+    Backlogged(String),
     /// The storage is shutting down.
     #[error("storage is closed")]
     Closed,

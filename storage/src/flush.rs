@@ -35,25 +35,55 @@ fn join_err(e: tokio::task::JoinError) -> Error {
 }
 
 impl Inner {
-    /// Flush everything in the head now.
+    /// Flush everything in the head now. A failure is recorded (see
+    /// [`Self::wait_for_head_space`]) and left to the next attempt: the frozen heads stay
+    /// in memory and the WAL keeps their rows.
     pub(crate) async fn flush_all(&self) -> Result<()> {
-        let _flushing = self.flush_lock.lock().await;
-        let started = Instant::now();
-        let seq = {
-            let _gate = self.gate.write().await;
-            let seq = self.wal.rotate().await?;
-            for tenant in self.tenants.read().values() {
-                let mut frozen = tenant.frozen.write();
-                let mut head = tenant.head.write();
-                if !head.is_empty() {
-                    frozen.push((seq, Arc::new(std::mem::take(&mut *head))));
+        let result = self.flush_all_once().await;
+        match &result {
+            Ok(()) => {
+                if self.flush_failure.lock().take().is_some() {
+                    tracing::info!("head flush succeeded again; the backlog is written");
                 }
             }
-            seq
-        };
+            Err(e) => {
+                self.flush_failures.fetch_add(1, Ordering::Relaxed);
+                *self.flush_failure.lock() = Some(e.to_string());
+                // Waiting pushes re-check: they are refused now instead of waiting.
+                self.head_space.notify_waiters();
+            }
+        }
+        result
+    }
+
+    async fn flush_all_once(&self) -> Result<()> {
+        let _flushing = self.flush_lock.lock().await;
+        let started = Instant::now();
+        {
+            let _gate = self.gate.write().await;
+            // A retry after a failed flush with nothing appended since has nothing to
+            // freeze: no new WAL segment for it.
+            let appended = self
+                .tenants
+                .read()
+                .values()
+                .any(|t| !t.head.read().is_empty());
+            if appended {
+                let seq = self.wal.rotate().await?;
+                for tenant in self.tenants.read().values() {
+                    let mut frozen = tenant.frozen.write();
+                    let mut head = tenant.head.write();
+                    if !head.is_empty() {
+                        frozen.push((seq, Arc::new(std::mem::take(&mut *head))));
+                    }
+                }
+            }
+        }
         let tenants: Vec<Arc<Tenant>> = self.tenants.read().values().cloned().collect();
         let mut rows = 0u64;
         let mut files = 0u64;
+        // Segments below the newest frozen head's number hold only rows now in chunk files.
+        let mut written_below = None;
         for tenant in &tenants {
             loop {
                 let next = tenant.frozen.read().first().cloned();
@@ -63,8 +93,12 @@ impl Inner {
                 let (r, f) = self.flush_frozen(tenant, frozen_seq, head).await?;
                 rows += r;
                 files += f;
+                written_below = written_below.max(Some(frozen_seq));
             }
         }
+        let Some(seq) = written_below else {
+            return Ok(());
+        };
         let removed = self.wal.remove_segments_before(seq)?;
         self.flushes.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
@@ -207,16 +241,32 @@ impl Inner {
     /// Write stall: while the head (active plus frozen, still being written) holds twice
     /// `head.max_bytes`, appends wait for a flush to release memory. Ingest that outruns
     /// chunk encoding would otherwise grow the head without bound; with the stall, memory
-    /// stays near `2 × max_bytes` and pushes slow down to the flush rate instead.
+    /// stays near `2 × max_bytes` and pushes slow down to the flush rate instead. A push
+    /// waits at most `head.stall_timeout`, and not at all while flushes fail: then it is
+    /// refused ([`Error::Backlogged`], a retryable 503), and what was acknowledged stays in
+    /// the WAL and the head until the store takes it.
     pub(crate) async fn wait_for_head_space(&self) -> Result<()> {
         let limit = self.config.head.max_bytes.0.saturating_mul(2);
+        let deadline = Instant::now() + self.config.head.stall_timeout.0;
         loop {
             let released = self.head_space.notified();
             if self.closed.load(Ordering::Acquire) {
                 return Err(Error::Closed);
             }
-            if self.head_bytes.load(Ordering::Relaxed) < limit {
+            let held = self.head_bytes.load(Ordering::Relaxed);
+            if held < limit {
                 return Ok(());
+            }
+            let mib = held as f64 / (1024.0 * 1024.0);
+            if let Some(why) = self.flush_failure.lock().clone() {
+                return Err(Error::Backlogged(format!(
+                    "the head holds {mib:.1} MiB not yet written to the object store, and writing it fails ({why}); retry later"
+                )));
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Backlogged(format!(
+                    "the head holds {mib:.1} MiB and flushes fall behind ingest; retry later"
+                )));
             }
             self.flush_notify.notify_one();
             // The timeout only guards against a missed wake-up; flushes notify every waiter.
@@ -243,11 +293,13 @@ impl Inner {
             return true;
         }
         let max_age = self.config.head.max_age.0;
+        // Frozen heads are left by a failed flush: retried at every check.
         self.tenants.read().values().any(|t| {
-            t.head
-                .read()
-                .created()
-                .is_some_and(|c| c.elapsed() >= max_age)
+            !t.frozen.read().is_empty()
+                || t.head
+                    .read()
+                    .created()
+                    .is_some_and(|c| c.elapsed() >= max_age)
         })
     }
 }

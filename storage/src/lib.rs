@@ -131,6 +131,10 @@ pub struct StorageMetrics {
     pub wal_bytes: u64,
     /// Head flushes completed.
     pub flushes: u64,
+    /// Head flush attempts that failed (each is retried).
+    pub flush_failures: u64,
+    /// Whether the last flush attempt failed (the object store unreachable, say).
+    pub flush_failing: bool,
     /// Chunk files in all manifests.
     pub chunk_files: u64,
     /// Bytes of all chunk files.
@@ -259,6 +263,11 @@ pub(crate) struct Inner {
     /// Woken whenever a flush releases head memory; stalled appends wait on it.
     pub(crate) head_space: Notify,
     pub(crate) flushes: AtomicU64,
+    /// Failed flush attempts so far.
+    pub(crate) flush_failures: AtomicU64,
+    /// Why the last flush attempt failed; `None` once one succeeds. While set, a push that
+    /// finds the head full is refused at once instead of waiting.
+    pub(crate) flush_failure: parking_lot::Mutex<Option<String>>,
     pub(crate) head_bytes: AtomicU64,
     pub(crate) head_entries: AtomicU64,
     pub(crate) scan_chunk_files: AtomicU64,
@@ -461,6 +470,8 @@ impl Storage {
             flush_notify: Arc::new(Notify::new()),
             head_space: Notify::new(),
             flushes: AtomicU64::new(0),
+            flush_failures: AtomicU64::new(0),
+            flush_failure: parking_lot::Mutex::new(None),
             head_bytes: AtomicU64::new(bytes),
             head_entries: AtomicU64::new(entries),
             scan_chunk_files: AtomicU64::new(0),
@@ -1060,6 +1071,8 @@ impl Storage {
         StorageMetrics {
             wal_bytes: inner.wal.bytes(),
             flushes: inner.flushes.load(Ordering::Relaxed),
+            flush_failures: inner.flush_failures.load(Ordering::Relaxed),
+            flush_failing: inner.flush_failure.lock().is_some(),
             chunk_files,
             chunk_bytes,
             head_bytes: inner.head_bytes.load(Ordering::Relaxed),

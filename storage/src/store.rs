@@ -7,7 +7,7 @@ use datafusion_execution::object_store::ObjectStoreUrl;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::prefix::PrefixStore;
-use object_store::ObjectStore;
+use object_store::{BackoffConfig, Certificate, ClientOptions, ObjectStore, RetryConfig};
 
 use crate::config::{ObjectStoreConfig, StorageConfig};
 use crate::error::{Error, Result};
@@ -53,6 +53,32 @@ pub fn build(config: &StorageConfig) -> Result<Arc<dyn ObjectStore>> {
             if let Some(secret) = &s3.secret_access_key {
                 b = b.with_secret_access_key(secret);
             }
+            let mut client = ClientOptions::new()
+                .with_allow_http(s3.allow_http)
+                .with_timeout(s3.request_timeout.0)
+                .with_connect_timeout(s3.connect_timeout.0);
+            if let Some(ca) = &s3.ca_file {
+                let pem = std::fs::read(ca).map_err(|e| {
+                    Error::Config(format!("object_store.ca_file {}: {e}", ca.display()))
+                })?;
+                let certs = Certificate::from_pem_bundle(&pem).map_err(|e| {
+                    Error::Config(format!("object_store.ca_file {}: {e}", ca.display()))
+                })?;
+                if certs.is_empty() {
+                    return Err(Error::Config(format!(
+                        "object_store.ca_file {}: no PEM certificate in it",
+                        ca.display()
+                    )));
+                }
+                for cert in certs {
+                    client = client.with_root_certificate(cert);
+                }
+            }
+            b = b.with_client_options(client).with_retry(RetryConfig {
+                backoff: BackoffConfig::default(),
+                max_retries: s3.max_retries,
+                retry_timeout: s3.retry_timeout.0,
+            });
             let store = b
                 .build()
                 .map_err(|e| Error::Config(format!("object_store (s3): {e}")))?;

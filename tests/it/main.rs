@@ -24,6 +24,7 @@ mod ruler_e2e;
 mod ruler_peers;
 mod server;
 mod sor;
+mod store_outage;
 mod tail;
 mod tls;
 mod verify;

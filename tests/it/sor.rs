@@ -15,18 +15,18 @@ use serde_json::{json, Value};
 use crate::server::{free_port, wait_ready};
 
 const T0: i64 = 1_763_596_800_000_000_000;
-const BUCKET: &str = "tovlog-sor";
+pub(crate) const BUCKET: &str = "tovlog-sor";
 
 /// moto's S3 server on a loopback port, killed on drop.
-struct Moto {
+pub(crate) struct Moto {
     child: Child,
-    endpoint: String,
+    pub(crate) endpoint: String,
 }
 
 impl Moto {
     /// Start `moto_server` (or `$MOTO_SERVER`) and create [`BUCKET`]. A missing server is an
     /// error, never a skip.
-    async fn start() -> anyhow::Result<Moto> {
+    pub(crate) async fn start() -> anyhow::Result<Moto> {
         let program = std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
         let port = free_port()?;
         let child = Command::new(&program)

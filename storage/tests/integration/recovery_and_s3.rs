@@ -624,7 +624,7 @@ mod s3 {
     fn s3_config(data_dir: &Path, endpoint: &str) -> StorageConfig {
         StorageConfig {
             data_dir: data_dir.to_path_buf(),
-            object_store: ObjectStoreConfig::S3(S3Config {
+            object_store: ObjectStoreConfig::S3(Box::new(S3Config {
                 endpoint: Some(endpoint.to_string()),
                 bucket: BUCKET.into(),
                 region: "us-east-1".into(),
@@ -633,7 +633,8 @@ mod s3 {
                 allow_http: true,
                 path_style: true,
                 prefix: "logs".into(),
-            }),
+                ..S3Config::default()
+            })),
             ..StorageConfig::default()
         }
     }
