@@ -127,6 +127,27 @@ pub struct AlertmanagerClientConfig {
     pub credentials: String,
     /// File holding the credentials.
     pub credentials_file: String,
+    /// PEM file of certificate authorities trusted for `https://` Alertmanagers, besides the
+    /// system's.
+    pub tls_ca_path: String,
+    /// Client certificate presented to Alertmanager (with `tls_key_path`).
+    pub tls_cert_path: String,
+    /// Key of `tls_cert_path`.
+    pub tls_key_path: String,
+    /// Accept any certificate. Unsafe.
+    pub tls_insecure_skip_verify: bool,
+}
+
+impl AlertmanagerClientConfig {
+    /// The TLS settings, as the other clients name them.
+    pub fn tls(&self) -> super::client_tls::ClientTlsConfig {
+        super::client_tls::ClientTlsConfig {
+            ca_file: self.tls_ca_path.clone(),
+            cert_file: self.tls_cert_path.clone(),
+            key_file: self.tls_key_path.clone(),
+            insecure_skip_verify: self.tls_insecure_skip_verify,
+        }
+    }
 }
 
 /// Loki's `ruler.storage`: where rule groups live.
@@ -194,6 +215,9 @@ pub struct RemoteWriteClient {
     /// `Authorization` header (Prometheus' `authorization` block).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authorization: Option<Authorization>,
+    /// TLS of the connection to the receiver.
+    #[serde(skip_serializing_if = "super::client_tls::ClientTlsConfig::is_default")]
+    pub tls_config: super::client_tls::ClientTlsConfig,
     /// Queue settings.
     pub queue_config: QueueConfig,
     /// Other Prometheus remote-write keys (relabel configs, metadata…): accepted, unused.
@@ -211,6 +235,7 @@ impl Default for RemoteWriteClient {
             bearer_token: String::new(),
             bearer_token_file: String::new(),
             authorization: None,
+            tls_config: Default::default(),
             queue_config: QueueConfig::default(),
             other: BTreeMap::new(),
         }

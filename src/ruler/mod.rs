@@ -6,6 +6,7 @@
 //!                                       └► recorded samples ─► remote write (Prometheus 1.0)
 //! ```
 
+pub mod client_tls;
 pub mod config;
 pub mod group;
 pub mod manager;

@@ -198,12 +198,7 @@ pub(crate) fn parse_peer_url(
     let mut url =
         reqwest::Url::parse(raw).with_context(|| format!("{what}: invalid URL {raw:?}"))?;
     match url.scheme() {
-        "http" => {}
-        "https" => bail!(
-            "{what}: https is not supported (tovlog's HTTP client has no TLS); use http:// or a \
-             TLS-terminating proxy in front of {}",
-            url.host_str().unwrap_or(raw)
-        ),
+        "http" | "https" => {}
         other => bail!("{what}: unsupported URL scheme {other:?} in {raw:?}"),
     }
     if url.host_str().is_none() {
@@ -337,10 +332,11 @@ impl Notifier {
             }));
         }
 
-        let client = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .build()
-            .context("building the Alertmanager HTTP client")?;
+        let client = super::client_tls::client(
+            reqwest::Client::builder().user_agent(USER_AGENT),
+            &client_cfg.tls(),
+            "ruler.alertmanager_client",
+        )?;
         let shared = Arc::new(Shared {
             client,
             auth,
@@ -619,12 +615,16 @@ mod tests {
     }
 
     #[test]
-    fn peer_urls_lose_their_credentials_and_refuse_https() -> anyhow::Result<()> {
+    fn peer_urls_lose_their_credentials() -> anyhow::Result<()> {
         let (url, creds) = parse_peer_url("x", "http://u%40x:p%3Aw@am:9093/prefix/")?;
         assert_eq!(url.as_str(), "http://am:9093/prefix/");
         assert_eq!(creds, Some(("u@x".to_string(), "p:w".to_string())));
-        assert!(parse_peer_url("x", "https://am:9093").is_err());
+        assert_eq!(
+            parse_peer_url("x", "https://am:9093")?.0.as_str(),
+            "https://am:9093/"
+        );
         assert!(parse_peer_url("x", "am:9093").is_err());
+        assert!(parse_peer_url("x", "ftp://am:9093").is_err());
         Ok(())
     }
 

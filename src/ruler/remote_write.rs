@@ -282,10 +282,11 @@ impl Client {
         Ok(Client {
             name: name.to_string(),
             url,
-            http: reqwest::Client::builder()
-                .user_agent(super::notifier::USER_AGENT)
-                .build()
-                .context("building the remote-write HTTP client")?,
+            http: super::client_tls::client(
+                reqwest::Client::builder().user_agent(super::notifier::USER_AGENT),
+                &cfg.tls_config,
+                &format!("ruler.remote_write.clients.{name}"),
+            )?,
             auth,
             headers,
             timeout: cfg.remote_timeout,
@@ -705,12 +706,23 @@ mod tests {
     }
 
     #[test]
-    fn clients_need_an_http_url() {
+    fn clients_need_an_http_or_https_url_and_readable_tls_files() {
         let mut cfg = RemoteWriteClient::default();
         assert!(Client::new("a", &cfg).is_err());
-        cfg.url = "https://prom:9090/api/v1/write".into();
+        cfg.url = "ftp://prom:9090/api/v1/write".into();
         assert!(Client::new("a", &cfg).is_err());
+        cfg.url = "https://prom:9090/api/v1/write".into();
+        assert!(Client::new("a", &cfg).is_ok());
         cfg.url = "http://prom:9090/api/v1/write".into();
         assert!(Client::new("a", &cfg).is_ok());
+        cfg.tls_config.ca_file = "/nonexistent/ca.crt".into();
+        let err = Client::new("a", &cfg).err().map(|e| format!("{e:#}"));
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains("/nonexistent/ca.crt")),
+            "{err:?}"
+        );
+        cfg.tls_config.ca_file.clear();
+        cfg.tls_config.cert_file = "/etc/hostname".into();
+        assert!(Client::new("a", &cfg).is_err(), "cert_file without key_file");
     }
 }

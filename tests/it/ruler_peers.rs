@@ -47,6 +47,18 @@ impl Peer {
         port: u16,
         args: Vec<String>,
     ) -> Result<Peer> {
+        Peer::start_with(bins, dir, port, args, "http", reqwest::Client::new()).await
+    }
+
+    /// [`Peer::start`] for a peer serving `scheme`, polled with `client`.
+    async fn start_with(
+        bins: &[&str],
+        dir: tempfile::TempDir,
+        port: u16,
+        args: Vec<String>,
+        scheme: &str,
+        client: reqwest::Client,
+    ) -> Result<Peer> {
         let log_path = dir.path().join("log.txt");
         let mut last_err = None;
         let mut child = None;
@@ -76,9 +88,8 @@ impl Peer {
         let mut peer = Peer {
             child,
             _dir: dir,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
         };
-        let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = peer.child.try_wait()? {
@@ -109,6 +120,15 @@ impl Peer {
 /// Alertmanager with one route to a webhook at `webhook_url`, grouping by `alertname` with short
 /// waits so firing and resolved notifications arrive within a second or two.
 pub async fn start_alertmanager(webhook_url: &str) -> Result<Peer> {
+    start_alertmanager_with(webhook_url, None).await
+}
+
+/// [`start_alertmanager`], serving HTTPS with `(certificate, key, client trusting it)` when
+/// given.
+pub async fn start_alertmanager_with(
+    webhook_url: &str,
+    tls: Option<(&std::path::Path, &std::path::Path, reqwest::Client)>,
+) -> Result<Peer> {
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
     let config = dir.path().join("alertmanager.yml");
@@ -126,13 +146,24 @@ pub async fn start_alertmanager(webhook_url: &str) -> Result<Peer> {
         format!("--web.listen-address=127.0.0.1:{port}"),
         "--cluster.listen-address=".to_string(),
     ];
-    Peer::start(
-        &["prometheus-alertmanager", "alertmanager"],
-        dir,
-        port,
-        args,
-    )
-    .await
+    let bins = &["prometheus-alertmanager", "alertmanager"];
+    match tls {
+        None => Peer::start(bins, dir, port, args).await,
+        Some((cert, key, client)) => {
+            let web = dir.path().join("web.yml");
+            std::fs::write(
+                &web,
+                format!(
+                    "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
+                    cert.display(),
+                    key.display()
+                ),
+            )?;
+            let mut args = args;
+            args.push(format!("--web.config.file={}", web.display()));
+            Peer::start_with(bins, dir, port, args, "https", client).await
+        }
+    }
 }
 
 /// Prometheus with its remote-write receiver on `port`, scraping nothing.
@@ -892,5 +923,81 @@ async fn remote_write_drops_batches_prometheus_rejects() -> Result<()> {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].1, vec![(now_ms, 1.0)]);
     writer.shutdown(Duration::from_secs(5)).await;
+    Ok(())
+}
+
+/// Alertmanager serving HTTPS with a certificate of a private CA: the notifier reaches it
+/// with `alertmanager_client.tls_ca_path` naming that CA, and not without (its sends fail
+/// and are counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifier_reaches_an_https_alertmanager_through_its_ca_file() -> Result<()> {
+    let certs = tempfile::tempdir()?;
+    let d = certs.path();
+    crate::tls::make_ca(d, "ca")?;
+    crate::tls::make_leaf(d, "ca", "am", true)?;
+    let trusting = crate::tls::client(d, "ca", None)?;
+    let hook = Listener::start().await?;
+    let am = start_alertmanager_with(
+        &format!("{}/hook", hook.url),
+        Some((&d.join("am.crt"), &d.join("am.key"), trusting.clone())),
+    )
+    .await?;
+    let notifier_with = |ca: &str| {
+        let mut config = RulerConfig {
+            alertmanager_url: am.url.clone(),
+            notification_timeout: Duration::from_secs(5),
+            ..RulerConfig::default()
+        };
+        config.alertmanager_client.tls_ca_path = ca.to_string();
+        Notifier::new(&config)
+    };
+    let alert = |name: &str| Alert {
+        labels: labels(&[("alertname", name)]),
+        annotations: BTreeMap::new(),
+        starts_at: SystemTime::now(),
+        ends_at: None,
+        generator_url: String::new(),
+    };
+    let listed = |name: &'static str| {
+        let trusting = trusting.clone();
+        let url = am.url.clone();
+        async move {
+            let v: Value = trusting
+                .get(format!("{url}/api/v2/alerts"))
+                .query(&[("filter", format!("alertname=\"{name}\""))])
+                .send()
+                .await?
+                .json()
+                .await?;
+            Ok::<_, anyhow::Error>(v.as_array().map_or(0, |a| a.len()))
+        }
+    };
+
+    let untrusting = notifier_with("")?;
+    untrusting.send(vec![alert("TovlogUntrustedPeer")]);
+    eventually(
+        "the send to an untrusted certificate failing",
+        Duration::from_secs(20),
+        || {
+            metric(
+                &rendered(&untrusting),
+                "loki_prometheus_notifications_errors_total",
+                "",
+            )
+            .filter(|v| *v >= 1.0)
+        },
+    )
+    .await?;
+
+    let notifier = notifier_with(&d.join("ca.crt").display().to_string())?;
+    notifier.send(vec![alert("TovlogTrustedPeer")]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while listed("TovlogTrustedPeer").await? != 1 {
+        if Instant::now() > deadline {
+            bail!("the alert never reached the HTTPS Alertmanager");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(listed("TovlogUntrustedPeer").await?, 0);
     Ok(())
 }

@@ -27,10 +27,26 @@ impl Moto {
     /// Start `moto_server` (or `$MOTO_SERVER`) and create [`BUCKET`]. A missing server is an
     /// error, never a skip.
     pub(crate) async fn start() -> anyhow::Result<Moto> {
+        Moto::start_with(None).await
+    }
+
+    /// [`Moto::start`], serving HTTPS with `(certificate, key)` files when given; `client`
+    /// must trust the certificate.
+    pub(crate) async fn start_with(
+        tls: Option<(&Path, &Path, reqwest::Client)>,
+    ) -> anyhow::Result<Moto> {
         let program = std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
         let port = free_port()?;
-        let child = Command::new(&program)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let mut cmd = Command::new(&program);
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        let (scheme, client) = match tls {
+            Some((cert, key, client)) => {
+                cmd.arg("-c").arg(cert).arg("-k").arg(key);
+                ("https", client)
+            }
+            None => ("http", reqwest::Client::new()),
+        };
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -39,9 +55,8 @@ impl Moto {
             })?;
         let moto = Moto {
             child,
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: format!("{scheme}://127.0.0.1:{port}"),
         };
-        let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             // moto accepts an unsigned bucket creation.

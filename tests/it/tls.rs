@@ -1,6 +1,7 @@
 //! HTTPS (`server.http_tls_config`): a round trip with certificates made by the real `openssl`
 //! command, a certificate replaced on disk and served to the next connection without a
-//! restart, and client certificates required and verified.
+//! restart, and client certificates required and verified. The S3 client trusts a private CA
+//! named by `storage.object_store.ca_file`, and only it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,7 +26,7 @@ fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
 }
 
 /// A CA `name.crt`/`name.key` (P-256).
-fn make_ca(dir: &Path, name: &str) -> anyhow::Result<()> {
+pub(crate) fn make_ca(dir: &Path, name: &str) -> anyhow::Result<()> {
     openssl(
         dir,
         &[
@@ -49,7 +50,7 @@ fn make_ca(dir: &Path, name: &str) -> anyhow::Result<()> {
 }
 
 /// A leaf `name.crt`/`name.key` signed by CA `ca`, for the server (127.0.0.1) or a client.
-fn make_leaf(dir: &Path, ca: &str, name: &str, server: bool) -> anyhow::Result<()> {
+pub(crate) fn make_leaf(dir: &Path, ca: &str, name: &str, server: bool) -> anyhow::Result<()> {
     openssl(
         dir,
         &[
@@ -95,7 +96,11 @@ fn make_leaf(dir: &Path, ca: &str, name: &str, server: bool) -> anyhow::Result<(
     )
 }
 
-fn client(dir: &Path, ca: &str, identity: Option<&str>) -> anyhow::Result<reqwest::Client> {
+pub(crate) fn client(
+    dir: &Path,
+    ca: &str,
+    identity: Option<&str>,
+) -> anyhow::Result<reqwest::Client> {
     let root = reqwest::Certificate::from_pem(&std::fs::read(dir.join(format!("{ca}.crt")))?)?;
     let mut b = reqwest::Client::builder()
         .tls_built_in_root_certs(false)
@@ -247,5 +252,89 @@ async fn a_certificate_that_cannot_load_stops_start_up() -> anyhow::Result<()> {
         .unwrap_or_default();
     assert!(err.contains("server.http_tls_config"), "{err}");
     assert!(TestServer::start(config).await.is_err());
+    Ok(())
+}
+
+/// An S3 server (moto) behind a certificate of a private CA: trusted through
+/// `storage.object_store.ca_file`, refused without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_s3_client_trusts_the_configured_ca_file_only() -> anyhow::Result<()> {
+    use tovlog_storage::config::{ObjectStoreConfig, S3Config};
+
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    make_ca(d, "ca")?;
+    make_leaf(d, "ca", "s3", true)?;
+    let moto = crate::sor::Moto::start_with(Some((
+        &d.join("s3.crt"),
+        &d.join("s3.key"),
+        client(d, "ca", None)?,
+    )))
+    .await?;
+    let config = |ca_file: Option<PathBuf>, data: &str| tovlog::Config {
+        auth_enabled: false,
+        storage: tovlog_storage::StorageConfig {
+            data_dir: d.join(data),
+            object_store: ObjectStoreConfig::S3(Box::new(S3Config {
+                endpoint: Some(moto.endpoint.clone()),
+                bucket: crate::sor::BUCKET.into(),
+                access_key_id: Some("test".into()),
+                secret_access_key: Some("test".into()),
+                prefix: data.into(),
+                ca_file,
+                max_retries: 1,
+                retry_timeout: tovlog_storage::config::HumanDuration(Duration::from_secs(2)),
+                ..S3Config::default()
+            })),
+            ..tovlog_storage::StorageConfig::default()
+        },
+        ..tovlog::Config::default()
+    };
+
+    // Without the CA the server cannot reach its bucket, and says why.
+    let refused = TestServer::start(config(None, "untrusted")).await;
+    let err = match refused {
+        Ok(_) => anyhow::bail!("started against an untrusted certificate"),
+        Err(e) => format!("{e:#}"),
+    };
+    anyhow::ensure!(err.contains("certificate"), "start-up error: {err}");
+
+    // With it: a push flushed into the bucket and read back by a second node.
+    let server = TestServer::start(config(Some(d.join("ca.crt")), "trusted")).await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos();
+    let r = server
+        .client
+        .post(format!("{}/loki/api/v1/push", server.url))
+        .json(&json!({"streams": [{"stream": {"job": "s3tls"}, "values": [[now.to_string(), "over https"]]}]}))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status().as_u16() == 204, "push: {}", r.status());
+    let r = server
+        .client
+        .post(format!("{}/flush", server.url))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status().is_success(), "flush: {}", r.status());
+    let files: Vec<String> = {
+        let list = client(d, "ca", None)?
+            .get(format!(
+                "{}/{}?list-type=2&prefix=trusted/",
+                moto.endpoint,
+                crate::sor::BUCKET
+            ))
+            .send()
+            .await?
+            .text()
+            .await?;
+        list.split("<Key>")
+            .skip(1)
+            .filter_map(|k| k.split("</Key>").next())
+            .filter(|k| k.ends_with(".parquet"))
+            .map(str::to_string)
+            .collect()
+    };
+    anyhow::ensure!(files.len() == 1, "chunk files in the bucket: {files:?}");
     Ok(())
 }
