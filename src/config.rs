@@ -852,6 +852,36 @@ pub mod duration {
         }
     }
 
+    /// A duration as Prometheus' `model.Duration` prints it in JSON (`0s`, `5m`, `30d1h`):
+    /// Loki's limits are of that type.
+    pub fn prom(d: Duration) -> String {
+        let mut ms = d.as_millis();
+        if ms == 0 {
+            return "0s".into();
+        }
+        let mut out = String::new();
+        // Years and weeks only when they divide exactly, as Prometheus does.
+        for (unit, mult, exact) in [
+            ("y", 365 * 86_400_000u128, true),
+            ("w", 7 * 86_400_000, true),
+            ("d", 86_400_000, false),
+            ("h", 3_600_000, false),
+            ("m", 60_000, false),
+            ("s", 1000, false),
+            ("ms", 1, false),
+        ] {
+            if exact && !ms.is_multiple_of(mult) {
+                continue;
+            }
+            let v = ms / mult;
+            if v > 0 {
+                out.push_str(&format!("{v}{unit}"));
+                ms -= v * mult;
+            }
+        }
+        out
+    }
+
     /// serde: serialize.
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format(d))

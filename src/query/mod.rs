@@ -45,7 +45,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tovlog_logql::ast::Expr;
+use tovlog_logql::ast::{Expr, SampleExpr};
 use tovlog_storage::Storage;
 
 /// Resource limits of the engine (Loki's `limits_config` names where they exist).
@@ -126,6 +126,38 @@ pub enum QueryError {
     /// A failure of tovlog or its storage: HTTP 500.
     #[error("{0}")]
     Internal(String),
+}
+
+/// `max_query_range`: no range-vector selector (`[5m]`) may be longer; `None` when none
+/// is (or the limit is 0, off). Loki's text (`logqlmodel.ErrIntervalLimit` with both
+/// durations, as its engine prints them); the first selector over the limit, left to right,
+/// is named. Checked by the engine for every query (the ruler's too, as Loki's engine
+/// does) and by the HTTP layer before a query waits for a slot.
+pub fn range_limit_error(expr: &SampleExpr, limit: Duration) -> Option<String> {
+    let limit_ns = i64::try_from(limit.as_nanos()).unwrap_or(i64::MAX);
+    if limit_ns == 0 {
+        return None;
+    }
+    let range_ns = first_range_over(expr, limit_ns)?;
+    let range = Duration::from_nanos(u64::try_from(range_ns).unwrap_or(0));
+    Some(format!(
+        "[interval] value exceeds limit: [{}] > [{}]",
+        crate::config::duration::prom(range),
+        crate::config::duration::prom(limit)
+    ))
+}
+
+/// The range of the first range-vector selector of `expr` longer than `limit_ns`.
+fn first_range_over(expr: &SampleExpr, limit_ns: i64) -> Option<i64> {
+    match expr {
+        SampleExpr::Range(r) => (r.range.range_ns > limit_ns).then_some(r.range.range_ns),
+        SampleExpr::Vector(v) => first_range_over(&v.expr, limit_ns),
+        SampleExpr::LabelReplace(l) => first_range_over(&l.expr, limit_ns),
+        SampleExpr::Binary(b) => {
+            first_range_over(&b.lhs, limit_ns).or_else(|| first_range_over(&b.rhs, limit_ns))
+        }
+        SampleExpr::Literal(_) | SampleExpr::VectorLiteral(_) => None,
+    }
 }
 
 /// Loki's text for an instant log query.
@@ -220,6 +252,12 @@ impl QueryEngine {
             tovlog_logql::parse(&req.query).map_err(|e| QueryError::BadRequest(e.to_string()))?;
         if req.instant && !expr.is_sample() {
             return Err(QueryError::BadRequest(INSTANT_LOG_QUERY_ERROR.to_owned()));
+        }
+        if let (Expr::Sample(sample), Some(o)) = (&expr, &self.overrides) {
+            let limit = o.tenant(&req.tenant).limits.max_query_range;
+            if let Some(e) = range_limit_error(sample, limit) {
+                return Err(QueryError::BadRequest(e));
+            }
         }
         let tenant = req.tenant.clone();
         let (body, warnings) = self

@@ -718,11 +718,15 @@ mod tests {
         cfg.tls_config.ca_file = "/nonexistent/ca.crt".into();
         let err = Client::new("a", &cfg).err().map(|e| format!("{e:#}"));
         assert!(
-            err.as_deref().is_some_and(|e| e.contains("/nonexistent/ca.crt")),
+            err.as_deref()
+                .is_some_and(|e| e.contains("/nonexistent/ca.crt")),
             "{err:?}"
         );
         cfg.tls_config.ca_file.clear();
         cfg.tls_config.cert_file = "/etc/hostname".into();
-        assert!(Client::new("a", &cfg).is_err(), "cert_file without key_file");
+        assert!(
+            Client::new("a", &cfg).is_err(),
+            "cert_file without key_file"
+        );
     }
 }

@@ -4,8 +4,11 @@
 
 use axum::http::{HeaderMap, Method};
 
+use tovlog_logql::ast::Expr;
+
 use super::error::ApiError;
 use crate::config::duration;
+use crate::query::Direction;
 
 /// The single tenant of an installation without auth, as in Loki.
 pub const DEFAULT_TENANT: &str = "fake";
@@ -164,6 +167,90 @@ pub fn range_step(p: &Params, start_ns: i64, end_ns: i64, too_many: &str) -> Res
         return Err(ApiError::BadRequest(too_many.into()));
     }
     Ok(step_ns)
+}
+
+/// `direction`: `backward` (default) or `forward`, any case.
+pub fn parse_direction(p: &Params) -> Result<Direction, ApiError> {
+    match p.get("direction").map(|d| d.to_ascii_lowercase()) {
+        None => Ok(Direction::Backward),
+        Some(d) if d == "backward" => Ok(Direction::Backward),
+        Some(d) if d == "forward" => Ok(Direction::Forward),
+        Some(d) => Err(ApiError::BadRequest(format!(
+            "invalid direction '{d}': use forward or backward"
+        ))),
+    }
+}
+
+/// `limit`: a positive integer, default 100.
+pub fn parse_limit(p: &Params) -> Result<u32, ApiError> {
+    match p.get("limit") {
+        None => Ok(100),
+        Some(v) => {
+            let n: i64 = v.trim().parse().map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "invalid limit parameter: cannot parse {v:?} to an integer"
+                ))
+            })?;
+            if n <= 0 {
+                return Err(ApiError::BadRequest(
+                    "limit must be a positive value".into(),
+                ));
+            }
+            Ok(u32::try_from(n).unwrap_or(u32::MAX))
+        }
+    }
+}
+
+/// `query`, required, parsed as LogQL.
+pub fn parse_query(p: &Params) -> Result<(String, Expr), ApiError> {
+    let q = p
+        .get("query")
+        .ok_or_else(|| ApiError::BadRequest("query parameter is required".into()))?;
+    let expr = tovlog_logql::parse(q).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok((q.to_string(), expr))
+}
+
+/// The parameters of a `query_range` request.
+#[derive(Debug)]
+pub struct RangeParams {
+    /// The LogQL text.
+    pub query: String,
+    /// It, parsed.
+    pub expr: Expr,
+    /// `start`, ns (default: an hour before `end`).
+    pub start_ns: i64,
+    /// `end`, ns (default: now).
+    pub end_ns: i64,
+    /// `step`, ns (default: Loki's for the range).
+    pub step_ns: i64,
+    /// `limit`.
+    pub limit: u32,
+    /// `direction`.
+    pub direction: Direction,
+}
+
+/// A `query_range` request's parameters with Loki's defaults, rules and messages (the
+/// tenant's limits are checked by the caller).
+pub fn range_params(p: &Params, now_ns: i64) -> Result<RangeParams, ApiError> {
+    const HOUR_NS: i64 = 3_600_000_000_000;
+    let (query, expr) = parse_query(p)?;
+    let end_ns = parse_time(p.get("end"), now_ns, "end")?;
+    let start_ns = parse_time(p.get("start"), end_ns.saturating_sub(HOUR_NS), "start")?;
+    if end_ns < start_ns {
+        return Err(ApiError::BadRequest(
+            "end timestamp must not be before or equal to start time".into(),
+        ));
+    }
+    let step_ns = range_step(p, start_ns, end_ns, TOO_MANY_POINTS)?;
+    Ok(RangeParams {
+        query,
+        expr,
+        start_ns,
+        end_ns,
+        step_ns,
+        limit: parse_limit(p)?,
+        direction: parse_direction(p)?,
+    })
 }
 
 #[cfg(test)]

@@ -563,6 +563,45 @@ async fn query_error_marks_rule_unhealthy_and_the_group_goes_on() -> anyhow::Res
     Ok(())
 }
 
+/// The tenant's `max_query_range` holds for rules as for the query API (Loki checks it in
+/// its engine): a rule over it fails with the query API's message; the group goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_over_the_max_query_range_fail_as_the_query_api_does() -> anyhow::Result<()> {
+    let mut s = TestServer::start(ruler_config("limits_config:\n  max_query_range: 1h\n")?).await?;
+    let c = s.client.clone();
+    let long = r#"sum(count_over_time({app="auth"}[2h])) > 0"#;
+    let group = format!(
+        "name: ranges\ninterval: 1s\nrules:\n  - alert: TooLong\n    expr: '{long}'\n  - alert: Short\n    expr: 'sum(count_over_time({{app=\"auth\"}}[5m])) > 0'\n"
+    );
+    push_lines(&c, &s.url, &["failed login"]).await?;
+    let resp = c
+        .get(format!("{}/loki/api/v1/query", s.url))
+        .query(&[("query", long)])
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 400);
+    let expected = resp.text().await?.trim().to_string();
+    assert!(
+        expected.contains("[interval] value exceeds limit: [2h] > [1h]"),
+        "{expected}"
+    );
+    let (st, _, body) = send(
+        &c,
+        reqwest::Method::POST,
+        &format!("{}/loki/api/v1/rules/ns", s.url),
+        &group,
+    )
+    .await?;
+    assert_eq!(st, 202, "{body}");
+    let t = wait_rule(&c, &s.url, "TooLong", 20, |r| r["health"] != "unknown").await?;
+    assert_eq!(t["health"], "err");
+    assert_eq!(t["lastError"], expected);
+    let w = wait_rule(&c, &s.url, "Short", 20, |r| r["state"] == "firing").await?;
+    assert_eq!(w["health"], "ok");
+    s.stop().await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn local_rule_files_are_served_read_only() -> anyhow::Result<()> {
     let rules = tempfile::tempdir()?;

@@ -3,8 +3,6 @@
 //! `drilldown-limits`. Parameters are read and checked here with Loki's rules and
 //! messages; the detection itself is `query::detected`.
 
-use std::time::Duration;
-
 use axum::{
     body::Bytes,
     extract::{Path, RawQuery, State},
@@ -263,36 +261,6 @@ pub async fn detected_labels(
     Ok(Json(json!({ "detectedLabels": detected })))
 }
 
-/// A duration as Prometheus' `model.Duration` prints it in JSON (`0s`, `5m`, `30d1h`):
-/// Loki's limits are of that type.
-pub(super) fn prom_duration(d: Duration) -> String {
-    let mut ms = d.as_millis();
-    if ms == 0 {
-        return "0s".into();
-    }
-    let mut out = String::new();
-    // Years and weeks only when they divide exactly, as Prometheus does.
-    for (unit, mult, exact) in [
-        ("y", 365 * 86_400_000u128, true),
-        ("w", 7 * 86_400_000, true),
-        ("d", 86_400_000, false),
-        ("h", 3_600_000, false),
-        ("m", 60_000, false),
-        ("s", 1000, false),
-        ("ms", 1, false),
-    ] {
-        if exact && !ms.is_multiple_of(mult) {
-            continue;
-        }
-        let v = ms / mult;
-        if v > 0 {
-            out.push_str(&format!("{v}{unit}"));
-            ms -= v * mult;
-        }
-    }
-    out
-}
-
 /// `GET /loki/api/v1/drilldown-limits`: the limits Loki publishes to the Drilldown app
 /// (its default allow-list), with the tenant's values of the settings tovlog has, whether
 /// patterns are served and the version. Limits tovlog does not have are answered with
@@ -311,15 +279,15 @@ pub async fn drilldown_limits(
         "max_entries_limit_per_query": l.max_entries_limit_per_query,
         "max_line_size_truncate": l.max_line_size_truncate,
         "max_query_bytes_read": 0,
-        "max_query_length": prom_duration(l.max_query_length),
-        "max_query_lookback": prom_duration(l.max_query_lookback),
-        "max_query_range": prom_duration(l.max_query_range),
+        "max_query_length": crate::config::duration::prom(l.max_query_length),
+        "max_query_lookback": crate::config::duration::prom(l.max_query_lookback),
+        "max_query_range": crate::config::duration::prom(l.max_query_range),
         "max_query_series": l.max_query_series,
         "metric_aggregation_enabled": false,
         "pattern_persistence_enabled": false,
-        "query_timeout": prom_duration(state.config.query.timeout),
+        "query_timeout": crate::config::duration::prom(state.config.query.timeout),
         // Loki publishes the tenant's period whether or not the compactor enforces it.
-        "retention_period": prom_duration(l.retention_period),
+        "retention_period": crate::config::duration::prom(l.retention_period),
         "volume_enabled": l.volume_enabled,
         "volume_max_series": l.volume_max_series,
     });
@@ -332,17 +300,23 @@ pub async fn drilldown_limits(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Duration;
 
     #[test]
     fn durations_print_as_prometheus_does() {
         let h = |n: u64| Duration::from_secs(n * 3600);
-        assert_eq!(prom_duration(Duration::ZERO), "0s");
-        assert_eq!(prom_duration(Duration::from_secs(300)), "5m");
-        assert_eq!(prom_duration(h(721)), "30d1h");
-        assert_eq!(prom_duration(h(24 * 14)), "2w");
-        assert_eq!(prom_duration(h(24 * 365)), "1y");
-        assert_eq!(prom_duration(h(24 * 366)), "366d");
-        assert_eq!(prom_duration(Duration::from_millis(1500)), "1s500ms");
+        assert_eq!(crate::config::duration::prom(Duration::ZERO), "0s");
+        assert_eq!(
+            crate::config::duration::prom(Duration::from_secs(300)),
+            "5m"
+        );
+        assert_eq!(crate::config::duration::prom(h(721)), "30d1h");
+        assert_eq!(crate::config::duration::prom(h(24 * 14)), "2w");
+        assert_eq!(crate::config::duration::prom(h(24 * 365)), "1y");
+        assert_eq!(crate::config::duration::prom(h(24 * 366)), "366d");
+        assert_eq!(
+            crate::config::duration::prom(Duration::from_millis(1500)),
+            "1s500ms"
+        );
     }
 }

@@ -8,10 +8,10 @@ use axum::{
     Json,
 };
 use serde_json::{json, Value};
-use tovlog_logql::ast::{Expr, SampleExpr};
+use tovlog_logql::ast::Expr;
 
 use crate::{
-    query::{Direction, QueryError, QueryRequest},
+    query::{QueryError, QueryRequest},
     server::{
         error::ApiError,
         params::{self, Params},
@@ -19,52 +19,12 @@ use crate::{
     },
 };
 
-const HOUR_NS: i64 = 3_600_000_000_000;
-
-fn parse_direction(p: &Params) -> Result<Direction, ApiError> {
-    match p.get("direction").map(|d| d.to_ascii_lowercase()) {
-        None => Ok(Direction::Backward),
-        Some(d) if d == "backward" => Ok(Direction::Backward),
-        Some(d) if d == "forward" => Ok(Direction::Forward),
-        Some(d) => Err(ApiError::BadRequest(format!(
-            "invalid direction '{d}': use forward or backward"
-        ))),
-    }
-}
-
-pub(super) fn parse_limit(p: &Params) -> Result<u32, ApiError> {
-    match p.get("limit") {
-        None => Ok(100),
-        Some(v) => {
-            let n: i64 = v.trim().parse().map_err(|_| {
-                ApiError::BadRequest(format!(
-                    "invalid limit parameter: cannot parse {v:?} to an integer"
-                ))
-            })?;
-            if n <= 0 {
-                return Err(ApiError::BadRequest(
-                    "limit must be a positive value".into(),
-                ));
-            }
-            Ok(u32::try_from(n).unwrap_or(u32::MAX))
-        }
-    }
-}
-
 pub(super) fn categorize(headers: &HeaderMap) -> bool {
     headers
         .get_all("x-loki-response-encoding-flags")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.split(',').any(|f| f.trim() == "categorize-labels"))
-}
-
-fn parse_query(p: &Params) -> Result<(String, Expr), ApiError> {
-    let q = p
-        .get("query")
-        .ok_or_else(|| ApiError::BadRequest("query parameter is required".into()))?;
-    let expr = tovlog_logql::parse(q).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    Ok((q.to_string(), expr))
 }
 
 impl From<QueryError> for ApiError {
@@ -104,41 +64,11 @@ pub(super) fn check_limits(
         )));
     }
     if let Expr::Sample(sample) = expr {
-        check_range_limit(sample, l.max_query_range)?;
+        if let Some(e) = crate::query::range_limit_error(sample, l.max_query_range) {
+            return Err(ApiError::BadRequest(e));
+        }
     }
     Ok(())
-}
-
-/// `max_query_range`: no range-vector selector (`[5m]`) may be longer. Loki's text
-/// (`logqlmodel.ErrIntervalLimit` with both durations, as its engine and query frontend
-/// print them); the first selector over the limit, left to right, is named.
-fn check_range_limit(expr: &SampleExpr, limit: std::time::Duration) -> Result<(), ApiError> {
-    let limit_ns = i64::try_from(limit.as_nanos()).unwrap_or(i64::MAX);
-    if limit_ns == 0 {
-        return Ok(());
-    }
-    let Some(range_ns) = first_range_over(expr, limit_ns) else {
-        return Ok(());
-    };
-    let range = std::time::Duration::from_nanos(u64::try_from(range_ns).unwrap_or(0));
-    Err(ApiError::BadRequest(format!(
-        "[interval] value exceeds limit: [{}] > [{}]",
-        super::drilldown::prom_duration(range),
-        super::drilldown::prom_duration(limit)
-    )))
-}
-
-/// The range of the first range-vector selector of `expr` longer than `limit_ns`.
-fn first_range_over(expr: &SampleExpr, limit_ns: i64) -> Option<i64> {
-    match expr {
-        SampleExpr::Range(r) => (r.range.range_ns > limit_ns).then_some(r.range.range_ns),
-        SampleExpr::Vector(v) => first_range_over(&v.expr, limit_ns),
-        SampleExpr::LabelReplace(l) => first_range_over(&l.expr, limit_ns),
-        SampleExpr::Binary(b) => {
-            first_range_over(&b.lhs, limit_ns).or_else(|| first_range_over(&b.rhs, limit_ns))
-        }
-        SampleExpr::Literal(_) | SampleExpr::VectorLiteral(_) => None,
-    }
 }
 
 async fn run(state: &AppState, req: QueryRequest) -> Result<Json<Value>, ApiError> {
@@ -171,18 +101,15 @@ fn range_request(
     headers: &HeaderMap,
     tenant: String,
 ) -> Result<QueryRequest, ApiError> {
-    let (query, expr) = parse_query(p)?;
-    let now = params::now_ns();
-    let end_ns = params::parse_time(p.get("end"), now, "end")?;
-    let start_ns = params::parse_time(p.get("start"), end_ns - HOUR_NS, "start")?;
-    if end_ns < start_ns {
-        return Err(ApiError::BadRequest(
-            "end timestamp must not be before or equal to start time".into(),
-        ));
-    }
-    let step_ns = params::range_step(p, start_ns, end_ns, params::TOO_MANY_POINTS)?;
-    let limit = parse_limit(p)?;
-    let direction = parse_direction(p)?;
+    let params::RangeParams {
+        query,
+        expr,
+        start_ns,
+        end_ns,
+        step_ns,
+        limit,
+        direction,
+    } = params::range_params(p, params::now_ns())?;
     check_limits(state, &tenant, &expr, limit, start_ns, end_ns)?;
     Ok(QueryRequest {
         tenant,
@@ -207,7 +134,7 @@ pub async fn query_instant(
 ) -> Result<Json<Value>, ApiError> {
     let tenant = params::tenant(&headers, state.config.auth_enabled)?;
     let p = Params::collect(&method, raw.as_deref(), &headers, &body);
-    let (query, expr) = parse_query(&p)?;
+    let (query, expr) = params::parse_query(&p)?;
     if matches!(expr, Expr::Log(_)) {
         return Err(ApiError::BadRequest(
             "log queries are not supported as an instant query type, please change your query to a range query type"
@@ -215,8 +142,8 @@ pub async fn query_instant(
         ));
     }
     let time_ns = params::parse_time(p.get("time"), params::now_ns(), "time")?;
-    let limit = parse_limit(&p)?;
-    let direction = parse_direction(&p)?;
+    let limit = params::parse_limit(&p)?;
+    let direction = params::parse_direction(&p)?;
     check_limits(&state, &tenant, &expr, limit, time_ns, time_ns)?;
     let req = QueryRequest {
         tenant,

@@ -44,7 +44,8 @@ use tokio::{
 use tovlog_logql::{ast::Expr, pipeline::Pipeline};
 use tovlog_storage::Matcher;
 
-use super::query::{categorize, check_limits, parse_limit};
+use super::query::{categorize, check_limits};
+use crate::server::params::parse_limit;
 use crate::{
     query::{convert_matchers, Direction, QueryRequest},
     server::{
