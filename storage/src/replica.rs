@@ -7,6 +7,8 @@
 //! ([`crate::streams_log`]) into its local label index, then publishes the manifest, so
 //! every stream the manifest lists is found by selectors from the moment its files are
 //! queried. It answers over what the writer has flushed; the writer's head is not seen.
+//! Then it reads the delete requests' new events, so a delete posted to the writer hides
+//! its lines in the replica's answers within a poll.
 //!
 //! Files the writer's compactor replaces stay in the bucket for `compaction.delete_delay`
 //! after the manifest stops listing them; a query planned on the previous manifest reads
@@ -72,6 +74,13 @@ impl Inner {
             *tenant.manifest.write() = ManifestState::new(next);
             changed += 1;
             tracing::debug!(tenant = %name, new_streams = added, "replica: manifest followed");
+        }
+        // Delete requests after the manifests: the writer records a request processed only
+        // after the manifest lists the rewritten files, so its tombstone is never dropped
+        // here while the files it hides are still listed.
+        let events = self.erase.load(self.store.as_ref()).await?;
+        if events > 0 {
+            tracing::debug!(events, "replica: delete requests followed");
         }
         Ok(changed)
     }

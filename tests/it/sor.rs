@@ -383,14 +383,22 @@ async fn a_second_writer_is_refused_on_a_shared_directory() -> anyhow::Result<()
 }
 
 /// A writer and a read replica on one bucket: after a flush, the replica's answers equal
-/// the writer's within seconds; pushes to the replica get 503.
+/// the writer's within seconds, also after a delete request posted to the writer; pushes
+/// to the replica get 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_replica_answers_like_the_writer_after_a_flush() -> anyhow::Result<()> {
     let moto = Moto::start().await?;
     let dir = tempfile::tempdir()?;
     let bucket = Bucket::S3(&moto);
-    let wconf = write_config(dir.path(), "writer", &bucket, "")?;
-    let rconf = write_config(dir.path(), "reader", &bucket, "  role: reader\n")?;
+    // The delete API is served with retention on, as in Loki.
+    let deletes = "  compaction:\n    retention_enabled: true\n";
+    let wconf = write_config(dir.path(), "writer", &bucket, deletes)?;
+    let rconf = write_config(
+        dir.path(),
+        "reader",
+        &bucket,
+        &format!("  role: reader\n{deletes}"),
+    )?;
     let client = client()?;
     let (pw, pr) = (free_port()?, free_port()?);
     let (uw, ur) = (
@@ -422,6 +430,49 @@ async fn a_read_replica_answers_like_the_writer_after_a_flush() -> anyhow::Resul
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+
+    // A delete posted to the writer hides its lines in the replica's answers too, within
+    // a poll, and the replica lists the request.
+    let before = line_count(&answers(&client, &uw).await?);
+    let r = client
+        .post(format!("{uw}/loki/api/v1/delete"))
+        .query(&[
+            ("query", "{job=\"sor\", env=\"prod\"} |= \"line 2\""),
+            ("start", &(T0 / 1_000_000_000 - 60).to_string()),
+            ("end", &(T0 / 1_000_000_000 + 3600).to_string()),
+        ])
+        .send()
+        .await?;
+    anyhow::ensure!(r.status().as_u16() == 204, "delete: {}", r.status());
+    let expected = answers(&client, &uw).await?;
+    anyhow::ensure!(
+        line_count(&expected) < before,
+        "the delete hid nothing on the writer"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = answers(&client, &ur).await?;
+        if seen == expected {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the replica did not apply the delete in 10 s: {} lines, writer {}",
+            line_count(&seen),
+            line_count(&expected)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let listed: Value = client
+        .get(format!("{ur}/loki/api/v1/delete"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    anyhow::ensure!(
+        listed.as_array().map_or(0, Vec::len) == 1,
+        "the replica's delete requests: {listed}"
+    );
 
     let r = client
         .post(format!("{ur}/loki/api/v1/push"))

@@ -278,6 +278,8 @@ pub(crate) struct Eraser {
     compiler: RwLock<Option<DeleteCompiler>>,
     retention: RwLock<Option<RetentionSource>>,
     tenants: RwLock<HashMap<String, Arc<TenantLog>>>,
+    /// Event objects already read by [`Eraser::load`] (a replica reads only new ones).
+    loaded: parking_lot::Mutex<std::collections::HashSet<String>>,
     /// When the running compactor last swept orphans, ms since the epoch.
     last_sweep_ms: std::sync::atomic::AtomicU64,
 }
@@ -358,7 +360,9 @@ impl Eraser {
         self.log(tenant).map_or(0, |l| l.state.read().generation)
     }
 
-    /// Read every tenant's events from the store (at open).
+    /// Read every tenant's events from the store not read before: all of them at open,
+    /// and on a read replica at every poll, so the writer's new requests, cancellations
+    /// and completions apply to the replica's answers within a poll interval.
     pub(crate) async fn load(&self, store: &dyn ObjectStore) -> Result<usize> {
         let top = store
             .list_with_delimiter(None)
@@ -372,15 +376,23 @@ impl Eraser {
                 .try_collect()
                 .await
                 .map_err(|e| os_err(prefix.as_ref(), e))?;
-            if objects.is_empty() {
+            let new: Vec<_> = {
+                let seen = self.loaded.lock();
+                objects
+                    .into_iter()
+                    .filter(|o| {
+                        let path = o.location.as_ref();
+                        path.ends_with(".json") && !seen.contains(path)
+                    })
+                    .collect()
+            };
+            if new.is_empty() {
                 continue;
             }
-            let mut events = Vec::with_capacity(objects.len());
-            for o in objects {
+            let mut events = Vec::with_capacity(new.len());
+            let mut paths = Vec::with_capacity(new.len());
+            for o in new {
                 let path = o.location.to_string();
-                if !path.ends_with(".json") {
-                    continue;
-                }
                 let got = store.get(&o.location).await.map_err(|e| os_err(&path, e))?;
                 let bytes = got.bytes().await.map_err(|e| os_err(&path, e))?;
                 let record: Record =
@@ -389,6 +401,7 @@ impl Eraser {
                         detail: e.to_string(),
                     })?;
                 events.push(record.event);
+                paths.push(path);
             }
             // Received first (in creation order), then the later events.
             events.sort_by_key(|e| match e {
@@ -397,10 +410,21 @@ impl Eraser {
                     (1, *time_ms)
                 }
             });
-            let Some(tenant) = events.iter().find_map(|e| match e {
-                Event::Received { tenant, .. } => Some(tenant.clone()),
-                _ => None,
-            }) else {
+            // The tenant: named by a request's `received` event, read now or before.
+            let tenant = events
+                .iter()
+                .find_map(|e| match e {
+                    Event::Received { tenant, .. } => Some(tenant.clone()),
+                    _ => None,
+                })
+                .or_else(|| {
+                    self.tenants
+                        .read()
+                        .keys()
+                        .find(|t| tenant_dir(t) == dir.as_ref())
+                        .cloned()
+                });
+            let Some(tenant) = tenant else {
                 continue;
             };
             if tenant_dir(&tenant) != dir.as_ref() {
@@ -420,6 +444,7 @@ impl Eraser {
                 .requests
                 .sort_by(|a, b| (a.created_ms, &a.request_id).cmp(&(b.created_ms, &b.request_id)));
             state.refresh(&tenant, self.compiler().as_ref());
+            self.loaded.lock().extend(paths);
         }
         Ok(loaded)
     }
