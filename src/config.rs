@@ -801,7 +801,8 @@ pub mod duration {
     pub fn parse(text: &str) -> Option<Duration> {
         let text = text.trim();
         if let Ok(secs) = text.parse::<f64>() {
-            return (secs >= 0.0 && secs.is_finite()).then(|| Duration::from_secs_f64(secs));
+            // `try_`: a number past `Duration`'s range (`1e30`) is refused, not a panic.
+            return Duration::try_from_secs_f64(secs).ok();
         }
         let mut total = 0f64;
         let mut rest = text;
@@ -835,7 +836,7 @@ pub mod duration {
             rest = &rest[unit_len..];
             total += value * unit;
         }
-        Some(Duration::from_secs_f64(total))
+        Duration::try_from_secs_f64(total).ok()
     }
 
     /// Print as Go would (`1h30m0s` style is not needed; seconds with unit suffixes).
@@ -1146,6 +1147,12 @@ runtime_config:
         assert_eq!(duration::parse("90"), Some(Duration::from_secs(90)));
         assert_eq!(duration::parse("5x"), None);
         assert_eq!(duration::parse(""), None);
+        // Past `Duration`'s range, negative or not a number: refused, never a panic.
+        assert_eq!(duration::parse("1e30"), None);
+        assert_eq!(duration::parse("99999999999999999999999"), None);
+        assert_eq!(duration::parse("99999999999999999999999h"), None);
+        assert_eq!(duration::parse("-5"), None);
+        assert_eq!(duration::parse("NaN"), None);
     }
 
     #[test]

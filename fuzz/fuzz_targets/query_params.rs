@@ -1,5 +1,5 @@
 //! Fuzz the query API's parameters: the input is a query string (`query=…&start=…&end=…&
-//! step=…&limit=…&direction=…&time=…`) parsed as `query_range` and `query` parse it, with
+//! step=…&limit=…&direction=…&time=…&since=…`) parsed as `query_range` and `query` parse it, with
 //! Loki's time, duration and step rules. No input may panic or overflow.
 #![no_main]
 
@@ -19,4 +19,6 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = params::parse_time(p.get("time"), NOW_NS, "time");
     let _ = p.get("step").map(params::parse_step);
+    // Drilldown's `since`, and every other duration of the API and the config.
+    let _ = p.get("since").map(tovlog::config::duration::parse);
 });

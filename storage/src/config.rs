@@ -465,7 +465,12 @@ impl HumanDuration {
                 "w" => 7.0 * 86400.0,
                 other => return Err(format!("invalid duration unit {other:?} in {s:?}")),
             };
-            total += Duration::from_secs_f64(num * secs);
+            // `try_` and `checked_`: a duration past `Duration`'s range is an error, not a
+            // panic.
+            total = Duration::try_from_secs_f64(num * secs)
+                .ok()
+                .and_then(|part| total.checked_add(part))
+                .ok_or_else(|| format!("duration {s:?} is too long"))?;
             rest = tail;
         }
         Ok(HumanDuration(total))
@@ -515,6 +520,9 @@ mod tests {
         assert_eq!(HumanDuration::parse("1h30m")?.0, Duration::from_secs(5400));
         assert_eq!(HumanDuration::parse("250ms")?.0, Duration::from_millis(250));
         assert!(HumanDuration::parse("5").is_err());
+        // Past `Duration`'s range: an error, never a panic.
+        assert!(HumanDuration::parse("99999999999999999999999s").is_err());
+        assert!(HumanDuration::parse("18446744073709551615s18446744073709551615s").is_err());
         Ok(())
     }
 

@@ -521,6 +521,11 @@ async fn bad_requests_are_rejected() -> anyhow::Result<()> {
             "/loki/api/v1/detected_fields",
             params(&[("query", ok), ("start", "yesterday")]),
         ),
+        // Past `Duration`'s range: once a panic of the handler, now a 400.
+        (
+            "/loki/api/v1/detected_fields",
+            params(&[("query", ok), ("since", "99999999999999999999999")]),
+        ),
         (
             "/loki/api/v1/detected_field/level/values",
             around_t(r#"{job=~".*"}"#),

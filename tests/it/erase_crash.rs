@@ -85,16 +85,27 @@ impl Case {
         Ok(())
     }
 
-    /// Every line of `{job=~".+"}` the server returns, with how many times.
+    /// Every line of `{job=~".+"}` the server returns, each once.
     pub(crate) async fn lines(&self) -> anyhow::Result<BTreeSet<String>> {
+        self.lines_of("{job=~\".+\"}", self.first_ns - HOUR, now_ns() + HOUR)
+            .await
+    }
+
+    /// Every line `query` returns over `[start_ns, end_ns)`; a line returned twice fails.
+    pub(crate) async fn lines_of(
+        &self,
+        query: &str,
+        start_ns: i64,
+        end_ns: i64,
+    ) -> anyhow::Result<BTreeSet<String>> {
         let resp = self
             .client
             .get(format!("{}/loki/api/v1/query_range", self.url))
             .query(&[
-                ("query", "{job=~\".+\"}"),
-                ("start", &(self.first_ns - HOUR).to_string()),
-                ("end", &(now_ns() + HOUR).to_string()),
-                ("limit", "100000"),
+                ("query", query),
+                ("start", &start_ns.to_string()),
+                ("end", &end_ns.to_string()),
+                ("limit", "1000000"),
                 ("direction", "forward"),
             ])
             .send()

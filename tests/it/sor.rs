@@ -382,6 +382,29 @@ async fn a_second_writer_is_refused_on_a_shared_directory() -> anyhow::Result<()
     second_writer(Bucket::Local(dir.path())).await
 }
 
+/// Wait (10 s at most) until the replica at `url` gives the `expected` answers.
+async fn same_answers(
+    client: &reqwest::Client,
+    url: &str,
+    expected: &Value,
+    what: &str,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = answers(client, url).await?;
+        if seen == *expected {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the replica did not {what} in 10 s: {} of {} lines",
+            line_count(&seen),
+            line_count(expected)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A writer and a read replica on one bucket: after a flush, the replica's answers equal
 /// the writer's within seconds, also after a delete request posted to the writer; pushes
 /// to the replica get 503.
@@ -415,20 +438,7 @@ async fn a_read_replica_answers_like_the_writer_after_a_flush() -> anyhow::Resul
         let r = client.post(format!("{uw}/flush")).send().await?;
         anyhow::ensure!(r.status().is_success(), "flush: {}", r.status());
         let expected = answers(&client, &uw).await?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let seen = answers(&client, &ur).await?;
-            if seen == expected {
-                break;
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the replica did not catch up in 10 s: {} of {} lines",
-                line_count(&seen),
-                line_count(&expected)
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        same_answers(&client, &ur, &expected, "catch up").await?;
     }
 
     // A delete posted to the writer hides its lines in the replica's answers too, within
@@ -449,20 +459,7 @@ async fn a_read_replica_answers_like_the_writer_after_a_flush() -> anyhow::Resul
         line_count(&expected) < before,
         "the delete hid nothing on the writer"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let seen = answers(&client, &ur).await?;
-        if seen == expected {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the replica did not apply the delete in 10 s: {} lines, writer {}",
-            line_count(&seen),
-            line_count(&expected)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    same_answers(&client, &ur, &expected, "apply the delete").await?;
     let listed: Value = client
         .get(format!("{ur}/loki/api/v1/delete"))
         .send()

@@ -182,28 +182,7 @@ async fn metric(case: &Case, name: &str) -> anyhow::Result<f64> {
 
 /// Lines of `{job="outage"}` in `[start, end)`, each once.
 async fn lines_between(case: &Case, start: i64, end: i64) -> anyhow::Result<BTreeSet<String>> {
-    let resp = case
-        .client
-        .get(format!("{}/loki/api/v1/query_range", case.url))
-        .query(&[
-            ("query", "{job=\"outage\"}"),
-            ("start", &start.to_string()),
-            ("end", &end.to_string()),
-            ("limit", "1000000"),
-        ])
-        .send()
-        .await?;
-    let status = resp.status();
-    let body: Value = resp.json().await?;
-    anyhow::ensure!(status.is_success(), "query failed: {status} {body}");
-    let mut seen = BTreeSet::new();
-    for s in body["data"]["result"].as_array().into_iter().flatten() {
-        for v in s["values"].as_array().into_iter().flatten() {
-            let line = v[1].as_str().unwrap_or("").to_string();
-            anyhow::ensure!(seen.insert(line.clone()), "{line} returned twice");
-        }
-    }
-    Ok(seen)
+    case.lines_of("{job=\"outage\"}", start, end).await
 }
 
 async fn wait_for(
