@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::erase_crash::{now_ns, spawn, Case, HOUR};
+use crate::erase_crash::{now_ns, spawn, verify_with, Case, HOUR};
 use crate::server::{free_port, wait_ready};
 use crate::sor::{Moto, BUCKET};
 
@@ -331,18 +331,6 @@ async fn an_object_store_outage_refuses_pushes_once_the_head_is_full_and_loses_n
         .status()?;
     let status = child.wait()?;
     anyhow::ensure!(status.success(), "SIGTERM exit status {status}");
-    let out = Command::new(env!("CARGO_BIN_EXE_tovlog"))
-        .arg("verify")
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(&data)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "verify failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    verify_with(&data, Some(&config))?;
     Ok(())
 }
