@@ -247,7 +247,8 @@ impl Inner {
     /// the WAL and the head until the store takes it.
     pub(crate) async fn wait_for_head_space(&self) -> Result<()> {
         let limit = self.config.head.max_bytes.0.saturating_mul(2);
-        let deadline = Instant::now() + self.config.head.stall_timeout.0;
+        // Taken when the head is first found full: pushes that need not wait read no clock.
+        let mut deadline = None;
         loop {
             let released = self.head_space.notified();
             if self.closed.load(Ordering::Acquire) {
@@ -263,6 +264,8 @@ impl Inner {
                     "the head holds {mib:.1} MiB not yet written to the object store, and writing it fails ({why}); retry later"
                 )));
             }
+            let deadline =
+                *deadline.get_or_insert_with(|| Instant::now() + self.config.head.stall_timeout.0);
             if Instant::now() >= deadline {
                 return Err(Error::Backlogged(format!(
                     "the head holds {mib:.1} MiB and flushes fall behind ingest; retry later"

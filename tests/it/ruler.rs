@@ -508,15 +508,18 @@ rules:
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn query_error_marks_rule_unhealthy_and_the_group_goes_on() -> anyhow::Result<()> {
-    let mut s = TestServer::start(ruler_config("")?).await?;
-    let c = s.client.clone();
-    let broken = r#"count_over_time({app="auth"} | json [1m]) > 0"#;
+/// A group of two alerts over `{app="auth"}`: `Broken` with `broken`, which the query API
+/// refuses (400), and `Works`, which fires. `Broken` must end `health: err` with the query
+/// API's message and `Works` fire with `health: ok`. Returns that message and `Works`.
+async fn failing_rule_as_the_query_api(
+    s: &TestServer,
+    group_name: &str,
+    broken: &str,
+) -> anyhow::Result<(String, Value)> {
+    let c = &s.client;
     let group = format!(
-        "name: mixed\ninterval: 1s\nrules:\n  - alert: Broken\n    expr: '{broken}'\n  - alert: Works\n    expr: 'sum(count_over_time({{app=\"auth\"}}[1m])) > 0'\n"
+        "name: {group_name}\ninterval: 1s\nrules:\n  - alert: Broken\n    expr: '{broken}'\n  - alert: Works\n    expr: 'sum(count_over_time({{app=\"auth\"}}[1m])) > 0'\n"
     );
-    push_lines(&c, &s.url, &["not json at all", "still not json"]).await?;
     // What the query API says about the same query now.
     let resp = c
         .get(format!("{}/loki/api/v1/query", s.url))
@@ -530,19 +533,33 @@ async fn query_error_marks_rule_unhealthy_and_the_group_goes_on() -> anyhow::Res
     );
     let expected = resp.text().await?.trim().to_string();
     let (st, _, body) = send(
-        &c,
+        c,
         reqwest::Method::POST,
         &format!("{}/loki/api/v1/rules/ns", s.url),
         &group,
     )
     .await?;
     assert_eq!(st, 202, "{body}");
-    let b = wait_rule(&c, &s.url, "Broken", 20, |r| r["health"] != "unknown").await?;
+    let b = wait_rule(c, &s.url, "Broken", 20, |r| r["health"] != "unknown").await?;
     assert_eq!(b["health"], "err");
     assert_eq!(b["lastError"], expected);
-    let w = wait_rule(&c, &s.url, "Works", 20, |r| r["state"] == "firing").await?;
+    let w = wait_rule(c, &s.url, "Works", 20, |r| r["state"] == "firing").await?;
     assert_eq!(w["health"], "ok");
     assert_eq!(w["lastError"], "");
+    Ok((expected, w))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_error_marks_rule_unhealthy_and_the_group_goes_on() -> anyhow::Result<()> {
+    let mut s = TestServer::start(ruler_config("")?).await?;
+    let c = s.client.clone();
+    push_lines(&c, &s.url, &["not json at all", "still not json"]).await?;
+    let (_, w) = failing_rule_as_the_query_api(
+        &s,
+        "mixed",
+        r#"count_over_time({app="auth"} | json [1m]) > 0"#,
+    )
+    .await?;
     assert_eq!(w["alerts"][0]["value"], "2e+00");
     let metrics = c
         .get(format!("{}/metrics", s.url))
@@ -568,36 +585,17 @@ async fn query_error_marks_rule_unhealthy_and_the_group_goes_on() -> anyhow::Res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_over_the_max_query_range_fail_as_the_query_api_does() -> anyhow::Result<()> {
     let mut s = TestServer::start(ruler_config("limits_config:\n  max_query_range: 1h\n")?).await?;
-    let c = s.client.clone();
-    let long = r#"sum(count_over_time({app="auth"}[2h])) > 0"#;
-    let group = format!(
-        "name: ranges\ninterval: 1s\nrules:\n  - alert: TooLong\n    expr: '{long}'\n  - alert: Short\n    expr: 'sum(count_over_time({{app=\"auth\"}}[5m])) > 0'\n"
-    );
-    push_lines(&c, &s.url, &["failed login"]).await?;
-    let resp = c
-        .get(format!("{}/loki/api/v1/query", s.url))
-        .query(&[("query", long)])
-        .send()
-        .await?;
-    assert_eq!(resp.status().as_u16(), 400);
-    let expected = resp.text().await?.trim().to_string();
+    push_lines(&s.client, &s.url, &["failed login"]).await?;
+    let (expected, _) = failing_rule_as_the_query_api(
+        &s,
+        "ranges",
+        r#"sum(count_over_time({app="auth"}[2h])) > 0"#,
+    )
+    .await?;
     assert!(
         expected.contains("[interval] value exceeds limit: [2h] > [1h]"),
         "{expected}"
     );
-    let (st, _, body) = send(
-        &c,
-        reqwest::Method::POST,
-        &format!("{}/loki/api/v1/rules/ns", s.url),
-        &group,
-    )
-    .await?;
-    assert_eq!(st, 202, "{body}");
-    let t = wait_rule(&c, &s.url, "TooLong", 20, |r| r["health"] != "unknown").await?;
-    assert_eq!(t["health"], "err");
-    assert_eq!(t["lastError"], expected);
-    let w = wait_rule(&c, &s.url, "Short", 20, |r| r["state"] == "firing").await?;
-    assert_eq!(w["health"], "ok");
     s.stop().await?;
     Ok(())
 }
